@@ -1,0 +1,4 @@
+"""Node agent process: materialises pools, keeps the image cache, reports observed state.
+
+Never touches the store.
+"""

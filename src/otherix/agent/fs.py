@@ -1,0 +1,207 @@
+"""Filesystem primitives of the node agent: the one place the agent writes to disk.
+
+Owns the safety rules every agent write follows: a name is checked to be one
+safe path segment before it is joined (``safe_segment``/``safe_join``), a
+target's realpath is checked against its root before it is written
+(``ensure_within``), files are replaced atomically (temp file in the same
+directory, fsync, rename, fsync of the directory), directories get an exact
+mode whatever the process umask is (``make_dir``).
+
+Callers: the pool reconciler (``otherix.agent.pools``) and, later, the image
+cache and VM disk code. Nothing outside ``otherix.agent`` uses this module.
+This module never deletes anything but its own temp and probe files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = [
+    "WRITE_PROBE_NAME",
+    "UnsafePath",
+    "Usage",
+    "atomic_write",
+    "disk_usage",
+    "ensure_within",
+    "first_symlinked_ancestor",
+    "fsync_dir",
+    "make_dir",
+    "safe_join",
+    "safe_segment",
+    "strerror",
+    "write_probe",
+]
+
+#: Name of the file ``write_probe`` creates and removes again.
+WRITE_PROBE_NAME = ".otherix-write-probe"
+
+_MAX_SEGMENT_BYTES = 255
+
+
+class UnsafePath(ValueError):  # noqa: N818 - name fixed by the agent's public API
+    """A name or path would leave the directory it is meant to stay in."""
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Space on the filesystem holding a path, in bytes."""
+
+    capacity_bytes: int
+    available_bytes: int
+
+
+def safe_segment(name: str) -> str:
+    """Return ``name`` if it is exactly one safe path segment, else raise UnsafePath.
+
+    Safe means: non-empty, not ``.`` or ``..``, no ``/``, no NUL, and at most
+    255 bytes once encoded for the filesystem.
+    """
+    if not name:
+        raise UnsafePath("path segment is empty")
+    if name in (".", ".."):
+        raise UnsafePath(f"path segment {name!r} is not allowed")
+    if "/" in name:
+        raise UnsafePath(f"path segment {name!r} contains '/'")
+    if "\x00" in name:
+        raise UnsafePath(f"path segment {name!r} contains NUL")
+    try:
+        encoded = os.fsencode(name)
+    except UnicodeError as exc:
+        raise UnsafePath(f"path segment {name!r} cannot be encoded") from exc
+    if len(encoded) > _MAX_SEGMENT_BYTES:
+        raise UnsafePath(f"path segment is {len(encoded)} bytes, more than {_MAX_SEGMENT_BYTES}")
+    return name
+
+
+def safe_join(root: Path, *segments: str) -> Path:
+    """Join ``segments`` under ``root``, each checked with ``safe_segment``."""
+    path = root
+    for segment in segments:
+        path = path / safe_segment(segment)
+    return path
+
+
+def ensure_within(root: Path, target: Path) -> Path:
+    """Return the realpath of ``target`` if it equals or lies inside ``root``'s realpath.
+
+    Symlinks are resolved on both sides, so a symlink under ``root`` that
+    points elsewhere is caught. Raises UnsafePath otherwise.
+    """
+    root_real = os.path.realpath(root)
+    real = os.path.realpath(target)
+    if real != root_real and os.path.commonpath([root_real, real]) != root_real:
+        raise UnsafePath(f"{target} resolves to {real}, outside {root_real}")
+    return Path(real)
+
+
+def first_symlinked_ancestor(path: Path) -> Path | None:
+    """Return the first existing proper ancestor of ``path`` that is a symlink, if any.
+
+    Walks from the top (``/``) down and stops at the first component that does
+    not exist (it will be created as a real directory) or is not a directory.
+    ``path`` itself is not examined.
+    """
+    for ancestor in reversed(path.parents):
+        if ancestor == ancestor.parent:  # the filesystem root
+            continue
+        if os.path.islink(ancestor):
+            return ancestor
+        if not os.path.isdir(ancestor):
+            return None
+    return None
+
+
+def fsync_dir(path: Path) -> None:
+    """Flush a directory's entries (after a create, rename or unlink in it)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Replace ``path`` with ``data`` so readers see the old or the new file, never a mix.
+
+    Writes a temp file in the same directory (created with O_EXCL and exactly
+    ``mode``), fsyncs it, renames it over ``path`` and fsyncs the directory.
+    The temp file is removed if anything fails before the rename.
+    """
+    directory = path.parent
+    tmp = directory / f".{path.name}.tmp-{secrets.token_hex(8)}"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(tmp, flags, mode)
+    try:
+        try:
+            os.fchmod(fd, mode)  # exact mode, whatever the umask
+            _write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    fsync_dir(directory)
+
+
+def make_dir(path: Path, mode: int = 0o750) -> None:
+    """``mkdir -p path`` and set the final directory to exactly ``mode``; idempotent.
+
+    Missing parents are created with the default mode. An existing non-directory
+    at ``path`` raises FileExistsError (or NotADirectoryError from a parent).
+    """
+    os.makedirs(path, mode=mode, exist_ok=True)
+    os.chmod(path, mode)
+
+
+def write_probe(directory: Path) -> None:
+    """Prove ``directory`` is writable: create, write, fsync and remove a probe file.
+
+    The probe is created with O_EXCL and mode 0600. A probe left behind by a
+    crash is removed and the probe retried once.
+    """
+    probe = directory / WRITE_PROBE_NAME
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(probe, flags, 0o600)
+    except FileExistsError:
+        os.unlink(probe)  # ours, stale from an interrupted earlier probe
+        fd = os.open(probe, flags, 0o600)
+    try:
+        _write_all(fd, b"\x00")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(probe)
+
+
+def disk_usage(path: Path) -> Usage:
+    """Capacity and space available to unprivileged users, from statvfs(path)."""
+    st = os.statvfs(path)
+    return Usage(
+        capacity_bytes=st.f_blocks * st.f_frsize,
+        available_bytes=st.f_bavail * st.f_frsize,
+    )
+
+
+def strerror(exc: OSError) -> str:
+    """The OS message of ``exc`` (``"Not a directory"``), falling back to str(exc)."""
+    if exc.strerror:
+        return exc.strerror
+    if exc.errno is not None:
+        return os.strerror(exc.errno)
+    return str(exc)

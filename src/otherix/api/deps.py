@@ -1,0 +1,112 @@
+"""The dependency bundle every route and service receives, and the auth guards.
+
+``Deps`` is built once by the composition root (``main.py``) or by a test,
+and stored on ``app.state.deps``. Routes declare what they need with
+``Depends(require(Permission.X))`` (a user with that permission),
+``Depends(public)`` (anonymous) or ``Depends(agent_node)`` (a node
+credential). The RBAC walk test reads these markers from every route.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import Request
+
+from otherix.api.clock import Clock
+from otherix.api.settings import ApiSettings
+from otherix.api.watch import WatchHub
+from otherix.errors import PermissionDenied, Unauthenticated
+from otherix.rbac import Permission, Role, Scope, scope_for
+from otherix.store import Database
+
+
+@dataclass
+class HeartbeatBuffer:
+    """Write-behind buffer of last-seen times, flushed by a worker every second."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    seen: dict[str, Any] = field(default_factory=dict)
+
+    def record(self, node_id: str, at: Any) -> None:
+        with self.lock:
+            self.seen[node_id] = at
+
+    def drain(self) -> list[tuple[str, Any]]:
+        with self.lock:
+            items = list(self.seen.items())
+            self.seen.clear()
+        return items
+
+
+@dataclass
+class Deps:
+    settings: ApiSettings
+    db: Database
+    clock: Clock
+    jwt_secret: str
+    hub: WatchHub = field(default_factory=WatchHub)
+    heartbeats: HeartbeatBuffer = field(default_factory=HeartbeatBuffer)
+    login_attempts: dict[str, list[float]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Principal:
+    user_id: str
+    username: str
+    role: Role
+    via: str  # "jwt" | "api_token"
+
+    def scope(self, permission: Permission) -> Scope:
+        return scope_for(self.role, permission)
+
+
+@dataclass(frozen=True)
+class AgentIdentity:
+    node_id: str
+    name: str
+
+
+def get_deps(request: Request) -> Deps:
+    deps: Deps = request.app.state.deps
+    return deps
+
+
+def bearer(request: Request) -> str:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthenticated("missing or malformed Authorization: Bearer header")
+    return token.strip()
+
+
+def require(permission: Permission) -> Callable[[Request], Principal]:
+    """A dependency: the caller must be a user whose role has ``permission``."""
+
+    def guard(request: Request) -> Principal:
+        from otherix.api.services import auth  # late: services import deps
+
+        principal = auth.authenticate(get_deps(request), bearer(request))
+        if principal.scope(permission) is Scope.NONE:
+            raise PermissionDenied(
+                f"role {principal.role} lacks {permission}", {"required": str(permission)}
+            )
+        request.state.principal = principal
+        return principal
+
+    guard.permission = permission  # type: ignore[attr-defined]
+    return guard
+
+
+def public() -> None:
+    """Marker dependency: the route needs no credentials."""
+
+
+def agent_node(request: Request) -> AgentIdentity:
+    """A dependency: the caller must present a node credential."""
+    from otherix.api.services import nodes  # late: services import deps
+
+    return nodes.authenticate_agent(get_deps(request), bearer(request))

@@ -1,0 +1,131 @@
+"""Users and their API tokens; the bootstrap admin."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from otherix.api.deps import Deps, Principal
+from otherix.api.services import secrets
+from otherix.errors import Conflict, NotFound, ValidationFailed
+from otherix.models.auth import ApiToken, ApiTokenCreate, ApiTokenCreated, User, UserCreate, UserUpdate
+from otherix.rbac import Permission, Role, Scope
+from otherix.store import UniqueViolation
+from otherix.store import users as q
+
+
+def create_user(deps: Deps, body: UserCreate) -> User:
+    now = deps.clock.now()
+    row = {
+        "id": str(uuid.uuid4()),
+        "username": body.username,
+        "username_lower": body.username.lower(),
+        "password_hash": secrets.hash_password(body.password),
+        "role": str(body.role),
+        "created_at": now,
+        "updated_at": now,
+    }
+    try:
+        with deps.db.write() as conn:
+            q.insert_user(conn, row)
+    except UniqueViolation as exc:
+        raise Conflict(
+            f"user {body.username!r} already exists", {"field": "username"}
+        ) from exc
+    return User.model_validate(row)
+
+
+def ensure_bootstrap_admin(deps: Deps, username: str, password: str) -> bool:
+    """Create the admin if no user of that name exists; True when created."""
+    with deps.db.read() as conn:
+        if q.get_user_by_name(conn, username) is not None:
+            return False
+    try:
+        create_user(deps, UserCreate(username=username, password=password, role=Role.ADMIN))
+    except Conflict:
+        return False  # another replica won the race
+    return True
+
+
+def list_users(deps: Deps) -> list[User]:
+    with deps.db.read() as conn:
+        return [User.model_validate(r) for r in q.list_users(conn)]
+
+
+def get_user(deps: Deps, user_id: str) -> User:
+    with deps.db.read() as conn:
+        row = q.get_user(conn, user_id) or q.get_user_by_name(conn, user_id)
+    if row is None:
+        raise NotFound("user not found")
+    return User.model_validate(row)
+
+
+def update_user(deps: Deps, user_id: str, body: UserUpdate) -> User:
+    user = get_user(deps, user_id)
+    values: dict[str, Any] = {"updated_at": deps.clock.now()}
+    if body.password is not None:
+        values["password_hash"] = secrets.hash_password(body.password)
+    if body.role is not None:
+        values["role"] = str(body.role)
+    with deps.db.write() as conn:
+        q.update_user(conn, user.id, values)
+    return get_user(deps, user.id)
+
+
+def delete_user(deps: Deps, principal: Principal, user_id: str) -> None:
+    user = get_user(deps, user_id)
+    if user.id == principal.user_id:
+        raise ValidationFailed("you cannot delete yourself", {"field": "id"})
+    with deps.db.write() as conn:
+        q.delete_user(conn, user.id)
+
+
+# API tokens ------------------------------------------------------------------
+
+
+def _token_owner(deps: Deps, principal: Principal, user_ref: str) -> str:
+    """``me`` or a user id; someone else's tokens are invisible (404) without ``any``."""
+    if user_ref == "me":
+        return principal.user_id
+    if principal.scope(Permission.API_TOKEN_MANAGE) is not Scope.ANY:
+        if user_ref != principal.user_id:
+            raise NotFound("user not found")
+        return user_ref
+    return get_user(deps, user_ref).id
+
+
+def create_token(deps: Deps, principal: Principal, user_ref: str, body: ApiTokenCreate) -> ApiTokenCreated:
+    owner = _token_owner(deps, principal, user_ref)
+    now = deps.clock.now()
+    if body.expires_at is not None and body.expires_at <= now:
+        raise ValidationFailed("expires_at must be in the future", {"field": "expires_at"})
+    token = secrets.new_token(secrets.API_TOKEN_PREFIX)
+    row = {
+        "id": str(uuid.uuid4()),
+        "user_id": owner,
+        "name": body.name,
+        "prefix": token[:8],
+        "token_hash": secrets.digest(token),
+        "created_at": now,
+        "expires_at": body.expires_at,
+    }
+    with deps.db.write() as conn:
+        q.insert_api_token(conn, row)
+    return ApiTokenCreated.model_validate(
+        {**row, "token": token, "revoked_at": None, "last_used_at": None}
+    )
+
+
+def list_tokens(deps: Deps, principal: Principal, user_ref: str, include_revoked: bool) -> list[ApiToken]:
+    owner = _token_owner(deps, principal, user_ref)
+    with deps.db.read() as conn:
+        return [ApiToken.model_validate(r) for r in q.list_api_tokens(conn, owner, include_revoked)]
+
+
+def revoke_token(deps: Deps, principal: Principal, user_ref: str, token_id: str) -> None:
+    owner = _token_owner(deps, principal, user_ref)
+    with deps.db.write() as conn:
+        row = q.get_api_token(conn, token_id)
+        if row is None or row["user_id"] != owner:
+            raise NotFound("API token not found")
+        q.revoke_api_token(conn, token_id, deps.clock.now())

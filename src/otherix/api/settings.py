@@ -1,0 +1,122 @@
+"""``ApiSettings``: every configuration key of ``otherix-api`` with its default.
+
+Loaded by ``otherix.api.main`` through :func:`otherix.config.load_config`;
+``docs/configuration.md`` lists the same keys. Validation happens here, at
+start, so a bad value stops the process with the key's name.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, field_validator, model_validator
+
+from otherix.config import Duration, Section
+from otherix.models.validation import validate_allowed_prefixes
+
+
+class ServerSection(Section):
+    listen: str = "0.0.0.0:8080"  # noqa: S104 - a control plane listens on all interfaces
+    shutdown_grace: Duration = 30.0
+    max_body_bytes: int = Field(default=1 << 20, ge=1024)
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str) -> str:
+        host, sep, port = v.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError("must be HOST:PORT, e.g. 0.0.0.0:8080")
+        return v
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+
+class DatabaseSection(Section):
+    url: str = ""  # empty: sqlite:///{data_dir}/otherix.db
+
+
+class AuthSection(Section):
+    jwt_secret: str = ""  # empty: generated once into {data_dir}/jwt-secret
+    jwt_access_ttl: Duration = 15 * 60.0
+    jwt_refresh_ttl: Duration = 30 * 86400.0
+    login_rate_per_minute: int = Field(default=10, ge=1)
+
+    @field_validator("jwt_secret")
+    @classmethod
+    def _secret(cls, v: str) -> str:
+        if v and len(v.encode()) < 32:
+            raise ValueError("must be at least 32 bytes")
+        return v
+
+
+class StoragePoolsSection(Section):
+    allowed_path_prefixes: list[str] = Field(default_factory=lambda: ["/var/lib/otherix/pools/"])
+    default_pool_name: str = "default"
+
+    @field_validator("allowed_path_prefixes")
+    @classmethod
+    def _prefixes(cls, v: list[str]) -> list[str]:
+        problem = validate_allowed_prefixes(v)
+        if problem:
+            raise ValueError(problem)
+        return v
+
+
+class HeartbeatWorker(Section):
+    interval: Duration = 30.0
+    stale_threshold: Duration = 90.0
+    gone_grace: Duration = 300.0
+    flush_interval: Duration = 1.0
+
+    @model_validator(mode="after")
+    def _order(self) -> HeartbeatWorker:
+        if self.gone_grace <= self.stale_threshold:
+            raise ValueError("gone_grace must exceed stale_threshold")
+        return self
+
+
+class WorkersSection(Section):
+    enabled: bool = True
+    heartbeat: HeartbeatWorker = HeartbeatWorker()
+
+
+class DiskPressureSection(Section):
+    enabled: bool = True
+    threshold_percent: int = Field(default=15, ge=1, le=99)
+    consecutive_required: int = Field(default=1, ge=1)
+
+
+class PressureSection(Section):
+    disk: DiskPressureSection = DiskPressureSection()
+
+
+class PlacementSection(Section):
+    pressure: PressureSection = PressureSection()
+
+
+class AgentApiSection(Section):
+    """What the control plane tells agents."""
+
+    heartbeat_interval: Duration = 30.0
+    watch_timeout: Duration = 25.0
+
+
+class ApiSettings(Section):
+    data_dir: Path = Path("/var/lib/otherix/api")
+    server: ServerSection = ServerSection()
+    database: DatabaseSection = DatabaseSection()
+    auth: AuthSection = AuthSection()
+    storage_pools: StoragePoolsSection = StoragePoolsSection()
+    workers: WorkersSection = WorkersSection()
+    agents: AgentApiSection = AgentApiSection()
+    placement: PlacementSection = PlacementSection()
+
+    @property
+    def database_url(self) -> str:
+        return self.database.url or f"sqlite:///{self.data_dir}/otherix.db"

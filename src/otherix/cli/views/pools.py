@@ -1,0 +1,274 @@
+"""Storage-pool presentation for the CLI (contract §5.3, §5.4).
+
+Owns how pools look to an operator: the ``STATUS`` and ``AVAILABLE`` cells,
+the ``pool list`` table and paging footer, the ``pool get`` text layouts for
+the flat instance (``StoragePool``) and the concept view
+(``PoolConceptView``), the ``-o yaml`` manifest projection, the blocked and
+ambiguous ``pool delete`` messages and the ``cluster get-default-pool`` text.
+The ``pool`` and ``cluster`` command modules call these with bodies exactly as
+the REST API returns them; nothing here does I/O.
+
+Choices where the contract is silent (documented, tested):
+
+- An orphaned instance (its node was soft-deleted, so ``node`` is ``""``)
+  shows ``<orphaned>`` wherever a node name is printed (list ``NODE`` column,
+  text views, ambiguous listing) instead of an empty cell.
+- The YAML projection skips orphaned instances: they cannot be re-created
+  from a manifest. Projecting a flat orphaned instance, or a concept whose
+  instances are all orphaned, is an error; :func:`list_manifests` skips
+  orphaned rows for ``pool list -o yaml``.
+- Blocking resources are listed sorted by kind.
+- Timestamps in the text views are printed as the server sent them.
+
+Every text function returns whole lines ending in a newline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from otherix.cli.output import age, human_bytes, render_table
+
+__all__ = [
+    "ORPHANED",
+    "ambiguous_text",
+    "available_cell",
+    "blocked_delete_text",
+    "concept_text",
+    "default_pool_text",
+    "list_manifests",
+    "paging_footer",
+    "pool_list_table",
+    "pool_manifests",
+    "pool_status",
+    "pool_text",
+]
+
+Pool = Mapping[str, Any]
+
+ORPHANED = "<orphaned>"
+API_VERSION = "otherix/v1"
+KIND = "StoragePool"
+
+_LIST_HEADERS = ("NAME", "NODE", "TYPE", "PATH", "AVAILABLE", "STATUS", "DEFAULT", "AGE")
+
+
+def _node_label(p: Pool) -> str:
+    node = p.get("node")
+    return str(node) if node else ORPHANED
+
+
+def _is_orphaned(p: Pool) -> bool:
+    return not p.get("node")
+
+
+def pool_status(p: Pool) -> str:
+    """Return the worst-of ``STATUS`` cell for one instance.
+
+    First match wins: ``failed`` (reconciliation) > ``unreachable`` (node) >
+    ``cordoned`` (node) > ``under_pressure`` (``disk_pressure`` set) >
+    ``pending`` (reconciliation) > ``ready``. A node that is ``draining``,
+    ``gone`` or null falls through to the pool-level checks.
+    """
+    reconciliation = p.get("reconciliation_status")
+    node_status = p.get("node_status")
+    if reconciliation == "failed":
+        return "failed"
+    if node_status == "unreachable":
+        return "unreachable"
+    if node_status == "cordoned":
+        return "cordoned"
+    if p.get("disk_pressure") is not None:
+        return "under_pressure"
+    if reconciliation == "pending":
+        return "pending"
+    return "ready"
+
+
+def available_cell(p: Pool) -> str:
+    """Human ``available_bytes``, plus ``(effective X free)`` when it differs."""
+    raw = p.get("available_bytes")
+    effective = p.get("available_bytes_effective")
+    cell = human_bytes(raw)
+    if effective is not None and effective != raw:
+        cell += f" (effective {human_bytes(effective)} free)"
+    return cell
+
+
+def _pressure_text(p: Pool, now: datetime) -> str:
+    pressure = p.get("disk_pressure")
+    if pressure is None:
+        return "ok"
+    since = age(pressure.get("since"), now)
+    return f"active since {since} ago (consecutive_count={pressure.get('consecutive_count', 0)})"
+
+
+def _image_text(img: Mapping[str, Any]) -> str:
+    sha = str(img.get("sha256") or "")[:12]
+    return f"{img.get('name', '')} (sha {sha}, {human_bytes(img.get('size_bytes'))})"
+
+
+def pool_list_table(pools: Sequence[Pool], now: datetime, show_ids: bool) -> str:
+    """Render the ``pool list`` table, one row per instance.
+
+    Columns ``NAME NODE TYPE PATH AVAILABLE STATUS DEFAULT AGE``, with ``ID``
+    first when ``show_ids``. ``DEFAULT`` is ``yes`` or empty; ``AGE`` comes
+    from ``created_at``. With no pools only the header line is printed.
+    """
+    headers = ("ID", *_LIST_HEADERS) if show_ids else _LIST_HEADERS
+    rows: list[list[str]] = []
+    for p in pools:
+        row = [
+            str(p.get("name", "")),
+            _node_label(p),
+            str(p.get("type", "")),
+            str(p.get("path", "")),
+            available_cell(p),
+            pool_status(p),
+            "yes" if p.get("is_cluster_default") else "",
+            age(p.get("created_at"), now),
+        ]
+        rows.append([str(p.get("id", "")), *row] if show_ids else row)
+    return render_table(headers, rows)
+
+
+def paging_footer(command: str, next_cursor: str | None) -> str:
+    """Return the "next page" hint printed after a list, or ``""``."""
+    if not next_cursor:
+        return ""
+    return f"\nMore results - next page (re-add any filters):\n  {command} --cursor {next_cursor}\n"
+
+
+def pool_text(p: Pool, now: datetime) -> str:
+    """Render the flat instance (``pool get <uuid>``) as ``key: value`` lines."""
+    lines = [
+        f"id: {p.get('id', '')}",
+        f"name: {p.get('name', '')}",
+        f"node: {_node_label(p)}",
+        f"type: {p.get('type', '')}",
+        f"path: {p.get('path', '')}",
+        f"available: {available_cell(p)}",
+        f"capacity_bytes: {human_bytes(p.get('capacity_bytes'))}",
+    ]
+    if p.get("reported_at"):
+        lines.append(f"reported_at: {p['reported_at']}")
+    lines.append(f"is_cluster_default: {'true' if p.get('is_cluster_default') else 'false'}")
+    lines.append("pressure:")
+    lines.append(f"  disk: {_pressure_text(p, now)}")
+    for key in ("reconciliation_status", "last_reconciled_at", "reconciliation_error"):
+        if p.get(key):
+            lines.append(f"{key}: {p[key]}")
+    images = p.get("images") or []
+    if images:
+        lines.append("images:")
+        lines.extend(f"  - {_image_text(img)}" for img in images)
+    lines.append(f"created_at: {p.get('created_at', '')}")
+    lines.append(f"updated_at: {p.get('updated_at', '')}")
+    return "".join(f"{line}\n" for line in lines)
+
+
+def concept_text(c: Pool, now: datetime) -> str:
+    """Render the concept view (``pool get <name>``): header, then instances."""
+    lines = [
+        f"name: {c.get('name', '')}",
+        f"type: {c.get('type', '')}",
+        f"is_cluster_default: {'true' if c.get('is_cluster_default') else 'false'}",
+    ]
+    instances = c.get("instances") or []
+    if not instances:
+        lines.append("instances: <none>")
+    else:
+        lines.append("instances:")
+    for inst in instances:
+        lines.append(f"  - node: {_node_label(inst)}")
+        lines.append(f"    id: {inst.get('id', '')}")
+        lines.append(f"    path: {inst.get('path', '')}")
+        lines.append(f"    available: {available_cell(inst)}")
+        lines.append(f"    disk_pressure: {_pressure_text(inst, now)}")
+        lines.append(f"    reconciliation_status: {inst.get('reconciliation_status', '')}")
+        if inst.get("reconciliation_error"):
+            lines.append(f"    reconciliation_error: {inst['reconciliation_error']}")
+        lines.extend(f"    image: {_image_text(img)}" for img in inst.get("images") or [])
+    return "".join(f"{line}\n" for line in lines)
+
+
+def _manifest(name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    return {"apiVersion": API_VERSION, "kind": KIND, "metadata": {"name": name}, "spec": spec}
+
+
+def _instance_manifest(p: Pool) -> dict[str, Any]:
+    spec = {"type": p.get("type", ""), "path": p.get("path", ""), "node": p.get("node", "")}
+    return _manifest(str(p.get("name", "")), spec)
+
+
+def pool_manifests(obj: Pool) -> list[dict[str, Any]]:
+    """Project a pool body into apply-ready ``StoragePool`` manifests.
+
+    A flat instance (has ``id`` and ``node``) gives one document with
+    ``spec {type, path, node}``. A concept view (has ``instances``) gives one
+    document with ``spec.nodeList`` (instance order) when every instance
+    shares type and path, else one document per instance. Never carries ids,
+    the default flag, timestamps, status, reconciliation or ``config``.
+
+    Raises ``ValueError`` for a concept with no (non-orphaned) instances, an
+    orphaned flat instance, or a body of neither shape.
+    """
+    if "instances" in obj:
+        name = str(obj.get("name", ""))
+        live = [i for i in obj.get("instances") or [] if not _is_orphaned(i)]
+        if not live:
+            raise ValueError(f'manifest: pool concept "{name}" has no instances to project')
+        shapes = {(i.get("type", obj.get("type", "")), i.get("path", "")) for i in live}
+        if len(shapes) > 1:
+            return [_instance_manifest(i) for i in live]
+        ((pool_type, path),) = shapes
+        spec = {"type": pool_type, "path": path, "nodeList": [str(i["node"]) for i in live]}
+        return [_manifest(name, spec)]
+    if "id" in obj and "node" in obj:
+        if _is_orphaned(obj):
+            raise ValueError(
+                f'manifest: pool "{obj.get("name", "")}" instance {obj["id"]} is orphaned '
+                "(its node was removed) and cannot be projected"
+            )
+        return [_instance_manifest(obj)]
+    raise ValueError("manifest: not a storage pool instance or concept view")
+
+
+def list_manifests(pools: Sequence[Pool]) -> list[dict[str, Any]]:
+    """Project ``pool list`` rows, one manifest each, skipping orphaned rows."""
+    return [_instance_manifest(p) for p in pools if not _is_orphaned(p)]
+
+
+def blocked_delete_text(label: str, blocking: Mapping[str, int], vms: Sequence[str] | None) -> str:
+    """Render the 409 "blocked by" block of ``pool delete``."""
+    lines = [f"cannot delete pool {label} — blocked by:"]
+    lines.extend(f"  - {kind}: {count}" for kind, count in sorted(blocking.items()))
+    if vms:
+        lines.append("")
+        lines.append("VMs with a disk on this pool:")
+        lines.extend(f"  - {vm}" for vm in vms)
+    lines.append("")
+    lines.append("clean up the listed dependents before retrying delete.")
+    return "".join(f"{line}\n" for line in lines)
+
+
+def ambiguous_text(name: str, instances: Sequence[Pool]) -> str:
+    """Render the ``pool_name_ambiguous`` listing and the two ways to retry."""
+    lines = [f'pool "{name}" maps to multiple per-node instances — pick one:', ""]
+    lines.extend(f"  node {_node_label(i):<14}  {i.get('id', '')}" for i in instances)
+    lines.append("retry by node:")
+    lines.append(f"  otherix pool delete {name} --node <node>")
+    lines.append("or by instance UUID:")
+    lines.append("  otherix pool delete <uuid>")
+    return "".join(f"{line}\n" for line in lines)
+
+
+def default_pool_text(name: str | None) -> str:
+    """Render ``cluster get-default-pool``: the name, or how to set one."""
+    if name:
+        return f"default-pool: {name}\n"
+    return (
+        "no default pool configured (run 'otherix cluster set-default-pool <name>' to configure)\n"
+    )

@@ -1,0 +1,197 @@
+"""The one error tree of Otherix, shared by the API, the client, the agent and the CLI.
+
+Every error a user can see has a stable snake_case ``code`` and a default HTTP
+status. The API renders them as ``{"error": {"code", "message", "details"}}``
+(one handler in ``otherix.api.errors``); the client turns that envelope back
+into :class:`ApiError`. ``docs/error-codes.md`` is the catalogue, and a test
+checks that every code here is listed there.
+
+    OtherixError                      code, http_status, message, details
+    ├── ValidationFailed              400 validation_failed
+    │   ├── PathNotAllowed            400 path_not_allowed
+    │   ├── PoolNameAmbiguous         400 pool_name_ambiguous
+    │   ├── PoolNotFoundForName       400 pool_not_found
+    │   └── DefaultPoolNotSet400      400 default_pool_not_set
+    ├── Unauthenticated               401 unauthenticated
+    │   ├── InvalidCredentials        401 invalid_credentials
+    │   └── TokenRevoked              401 token_revoked
+    ├── PermissionDenied              403 permission_denied
+    ├── NotFound                      404 not_found
+    │   └── DefaultPoolNotSet         404 default_pool_not_set
+    ├── MethodNotAllowed              405 method_not_allowed
+    ├── Conflict                      409 conflict
+    │   ├── IdempotencyKeyMismatch    409 idempotency_key_mismatch
+    │   └── ResourceInUse             409 resource_in_use
+    ├── RateLimited                   429 rate_limited
+    ├── RequestTimeout                504 request_timeout
+    └── Internal                      500 internal
+
+Retryable vs permanent is a type: :class:`TemporaryError` marks what a caller
+may retry (``is_retryable``), everything else is permanent.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, ClassVar
+
+
+class ErrorCode(StrEnum):
+    """Every error code the control plane emits; mirrored by docs/error-codes.md."""
+
+    UNAUTHENTICATED = "unauthenticated"
+    INVALID_CREDENTIALS = "invalid_credentials"
+    TOKEN_REVOKED = "token_revoked"
+    PERMISSION_DENIED = "permission_denied"
+    NOT_FOUND = "not_found"
+    METHOD_NOT_ALLOWED = "method_not_allowed"
+    CONFLICT = "conflict"
+    RESOURCE_IN_USE = "resource_in_use"
+    IDEMPOTENCY_KEY_MISMATCH = "idempotency_key_mismatch"
+    VALIDATION_FAILED = "validation_failed"
+    RATE_LIMITED = "rate_limited"
+    REQUEST_TIMEOUT = "request_timeout"
+    INTERNAL = "internal"
+    # pools
+    POOL_NOT_FOUND = "pool_not_found"
+    POOL_NAME_AMBIGUOUS = "pool_name_ambiguous"
+    PATH_NOT_ALLOWED = "path_not_allowed"
+    DEFAULT_POOL_NOT_SET = "default_pool_not_set"
+
+
+class OtherixError(Exception):
+    """Base of every error with a stable code."""
+
+    code: ClassVar[str] = ErrorCode.INTERNAL
+    http_status: ClassVar[int] = 500
+    default_message: ClassVar[str] = "internal error"
+
+    def __init__(self, message: str | None = None, details: dict[str, Any] | None = None) -> None:
+        self.message = message or self.default_message
+        self.details = details
+        super().__init__(self.message)
+
+    @property
+    def is_retryable(self) -> bool:
+        return isinstance(self, TemporaryError)
+
+    def envelope(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"code": str(self.code), "message": self.message}
+        if self.details is not None:
+            body["details"] = self.details
+        return {"error": body}
+
+
+class TemporaryError(OtherixError):
+    """Mixin-style base: the same request may succeed later."""
+
+
+class ValidationFailed(OtherixError):
+    code = ErrorCode.VALIDATION_FAILED
+    http_status = 400
+    default_message = "validation failed"
+
+
+class PathNotAllowed(ValidationFailed):
+    code = ErrorCode.PATH_NOT_ALLOWED
+    default_message = "path is not on the storage_pools allowlist"
+
+
+class PoolNameAmbiguous(ValidationFailed):
+    code = ErrorCode.POOL_NAME_AMBIGUOUS
+    default_message = "pool name maps to more than one instance; address it by UUID"
+
+
+class PoolNotFoundForName(ValidationFailed):
+    code = ErrorCode.POOL_NOT_FOUND
+    default_message = "no pool instance with this name exists in the cluster"
+
+
+class DefaultPoolNotSet400(ValidationFailed):
+    code = ErrorCode.DEFAULT_POOL_NOT_SET
+    default_message = "cluster default pool is not set; pass a pool or set a default"
+
+
+class Unauthenticated(OtherixError):
+    code = ErrorCode.UNAUTHENTICATED
+    http_status = 401
+    default_message = "authentication required"
+
+
+class InvalidCredentials(Unauthenticated):
+    code = ErrorCode.INVALID_CREDENTIALS
+    default_message = "invalid username or password"
+
+
+class TokenRevoked(Unauthenticated):
+    code = ErrorCode.TOKEN_REVOKED
+    default_message = "token has been revoked"
+
+
+class PermissionDenied(OtherixError):
+    code = ErrorCode.PERMISSION_DENIED
+    http_status = 403
+    default_message = "permission denied"
+
+
+class NotFound(OtherixError):
+    code = ErrorCode.NOT_FOUND
+    http_status = 404
+    default_message = "the requested resource was not found"
+
+
+class DefaultPoolNotSet(NotFound):
+    code = ErrorCode.DEFAULT_POOL_NOT_SET
+    default_message = "cluster default pool is not set"
+
+
+class MethodNotAllowed(OtherixError):
+    code = ErrorCode.METHOD_NOT_ALLOWED
+    http_status = 405
+    default_message = "method not allowed for this resource"
+
+
+class Conflict(OtherixError):
+    code = ErrorCode.CONFLICT
+    http_status = 409
+    default_message = "conflict"
+
+
+class IdempotencyKeyMismatch(Conflict):
+    code = ErrorCode.IDEMPOTENCY_KEY_MISMATCH
+    default_message = "Idempotency-Key was already used with a different request"
+
+
+class ResourceInUse(Conflict):
+    code = ErrorCode.RESOURCE_IN_USE
+    default_message = "resource is in use"
+
+
+class RateLimited(TemporaryError):
+    code = ErrorCode.RATE_LIMITED
+    http_status = 429
+    default_message = "too many requests; retry later"
+
+
+class RequestTimeout(TemporaryError):
+    code = ErrorCode.REQUEST_TIMEOUT
+    http_status = 504
+    default_message = "request timed out"
+
+
+class Internal(TemporaryError):
+    code = ErrorCode.INTERNAL
+    http_status = 500
+    default_message = "internal error"
+
+
+def all_error_classes() -> list[type[OtherixError]]:
+    """Every concrete class of the tree (for the catalogue test)."""
+    seen: list[type[OtherixError]] = []
+    stack: list[type[OtherixError]] = [OtherixError]
+    while stack:
+        cls = stack.pop()
+        if cls not in seen:
+            seen.append(cls)
+            stack.extend(cls.__subclasses__())
+    return seen

@@ -1,0 +1,1 @@
+"""Shared wire models and pure domain rules (validation, pressure, pagination)."""

@@ -1,0 +1,71 @@
+"""Wire models for login, users and API tokens (contract section 1.2)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import Field
+
+from otherix.models.common import Input, Output
+from otherix.rbac import Role
+
+
+class LoginRequest(Input):
+    username: str = Field(min_length=1, max_length=64)
+    password: str = Field(min_length=1, max_length=1024)
+
+
+class RefreshRequest(Input):
+    refresh_token: str = Field(min_length=1, max_length=512)
+
+
+class LogoutRequest(Input):
+    refresh_token: str | None = None
+    all_sessions: bool = False
+
+
+class User(Output):
+    id: str
+    username: str
+    role: Role
+    created_at: datetime
+    updated_at: datetime
+
+
+class UserCreate(Input):
+    username: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]*$")
+    password: str = Field(min_length=8, max_length=1024)
+    role: Role = Role.VIEWER
+
+
+class UserUpdate(Input):
+    password: str | None = Field(default=None, min_length=8, max_length=1024)
+    role: Role | None = None
+
+
+class TokenPair(Output):
+    access_token: str
+    refresh_token: str
+    token_type: str = "Bearer"
+    expires_in: int
+    user: User
+
+
+class ApiToken(Output):
+    id: str
+    user_id: str
+    name: str
+    prefix: str
+    last_used_at: datetime | None
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    created_at: datetime
+
+
+class ApiTokenCreate(Input):
+    name: str = Field(min_length=1, max_length=100)
+    expires_at: datetime | None = None
+
+
+class ApiTokenCreated(ApiToken):
+    token: str

@@ -1,0 +1,77 @@
+"""Agent <-> control plane exchange: heartbeat report, declared state, watch.
+
+A report carries only what changed since the last acknowledged one: ``pools``
+is ``None`` when the agent's pool reports are unchanged, and ``digest`` is the
+sha256 of the agent's full observed pool state. The control plane keeps the
+digest of what it last stored; when a delta report's digest does not match,
+the reply says ``resync: true`` and the agent sends everything next time.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import Field
+
+from otherix.models.common import Input, Output
+
+
+class ImageReport(Input):
+    name: str = Field(min_length=1, max_length=255)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    size_bytes: int = Field(ge=0)
+    virtual_size_bytes: int | None = Field(default=None, ge=0)
+    format: Literal["qcow2", "raw"]
+    imported_at: datetime
+
+
+class PoolReport(Input):
+    name: str = Field(min_length=1, max_length=253)
+    reconciliation_status: Literal["ready", "failed"]
+    reconciliation_error: str | None = Field(default=None, max_length=4096)
+    capacity_bytes: int | None = Field(default=None, ge=0)
+    available_bytes: int | None = Field(default=None, ge=0)
+    images: list[ImageReport] | None = None
+
+
+class Resources(Input):
+    cpu_cores_total: int | None = Field(default=None, ge=0, le=1 << 16)
+    memory_total_mib: int | None = Field(default=None, ge=0)
+    memory_available_mib: int | None = Field(default=None, ge=0)
+    system_disk_total_bytes: int | None = Field(default=None, ge=0)
+    system_disk_available_bytes: int | None = Field(default=None, ge=0)
+
+
+class HeartbeatReport(Input):
+    agent_version: str = Field(min_length=1, max_length=64)
+    architecture: Literal["amd64", "arm64"]
+    revision: int = Field(ge=0, description="desired revision the agent has applied")
+    capabilities: dict[str, Any] | None = None
+    resources: Resources | None = None
+    pools: list[PoolReport] | None = None
+    digest: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class DeclaredPool(Output):
+    name: str
+    type: str
+    path: str
+    config: dict[str, Any] = Field(default_factory=dict)
+
+
+class DesiredState(Output):
+    revision: int
+    declared_pools: list[DeclaredPool]
+
+
+class HeartbeatReply(Output):
+    received_at: datetime
+    resync: bool
+    heartbeat_interval_seconds: float
+    desired: DesiredState
+
+
+class WatchReply(Output):
+    changed: bool
+    desired: DesiredState

@@ -1,0 +1,64 @@
+"""Wire models for nodes, join tokens and enrolment (contract 1.3)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import Field
+
+from otherix.models.common import Input, Output
+
+Architecture = Literal["amd64", "arm64"]
+
+
+class JoinTokenCreate(Input):
+    ttl_seconds: int | None = Field(default=86400, ge=60, le=365 * 86400)
+    max_uses: int | None = Field(default=1, ge=1, le=100000)
+    description: str = Field(default="", max_length=255)
+
+
+class JoinToken(Output):
+    id: str
+    prefix: str
+    description: str
+    max_uses: int | None
+    uses: int
+    created_at: datetime
+    expires_at: datetime | None
+
+
+class JoinTokenCreated(JoinToken):
+    token: str
+
+
+class NodeJoin(Input):
+    join_token: str = Field(min_length=1, max_length=256)
+    name: str = Field(min_length=1, max_length=253)
+    architecture: Architecture | None = None
+
+
+class NodeJoined(Output):
+    node_id: str
+    name: str
+    credential: str
+    heartbeat_interval_seconds: float
+
+
+class NodeSummary(Output):
+    id: str
+    name: str
+    status: str
+    architecture: str | None
+    created_at: datetime
+
+
+class Node(NodeSummary):
+    cordoned: bool
+    agent_version: str | None
+    capabilities: dict[str, Any]
+    resources: dict[str, Any]
+    last_heartbeat_at: datetime | None
+    status_changed_at: datetime
+    desired_revision: int
+    updated_at: datetime

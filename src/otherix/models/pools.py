@@ -1,0 +1,96 @@
+"""Wire models for storage pools and the cluster default pool (contract 1.4, 1.5)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import ConfigDict, Field, StrictStr
+
+from otherix.models.common import Input, Output, Page
+
+ReconciliationStatus = Literal["pending", "ready", "failed"]
+NodeStatus = Literal["pending", "ready", "cordoned", "draining", "unreachable", "gone"]
+
+#: Keys the agent reports; a create body carrying any of them is refused.
+AGENT_REPORTED_FIELDS = ("available_bytes", "capacity_bytes", "is_default", "reported_at")
+#: Keys a PATCH may never change.
+IMMUTABLE_FIELDS = (
+    "available_bytes",
+    "capacity_bytes",
+    "is_default",
+    "node",
+    "node_id",
+    "path",
+    "reported_at",
+    "type",
+)
+
+
+class PoolCreate(Input):
+    node: StrictStr
+    name: StrictStr
+    type: StrictStr = "local_dir"
+    path: StrictStr
+    config: dict[str, Any] = Field(default_factory=dict)
+
+
+class PoolUpdate(Input):
+    name: StrictStr | None = None
+    config: dict[str, Any] | None = None
+
+
+class CachedImage(Output):
+    name: str
+    sha256: str
+    size_bytes: int
+    virtual_size_bytes: int | None = None
+    format: str
+    imported_at: datetime
+
+
+class DiskPressure(Output):
+    since: datetime
+    consecutive_count: int
+
+
+class StoragePool(Output):
+    model_config = ConfigDict(extra="ignore")
+
+    id: str
+    node: str
+    node_status: NodeStatus | None
+    name: str
+    type: str
+    path: str
+    capacity_bytes: int | None = None
+    available_bytes: int | None = None
+    available_bytes_effective: int | None = None
+    reported_at: datetime | None = None
+    is_cluster_default: bool
+    config: dict[str, Any]
+    disk_pressure: DiskPressure | None = None
+    reconciliation_status: ReconciliationStatus
+    last_reconciled_at: datetime | None = None
+    reconciliation_error: str | None = None
+    images: list[CachedImage] = Field(default_factory=list)
+    created_at: datetime
+    updated_at: datetime
+
+
+class PoolConceptView(Output):
+    name: str
+    type: str
+    is_cluster_default: bool
+    instances: list[StoragePool]
+
+
+PoolList = Page[StoragePool]
+
+
+class DefaultPool(Output):
+    name: str
+
+
+class DefaultPoolSet(Input):
+    name: StrictStr = Field(max_length=255)

@@ -1,0 +1,193 @@
+"""Nodes (desired + liveness), their observed facts, and join tokens."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from otherix.store.schema import join_tokens, node_observed, nodes
+
+_live = nodes.c.deleted_at.is_(None)
+
+
+def _rows(conn: Connection, stmt: sa.Select[Any]) -> list[dict[str, Any]]:
+    return [dict(r) for r in conn.execute(stmt).mappings()]
+
+
+def _select() -> sa.Select[Any]:
+    return sa.select(
+        nodes,
+        node_observed.c.agent_version,
+        node_observed.c.capabilities,
+        node_observed.c.resources,
+    ).select_from(nodes.outerjoin(node_observed, node_observed.c.node_id == nodes.c.id))
+
+
+def insert_node(conn: Connection, row: dict[str, Any]) -> None:
+    conn.execute(nodes.insert().values(**row))
+    conn.execute(
+        node_observed.insert().values(
+            node_id=row["id"], capabilities={}, resources={}, updated_at=row["created_at"]
+        )
+    )
+
+
+def get_node_by_name(conn: Connection, name: str) -> dict[str, Any] | None:
+    rows = _rows(conn, _select().where(nodes.c.name_lower == name.lower(), _live))
+    return rows[0] if rows else None
+
+
+def get_node(conn: Connection, node_id: str, include_deleted: bool = False) -> dict[str, Any] | None:
+    stmt = _select().where(nodes.c.id == node_id)
+    if not include_deleted:
+        stmt = stmt.where(_live)
+    rows = _rows(conn, stmt)
+    return rows[0] if rows else None
+
+
+def get_node_by_credential(conn: Connection, credential_hash: str) -> dict[str, Any] | None:
+    stmt = sa.select(nodes).where(nodes.c.credential_hash == credential_hash, _live)
+    row = conn.execute(stmt).mappings().first()
+    return dict(row) if row else None
+
+
+def list_nodes(
+    conn: Connection,
+    *,
+    after: tuple[datetime, str] | None,
+    limit: int,
+    status: str | None = None,
+    architecture: str | None = None,
+) -> list[dict[str, Any]]:
+    stmt = _select().where(_live)
+    if after is not None:
+        stmt = stmt.where(sa.tuple_(nodes.c.created_at, nodes.c.id) > sa.tuple_(*after))
+    if architecture:
+        stmt = stmt.where(nodes.c.architecture == architecture)
+    if status == "cordoned":
+        stmt = stmt.where(nodes.c.cordoned.is_(True), nodes.c.status == "ready")
+    elif status:
+        stmt = stmt.where(nodes.c.status == status)
+        if status == "ready":
+            stmt = stmt.where(nodes.c.cordoned.is_(False))
+    return _rows(conn, stmt.order_by(nodes.c.created_at, nodes.c.id).limit(limit))
+
+
+def names_by_id(conn: Connection, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+    ids = list(set(ids))
+    if not ids:
+        return {}
+    stmt = sa.select(
+        nodes.c.id, nodes.c.name, nodes.c.status, nodes.c.cordoned, nodes.c.deleted_at
+    ).where(nodes.c.id.in_(ids))
+    return {r["id"]: dict(r) for r in conn.execute(stmt).mappings()}
+
+
+def update_node(conn: Connection, node_id: str, values: dict[str, Any]) -> int:
+    return conn.execute(nodes.update().where(nodes.c.id == node_id).values(**values)).rowcount
+
+
+def bump_revision(conn: Connection, node_id: str) -> None:
+    conn.execute(
+        nodes.update()
+        .where(nodes.c.id == node_id)
+        .values(desired_revision=nodes.c.desired_revision + 1, observed_digest=None)
+    )
+
+
+def get_revision(conn: Connection, node_id: str) -> int | None:
+    stmt = sa.select(nodes.c.desired_revision).where(nodes.c.id == node_id, _live)
+    return conn.execute(stmt).scalar_one_or_none()
+
+
+def update_observed(conn: Connection, node_id: str, values: dict[str, Any]) -> None:
+    conn.execute(
+        node_observed.update().where(node_observed.c.node_id == node_id).values(**values)
+    )
+
+
+def record_heartbeats(conn: Connection, seen: Sequence[tuple[str, datetime]]) -> None:
+    """Write-behind flush of last_heartbeat_at (one statement per batch)."""
+    if not seen:
+        return
+    stmt = (
+        nodes.update()
+        .where(nodes.c.id == sa.bindparam("b_id"))
+        .where(
+            sa.or_(
+                nodes.c.last_heartbeat_at.is_(None),
+                nodes.c.last_heartbeat_at < sa.bindparam("b_at"),
+            )
+        )
+        .values(last_heartbeat_at=sa.bindparam("b_at"))
+    )
+    conn.execute(stmt, [{"b_id": i, "b_at": t} for i, t in seen])
+
+
+def transition(
+    conn: Connection,
+    *,
+    from_status: Sequence[str],
+    to_status: str,
+    heartbeat_before: datetime | None = None,
+    changed_before: datetime | None = None,
+    now: datetime,
+) -> list[dict[str, Any]]:
+    """Move every live node matching the conditions; returns the moved rows."""
+    cond = [_live, nodes.c.status.in_(list(from_status))]
+    if heartbeat_before is not None:
+        cond.append(
+            sa.or_(
+                nodes.c.last_heartbeat_at < heartbeat_before,
+                sa.and_(nodes.c.last_heartbeat_at.is_(None), nodes.c.created_at < heartbeat_before),
+            )
+        )
+    if changed_before is not None:
+        cond.append(nodes.c.status_changed_at < changed_before)
+    moved = _rows(conn, sa.select(nodes.c.id, nodes.c.name).where(*cond))
+    if moved:
+        conn.execute(
+            nodes.update()
+            .where(nodes.c.id.in_([m["id"] for m in moved]))
+            .values(status=to_status, status_changed_at=now, updated_at=now)
+        )
+    return moved
+
+
+# join tokens -----------------------------------------------------------------
+
+
+def insert_join_token(conn: Connection, row: dict[str, Any]) -> None:
+    conn.execute(join_tokens.insert().values(**row))
+
+
+def get_join_token_by_hash(conn: Connection, token_hash: str) -> dict[str, Any] | None:
+    row = conn.execute(
+        sa.select(join_tokens).where(join_tokens.c.token_hash == token_hash)
+    ).mappings().first()
+    return dict(row) if row else None
+
+
+def consume_join_token(conn: Connection, token_id: str) -> int:
+    """Compare-and-set use counter: 0 rows means it was exhausted concurrently."""
+    stmt = (
+        join_tokens.update()
+        .where(
+            join_tokens.c.id == token_id,
+            sa.or_(join_tokens.c.max_uses.is_(None), join_tokens.c.uses < join_tokens.c.max_uses),
+        )
+        .values(uses=join_tokens.c.uses + 1)
+    )
+    return conn.execute(stmt).rowcount
+
+
+def list_join_tokens(conn: Connection) -> list[dict[str, Any]]:
+    return _rows(conn, sa.select(join_tokens).order_by(join_tokens.c.created_at, join_tokens.c.id))
+
+
+def delete_join_token(conn: Connection, token_id: str) -> int:
+    return conn.execute(join_tokens.delete().where(join_tokens.c.id == token_id)).rowcount

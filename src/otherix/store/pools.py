@@ -1,0 +1,149 @@
+"""Storage pool instances (desired rows) joined with their observed status.
+
+Every read returns the instance row, its ``pool_status`` columns and its
+node's name/status, which is everything a pool view needs in one query.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from otherix.store.schema import nodes, pool_status, storage_pools, vm_disks, vms
+
+sp, ps = storage_pools, pool_status
+
+
+def _select() -> sa.Select[Any]:
+    return sa.select(
+        sp,
+        ps.c.reconciliation_status,
+        ps.c.reconciliation_error,
+        ps.c.last_reconciled_at,
+        ps.c.capacity_bytes,
+        ps.c.available_bytes,
+        ps.c.reported_at,
+        ps.c.pressure_since,
+        ps.c.pressure_count,
+        ps.c.images,
+        nodes.c.name.label("node_name"),
+        nodes.c.status.label("node_liveness"),
+        nodes.c.cordoned.label("node_cordoned"),
+        nodes.c.deleted_at.label("node_deleted_at"),
+    ).select_from(
+        sp.join(ps, ps.c.pool_id == sp.c.id).join(nodes, nodes.c.id == sp.c.node_id)
+    )
+
+
+def _rows(conn: Connection, stmt: sa.Select[Any]) -> list[dict[str, Any]]:
+    return [dict(r) for r in conn.execute(stmt).mappings()]
+
+
+def insert_pool(conn: Connection, row: dict[str, Any]) -> None:
+    conn.execute(sp.insert().values(**row))
+    conn.execute(
+        ps.insert().values(pool_id=row["id"], reconciliation_status="pending", images=[])
+    )
+
+
+def get_pool(conn: Connection, pool_id: str) -> dict[str, Any] | None:
+    rows = _rows(conn, _select().where(sp.c.id == pool_id))
+    return rows[0] if rows else None
+
+
+def get_pools_by_name(conn: Connection, name: str) -> list[dict[str, Any]]:
+    stmt = _select().where(sp.c.name_lower == name.lower()).order_by(nodes.c.name_lower, sp.c.id)
+    return _rows(conn, stmt)
+
+
+def first_name_match(conn: Connection, name: str) -> str | None:
+    """Canonical spelling of the first instance with this name (oldest first)."""
+    stmt = (
+        sa.select(sp.c.name)
+        .where(sp.c.name_lower == name.lower())
+        .order_by(sp.c.created_at, sp.c.id)
+        .limit(1)
+    )
+    return conn.execute(stmt).scalar_one_or_none()
+
+
+def list_pools(
+    conn: Connection,
+    *,
+    after: tuple[datetime, str] | None,
+    limit: int,
+    node_id: str | None = None,
+    pool_type: str | None = None,
+) -> list[dict[str, Any]]:
+    stmt = _select()
+    if after is not None:
+        stmt = stmt.where(sa.tuple_(sp.c.created_at, sp.c.id) > sa.tuple_(*after))
+    if node_id is not None:
+        stmt = stmt.where(sp.c.node_id == node_id)
+    if pool_type is not None:
+        stmt = stmt.where(sp.c.type == pool_type)
+    return _rows(conn, stmt.order_by(sp.c.created_at, sp.c.id).limit(limit))
+
+
+def update_pool(conn: Connection, pool_id: str, values: dict[str, Any]) -> int:
+    return conn.execute(sp.update().where(sp.c.id == pool_id).values(**values)).rowcount
+
+
+def count_disks(conn: Connection, pool_id: str) -> int:
+    stmt = sa.select(sa.func.count()).select_from(vm_disks).where(
+        vm_disks.c.storage_pool_id == pool_id
+    )
+    return int(conn.execute(stmt).scalar_one())
+
+
+def vm_names_on_pool(conn: Connection, pool_id: str, limit: int = 200) -> list[str]:
+    stmt = (
+        sa.select(vms.c.name)
+        .select_from(vms.join(vm_disks, vm_disks.c.vm_id == vms.c.id))
+        .where(vm_disks.c.storage_pool_id == pool_id)
+        .distinct()
+        .order_by(vms.c.name)
+        .limit(limit)
+    )
+    return list(conn.execute(stmt).scalars())
+
+
+def delete_pool(conn: Connection, pool_id: str) -> int:
+    return conn.execute(sp.delete().where(sp.c.id == pool_id)).rowcount
+
+
+def lock_pool(conn: Connection, pool_id: str) -> str | None:
+    """Lock the row for the rest of the transaction (PostgreSQL); returns its node_id."""
+    stmt = sa.select(sp.c.node_id).where(sp.c.id == pool_id).with_for_update()
+    return conn.execute(stmt).scalar_one_or_none()
+
+
+def declared_for_node(conn: Connection, node_id: str) -> list[dict[str, Any]]:
+    stmt = (
+        sa.select(sp.c.name, sp.c.type, sp.c.path, sp.c.config)
+        .where(sp.c.node_id == node_id)
+        .order_by(sp.c.name_lower)
+    )
+    return _rows(conn, stmt)
+
+
+def status_for_node(conn: Connection, node_id: str) -> list[dict[str, Any]]:
+    stmt = (
+        sa.select(sp.c.id, sp.c.name_lower, ps)
+        .select_from(sp.join(ps, ps.c.pool_id == sp.c.id))
+        .where(sp.c.node_id == node_id)
+    )
+    return _rows(conn, stmt)
+
+
+def update_status(conn: Connection, pool_id: str, values: dict[str, Any]) -> None:
+    conn.execute(ps.update().where(ps.c.pool_id == pool_id).values(**values))
+
+
+def node_ids_with_pools(conn: Connection, pool_ids: Sequence[str]) -> list[str]:
+    stmt = sa.select(sp.c.node_id).where(sp.c.id.in_(list(pool_ids))).distinct()
+    return list(conn.execute(stmt).scalars())

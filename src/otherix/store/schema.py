@@ -1,0 +1,268 @@
+"""SQLAlchemy Core tables: the one ``MetaData`` both backends and Alembic use.
+
+Desired state (what users write: ``storage_pools``, ``nodes``, settings) lives
+apart from observed state (what agents report: ``pool_status``,
+``node_observed``), so an agent report can never overwrite intent.
+
+Invariants the database enforces itself (so no race in Python can break them):
+- one live pool per (node_id, lower(name)): ``uq_storage_pools_node_name``;
+- a VM disk always references an existing pool: ``vm_disks.storage_pool_id``
+  is a foreign key with ``ON DELETE RESTRICT``, so a pool delete racing a disk
+  insert either sees the disk or makes the insert fail;
+- one live node per lower(name): partial unique index on non-deleted rows.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import Dialect
+
+
+class UTCDateTime(sa.TypeDecorator[datetime]):
+    """Aware UTC datetimes in, aware UTC datetimes out, on SQLite and PostgreSQL."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+JSONType: Any = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+    }
+)
+
+
+def _id() -> sa.Column[str]:
+    return sa.Column("id", sa.String(36), primary_key=True)
+
+
+def _ts(name: str, nullable: bool = False) -> sa.Column[datetime]:
+    return sa.Column(name, UTCDateTime(), nullable=nullable)
+
+
+users = sa.Table(
+    "users",
+    metadata,
+    _id(),
+    sa.Column("username", sa.String(64), nullable=False),
+    sa.Column("username_lower", sa.String(64), nullable=False, unique=True),
+    sa.Column("password_hash", sa.String(255), nullable=False),
+    sa.Column("role", sa.String(16), nullable=False),
+    _ts("created_at"),
+    _ts("updated_at"),
+)
+
+refresh_tokens = sa.Table(
+    "refresh_tokens",
+    metadata,
+    _id(),
+    sa.Column("user_id", sa.String(36), sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("family_id", sa.String(36), nullable=False, index=True),
+    sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
+    _ts("created_at"),
+    _ts("expires_at"),
+    _ts("rotated_at", nullable=True),
+    _ts("revoked_at", nullable=True),
+)
+
+api_tokens = sa.Table(
+    "api_tokens",
+    metadata,
+    _id(),
+    sa.Column("user_id", sa.String(36), sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("name", sa.String(100), nullable=False),
+    sa.Column("prefix", sa.String(8), nullable=False),
+    sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
+    _ts("created_at"),
+    _ts("expires_at", nullable=True),
+    _ts("revoked_at", nullable=True),
+    _ts("last_used_at", nullable=True),
+)
+
+idempotency_keys = sa.Table(
+    "idempotency_keys",
+    metadata,
+    sa.Column("principal", sa.String(80), primary_key=True),
+    sa.Column("key", sa.String(255), primary_key=True),
+    sa.Column("request_hash", sa.String(64), nullable=False),
+    sa.Column("status_code", sa.Integer, nullable=False),
+    sa.Column("content_type", sa.String(100), nullable=False),
+    sa.Column("body", sa.LargeBinary, nullable=False),
+    _ts("created_at"),
+)
+
+cluster_settings = sa.Table(
+    "cluster_settings",
+    metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Text, nullable=True),
+    _ts("updated_at"),
+)
+
+nodes = sa.Table(
+    "nodes",
+    metadata,
+    _id(),
+    sa.Column("name", sa.String(253), nullable=False),
+    sa.Column("name_lower", sa.String(253), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),  # pending|ready|unreachable|gone
+    sa.Column("cordoned", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("architecture", sa.String(16), nullable=True),
+    sa.Column("credential_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("desired_revision", sa.BigInteger, nullable=False, server_default="1"),
+    sa.Column("observed_digest", sa.String(64), nullable=True),
+    _ts("created_at"),
+    _ts("updated_at"),
+    _ts("status_changed_at"),
+    _ts("last_heartbeat_at", nullable=True),
+    _ts("deleted_at", nullable=True),
+    sa.Index(
+        "uq_nodes_live_name",
+        "name_lower",
+        unique=True,
+        sqlite_where=sa.text("deleted_at IS NULL"),
+        postgresql_where=sa.text("deleted_at IS NULL"),
+    ),
+)
+
+node_observed = sa.Table(
+    "node_observed",
+    metadata,
+    sa.Column("node_id", sa.String(36), sa.ForeignKey("nodes.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("agent_version", sa.String(64), nullable=True),
+    sa.Column("capabilities", JSONType, nullable=False),
+    sa.Column("resources", JSONType, nullable=False),
+    _ts("updated_at"),
+)
+
+join_tokens = sa.Table(
+    "join_tokens",
+    metadata,
+    _id(),
+    sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("prefix", sa.String(12), nullable=False),
+    sa.Column("description", sa.String(255), nullable=False, server_default=""),
+    sa.Column("created_by", sa.String(36), nullable=True),
+    sa.Column("max_uses", sa.Integer, nullable=True),
+    sa.Column("uses", sa.Integer, nullable=False, server_default="0"),
+    _ts("created_at"),
+    _ts("expires_at", nullable=True),
+)
+
+storage_pools = sa.Table(
+    "storage_pools",
+    metadata,
+    _id(),
+    sa.Column("node_id", sa.String(36), sa.ForeignKey("nodes.id"), nullable=False, index=True),
+    sa.Column("name", sa.String(255), nullable=False),
+    sa.Column("name_lower", sa.String(255), nullable=False, index=True),
+    sa.Column("type", sa.String(32), nullable=False),
+    sa.Column("path", sa.String(1024), nullable=False),
+    sa.Column("config", JSONType, nullable=False),
+    _ts("created_at"),
+    _ts("updated_at"),
+    sa.UniqueConstraint("node_id", "name_lower", name="uq_storage_pools_node_name"),
+    sa.Index("ix_storage_pools_created_id", "created_at", "id"),
+)
+
+pool_status = sa.Table(
+    "pool_status",
+    metadata,
+    sa.Column(
+        "pool_id",
+        sa.String(36),
+        sa.ForeignKey("storage_pools.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("reconciliation_status", sa.String(16), nullable=False),
+    sa.Column("reconciliation_error", sa.Text, nullable=True),
+    _ts("last_reconciled_at", nullable=True),
+    sa.Column("capacity_bytes", sa.BigInteger, nullable=True),
+    sa.Column("available_bytes", sa.BigInteger, nullable=True),
+    _ts("reported_at", nullable=True),
+    _ts("pressure_since", nullable=True),
+    sa.Column("pressure_count", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("images", JSONType, nullable=False),
+)
+
+tasks = sa.Table(
+    "tasks",
+    metadata,
+    _id(),
+    sa.Column("type", sa.String(64), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False, index=True),
+    sa.Column("progress", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("resource_type", sa.String(32), nullable=True),
+    sa.Column("resource_id", sa.String(36), nullable=True),
+    sa.Column("node_id", sa.String(36), nullable=True, index=True),
+    sa.Column("args", JSONType, nullable=False),
+    sa.Column("result", JSONType, nullable=True),
+    sa.Column("error", JSONType, nullable=True),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("max_attempts", sa.Integer, nullable=False, server_default="25"),
+    sa.Column("created_by", sa.String(36), nullable=True),
+    _ts("created_at"),
+    _ts("started_at", nullable=True),
+    _ts("finished_at", nullable=True),
+    sa.Index("ix_tasks_created_id", "created_at", "id"),
+)
+
+vms = sa.Table(
+    "vms",
+    metadata,
+    _id(),
+    sa.Column("name", sa.String(253), nullable=False),
+    sa.Column("name_lower", sa.String(253), nullable=False, unique=True),
+    sa.Column("owner_id", sa.String(36), sa.ForeignKey("users.id"), nullable=False),
+    sa.Column("spec", JSONType, nullable=False),
+    sa.Column("node_id", sa.String(36), sa.ForeignKey("nodes.id"), nullable=True),
+    sa.Column("phase", sa.String(16), nullable=False),
+    sa.Column("reason", sa.String(64), nullable=True),
+    sa.Column("message", sa.Text, nullable=True),
+    _ts("created_at"),
+    _ts("updated_at"),
+    sa.Index("ix_vms_created_id", "created_at", "id"),
+)
+
+vm_disks = sa.Table(
+    "vm_disks",
+    metadata,
+    _id(),
+    sa.Column("vm_id", sa.String(36), sa.ForeignKey("vms.id", ondelete="CASCADE"), nullable=False),
+    sa.Column(
+        "storage_pool_id",
+        sa.String(36),
+        sa.ForeignKey("storage_pools.id", ondelete="RESTRICT"),
+        nullable=False,
+        index=True,
+    ),
+    sa.Column("device_order", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("size_gib", sa.Integer, nullable=False),
+    sa.Column("format", sa.String(8), nullable=False),
+    sa.Column("file_path", sa.String(2048), nullable=True),
+    _ts("created_at"),
+    _ts("updated_at"),
+)

@@ -1,0 +1,50 @@
+"""Cluster settings (a key/value singleton) and the Idempotency-Key cache."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from otherix.store.schema import cluster_settings, idempotency_keys
+
+DEFAULT_POOL_NAME = "default_pool_name"
+
+
+def get_setting(conn: Connection, key: str) -> str | None:
+    stmt = sa.select(cluster_settings.c.value).where(cluster_settings.c.key == key)
+    return conn.execute(stmt).scalar_one_or_none()
+
+
+def has_setting(conn: Connection, key: str) -> bool:
+    stmt = sa.select(cluster_settings.c.key).where(cluster_settings.c.key == key)
+    return conn.execute(stmt).first() is not None
+
+
+def put_setting(conn: Connection, key: str, value: str | None, now: datetime) -> None:
+    updated = conn.execute(
+        cluster_settings.update()
+        .where(cluster_settings.c.key == key)
+        .values(value=value, updated_at=now)
+    ).rowcount
+    if not updated:
+        conn.execute(cluster_settings.insert().values(key=key, value=value, updated_at=now))
+
+
+def get_idempotent(conn: Connection, principal: str, key: str) -> dict[str, Any] | None:
+    stmt = sa.select(idempotency_keys).where(
+        idempotency_keys.c.principal == principal, idempotency_keys.c.key == key
+    )
+    row = conn.execute(stmt).mappings().first()
+    return dict(row) if row else None
+
+
+def put_idempotent(conn: Connection, row: dict[str, Any]) -> None:
+    conn.execute(idempotency_keys.insert().values(**row))
+
+
+def delete_idempotent_before(conn: Connection, cutoff: datetime) -> int:
+    stmt = idempotency_keys.delete().where(idempotency_keys.c.created_at < cutoff)
+    return conn.execute(stmt).rowcount

@@ -1,0 +1,120 @@
+"""Users, refresh-token families and API tokens."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from otherix.store.schema import api_tokens, refresh_tokens, users
+
+
+def _one(conn: Connection, stmt: sa.Select[Any]) -> dict[str, Any] | None:
+    row = conn.execute(stmt).mappings().first()
+    return dict(row) if row else None
+
+
+def insert_user(conn: Connection, row: dict[str, Any]) -> None:
+    conn.execute(users.insert().values(**row))
+
+
+def get_user(conn: Connection, user_id: str) -> dict[str, Any] | None:
+    return _one(conn, sa.select(users).where(users.c.id == user_id))
+
+
+def get_user_by_name(conn: Connection, username: str) -> dict[str, Any] | None:
+    return _one(conn, sa.select(users).where(users.c.username_lower == username.lower()))
+
+
+def list_users(conn: Connection) -> list[dict[str, Any]]:
+    rows = conn.execute(sa.select(users).order_by(users.c.created_at, users.c.id)).mappings()
+    return [dict(r) for r in rows]
+
+
+def count_users(conn: Connection) -> int:
+    return int(conn.execute(sa.select(sa.func.count()).select_from(users)).scalar_one())
+
+
+def update_user(conn: Connection, user_id: str, values: dict[str, Any]) -> int:
+    return conn.execute(users.update().where(users.c.id == user_id).values(**values)).rowcount
+
+
+def delete_user(conn: Connection, user_id: str) -> int:
+    return conn.execute(users.delete().where(users.c.id == user_id)).rowcount
+
+
+# refresh tokens ------------------------------------------------------------
+
+
+def insert_refresh(conn: Connection, row: dict[str, Any]) -> None:
+    conn.execute(refresh_tokens.insert().values(**row))
+
+
+def get_refresh_by_hash(conn: Connection, token_hash: str) -> dict[str, Any] | None:
+    return _one(conn, sa.select(refresh_tokens).where(refresh_tokens.c.token_hash == token_hash))
+
+
+def mark_refresh_rotated(conn: Connection, token_id: str, now: datetime) -> int:
+    """Compare-and-set: only a not-yet-rotated token can be rotated (one winner)."""
+    stmt = (
+        refresh_tokens.update()
+        .where(refresh_tokens.c.id == token_id, refresh_tokens.c.rotated_at.is_(None))
+        .values(rotated_at=now)
+    )
+    return conn.execute(stmt).rowcount
+
+
+def revoke_refresh_family(conn: Connection, family_id: str, now: datetime) -> int:
+    stmt = (
+        refresh_tokens.update()
+        .where(refresh_tokens.c.family_id == family_id, refresh_tokens.c.revoked_at.is_(None))
+        .values(revoked_at=now)
+    )
+    return conn.execute(stmt).rowcount
+
+
+def revoke_user_refresh(conn: Connection, user_id: str, now: datetime) -> int:
+    stmt = (
+        refresh_tokens.update()
+        .where(refresh_tokens.c.user_id == user_id, refresh_tokens.c.revoked_at.is_(None))
+        .values(revoked_at=now)
+    )
+    return conn.execute(stmt).rowcount
+
+
+# API tokens ----------------------------------------------------------------
+
+
+def insert_api_token(conn: Connection, row: dict[str, Any]) -> None:
+    conn.execute(api_tokens.insert().values(**row))
+
+
+def get_api_token_by_hash(conn: Connection, token_hash: str) -> dict[str, Any] | None:
+    return _one(conn, sa.select(api_tokens).where(api_tokens.c.token_hash == token_hash))
+
+
+def get_api_token(conn: Connection, token_id: str) -> dict[str, Any] | None:
+    return _one(conn, sa.select(api_tokens).where(api_tokens.c.id == token_id))
+
+
+def list_api_tokens(conn: Connection, user_id: str, include_revoked: bool) -> list[dict[str, Any]]:
+    stmt = sa.select(api_tokens).where(api_tokens.c.user_id == user_id)
+    if not include_revoked:
+        stmt = stmt.where(api_tokens.c.revoked_at.is_(None))
+    rows = conn.execute(stmt.order_by(api_tokens.c.created_at, api_tokens.c.id)).mappings()
+    return [dict(r) for r in rows]
+
+
+def revoke_api_token(conn: Connection, token_id: str, now: datetime) -> int:
+    stmt = (
+        api_tokens.update()
+        .where(api_tokens.c.id == token_id, api_tokens.c.revoked_at.is_(None))
+        .values(revoked_at=now)
+    )
+    return conn.execute(stmt).rowcount
+
+
+def touch_api_token(conn: Connection, token_id: str, now: datetime) -> None:
+    conn.execute(api_tokens.update().where(api_tokens.c.id == token_id).values(last_used_at=now))
