@@ -42,7 +42,7 @@ WRITE_PROBE_NAME = ".otherix-write-probe"
 _MAX_SEGMENT_BYTES = 255
 
 
-class UnsafePath(ValueError):  # noqa: N818 - name fixed by the agent's public API
+class UnsafePath(ValueError):
     """A name or path would leave the directory it is meant to stay in."""
 
 

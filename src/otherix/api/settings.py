@@ -16,7 +16,7 @@ from otherix.models.validation import validate_allowed_prefixes
 
 
 class ServerSection(Section):
-    listen: str = "0.0.0.0:8080"  # noqa: S104 - a control plane listens on all interfaces
+    listen: str = "0.0.0.0:8080"
     shutdown_grace: Duration = 30.0
     max_body_bytes: int = Field(default=1 << 20, ge=1024)
 

@@ -25,6 +25,14 @@ class WatchHub:
         self._lock = threading.Lock()
         self._waiters: dict[str, set[asyncio.Future[None]]] = defaultdict(set)
         self._remote: Callable[[Iterable[str]], None] | None = None
+        self.closed = False
+
+    def close(self) -> None:
+        """Shutting down: wake every watcher now and answer future ones at once."""
+        self.closed = True
+        with self._lock:
+            ids = list(self._waiters)
+        self.wake_local(ids)
 
     def set_remote_publisher(self, fn: Callable[[Iterable[str]], None] | None) -> None:
         self._remote = fn
@@ -48,22 +56,29 @@ class WatchHub:
             if not loop.is_closed():
                 loop.call_soon_threadsafe(_resolve, fut)
 
-    async def wait(self, node_id: str, timeout: float) -> bool:
-        """Wait until ``node_id`` is published or ``timeout`` passes; True if woken."""
+    def subscribe(self, node_id: str) -> asyncio.Future[None]:
+        """Register interest *before* reading state, so no publish is missed."""
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         with self._lock:
             self._waiters[node_id].add(fut)
+        return fut
+
+    def unsubscribe(self, node_id: str, fut: asyncio.Future[None]) -> None:
+        with self._lock:
+            waiters = self._waiters.get(node_id)
+            if waiters is not None:
+                waiters.discard(fut)
+                if not waiters:
+                    self._waiters.pop(node_id, None)
+
+    async def wait_for(self, fut: asyncio.Future[None], timeout: float) -> bool:  # noqa: ASYNC109
+        """True if ``fut`` was woken within ``timeout`` seconds."""
+        if self.closed:
+            return True
         try:
             await asyncio.wait_for(asyncio.shield(fut), timeout)
         except TimeoutError:
             return False
-        finally:
-            with self._lock:
-                waiters = self._waiters.get(node_id)
-                if waiters is not None:
-                    waiters.discard(fut)
-                    if not waiters:
-                        self._waiters.pop(node_id, None)
         return True
 
     def waiting(self) -> int:

@@ -66,7 +66,7 @@ class ConfigError(Exception):
     """The config file or the flags/env around it cannot be used."""
 
 
-class ClusterNotFound(ConfigError):  # noqa: N818 - name fixed by the CLI contract
+class ClusterNotFound(ConfigError):
     """A cluster name (``--cluster``, ``config use``/``remove``) has no entry."""
 
 

@@ -43,7 +43,7 @@ _B64_RE = re.compile(r"[A-Za-z0-9_-]+", re.ASCII)
 _TIMESTAMP_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}\+00:00", re.ASCII)
 
 
-class InvalidCursor(ValueError):  # noqa: N818 - the public name is part of the brief
+class InvalidCursor(ValueError):
     """A ``cursor`` value that this server did not produce."""
 
     def __init__(self, message: str = "invalid cursor") -> None:

@@ -41,7 +41,9 @@ def get_node_by_name(conn: Connection, name: str) -> dict[str, Any] | None:
     return rows[0] if rows else None
 
 
-def get_node(conn: Connection, node_id: str, include_deleted: bool = False) -> dict[str, Any] | None:
+def get_node(
+    conn: Connection, node_id: str, include_deleted: bool = False
+) -> dict[str, Any] | None:
     stmt = _select().where(nodes.c.id == node_id)
     if not include_deleted:
         stmt = stmt.where(_live)
@@ -105,9 +107,7 @@ def get_revision(conn: Connection, node_id: str) -> int | None:
 
 
 def update_observed(conn: Connection, node_id: str, values: dict[str, Any]) -> None:
-    conn.execute(
-        node_observed.update().where(node_observed.c.node_id == node_id).values(**values)
-    )
+    conn.execute(node_observed.update().where(node_observed.c.node_id == node_id).values(**values))
 
 
 def record_heartbeats(conn: Connection, seen: Sequence[tuple[str, datetime]]) -> None:
@@ -138,7 +138,7 @@ def transition(
     now: datetime,
 ) -> list[dict[str, Any]]:
     """Move every live node matching the conditions; returns the moved rows."""
-    cond = [_live, nodes.c.status.in_(list(from_status))]
+    cond: list[sa.ColumnElement[bool]] = [_live, nodes.c.status.in_(list(from_status))]
     if heartbeat_before is not None:
         cond.append(
             sa.or_(
@@ -166,9 +166,11 @@ def insert_join_token(conn: Connection, row: dict[str, Any]) -> None:
 
 
 def get_join_token_by_hash(conn: Connection, token_hash: str) -> dict[str, Any] | None:
-    row = conn.execute(
-        sa.select(join_tokens).where(join_tokens.c.token_hash == token_hash)
-    ).mappings().first()
+    row = (
+        conn.execute(sa.select(join_tokens).where(join_tokens.c.token_hash == token_hash))
+        .mappings()
+        .first()
+    )
     return dict(row) if row else None
 
 

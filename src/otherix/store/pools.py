@@ -18,9 +18,19 @@ from otherix.store.schema import nodes, pool_status, storage_pools, vm_disks, vm
 sp, ps = storage_pools, pool_status
 
 
+def _committed_since_scan() -> sa.ScalarSelect[Any]:
+    """GiB of VM disks created on the pool after its last capacity report."""
+    return (
+        sa.select(sa.func.coalesce(sa.func.sum(vm_disks.c.size_gib), 0))
+        .where(vm_disks.c.storage_pool_id == sp.c.id, vm_disks.c.created_at > ps.c.reported_at)
+        .scalar_subquery()
+    )
+
+
 def _select() -> sa.Select[Any]:
     return sa.select(
         sp,
+        _committed_since_scan().label("committed_gib"),
         ps.c.reconciliation_status,
         ps.c.reconciliation_error,
         ps.c.last_reconciled_at,
@@ -34,9 +44,7 @@ def _select() -> sa.Select[Any]:
         nodes.c.status.label("node_liveness"),
         nodes.c.cordoned.label("node_cordoned"),
         nodes.c.deleted_at.label("node_deleted_at"),
-    ).select_from(
-        sp.join(ps, ps.c.pool_id == sp.c.id).join(nodes, nodes.c.id == sp.c.node_id)
-    )
+    ).select_from(sp.join(ps, ps.c.pool_id == sp.c.id).join(nodes, nodes.c.id == sp.c.node_id))
 
 
 def _rows(conn: Connection, stmt: sa.Select[Any]) -> list[dict[str, Any]]:
@@ -45,9 +53,7 @@ def _rows(conn: Connection, stmt: sa.Select[Any]) -> list[dict[str, Any]]:
 
 def insert_pool(conn: Connection, row: dict[str, Any]) -> None:
     conn.execute(sp.insert().values(**row))
-    conn.execute(
-        ps.insert().values(pool_id=row["id"], reconciliation_status="pending", images=[])
-    )
+    conn.execute(ps.insert().values(pool_id=row["id"], reconciliation_status="pending", images=[]))
 
 
 def get_pool(conn: Connection, pool_id: str) -> dict[str, Any] | None:
@@ -94,8 +100,10 @@ def update_pool(conn: Connection, pool_id: str, values: dict[str, Any]) -> int:
 
 
 def count_disks(conn: Connection, pool_id: str) -> int:
-    stmt = sa.select(sa.func.count()).select_from(vm_disks).where(
-        vm_disks.c.storage_pool_id == pool_id
+    stmt = (
+        sa.select(sa.func.count())
+        .select_from(vm_disks)
+        .where(vm_disks.c.storage_pool_id == pool_id)
     )
     return int(conn.execute(stmt).scalar_one())
 

@@ -79,7 +79,9 @@ refresh_tokens = sa.Table(
     "refresh_tokens",
     metadata,
     _id(),
-    sa.Column("user_id", sa.String(36), sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    sa.Column(
+        "user_id", sa.String(36), sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False
+    ),
     sa.Column("family_id", sa.String(36), nullable=False, index=True),
     sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
     _ts("created_at"),
@@ -92,7 +94,9 @@ api_tokens = sa.Table(
     "api_tokens",
     metadata,
     _id(),
-    sa.Column("user_id", sa.String(36), sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    sa.Column(
+        "user_id", sa.String(36), sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False
+    ),
     sa.Column("name", sa.String(100), nullable=False),
     sa.Column("prefix", sa.String(8), nullable=False),
     sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
@@ -151,7 +155,9 @@ nodes = sa.Table(
 node_observed = sa.Table(
     "node_observed",
     metadata,
-    sa.Column("node_id", sa.String(36), sa.ForeignKey("nodes.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column(
+        "node_id", sa.String(36), sa.ForeignKey("nodes.id", ondelete="CASCADE"), primary_key=True
+    ),
     sa.Column("agent_version", sa.String(64), nullable=True),
     sa.Column("capabilities", JSONType, nullable=False),
     sa.Column("resources", JSONType, nullable=False),

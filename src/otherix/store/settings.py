@@ -45,6 +45,14 @@ def put_idempotent(conn: Connection, row: dict[str, Any]) -> None:
     conn.execute(idempotency_keys.insert().values(**row))
 
 
+def delete_idempotent(conn: Connection, principal: str, key: str) -> None:
+    conn.execute(
+        idempotency_keys.delete().where(
+            idempotency_keys.c.principal == principal, idempotency_keys.c.key == key
+        )
+    )
+
+
 def delete_idempotent_before(conn: Connection, cutoff: datetime) -> int:
     stmt = idempotency_keys.delete().where(idempotency_keys.c.created_at < cutoff)
     return conn.execute(stmt).rowcount

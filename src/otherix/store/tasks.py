@@ -46,7 +46,11 @@ def pending_for_node(conn: Connection, node_id: str) -> list[dict[str, Any]]:
 
 
 def update_task(
-    conn: Connection, task_id: str, values: dict[str, Any], *, only_if_status: list[str] | None = None
+    conn: Connection,
+    task_id: str,
+    values: dict[str, Any],
+    *,
+    only_if_status: list[str] | None = None,
 ) -> int:
     stmt = tasks.update().where(tasks.c.id == task_id)
     if only_if_status is not None:

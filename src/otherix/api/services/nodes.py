@@ -15,7 +15,14 @@ from typing import Any
 from otherix.api.deps import AgentIdentity, Deps
 from otherix.api.services import secrets
 from otherix.errors import Conflict, NotFound, Unauthenticated, ValidationFailed
-from otherix.models.nodes import JoinToken, JoinTokenCreate, JoinTokenCreated, Node, NodeJoin, NodeJoined
+from otherix.models.nodes import (
+    JoinToken,
+    JoinTokenCreate,
+    JoinTokenCreated,
+    Node,
+    NodeJoin,
+    NodeJoined,
+)
 from otherix.models.pagination import decode_cursor, encode_cursor
 from otherix.models.validation import looks_like_uuid, validate_node_name
 from otherix.store import UniqueViolation
@@ -151,7 +158,9 @@ def authenticate_agent(deps: Deps, token: str) -> AgentIdentity:
     with deps.db.read() as conn:
         row = q.get_node_by_credential(conn, secrets.digest(token))
     if row is None:
-        raise Unauthenticated("unknown or revoked node credential", {"reason": "credential_unknown"})
+        raise Unauthenticated(
+            "unknown or revoked node credential", {"reason": "credential_unknown"}
+        )
     return AgentIdentity(row["id"], row["name"])
 
 
@@ -171,8 +180,14 @@ def list_nodes(
 ) -> tuple[list[Node], str | None]:
     after = decode_cursor(cursor) if cursor else None
     with deps.db.read() as conn:
-        rows = q.list_nodes(conn, after=after, limit=limit + 1, status=status, architecture=architecture)
-    nxt = encode_cursor(rows[limit - 1]["created_at"], rows[limit - 1]["id"]) if len(rows) > limit else None
+        rows = q.list_nodes(
+            conn, after=after, limit=limit + 1, status=status, architecture=architecture
+        )
+    nxt = (
+        encode_cursor(rows[limit - 1]["created_at"], rows[limit - 1]["id"])
+        if len(rows) > limit
+        else None
+    )
     return [node_view(r) for r in rows[:limit]], nxt
 
 
@@ -198,7 +213,9 @@ def readmit(deps: Deps, name: str) -> Node:
         raise Conflict("only a gone node can be readmitted", {"current_status": row["status"]})
     now = deps.clock.now()
     with deps.db.write() as conn:
-        q.update_node(conn, row["id"], {"status": "pending", "status_changed_at": now, "updated_at": now})
+        q.update_node(
+            conn, row["id"], {"status": "pending", "status_changed_at": now, "updated_at": now}
+        )
         row = q.get_node(conn, row["id"]) or row
     return node_view(row)
 

@@ -8,7 +8,14 @@ from typing import Any
 from otherix.api.deps import Deps, Principal
 from otherix.api.services import secrets
 from otherix.errors import Conflict, NotFound, ValidationFailed
-from otherix.models.auth import ApiToken, ApiTokenCreate, ApiTokenCreated, User, UserCreate, UserUpdate
+from otherix.models.auth import (
+    ApiToken,
+    ApiTokenCreate,
+    ApiTokenCreated,
+    User,
+    UserCreate,
+    UserUpdate,
+)
 from otherix.rbac import Permission, Role, Scope
 from otherix.store import UniqueViolation
 from otherix.store import users as q
@@ -29,9 +36,7 @@ def create_user(deps: Deps, body: UserCreate) -> User:
         with deps.db.write() as conn:
             q.insert_user(conn, row)
     except UniqueViolation as exc:
-        raise Conflict(
-            f"user {body.username!r} already exists", {"field": "username"}
-        ) from exc
+        raise Conflict(f"user {body.username!r} already exists", {"field": "username"}) from exc
     return User.model_validate(row)
 
 
@@ -94,7 +99,9 @@ def _token_owner(deps: Deps, principal: Principal, user_ref: str) -> str:
     return get_user(deps, user_ref).id
 
 
-def create_token(deps: Deps, principal: Principal, user_ref: str, body: ApiTokenCreate) -> ApiTokenCreated:
+def create_token(
+    deps: Deps, principal: Principal, user_ref: str, body: ApiTokenCreate
+) -> ApiTokenCreated:
     owner = _token_owner(deps, principal, user_ref)
     now = deps.clock.now()
     if body.expires_at is not None and body.expires_at <= now:
@@ -116,7 +123,9 @@ def create_token(deps: Deps, principal: Principal, user_ref: str, body: ApiToken
     )
 
 
-def list_tokens(deps: Deps, principal: Principal, user_ref: str, include_revoked: bool) -> list[ApiToken]:
+def list_tokens(
+    deps: Deps, principal: Principal, user_ref: str, include_revoked: bool
+) -> list[ApiToken]:
     owner = _token_owner(deps, principal, user_ref)
     with deps.db.read() as conn:
         return [ApiToken.model_validate(r) for r in q.list_api_tokens(conn, owner, include_revoked)]

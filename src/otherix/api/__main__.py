@@ -1,0 +1,5 @@
+"""``python -m otherix.api``."""
+
+from otherix.api.main import main
+
+main()

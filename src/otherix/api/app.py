@@ -1,0 +1,78 @@
+"""``create_app(deps)``: the FastAPI application, built the same way by
+``main.py`` and by tests. No import-time globals."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
+
+from otherix import __version__
+from otherix.api import errors
+from otherix.api.deps import Deps
+from otherix.api.idempotency import IdempotencyMiddleware
+from otherix.api.middleware import Metrics, RequestMiddleware
+from otherix.api.routes import auth, cluster, health, nodes, pools
+from otherix.api.workers.runner import Workers
+
+
+def create_app(deps: Deps, *, run_workers: bool | None = None) -> FastAPI:
+    start_workers = deps.settings.workers.enabled if run_workers is None else run_workers
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        workers = Workers(deps) if start_workers else None
+        listener = None
+        if deps.db.backend == "postgresql":
+            from otherix.api.pglisten import PgListener
+
+            listener = PgListener(deps.db.url, deps.hub)
+            listener.start()
+        if workers:
+            workers.start()
+        try:
+            yield
+        finally:
+            deps.hub.close()
+            if workers:
+                workers.stop()
+            if listener:
+                listener.stop()
+
+    app = FastAPI(
+        title="Otherix control plane",
+        version=__version__,
+        description="Storage pools, nodes and the cluster default pool. "
+        'Errors use the envelope {"error": {code, message, details}}; '
+        "see docs/error-codes.md.",
+        lifespan=lifespan,
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.state.deps = deps
+    metrics = Metrics()
+    app.state.metrics = metrics
+    errors.install(app)
+    for module in (health, auth, nodes, pools, cluster):
+        app.include_router(module.router)
+    app.add_middleware(IdempotencyMiddleware)
+    app.add_middleware(
+        RequestMiddleware, max_body_bytes=deps.settings.server.max_body_bytes, metrics=metrics
+    )
+    return app
+
+
+def iter_routes(app: FastAPI) -> list[APIRoute]:
+    """Every APIRoute of the app, flattened (for the RBAC walk and docs)."""
+    out: list[APIRoute] = []
+    stack: list[Any] = list(app.routes)
+    while stack:
+        route = stack.pop(0)
+        if isinstance(route, APIRoute):
+            out.append(route)
+        elif hasattr(route, "original_router"):
+            stack.extend(route.original_router.routes)
+    return out

@@ -1,0 +1,109 @@
+"""The one place exceptions become HTTP answers: ``{"error": {code, message, details}}``.
+
+- ``OtherixError`` subclasses render with their own code and status.
+- FastAPI's request validation (bad JSON, wrong types, unknown fields) becomes
+  400 ``validation_failed`` with the offending fields in ``details.fields``.
+- Starlette's 404/405 become ``not_found`` / ``method_not_allowed``.
+- Store errors that escaped a service: unique/FK violations become 409
+  ``conflict``; an unavailable database becomes 503 ``internal`` (retryable).
+- Anything else is logged with the request id and answered 500 ``internal``
+  without a stack trace.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from otherix.api.middleware import BodyTooLarge
+from otherix.errors import (
+    Conflict,
+    Internal,
+    MethodNotAllowed,
+    NotFound,
+    OtherixError,
+    ValidationFailed,
+)
+from otherix.models.pagination import InvalidCursor
+from otherix.store import ForeignKeyViolation, StoreUnavailable, UniqueViolation
+
+log = logging.getLogger("otherix.api")
+
+JSON_UTF8 = "application/json; charset=utf-8"
+
+
+def error_response(exc: OtherixError, status: int | None = None) -> JSONResponse:
+    return JSONResponse(exc.envelope(), status_code=status or exc.http_status, media_type=JSON_UTF8)
+
+
+def _request_id(request: Request) -> str:
+    return str(getattr(request.state, "request_id", "-"))
+
+
+def _validation_details(exc: RequestValidationError) -> dict[str, Any]:
+    fields = []
+    for err in exc.errors():
+        loc = [str(p) for p in err.get("loc", ()) if p != "body"]
+        fields.append({"field": ".".join(loc) or "body", "reason": err.get("msg", "invalid")})
+    return {"fields": fields}
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(OtherixError)
+    async def _otherix(_request: Request, exc: OtherixError) -> JSONResponse:
+        return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        if errors and errors[0].get("type") == "json_invalid":
+            return error_response(ValidationFailed("invalid request body: malformed JSON"))
+        return error_response(ValidationFailed("invalid request", _validation_details(exc)))
+
+    @app.exception_handler(BodyTooLarge)
+    async def _too_large(request: Request, _exc: BodyTooLarge) -> JSONResponse:
+        limit = request.app.state.deps.settings.server.max_body_bytes
+        return error_response(
+            ValidationFailed(f"request body too large (max {limit} bytes)", {"max_bytes": limit})
+        )
+
+    @app.exception_handler(InvalidCursor)
+    async def _cursor(_request: Request, _exc: InvalidCursor) -> JSONResponse:
+        return error_response(ValidationFailed("invalid cursor", {"field": "cursor"}))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 404:
+            return error_response(NotFound())
+        if exc.status_code == 405:
+            return error_response(MethodNotAllowed())
+        if exc.status_code == 400:
+            return error_response(ValidationFailed(str(exc.detail)))
+        return error_response(Internal(str(exc.detail)), exc.status_code)
+
+    @app.exception_handler(UniqueViolation)
+    async def _unique(_request: Request, _exc: UniqueViolation) -> JSONResponse:
+        return error_response(Conflict("the resource already exists"))
+
+    @app.exception_handler(ForeignKeyViolation)
+    async def _fk(_request: Request, _exc: ForeignKeyViolation) -> JSONResponse:
+        return error_response(Conflict("a referenced resource changed concurrently; retry"))
+
+    @app.exception_handler(StoreUnavailable)
+    async def _unavailable(request: Request, exc: StoreUnavailable) -> JSONResponse:
+        log.error("store unavailable (request %s): %s", _request_id(request), exc)
+        return error_response(
+            Internal("the database is unavailable; retry", {"request_id": _request_id(request)}),
+            503,
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        rid = _request_id(request)
+        log.exception("unexpected error (request %s)", rid, exc_info=exc)
+        return error_response(Internal("internal error", {"request_id": rid}))

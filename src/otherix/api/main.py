@@ -1,0 +1,126 @@
+"""``otherix-api``: ``serve``, ``migrate`` and ``quickstart`` (composition root).
+
+``serve`` loads settings (defaults < ``--config`` YAML < ``OTHERIX_`` env <
+flags), opens the store, runs migrations, creates the bootstrap admin from
+``OTHERIX_BOOTSTRAP_ADMIN_USERNAME``/``_PASSWORD``, and serves until SIGTERM
+or SIGINT, which drain in-flight requests (long-poll watches are answered at
+once) and exit 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import uvicorn
+
+from otherix import __version__
+from otherix.api.app import create_app
+from otherix.api.bootstrap import bootstrap_admin_from_env, ensure_admin, load_settings, open_deps
+from otherix.api.deps import Deps
+from otherix.config import ConfigError
+from otherix.store import Database, StoreError
+from otherix.store.migrate import current_revision, upgrade
+
+
+class _Server(uvicorn.Server):
+    """Answers open long-polls immediately when asked to stop."""
+
+    def __init__(self, config: uvicorn.Config, deps: Deps) -> None:
+        super().__init__(config)
+        self._deps = deps
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        self._deps.hub.close()
+        super().handle_exit(sig, frame)
+
+
+def run_server(deps: Deps) -> None:
+    settings = deps.settings
+    app = create_app(deps)
+    config = uvicorn.Config(
+        app,
+        host=settings.server.host,
+        port=settings.server.port,
+        log_level="info",
+        timeout_graceful_shutdown=int(settings.server.shutdown_grace),
+        access_log=False,
+        lifespan="on",
+    )
+    _Server(config, deps).run()
+
+
+def _settings(config_file: Path | None, overrides: dict[str, Any]) -> Any:
+    try:
+        return load_settings(config_file, os.environ, overrides)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="otherix-api")
+def cli() -> None:
+    """Otherix control plane."""
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+@cli.command()
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="YAML config file.",
+)
+@click.option(
+    "--data-dir", type=click.Path(path_type=Path, file_okay=False), help="Overrides data_dir."
+)
+@click.option("--listen", help="HOST:PORT to listen on (overrides server.listen).")
+@click.option(
+    "--database-url", help="sqlite:///PATH or postgresql+psycopg://... (overrides database.url)."
+)
+def serve(
+    config_file: Path | None, data_dir: Path | None, listen: str | None, database_url: str | None
+) -> None:
+    """Run the control plane until SIGTERM/SIGINT."""
+    settings = _settings(
+        config_file, {"data_dir": data_dir, "server.listen": listen, "database.url": database_url}
+    )
+    try:
+        admin = bootstrap_admin_from_env(os.environ)
+        deps = open_deps(settings)
+        ensure_admin(deps, admin)
+    except (ConfigError, StoreError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    run_server(deps)
+    deps.db.close()
+
+
+@cli.command()
+@click.option("--config", "config_file", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--data-dir", type=click.Path(path_type=Path, file_okay=False))
+@click.option("--database-url")
+def migrate(config_file: Path | None, data_dir: Path | None, database_url: str | None) -> None:
+    """Apply pending database migrations and exit."""
+    settings = _settings(config_file, {"data_dir": data_dir, "database.url": database_url})
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = Database(settings.database_url)
+    try:
+        upgrade(db)
+        click.echo(f"database at revision {current_revision(db)}")
+    except StoreError as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        db.close()
+
+
+def main() -> None:
+    try:
+        cli.main(prog_name="otherix-api", standalone_mode=True)
+    except KeyboardInterrupt:
+        sys.exit(130)

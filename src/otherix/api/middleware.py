@@ -1,0 +1,111 @@
+"""ASGI middleware: request ids, the body-size cap, and Prometheus metrics.
+
+Pure ASGI (not ``BaseHTTPMiddleware``) so streaming and long-poll requests are
+not buffered and the cap is enforced while the body arrives.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from otherix.errors import ValidationFailed
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "otherix_http_requests_total",
+            "HTTP requests by method, route and status",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "otherix_http_request_duration_seconds",
+            "HTTP request latency by method and route",
+            ["method", "route"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 30),
+            registry=self.registry,
+        )
+
+
+def _too_large(limit: int) -> list[Message]:
+    body = json.dumps(
+        ValidationFailed(
+            f"request body too large (max {limit} bytes)", {"max_bytes": limit}
+        ).envelope()
+    ).encode()
+    return [
+        {
+            "type": "http.response.start",
+            "status": 400,
+            "headers": [
+                (b"content-type", b"application/json; charset=utf-8"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        },
+        {"type": "http.response.body", "body": body},
+    ]
+
+
+class RequestMiddleware:
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int, metrics: Metrics) -> None:
+        self.app = app
+        self.max_body = max_body_bytes
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        rid = headers.get(b"x-request-id", b"").decode("latin-1")[:64] or uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = rid
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body:
+            for msg in _too_large(self.max_body):
+                await send(msg)
+            return
+        received = 0
+        status_holder: dict[str, Any] = {"status": 500, "started": False}
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            msg = await receive()
+            if msg["type"] == "http.request":
+                received += len(msg.get("body", b""))
+                if received > self.max_body:
+                    raise BodyTooLarge
+            return msg
+
+        async def tracking_send(msg: Message) -> None:
+            if msg["type"] == "http.response.start":
+                status_holder["status"] = msg["status"]
+                status_holder["started"] = True
+                msg.setdefault("headers", [])
+                msg["headers"] = [*msg["headers"], (b"x-request-id", rid.encode())]
+            await send(msg)
+
+        start = time.perf_counter()
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except BodyTooLarge:
+            if not status_holder["started"]:
+                for msg in _too_large(self.max_body):
+                    await tracking_send(msg)
+        finally:
+            route = scope.get("route")
+            path = getattr(route, "path", "<unmatched>")
+            method = scope.get("method", "?")
+            self.metrics.requests.labels(method, path, str(status_holder["status"])).inc()
+            self.metrics.latency.labels(method, path).observe(time.perf_counter() - start)

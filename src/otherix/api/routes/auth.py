@@ -1,0 +1,114 @@
+"""``/v1/auth/*``, ``/v1/users`` and API tokens (contract 1.2)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request, Response
+
+from otherix.api.deps import Deps, Principal, get_deps, public, require
+from otherix.api.services import auth, users
+from otherix.models.auth import (
+    ApiToken,
+    ApiTokenCreate,
+    ApiTokenCreated,
+    LoginRequest,
+    LogoutRequest,
+    RefreshRequest,
+    TokenPair,
+    User,
+    UserCreate,
+    UserUpdate,
+)
+from otherix.models.common import Page
+from otherix.rbac import Permission
+
+router = APIRouter(prefix="/v1", tags=["auth"])
+
+READ_USERS = require(Permission.USER_READ)
+MANAGE_USERS = require(Permission.USER_MANAGE)
+TOKENS = require(Permission.API_TOKEN_MANAGE)
+ANY_USER = require(Permission.CLUSTER_READ)  # every role: "who am I"
+
+
+@router.post("/auth/login", operation_id="login", dependencies=[Depends(public)])
+def login(body: LoginRequest, request: Request, deps: Deps = Depends(get_deps)) -> TokenPair:
+    client = request.client.host if request.client else "-"
+    return auth.login(deps, body.username, body.password, client)
+
+
+@router.post("/auth/refresh", operation_id="refresh", dependencies=[Depends(public)])
+def refresh(body: RefreshRequest, deps: Deps = Depends(get_deps)) -> TokenPair:
+    return auth.refresh(deps, body.refresh_token)
+
+
+@router.post("/auth/logout", operation_id="logout", status_code=204)
+def logout(
+    body: LogoutRequest, deps: Deps = Depends(get_deps), me: Principal = Depends(ANY_USER)
+) -> Response:
+    auth.logout(deps, me, body.refresh_token, body.all_sessions)
+    return Response(status_code=204)
+
+
+@router.get("/users/me", operation_id="getCurrentUser")
+def get_me(deps: Deps = Depends(get_deps), me: Principal = Depends(ANY_USER)) -> User:
+    return users.get_user(deps, me.user_id)
+
+
+@router.get("/users", operation_id="listUsers", dependencies=[Depends(READ_USERS)])
+def list_users(deps: Deps = Depends(get_deps)) -> Page[User]:
+    return Page[User].model_validate({"data": users.list_users(deps), "meta": {}})
+
+
+@router.post(
+    "/users", operation_id="createUser", status_code=201, dependencies=[Depends(MANAGE_USERS)]
+)
+def create_user(body: UserCreate, deps: Deps = Depends(get_deps)) -> User:
+    return users.create_user(deps, body)
+
+
+@router.get("/users/{user_id}", operation_id="getUser", dependencies=[Depends(READ_USERS)])
+def get_user(user_id: str, deps: Deps = Depends(get_deps)) -> User:
+    return users.get_user(deps, user_id)
+
+
+@router.patch("/users/{user_id}", operation_id="updateUser", dependencies=[Depends(MANAGE_USERS)])
+def update_user(user_id: str, body: UserUpdate, deps: Deps = Depends(get_deps)) -> User:
+    return users.update_user(deps, user_id, body)
+
+
+@router.delete("/users/{user_id}", operation_id="deleteUser", status_code=204)
+def delete_user(
+    user_id: str, deps: Deps = Depends(get_deps), me: Principal = Depends(MANAGE_USERS)
+) -> Response:
+    users.delete_user(deps, me, user_id)
+    return Response(status_code=204)
+
+
+@router.get("/users/{user_ref}/api-tokens", operation_id="listApiTokens")
+def list_tokens(
+    user_ref: str,
+    include_revoked: bool = False,
+    deps: Deps = Depends(get_deps),
+    me: Principal = Depends(TOKENS),
+) -> Page[ApiToken]:
+    data = users.list_tokens(deps, me, user_ref, include_revoked)
+    return Page[ApiToken].model_validate({"data": data, "meta": {}})
+
+
+@router.post("/users/{user_ref}/api-tokens", operation_id="createApiToken", status_code=201)
+def create_token(
+    user_ref: str,
+    body: ApiTokenCreate,
+    deps: Deps = Depends(get_deps),
+    me: Principal = Depends(TOKENS),
+) -> ApiTokenCreated:
+    return users.create_token(deps, me, user_ref, body)
+
+
+@router.delete(
+    "/users/{user_ref}/api-tokens/{token_id}", operation_id="revokeApiToken", status_code=204
+)
+def revoke_token(
+    user_ref: str, token_id: str, deps: Deps = Depends(get_deps), me: Principal = Depends(TOKENS)
+) -> Response:
+    users.revoke_token(deps, me, user_ref, token_id)
+    return Response(status_code=204)

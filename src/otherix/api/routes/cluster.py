@@ -1,0 +1,36 @@
+"""``/v1/cluster/default-pool`` (contract 1.5)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Response
+
+from otherix.api.deps import Deps, get_deps, require
+from otherix.api.services import defaultpool
+from otherix.models.pools import DefaultPool, DefaultPoolSet
+from otherix.rbac import Permission
+
+router = APIRouter(prefix="/v1/cluster", tags=["cluster"])
+
+READ = require(Permission.CLUSTER_READ)
+MANAGE = require(Permission.CLUSTER_MANAGE)
+
+
+@router.get("/default-pool", operation_id="getDefaultPool", dependencies=[Depends(READ)])
+def get_default_pool(deps: Deps = Depends(get_deps)) -> DefaultPool:
+    return defaultpool.get(deps)
+
+
+@router.put("/default-pool", operation_id="setDefaultPool", dependencies=[Depends(MANAGE)])
+def set_default_pool(body: DefaultPoolSet, deps: Deps = Depends(get_deps)) -> DefaultPool:
+    return defaultpool.put(deps, body.name)
+
+
+@router.delete(
+    "/default-pool",
+    operation_id="unsetDefaultPool",
+    status_code=204,
+    dependencies=[Depends(MANAGE)],
+)
+def unset_default_pool(deps: Deps = Depends(get_deps)) -> Response:
+    defaultpool.clear(deps)
+    return Response(status_code=204)

@@ -1,0 +1,34 @@
+"""Helpers shared by routes: pagination parameters and the list envelope."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import Request
+
+from otherix.errors import ValidationFailed
+from otherix.models.pagination import clamp_limit
+
+
+def limit_param(limit: int | None) -> int:
+    try:
+        return clamp_limit(limit)
+    except ValueError as exc:
+        raise ValidationFailed(str(exc), {"field": "limit"}) from exc
+
+
+def page(data: list[Any], next_cursor: str | None) -> dict[str, Any]:
+    return {"data": data, "meta": {"next_cursor": next_cursor}}
+
+
+async def json_body(request: Request) -> object:
+    """The raw decoded body, for endpoints whose validation order is contractual."""
+    raw = await request.body()
+    if not raw:
+        raise ValidationFailed("invalid request body: empty")
+    import json
+
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValidationFailed("invalid request body: malformed JSON") from exc

@@ -1,0 +1,155 @@
+"""``/v1/nodes``: join tokens, enrolment, views, maintenance, and the two
+agent endpoints (heartbeat and the long-poll watch)."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter, Depends, Query, Response
+from starlette.concurrency import run_in_threadpool
+
+from otherix.api.deps import AgentIdentity, Deps, Principal, agent_node, get_deps, public, require
+from otherix.api.routes.common import limit_param, page
+from otherix.api.services import heartbeat as hb
+from otherix.api.services import nodes
+from otherix.errors import ValidationFailed
+from otherix.models.common import Page
+from otherix.models.heartbeat import HeartbeatReply, HeartbeatReport, WatchReply
+from otherix.models.nodes import (
+    JoinToken,
+    JoinTokenCreate,
+    JoinTokenCreated,
+    Node,
+    NodeJoin,
+    NodeJoined,
+    NodeSummary,
+)
+from otherix.rbac import Permission, Scope
+
+router = APIRouter(prefix="/v1/nodes", tags=["nodes"])
+
+MANAGE = require(Permission.NODE_MANAGE)
+MAINT = require(Permission.NODE_MAINTENANCE)
+READ = require(Permission.NODE_READ)
+STATUSES = ("pending", "ready", "cordoned", "unreachable", "gone")
+
+
+def _shape(node: Node, me: Principal) -> Node | NodeSummary:
+    if me.scope(Permission.NODE_READ) is Scope.FULL:
+        return node
+    return NodeSummary.model_validate(node.model_dump())
+
+
+@router.post(
+    "/join-tokens", operation_id="createJoinToken", status_code=201, response_model=JoinTokenCreated
+)
+def create_join_token(
+    body: JoinTokenCreate, deps: Deps = Depends(get_deps), me: Principal = Depends(MANAGE)
+) -> JoinTokenCreated:
+    return nodes.create_join_token(deps, me.user_id, body)
+
+
+@router.get("/join-tokens", operation_id="listJoinTokens", dependencies=[Depends(MANAGE)])
+def list_join_tokens(deps: Deps = Depends(get_deps)) -> Page[JoinToken]:
+    return Page[JoinToken].model_validate({"data": nodes.list_join_tokens(deps), "meta": {}})
+
+
+@router.delete(
+    "/join-tokens/{token_id}",
+    operation_id="deleteJoinToken",
+    status_code=204,
+    dependencies=[Depends(MANAGE)],
+)
+def delete_join_token(token_id: str, deps: Deps = Depends(get_deps)) -> Response:
+    nodes.delete_join_token(deps, token_id)
+    return Response(status_code=204)
+
+
+@router.post("/join", operation_id="joinNode", status_code=201, dependencies=[Depends(public)])
+def join(body: NodeJoin, deps: Deps = Depends(get_deps)) -> NodeJoined:
+    return nodes.join(deps, body)
+
+
+@router.get("", operation_id="listNodes", response_model=Page[Node] | Page[NodeSummary])
+def list_nodes(
+    limit: int | None = None,
+    cursor: str | None = None,
+    status: str | None = None,
+    architecture: str | None = None,
+    deps: Deps = Depends(get_deps),
+    me: Principal = Depends(READ),
+) -> dict[str, object]:
+    if status is not None and status not in STATUSES:
+        raise ValidationFailed(f"invalid status {status!r}", {"field": "status"})
+    data, nxt = nodes.list_nodes(
+        deps, limit=limit_param(limit), cursor=cursor, status=status, architecture=architecture
+    )
+    return page([_shape(n, me) for n in data], nxt)
+
+
+@router.get("/{name}", operation_id="getNode", response_model=Node | NodeSummary)
+def get_node(
+    name: str, deps: Deps = Depends(get_deps), me: Principal = Depends(READ)
+) -> Node | NodeSummary:
+    return _shape(nodes.node_view(nodes.get_node_row(deps, name)), me)
+
+
+@router.post("/{name}/cordon", operation_id="cordonNode", dependencies=[Depends(MAINT)])
+def cordon(name: str, deps: Deps = Depends(get_deps)) -> Node:
+    return nodes.set_cordon(deps, name, True)
+
+
+@router.post("/{name}/uncordon", operation_id="uncordonNode", dependencies=[Depends(MAINT)])
+def uncordon(name: str, deps: Deps = Depends(get_deps)) -> Node:
+    return nodes.set_cordon(deps, name, False)
+
+
+@router.post("/{name}/readmit", operation_id="readmitNode", dependencies=[Depends(MAINT)])
+def readmit(name: str, deps: Deps = Depends(get_deps)) -> Node:
+    return nodes.readmit(deps, name)
+
+
+@router.delete(
+    "/{name}", operation_id="deleteNode", status_code=204, dependencies=[Depends(MANAGE)]
+)
+def delete_node(name: str, deps: Deps = Depends(get_deps)) -> Response:
+    nodes.delete_node(deps, name)
+    return Response(status_code=204)
+
+
+@router.post("/{name}/heartbeat", operation_id="nodeHeartbeat")
+def heartbeat(
+    name: str,
+    report: HeartbeatReport,
+    deps: Deps = Depends(get_deps),
+    ident: AgentIdentity = Depends(agent_node),
+) -> HeartbeatReply:
+    return hb.heartbeat(deps, ident, name, report)
+
+
+@router.get("/{name}/watch", operation_id="nodeWatch")
+async def watch(
+    name: str,
+    revision: int = Query(ge=0),
+    timeout: float = Query(default=25.0, ge=0, le=120),
+    deps: Deps = Depends(get_deps),
+    ident: AgentIdentity = Depends(agent_node),
+) -> WatchReply:
+    """Returns as soon as the node's desired revision passes ``revision``,
+    or after ``timeout`` seconds with ``changed: false``."""
+    nodes.bind_agent(ident, name)
+    deadline = time.monotonic() + timeout
+    while True:
+        fut = deps.hub.subscribe(ident.node_id)
+        try:
+            desired = await run_in_threadpool(hb.desired_state, deps, ident.node_id)
+            if desired.revision > revision:
+                return WatchReply(changed=True, desired=desired)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or deps.hub.closed:
+                return WatchReply(changed=False, desired=desired)
+            # The 5 s cap re-checks the store in case a notification from
+            # another replica was lost.
+            await deps.hub.wait_for(fut, min(remaining, 5.0))
+        finally:
+            deps.hub.unsubscribe(ident.node_id, fut)

@@ -1,0 +1,88 @@
+"""``/v1/storage-pools`` (contract 1.4). ``{id}`` is a UUID or a pool name."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request, Response
+
+from otherix.api.deps import Deps, get_deps, require
+from otherix.api.routes.common import json_body, limit_param, page
+from otherix.api.services import pools
+from otherix.models.pools import PoolConceptView, PoolCreate, PoolList, PoolUpdate, StoragePool
+from otherix.rbac import Permission
+
+router = APIRouter(prefix="/v1/storage-pools", tags=["storage-pools"])
+
+READ = require(Permission.STORAGE_POOL_READ)
+MANAGE = require(Permission.STORAGE_POOL_MANAGE)
+
+
+def _body_schema(model: type[Any]) -> dict[str, Any]:
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": model.model_json_schema()}},
+        }
+    }
+
+
+@router.get(
+    "", operation_id="listStoragePools", response_model=PoolList, dependencies=[Depends(READ)]
+)
+def list_pools(
+    limit: int | None = None,
+    cursor: str | None = None,
+    node: str | None = None,
+    type: str | None = None,
+    deps: Deps = Depends(get_deps),
+) -> dict[str, Any]:
+    data, nxt = pools.list_pools(
+        deps, limit=limit_param(limit), cursor=cursor, node=node, pool_type=type
+    )
+    return page(data, nxt)
+
+
+@router.post(
+    "",
+    operation_id="createStoragePool",
+    status_code=201,
+    dependencies=[Depends(MANAGE)],
+    openapi_extra=_body_schema(PoolCreate),
+)
+async def create_pool(request: Request, deps: Deps = Depends(get_deps)) -> StoragePool:
+    from starlette.concurrency import run_in_threadpool
+
+    raw = await json_body(request)
+    return await run_in_threadpool(pools.create, deps, raw)
+
+
+@router.get(
+    "/{id}",
+    operation_id="getStoragePool",
+    response_model=StoragePool | PoolConceptView,
+    dependencies=[Depends(READ)],
+)
+def get_pool(id: str, deps: Deps = Depends(get_deps)) -> StoragePool | PoolConceptView:
+    return pools.get(deps, id)
+
+
+@router.patch(
+    "/{id}",
+    operation_id="updateStoragePool",
+    dependencies=[Depends(MANAGE)],
+    openapi_extra=_body_schema(PoolUpdate),
+)
+async def update_pool(id: str, request: Request, deps: Deps = Depends(get_deps)) -> StoragePool:
+    from starlette.concurrency import run_in_threadpool
+
+    raw = await json_body(request)
+    return await run_in_threadpool(pools.update, deps, id, raw)
+
+
+@router.delete(
+    "/{id}", operation_id="deleteStoragePool", status_code=204, dependencies=[Depends(MANAGE)]
+)
+def delete_pool(id: str, deps: Deps = Depends(get_deps)) -> Response:
+    pools.delete(deps, id)
+    return Response(status_code=204)

@@ -1,0 +1,1 @@
+"""Background loops run inside the API process (see ``Workers``)."""
