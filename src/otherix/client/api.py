@@ -1,0 +1,119 @@
+"""``ApiClient``: the user-facing REST calls, returning decoded JSON."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+from otherix.client.base import HttpClient
+
+
+def _seg(value: str) -> str:
+    return quote(value, safe="")
+
+
+class ApiClient(HttpClient):
+    # auth and users ---------------------------------------------------------
+    def login(self, username: str, password: str) -> dict[str, Any]:
+        return dict(
+            self.json("POST", "/v1/auth/login", json={"username": username, "password": password})
+        )
+
+    def me(self) -> dict[str, Any]:
+        return dict(self.json("GET", "/v1/users/me"))
+
+    def list_users(self) -> dict[str, Any]:
+        return dict(self.json("GET", "/v1/users"))
+
+    def create_user(self, username: str, password: str, role: str) -> dict[str, Any]:
+        body = {"username": username, "password": password, "role": role}
+        return dict(self.json("POST", "/v1/users", json=body))
+
+    def delete_user(self, user: str) -> None:
+        self.json("DELETE", f"/v1/users/{_seg(user)}")
+
+    def list_tokens(self, user: str = "me", include_revoked: bool = False) -> dict[str, Any]:
+        params = {"include_revoked": "true" if include_revoked else None}
+        return dict(self.json("GET", f"/v1/users/{_seg(user)}/api-tokens", params=params))
+
+    def create_token(
+        self, name: str, expires_at: str | None = None, user: str = "me"
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"name": name}
+        if expires_at:
+            body["expires_at"] = expires_at
+        return dict(self.json("POST", f"/v1/users/{_seg(user)}/api-tokens", json=body))
+
+    def revoke_token(self, token_id: str, user: str = "me") -> None:
+        self.json("DELETE", f"/v1/users/{_seg(user)}/api-tokens/{_seg(token_id)}")
+
+    # nodes ------------------------------------------------------------------
+    def create_join_token(
+        self, ttl_seconds: int | None, max_uses: int | None, description: str = ""
+    ) -> dict[str, Any]:
+        body = {"ttl_seconds": ttl_seconds, "max_uses": max_uses, "description": description}
+        return dict(self.json("POST", "/v1/nodes/join-tokens", json=body))
+
+    def list_join_tokens(self) -> dict[str, Any]:
+        return dict(self.json("GET", "/v1/nodes/join-tokens"))
+
+    def delete_join_token(self, token_id: str) -> None:
+        self.json("DELETE", f"/v1/nodes/join-tokens/{_seg(token_id)}")
+
+    def list_nodes(self, **params: Any) -> dict[str, Any]:
+        return dict(self.json("GET", "/v1/nodes", params=params))
+
+    def get_node(self, name: str) -> dict[str, Any]:
+        return dict(self.json("GET", f"/v1/nodes/{_seg(name)}"))
+
+    def node_action(self, name: str, action: str) -> dict[str, Any]:
+        return dict(self.json("POST", f"/v1/nodes/{_seg(name)}/{action}"))
+
+    def delete_node(self, name: str) -> None:
+        self.json("DELETE", f"/v1/nodes/{_seg(name)}")
+
+    # storage pools ----------------------------------------------------------
+    def list_pools(self, **params: Any) -> dict[str, Any]:
+        return dict(self.json("GET", "/v1/storage-pools", params=params))
+
+    def get_pool(self, ref: str) -> dict[str, Any]:
+        return dict(self.json("GET", f"/v1/storage-pools/{_seg(ref)}"))
+
+    def create_pool(
+        self, body: dict[str, Any], idempotency_key: str | None = None
+    ) -> dict[str, Any]:
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+        return dict(self.json("POST", "/v1/storage-pools", json=body, headers=headers))
+
+    def update_pool(self, ref: str, body: dict[str, Any]) -> dict[str, Any]:
+        return dict(self.json("PATCH", f"/v1/storage-pools/{_seg(ref)}", json=body))
+
+    def delete_pool(self, ref: str) -> None:
+        self.json("DELETE", f"/v1/storage-pools/{_seg(ref)}")
+
+    def scan_pool(self, ref: str) -> dict[str, Any]:
+        return dict(self.json("POST", f"/v1/storage-pools/{_seg(ref)}/scan"))
+
+    # cluster ----------------------------------------------------------------
+    def get_default_pool(self) -> str | None:
+        from otherix.client.errors import ApiError
+
+        try:
+            return str(self.json("GET", "/v1/cluster/default-pool")["name"])
+        except ApiError as exc:
+            if exc.status == 404 and exc.code == "default_pool_not_set":
+                return None
+            raise
+
+    def set_default_pool(self, name: str) -> str:
+        return str(self.json("PUT", "/v1/cluster/default-pool", json={"name": name})["name"])
+
+    def unset_default_pool(self) -> None:
+        self.json("DELETE", "/v1/cluster/default-pool")
+
+    # tasks ------------------------------------------------------------------
+    def get_task(self, task_id: str) -> dict[str, Any]:
+        return dict(self.json("GET", f"/v1/tasks/{_seg(task_id)}"))
+
+    def list_tasks(self, **params: Any) -> dict[str, Any]:
+        return dict(self.json("GET", "/v1/tasks", params=params))
