@@ -1,0 +1,88 @@
+"""Shared fixtures: a real API server (SQLite by default), users of every role,
+and the PostgreSQL switch (``OTHERIX_TEST_POSTGRES_URL``)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+from support import pg
+from support.server import ADMIN, ApiServer, make_settings
+
+from otherix.rbac import Role
+from otherix.store import Database
+from otherix.store.migrate import upgrade
+
+ROLE_PASSWORD = "role-password-1"
+
+
+@dataclass
+class Api:
+    server: ApiServer
+    tokens: dict[str, str]
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def client(self, role: str | None = "admin"):  # -> httpx.Client
+        return self.server.client(self.tokens[role] if role else None)
+
+
+def _with_roles(server: ApiServer) -> Api:
+    from otherix.api.services.users import ensure_bootstrap_admin
+
+    ensure_bootstrap_admin(server.deps, *ADMIN)
+    tokens = {"admin": server.login(*ADMIN)}
+    for role in (Role.OPERATOR, Role.DEVELOPER, Role.VIEWER):
+        server.add_user(str(role), ROLE_PASSWORD, role)
+        tokens[str(role)] = server.login(str(role), ROLE_PASSWORD)
+    return Api(server, tokens)
+
+
+@pytest.fixture
+def api(tmp_path) -> Iterator[Api]:
+    """A running control plane on SQLite with one user per role."""
+    server = ApiServer(make_settings(tmp_path / "api")).start()
+    try:
+        yield _with_roles(server)
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def pg_database() -> Iterator[str]:
+    if not pg.base_url():
+        pytest.skip(f"{pg.ENV} not set")
+    url = pg.create_database()
+    db = Database(url)
+    upgrade(db)
+    db.close()
+    try:
+        yield url
+    finally:
+        pg.drop_database(url)
+
+
+BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+
+
+@pytest.fixture(params=BACKENDS)
+def db_url(request, tmp_path) -> str:
+    """A migrated-on-open database URL, once per backend."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/otherix.db"
+    url = request.getfixturevalue("pg_database")
+    pg.truncate_all(url)
+    return url
+
+
+@pytest.fixture
+def api_any_backend(tmp_path, db_url) -> Iterator[Api]:
+    """A running control plane on each backend in turn."""
+    server = ApiServer(make_settings(tmp_path / "api", db_url)).start()
+    try:
+        yield _with_roles(server)
+    finally:
+        server.stop()

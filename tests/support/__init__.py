@@ -1,0 +1,1 @@
+"""Test support: real servers, databases and processes for the suites."""
