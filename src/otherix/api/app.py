@@ -15,7 +15,7 @@ from otherix.api import errors
 from otherix.api.deps import Deps
 from otherix.api.idempotency import IdempotencyMiddleware
 from otherix.api.middleware import Metrics, RequestMiddleware
-from otherix.api.routes import auth, cluster, health, nodes, pools
+from otherix.api.routes import auth, cluster, health, nodes, pools, tasks
 from otherix.api.workers.runner import Workers
 
 
@@ -56,7 +56,7 @@ def create_app(deps: Deps, *, run_workers: bool | None = None) -> FastAPI:
     metrics = Metrics()
     app.state.metrics = metrics
     errors.install(app)
-    for module in (health, auth, nodes, pools, cluster):
+    for module in (health, auth, nodes, pools, cluster, tasks):
         app.include_router(module.router)
     app.add_middleware(IdempotencyMiddleware)
     app.add_middleware(

@@ -39,7 +39,7 @@ class _Server(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
-def run_server(deps: Deps) -> None:
+def make_server(deps: Deps) -> uvicorn.Server:
     settings = deps.settings
     app = create_app(deps)
     config = uvicorn.Config(
@@ -51,7 +51,11 @@ def run_server(deps: Deps) -> None:
         access_log=False,
         lifespan="on",
     )
-    _Server(config, deps).run()
+    return _Server(config, deps)
+
+
+def run_server(deps: Deps) -> None:
+    make_server(deps).run()
 
 
 def _settings(config_file: Path | None, overrides: dict[str, Any]) -> Any:
@@ -117,6 +121,35 @@ def migrate(config_file: Path | None, data_dir: Path | None, database_url: str |
         raise click.ClickException(str(exc)) from exc
     finally:
         db.close()
+
+
+@cli.command()
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Where state lives (default /var/lib/otherix/quickstart as root, "
+    "else ~/.otherix/quickstart).",
+)
+@click.option("--listen", default="127.0.0.1:8080", show_default=True, help="HOST:PORT.")
+@click.option("--node-name", default=None, help="Name of the local node (default: hostname).")
+@click.option("--config", "config_file", type=click.Path(path_type=Path, dir_okay=False))
+def quickstart(
+    data_dir: Path | None, listen: str, node_name: str | None, config_file: Path | None
+) -> None:
+    """Run a single-node cluster: control plane on SQLite plus a local agent.
+
+    \b
+    Example:
+      otherix-api quickstart
+      otherix node list
+    """
+    import socket
+
+    from otherix.api import quickstart as qs
+
+    qs.run(
+        data_dir or qs.default_data_dir(), listen, node_name or socket.gethostname(), config_file
+    )
 
 
 def main() -> None:

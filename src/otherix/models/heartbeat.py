@@ -60,9 +60,27 @@ class DeclaredPool(Output):
     config: dict[str, Any] = Field(default_factory=dict)
 
 
+class AgentTask(Output):
+    """Work the control plane asks the node to do (today: ``storage_pool.scan``)."""
+
+    id: str
+    type: str
+    args: dict[str, Any] = Field(default_factory=dict)
+
+
 class DesiredState(Output):
     revision: int
     declared_pools: list[DeclaredPool]
+    tasks: list[AgentTask] = Field(default_factory=list)
+
+
+class TaskUpdate(Input):
+    """The agent's report on a task it runs."""
+
+    status: Literal["running", "success", "failed"]
+    progress: int = Field(default=0, ge=0, le=100)
+    result: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
 
 
 class HeartbeatReply(Output):

@@ -20,6 +20,7 @@ from otherix.api.services import defaultpool
 from otherix.api.services.nodes import bind_agent
 from otherix.errors import Conflict, NotFound
 from otherix.models.heartbeat import (
+    AgentTask,
     DeclaredPool,
     DesiredState,
     HeartbeatReply,
@@ -29,6 +30,7 @@ from otherix.models.heartbeat import (
 from otherix.models.pressure import PressureConfig, PressureState, next_pressure
 from otherix.store import nodes as qn
 from otherix.store import pools as qp
+from otherix.store import tasks as qt
 
 log = logging.getLogger(__name__)
 
@@ -39,13 +41,15 @@ def desired_state(deps: Deps, node_id: str) -> DesiredState:
         if revision is None:
             raise NotFound("node not found")
         declared = qp.declared_for_node(conn, node_id)
+        pending = qt.pending_for_node(conn, node_id)
     return DesiredState(
         revision=revision,
         declared_pools=[DeclaredPool.model_validate(d) for d in declared],
+        tasks=[AgentTask.model_validate(t) for t in pending],
     )
 
 
-def _pressure_cfg(deps: Deps) -> PressureConfig:
+def pressure_config(deps: Deps) -> PressureConfig:
     d = deps.settings.placement.pressure.disk
     return PressureConfig(d.enabled, d.threshold_percent, d.consecutive_required)
 
@@ -73,7 +77,7 @@ def _pool_changes(
             PressureState(stored["pressure_since"], stored["pressure_count"]),
             rep.available_bytes,
             rep.capacity_bytes,
-            _pressure_cfg(deps),
+            pressure_config(deps),
             now,
         )
         if (

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Install the test dependencies into .venv and run the whole test suite.
+# PostgreSQL variants run when OTHERIX_TEST_POSTGRES_URL is set (.ci/run sets it).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -e '.[dev]'
+exec .venv/bin/python -m pytest "$@"

@@ -1,0 +1,149 @@
+"""Tasks: creation, views with ownership, cancel, and agent progress reports.
+
+Tasks a node must run are part of its desired state (``DesiredState.tasks``),
+so they reach the agent through the watch as fast as pool changes do. The
+agent reports progress and the outcome on ``POST /v1/nodes/{name}/tasks/{id}``;
+the handler for the task type applies the result (for ``storage_pool.scan``:
+capacity, available bytes, disk pressure) and finalises the task.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.engine import Connection
+
+from otherix.api.deps import AgentIdentity, Deps, Principal
+from otherix.errors import Conflict, NotFound
+from otherix.models.common import AsyncTaskAccepted, TaskLinks
+from otherix.models.heartbeat import TaskUpdate
+from otherix.models.pagination import decode_cursor, encode_cursor
+from otherix.models.tasks import Task
+from otherix.rbac import Permission, Scope
+from otherix.store import tasks as qt
+
+FINAL = ("success", "failed", "cancelled")
+#: type -> handler(conn, deps, task row, update, now) applied when the agent reports success
+ResultHandler = Callable[[Connection, Deps, dict[str, Any], TaskUpdate, datetime], None]
+RESULT_HANDLERS: dict[str, ResultHandler] = {}
+CANCELLABLE: set[str] = set()
+
+
+def new_task(
+    conn: Connection,
+    *,
+    now: datetime,
+    type: str,
+    resource_type: str,
+    resource_id: str,
+    node_id: str | None,
+    args: dict[str, Any],
+    created_by: str | None,
+    max_attempts: int = 25,
+) -> str:
+    task_id = str(uuid.uuid4())
+    qt.insert_task(
+        conn,
+        {
+            "id": task_id,
+            "type": type,
+            "status": "pending",
+            "progress": 0,
+            "resource_type": resource_type,
+            "resource_id": resource_id,
+            "node_id": node_id,
+            "args": args,
+            "attempts": 0,
+            "max_attempts": max_attempts,
+            "created_by": created_by,
+            "created_at": now,
+        },
+    )
+    return task_id
+
+
+def accepted(task_id: str) -> AsyncTaskAccepted:
+    return AsyncTaskAccepted(
+        task_id=task_id, status="pending", links=TaskLinks(self=f"/v1/tasks/{task_id}")
+    )
+
+
+def _visible(principal: Principal, row: dict[str, Any], permission: Permission) -> bool:
+    scope = principal.scope(permission)
+    return scope is Scope.ANY or (scope is Scope.OWN and row["created_by"] == principal.user_id)
+
+
+def get(deps: Deps, principal: Principal, task_id: str) -> Task:
+    with deps.db.read() as conn:
+        row = qt.get_task(conn, task_id)
+    if row is None or not _visible(principal, row, Permission.TASK_READ):
+        raise NotFound("task not found")
+    return Task.model_validate(row)
+
+
+def list_tasks(
+    deps: Deps, principal: Principal, *, limit: int, cursor: str | None, filters: dict[str, str]
+) -> tuple[list[Task], str | None]:
+    if principal.scope(Permission.TASK_READ) is Scope.OWN:
+        filters = {**filters, "created_by": principal.user_id}
+    after = decode_cursor(cursor) if cursor else None
+    with deps.db.read() as conn:
+        rows = qt.list_tasks(conn, after=after, limit=limit + 1, filters=filters)
+    nxt = None
+    if len(rows) > limit:
+        nxt = encode_cursor(rows[limit - 1]["created_at"], rows[limit - 1]["id"])
+    return [Task.model_validate(r) for r in rows[:limit]], nxt
+
+
+def cancel(deps: Deps, principal: Principal, task_id: str) -> Task:
+    with deps.db.write() as conn:
+        row = qt.get_task(conn, task_id)
+        if row is None or not _visible(principal, row, Permission.TASK_CANCEL):
+            raise NotFound("task not found")
+        if row["status"] in FINAL:
+            raise Conflict("task is already finished", {"current_status": row["status"]})
+        if row["type"] not in CANCELLABLE:
+            raise Conflict(
+                f"tasks of type {row['type']} cannot be cancelled", {"type": row["type"]}
+            )
+        qt.update_task(
+            conn,
+            task_id,
+            {"status": "cancelled", "finished_at": deps.clock.now()},
+            only_if_status=["pending", "running"],
+        )
+        row = qt.get_task(conn, task_id) or row
+    return Task.model_validate(row)
+
+
+def agent_update(deps: Deps, ident: AgentIdentity, task_id: str, update: TaskUpdate) -> Task:
+    now = deps.clock.now()
+    with deps.db.write() as conn:
+        row = qt.get_task(conn, task_id)
+        if row is None or row["node_id"] != ident.node_id:
+            raise NotFound("task not found")
+        if row["status"] in FINAL:
+            return Task.model_validate(row)  # a retried report after completion: no-op
+        values: dict[str, Any] = {"progress": update.progress}
+        if update.status == "running":
+            values["status"] = "running"
+            if row["started_at"] is None:
+                values.update(started_at=now, attempts=row["attempts"] + 1)
+        elif update.status == "success":
+            handler = RESULT_HANDLERS.get(row["type"])
+            if handler is not None:
+                handler(conn, deps, row, update, now)
+            values.update(status="success", progress=100, result=update.result, finished_at=now)
+        else:
+            values.update(
+                status="failed",
+                error=update.error or {"code": "internal", "message": "task failed"},
+                finished_at=now,
+            )
+        values.setdefault("started_at", row["started_at"] or now)
+        qt.update_task(conn, task_id, values, only_if_status=["pending", "running"])
+        row = qt.get_task(conn, task_id) or row
+    return Task.model_validate(row)
