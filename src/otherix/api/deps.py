@@ -51,6 +51,10 @@ class Deps:
     hub: WatchHub = field(default_factory=WatchHub)
     heartbeats: HeartbeatBuffer = field(default_factory=HeartbeatBuffer)
     login_attempts: dict[str, list[float]] = field(default_factory=dict)
+    #: node_id -> (desired revision, desired state); valid while the revision is
+    #: unchanged, and every change bumps the revision in the store.
+    desired_cache: dict[str, tuple[int, Any]] = field(default_factory=dict)
+    desired_json_cache: dict[str, tuple[int, bytes]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -68,11 +72,17 @@ class Principal:
 class AgentIdentity:
     node_id: str
     name: str
+    #: the node row read while authenticating (saves the heartbeat a second read)
+    row: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
 
-def get_deps(request: Request) -> Deps:
+def deps_of(request: Request) -> Deps:
     deps: Deps = request.app.state.deps
     return deps
+
+
+async def get_deps(request: Request) -> Deps:  # async: no thread hop per request
+    return deps_of(request)
 
 
 def bearer(request: Request) -> str:
@@ -89,7 +99,7 @@ def require(permission: Permission) -> Callable[[Request], Principal]:
     def guard(request: Request) -> Principal:
         from otherix.api.services import auth  # late: services import deps
 
-        principal = auth.authenticate(get_deps(request), bearer(request))
+        principal = auth.authenticate(deps_of(request), bearer(request))
         if principal.scope(permission) is Scope.NONE:
             raise PermissionDenied(
                 f"role {principal.role} lacks {permission}", {"required": str(permission)}
@@ -101,12 +111,19 @@ def require(permission: Permission) -> Callable[[Request], Principal]:
     return guard
 
 
-def public() -> None:
+async def public() -> None:
     """Marker dependency: the route needs no credentials."""
 
 
-def agent_node(request: Request) -> AgentIdentity:
-    """A dependency: the caller must present a node credential."""
-    from otherix.api.services import nodes  # late: services import deps
+@dataclass(frozen=True)
+class AgentCredential:
+    """A node credential as presented; services verify it with one store read."""
 
-    return nodes.authenticate_agent(get_deps(request), bearer(request))
+    token: str
+
+
+async def agent_node(request: Request) -> AgentCredential:
+    """A dependency (and the RBAC-walk marker): the caller presents a node
+    credential. Verification happens in the service, inside the one worker
+    thread hop of the request, so the heartbeat hot path reads the store once."""
+    return AgentCredential(bearer(request))

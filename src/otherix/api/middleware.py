@@ -6,9 +6,10 @@ not buffered and the cap is enforced while the body arrives.
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
 import time
-import uuid
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -61,6 +62,8 @@ def _too_large(limit: int) -> list[Message]:
 class RequestMiddleware:
     def __init__(self, app: ASGIApp, *, max_body_bytes: int, metrics: Metrics) -> None:
         self.app = app
+        self._ids = itertools.count(1)
+        self._id_prefix = os.urandom(4).hex()
         self.max_body = max_body_bytes
         self.metrics = metrics
 
@@ -69,7 +72,8 @@ class RequestMiddleware:
             await self.app(scope, receive, send)
             return
         headers = dict(scope.get("headers") or [])
-        rid = headers.get(b"x-request-id", b"").decode("latin-1")[:64] or uuid.uuid4().hex
+        rid = headers.get(b"x-request-id", b"").decode("latin-1")[:64]
+        rid = rid or f"{self._id_prefix}-{next(self._ids):x}"
         scope.setdefault("state", {})["request_id"] = rid
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body:

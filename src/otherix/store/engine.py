@@ -23,6 +23,7 @@ from sqlalchemy.engine import Connection, Engine
 from otherix.store.errors import StoreError, translate
 
 _WRITE = "otherix_write"
+_SINGLE = "otherix_single_statement"
 
 
 def _sqlite_engine(url: sa.URL) -> Engine:
@@ -31,8 +32,11 @@ def _sqlite_engine(url: sa.URL) -> Engine:
     engine = sa.create_engine(
         url,
         connect_args={"check_same_thread": False, "timeout": 30},
-        pool_size=8,
-        max_overflow=16,
+        # As many pooled connections as the server has worker threads (anyio's
+        # default is 40): overflow connections are closed on return, and
+        # re-opening one re-runs the PRAGMAs on every request.
+        pool_size=40,
+        max_overflow=10,
     )
 
     @event.listens_for(engine, "connect")
@@ -47,8 +51,10 @@ def _sqlite_engine(url: sa.URL) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        immediate = conn.get_execution_options().get(_WRITE, False)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        opts = conn.get_execution_options()
+        if opts.get(_SINGLE, False):
+            return  # one statement: SQLite makes it atomic on its own
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if opts.get(_WRITE, False) else "BEGIN")
 
     return engine
 
@@ -76,6 +82,16 @@ class Database:
     def read(self) -> Iterator[Connection]:
         try:
             with self.engine.connect() as conn, conn.begin():
+                yield conn
+        except sa_exc.DBAPIError as exc:
+            raise translate(exc) from exc
+
+    @contextlib.contextmanager
+    def read_one(self) -> Iterator[Connection]:
+        """For exactly one SELECT on a hot path: no explicit transaction on
+        SQLite (the statement is atomic by itself); a normal one elsewhere."""
+        try:
+            with self.engine.connect().execution_options(**{_SINGLE: True}) as conn, conn.begin():
                 yield conn
         except sa_exc.DBAPIError as exc:
             raise translate(exc) from exc

@@ -51,10 +51,37 @@ def get_node(
     return rows[0] if rows else None
 
 
-def get_node_by_credential(conn: Connection, credential_hash: str) -> dict[str, Any] | None:
-    stmt = sa.select(nodes).where(nodes.c.credential_hash == credential_hash, _live)
+def get_node_for_heartbeat(conn: Connection, credential_hash: str) -> dict[str, Any] | None:
+    """The hot-path read: only the narrow columns a heartbeat needs, no JSON."""
+    stmt = (
+        sa.select(
+            nodes.c.id,
+            nodes.c.name,
+            nodes.c.status,
+            nodes.c.architecture,
+            nodes.c.observed_digest,
+            nodes.c.desired_revision,
+            node_observed.c.agent_version,
+        )
+        .select_from(nodes.outerjoin(node_observed, node_observed.c.node_id == nodes.c.id))
+        .where(nodes.c.credential_hash == credential_hash, _live)
+    )
     row = conn.execute(stmt).mappings().first()
     return dict(row) if row else None
+
+
+def get_observed(conn: Connection, node_id: str) -> dict[str, Any]:
+    stmt = sa.select(node_observed.c.capabilities, node_observed.c.resources).where(
+        node_observed.c.node_id == node_id
+    )
+    row = conn.execute(stmt).mappings().first()
+    return dict(row) if row else {"capabilities": {}, "resources": {}}
+
+
+def get_node_by_credential(conn: Connection, credential_hash: str) -> dict[str, Any] | None:
+    """The full node row (with observed facts) for a credential: one query per heartbeat."""
+    rows = _rows(conn, _select().where(nodes.c.credential_hash == credential_hash, _live))
+    return rows[0] if rows else None
 
 
 def list_nodes(

@@ -8,7 +8,7 @@ import time
 from fastapi import APIRouter, Depends, Query, Response
 from starlette.concurrency import run_in_threadpool
 
-from otherix.api.deps import AgentIdentity, Deps, Principal, agent_node, get_deps, public, require
+from otherix.api.deps import AgentCredential, Deps, Principal, agent_node, get_deps, public, require
 from otherix.api.routes.common import limit_param, page
 from otherix.api.services import heartbeat as hb
 from otherix.api.services import nodes
@@ -117,14 +117,16 @@ def delete_node(name: str, deps: Deps = Depends(get_deps)) -> Response:
     return Response(status_code=204)
 
 
-@router.post("/{name}/heartbeat", operation_id="nodeHeartbeat")
+@router.post("/{name}/heartbeat", operation_id="nodeHeartbeat", response_model=HeartbeatReply)
 def heartbeat(
     name: str,
     report: HeartbeatReport,
     deps: Deps = Depends(get_deps),
-    ident: AgentIdentity = Depends(agent_node),
-) -> HeartbeatReply:
-    return hb.heartbeat(deps, ident, name, report)
+    cred: AgentCredential = Depends(agent_node),
+) -> Response:
+    """Observed state in, desired state out (body pre-serialised per revision)."""
+    body = hb.heartbeat(deps, cred.token, name, report)
+    return Response(body, media_type="application/json")
 
 
 @router.get("/{name}/watch", operation_id="nodeWatch")
@@ -133,16 +135,18 @@ async def watch(
     revision: int = Query(ge=0),
     timeout: float = Query(default=25.0, ge=0, le=120),
     deps: Deps = Depends(get_deps),
-    ident: AgentIdentity = Depends(agent_node),
+    cred: AgentCredential = Depends(agent_node),
 ) -> WatchReply:
     """Returns as soon as the node's desired revision passes ``revision``,
     or after ``timeout`` seconds with ``changed: false``."""
+    ident = await run_in_threadpool(nodes.authenticate_agent, deps, cred.token)
     nodes.bind_agent(ident, name)
     deadline = time.monotonic() + timeout
     while True:
         fut = deps.hub.subscribe(ident.node_id)
         try:
-            desired = await run_in_threadpool(hb.desired_state, deps, ident.node_id)
+            current = await run_in_threadpool(hb.current_revision, deps, ident.node_id)
+            desired = await run_in_threadpool(hb.desired_state, deps, ident.node_id, current)
             if desired.revision > revision:
                 return WatchReply(changed=True, desired=desired)
             remaining = deadline - time.monotonic()

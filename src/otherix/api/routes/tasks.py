@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends
 
-from otherix.api.deps import AgentIdentity, Deps, Principal, agent_node, get_deps, require
+from otherix.api.deps import AgentCredential, Deps, Principal, agent_node, get_deps, require
 from otherix.api.routes.common import limit_param, page
 from otherix.api.services import nodes, scan, tasks
 from otherix.errors import ValidationFailed
@@ -77,7 +77,8 @@ def agent_task_update(
     task_id: str,
     update: TaskUpdate,
     deps: Deps = Depends(get_deps),
-    ident: AgentIdentity = Depends(agent_node),
+    cred: AgentCredential = Depends(agent_node),
 ) -> Task:
+    ident = nodes.authenticate_agent(deps, cred.token)
     nodes.bind_agent(ident, name)
     return tasks.agent_update(deps, ident, task_id, update)

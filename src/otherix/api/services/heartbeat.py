@@ -11,19 +11,19 @@ A node that heartbeats while ``pending`` or ``unreachable`` is promoted to
 
 from __future__ import annotations
 
+import json
 import logging
 from datetime import datetime
 from typing import Any
 
 from otherix.api.deps import AgentIdentity, Deps
-from otherix.api.services import defaultpool
+from otherix.api.services import defaultpool, secrets
 from otherix.api.services.nodes import bind_agent
-from otherix.errors import Conflict, NotFound
+from otherix.errors import Conflict, NotFound, Unauthenticated
 from otherix.models.heartbeat import (
     AgentTask,
     DeclaredPool,
     DesiredState,
-    HeartbeatReply,
     HeartbeatReport,
     PoolReport,
 )
@@ -35,18 +35,36 @@ from otherix.store import tasks as qt
 log = logging.getLogger(__name__)
 
 
-def desired_state(deps: Deps, node_id: str) -> DesiredState:
+def desired_json(deps: Deps, node_id: str, revision: int | None) -> bytes:
+    """``desired_state`` serialised once per revision (the hot path's reply body)."""
+    state = desired_state(deps, node_id, revision)
+    cached = deps.desired_json_cache.get(node_id)
+    if cached is not None and cached[0] == state.revision:
+        return cached[1]
+    body = state.model_dump_json().encode()
+    deps.desired_json_cache[node_id] = (state.revision, body)
+    return body
+
+
+def desired_state(deps: Deps, node_id: str, revision: int | None = None) -> DesiredState:
+    """The node's declared pools and tasks. ``revision`` (when the caller has just
+    read it) lets an unchanged state come from the per-revision cache."""
+    cached = deps.desired_cache.get(node_id)
+    if cached is not None and revision is not None and cached[0] == revision:
+        return cached[1]  # type: ignore[no-any-return]
     with deps.db.read() as conn:
         revision = qn.get_revision(conn, node_id)
         if revision is None:
             raise NotFound("node not found")
         declared = qp.declared_for_node(conn, node_id)
         pending = qt.pending_for_node(conn, node_id)
-    return DesiredState(
+    state = DesiredState(
         revision=revision,
         declared_pools=[DeclaredPool.model_validate(d) for d in declared],
         tasks=[AgentTask.model_validate(t) for t in pending],
     )
+    deps.desired_cache[node_id] = (revision, state)
+    return state
 
 
 def pressure_config(deps: Deps) -> PressureConfig:
@@ -111,15 +129,21 @@ def apply_pool_reports(
     return written
 
 
-def _observed_changes(node: dict[str, Any], report: HeartbeatReport) -> dict[str, Any]:
+def _observed_changes(deps: Deps, node: dict[str, Any], report: HeartbeatReport) -> dict[str, Any]:
+    """Agents send capabilities/resources only when they change, so the stored
+    JSON is read only then."""
     observed: dict[str, Any] = {}
     if report.agent_version != node["agent_version"]:
         observed["agent_version"] = report.agent_version
-    if report.capabilities is not None and report.capabilities != node["capabilities"]:
+    if report.capabilities is None and report.resources is None:
+        return observed
+    with deps.db.read() as conn:
+        stored = qn.get_observed(conn, node["id"])
+    if report.capabilities is not None and report.capabilities != stored["capabilities"]:
         observed["capabilities"] = report.capabilities
     if report.resources is not None:
         res = report.resources.model_dump(exclude_none=True)
-        if res != node["resources"]:
+        if res != stored["resources"]:
             observed["resources"] = res
     return observed
 
@@ -137,11 +161,15 @@ def _node_changes(
     return values
 
 
-def _load_node(deps: Deps, ident: AgentIdentity, report: HeartbeatReport) -> dict[str, Any]:
-    with deps.db.read() as conn:
-        node = qn.get_node(conn, ident.node_id)
+def _load_node(deps: Deps, token: str, report: HeartbeatReport) -> dict[str, Any]:
+    node = None
+    if token.startswith(secrets.NODE_CREDENTIAL_PREFIX):
+        with deps.db.read_one() as conn:
+            node = qn.get_node_for_heartbeat(conn, secrets.digest(token))
     if node is None:
-        raise NotFound("node not found")
+        raise Unauthenticated(
+            "unknown or revoked node credential", {"reason": "credential_unknown"}
+        )
     if node["status"] == "gone":
         raise Conflict(
             "node is gone; an operator must readmit it ('otherix node readmit')",
@@ -159,17 +187,18 @@ def _load_node(deps: Deps, ident: AgentIdentity, report: HeartbeatReport) -> dic
     return node
 
 
-def heartbeat(
-    deps: Deps, ident: AgentIdentity, name: str, report: HeartbeatReport
-) -> HeartbeatReply:
-    bind_agent(ident, name)
+def heartbeat(deps: Deps, token: str, name: str, report: HeartbeatReport) -> bytes:
+    """Handle one heartbeat; returns the ``HeartbeatReply`` JSON body."""
     now = deps.clock.now()
-    node = _load_node(deps, ident, report)
+    node = _load_node(deps, token, report)
+    bind_agent(AgentIdentity(node["id"], node["name"]), name)
+    ident = AgentIdentity(node["id"], node["name"])
     resync = report.pools is None and report.digest != node["observed_digest"]
     promote = node["status"] in ("pending", "unreachable")
-    observed = _observed_changes(node, report)
+    observed = _observed_changes(deps, node, report)
     node_values = _node_changes(node, report, promote, now)
-    if observed or node_values or report.pools:
+    written = bool(observed or node_values or report.pools)
+    if written:
         with deps.db.write() as conn:
             if report.pools:
                 apply_pool_reports(deps, conn, ident.node_id, report.pools, now)
@@ -179,12 +208,18 @@ def heartbeat(
                 qn.update_node(conn, ident.node_id, node_values)
     if promote:
         log.info("node promoted to ready: %s", node["name"])
-        defaultpool.ensure_default_pool(deps, ident.node_id, node["name"])
+        written = defaultpool.ensure_default_pool(deps, ident.node_id, node["name"]) or written
     else:
         deps.heartbeats.record(ident.node_id, now)
-    return HeartbeatReply(
-        received_at=now,
-        resync=resync,
-        heartbeat_interval_seconds=deps.settings.agents.heartbeat_interval,
-        desired=desired_state(deps, ident.node_id),
-    )
+    desired = desired_json(deps, ident.node_id, None if written else node["desired_revision"])
+    head = {
+        "received_at": now.isoformat().replace("+00:00", "Z"),
+        "resync": resync,
+        "heartbeat_interval_seconds": deps.settings.agents.heartbeat_interval,
+    }
+    return json.dumps(head).encode()[:-1] + b', "desired": ' + desired + b"}"
+
+
+def current_revision(deps: Deps, node_id: str) -> int | None:
+    with deps.db.read() as conn:
+        return qn.get_revision(conn, node_id)

@@ -23,6 +23,7 @@ from otherix.models.heartbeat import TaskUpdate
 from otherix.models.pagination import decode_cursor, encode_cursor
 from otherix.models.tasks import Task
 from otherix.rbac import Permission, Scope
+from otherix.store import nodes as qn
 from otherix.store import tasks as qt
 
 FINAL = ("success", "failed", "cancelled")
@@ -115,7 +116,11 @@ def cancel(deps: Deps, principal: Principal, task_id: str) -> Task:
             {"status": "cancelled", "finished_at": deps.clock.now()},
             only_if_status=["pending", "running"],
         )
+        if row["node_id"]:
+            qn.bump_revision(conn, row["node_id"])
         row = qt.get_task(conn, task_id) or row
+    if row["node_id"]:
+        deps.hub.publish([row["node_id"]])
     return Task.model_validate(row)
 
 
@@ -145,5 +150,7 @@ def agent_update(deps: Deps, ident: AgentIdentity, task_id: str, update: TaskUpd
             )
         values.setdefault("started_at", row["started_at"] or now)
         qt.update_task(conn, task_id, values, only_if_status=["pending", "running"])
+        if values.get("status") in FINAL:
+            qn.bump_revision(conn, ident.node_id)  # drop it from the node's desired tasks
         row = qt.get_task(conn, task_id) or row
     return Task.model_validate(row)

@@ -1,0 +1,186 @@
+"""Shared benchmark plumbing: machine facts, a control plane in a subprocess
+(so its CPU and RSS are its own), direct seeding through the store, stats."""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from otherix.api.services import secrets
+from otherix.store import Database
+from otherix.store import nodes as qn
+from otherix.store import pools as qp
+from otherix.store.migrate import upgrade
+
+ADMIN = ("admin", "bench-password-1")
+
+
+def machine() -> str:
+    cpu = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{platform.node()} | {os.cpu_count()} cores {cpu} | {mem:.0f} GiB | Python {platform.python_version()}"
+
+
+def pct(values: Sequence[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    k = min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))
+    return ordered[k]
+
+
+def summary(values: Sequence[float]) -> dict[str, float]:
+    return {
+        "n": len(values),
+        "p50_ms": pct(values, 50) * 1000,
+        "p99_ms": pct(values, 99) * 1000,
+        "mean_ms": statistics.fmean(values) * 1000 if values else float("nan"),
+    }
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class ControlPlane:
+    data_dir: Path
+    port: int
+    proc: subprocess.Popen[bytes]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def db_url(self) -> str:
+        return f"sqlite:///{self.data_dir}/otherix.db"
+
+    def token(self) -> str:
+        r = httpx.post(f"{self.url}/v1/auth/login", json=dict(zip(("username", "password"), ADMIN, strict=True)))
+        r.raise_for_status()
+        return str(r.json()["access_token"])
+
+    def rss_mib(self) -> float:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def start_control_plane(data_dir: Path, extra_env: dict[str, str] | None = None) -> ControlPlane:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    env = {
+        **os.environ,
+        "OTHERIX_BOOTSTRAP_ADMIN_USERNAME": ADMIN[0],
+        "OTHERIX_BOOTSTRAP_ADMIN_PASSWORD": ADMIN[1],
+        "OTHERIX_STORAGE_POOLS__ALLOWED_PATH_PREFIXES": f'["{data_dir}/pools/", "/var/lib/otherix/pools/"]',
+        **(extra_env or {}),
+    }
+    exe = Path(sys.executable).parent / "otherix-api"
+    proc = subprocess.Popen(  # noqa: S603
+        [str(exe), "serve", "--data-dir", str(data_dir), "--listen", f"127.0.0.1:{port}"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=(data_dir / "api.log").open("wb"),
+    )
+    cp = ControlPlane(data_dir, port, proc)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{cp.url}/healthz", timeout=1).status_code == 200:
+                return cp
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None:
+            raise RuntimeError(f"control plane exited; see {data_dir}/api.log")
+        time.sleep(0.1)
+    raise RuntimeError("control plane did not start")
+
+
+def seed_nodes(db_url: str, count: int, pools_per_node: int, *, ready: bool = True) -> list[dict[str, Any]]:
+    """Insert nodes (with known credentials) and their pools straight into the store,
+    in bulk (executemany), so 100k pool instances take seconds, not minutes."""
+    from otherix.store.schema import node_observed, nodes, pool_status, storage_pools
+
+    db = Database(db_url)
+    upgrade(db)
+    base = datetime.now(UTC) - timedelta(hours=1)
+    node_rows, observed, pool_rows, status_rows, out = [], [], [], [], []
+    for i in range(count):
+        node_id = str(uuid.uuid4())
+        cred = f"{secrets.NODE_CREDENTIAL_PREFIX}bench{i:07d}{uuid.uuid4().hex}"
+        now = base + timedelta(microseconds=i * 100)
+        name = f"node-{i:06d}"
+        node_rows.append(
+            {
+                "id": node_id, "name": name, "name_lower": name,
+                "status": "ready" if ready else "pending", "cordoned": False,
+                "architecture": "amd64", "credential_hash": secrets.digest(cred),
+                "desired_revision": 1, "created_at": now, "updated_at": now,
+                "status_changed_at": now, "last_heartbeat_at": now,
+            }
+        )
+        observed.append({"node_id": node_id, "capabilities": {}, "resources": {}, "updated_at": now})
+        for j in range(pools_per_node):
+            pool_id = str(uuid.uuid4())
+            pool_rows.append(
+                {
+                    "id": pool_id, "node_id": node_id, "name": f"pool-{j}",
+                    "name_lower": f"pool-{j}", "type": "local_dir",
+                    "path": f"/var/lib/otherix/pools/pool-{j}", "config": {},
+                    "created_at": now + timedelta(microseconds=j), "updated_at": now,
+                }
+            )
+            status_rows.append({"pool_id": pool_id, "reconciliation_status": "ready", "images": []})
+        out.append({"id": node_id, "name": name, "credential": cred})
+    with db.write() as conn:
+        for table_, rows in ((nodes, node_rows), (node_observed, observed), (storage_pools, pool_rows), (pool_status, status_rows)):
+            for k in range(0, len(rows), 5000):
+                conn.execute(table_.insert(), rows[k : k + 5000])
+    db.close()
+    return out
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return ""
+    keys = list(rows[0])
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    for r in rows:
+        lines.append("| " + " | ".join(str(r[k]) for k in keys) + " |")
+    return "\n".join(lines)
