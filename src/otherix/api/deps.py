@@ -72,8 +72,6 @@ class Principal:
 class AgentIdentity:
     node_id: str
     name: str
-    #: the node row read while authenticating (saves the heartbeat a second read)
-    row: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
 
 def deps_of(request: Request) -> Deps:
