@@ -21,8 +21,6 @@ import httpx
 
 from otherix.api.services import secrets
 from otherix.store import Database
-from otherix.store import nodes as qn
-from otherix.store import pools as qp
 from otherix.store.migrate import upgrade
 
 ADMIN = ("admin", "bench-password-1")
@@ -79,7 +77,10 @@ class ControlPlane:
         return f"sqlite:///{self.data_dir}/otherix.db"
 
     def token(self) -> str:
-        r = httpx.post(f"{self.url}/v1/auth/login", json=dict(zip(("username", "password"), ADMIN, strict=True)))
+        r = httpx.post(
+            f"{self.url}/v1/auth/login",
+            json=dict(zip(("username", "password"), ADMIN, strict=True)),
+        )
         r.raise_for_status()
         return str(r.json()["access_token"])
 
@@ -112,7 +113,7 @@ def start_control_plane(data_dir: Path, extra_env: dict[str, str] | None = None)
         **(extra_env or {}),
     }
     exe = Path(sys.executable).parent / "otherix-api"
-    proc = subprocess.Popen(  # noqa: S603
+    proc = subprocess.Popen(
         [str(exe), "serve", "--data-dir", str(data_dir), "--listen", f"127.0.0.1:{port}"],
         env=env,
         stdout=subprocess.DEVNULL,
@@ -132,7 +133,9 @@ def start_control_plane(data_dir: Path, extra_env: dict[str, str] | None = None)
     raise RuntimeError("control plane did not start")
 
 
-def seed_nodes(db_url: str, count: int, pools_per_node: int, *, ready: bool = True) -> list[dict[str, Any]]:
+def seed_nodes(
+    db_url: str, count: int, pools_per_node: int, *, ready: bool = True
+) -> list[dict[str, Any]]:
     """Insert nodes (with known credentials) and their pools straight into the store,
     in bulk (executemany), so 100k pool instances take seconds, not minutes."""
     from otherix.store.schema import node_observed, nodes, pool_status, storage_pools
@@ -148,28 +151,47 @@ def seed_nodes(db_url: str, count: int, pools_per_node: int, *, ready: bool = Tr
         name = f"node-{i:06d}"
         node_rows.append(
             {
-                "id": node_id, "name": name, "name_lower": name,
-                "status": "ready" if ready else "pending", "cordoned": False,
-                "architecture": "amd64", "credential_hash": secrets.digest(cred),
-                "desired_revision": 1, "created_at": now, "updated_at": now,
-                "status_changed_at": now, "last_heartbeat_at": now,
+                "id": node_id,
+                "name": name,
+                "name_lower": name,
+                "status": "ready" if ready else "pending",
+                "cordoned": False,
+                "architecture": "amd64",
+                "credential_hash": secrets.digest(cred),
+                "desired_revision": 1,
+                "created_at": now,
+                "updated_at": now,
+                "status_changed_at": now,
+                "last_heartbeat_at": now,
             }
         )
-        observed.append({"node_id": node_id, "capabilities": {}, "resources": {}, "updated_at": now})
+        observed.append(
+            {"node_id": node_id, "capabilities": {}, "resources": {}, "updated_at": now}
+        )
         for j in range(pools_per_node):
             pool_id = str(uuid.uuid4())
             pool_rows.append(
                 {
-                    "id": pool_id, "node_id": node_id, "name": f"pool-{j}",
-                    "name_lower": f"pool-{j}", "type": "local_dir",
-                    "path": f"/var/lib/otherix/pools/pool-{j}", "config": {},
-                    "created_at": now + timedelta(microseconds=j), "updated_at": now,
+                    "id": pool_id,
+                    "node_id": node_id,
+                    "name": f"pool-{j}",
+                    "name_lower": f"pool-{j}",
+                    "type": "local_dir",
+                    "path": f"/var/lib/otherix/pools/pool-{j}",
+                    "config": {},
+                    "created_at": now + timedelta(microseconds=j),
+                    "updated_at": now,
                 }
             )
             status_rows.append({"pool_id": pool_id, "reconciliation_status": "ready", "images": []})
         out.append({"id": node_id, "name": name, "credential": cred})
     with db.write() as conn:
-        for table_, rows in ((nodes, node_rows), (node_observed, observed), (storage_pools, pool_rows), (pool_status, status_rows)):
+        for table_, rows in (
+            (nodes, node_rows),
+            (node_observed, observed),
+            (storage_pools, pool_rows),
+            (pool_status, status_rows),
+        ):
             for k in range(0, len(rows), 5000):
                 conn.execute(table_.insert(), rows[k : k + 5000])
     db.close()

@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
+import json
 import os
 import shutil
 import subprocess
-import hashlib
-import json
-import random
 import tempfile
 import time
 from pathlib import Path
@@ -34,7 +33,12 @@ from bench.common import machine, seed_nodes, start_control_plane, summary, tabl
 
 def _report(node: dict[str, Any], pools: int, full: bool) -> dict[str, Any]:
     reports = [
-        {"name": f"pool-{j}", "reconciliation_status": "ready", "capacity_bytes": 10**12, "available_bytes": 5 * 10**11}
+        {
+            "name": f"pool-{j}",
+            "reconciliation_status": "ready",
+            "capacity_bytes": 10**12,
+            "available_bytes": 5 * 10**11,
+        }
         for j in range(pools)
     ]
     digest = hashlib.sha256(json.dumps(reports, sort_keys=True).encode()).hexdigest()
@@ -64,21 +68,35 @@ async def _prime(url: str, nodes: list[dict[str, Any]], pools: int) -> None:
         await asyncio.gather(*(one(n) for n in nodes))
 
 
-async def _watch_wakeups(url: str, token: str, nodes: list[dict[str, Any]], data_dir: Path) -> list[float]:
+async def _watch_wakeups(
+    url: str, token: str, nodes: list[dict[str, Any]], data_dir: Path
+) -> list[float]:
     out: list[float] = []
     async with httpx.AsyncClient(base_url=url, timeout=60) as client:
         for k, node in enumerate(nodes):
             auth = {"Authorization": f"Bearer {node['credential']}"}
-            r = await client.get(f"/v1/nodes/{node['name']}/watch", params={"revision": 0, "timeout": 0}, headers=auth)
+            r = await client.get(
+                f"/v1/nodes/{node['name']}/watch",
+                params={"revision": 0, "timeout": 0},
+                headers=auth,
+            )
             revision = r.json()["desired"]["revision"]
             watch = asyncio.create_task(
-                client.get(f"/v1/nodes/{node['name']}/watch", params={"revision": revision, "timeout": 20}, headers=auth)
+                client.get(
+                    f"/v1/nodes/{node['name']}/watch",
+                    params={"revision": revision, "timeout": 20},
+                    headers=auth,
+                )
             )
             await asyncio.sleep(0.05)  # let the watch reach the server and park
             t = time.perf_counter()
             created = await client.post(
                 "/v1/storage-pools",
-                json={"node": node["name"], "name": f"wake-{k}", "path": f"{data_dir}/pools/wake-{k}"},
+                json={
+                    "node": node["name"],
+                    "name": f"wake-{k}",
+                    "path": f"{data_dir}/pools/wake-{k}",
+                },
                 headers={"Authorization": f"Bearer {token}"},
             )
             created.raise_for_status()
@@ -88,7 +106,9 @@ async def _watch_wakeups(url: str, token: str, nodes: list[dict[str, Any]], data
     return out
 
 
-def _wrk(url: str, nodes_file: Path | None, path: str, seconds: float, connections: int) -> dict[str, float]:
+def _wrk(
+    url: str, nodes_file: Path | None, path: str, seconds: float, connections: int
+) -> dict[str, float]:
     """Drive load with wrk (C): the Python clients saturate before the server does."""
     cmd = ["wrk", "-t2", f"-c{connections}", f"-d{int(seconds)}s", "--latency"]
     env = dict(os.environ)
@@ -97,7 +117,9 @@ def _wrk(url: str, nodes_file: Path | None, path: str, seconds: float, connectio
         env["OTHERIX_BENCH_NODES"] = str(nodes_file)
     else:
         cmd += ["-s", str(Path(__file__).with_name("summary.lua"))]
-    out = subprocess.run([*cmd, url + path], capture_output=True, text=True, env=env, check=True).stdout  # noqa: S603
+    out = subprocess.run(
+        [*cmd, url + path], capture_output=True, text=True, env=env, check=True
+    ).stdout
     line = next(x for x in out.splitlines() if x.startswith("OTHERIX "))
     reqs, status_err, dur_us, p50_us, p99_us, sock_err = line.split()[1:]
     return {
@@ -146,9 +168,27 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             cp.stop()
     wk = summary(wake)
     rows = [
-        {"what": "heartbeat (unchanged state)", "per_s": round(hb["per_s"]), "p50_ms": round(hb["p50_ms"], 2), "p99_ms": round(hb["p99_ms"], 2), "target": ">= 1000/s, p99 <= 100 ms"},
-        {"what": "baseline GET /healthz", "per_s": round(base["per_s"]), "p50_ms": round(base["p50_ms"], 2), "p99_ms": round(base["p99_ms"], 2), "target": "-"},
-        {"what": "watch wake-up (create -> watch answer)", "per_s": "-", "p50_ms": round(wk["p50_ms"], 2), "p99_ms": round(wk["p99_ms"], 2), "target": "p99 <= 100 ms"},
+        {
+            "what": "heartbeat (unchanged state)",
+            "per_s": round(hb["per_s"]),
+            "p50_ms": round(hb["p50_ms"], 2),
+            "p99_ms": round(hb["p99_ms"], 2),
+            "target": ">= 1000/s, p99 <= 100 ms",
+        },
+        {
+            "what": "baseline GET /healthz",
+            "per_s": round(base["per_s"]),
+            "p50_ms": round(base["p50_ms"], 2),
+            "p99_ms": round(base["p99_ms"], 2),
+            "target": "-",
+        },
+        {
+            "what": "watch wake-up (create -> watch answer)",
+            "per_s": "-",
+            "p50_ms": round(wk["p50_ms"], 2),
+            "p99_ms": round(wk["p99_ms"], 2),
+            "target": "p99 <= 100 ms",
+        },
     ]
     result = {
         "machine": machine(),
@@ -161,9 +201,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "rows": rows,
     }
     print(f"# heartbeat ({result['machine']})\n")
-    print(f"{args.nodes} nodes x {args.pools} pools, {args.concurrency} connections (wrk, 2 threads), SQLite; load generator on the same 2 cores\n")
+    print(
+        f"{args.nodes} nodes x {args.pools} pools, {args.concurrency} connections (wrk, 2 threads), SQLite; load generator on the same 2 cores\n"
+    )
     print(table(rows))
-    print(f"\ncontrol plane: {result['cp_cpu_percent']}% CPU (100% = one core), {result['cp_rss_mib']} MiB RSS; errors: {hb['errors']}")
+    print(
+        f"\ncontrol plane: {result['cp_cpu_percent']}% CPU (100% = one core), {result['cp_rss_mib']} MiB RSS; errors: {hb['errors']}"
+    )
     return result
 
 

@@ -106,7 +106,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     print(f"# pool list paging ({result['machine']})\n")
     print(table(rows))
-    print(f"\np50 ratio {sizes[-1]:,}/1,000 = {ratio:.2f} (target <= 1.5); target p50 at 100k < 30 ms")
+    print(
+        f"\np50 ratio {sizes[-1]:,}/1,000 = {ratio:.2f} (target <= 1.5); target p50 at 100k < 30 ms"
+    )
     return result
 
 
