@@ -17,6 +17,20 @@ from otherix.store.migrate import upgrade
 ROLE_PASSWORD = "role-password-1"
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _cheap_password_hashing():
+    """argon2id with minimal cost parameters in tests (production keeps the
+    library defaults); the code path is the same, only the work factor drops."""
+    from argon2 import PasswordHasher
+
+    from otherix.api.services import secrets
+
+    saved = secrets._hasher
+    secrets._hasher = PasswordHasher(time_cost=1, memory_cost=64, parallelism=1)
+    yield
+    secrets._hasher = saved
+
+
 @dataclass
 class Api:
     server: ApiServer

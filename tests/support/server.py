@@ -45,8 +45,8 @@ class ApiServer:
     settings: ApiSettings
     host: str = "127.0.0.1"
     run_workers: bool = True
+    port: int = 0  # 0: pick a free port at start; set it to restart on the same port
     deps: Deps = field(init=False)
-    port: int = field(init=False)
     _server: uvicorn.Server = field(init=False)
     _thread: threading.Thread = field(init=False)
 
@@ -56,7 +56,8 @@ class ApiServer:
 
     def start(self) -> ApiServer:
         self.deps = open_deps(self.settings)
-        self.port = free_port(self.host)
+        if not self.port:
+            self.port = free_port(self.host)
         app = create_app(self.deps, run_workers=self.run_workers)
         config = uvicorn.Config(
             app, host=self.host, port=self.port, log_level="warning", lifespan="on"

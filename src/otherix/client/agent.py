@@ -1,4 +1,4 @@
-"""``AgentClient``: the node's calls (join, heartbeat, watch), typed."""
+"""``AgentClient``: the node's calls (join, heartbeat, watch, task reports), typed."""
 
 from __future__ import annotations
 
@@ -6,11 +6,15 @@ from typing import Any
 from urllib.parse import quote
 
 from otherix.client.base import HttpClient
-from otherix.models.heartbeat import HeartbeatReply, HeartbeatReport, WatchReply
+from otherix.models.heartbeat import HeartbeatReply, HeartbeatReport, TaskUpdate, WatchReply
 from otherix.models.nodes import NodeJoined
+from otherix.models.tasks import Task
 
 
 class AgentClient(HttpClient):
+    #: Read time a watch allows beyond its long-poll ``timeout`` for the answer to arrive.
+    watch_grace: float = 15.0
+
     def join(self, join_token: str, name: str, architecture: str | None) -> NodeJoined:
         body: dict[str, Any] = {
             "join_token": join_token,
@@ -32,6 +36,14 @@ class AgentClient(HttpClient):
             "GET",
             f"/v1/nodes/{quote(node, safe='')}/watch",
             params={"revision": revision, "timeout": timeout},
-            timeout=timeout + 15.0,
+            timeout=timeout + self.watch_grace,
         )
         return WatchReply.model_validate(data)
+
+    def update_task(self, node: str, task_id: str, update: TaskUpdate) -> Task:
+        data = self.json(
+            "POST",
+            f"/v1/nodes/{quote(node, safe='')}/tasks/{quote(task_id, safe='')}",
+            json=update.model_dump(mode="json"),
+        )
+        return Task.model_validate(data)

@@ -19,6 +19,10 @@ class ApiClient(HttpClient):
             self.json("POST", "/v1/auth/login", json={"username": username, "password": password})
         )
 
+    def logout(self, refresh_token: str | None = None, all_sessions: bool = False) -> None:
+        body = {"refresh_token": refresh_token, "all_sessions": all_sessions}
+        self.json("POST", "/v1/auth/logout", json=body)
+
     def me(self) -> dict[str, Any]:
         return dict(self.json("GET", "/v1/users/me"))
 
@@ -110,6 +114,10 @@ class ApiClient(HttpClient):
 
     def unset_default_pool(self) -> None:
         self.json("DELETE", "/v1/cluster/default-pool")
+
+    # VMs --------------------------------------------------------------------
+    def list_vms(self, **params: Any) -> dict[str, Any]:
+        return dict(self.json("GET", "/v1/vms", params=params))
 
     # tasks ------------------------------------------------------------------
     def get_task(self, task_id: str) -> dict[str, Any]:

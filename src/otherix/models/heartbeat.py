@@ -27,7 +27,7 @@ class ImageReport(Input):
 
 
 class PoolReport(Input):
-    name: str = Field(min_length=1, max_length=253)
+    name: str = Field(min_length=1, max_length=255)  # the pool-name limit (contract 3.1)
     reconciliation_status: Literal["ready", "failed"]
     reconciliation_error: str | None = Field(default=None, max_length=4096)
     capacity_bytes: int | None = Field(default=None, ge=0)

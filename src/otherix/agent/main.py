@@ -1,0 +1,280 @@
+"""``otherix-agent``: ``bootstrap`` (enrol this node) and ``serve`` (run the agent).
+
+The composition root of the agent process: it loads ``AgentSettings``
+(defaults < ``--config`` YAML < ``OTHERIX_`` env < flags), reads or writes the
+enrolment state (``otherix.agent.state``), builds the HTTP client, the pool
+reconciler and the loop (``otherix.agent.daemon``) and installs the signal
+handlers. Nothing here runs at import time.
+
+Errors print ``error: <message>`` on stderr and exit 1.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import ssl
+import sys
+from pathlib import Path
+from typing import Any, NoReturn, get_args
+
+import click
+import httpx
+
+from otherix import __version__
+from otherix.agent import state as node_state
+from otherix.agent.daemon import Daemon, LoopConfig
+from otherix.agent.logs import setup_logging
+from otherix.agent.pools import PoolReconciler
+from otherix.agent.report import PoolState
+from otherix.agent.runtime import StopToken, SystemClock
+from otherix.agent.settings import AgentSettings
+from otherix.agent.tasks import TaskRunner
+from otherix.client.agent import AgentClient
+from otherix.client.errors import ApiError, ClientError
+from otherix.config import ConfigError, load_config
+from otherix.models.nodes import Architecture
+
+__all__ = ["cli", "main"]
+
+_log = logging.getLogger("otherix.agent")
+
+_MACHINES: dict[str, Architecture] = {
+    "x86_64": "amd64",
+    "amd64": "amd64",
+    "aarch64": "arm64",
+    "arm64": "arm64",
+}
+
+_JOIN_HINTS = {
+    "join_token_unknown": "check the token, or create one with 'otherix node join-token create'",
+    "join_token_expired": "create a new one with 'otherix node join-token create'",
+    "join_token_exhausted": "create a new one with 'otherix node join-token create'",
+}
+
+
+def _fail(message: str) -> NoReturn:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(1)
+
+
+def _settings(config_file: Path | None, data_dir: Path | None) -> AgentSettings:
+    try:
+        return load_config(
+            AgentSettings,
+            config_file=config_file,
+            env=os.environ,
+            overrides={"data_dir": data_dir},
+        )
+    except ConfigError as exc:
+        _fail(str(exc))
+
+
+def _client(settings: AgentSettings, url: str, token: str | None) -> AgentClient:
+    cp = settings.control_plane
+    transport = None
+    if cp.ca_file is not None:  # verify the control plane against this CA only
+        try:
+            context = ssl.create_default_context(cafile=str(cp.ca_file))
+        except (OSError, ssl.SSLError) as exc:
+            _fail(f"control_plane.ca_file {cp.ca_file}: {exc}")
+        transport = httpx.HTTPTransport(verify=context)
+    client = AgentClient(url, token, timeout=cp.request_timeout, transport=transport)
+    client.watch_grace = cp.request_timeout
+    return client
+
+
+def host_architecture() -> Architecture | None:
+    return _MACHINES.get(platform.machine().lower())
+
+
+def host_capabilities() -> dict[str, Any]:
+    """Static facts about this host, sent with every full report."""
+    caps: dict[str, Any] = {"kernel_version": platform.release()}
+    cores = os.cpu_count()
+    if cores:
+        caps["cpu_cores_total"] = cores
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemTotal:"):
+                    caps["memory_total_mib"] = int(line.split()[1]) // 1024
+                    break
+    except (OSError, ValueError, IndexError):
+        pass
+    return caps
+
+
+_CONFIG_OPTION = click.option(
+    "--config",
+    "config_file",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="YAML config file. Keys: data_dir, control_plane.{url, heartbeat_interval, "
+    "watch_timeout, request_timeout, backoff_initial, backoff_max, ca_file}, "
+    "storage.{allowed_path_prefixes, host_root}, logging.level. OTHERIX_* variables "
+    "override it (OTHERIX_CONTROL_PLANE__URL=...), flags override both.",
+)
+_DATA_DIR_OPTION = click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Where the enrolment state (node.json) lives. [default: /var/lib/otherix/agent]",
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="otherix-agent")
+def cli() -> None:
+    """Otherix node agent: materialises this node's storage pools.
+
+    Enrol the node once with 'bootstrap', then run 'serve' (under systemd or
+    similar). The agent only ever connects out to the control plane.
+    """
+
+
+@cli.command()
+@click.option("--server", required=True, metavar="URL", help="Control-plane URL.")
+@click.option(
+    "--join-token",
+    required=True,
+    envvar="OTHERIX_JOIN_TOKEN",
+    metavar="TOKEN",
+    help="Join token from 'otherix node join-token create' "
+    "(or OTHERIX_JOIN_TOKEN, which keeps it out of the process list).",
+)
+@click.option("--node-name", required=True, metavar="NAME", help="This node's name.")
+@_DATA_DIR_OPTION
+@click.option(
+    "--architecture",
+    type=click.Choice(get_args(Architecture)),
+    help="CPU architecture to register. [default: from platform.machine()]",
+)
+@click.option("--force", is_flag=True, help="Enrol again even if this node is enrolled.")
+@_CONFIG_OPTION
+def bootstrap(
+    server: str,
+    join_token: str,
+    node_name: str,
+    data_dir: Path | None,
+    architecture: Architecture | None,
+    force: bool,
+    config_file: Path | None,
+) -> None:
+    """Enrol this node with the control plane using a join token.
+
+    Stores the control-plane URL, the node's id and its credential in
+    DATA_DIR/node.json (mode 0600). Refuses to overwrite an existing
+    enrolment unless --force is given; the old credential is then discarded.
+    """
+    settings = _settings(config_file, data_dir)
+    if not server.startswith(("http://", "https://")):
+        _fail(f"--server must be an http:// or https:// URL, got {server!r}")
+    arch = architecture or host_architecture()
+    if arch is None:
+        _fail(f"unknown machine type {platform.machine()!r}; pass --architecture")
+    try:
+        existing = node_state.load(settings.data_dir)
+    except node_state.StateError as exc:
+        existing = None
+        if not force:
+            _fail(f"{exc}; use --force to enrol again")
+    if existing is not None and not force:
+        _fail(
+            f"already enrolled as node {existing.node_name!r} with {existing.server} "
+            f"({node_state.state_path(settings.data_dir)}); use --force to enrol again"
+        )
+    client = _client(settings, server, None)
+    try:
+        joined = client.join(join_token, node_name, arch)
+    except ApiError as exc:
+        hint = _JOIN_HINTS.get(str(exc.details.get("reason", "")))
+        _fail(f"{exc.message or exc}" + (f" ({hint})" if hint else ""))
+    except ClientError as exc:
+        _fail(f"cannot reach the control plane at {server}: {exc}")
+    finally:
+        client.close()
+    enrolled = node_state.NodeState(
+        server=server.rstrip("/"),
+        node_name=joined.name,
+        node_id=joined.node_id,
+        credential=joined.credential,
+        architecture=arch,
+    )
+    try:
+        node_state.save(settings.data_dir, enrolled)
+    except OSError as exc:
+        _fail(f"enrolled, but cannot write {node_state.state_path(settings.data_dir)}: {exc}")
+    click.echo(
+        f"enrolled node {joined.name} ({joined.node_id}) with {enrolled.server}; "
+        f"state written to {node_state.state_path(settings.data_dir)}"
+    )
+
+
+@cli.command()
+@_DATA_DIR_OPTION
+@_CONFIG_OPTION
+def serve(data_dir: Path | None, config_file: Path | None) -> None:
+    """Run the agent until SIGTERM or SIGINT (then exit 0).
+
+    Heartbeats to the control plane, applies the declared pools (directories
+    under the allowed path prefixes), holds a long-poll watch open so changes
+    apply within milliseconds, and retries with backoff while the control
+    plane is unreachable. Needs a prior 'bootstrap'.
+    """
+    settings = _settings(config_file, data_dir)
+    setup_logging(settings.logging.level)
+    try:
+        enrolled = node_state.load(settings.data_dir)
+    except node_state.StateError as exc:
+        _fail(str(exc))
+    if enrolled is None:
+        _fail(
+            f"this node is not enrolled ({node_state.state_path(settings.data_dir)} "
+            "does not exist); run 'otherix-agent bootstrap' first"
+        )
+    cp = settings.control_plane
+    url = cp.url or enrolled.server
+    stop = StopToken()
+    stop.install()
+    pool_state = PoolState(
+        PoolReconciler(),
+        allowed_prefixes=settings.storage.allowed_path_prefixes,
+        host_root=settings.storage.host_root,
+    )
+    client = _client(settings, url, enrolled.credential)
+    try:
+        daemon = Daemon(
+            client=client,
+            pools=pool_state,
+            tasks=TaskRunner(pool_state),
+            state=enrolled,
+            clock=SystemClock(stop),
+            stop=stop,
+            config=LoopConfig(
+                heartbeat_interval=cp.heartbeat_interval,
+                watch_timeout=cp.watch_timeout,
+                backoff_initial=cp.backoff_initial,
+                backoff_max=cp.backoff_max,
+            ),
+            agent_version=__version__,
+            persist=lambda s: node_state.save(settings.data_dir, s),
+            capabilities=host_capabilities(),
+        )
+        _log.info(
+            "otherix-agent %s serving node %s (%s) against %s",
+            __version__,
+            enrolled.node_name,
+            enrolled.node_id,
+            url,
+        )
+        daemon.run()
+    finally:
+        client.close()
+
+
+def main() -> None:
+    cli()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,207 @@
+"""What the agent reports about its pools: declared pools in, heartbeat ``pools[]`` out.
+
+``PoolState`` is called by the daemon (``otherix.agent.daemon``) with each
+desired state. It adds two rules around the pool reconciler
+(``otherix.agent.pools``) and keeps the report set the heartbeat carries:
+
+1. Allowlist (defense in depth). A declared pool whose absolute path is not
+   under ``storage.allowed_path_prefixes`` is not handed to the reconciler:
+   it is reported ``failed`` with a message naming the prefixes, and nothing
+   is created on disk. The control plane checks the same rule at create; the
+   agent, running as root, does not trust that alone. Relative paths go on to
+   the reconciler, whose own message ("root must be absolute") is clearer.
+2. Re-rooting. With ``storage.host_root`` other than ``/`` a declared path
+   ``/var/lib/otherix/pools/x`` is materialised at
+   ``{host_root}/var/lib/otherix/pools/x``. The allowlist is checked on the
+   declared path, the reconciler's safety checks on the real one.
+
+Capacity hysteresis: a pool's ``capacity_bytes``/``available_bytes`` are
+re-read on every pass, but the reported numbers change only when either one
+has moved by more than 1% of capacity or more than 64 MiB, whichever is less,
+since they were last reported. Status or error changes are always reported
+at once. Small drift (logs, temp files) then costs no heartbeat payload and no
+control-plane write; the scheduler and the disk-pressure rule (15%) need no
+finer grain.
+
+``digest`` is the sha256 of the canonical JSON of the full report set (sorted
+by lower-cased name), the value the heartbeat's ``digest`` field carries.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Final
+
+from pydantic import ValidationError
+
+from otherix.agent import pools
+from otherix.models.heartbeat import DeclaredPool, PoolReport
+from otherix.models.validation import path_allowed
+
+__all__ = ["MAX_ERROR_CHARS", "SIGNIFICANT_BYTES", "PoolState", "digest_of", "settle"]
+
+_log = logging.getLogger(__name__)
+
+#: Absolute part of the capacity hysteresis.
+SIGNIFICANT_BYTES: Final = 64 * 1024 * 1024
+#: The wire model's limit on ``reconciliation_error``.
+MAX_ERROR_CHARS: Final = 4096
+
+
+def _threshold(capacity: int) -> float:
+    return min(capacity / 100, SIGNIFICANT_BYTES)
+
+
+def settle(previous: PoolReport | None, observed: PoolReport) -> PoolReport:
+    """The report to send: ``observed``, unless only its byte counts moved, and not by much."""
+    if (
+        previous is None
+        or previous.reconciliation_status != observed.reconciliation_status
+        or previous.reconciliation_error != observed.reconciliation_error
+        or previous.name != observed.name
+        or previous.images != observed.images
+    ):
+        return observed
+    old_cap, old_avail = previous.capacity_bytes, previous.available_bytes
+    new_cap, new_avail = observed.capacity_bytes, observed.available_bytes
+    if old_cap is None or old_avail is None or new_cap is None or new_avail is None:
+        return observed
+    limit = _threshold(max(old_cap, new_cap))
+    if abs(new_cap - old_cap) > limit or abs(new_avail - old_avail) > limit:
+        return observed
+    return previous
+
+
+def digest_of(reports: Sequence[PoolReport]) -> str:
+    """sha256 hex of the canonical JSON of ``reports`` (order as given)."""
+    payload = json.dumps(
+        [r.model_dump(mode="json") for r in reports], sort_keys=True, separators=(",", ":")
+    )
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+def _to_wire(report: pools.PoolReport) -> PoolReport:
+    """The wire form; the error is cut to the wire limit. May raise ValidationError."""
+    error = report.reconciliation_error
+    if error is not None and len(error) > MAX_ERROR_CHARS:
+        error = error[: MAX_ERROR_CHARS - 1] + "…"
+    return PoolReport(
+        name=report.name,
+        reconciliation_status=report.reconciliation_status,
+        reconciliation_error=error,
+        capacity_bytes=report.capacity_bytes,
+        available_bytes=report.available_bytes,
+    )
+
+
+def _wire_all(reports: Sequence[pools.PoolReport]) -> list[PoolReport]:
+    out: list[PoolReport] = []
+    for report in reports:
+        try:
+            out.append(_to_wire(report))
+        except ValidationError as exc:  # e.g. a 254-character name: never block the loop
+            _log.error("pool cannot be reported", extra={"pool": report.name, "error": exc})
+    return out
+
+
+def _sort_key(name: str) -> tuple[str, str]:
+    return (name.lower(), name)
+
+
+class PoolState:
+    """The node's pool reports, kept in line with the declared pools."""
+
+    def __init__(
+        self,
+        reconciler: pools.PoolReconciler,
+        *,
+        allowed_prefixes: Sequence[str],
+        host_root: Path = Path("/"),
+    ) -> None:
+        self.reconciler = reconciler
+        self._prefixes = list(allowed_prefixes)
+        self._host_root = host_root
+        self._reported: dict[str, PoolReport] = {}
+        self._digest = digest_of([])
+
+    @property
+    def reports(self) -> list[PoolReport]:
+        """The current report set, sorted by lower-cased name."""
+        return [self._reported[k] for k in sorted(self._reported)]
+
+    @property
+    def digest(self) -> str:
+        return self._digest
+
+    def host_path(self, declared_path: str) -> str:
+        """Where a declared absolute path lives on this host (``storage.host_root``)."""
+        if self._host_root == Path("/") or not declared_path.startswith("/"):
+            return declared_path
+        return str(self._host_root) + declared_path
+
+    def _refusal(self, pool: DeclaredPool) -> str | None:
+        if not pool.path.startswith("/") or path_allowed(pool.path, self._prefixes):
+            return None
+        prefixes = ", ".join(f'"{p}"' for p in self._prefixes)
+        return (
+            f'pool "{pool.name}": path "{pool.path}" is outside this node\'s allowed path '
+            f"prefixes [{prefixes}] (storage.allowed_path_prefixes); nothing was created"
+        )
+
+    def scan(self, name: str) -> pools.PoolReport:
+        """Measure a registered pool now (a scan task); the report adopts the numbers.
+
+        Raises ``PoolUnknownError`` when no such pool is registered. A fresh
+        measurement bypasses the hysteresis, so the next heartbeat says what
+        the scan said instead of overwriting it with older numbers.
+        """
+        report = self.reconciler.scan(name)
+        key = name.lower()
+        previous = self._reported.get(key)
+        if previous is not None and report.reconciliation_status == "ready":
+            self._reported[key] = previous.model_copy(
+                update={
+                    "capacity_bytes": report.capacity_bytes,
+                    "available_bytes": report.available_bytes,
+                }
+            )
+            self._digest = digest_of(self.reports)
+        return report
+
+    def reconcile(self, declared: Sequence[DeclaredPool]) -> bool:
+        """One pass over ``declared``; True if the report set changed."""
+        to_apply: list[pools.DeclaredPool] = []
+        observed: list[pools.PoolReport] = []
+        for pool in declared:
+            refusal = self._refusal(pool)
+            if refusal is not None:
+                observed.append(pools.PoolReport.failed(pool.name, refusal))
+                continue
+            to_apply.append(
+                pools.DeclaredPool(
+                    name=pool.name,
+                    type=pool.type,
+                    path=self.host_path(pool.path),
+                    config=dict(pool.config),
+                )
+            )
+        observed.extend(self.reconciler.reconcile(to_apply))
+        settled: dict[str, PoolReport] = {}
+        for report in sorted(_wire_all(observed), key=lambda r: _sort_key(r.name)):
+            key = report.name.lower()
+            if key in settled:  # declared twice: first wins, as in the reconciler
+                continue
+            previous = self._reported.get(key)
+            settled[key] = settle(previous, report)
+            if report.reconciliation_status == "ready" and (
+                previous is None or previous.reconciliation_status != "ready"
+            ):
+                _log.info("pool ready", extra={"pool": report.name})
+        changed = settled != self._reported
+        self._reported = settled
+        self._digest = digest_of(self.reports)
+        return changed

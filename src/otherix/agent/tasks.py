@@ -1,0 +1,121 @@
+"""Tasks the control plane hands this node in its desired state, run and reported.
+
+The daemon (``otherix.agent.daemon``) calls ``TaskRunner.run`` with
+``DesiredState.tasks`` after each reconcile. Each task is run once and its
+outcome posted to ``POST /v1/nodes/{name}/tasks/{id}``; the control plane then
+finalises it and drops it from the node's desired state. A report that fails
+with a retryable error is tried again on the next step (the task id is not
+marked done); one the control plane refuses for good (404: cancelled or gone;
+other 4xx) is logged and dropped.
+
+Task types:
+
+- ``storage_pool.scan`` (args ``{pool, path}``): statfs of the registered
+  pool's root (``PoolState.scan``, which also makes the next heartbeat carry
+  the same numbers, so the report does not overwrite the scan's result).
+  Success carries ``{capacity_bytes, available_bytes, reported_at}``; an
+  unregistered pool fails with ``not_found`` "pool does not match a
+  configured pool" (contract §2.3), a pool whose last reconcile failed or
+  whose statfs fails with ``scan_failed``.
+- anything else fails with ``unsupported_task``, so an older agent never
+  leaves a newer control plane's task pending forever.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Protocol
+
+from otherix.agent.pools import PoolReport, PoolUnknownError
+from otherix.client.errors import ApiError
+from otherix.models.heartbeat import AgentTask, TaskUpdate
+
+__all__ = ["SCAN", "Scanner", "TaskReporter", "TaskRunner", "execute"]
+
+_log = logging.getLogger(__name__)
+
+SCAN = "storage_pool.scan"
+
+
+class Scanner(Protocol):
+    def scan(self, name: str) -> PoolReport: ...
+
+
+class TaskReporter(Protocol):
+    def update_task(self, node: str, task_id: str, update: TaskUpdate) -> object: ...
+
+
+def _failed(code: str, message: str, **details: object) -> TaskUpdate:
+    return TaskUpdate(status="failed", error={"code": code, "message": message, "details": details})
+
+
+def _scan(scanner: Scanner, task: AgentTask, now: datetime) -> TaskUpdate:
+    name = task.args.get("pool")
+    if not isinstance(name, str) or not name:
+        return _failed("validation_failed", "scan task has no pool name")
+    try:
+        report = scanner.scan(name)
+    except PoolUnknownError:
+        return _failed("not_found", "pool does not match a configured pool", pool=name)
+    if (
+        report.reconciliation_status != "ready"
+        or report.capacity_bytes is None
+        or report.available_bytes is None
+    ):
+        return _failed("scan_failed", report.reconciliation_error or "scan failed", pool=name)
+    return TaskUpdate(
+        status="success",
+        progress=100,
+        result={
+            "capacity_bytes": report.capacity_bytes,
+            "available_bytes": report.available_bytes,
+            "reported_at": now.isoformat(),
+        },
+    )
+
+
+def execute(scanner: Scanner, task: AgentTask, now: datetime) -> TaskUpdate:
+    """Run one task and return the report to post (never raises for a task's own failure)."""
+    if task.type == SCAN:
+        return _scan(scanner, task, now)
+    return _failed(
+        "unsupported_task", f"this agent cannot run tasks of type {task.type!r}", type=task.type
+    )
+
+
+class TaskRunner:
+    def __init__(
+        self,
+        scanner: Scanner,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._scanner = scanner
+        self._now = now
+        self._done: set[str] = set()
+
+    def pending(self, tasks: Sequence[AgentTask]) -> bool:
+        return any(t.id not in self._done for t in tasks)
+
+    def run(self, reporter: TaskReporter, node: str, tasks: Sequence[AgentTask]) -> None:
+        """Run and report every task not yet reported; retryable report errors propagate."""
+        self._done &= {t.id for t in tasks}  # forget what the control plane has dropped
+        for task in tasks:
+            if task.id in self._done:
+                continue
+            update = execute(self._scanner, task, self._now())
+            try:
+                reporter.update_task(node, task.id, update)
+            except ApiError as exc:
+                if exc.is_retryable or exc.status == 401:
+                    raise
+                _log.warning(
+                    "task report refused; dropping the task",
+                    extra={"task": task.id, "type": task.type, "error": str(exc)},
+                )
+            else:
+                _log.info(
+                    "task done", extra={"task": task.id, "type": task.type, "status": update.status}
+                )
+            self._done.add(task.id)

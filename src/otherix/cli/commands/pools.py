@@ -1,0 +1,38 @@
+"""``otherix pool``: the storage-pool command group (contract §5.3).
+
+Owns the group and its help text; the commands live in ``pools_read``
+(list, get), ``pools_write`` (create, delete) and ``pools_ops`` (update,
+scan), sharing instance addressing from ``pool_targets``. Mounted by
+``otherix.cli.main``.
+"""
+
+from __future__ import annotations
+
+import click
+
+from otherix.cli.commands.pools_ops import scan_pool, update_pool
+from otherix.cli.commands.pools_read import get_pool, list_pools
+from otherix.cli.commands.pools_write import create_pool, delete_pool
+
+__all__ = ["pool"]
+
+
+@click.group("pool")
+def pool() -> None:
+    """Manage storage pools: per-node directories that hold VM disks.
+
+    A pool NAME is cluster-wide (like a StorageClass); each (name, node)
+    instance is one directory on one node (like a PersistentVolume). list
+    shows one row per instance; get NAME aggregates them; create and delete
+    act on one instance per call.
+
+    \b
+    Example:
+      otherix pool create default --node node-a --path /var/lib/otherix/pools/default
+      otherix pool list
+      otherix pool delete default --node node-a
+    """
+
+
+for _command in (list_pools, get_pool, create_pool, delete_pool, update_pool, scan_pool):
+    pool.add_command(_command)

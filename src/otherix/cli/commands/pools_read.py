@@ -1,0 +1,111 @@
+"""``otherix pool list`` and ``otherix pool get`` (contract §5.3).
+
+Owns the two read commands. ``list`` pages with ``--limit`` (default 20)
+and ``--cursor`` and filters with ``--node``/``--type``; ``get`` picks the
+flat instance view for a UUID and the aggregated concept view for a name,
+decided client-side by parsing the identifier. Layouts come from
+``otherix.cli.views.pools``.
+
+Choices where the contract is silent: ``list -o json`` prints the whole
+response body (``data`` and ``meta``, so scripts can page); with ``-o
+yaml`` the paging footer goes to stderr so stdout stays a valid YAML
+stream.
+"""
+
+from __future__ import annotations
+
+import click
+
+from otherix.cli.commands.common import (
+    output_option,
+    render_object,
+    show_ids_option,
+    validate_output,
+)
+from otherix.cli.commands.pool_targets import is_uuid
+from otherix.cli.context import CliError, get_context
+from otherix.cli.output import render_yaml_stream
+from otherix.cli.views.pools import (
+    concept_text,
+    list_manifests,
+    paging_footer,
+    pool_list_table,
+    pool_manifests,
+    pool_text,
+)
+
+__all__ = ["get_pool", "list_pools"]
+
+
+@click.command("list")
+@click.option("--node", metavar="NAME|UUID", help="Only instances on this node.")
+@click.option("--type", "pool_type", metavar="TYPE", help="Only this pool type (local_dir).")
+@click.option("--limit", type=click.IntRange(1, 200), default=20, show_default=True)
+@click.option("--cursor", help="Continue from a previous page's cursor.")
+@output_option("table", ("table", "json", "yaml"))
+@show_ids_option
+@click.pass_context
+def list_pools(
+    cctx: click.Context,
+    node: str | None,
+    pool_type: str | None,
+    limit: int,
+    cursor: str | None,
+    output: str,
+    show_ids: bool,
+) -> None:
+    """List pool instances, one row per (name, node).
+
+    \b
+    Columns: NAME NODE TYPE PATH AVAILABLE STATUS DEFAULT AGE (ID first
+    with --show-ids). DEFAULT is "yes" for the cluster default pool.
+
+    \b
+    Example:
+      otherix pool list --node node-a
+      otherix pool list -o yaml > pools.yaml
+    """
+    fmt = validate_output(output, ("table", "json", "yaml"))
+    ctx = get_context()
+    body = ctx.client().list_pools(limit=limit, cursor=cursor, node=node, type=pool_type)
+    data = body.get("data") or []
+    next_cursor = (body.get("meta") or {}).get("next_cursor")
+    footer = paging_footer(cctx.command_path, next_cursor)
+    if fmt == "json":
+        ctx.write(render_object(body, fmt))
+    elif fmt == "yaml":
+        ctx.write(render_yaml_stream(list_manifests(data)))
+        ctx.err(footer)
+    else:
+        ctx.write(pool_list_table(data, ctx.now(), show_ids))
+        ctx.write(footer)
+
+
+@click.command("get")
+@click.argument("ref", metavar="NAME|UUID")
+@output_option("text", ("text", "json", "yaml"))
+def get_pool(ref: str, output: str) -> None:
+    """Show a pool: by name every instance, by UUID one instance in detail.
+
+    -o yaml prints an apply-ready StoragePool manifest (one document with
+    spec.nodeList when all instances share type and path).
+
+    \b
+    Example:
+      otherix pool get default
+      otherix pool get 8b1d2c3e-…  -o json
+    """
+    fmt = validate_output(output, ("text", "json", "yaml"))
+    ctx = get_context()
+    body = ctx.client().get_pool(ref)
+    if fmt == "json":
+        ctx.write(render_object(body, fmt))
+    elif fmt == "yaml":
+        try:
+            ctx.write(render_yaml_stream(pool_manifests(body)))
+        except ValueError as exc:
+            raise CliError(str(exc)) from exc
+    elif is_uuid(ref):
+        ctx.write(pool_text(body, ctx.now()))
+    else:
+        ctx.write(concept_text(body, ctx.now()))

@@ -1,0 +1,149 @@
+"""The ``otherix`` root command: global flags, error rendering, ``main()``.
+
+Owns the composition root of the CLI process: the root click group with the
+global flags of §5.1 (``--endpoint``, ``--token``, ``--cluster``,
+``--config``, ``--debug``, ``--version``), the registration of one command
+group per resource (``otherix.cli.commands.*``), and the translation of
+every failure into ``error: <message>`` on stderr. Console script:
+``otherix = otherix.cli.main:main``.
+
+Exit codes:
+
+- ``0`` success, including a confirmation prompt answered "no" (``aborted``).
+- ``1`` every command error: API errors (``api_error: <code>: <message>``),
+  transport errors (``connection_refused: …``, ``request_timeout: …``),
+  config-file and resolution errors, a bad ``-o`` value, failed waits, and
+  unexpected exceptions. A traceback is printed only with ``--debug``
+  (which also reports where the endpoint and token came from: ``flag``,
+  ``env`` or ``config:<name>``).
+- ``2`` click's own usage errors (unknown command or option, missing
+  required option or argument, a value outside an ``IntRange``), printed in
+  click's ``Usage: …`` / ``Error: …`` form. The contract says exit 1 is the
+  only error code; we keep click's 2 for these because they are detected
+  before the command runs and scripts commonly tell "you called it wrong"
+  apart from "it failed".
+
+Shell completion is click's: ``otherix completion bash|zsh|fish`` prints the
+script (``eval "$(otherix completion bash)"``), and the script calls back
+through the ``_OTHERIX_COMPLETE`` variable that click's ``main`` handles.
+"""
+
+from __future__ import annotations
+
+import traceback
+from typing import Any
+
+import click
+
+from otherix import __version__
+from otherix.cli.commands.cluster import cluster
+from otherix.cli.commands.completion import completion
+from otherix.cli.commands.config import config
+from otherix.cli.commands.nodes import node
+from otherix.cli.commands.pools import pool
+from otherix.cli.commands.tokens import token
+from otherix.cli.commands.users import user
+from otherix.cli.config import ConfigError
+from otherix.cli.context import CliContext, CliError
+from otherix.client.errors import ApiError, ClientError
+
+__all__ = ["cli", "error_message", "main"]
+
+PROG = "otherix"
+
+
+def error_message(exc: BaseException) -> str:
+    """The text after ``error: `` for a failure escaping a command."""
+    if isinstance(exc, ApiError) and exc.code == "path_not_allowed":
+        prefixes = exc.details.get("allowed_prefixes")
+        if isinstance(prefixes, list) and prefixes:
+            return f"{exc} (allowed prefixes: {', '.join(str(p) for p in prefixes)})"
+    if isinstance(exc, CliError | ClientError | ConfigError):
+        return str(exc)
+    detail = str(exc)
+    name = type(exc).__name__
+    return f"{name}: {detail} (run with --debug for a traceback)" if detail else name
+
+
+class OtherixGroup(click.Group):
+    """A group that renders command failures as ``error: <message>``, exit 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.Abort, click.ClickException, BrokenPipeError):
+            raise  # click renders these (a closed pipe exits 1 quietly)
+        except Exception as exc:
+            obj = ctx.find_object(CliContext) or CliContext()
+            if obj.debug:
+                obj.err(traceback.format_exc())
+            obj.err(f"error: {error_message(exc)}\n")
+            raise click.exceptions.Exit(1) from exc
+
+
+@click.group(name=PROG, cls=OtherixGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--endpoint",
+    metavar="URL",
+    help="Control-plane URL (overrides $OTHERIX_SERVER and the config file).",
+)
+@click.option(
+    "--token",
+    metavar="TOKEN",
+    help="API token or access token (overrides $OTHERIX_API_TOKEN and the config file).",
+)
+@click.option(
+    "--cluster",
+    "cluster_name",
+    metavar="NAME",
+    help="Use this config-file cluster entry instead of the current one.",
+)
+@click.option(
+    "--config",
+    "config_path",
+    metavar="PATH",
+    help="Config file (default: $OTHERIX_CONFIG, then ~/.otherix/config).",
+)
+@click.option(
+    "--debug",
+    is_flag=True,
+    help="Say where the endpoint and token came from; print a traceback on failure.",
+)
+@click.version_option(__version__, "--version", prog_name=PROG, message="%(prog)s %(version)s")
+@click.pass_context
+def cli(
+    ctx: click.Context,
+    endpoint: str | None,
+    token: str | None,
+    cluster_name: str | None,
+    config_path: str | None,
+    debug: bool,
+) -> None:
+    """Manage an Otherix cluster: storage pools, nodes, users and tokens.
+
+    \b
+    Endpoint and token come from, in order: --endpoint/--token,
+    $OTHERIX_SERVER/$OTHERIX_API_TOKEN, the --cluster entry or the current
+    entry of ~/.otherix/config.
+
+    \b
+    Example:
+      otherix config add cluster --name dev --server http://cp:8080 --login admin
+      otherix pool list
+    """
+    obj = ctx.ensure_object(CliContext)
+    obj.flag_endpoint = endpoint
+    obj.flag_token = token
+    obj.flag_cluster = cluster_name
+    obj.flag_config = config_path
+    obj.debug = debug
+    ctx.call_on_close(obj.close)
+
+
+for _group in (config, user, token, node, pool, cluster, completion):
+    cli.add_command(_group)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: run the CLI and exit with its status."""
+    cli.main(args=argv, prog_name=PROG, complete_var="_OTHERIX_COMPLETE")

@@ -1,0 +1,255 @@
+"""Helpers for the CLI suite: run ``otherix`` in-process, and shape server state.
+
+``Cli`` drives the real click command against the real API server fixture
+(``api`` from tests/conftest.py) with an injected ``CliContext`` (isolated
+env, config file under tmp_path, simulated TTY). The other helpers set up
+state through the public API the way an operator or an agent would: join a
+node, create a pool, heartbeat as the node. ``add_vm_disk`` writes straight
+to the store because VMs have no API yet.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from click.testing import CliRunner, Result
+
+from otherix.cli.context import CliContext
+from otherix.cli.main import cli
+
+DIGEST = "0" * 64
+
+
+@dataclass
+class Cli:
+    """Runs ``otherix`` in-process against ``url`` with a config under ``home``."""
+
+    url: str
+    tokens: dict[str, str]
+    home: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def config_path(self) -> Path:
+        return self.home / ".otherix" / "config"
+
+    def raw(
+        self,
+        *args: str,
+        env: dict[str, str] | None = None,
+        tty: bool = False,
+        input: str | None = None,
+        context: CliContext | None = None,
+    ) -> Result:
+        """Invoke with exactly ``args`` (no endpoint/token flags added)."""
+        obj = context or CliContext()
+        obj.env = {"HOME": str(self.home), **self.env, **(env or {})}
+        obj.is_tty = tty
+        return CliRunner().invoke(cli, list(args), obj=obj, input=input, prog_name="otherix")
+
+    def __call__(self, *args: str, role: str = "admin", **kwargs: Any) -> Result:
+        """Invoke as ``role`` with ``--endpoint``/``--token``/``--config`` flags."""
+        flags = ["--endpoint", self.url, "--token", self.tokens[role]]
+        flags += ["--config", str(self.config_path)]
+        return self.raw(*flags, *args, **kwargs)
+
+
+def ok(result: Result) -> str:
+    """Assert success and return stdout (shows stderr on failure)."""
+    assert result.exit_code == 0, (result.exit_code, result.stdout, result.stderr)
+    return result.stdout
+
+
+def failed(result: Result, code: int = 1) -> str:
+    """Assert failure with ``code`` and return stderr."""
+    assert result.exit_code == code, (result.exit_code, result.stdout, result.stderr)
+    return result.stderr
+
+
+# server state -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Node:
+    name: str
+    id: str
+    credential: str
+
+
+def join_node(api: Any, name: str) -> Node:
+    """Enrol a node through the join flow (it stays ``pending`` until a heartbeat)."""
+    with api.client("admin") as c:
+        r = c.post("/v1/nodes/join-tokens", json={})
+        assert r.status_code == 201, r.text
+        join_token = r.json()["token"]
+    with api.client(None) as c:
+        r = c.post("/v1/nodes/join", json={"join_token": join_token, "name": name})
+        assert r.status_code == 201, r.text
+        body = r.json()
+    return Node(name=name, id=body["node_id"], credential=body["credential"])
+
+
+def create_pool(api: Any, name: str, node: str, path: str) -> dict[str, Any]:
+    with api.client("admin") as c:
+        r = c.post(
+            "/v1/storage-pools",
+            json={"node": node, "name": name, "type": "local_dir", "path": path},
+        )
+        assert r.status_code == 201, r.text
+        return dict(r.json())
+
+
+def get_json(api: Any, path: str, role: str = "admin") -> Any:
+    with api.client(role) as c:
+        r = c.get(path)
+        return r.status_code, r.json() if r.content else None
+
+
+def heartbeat(api: Any, node: Node, pools: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Report as the node's agent; a pending node becomes ready (and gets ``default``)."""
+    body: dict[str, Any] = {
+        "agent_version": "t",
+        "architecture": "amd64",
+        "revision": 0,
+        "digest": DIGEST,
+        "pools": pools or [],
+    }
+    with api.client(None) as c:
+        r = c.post(
+            f"/v1/nodes/{node.name}/heartbeat",
+            json=body,
+            headers={"Authorization": f"Bearer {node.credential}"},
+        )
+        assert r.status_code == 200, r.text
+        return dict(r.json())
+
+
+def pool_report(
+    name: str,
+    status: str = "ready",
+    error: str | None = None,
+    capacity: int = 100,
+    available: int = 80,
+) -> dict[str, Any]:
+    return {
+        "name": name,
+        "reconciliation_status": status,
+        "reconciliation_error": error,
+        "capacity_bytes": capacity,
+        "available_bytes": available,
+    }
+
+
+def report_when_created(
+    api: Any, node: Node, pool: str, status: str = "ready", error: str | None = None
+) -> threading.Thread:
+    """In the background, wait until ``pool`` exists on ``node``, then report ``status``.
+
+    Plays the agent for ``pool create --wait``: the report arrives while the
+    CLI is polling.
+    """
+
+    def run() -> None:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            _, body = get_json(api, f"/v1/storage-pools?node={node.name}")
+            if any(p["name"] == pool for p in body["data"]):
+                time.sleep(0.2)  # let the CLI make at least one poll first
+                heartbeat(api, node, [pool_report(pool, status, error)])
+                return
+            time.sleep(0.02)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def add_vm_disk(api: Any, pool_id: str, vm_name: str) -> None:
+    """Put a VM with one disk on ``pool_id`` (store-level: there is no VM API yet)."""
+    from otherix.store.schema import vm_disks, vms
+
+    _, me = get_json(api, "/v1/users/me")
+    now = datetime.now(UTC)
+    vm_id = str(uuid.uuid4())
+    with api.server.deps.db.write() as conn:
+        conn.execute(
+            vms.insert().values(
+                id=vm_id,
+                name=vm_name,
+                name_lower=vm_name.lower(),
+                owner_id=me["id"],
+                spec={},
+                phase="pending",
+                created_at=now,
+                updated_at=now,
+            )
+        )
+        conn.execute(
+            vm_disks.insert().values(
+                id=str(uuid.uuid4()),
+                vm_id=vm_id,
+                storage_pool_id=pool_id,
+                size_gib=1,
+                format="qcow2",
+                created_at=now,
+                updated_at=now,
+            )
+        )
+
+
+def table(text: str) -> list[dict[str, str]]:
+    """Parse a kubectl-style table into one dict per row, by header positions."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    header = lines[0]
+    names = header.split()
+    starts = [header.index(f"{name}") for name in names]
+    rows = []
+    for line in lines[1:]:
+        cells = [
+            line[start : (starts[i + 1] if i + 1 < len(starts) else None)].strip()
+            for i, start in enumerate(starts)
+        ]
+        rows.append(dict(zip(names, cells, strict=True)))
+    return rows
+
+
+def play_scan_agent(
+    api: Any,
+    node: Node,
+    pool_id: str,
+    *,
+    status: str = "success",
+    result: dict[str, Any] | None = None,
+    error: dict[str, Any] | None = None,
+) -> threading.Thread:
+    """In the background, wait for a new scan task on ``pool_id`` and report it as the agent."""
+    _, before = get_json(api, f"/v1/tasks?resource_id={pool_id}")
+    known = {t["id"] for t in before["data"]}
+
+    def run() -> None:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            _, body = get_json(api, f"/v1/tasks?resource_id={pool_id}")
+            new = [t for t in body["data"] if t["id"] not in known]
+            if new:
+                time.sleep(0.2)  # let the CLI poll the pending task first
+                update = {"status": status, "result": result, "error": error}
+                with api.client(None) as c:
+                    r = c.post(
+                        f"/v1/nodes/{node.name}/tasks/{new[0]['id']}",
+                        json=update,
+                        headers={"Authorization": f"Bearer {node.credential}"},
+                    )
+                    assert r.status_code == 200, r.text
+                return
+            time.sleep(0.02)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
