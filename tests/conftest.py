@@ -7,12 +7,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from support import pg
-from support.server import ADMIN, ApiServer, make_settings
 
 from otherix.rbac import Role
 from otherix.store import Database
 from otherix.store.migrate import upgrade
+from support import pg
+from support.server import ADMIN, ApiServer, make_settings
 
 ROLE_PASSWORD = "role-password-1"
 
