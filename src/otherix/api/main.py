@@ -28,7 +28,9 @@ from otherix.store.migrate import current_revision, upgrade
 
 
 class _Server(uvicorn.Server):
-    """Answers open long-polls immediately when asked to stop."""
+    """Answers open long-polls immediately when asked to stop, and exits 0
+    after a SIGTERM/SIGINT drain (uvicorn would re-raise the signal, which
+    makes the exit status 143/130 and tells service managers it crashed)."""
 
     def __init__(self, config: uvicorn.Config, deps: Deps) -> None:
         super().__init__(config)
@@ -37,6 +39,7 @@ class _Server(uvicorn.Server):
     def handle_exit(self, sig: int, frame: Any) -> None:
         self._deps.hub.close()
         super().handle_exit(sig, frame)
+        self._captured_signals.clear()
 
 
 def make_server(deps: Deps) -> uvicorn.Server:
