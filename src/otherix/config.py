@@ -21,7 +21,9 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, ValidationError
+
+from otherix.models.validation import validate_allowed_prefixes
 
 ENV_PREFIX = "OTHERIX_"
 
@@ -49,6 +51,23 @@ def parse_duration(value: object) -> float:
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+def _check_prefixes(value: list[str]) -> list[str]:
+    problem = validate_allowed_prefixes(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+DEFAULT_POOL_PREFIXES = ("/var/lib/otherix/pools/",)
+
+#: A pool-path allowlist: absolute prefixes ending in ``/``, at least one.
+AllowedPrefixes = Annotated[list[str], AfterValidator(_check_prefixes)]
+
+
+def default_prefixes() -> list[str]:
+    return list(DEFAULT_POOL_PREFIXES)
 
 
 class Section(BaseModel):

@@ -39,8 +39,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from otherix.config import Duration, Section
-from otherix.models.validation import validate_allowed_prefixes
+from otherix.config import AllowedPrefixes, Duration, Section, default_prefixes
 
 __all__ = [
     "DEFAULT_DATA_DIR",
@@ -87,16 +86,8 @@ class ControlPlaneSection(Section):
 
 
 class StorageSection(Section):
-    allowed_path_prefixes: list[str] = Field(default_factory=lambda: ["/var/lib/otherix/pools/"])
+    allowed_path_prefixes: AllowedPrefixes = Field(default_factory=default_prefixes)
     host_root: Path = Path("/")
-
-    @field_validator("allowed_path_prefixes")
-    @classmethod
-    def _prefixes(cls, v: list[str]) -> list[str]:
-        problem = validate_allowed_prefixes(v)
-        if problem:
-            raise ValueError(problem)
-        return v
 
     @field_validator("host_root")
     @classmethod

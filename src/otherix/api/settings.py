@@ -11,8 +11,7 @@ from pathlib import Path
 
 from pydantic import Field, field_validator, model_validator
 
-from otherix.config import Duration, Section
-from otherix.models.validation import validate_allowed_prefixes
+from otherix.config import AllowedPrefixes, Duration, Section, default_prefixes
 
 
 class ServerSection(Section):
@@ -56,16 +55,8 @@ class AuthSection(Section):
 
 
 class StoragePoolsSection(Section):
-    allowed_path_prefixes: list[str] = Field(default_factory=lambda: ["/var/lib/otherix/pools/"])
+    allowed_path_prefixes: AllowedPrefixes = Field(default_factory=default_prefixes)
     default_pool_name: str = "default"
-
-    @field_validator("allowed_path_prefixes")
-    @classmethod
-    def _prefixes(cls, v: list[str]) -> list[str]:
-        problem = validate_allowed_prefixes(v)
-        if problem:
-            raise ValueError(problem)
-        return v
 
 
 class HeartbeatWorker(Section):
