@@ -21,7 +21,8 @@ checks that every code here is listed there.
     ├── MethodNotAllowed              405 method_not_allowed
     ├── Conflict                      409 conflict
     │   ├── IdempotencyKeyMismatch    409 idempotency_key_mismatch
-    │   └── ResourceInUse             409 resource_in_use
+    │   ├── ResourceInUse             409 resource_in_use
+    │   └── UserHasResources          409 user_has_resources
     ├── RateLimited                   429 rate_limited
     ├── RequestTimeout                504 request_timeout
     └── Internal                      500 internal
@@ -52,6 +53,7 @@ class ErrorCode(StrEnum):
     RATE_LIMITED = "rate_limited"
     REQUEST_TIMEOUT = "request_timeout"
     INTERNAL = "internal"
+    USER_HAS_RESOURCES = "user_has_resources"
     # pools
     POOL_NOT_FOUND = "pool_not_found"
     POOL_NAME_AMBIGUOUS = "pool_name_ambiguous"
@@ -165,6 +167,11 @@ class IdempotencyKeyMismatch(Conflict):
 class ResourceInUse(Conflict):
     code = ErrorCode.RESOURCE_IN_USE
     default_message = "resource is in use"
+
+
+class UserHasResources(Conflict):
+    code = ErrorCode.USER_HAS_RESOURCES
+    default_message = "user still owns resources; delete them first"
 
 
 class RateLimited(TemporaryError):

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
@@ -20,12 +22,13 @@ import anyio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from otherix.errors import IdempotencyKeyMismatch, ValidationFailed
-from otherix.store import UniqueViolation
+from otherix.store import StoreError, UniqueViolation
 from otherix.store import settings as qs
 
 MUTATING = {b"POST", b"PUT", b"PATCH", b"DELETE", "POST", "PUT", "PATCH", "DELETE"}
 EXEMPT_PREFIXES = ("/v1/auth/login", "/v1/auth/refresh", "/v1/nodes/join")
 TTL = timedelta(hours=24)
+log = logging.getLogger(__name__)
 UNCACHED = {401, 403, 429}
 
 
@@ -71,13 +74,17 @@ async def _replay(send: Send, cached: dict[str, Any]) -> None:
 
 
 class _Capture:
-    """Forwards the response while keeping a copy of status, type and body."""
+    """Keeps a copy of status, type and body, and holds the answer back until
+    ``on_complete`` (which stores it) has run: a client that sends the same
+    key right after reading the answer must find it stored."""
 
-    def __init__(self, send: Send) -> None:
+    def __init__(self, send: Send, on_complete: Callable[[_Capture], Awaitable[None]]) -> None:
         self.send = send
+        self.on_complete = on_complete
         self.status = 500
         self.ctype = "application/json"
         self.body: list[bytes] = []
+        self.held: list[Message] = []
 
     async def __call__(self, msg: Message) -> None:
         if msg["type"] == "http.response.start":
@@ -85,8 +92,18 @@ class _Capture:
             for name, value in msg.get("headers", []):
                 if name.lower() == b"content-type":
                     self.ctype = value.decode("latin-1")
-        elif msg["type"] == "http.response.body":
+            self.held.append(msg)
+            return
+        if msg["type"] == "http.response.body":
             self.body.append(msg.get("body", b""))
+            self.held.append(msg)
+            if msg.get("more_body", False):
+                return
+            await self.on_complete(self)
+            held, self.held = self.held, []
+            for m in held:
+                await self.send(m)
+            return
         await self.send(msg)
 
 
@@ -140,12 +157,7 @@ class IdempotencyMiddleware:
                 return {"type": "http.request", "body": body, "more_body": False}
             return await receive()
 
-        capture = _Capture(send)
-        await self.app(scope, replay_receive, capture)
-        if capture.status >= 500 or capture.status in UNCACHED:
-            return
-
-        def store() -> None:
+        def store(capture: _Capture) -> None:
             try:
                 with deps.db.write() as conn:
                     if cached is not None:  # expired entry: replace it
@@ -164,5 +176,11 @@ class IdempotencyMiddleware:
                     )
             except UniqueViolation:
                 pass  # a concurrent request with the same key stored first
+            except StoreError:  # the answer stands; only its replay copy is lost
+                log.warning("could not store the Idempotency-Key answer", exc_info=True)
 
-        await anyio.to_thread.run_sync(store)
+        async def on_complete(capture: _Capture) -> None:
+            if capture.status < 500 and capture.status not in UNCACHED:
+                await anyio.to_thread.run_sync(store, capture)
+
+        await self.app(scope, replay_receive, _Capture(send, on_complete))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import os
 import time
 from typing import Any
@@ -15,7 +16,9 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from otherix.errors import ValidationFailed
+from otherix.errors import Internal, OtherixError, ValidationFailed
+
+log = logging.getLogger("otherix.api")
 
 
 class BodyTooLarge(Exception):
@@ -41,15 +44,17 @@ class Metrics:
 
 
 def _too_large(limit: int) -> list[Message]:
-    body = json.dumps(
-        ValidationFailed(
-            f"request body too large (max {limit} bytes)", {"max_bytes": limit}
-        ).envelope()
-    ).encode()
+    return _answer(
+        ValidationFailed(f"request body too large (max {limit} bytes)", {"max_bytes": limit})
+    )
+
+
+def _answer(exc: OtherixError) -> list[Message]:
+    body = json.dumps(exc.envelope()).encode()
     return [
         {
             "type": "http.response.start",
-            "status": 400,
+            "status": exc.http_status,
             "headers": [
                 (b"content-type", b"application/json; charset=utf-8"),
                 (b"content-length", str(len(body)).encode()),
@@ -107,6 +112,15 @@ class RequestMiddleware:
             if not status_holder["started"]:
                 for msg in _too_large(self.max_body):
                     await tracking_send(msg)
+        except Exception:
+            # Answer the 500 here rather than letting it reach the server: a
+            # re-raised exception makes uvicorn drop the keep-alive connection,
+            # and the client's next request on it fails with a reset.
+            if status_holder["started"]:
+                raise
+            log.exception("unexpected error (request %s)", rid)
+            for msg in _answer(Internal("internal error", {"request_id": rid})):
+                await tracking_send(msg)
         finally:
             route = scope.get("route")
             path = getattr(route, "path", "<unmatched>")

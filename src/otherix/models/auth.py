@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import Field
+from pydantic import AwareDatetime, Field
 
 from otherix.models.common import Input, Output
 from otherix.rbac import Role
@@ -64,7 +64,7 @@ class ApiToken(Output):
 
 class ApiTokenCreate(Input):
     name: str = Field(min_length=1, max_length=100)
-    expires_at: datetime | None = None
+    expires_at: AwareDatetime | None = None  # a naive time is ambiguous (and not comparable)
 
 
 class ApiTokenCreated(ApiToken):

@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+import sqlalchemy.exc as sa_exc
 from sqlalchemy.engine import Connection
 
 from otherix.store.schema import cluster_settings, idempotency_keys
@@ -24,13 +25,20 @@ def has_setting(conn: Connection, key: str) -> bool:
 
 
 def put_setting(conn: Connection, key: str, value: str | None, now: datetime) -> None:
-    updated = conn.execute(
+    """Upsert: update, else insert; an insert that loses a race to a concurrent
+    first write (another replica seeding at start) falls back to the update."""
+    update = (
         cluster_settings.update()
         .where(cluster_settings.c.key == key)
         .values(value=value, updated_at=now)
-    ).rowcount
-    if not updated:
-        conn.execute(cluster_settings.insert().values(key=key, value=value, updated_at=now))
+    )
+    if conn.execute(update).rowcount:
+        return
+    try:
+        with conn.begin_nested():
+            conn.execute(cluster_settings.insert().values(key=key, value=value, updated_at=now))
+    except sa_exc.IntegrityError:
+        conn.execute(update)
 
 
 def get_idempotent(conn: Connection, principal: str, key: str) -> dict[str, Any] | None:

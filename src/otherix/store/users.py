@@ -8,7 +8,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from otherix.store.schema import api_tokens, refresh_tokens, users
+from otherix.store.schema import api_tokens, refresh_tokens, users, vms
 
 
 def _one(conn: Connection, stmt: sa.Select[Any]) -> dict[str, Any] | None:
@@ -39,6 +39,11 @@ def count_users(conn: Connection) -> int:
 
 def update_user(conn: Connection, user_id: str, values: dict[str, Any]) -> int:
     return conn.execute(users.update().where(users.c.id == user_id).values(**values)).rowcount
+
+
+def count_owned_vms(conn: Connection, user_id: str) -> int:
+    stmt = sa.select(sa.func.count()).select_from(vms).where(vms.c.owner_id == user_id)
+    return int(conn.execute(stmt).scalar_one())
 
 
 def delete_user(conn: Connection, user_id: str) -> int:

@@ -17,7 +17,7 @@ import uuid
 from otherix.api.deps import Deps
 from otherix.errors import DefaultPoolNotSet, PoolNotFoundForName, ValidationFailed
 from otherix.models.pools import DefaultPool
-from otherix.models.validation import default_pool_path
+from otherix.models.validation import default_pool_path, validate_pool_name
 from otherix.store import UniqueViolation
 from otherix.store import nodes as qn
 from otherix.store import pools as qp
@@ -37,6 +37,11 @@ def ensure_default_pool(deps: Deps, node_id: str, node_name: str) -> bool:
     """Create the default pool instance on a freshly ready node; True if created."""
     name = deps.settings.storage_pools.default_pool_name
     if not name:
+        return False
+    if problem := validate_pool_name(name):  # the same rule an API create applies
+        log.error(
+            "default pool name %r is not a valid pool name (%s); not provisioning", name, problem
+        )
         return False
     prefix = deps.settings.storage_pools.allowed_path_prefixes[0]
     path = default_pool_path(prefix, name)

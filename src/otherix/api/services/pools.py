@@ -172,11 +172,10 @@ def create(deps: Deps, raw: object) -> StoragePool:
         raise ValidationFailed(
             "agent-reported fields are not accepted", {"forbidden_fields": forbidden}
         )
-    if "config" in raw:
-        _check_config(raw["config"])
-    if not raw.get("node"):
+    # config is checked last of the fields (contract order: name, type, path, config)
+    body: PoolCreate = _decode(PoolCreate, {k: v for k, v in raw.items() if k != "config"})
+    if not body.node:
         raise _bad("node is required", "node")
-    body: PoolCreate = _decode(PoolCreate, raw)
     for field, problem in (
         ("name", validate_pool_name(body.name)),
         ("type", validate_pool_type(body.type)),
@@ -184,6 +183,9 @@ def create(deps: Deps, raw: object) -> StoragePool:
     ):
         if problem:
             raise _bad(problem, field)
+    if "config" in raw:
+        _check_config(raw["config"])
+        body.config = raw["config"]
     prefixes = deps.settings.storage_pools.allowed_path_prefixes
     if not path_allowed(body.path, prefixes):
         raise PathNotAllowed(details={"allowed_prefixes": list(prefixes), "path": body.path})
@@ -228,16 +230,15 @@ def update(deps: Deps, ref: str, raw: object) -> StoragePool:
             "one or more fields cannot be modified", {"forbidden_fields": forbidden}
         )
     target = resolve_one(deps, ref)
-    if "config" in raw:
-        _check_config(raw["config"])
-    body: PoolUpdate = _decode(PoolUpdate, raw)
+    body: PoolUpdate = _decode(PoolUpdate, {k: v for k, v in raw.items() if k != "config"})
     values: dict[str, Any] = {}
     if body.name is not None:
         if problem := validate_pool_name(body.name):
             raise _bad(problem, "name")
         values.update(name=body.name, name_lower=body.name.lower())
-    if body.config is not None:
-        values["config"] = body.config
+    if "config" in raw:
+        _check_config(raw["config"])
+        values["config"] = raw["config"]
     try:
         with deps.db.write() as conn:
             if values:

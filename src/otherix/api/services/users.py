@@ -7,7 +7,7 @@ from typing import Any
 
 from otherix.api.deps import Deps, Principal
 from otherix.api.services import secrets
-from otherix.errors import Conflict, NotFound, ValidationFailed
+from otherix.errors import Conflict, NotFound, UserHasResources, ValidationFailed
 from otherix.models.auth import (
     ApiToken,
     ApiTokenCreate,
@@ -82,6 +82,9 @@ def delete_user(deps: Deps, principal: Principal, user_id: str) -> None:
     if user.id == principal.user_id:
         raise ValidationFailed("you cannot delete yourself", {"field": "id"})
     with deps.db.write() as conn:
+        owned = q.count_owned_vms(conn, user.id)
+        if owned:
+            raise UserHasResources(details={"blocking_resources": {"vms": owned}})
         q.delete_user(conn, user.id)
 
 

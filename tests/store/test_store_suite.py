@@ -1,0 +1,631 @@
+"""The store suite: one set of tests, run against every backend (``db_url``:
+SQLite always, PostgreSQL when ``OTHERIX_TEST_POSTGRES_URL`` is set)."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+import sqlalchemy.exc as sa_exc
+from alembic.script import ScriptDirectory
+
+from otherix.store import (
+    Database,
+    ForeignKeyViolation,
+    StoreError,
+    StoreUnavailable,
+    UniqueViolation,
+    schema,
+)
+from otherix.store import nodes as qn
+from otherix.store import pools as qp
+from otherix.store import settings as qs
+from otherix.store import tasks as qt
+from otherix.store import users as qu
+from otherix.store.migrate import alembic_config, current_revision, upgrade
+
+T0 = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
+
+
+@pytest.fixture
+def db(db_url) -> Iterator[Database]:
+    database = Database(db_url)
+    upgrade(database)
+    try:
+        yield database
+    finally:
+        database.close()
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def add_user(db: Database, name: str = "alice", at: datetime = T0) -> str:
+    uid = new_id()
+    with db.write() as conn:
+        qu.insert_user(
+            conn,
+            {
+                "id": uid,
+                "username": name,
+                "username_lower": name.lower(),
+                "password_hash": "x",
+                "role": "viewer",
+                "created_at": at,
+                "updated_at": at,
+            },
+        )
+    return uid
+
+
+def add_node(db: Database, name: str, **values: Any) -> str:
+    nid = new_id()
+    row = {
+        "id": nid,
+        "name": name,
+        "name_lower": name.lower(),
+        "status": "ready",
+        "cordoned": False,
+        "credential_hash": uuid.uuid4().hex,
+        "desired_revision": 1,
+        "created_at": T0,
+        "updated_at": T0,
+        "status_changed_at": T0,
+    }
+    row.update(values)
+    with db.write() as conn:
+        qn.insert_node(conn, row)
+    return nid
+
+
+def add_pool(
+    db: Database, node_id: str, name: str, at: datetime = T0, pool_id: str | None = None
+) -> str:
+    pid = pool_id or new_id()
+    with db.write() as conn:
+        qp.insert_pool(
+            conn,
+            {
+                "id": pid,
+                "node_id": node_id,
+                "name": name,
+                "name_lower": name.lower(),
+                "type": "local_dir",
+                "path": f"/var/lib/otherix/pools/{name}",
+                "config": {"k": [1, 2]},
+                "created_at": at,
+                "updated_at": at,
+            },
+        )
+    return pid
+
+
+def add_disk(db: Database, pool_id: str, owner: str) -> str:
+    vm_id, disk_id = new_id(), new_id()
+    with db.write() as conn:
+        conn.execute(
+            schema.vms.insert().values(
+                id=vm_id,
+                name=vm_id,
+                name_lower=vm_id,
+                owner_id=owner,
+                spec={},
+                phase="pending",
+                created_at=T0,
+                updated_at=T0,
+            )
+        )
+        conn.execute(
+            schema.vm_disks.insert().values(
+                id=disk_id,
+                vm_id=vm_id,
+                storage_pool_id=pool_id,
+                size_gib=1,
+                format="qcow2",
+                created_at=T0,
+                updated_at=T0,
+            )
+        )
+    return disk_id
+
+
+# migrations -----------------------------------------------------------------------------------
+
+
+def test_migrations_apply_and_reach_head(db):
+    head = ScriptDirectory.from_config(alembic_config(db)).get_current_head()
+    assert head is not None
+    assert current_revision(db) == head
+    upgrade(db)  # idempotent
+    assert current_revision(db) == head
+    tables = set(sa.inspect(db.engine).get_table_names())
+    assert {t.name for t in schema.metadata.sorted_tables} <= tables
+
+
+def test_ping_and_backend(db):
+    assert db.ping() is True
+    assert db.backend in ("sqlite", "postgresql")
+
+
+def _write_then_fail(db: Database) -> None:
+    with db.write() as conn:
+        qs.put_setting(conn, "k", "v", T0)
+        raise RuntimeError("abort")
+
+
+def test_a_failed_write_rolls_back(db):
+    with pytest.raises(RuntimeError, match="abort"):
+        _write_then_fail(db)
+    with db.read() as conn:
+        assert qs.has_setting(conn, "k") is False
+
+
+# users, API tokens, refresh tokens --------------------------------------------------------------
+
+
+def test_users_are_unique_case_insensitively(db):
+    uid = add_user(db, "Alice")
+    with db.read() as conn:
+        assert qu.get_user(conn, uid)["username"] == "Alice"
+        assert qu.get_user_by_name(conn, "ALICE")["id"] == uid
+        assert qu.count_users(conn) == 1
+    with pytest.raises(UniqueViolation) as info:
+        add_user(db, "alice")
+    assert info.value.table == "users"
+
+
+def test_deleting_a_user_cascades_to_tokens(db):
+    uid = add_user(db)
+    with db.write() as conn:
+        qu.insert_api_token(
+            conn,
+            {
+                "id": new_id(),
+                "user_id": uid,
+                "name": "t",
+                "prefix": "otx_abcd",
+                "token_hash": "h1",
+                "created_at": T0,
+            },
+        )
+        qu.insert_refresh(
+            conn,
+            {
+                "id": new_id(),
+                "user_id": uid,
+                "family_id": "f",
+                "token_hash": "r1",
+                "created_at": T0,
+                "expires_at": T0 + timedelta(days=30),
+            },
+        )
+    with db.write() as conn:
+        assert qu.delete_user(conn, uid) == 1
+    with db.read() as conn:
+        assert qu.get_api_token_by_hash(conn, "h1") is None
+        assert qu.get_refresh_by_hash(conn, "r1") is None
+
+
+def test_api_tokens_revoke_once_and_list(db):
+    uid = add_user(db)
+    ids = [new_id(), new_id()]
+    with db.write() as conn:
+        for i, tid in enumerate(ids):
+            qu.insert_api_token(
+                conn,
+                {
+                    "id": tid,
+                    "user_id": uid,
+                    "name": f"t{i}",
+                    "prefix": "otx_abcd",
+                    "token_hash": f"hash-{i}",
+                    "created_at": T0 + timedelta(seconds=i),
+                },
+            )
+    with pytest.raises(UniqueViolation), db.write() as conn:
+        qu.insert_api_token(
+            conn,
+            {
+                "id": new_id(),
+                "user_id": uid,
+                "name": "dup",
+                "prefix": "otx_abcd",
+                "token_hash": "hash-0",
+                "created_at": T0,
+            },
+        )
+    with db.write() as conn:
+        assert qu.revoke_api_token(conn, ids[0], T0) == 1
+        assert qu.revoke_api_token(conn, ids[0], T0) == 0
+        qu.touch_api_token(conn, ids[1], T0 + timedelta(minutes=1))
+    with db.read() as conn:
+        assert [t["id"] for t in qu.list_api_tokens(conn, uid, False)] == [ids[1]]
+        assert [t["id"] for t in qu.list_api_tokens(conn, uid, True)] == ids
+        assert qu.get_api_token(conn, ids[1])["last_used_at"] == T0 + timedelta(minutes=1)
+        assert qu.get_api_token(conn, ids[0])["revoked_at"] == T0
+
+
+def test_refresh_rotation_is_compare_and_set(db):
+    uid = add_user(db)
+    rows = {
+        "a1": ("fam-a", new_id()),
+        "a2": ("fam-a", new_id()),
+        "b1": ("fam-b", new_id()),
+    }
+    with db.write() as conn:
+        for token_hash, (family, rid) in rows.items():
+            qu.insert_refresh(
+                conn,
+                {
+                    "id": rid,
+                    "user_id": uid,
+                    "family_id": family,
+                    "token_hash": token_hash,
+                    "created_at": T0,
+                    "expires_at": T0 + timedelta(days=30),
+                },
+            )
+    a1 = rows["a1"][1]
+    with db.write() as conn:
+        assert qu.mark_refresh_rotated(conn, a1, T0) == 1
+    with db.write() as conn:
+        assert qu.mark_refresh_rotated(conn, a1, T0 + timedelta(seconds=1)) == 0
+        assert qu.get_refresh_by_hash(conn, "a1")["rotated_at"] == T0
+        assert qu.revoke_refresh_family(conn, "fam-a", T0) == 2
+        assert qu.revoke_refresh_family(conn, "fam-a", T0) == 0
+    with db.read() as conn:
+        assert qu.get_refresh_by_hash(conn, "a2")["revoked_at"] == T0
+        assert qu.get_refresh_by_hash(conn, "b1")["revoked_at"] is None
+    with db.write() as conn:
+        assert qu.revoke_user_refresh(conn, uid, T0) == 1
+
+
+# nodes --------------------------------------------------------------------------------------
+
+
+def test_node_names_are_unique_among_live_nodes_only(db):
+    first = add_node(db, "Worker-1")
+    with db.read() as conn:
+        assert qn.get_node_by_name(conn, "worker-1")["id"] == first
+    with pytest.raises(UniqueViolation):
+        add_node(db, "WORKER-1")
+    with db.write() as conn:
+        qn.update_node(conn, first, {"deleted_at": T0})
+    second = add_node(db, "worker-1")  # a soft-deleted node's name can be reused
+    with db.read() as conn:
+        assert qn.get_node_by_name(conn, "worker-1")["id"] == second
+        assert qn.get_node(conn, first) is None
+        assert qn.get_node(conn, first, include_deleted=True)["deleted_at"] == T0
+    with pytest.raises(UniqueViolation):
+        add_node(db, "worker-1")
+
+
+def test_desired_revision_bumps_and_clears_the_digest(db):
+    nid = add_node(db, "rev", observed_digest="d" * 64)
+    with db.write() as conn:
+        qn.bump_revision(conn, nid)
+        qn.bump_revision(conn, nid)
+    with db.read() as conn:
+        assert qn.get_revision(conn, nid) == 3
+        assert qn.get_node(conn, nid)["observed_digest"] is None
+
+
+def test_record_heartbeats_never_moves_backwards(db):
+    a, b, c = add_node(db, "hb-a"), add_node(db, "hb-b"), add_node(db, "hb-c")
+    t = T0 + timedelta(minutes=5)
+    with db.write() as conn:
+        qn.record_heartbeats(conn, [(a, t), (b, t)])
+    with db.write() as conn:
+        qn.record_heartbeats(
+            conn, [(a, t - timedelta(seconds=1)), (b, t + timedelta(microseconds=1)), (c, t)]
+        )
+        qn.record_heartbeats(conn, [])
+    with db.read() as conn:
+        seen = {n: qn.get_node(conn, n)["last_heartbeat_at"] for n in (a, b, c)}
+    assert seen == {a: t, b: t + timedelta(microseconds=1), c: t}
+
+
+def test_transition_moves_exactly_the_stale_rows(db):
+    now = T0 + timedelta(hours=1)
+    cutoff = now - timedelta(seconds=90)
+    stale = add_node(db, "stale", last_heartbeat_at=cutoff - timedelta(microseconds=1))
+    fresh = add_node(db, "fresh", last_heartbeat_at=cutoff + timedelta(seconds=1))
+    never_old = add_node(db, "never-old")  # no heartbeat, created long ago
+    never_new = add_node(db, "never-new", created_at=now)  # no heartbeat, just created
+    pending = add_node(db, "pending", status="pending", last_heartbeat_at=T0)
+    deleted = add_node(db, "deleted", last_heartbeat_at=T0, deleted_at=T0)
+    with db.write() as conn:
+        moved = qn.transition(
+            conn, from_status=["ready"], to_status="unreachable", heartbeat_before=cutoff, now=now
+        )
+    assert sorted(m["id"] for m in moved) == sorted([stale, never_old])
+    with db.read() as conn:
+        status = {
+            n: qn.get_node(conn, n, include_deleted=True)["status"]
+            for n in (stale, fresh, never_old, never_new, pending, deleted)
+        }
+        assert qn.get_node(conn, stale)["status_changed_at"] == now
+    assert status == {
+        stale: "unreachable",
+        fresh: "ready",
+        never_old: "unreachable",
+        never_new: "ready",
+        pending: "pending",
+        deleted: "ready",
+    }
+
+    later = now + timedelta(minutes=5)
+    with db.write() as conn:
+        assert (
+            qn.transition(
+                conn,
+                from_status=["unreachable"],
+                to_status="gone",
+                changed_before=later - timedelta(seconds=300),
+                now=later,
+            )
+            == []
+        )
+        gone = qn.transition(
+            conn,
+            from_status=["unreachable"],
+            to_status="gone",
+            changed_before=later - timedelta(seconds=299),
+            now=later,
+        )
+    assert sorted(m["id"] for m in gone) == sorted([stale, never_old])
+
+
+def test_join_tokens_are_consumed_with_compare_and_set(db):
+    tid = new_id()
+    with db.write() as conn:
+        qn.insert_join_token(
+            conn,
+            {
+                "id": tid,
+                "token_hash": "jt",
+                "prefix": "otxj_abc",
+                "max_uses": 2,
+                "uses": 0,
+                "created_at": T0,
+            },
+        )
+    with db.write() as conn:
+        assert [qn.consume_join_token(conn, tid) for _ in range(3)] == [1, 1, 0]
+        assert qn.get_join_token_by_hash(conn, "jt")["uses"] == 2
+        assert qn.delete_join_token(conn, tid) == 1
+        assert qn.delete_join_token(conn, tid) == 0
+
+
+# pools -------------------------------------------------------------------------------------
+
+
+def test_pool_names_are_unique_per_node_case_insensitively(db):
+    n1, n2 = add_node(db, "n1"), add_node(db, "n2")
+    p1 = add_pool(db, n1, "Fast")
+    add_pool(db, n2, "fast")  # another node: fine
+    with pytest.raises(UniqueViolation) as info:
+        add_pool(db, n1, "FAST")
+    assert info.value.table == "storage_pools"
+    with db.read() as conn:
+        row = qp.get_pool(conn, p1)
+        rows = qp.get_pools_by_name(conn, "FaSt")
+    assert row["name"] == "Fast"
+    assert row["config"] == {"k": [1, 2]}
+    assert row["reconciliation_status"] == "pending"
+    assert row["images"] == []
+    assert row["node_name"] == "n1"
+    assert row["node_liveness"] == "ready"
+    assert [r["node_name"] for r in rows] == ["n1", "n2"]
+
+
+def test_a_pool_with_disks_cannot_be_deleted(db):
+    owner = add_user(db)
+    nid = add_node(db, "fk")
+    pid = add_pool(db, nid, "held")
+    disk = add_disk(db, pid, owner)
+    with pytest.raises(ForeignKeyViolation), db.write() as conn:
+        qp.delete_pool(conn, pid)
+    with db.read() as conn:
+        assert qp.get_pool(conn, pid) is not None
+        assert qp.count_disks(conn, pid) == 1
+    with db.write() as conn:
+        conn.execute(schema.vm_disks.delete().where(schema.vm_disks.c.id == disk))
+    with db.write() as conn:
+        assert qp.delete_pool(conn, pid) == 1
+    with db.read() as conn:
+        leftover = conn.execute(
+            sa.select(sa.func.count())
+            .select_from(schema.pool_status)
+            .where(schema.pool_status.c.pool_id == pid)
+        ).scalar_one()
+    assert leftover == 0
+
+
+def test_a_disk_cannot_reference_a_missing_pool(db):
+    owner = add_user(db)
+    with pytest.raises(ForeignKeyViolation):
+        add_disk(db, new_id(), owner)
+
+
+def test_list_pools_is_keyset_ordered_by_created_at_then_id(db):
+    nid = add_node(db, "keyset")
+    other = add_node(db, "other")
+    expected = []
+    on_nid = set()
+    for i in range(9):
+        at = T0 + timedelta(microseconds=i // 3)  # three rows share each timestamp
+        pid = add_pool(db, nid if i % 2 else other, f"p{i}", at=at)
+        expected.append((at, pid))
+        if i % 2:
+            on_nid.add(pid)
+    expected.sort()
+    got: list[tuple[datetime, str]] = []
+    after = None
+    while True:
+        with db.read() as conn:
+            page = qp.list_pools(conn, after=after, limit=4)
+        got += [(r["created_at"], r["id"]) for r in page]
+        if len(page) < 4:
+            break
+        after = (page[-1]["created_at"], page[-1]["id"])
+    assert got == expected
+    with db.read() as conn:
+        only = qp.list_pools(conn, after=None, limit=50, node_id=nid, pool_type="local_dir")
+        none = qp.list_pools(conn, after=None, limit=50, pool_type="nfs")
+    assert [r["id"] for r in only] == [pid for _, pid in expected if pid in on_nid]
+    assert len(only) == 4
+    assert none == []
+
+
+def test_first_name_match_is_the_oldest_instance(db):
+    n1, n2 = add_node(db, "fm-1"), add_node(db, "fm-2")
+    add_pool(db, n2, "Gold", at=T0)
+    add_pool(db, n1, "GOLD", at=T0 + timedelta(seconds=1))
+    with db.read() as conn:
+        assert qp.first_name_match(conn, "gold") == "Gold"
+        assert qp.first_name_match(conn, "silver") is None
+
+
+def test_pool_status_updates_and_declared_state(db):
+    nid = add_node(db, "declared")
+    pid = add_pool(db, nid, "b-pool")
+    add_pool(db, nid, "A-pool")
+    with db.write() as conn:
+        qp.update_status(
+            conn,
+            pid,
+            {
+                "reconciliation_status": "ready",
+                "capacity_bytes": 10,
+                "available_bytes": 5,
+                "reported_at": T0,
+            },
+        )
+    with db.read() as conn:
+        declared = qp.declared_for_node(conn, nid)
+        status = {r["name_lower"]: r for r in qp.status_for_node(conn, nid)}
+    assert [d["name"] for d in declared] == ["A-pool", "b-pool"]
+    assert status["b-pool"]["reconciliation_status"] == "ready"
+    assert status["b-pool"]["capacity_bytes"] == 10
+
+
+# settings, idempotency, tasks -----------------------------------------------------------------
+
+
+def test_settings_and_idempotency_cache(db):
+    with db.write() as conn:
+        assert qs.get_setting(conn, "x") is None
+        assert not qs.has_setting(conn, "x")
+        qs.put_setting(conn, "x", None, T0)
+        assert qs.has_setting(conn, "x")
+        assert qs.get_setting(conn, "x") is None
+        qs.put_setting(conn, "x", "v", T0)
+        row = {
+            "principal": "p",
+            "key": "k",
+            "request_hash": "h",
+            "status_code": 201,
+            "content_type": "application/json",
+            "body": b"\x00{}",
+            "created_at": T0,
+        }
+        qs.put_idempotent(conn, row)
+    with db.read() as conn:
+        assert qs.get_setting(conn, "x") == "v"
+        assert qs.get_idempotent(conn, "p", "k") == row
+    with pytest.raises(UniqueViolation), db.write() as conn:
+        qs.put_idempotent(conn, row)
+    with db.write() as conn:
+        assert qs.delete_idempotent_before(conn, T0) == 0
+        assert qs.delete_idempotent_before(conn, T0 + timedelta(microseconds=1)) == 1
+
+
+def test_concurrent_first_writes_of_a_setting_all_succeed(db):
+    """Two replicas seeding the default pool at the same first start must not crash."""
+    for round_ in range(3):
+        key = f"race-{round_}"
+        barrier = threading.Barrier(8)
+
+        def put(i: int, key: str = key, barrier: threading.Barrier = barrier) -> None:
+            barrier.wait(timeout=30)
+            with db.write() as conn:
+                qs.put_setting(conn, key, str(i), T0)
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            for f in [pool.submit(put, i) for i in range(8)]:
+                f.result()
+        with db.read() as conn:
+            assert qs.get_setting(conn, key) in {str(i) for i in range(8)}
+
+
+def test_task_updates_are_conditional_on_status(db):
+    tid = new_id()
+    with db.write() as conn:
+        qt.insert_task(
+            conn,
+            {
+                "id": tid,
+                "type": "storage_pool.scan",
+                "status": "pending",
+                "args": {},
+                "node_id": "n",
+                "created_at": T0,
+            },
+        )
+    with db.write() as conn:
+        assert qt.update_task(conn, tid, {"status": "success"}, only_if_status=["pending"]) == 1
+        assert qt.update_task(conn, tid, {"status": "failed"}, only_if_status=["pending"]) == 0
+        assert qt.get_task(conn, tid)["status"] == "success"
+        assert qt.pending_for_node(conn, "n") == []
+        assert [
+            t["id"]
+            for t in qt.list_tasks(conn, after=None, limit=5, filters={"type": "storage_pool.scan"})
+        ] == [tid]
+
+
+# timestamps ------------------------------------------------------------------------------------
+
+
+def test_timestamps_come_back_aware_utc_with_microseconds(db):
+    plus_two = timezone(timedelta(hours=2))
+    local = datetime(2026, 3, 1, 14, 0, 0, 654321, tzinfo=plus_two)
+    uid = add_user(db, "tz", at=local)
+    with db.read() as conn:
+        row = qu.get_user(conn, uid)
+    for value in (row["created_at"], row["updated_at"]):
+        assert value == local
+        assert value.tzinfo is not None
+        assert value.utcoffset() == timedelta(0)
+        assert value.microsecond == 654321
+        assert value.hour == 12
+
+
+def test_naive_timestamps_are_refused(db):
+    with pytest.raises((ValueError, sa_exc.StatementError), match="naive datetime"):
+        add_user(db, "naive", at=datetime(2026, 1, 1))
+
+
+# connection failures (backend independent) -------------------------------------------------------
+
+
+def test_unsupported_url_scheme():
+    with pytest.raises(StoreError, match="unsupported database URL scheme"):
+        Database("mysql://localhost/x")
+
+
+def test_an_unreachable_database_is_store_unavailable():
+    db = Database("postgresql+psycopg://nobody@127.0.0.1:1/none?connect_timeout=2")
+    try:
+        assert db.ping() is False
+        with pytest.raises(StoreUnavailable), db.read():
+            pass
+    finally:
+        db.close()
