@@ -130,8 +130,9 @@ class IdempotencyMiddleware:
         body = await _read_body(receive)
         auth = dict(scope.get("headers") or []).get(b"authorization", b"")
         principal = hashlib.sha256(auth).hexdigest()
+        target = scope["path"].encode() + b"?" + scope.get("query_string", b"")
         request_hash = hashlib.sha256(
-            scope["method"].encode() + b" " + scope["path"].encode() + b"\n" + body
+            scope["method"].encode() + b" " + target + b"\n" + body
         ).hexdigest()
         deps = scope["app"].state.deps
         now = deps.clock.now()

@@ -12,6 +12,7 @@ from pathlib import Path
 from pydantic import Field, field_validator, model_validator
 
 from otherix.config import AllowedPrefixes, Duration, Section, default_prefixes
+from otherix.models.validation import validate_pool_name
 
 
 class ServerSection(Section):
@@ -57,6 +58,13 @@ class AuthSection(Section):
 class StoragePoolsSection(Section):
     allowed_path_prefixes: AllowedPrefixes = Field(default_factory=default_prefixes)
     default_pool_name: str = "default"
+
+    @field_validator("default_pool_name")
+    @classmethod
+    def _default_name(cls, v: str) -> str:
+        if v and (problem := validate_pool_name(v)):
+            raise ValueError(problem)
+        return v
 
 
 class HeartbeatWorker(Section):

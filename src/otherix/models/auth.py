@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import AwareDatetime, Field
+from pydantic import AwareDatetime, ConfigDict, Field
 
 from otherix.models.common import Input, Output
 from otherix.rbac import Role
@@ -41,6 +41,13 @@ class UserCreate(Input):
 class UserUpdate(Input):
     password: str | None = Field(default=None, min_length=8, max_length=1024)
     role: Role | None = None
+
+
+class SelfUpdate(Input):
+    """``PATCH /v1/users/me``: a user may change their own password only."""
+
+    model_config = ConfigDict(extra="allow")
+    password: str = Field(min_length=8, max_length=1024)
 
 
 class TokenPair(Output):

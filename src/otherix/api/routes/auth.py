@@ -13,6 +13,7 @@ from otherix.models.auth import (
     LoginRequest,
     LogoutRequest,
     RefreshRequest,
+    SelfUpdate,
     TokenPair,
     User,
     UserCreate,
@@ -51,6 +52,13 @@ def logout(
 @router.get("/users/me", operation_id="getCurrentUser")
 def get_me(deps: Deps = Depends(get_deps), me: Principal = Depends(ANY_USER)) -> User:
     return users.get_user(deps, me.user_id)
+
+
+@router.patch("/users/me", operation_id="updateCurrentUser")
+def update_me(
+    body: SelfUpdate, deps: Deps = Depends(get_deps), me: Principal = Depends(ANY_USER)
+) -> User:
+    return users.update_self(deps, me, body)
 
 
 @router.get("/users", operation_id="listUsers", dependencies=[Depends(READ_USERS)])

@@ -7,11 +7,12 @@ from typing import Any
 
 from otherix.api.deps import Deps, Principal
 from otherix.api.services import secrets
-from otherix.errors import Conflict, NotFound, UserHasResources, ValidationFailed
+from otherix.errors import Conflict, NotFound, PermissionDenied, UserHasResources, ValidationFailed
 from otherix.models.auth import (
     ApiToken,
     ApiTokenCreate,
     ApiTokenCreated,
+    SelfUpdate,
     User,
     UserCreate,
     UserUpdate,
@@ -141,3 +142,13 @@ def revoke_token(deps: Deps, principal: Principal, user_ref: str, token_id: str)
         if row is None or row["user_id"] != owner:
             raise NotFound("API token not found")
         q.revoke_api_token(conn, token_id, deps.clock.now())
+
+
+def update_self(deps: Deps, principal: Principal, body: SelfUpdate) -> User:
+    """Change one's own password; any other field is refused with 403."""
+    forbidden = sorted(body.model_extra or {})
+    if forbidden:
+        raise PermissionDenied(
+            "you can only change your own password", {"forbidden_fields": forbidden}
+        )
+    return update_user(deps, principal.user_id, UserUpdate(password=body.password))
