@@ -42,7 +42,9 @@ def render() -> str:
     for path, cmd in _walk(cli, ["otherix"]):
         if cmd.hidden:
             continue
-        with click.Context(cmd, info_name=" ".join(path), terminal_width=100) as ctx:
+        with click.Context(
+            cmd, info_name=" ".join(path), terminal_width=100, help_option_names=["-h", "--help"]
+        ) as ctx:
             text = cmd.get_help(ctx)
         parts.append(f"\n## `{' '.join(path)}`\n\n```text\n{text}\n```\n")
     return "".join(parts)
