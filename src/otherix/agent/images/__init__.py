@@ -1,0 +1,68 @@
+"""The node agent's per-pool image cache and VM disk materialisation (a library).
+
+The agent daemon keeps one :class:`ImageCache` for the process and calls, per
+pool root (``PoolReconciler.lookup(name).path``):
+
+- ``ImageCache.ensure_image(pool_root, url, *, sha256=None,
+  pull_policy="if-not-present", progress=None) -> CachedImage`` for a VM
+  create (``CachedImage.downloaded`` says whether bytes were fetched);
+- ``materialise_disk(pool_root, vm_id, image.path, format, disk_gib, *,
+  progress=None) -> DiskResult`` right after it, and ``remove_disk`` on delete;
+- ``list_images(pool_root)`` for the heartbeat (``CachedImage.to_wire()``);
+- ``sweep_scratch(pool_root)`` at agent start and when a pool is first
+  registered.
+
+Every failure is an :class:`ImageError` with ``code`` and ``retryable``.
+
+Modules: ``cache`` (pull policies, collisions, single flight), ``entries``
+(on-disk layout), ``inventory`` (``CachedImage``, ``list_images``),
+``scratch`` (temp files, sweep), ``config`` (``ImageCacheSettings``),
+``download`` (redirects, streaming), ``transport`` (one pinned HTTP(S) GET),
+``sink`` (hash and flush threads), ``ssrf`` (address guard), ``formats``
+(qcow2/raw, qemu-img), ``disks`` (VM disks), ``locks``, ``progress``,
+``errors``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from otherix.agent.images import inventory, scratch
+from otherix.agent.images.cache import PULL_POLICIES, ImageCache, PullPolicy
+from otherix.agent.images.config import ImageCacheSettings
+from otherix.agent.images.disks import DiskResult, materialise_disk, remove_disk
+from otherix.agent.images.errors import ImageError, ImageErrorCode
+from otherix.agent.images.formats import ImageFormat
+from otherix.agent.images.inventory import CachedImage
+from otherix.agent.images.locks import KeyedLocks
+from otherix.agent.images.progress import Progress
+from otherix.agent.images.ssrf import SsrfPolicy
+
+__all__ = [
+    "PULL_POLICIES",
+    "CachedImage",
+    "DiskResult",
+    "ImageCache",
+    "ImageCacheSettings",
+    "ImageError",
+    "ImageErrorCode",
+    "ImageFormat",
+    "KeyedLocks",
+    "Progress",
+    "PullPolicy",
+    "SsrfPolicy",
+    "list_images",
+    "materialise_disk",
+    "remove_disk",
+    "sweep_scratch",
+]
+
+
+def list_images(pool_root: Path | str) -> list[CachedImage]:
+    """Present entries of the pool's image cache, sorted by name; never hashes."""
+    return inventory.list_images(Path(pool_root))
+
+
+def sweep_scratch(pool_root: Path | str) -> list[str]:
+    """Remove leftovers of interrupted downloads and clones; returns what was removed."""
+    return scratch.sweep_scratch(Path(pool_root))

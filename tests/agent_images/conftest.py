@@ -1,0 +1,245 @@
+"""Fixtures for the image cache tests: a real HTTP origin on 127.0.0.1, pools, images.
+
+``Origin`` is an ``http.server`` in a thread whose routes the test sets:
+bytes (with or without Content-Length), status codes, redirects, a hang,
+truncated bodies; it counts the GETs per path and records request headers.
+"""
+
+from __future__ import annotations
+
+import http.server
+import ssl
+import subprocess
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from otherix.agent.images import ImageCache, ImageCacheSettings
+from otherix.agent.images.ssrf import Resolver
+
+
+@dataclass
+class Route:
+    body: bytes = b""
+    status: int = 200
+    location: str | None = None
+    content_length: bool = True  # False: HTTP/1.0 body delimited by close
+    truncate_to: int | None = None  # send only this many bytes of the body
+    hang: bool = False  # send headers, then nothing
+    chunk_delay: float = 0.0  # seconds between 64 KiB chunks
+    drip: float = 0.0  # send the body one byte at a time, this many seconds apart
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class Origin:
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
+        self.scheme = "https" if tls is not None else "http"
+        self.routes: dict[str, Route] = {}
+        self.hits: Counter[str] = Counter()
+        self.request_headers: list[dict[str, str]] = []
+        self.stop = threading.Event()
+        origin = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.0"
+
+            def log_message(self, format, *args):
+                pass
+
+            def do_GET(self):
+                path = self.path.split("?", 1)[0]
+                origin.hits[path] += 1
+                origin.request_headers.append(dict(self.headers.items()))
+                route = origin.routes.get(path)
+                if route is None:
+                    self.send_response(404)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                self.send_response(route.status)
+                if route.location is not None:
+                    self.send_header("Location", route.location)
+                for k, v in route.headers.items():
+                    self.send_header(k, v)
+                if route.content_length:
+                    self.send_header("Content-Length", str(len(route.body)))
+                self.end_headers()
+                if route.hang:
+                    origin.stop.wait(30)
+                    return
+                body = route.body
+                if route.truncate_to is not None:
+                    body = body[: route.truncate_to]
+                try:
+                    if route.drip:
+                        for i in range(len(body)):
+                            self.wfile.write(body[i : i + 1])
+                            if origin.stop.wait(route.drip):
+                                return
+                    for i in range(0, len(body), 65536):
+                        self.wfile.write(body[i : i + 65536])
+                        if route.chunk_delay:
+                            time.sleep(route.chunk_delay)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        if tls is not None:
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        )
+
+    def url(self, path: str, host: str = "127.0.0.1") -> str:
+        return f"{self.scheme}://{host}:{self.port}{path}"
+
+    def serve(self, path: str, body: bytes, **kw) -> str:
+        self.routes[path] = Route(body=body, **kw)
+        return self.url(path)
+
+    def redirect(self, path: str, location: str, status: int = 302) -> str:
+        self.routes[path] = Route(status=status, location=location)
+        return self.url(path)
+
+
+def _run(o: Origin) -> Iterator[Origin]:
+    o.thread.start()
+    try:
+        yield o
+    finally:
+        o.stop.set()
+        o.server.shutdown()
+        o.server.server_close()
+
+
+@pytest.fixture
+def origin() -> Iterator[Origin]:
+    yield from _run(Origin())
+
+
+@dataclass
+class Tls:
+    ca_file: Path  # the self-signed certificate, to trust
+    name: str  # the DNS name it is valid for
+
+
+@pytest.fixture(scope="session")
+def tls_cert(tmp_path_factory) -> Tls:
+    """A self-signed certificate for ``images.example`` (and nothing else)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "images.example")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("images.example")]), False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+        .sign(key, hashes.SHA256())
+    )
+    d = tmp_path_factory.mktemp("tls")
+    (d / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (d / "key.pem").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return Tls(d / "cert.pem", "images.example")
+
+
+@pytest.fixture
+def tls_origin(tls_cert) -> Iterator[Origin]:
+    """An https origin on 127.0.0.1 presenting the ``images.example`` certificate."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(tls_cert.ca_file, tls_cert.ca_file.parent / "key.pem")
+    yield from _run(Origin(tls=ctx))
+
+
+def _make_pool(root: Path) -> Path:
+    for sub in ("images", "scratch", "vms"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    return root
+
+
+@pytest.fixture
+def make_pool():
+    """``make_pool(root)``: create ``images/``, ``scratch/``, ``vms/`` under ``root``."""
+    return _make_pool
+
+
+@pytest.fixture
+def pool(tmp_path) -> Path:
+    return _make_pool(tmp_path / "pool")
+
+
+def _settings(**kw) -> ImageCacheSettings:
+    base: dict[str, Any] = {
+        "allowed_networks": ("127.0.0.1/32",),
+        "read_timeout": 5.0,
+        "connect_timeout": 5.0,
+        "progress_interval": 0.0,
+    }
+    base.update(kw)
+    return ImageCacheSettings(**base)
+
+
+@pytest.fixture
+def make_cache() -> Callable[..., ImageCache]:
+    """``make_cache(resolver=None, **settings)``: an ImageCache allowed to reach 127.0.0.1 only."""
+
+    def make(resolver: Resolver | None = None, **kw: Any) -> ImageCache:
+        if resolver is None:
+            return ImageCache(_settings(**kw))
+        return ImageCache(_settings(**kw), resolver=resolver)
+
+    return make
+
+
+@pytest.fixture
+def cache(make_cache: Callable[..., ImageCache]) -> ImageCache:
+    return make_cache()
+
+
+@pytest.fixture
+def make_qcow2(tmp_path: Path) -> Callable[..., bytes]:
+    """``make_qcow2(size="16M") -> bytes`` of a real, empty qcow2 image from qemu-img."""
+    counter = iter(range(1_000_000))
+
+    def make(size: str = "16M") -> bytes:
+        path = tmp_path / f"made-{next(counter)}.qcow2"
+        subprocess.run(
+            ["qemu-img", "create", "-q", "-f", "qcow2", str(path), size],
+            check=True,
+            capture_output=True,
+        )
+        data = path.read_bytes()
+        path.unlink()
+        return data
+
+    return make
+
+
+@pytest.fixture
+def qcow2(make_qcow2: Callable[..., bytes]) -> bytes:
+    """A small real qcow2 image (16 MiB virtual)."""
+    return make_qcow2()
