@@ -118,14 +118,25 @@ def delete_node(name: str, deps: Deps = Depends(get_deps)) -> Response:
 
 
 @router.post("/{name}/heartbeat", operation_id="nodeHeartbeat", response_model=HeartbeatReply)
-def heartbeat(
+async def heartbeat(
     name: str,
     report: HeartbeatReport,
     deps: Deps = Depends(get_deps),
     cred: AgentCredential = Depends(agent_node),
 ) -> Response:
-    """Observed state in, desired state out (body pre-serialised per revision)."""
-    body = hb.heartbeat(deps, cred.token, name, report)
+    """Observed state in, desired state out (body pre-serialised per revision).
+
+    On SQLite an unchanged heartbeat is one WAL read that never waits for a
+    lock, so it is answered on the event loop; anything that writes (and every
+    heartbeat on PostgreSQL, whose reads cross the network) runs in a worker.
+    """
+    if deps.db.backend == "sqlite":
+        try:
+            body = hb.heartbeat(deps, cred.token, name, report, read_only=True)
+            return Response(body, media_type="application/json")
+        except hb.NeedsWrite:
+            pass
+    body = await run_in_threadpool(hb.heartbeat, deps, cred.token, name, report)
     return Response(body, media_type="application/json")
 
 

@@ -187,14 +187,36 @@ def _load_node(deps: Deps, token: str, report: HeartbeatReport) -> dict[str, Any
     return node
 
 
-def heartbeat(deps: Deps, token: str, name: str, report: HeartbeatReport) -> bytes:
-    """Handle one heartbeat; returns the ``HeartbeatReply`` JSON body."""
+class NeedsWrite(Exception):
+    """Raised by a read-only heartbeat attempt that turned out to need writes."""
+
+
+def heartbeat(
+    deps: Deps, token: str, name: str, report: HeartbeatReport, *, read_only: bool = False
+) -> bytes:
+    """Handle one heartbeat; returns the ``HeartbeatReply`` JSON body.
+
+    With ``read_only`` the call raises :class:`NeedsWrite` before touching
+    anything when the report carries a change; the route then runs it again in
+    a worker thread. The common case, an unchanged node, never writes (its time
+    is buffered and flushed in batches), so on SQLite it can be answered on the
+    event loop without a thread handoff.
+    """
     now = deps.clock.now()
     node = _load_node(deps, token, report)
     bind_agent(AgentIdentity(node["id"], node["name"]), name)
     ident = AgentIdentity(node["id"], node["name"])
     resync = report.pools is None and report.digest != node["observed_digest"]
     promote = node["status"] in ("pending", "unreachable")
+    if read_only and (
+        promote
+        or report.pools
+        or report.capabilities is not None
+        or report.resources is not None
+        or report.agent_version != node["agent_version"]
+        or (report.pools is not None and report.digest != node["observed_digest"])
+    ):
+        raise NeedsWrite
     observed = _observed_changes(deps, node, report)
     node_values = _node_changes(node, report, promote, now)
     written = bool(observed or node_values or report.pools)
