@@ -22,7 +22,8 @@ checks that every code here is listed there.
     ├── Conflict                      409 conflict
     │   ├── IdempotencyKeyMismatch    409 idempotency_key_mismatch
     │   ├── ResourceInUse             409 resource_in_use
-    │   └── UserHasResources          409 user_has_resources
+    │   ├── UserHasResources          409 user_has_resources
+    │   └── VmNameInUse               409 vm_name_in_use
     ├── RateLimited                   429 rate_limited
     ├── RequestTimeout                504 request_timeout
     └── Internal                      500 internal
@@ -59,6 +60,9 @@ class ErrorCode(StrEnum):
     POOL_NAME_AMBIGUOUS = "pool_name_ambiguous"
     PATH_NOT_ALLOWED = "path_not_allowed"
     DEFAULT_POOL_NOT_SET = "default_pool_not_set"
+    # VMs (placement reasons and task failures are not HTTP errors: they live in
+    # a VM's status.reason and a task's error.code, see docs/error-codes.md)
+    VM_NAME_IN_USE = "vm_name_in_use"
 
 
 class OtherixError(Exception):
@@ -172,6 +176,11 @@ class ResourceInUse(Conflict):
 class UserHasResources(Conflict):
     code = ErrorCode.USER_HAS_RESOURCES
     default_message = "user still owns resources; delete them first"
+
+
+class VmNameInUse(Conflict):
+    code = ErrorCode.VM_NAME_IN_USE
+    default_message = "a VM with this name already exists"
 
 
 class RateLimited(TemporaryError):

@@ -15,16 +15,18 @@ from otherix.api import errors
 from otherix.api.deps import Deps
 from otherix.api.idempotency import IdempotencyMiddleware
 from otherix.api.middleware import Metrics, RequestMiddleware
-from otherix.api.routes import auth, cluster, health, nodes, pools, tasks
+from otherix.api.routes import auth, cluster, health, nodes, pools, tasks, vms
 from otherix.api.workers.runner import Workers
+from otherix.api.workers.scheduler import KickScheduler, SchedulerWake
 
 
 def create_app(deps: Deps, *, run_workers: bool | None = None) -> FastAPI:
     start_workers = deps.settings.workers.enabled if run_workers is None else run_workers
+    scheduler_wake = SchedulerWake()
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        workers = Workers(deps) if start_workers else None
+        workers = Workers(deps, scheduler_wake) if start_workers else None
         listener = None
         if deps.db.backend == "postgresql":
             from otherix.api.pglisten import PgListener
@@ -45,7 +47,7 @@ def create_app(deps: Deps, *, run_workers: bool | None = None) -> FastAPI:
     app = FastAPI(
         title="Otherix control plane",
         version=__version__,
-        description="Storage pools, nodes and the cluster default pool. "
+        description="Storage pools, nodes, the cluster default pool and VMs on pools. "
         'Errors use the envelope {"error": {code, message, details}}; '
         "see docs/error-codes.md.",
         lifespan=lifespan,
@@ -56,8 +58,9 @@ def create_app(deps: Deps, *, run_workers: bool | None = None) -> FastAPI:
     metrics = Metrics()
     app.state.metrics = metrics
     errors.install(app)
-    for module in (health, auth, nodes, pools, cluster, tasks):
+    for module in (health, auth, nodes, pools, cluster, tasks, vms):
         app.include_router(module.router)
+    app.add_middleware(KickScheduler, wake=scheduler_wake)
     app.add_middleware(IdempotencyMiddleware)
     app.add_middleware(
         RequestMiddleware, max_body_bytes=deps.settings.server.max_body_bytes, metrics=metrics

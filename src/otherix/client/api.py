@@ -119,6 +119,18 @@ class ApiClient(HttpClient):
     def list_vms(self, **params: Any) -> dict[str, Any]:
         return dict(self.json("GET", "/v1/vms", params=params))
 
+    def create_vm(self, body: dict[str, Any], idempotency_key: str | None = None) -> dict[str, Any]:
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+        return dict(self.json("POST", "/v1/vms", json=body, headers=headers))
+
+    def get_vm(self, name: str) -> dict[str, Any]:
+        return dict(self.json("GET", f"/v1/vms/{_seg(name)}"))
+
+    def delete_vm(self, name: str) -> dict[str, Any] | None:
+        """None when the VM is gone at once (204); else the accepted vm.delete task (202)."""
+        body = self.json("DELETE", f"/v1/vms/{_seg(name)}")
+        return dict(body) if body else None
+
     # tasks ------------------------------------------------------------------
     def get_task(self, task_id: str) -> dict[str, Any]:
         return dict(self.json("GET", f"/v1/tasks/{_seg(task_id)}"))

@@ -242,14 +242,19 @@ vms = sa.Table(
     _id(),
     sa.Column("name", sa.String(253), nullable=False),
     sa.Column("name_lower", sa.String(253), nullable=False, unique=True),
-    sa.Column("owner_id", sa.String(36), sa.ForeignKey("users.id"), nullable=False),
+    sa.Column("owner_id", sa.String(36), sa.ForeignKey("users.id"), nullable=False, index=True),
     sa.Column("spec", JSONType, nullable=False),
-    sa.Column("node_id", sa.String(36), sa.ForeignKey("nodes.id"), nullable=True),
-    sa.Column("phase", sa.String(16), nullable=False),
+    sa.Column("node_id", sa.String(36), sa.ForeignKey("nodes.id"), nullable=True, index=True),
+    sa.Column("phase", sa.String(16), nullable=False, index=True),
     sa.Column("reason", sa.String(64), nullable=True),
     sa.Column("message", sa.Text, nullable=True),
     _ts("created_at"),
     _ts("updated_at"),
+    # 0002: the requested pool (name or instance UUID, or the substituted cluster
+    # default) for list filters; placement details; the VM's current task.
+    sa.Column("pool_ref", sa.String(255), nullable=True),
+    sa.Column("status_details", JSONType, nullable=True),
+    sa.Column("task_id", sa.String(36), nullable=True),
     sa.Index("ix_vms_created_id", "created_at", "id"),
 )
 
@@ -257,7 +262,13 @@ vm_disks = sa.Table(
     "vm_disks",
     metadata,
     _id(),
-    sa.Column("vm_id", sa.String(36), sa.ForeignKey("vms.id", ondelete="CASCADE"), nullable=False),
+    sa.Column(
+        "vm_id",
+        sa.String(36),
+        sa.ForeignKey("vms.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
     sa.Column(
         "storage_pool_id",
         sa.String(36),
@@ -271,4 +282,8 @@ vm_disks = sa.Table(
     sa.Column("file_path", sa.String(2048), nullable=True),
     _ts("created_at"),
     _ts("updated_at"),
+    # 0002: what the agent reported when it made the disk (vm.create result).
+    sa.Column("virtual_size_bytes", sa.BigInteger, nullable=True),
+    sa.Column("actual_size_bytes", sa.BigInteger, nullable=True),
+    sa.Column("image_sha256", sa.String(64), nullable=True),
 )

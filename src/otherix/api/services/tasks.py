@@ -5,6 +5,14 @@ so they reach the agent through the watch as fast as pool changes do. The
 agent reports progress and the outcome on ``POST /v1/nodes/{name}/tasks/{id}``;
 the handler for the task type applies the result (for ``storage_pool.scan``:
 capacity, available bytes, disk pressure) and finalises the task.
+
+Per-type hooks, registered by the service that owns the type, run in the same
+transaction as the task update and only when that update won (a report racing
+a cancel applies exactly one of them): ``RUNNING_HANDLERS`` on each
+``running`` report (whose ``result``, if any, is stored as progress detail),
+``RESULT_HANDLERS`` on success, ``FAILURE_HANDLERS`` on failure and on cancel.
+``CANCELLABLE`` types can be cancelled while pending or running,
+``CANCELLABLE_WHILE_PENDING`` types only before the agent starts them.
 """
 
 from __future__ import annotations
@@ -30,7 +38,16 @@ FINAL = ("success", "failed", "cancelled")
 #: type -> handler(conn, deps, task row, update, now) applied when the agent reports success
 ResultHandler = Callable[[Connection, Deps, dict[str, Any], TaskUpdate, datetime], None]
 RESULT_HANDLERS: dict[str, ResultHandler] = {}
+#: type -> handler(conn, deps, task row, update, now) applied on each ``running`` report
+RUNNING_HANDLERS: dict[str, ResultHandler] = {}
+#: type -> handler(conn, deps, task row, error, now) applied when the task fails or is
+#: cancelled (``error`` is the task's ``{code, message, ...}``; ``cancelled`` on cancel)
+FailureHandler = Callable[[Connection, Deps, dict[str, Any], dict[str, Any], datetime], None]
+FAILURE_HANDLERS: dict[str, FailureHandler] = {}
+#: types that can be cancelled while pending or running
 CANCELLABLE: set[str] = set()
+#: types that can be cancelled only while pending (the agent has not started them)
+CANCELLABLE_WHILE_PENDING: set[str] = set()
 
 
 def new_task(
@@ -106,22 +123,52 @@ def cancel(deps: Deps, principal: Principal, task_id: str) -> Task:
             raise NotFound("task not found")
         if row["status"] in FINAL:
             raise Conflict("task is already finished", {"current_status": row["status"]})
-        if row["type"] not in CANCELLABLE:
+        if row["type"] in CANCELLABLE:
+            states = ["pending", "running"]
+        elif row["type"] in CANCELLABLE_WHILE_PENDING:
+            states = ["pending"]
+        else:
             raise Conflict(
                 f"tasks of type {row['type']} cannot be cancelled", {"type": row["type"]}
             )
-        qt.update_task(
-            conn,
-            task_id,
-            {"status": "cancelled", "finished_at": deps.clock.now()},
-            only_if_status=["pending", "running"],
-        )
+        now = deps.clock.now()
+        if not qt.update_task(
+            conn, task_id, {"status": "cancelled", "finished_at": now}, only_if_status=states
+        ):
+            current = qt.get_task(conn, task_id) or row
+            message = (
+                f"tasks of type {row['type']} can only be cancelled while pending"
+                if states == ["pending"]
+                else "task is already finished"
+            )
+            raise Conflict(message, {"current_status": current["status"], "type": row["type"]})
+        on_failure = FAILURE_HANDLERS.get(row["type"])
+        if on_failure is not None:
+            on_failure(conn, deps, row, {"code": "cancelled", "message": "task cancelled"}, now)
         if row["node_id"]:
             qn.bump_revision(conn, row["node_id"])
         row = qt.get_task(conn, task_id) or row
     if row["node_id"]:
         deps.hub.publish([row["node_id"]])
     return Task.model_validate(row)
+
+
+def _run_hooks(
+    conn: Connection,
+    deps: Deps,
+    row: dict[str, Any],
+    update: TaskUpdate,
+    values: dict[str, Any],
+    now: datetime,
+) -> None:
+    if update.status == "running":
+        if (on_running := RUNNING_HANDLERS.get(row["type"])) is not None:
+            on_running(conn, deps, row, update, now)
+    elif update.status == "success":
+        if (on_success := RESULT_HANDLERS.get(row["type"])) is not None:
+            on_success(conn, deps, row, update, now)
+    elif (on_failure := FAILURE_HANDLERS.get(row["type"])) is not None:
+        on_failure(conn, deps, row, values["error"], now)
 
 
 def agent_update(deps: Deps, ident: AgentIdentity, task_id: str, update: TaskUpdate) -> Task:
@@ -135,12 +182,11 @@ def agent_update(deps: Deps, ident: AgentIdentity, task_id: str, update: TaskUpd
         values: dict[str, Any] = {"progress": update.progress}
         if update.status == "running":
             values["status"] = "running"
+            if update.result is not None:  # progress detail, e.g. bytes_done/bytes_total
+                values["result"] = update.result
             if row["started_at"] is None:
                 values.update(started_at=now, attempts=row["attempts"] + 1)
         elif update.status == "success":
-            handler = RESULT_HANDLERS.get(row["type"])
-            if handler is not None:
-                handler(conn, deps, row, update, now)
             values.update(status="success", progress=100, result=update.result, finished_at=now)
         else:
             values.update(
@@ -149,7 +195,10 @@ def agent_update(deps: Deps, ident: AgentIdentity, task_id: str, update: TaskUpd
                 finished_at=now,
             )
         values.setdefault("started_at", row["started_at"] or now)
-        qt.update_task(conn, task_id, values, only_if_status=["pending", "running"])
+        # The conditional update decides a race with a cancel; hooks run only for the winner.
+        if not qt.update_task(conn, task_id, values, only_if_status=["pending", "running"]):
+            return Task.model_validate(qt.get_task(conn, task_id) or row)
+        _run_hooks(conn, deps, row, update, values, now)
         if values.get("status") in FINAL:
             qn.bump_revision(conn, ident.node_id)  # drop it from the node's desired tasks
         row = qt.get_task(conn, task_id) or row

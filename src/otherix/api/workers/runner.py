@@ -1,4 +1,4 @@
-"""``Workers``: the API's background threads (liveness, heartbeat flush).
+"""``Workers``: the API's background threads (liveness, heartbeat flush, VM scheduler).
 
 Each loop runs on an interval and can be woken early; an exception in one
 pass is logged and the loop goes on.
@@ -12,16 +12,23 @@ from collections.abc import Callable
 
 from otherix.api.deps import Deps
 from otherix.api.workers.liveness import flush_heartbeats, liveness_pass
+from otherix.api.workers.scheduler import PERIOD, SchedulerWake, paced_pass
 
 log = logging.getLogger(__name__)
 
 
 class Loop:
-    def __init__(self, name: str, interval: float, step: Callable[[], object]) -> None:
+    def __init__(
+        self,
+        name: str,
+        interval: float,
+        step: Callable[[], object],
+        wake: threading.Event | None = None,
+    ) -> None:
         self.name = name
         self.interval = interval
         self.step = step
-        self.wake = threading.Event()
+        self.wake = wake or threading.Event()
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, name=name, daemon=True)
 
@@ -36,12 +43,14 @@ class Loop:
 
 
 class Workers:
-    def __init__(self, deps: Deps) -> None:
+    def __init__(self, deps: Deps, scheduler_wake: SchedulerWake | None = None) -> None:
         hb = deps.settings.workers.heartbeat
         self.deps = deps
+        wake = scheduler_wake or SchedulerWake()
         self.loops = [
             Loop("heartbeat-flush", hb.flush_interval, lambda: flush_heartbeats(deps)),
             Loop("liveness", min(hb.interval, hb.stale_threshold / 3), lambda: liveness_pass(deps)),
+            Loop("scheduler", PERIOD, paced_pass(deps), wake=wake.event),
         ]
 
     def start(self) -> None:

@@ -1,0 +1,77 @@
+"""``/v1/vms`` (contract 1.7): admission, list, get by name, asynchronous delete.
+
+VMs are addressed by name only (a UUID in ``{name}`` is a 400). Placement
+happens after admission (``services.placement``, the scheduler worker).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Response
+from fastapi.responses import JSONResponse
+
+from otherix.api.deps import Deps, Principal, get_deps, require
+from otherix.api.routes.common import limit_param, page
+from otherix.api.services import vms
+from otherix.errors import ValidationFailed
+from otherix.models.common import AsyncTaskAccepted
+from otherix.models.vms import PHASES, VM, VMCreate, VMList
+from otherix.rbac import Permission
+
+router = APIRouter(prefix="/v1/vms", tags=["vms"])
+
+READ = require(Permission.VM_READ)
+CREATE = require(Permission.VM_CREATE)
+DELETE = require(Permission.VM_DELETE)
+
+
+@router.post("", operation_id="createVm", status_code=201)
+def create_vm(
+    body: VMCreate, deps: Deps = Depends(get_deps), me: Principal = Depends(CREATE)
+) -> VM:
+    """Admit a VM (phase ``pending``); it is placed on a pool instance afterwards."""
+    return vms.create(deps, me, body)
+
+
+@router.get("", operation_id="listVms", response_model=VMList)
+def list_vms(
+    limit: int | None = None,
+    cursor: str | None = None,
+    pool: str | None = None,
+    node: str | None = None,
+    status: str | None = None,
+    deps: Deps = Depends(get_deps),
+    me: Principal = Depends(READ),
+) -> dict[str, Any]:
+    """``pool``: a pool name or instance UUID; ``node``: a node name or UUID;
+    ``status``: a phase. Developers see only their own VMs."""
+    if status is not None and status not in PHASES:
+        raise ValidationFailed(f"invalid status {status!r}", {"field": "status"})
+    data, nxt = vms.list_vms(
+        deps, me, limit=limit_param(limit), cursor=cursor, pool=pool, node=node, status=status
+    )
+    return page(data, nxt)
+
+
+@router.get("/{name}", operation_id="getVm")
+def get_vm(name: str, deps: Deps = Depends(get_deps), me: Principal = Depends(READ)) -> VM:
+    """The VM with its disks (``file_path`` for admins and operators only)."""
+    return vms.get(deps, me, name)
+
+
+@router.delete(
+    "/{name}",
+    operation_id="deleteVm",
+    status_code=202,
+    response_model=AsyncTaskAccepted,
+    responses={204: {"description": "the VM was not placed yet and is gone"}},
+)
+def delete_vm(
+    name: str, deps: Deps = Depends(get_deps), me: Principal = Depends(DELETE)
+) -> Response:
+    """204 when the VM was never placed; else 202 with the ``vm.delete`` task."""
+    accepted = vms.delete(deps, me, name)
+    if accepted is None:
+        return Response(status_code=204)
+    return JSONResponse(accepted.model_dump(mode="json"), status_code=202)

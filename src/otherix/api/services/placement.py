@@ -1,0 +1,277 @@
+"""Placing a VM on a pool instance and binding it there; the ``vm.create`` task.
+
+``schedule_vm`` is one attempt for one VM (the scheduler worker and VM
+admission call it): load the instances its pool names, ``decide`` (pure, in
+``otherix.models.vms``), then ``bind`` in ONE transaction that locks the pool
+row (``SELECT ... FOR UPDATE`` on PostgreSQL; the disk's foreign key ``ON
+DELETE RESTRICT`` backs it up, and SQLite serialises writers), re-checks the
+decision against the locked row, claims the VM with a compare-and-set, writes
+the root ``vm_disks`` row and the ``vm.create`` task, and bumps the node's
+desired revision (the agent gets the task through its watch). A VM that
+cannot be placed stays ``pending`` with the reason recorded (written only when
+it changed).
+
+The ``vm.create`` outcome hooks (registered in ``services.tasks``): a
+``running`` report moves the VM to ``creating``; success stores the disk's
+path and sizes and moves it to ``stopped``; failure or cancel (allowed only
+while the task is pending) moves it to ``error`` with the task's error code
+as ``status.reason``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.engine import Connection
+
+from otherix.api.deps import Deps
+from otherix.api.services import tasks
+from otherix.api.services.nodes import projected_status
+from otherix.models.heartbeat import TaskUpdate
+from otherix.models.validation import looks_like_uuid
+from otherix.models.vms import GIB, Ask, Candidate, Unplaceable, decide
+from otherix.store import ForeignKeyViolation
+from otherix.store import nodes as qn
+from otherix.store import pools as qp
+from otherix.store import vms as qv
+
+log = logging.getLogger(__name__)
+
+CREATE = "vm.create"
+#: one placement at a time per process, so a periodic pass and an admission
+#: never compute a VM's reason from two different snapshots at once
+_LOCK = threading.Lock()
+
+
+# I/O: candidates, binding, recording -------------------------------------------------------
+
+
+def _candidate(row: dict[str, Any], arch: str | None) -> Candidate:
+    effective = None
+    if row["available_bytes"] is not None:
+        effective = max(0, row["available_bytes"] - int(row["committed_gib"] or 0) * GIB)
+    orphaned = row["node_deleted_at"] is not None
+    since = row["pressure_since"]
+    return Candidate(
+        pool_id=row["id"],
+        pool_name=row["name"],
+        pool_path=row["path"],
+        node_id=row["node_id"],
+        node=row["node_name"],
+        node_status="gone"
+        if orphaned
+        else projected_status({"status": row["node_liveness"], "cordoned": row["node_cordoned"]}),
+        architecture=arch,
+        reconciliation_status=row["reconciliation_status"],
+        pressure_since=since.isoformat().replace("+00:00", "Z") if since else None,
+        effective_bytes=effective,
+    )
+
+
+def load_candidates(conn: Any, pool_ref: str) -> list[Candidate]:
+    if looks_like_uuid(pool_ref):
+        row = qp.get_pool(conn, pool_ref.lower())
+        rows = [row] if row else []
+    else:
+        rows = qp.get_pools_by_name(conn, pool_ref)
+    archs = qv.node_architectures(conn, (r["node_id"] for r in rows))
+    return [_candidate(r, archs.get(r["node_id"])) for r in rows]
+
+
+def ask_of(vm: dict[str, Any]) -> Ask:
+    spec = vm["spec"] or {}
+    return Ask(
+        pool=vm["pool_ref"],
+        node=spec.get("node"),
+        disk_gib=spec.get("disk_gib", 0),
+        arch=spec.get("arch"),
+    )
+
+
+class _Retry(Exception):
+    """The chosen instance changed under us (deleted, filled, no longer eligible)."""
+
+
+class _Lost(Exception):
+    """Someone else bound or deleted the VM first."""
+
+
+def create_args(vm: dict[str, Any], c: Candidate) -> dict[str, Any]:
+    spec = vm["spec"]
+    return {
+        "vm_id": vm["id"],
+        "pool_path": c.pool_path,
+        "pool_name": c.pool_name,
+        "image_url": spec["image_url"],
+        "image_sha256": spec.get("image_sha256"),
+        "pull_policy": spec.get("pull_policy", "if-not-present"),
+        "format": spec.get("format", "qcow2"),
+        "disk_gib": spec.get("disk_gib", 0),
+    }
+
+
+def bind(deps: Deps, vm: dict[str, Any], ask: Ask, c: Candidate) -> str:
+    """Bind ``vm`` to ``c`` in one transaction; returns the vm.create task id."""
+    with deps.db.write() as conn:
+        if qp.lock_pool(conn, c.pool_id) is None:
+            raise _Retry
+        row = qp.get_pool(conn, c.pool_id)
+        if row is None or not isinstance(decide(ask, [_candidate(row, c.architecture)]), Candidate):
+            raise _Retry
+        now = deps.clock.now()
+        task_id = tasks.new_task(
+            conn,
+            now=now,
+            type=CREATE,
+            resource_type="vm",
+            resource_id=vm["id"],
+            node_id=c.node_id,
+            args=create_args(vm, c),
+            created_by=vm["owner_id"],
+        )
+        claimed = qv.update_vm(
+            conn,
+            vm["id"],
+            {
+                "node_id": c.node_id,
+                "task_id": task_id,
+                "reason": None,
+                "message": None,
+                "status_details": None,
+                "updated_at": now,
+            },
+            phases=["pending"],
+            unbound=True,
+        )
+        if not claimed:
+            raise _Lost
+        qv.insert_disk(
+            conn,
+            {
+                "id": str(uuid.uuid4()),
+                "vm_id": vm["id"],
+                "storage_pool_id": c.pool_id,
+                "device_order": 0,
+                "size_gib": ask.disk_gib,
+                "format": vm["spec"]["format"],
+                "created_at": now,
+                "updated_at": now,
+            },
+        )
+        qn.bump_revision(conn, c.node_id)
+    deps.hub.publish([c.node_id])
+    log.info("vm scheduled: %s on node %s pool %s", vm["name"], c.node, c.pool_name)
+    return task_id
+
+
+def _record(deps: Deps, vm: dict[str, Any], why: Unplaceable) -> bool:
+    if (vm["reason"], vm["message"], vm["status_details"]) == (
+        why.reason,
+        why.message,
+        why.details,
+    ):
+        return False
+    with deps.db.write() as conn:
+        return bool(
+            qv.update_vm(
+                conn,
+                vm["id"],
+                {
+                    "reason": why.reason,
+                    "message": why.message,
+                    "status_details": why.details,
+                    "updated_at": deps.clock.now(),
+                },
+                phases=["pending"],
+                unbound=True,
+            )
+        )
+
+
+def schedule_vm(
+    deps: Deps, vm: dict[str, Any], cache: dict[str, list[Candidate]] | None = None
+) -> str:
+    """One placement attempt: ``bound``, ``unplaceable`` or ``skipped`` (lost a race)."""
+    ask = ask_of(vm)
+    cache = {} if cache is None else cache
+    with _LOCK:
+        for _attempt in range(3):
+            key = ask.pool.lower()
+            if key not in cache:
+                with deps.db.read() as conn:
+                    cache[key] = load_candidates(conn, ask.pool)
+            choice = decide(ask, cache[key])
+            if isinstance(choice, Unplaceable):
+                _record(deps, vm, choice)
+                return "unplaceable"
+            try:
+                bind(deps, vm, ask, choice)
+            except (_Retry, ForeignKeyViolation):
+                cache.clear()
+                continue
+            except _Lost:
+                return "skipped"
+            cache.clear()  # room changed
+            return "bound"
+    return "skipped"
+
+
+# vm.create outcomes (run inside the task update's transaction) ----------------------------
+
+
+def _int(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def _str(value: object, limit: int) -> str | None:
+    return value if isinstance(value, str) and 0 < len(value) <= limit else None
+
+
+def mark_error(
+    conn: Connection, task: dict[str, Any], error: dict[str, Any], now: datetime, phases: list[str]
+) -> None:
+    """The task's VM moves to ``error`` (if still in one of ``phases``) with the
+    task's error code as the reason."""
+    code = _str(error.get("code"), 64) or "internal"
+    message = str(error.get("message") or f"{task['type']} failed")
+    values = {"phase": "error", "reason": code, "message": message, "updated_at": now}
+    qv.update_vm(conn, task["resource_id"], values, phases=phases)
+
+
+def on_create_running(
+    conn: Connection, deps: Deps, task: dict[str, Any], _update: TaskUpdate, now: datetime
+) -> None:
+    values = {"phase": "creating", "updated_at": now}
+    qv.update_vm(conn, task["resource_id"], values, phases=["pending"])
+
+
+def on_create_success(
+    conn: Connection, deps: Deps, task: dict[str, Any], update: TaskUpdate, now: datetime
+) -> None:
+    result = update.result or {}
+    disk = {
+        "file_path": _str(result.get("file_path"), 2048),
+        "virtual_size_bytes": _int(result.get("virtual_size_bytes")),
+        "actual_size_bytes": _int(result.get("disk_size_bytes")),
+        "image_sha256": _str(result.get("image_sha256"), 64),
+        "updated_at": now,
+    }
+    qv.update_root_disk(conn, task["resource_id"], disk)
+    values = {"phase": "stopped", "reason": None, "message": None, "updated_at": now}
+    qv.update_vm(conn, task["resource_id"], values, phases=["pending", "creating"])
+
+
+def on_create_failure(
+    conn: Connection, deps: Deps, task: dict[str, Any], error: dict[str, Any], now: datetime
+) -> None:
+    mark_error(conn, task, error, now, phases=["pending", "creating"])
+
+
+tasks.RUNNING_HANDLERS[CREATE] = on_create_running
+tasks.RESULT_HANDLERS[CREATE] = on_create_success
+tasks.FAILURE_HANDLERS[CREATE] = on_create_failure
+tasks.CANCELLABLE_WHILE_PENDING.add(CREATE)

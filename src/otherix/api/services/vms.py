@@ -1,0 +1,295 @@
+"""VMs as owners of disks on pools: admission, views, lists, delete, and the
+``vm.create`` / ``vm.delete`` task outcomes.
+
+- Admission (``create``) checks the request, substitutes the cluster default
+  pool, stores the VM ``pending`` and makes a first placement attempt
+  (``placement.schedule_vm``); the scheduler worker retries the rest.
+- Visibility: a caller whose ``vm:delete`` scope is ``own`` (a developer) is a
+  tenant and sees only its own VMs; read-only roles (viewer) and admins and
+  operators see all. Invisible VMs answer 404. Disk ``file_path`` is shown to
+  callers with the full node view (admin, operator): it is host layout.
+- Delete: an unplaced VM (or one whose node was deleted) is removed at once;
+  a placed one moves to ``deleting`` with a ``vm.delete`` task for its node
+  (a still-pending ``vm.create`` is cancelled), and the rows go when the agent
+  reports success, which is what unblocks a pool delete.
+- Task hooks (registered in ``services.tasks``): ``vm.create`` running ->
+  ``creating``; success -> ``stopped`` with the disk's path and sizes stored;
+  failure or cancel -> ``error`` with the task's error code as the reason.
+  ``vm.delete`` success removes the rows; failure -> ``error``.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.engine import Connection
+
+from otherix.api.deps import Deps, Principal
+from otherix.api.services import defaultpool, placement, tasks
+from otherix.api.services.nodes import name_param
+from otherix.errors import DefaultPoolNotSet400, NotFound, ValidationFailed, VmNameInUse
+from otherix.models.common import AsyncTaskAccepted
+from otherix.models.heartbeat import TaskUpdate
+from otherix.models.pagination import decode_cursor, encode_cursor
+from otherix.models.validation import looks_like_uuid, validate_node_name, validate_pool_name
+from otherix.models.vms import (
+    VM,
+    VMCreate,
+    VmDisk,
+    VMStatus,
+    validate_image_url,
+    validate_sha256,
+    validate_vm_name,
+)
+from otherix.rbac import Permission, Scope
+from otherix.store import StoreError, UniqueViolation
+from otherix.store import nodes as qn
+from otherix.store import tasks as qt
+from otherix.store import vms as qv
+
+log = logging.getLogger(__name__)
+
+DELETE = "vm.delete"
+HINT = "Use 'otherix vm list' to discover names."
+
+
+def _owner_filter(principal: Principal) -> str | None:
+    """The owner a caller is limited to (developers), or None (everyone)."""
+    own = principal.scope(Permission.VM_DELETE) is Scope.OWN
+    return principal.user_id if own or principal.scope(Permission.VM_READ) is Scope.OWN else None
+
+
+def _vm_name(name: str) -> str:
+    try:
+        return name_param(name)
+    except ValidationFailed as exc:
+        raise ValidationFailed(exc.message, {**(exc.details or {}), "hint": HINT}) from exc
+
+
+def vm_view(row: dict[str, Any], disks: list[VmDisk] | None = None) -> VM:
+    spec = row["spec"] or {}
+    return VM.model_validate(
+        {
+            **{k: spec.get(k) for k in ("image_url", "image_sha256", "vcpus", "memory_mb")},
+            **{k: spec[k] for k in ("pull_policy", "format", "disk_gib") if k in spec},
+            "id": row["id"],
+            "name": row["name"],
+            "owner_id": row["owner_id"],
+            "owner": row["owner"],
+            "architecture": spec.get("arch"),
+            "pool": row["root_pool_name"] or row["pool_ref"],
+            "pool_id": row["root_pool_id"],
+            "node": row["node_name"],
+            "node_hint": spec.get("node"),
+            "status": VMStatus(
+                phase=row["phase"],
+                reason=row["reason"],
+                message=row["message"],
+                details=row["status_details"],
+                task_id=row["task_id"],
+            ),
+            "disks": disks,
+            "created_at": row["created_at"],
+            "updated_at": row["updated_at"],
+        }
+    )
+
+
+def _bad(message: str, field: str) -> ValidationFailed:
+    return ValidationFailed(message, {"field": field})
+
+
+def _check(body: VMCreate) -> None:
+    for field, problem in (
+        ("name", validate_vm_name(body.name)),
+        ("image_url", validate_image_url(body.image_url)),
+        ("image_sha256", body.image_sha256 is not None and validate_sha256(body.image_sha256)),
+        ("node", body.node is not None and validate_node_name(body.node)),
+    ):
+        if problem:
+            raise _bad(str(problem), field)
+    _vm_name(body.name)
+    if body.node is not None:
+        name_param(body.node, "node")
+    pool = body.pool
+    if pool is not None and not looks_like_uuid(pool) and (problem := validate_pool_name(pool)):
+        raise _bad(problem, "pool")
+
+
+def create(deps: Deps, principal: Principal, body: VMCreate) -> VM:
+    _check(body)
+    now = deps.clock.now()
+    vm_id = str(uuid.uuid4())
+    spec = body.model_dump(exclude={"name"})
+    if body.image_sha256 is not None:
+        spec["image_sha256"] = body.image_sha256.lower()
+    try:
+        with deps.db.write() as conn:
+            pool = body.pool.lower() if body.pool and looks_like_uuid(body.pool) else body.pool
+            if pool is None:
+                pool = defaultpool.current_name(conn)
+                if not pool:
+                    raise DefaultPoolNotSet400()
+            spec["pool"] = pool
+            row = {
+                "id": vm_id,
+                "name": body.name,
+                "name_lower": body.name.lower(),
+                "owner_id": principal.user_id,
+                "spec": spec,
+                "phase": "pending",
+                "pool_ref": pool,
+                "created_at": now,
+                "updated_at": now,
+            }
+            qv.insert_vm(conn, row)
+    except UniqueViolation as exc:
+        raise VmNameInUse(f"a VM named {body.name!r} already exists", {"field": "name"}) from exc
+    try:
+        placement.schedule_vm(
+            deps, {**row, "reason": None, "message": None, "status_details": None}
+        )
+    except StoreError:  # admitted all the same; the scheduler worker retries
+        log.warning("first placement attempt for vm %s failed", body.name, exc_info=True)
+    with deps.db.read() as conn:
+        stored = qv.get_vm(conn, vm_id)
+    assert stored is not None
+    return vm_view(stored)
+
+
+def _visible_row(principal: Principal, name: str, conn: Connection) -> dict[str, Any]:
+    row = qv.get_vm_by_name(conn, _vm_name(name))
+    owner = _owner_filter(principal)
+    if row is None or (owner is not None and row["owner_id"] != owner):
+        raise NotFound("vm not found")
+    return row
+
+
+def get(deps: Deps, principal: Principal, name: str) -> VM:
+    with deps.db.read() as conn:
+        row = _visible_row(principal, name, conn)
+        disks = qv.disks_for_vm(conn, row["id"])
+    paths = principal.scope(Permission.NODE_READ) is Scope.FULL
+    views = [
+        VmDisk.model_validate({**d, "file_path": d["file_path"] if paths else None}) for d in disks
+    ]
+    return vm_view(row, views)
+
+
+def list_vms(
+    deps: Deps,
+    principal: Principal,
+    *,
+    limit: int,
+    cursor: str | None,
+    pool: str | None,
+    node: str | None,
+    status: str | None,
+) -> tuple[list[VM], str | None]:
+    after = decode_cursor(cursor) if cursor else None
+    with deps.db.read() as conn:
+        node_id = None
+        if node is not None:
+            found = (
+                qn.get_node(conn, node.lower())
+                if looks_like_uuid(node)
+                else qn.get_node_by_name(conn, node)
+            )
+            if found is None:
+                raise ValidationFailed("unknown node", {"node": node})
+            node_id = found["id"]
+        by_id = pool is not None and looks_like_uuid(pool)
+        rows = qv.list_vms(
+            conn,
+            after=after,
+            limit=limit + 1,
+            owner_id=_owner_filter(principal),
+            node_id=node_id,
+            phase=status,
+            pool_id=pool.lower() if pool and by_id else None,
+            pool_name=None if by_id else pool,
+        )
+    nxt = None
+    if len(rows) > limit:
+        nxt = encode_cursor(rows[limit - 1]["created_at"], rows[limit - 1]["id"])
+    return [vm_view(r) for r in rows[:limit]], nxt
+
+
+def _cancel(conn: Connection, task_id: str | None, now: datetime, *, any_type: bool) -> None:
+    """Cancel the VM's pending vm.create (``any_type``: any unfinished task)."""
+    task = qt.get_task(conn, task_id) if task_id else None
+    if task is None or task["status"] in tasks.FINAL:
+        return
+    if any_type or (task["type"] == placement.CREATE and task["status"] == "pending"):
+        error = {"code": "cancelled", "message": "the VM was deleted"}
+        values = {"status": "cancelled", "error": error, "finished_at": now}
+        qt.update_task(conn, task["id"], values, only_if_status=["pending", "running"])
+
+
+def delete(deps: Deps, principal: Principal, name: str) -> AsyncTaskAccepted | None:
+    """None: gone now (204). Otherwise the vm.delete task (202).
+
+    Lock order is task row, then VM row, as in agent task reports and cancels."""
+    now = deps.clock.now()
+    with deps.db.write() as conn:
+        row = _visible_row(principal, name, conn)
+        _cancel(conn, row["task_id"], now, any_type=False)
+        vm = qv.lock_vm(conn, row["id"])
+        if vm is None:
+            raise NotFound("vm not found")
+        node = qn.get_node(conn, vm["node_id"]) if vm["node_id"] else None
+        if node is None:  # never placed, or its node was deleted: nothing to clean up
+            _cancel(conn, vm["task_id"], now, any_type=True)
+            qv.delete_vm(conn, vm["id"])
+            return None
+        current = qt.get_task(conn, vm["task_id"]) if vm["task_id"] else None
+        if vm["phase"] == "deleting" and current and current["status"] not in tasks.FINAL:
+            return AsyncTaskAccepted.model_validate(
+                {**tasks.accepted(current["id"]).model_dump(), "status": current["status"]}
+            )
+        _cancel(conn, vm["task_id"], now, any_type=False)  # placed since the first read
+        disk = next(iter(qv.disks_for_vm(conn, vm["id"])), None)
+        args = {
+            "vm_id": vm["id"],
+            "pool_name": disk and disk["pool"],
+            "pool_path": disk and disk["pool_path"],
+            "file_path": disk and disk["file_path"],
+            "format": disk["format"] if disk else vm["spec"].get("format", "qcow2"),
+        }
+        task_id = tasks.new_task(
+            conn,
+            now=now,
+            type=DELETE,
+            resource_type="vm",
+            resource_id=vm["id"],
+            node_id=node["id"],
+            args=args,
+            created_by=principal.user_id,
+        )
+        values = {"phase": "deleting", "reason": None, "message": None, "status_details": None}
+        qv.update_vm(conn, vm["id"], {**values, "task_id": task_id, "updated_at": now})
+        qn.bump_revision(conn, node["id"])
+    deps.hub.publish([node["id"]])
+    return tasks.accepted(task_id)
+
+
+# vm.delete outcomes (run inside the task update's transaction) ----------------------------
+
+
+def on_delete_success(
+    conn: Connection, deps: Deps, task: dict[str, Any], _update: TaskUpdate, now: datetime
+) -> None:
+    qv.delete_vm(conn, task["resource_id"])
+
+
+def on_delete_failure(
+    conn: Connection, deps: Deps, task: dict[str, Any], error: dict[str, Any], now: datetime
+) -> None:
+    placement.mark_error(conn, task, error, now, phases=["deleting"])
+
+
+tasks.RESULT_HANDLERS[DELETE] = on_delete_success
+tasks.FAILURE_HANDLERS[DELETE] = on_delete_failure

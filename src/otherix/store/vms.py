@@ -1,0 +1,175 @@
+"""VMs and their disks: the rows the VM services and the scheduler read and write.
+
+Every VM read returns the ``vms`` row with its owner's username, its node's
+name and the pool (name and id) of its root disk (``device_order`` 0), which
+is everything a VM view needs in one query. Writes that race (binding a
+pending VM, moving a phase) are compare-and-set: they name the state they
+expect and return the row count, so the caller knows whether it won.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from otherix.store.schema import nodes, storage_pools, users, vm_disks, vms
+
+_root = vm_disks.alias("root_disk")
+_root_pool = storage_pools.alias("root_pool")
+
+
+def _rows(conn: Connection, stmt: sa.Select[Any]) -> list[dict[str, Any]]:
+    return [dict(r) for r in conn.execute(stmt).mappings()]
+
+
+def _select() -> sa.Select[Any]:
+    return sa.select(
+        vms,
+        users.c.username.label("owner"),
+        nodes.c.name.label("node_name"),
+        _root_pool.c.id.label("root_pool_id"),
+        _root_pool.c.name.label("root_pool_name"),
+    ).select_from(
+        vms.join(users, users.c.id == vms.c.owner_id)
+        .outerjoin(nodes, nodes.c.id == vms.c.node_id)
+        .outerjoin(_root, sa.and_(_root.c.vm_id == vms.c.id, _root.c.device_order == 0))
+        .outerjoin(_root_pool, _root_pool.c.id == _root.c.storage_pool_id)
+    )
+
+
+def insert_vm(conn: Connection, row: dict[str, Any]) -> None:
+    conn.execute(vms.insert().values(**row))
+
+
+def get_vm(conn: Connection, vm_id: str) -> dict[str, Any] | None:
+    rows = _rows(conn, _select().where(vms.c.id == vm_id))
+    return rows[0] if rows else None
+
+
+def get_vm_by_name(conn: Connection, name: str) -> dict[str, Any] | None:
+    rows = _rows(conn, _select().where(vms.c.name_lower == name.lower()))
+    return rows[0] if rows else None
+
+
+def lock_vm(conn: Connection, vm_id: str) -> dict[str, Any] | None:
+    """The bare row, locked for the rest of the transaction (PostgreSQL)."""
+    row = conn.execute(sa.select(vms).where(vms.c.id == vm_id).with_for_update()).mappings()
+    first = row.first()
+    return dict(first) if first else None
+
+
+def _on_pool(pool_id: str | None, pool_name: str | None) -> sa.ColumnElement[bool]:
+    """VMs with a disk on the pool, or not yet placed and asking for it."""
+    disk = sa.select(vm_disks.c.id).where(vm_disks.c.vm_id == vms.c.id)
+    if pool_id is not None:
+        disk = disk.where(vm_disks.c.storage_pool_id == pool_id)
+        asked: sa.ColumnElement[bool] = vms.c.pool_ref == pool_id
+    else:
+        assert pool_name is not None
+        name = pool_name.lower()
+        ids = sa.select(storage_pools.c.id).where(storage_pools.c.name_lower == name)
+        disk = disk.where(vm_disks.c.storage_pool_id.in_(ids.scalar_subquery()))
+        asked = sa.or_(sa.func.lower(vms.c.pool_ref) == name, vms.c.pool_ref.in_(ids))
+    return sa.or_(disk.exists(), sa.and_(vms.c.node_id.is_(None), asked))
+
+
+def list_vms(
+    conn: Connection,
+    *,
+    after: tuple[datetime, str] | None,
+    limit: int,
+    owner_id: str | None = None,
+    node_id: str | None = None,
+    phase: str | None = None,
+    pool_id: str | None = None,
+    pool_name: str | None = None,
+) -> list[dict[str, Any]]:
+    stmt = _select()
+    if after is not None:
+        stmt = stmt.where(sa.tuple_(vms.c.created_at, vms.c.id) > sa.tuple_(*after))
+    if owner_id is not None:
+        stmt = stmt.where(vms.c.owner_id == owner_id)
+    if node_id is not None:
+        stmt = stmt.where(vms.c.node_id == node_id)
+    if phase is not None:
+        stmt = stmt.where(vms.c.phase == phase)
+    if pool_id is not None or pool_name is not None:
+        stmt = stmt.where(_on_pool(pool_id, pool_name))
+    return _rows(conn, stmt.order_by(vms.c.created_at, vms.c.id).limit(limit))
+
+
+def unscheduled(conn: Connection, limit: int) -> list[dict[str, Any]]:
+    """Pending VMs not placed yet, oldest first (rows without a requested pool,
+    which no API call writes, are left alone)."""
+    stmt = (
+        sa.select(vms)
+        .where(vms.c.phase == "pending", vms.c.node_id.is_(None), vms.c.pool_ref.is_not(None))
+        .order_by(vms.c.created_at, vms.c.id)
+        .limit(limit)
+    )
+    return _rows(conn, stmt)
+
+
+def update_vm(
+    conn: Connection,
+    vm_id: str,
+    values: dict[str, Any],
+    *,
+    phases: Iterable[str] | None = None,
+    unbound: bool = False,
+) -> int:
+    """Update the row if its phase is one of ``phases`` (and, with ``unbound``,
+    it has no node yet); returns the number of rows changed (0 or 1)."""
+    stmt = vms.update().where(vms.c.id == vm_id)
+    if phases is not None:
+        stmt = stmt.where(vms.c.phase.in_(list(phases)))
+    if unbound:
+        stmt = stmt.where(vms.c.node_id.is_(None))
+    return conn.execute(stmt.values(**values)).rowcount
+
+
+def delete_vm(conn: Connection, vm_id: str) -> int:
+    conn.execute(vm_disks.delete().where(vm_disks.c.vm_id == vm_id))
+    return conn.execute(vms.delete().where(vms.c.id == vm_id)).rowcount
+
+
+# disks -----------------------------------------------------------------------------------
+
+
+def insert_disk(conn: Connection, row: dict[str, Any]) -> None:
+    conn.execute(vm_disks.insert().values(**row))
+
+
+def disks_for_vm(conn: Connection, vm_id: str) -> list[dict[str, Any]]:
+    stmt = (
+        sa.select(
+            vm_disks,
+            storage_pools.c.name.label("pool"),
+            storage_pools.c.path.label("pool_path"),
+        )
+        .select_from(vm_disks.join(storage_pools, storage_pools.c.id == vm_disks.c.storage_pool_id))
+        .where(vm_disks.c.vm_id == vm_id)
+        .order_by(vm_disks.c.device_order, vm_disks.c.id)
+    )
+    return _rows(conn, stmt)
+
+
+def update_root_disk(conn: Connection, vm_id: str, values: dict[str, Any]) -> int:
+    stmt = (
+        vm_disks.update()
+        .where(vm_disks.c.vm_id == vm_id, vm_disks.c.device_order == 0)
+        .values(**values)
+    )
+    return conn.execute(stmt).rowcount
+
+
+def node_architectures(conn: Connection, node_ids: Iterable[str]) -> dict[str, str | None]:
+    ids = list(set(node_ids))
+    if not ids:
+        return {}
+    stmt = sa.select(nodes.c.id, nodes.c.architecture).where(nodes.c.id.in_(ids))
+    return {r.id: r.architecture for r in conn.execute(stmt)}

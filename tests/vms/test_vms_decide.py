@@ -1,0 +1,101 @@
+"""The pure placement decision (``otherix.models.vms.decide``), as a table."""
+
+from __future__ import annotations
+
+import pytest
+
+from otherix.models.vms import GIB, Ask, Candidate, Unplaceable, decide
+
+
+def cand(node: str, pool_id: str | None = None, **kw) -> Candidate:
+    fields = {
+        "pool_id": pool_id or f"id-{node}",
+        "pool_name": "fast",
+        "pool_path": f"/pools/{node}",
+        "node_id": f"n-{node}",
+        "node": node,
+        "node_status": "ready",
+        "architecture": "amd64",
+        "reconciliation_status": "ready",
+        "pressure_since": None,
+        "effective_bytes": 100 * GIB,
+    }
+    fields.update(kw)
+    return Candidate(**fields)
+
+
+def ask(**kw) -> Ask:
+    fields = {"pool": "fast", "node": None, "disk_gib": 0, "arch": "amd64"}
+    fields.update(kw)
+    return Ask(**fields)
+
+
+def outcome(result: Candidate | Unplaceable) -> str:
+    return result.reason if isinstance(result, Unplaceable) else result.node
+
+
+@pytest.mark.parametrize(
+    ("request_", "candidates", "expected"),
+    [
+        (ask(), [], "pool_not_found"),
+        (ask(), [cand("a")], "a"),
+        (ask(), [cand("a", node_status="cordoned")], "no_eligible_nodes"),
+        (ask(), [cand("a", node_status="unreachable")], "no_eligible_nodes"),
+        (ask(), [cand("a", node_status="pending")], "no_eligible_nodes"),
+        (ask(), [cand("a", node_status="gone")], "no_eligible_nodes"),
+        (ask(), [cand("a", reconciliation_status="pending")], "no_eligible_nodes"),
+        (ask(), [cand("a", reconciliation_status="failed")], "no_eligible_nodes"),
+        (ask(arch="arm64"), [cand("a")], "no_eligible_nodes"),
+        (ask(arch=None), [cand("a")], "a"),
+        (ask(), [cand("a", pressure_since="2026-01-01T00:00:00Z")], "node_pressure"),
+        # pressure wins over other exclusions when some instance was pressured
+        (
+            ask(),
+            [cand("a", pressure_since="x"), cand("b", node_status="cordoned")],
+            "node_pressure",
+        ),
+        # a pressured instance does not block another one
+        (ask(), [cand("a", pressure_since="x"), cand("b")], "b"),
+        (ask(node="b"), [cand("a")], "pool_not_on_node"),
+        (ask(node="B"), [cand("a"), cand("b")], "b"),
+        (ask(node="b"), [cand("a"), cand("b", node_status="cordoned")], "pool_not_on_node"),
+        (ask(disk_gib=101), [cand("a")], "insufficient_resources"),
+        (ask(disk_gib=100), [cand("a")], "a"),
+        (ask(disk_gib=101), [cand("a", effective_bytes=None)], "a"),
+        (ask(disk_gib=0), [cand("a", effective_bytes=0)], "a"),
+        (ask(disk_gib=50), [cand("a", effective_bytes=10 * GIB), cand("b")], "b"),
+        # tie-break: most effective bytes, then lower-case node name
+        (ask(), [cand("b", effective_bytes=2 * GIB), cand("a", effective_bytes=1)], "b"),
+        (ask(), [cand("B"), cand("a")], "a"),
+        (ask(), [cand("a", effective_bytes=None), cand("b", effective_bytes=0)], "b"),
+        # the hint is applied before room
+        (
+            ask(node="a", disk_gib=101),
+            [cand("a"), cand("b", effective_bytes=None)],
+            "insufficient_resources",
+        ),
+    ],
+)
+def test_decide(request_, candidates, expected):
+    assert outcome(decide(request_, candidates)) == expected
+
+
+def test_reasons_carry_the_contract_messages_and_details():
+    assert decide(ask(), []) == Unplaceable(
+        "pool_not_found", 'pool "fast" not found in cluster', {"pool": "fast"}
+    )
+    why = decide(ask(node="b"), [cand("a")])
+    assert isinstance(why, Unplaceable)
+    assert why.message == 'pool "fast" not present on node "b"'
+    why = decide(ask(), [cand("a", node_status="cordoned", reconciliation_status="failed")])
+    assert isinstance(why, Unplaceable)
+    assert why.message == "no eligible node available"
+    assert why.details["candidates"] == [
+        {"node": "a", "pool_id": "id-a", "excluded": "node_cordoned"}
+    ]
+    why = decide(ask(disk_gib=200), [cand("a")])
+    assert isinstance(why, Unplaceable)
+    assert why.details == {
+        "required_disk_bytes": 200 * GIB,
+        "candidates": [{"node": "a", "pool_id": "id-a", "available_bytes_effective": 100 * GIB}],
+    }
