@@ -123,10 +123,13 @@ def test_blocked_by_vm_disks(cli, api):
     add_vm_disk(api, pool["id"], "web-2")
     result = cli("pool", "delete", "fast")
     assert result.exit_code == 1
-    # GET /v1/vms does not exist yet, so no VM names are listed.
     assert result.stdout == (
         "cannot delete pool fast — blocked by:\n"
         "  - vm_disks: 2\n"
+        "\n"
+        "VMs with a disk on this pool:\n"
+        "  - web-1\n"
+        "  - web-2\n"
         "\n"
         "clean up the listed dependents before retrying delete.\n"
     )
@@ -140,6 +143,7 @@ def test_blocked_by_vm_disks(cli, api):
         "identifier": pool["id"],
         "code": "conflict",
         "blocking_resources": {"vm_disks": 2},
+        "vms": ["web-1", "web-2"],
     }
 
 

@@ -250,6 +250,7 @@ def test_the_brief_on_two_nodes(two_nodes):  # one walk, in the brief's order
     blocked = otherix("pool", "delete", "fast", "--force", ok=False)
     assert "cannot delete pool fast" in blocked.stdout
     assert "vm_disks: 1" in blocked.stdout
+    assert "VMs with a disk on this pool:\n  - web-1" in blocked.stdout
     assert "blocked" in blocked.stderr
     with cp.server.deps.db.write() as conn:
         conn.execute(vm_disks.delete().where(vm_disks.c.vm_id == vm_id))
