@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import time
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from otherix.api.deps import AgentCredential, Deps, Principal, agent_node, get_deps, public, require
 from otherix.api.routes.common import limit_param, page
 from otherix.api.services import heartbeat as hb
 from otherix.api.services import nodes
+from otherix.api.workers.scheduler import NO_CHANGE
 from otherix.errors import ValidationFailed
 from otherix.models.common import Page
 from otherix.models.heartbeat import HeartbeatReply, HeartbeatReport, WatchReply
@@ -119,6 +120,7 @@ def delete_node(name: str, deps: Deps = Depends(get_deps)) -> Response:
 
 @router.post("/{name}/heartbeat", operation_id="nodeHeartbeat", response_model=HeartbeatReply)
 async def heartbeat(
+    request: Request,
     name: str,
     report: HeartbeatReport,
     deps: Deps = Depends(get_deps),
@@ -133,6 +135,7 @@ async def heartbeat(
     if deps.db.backend == "sqlite":
         try:
             body = hb.heartbeat(deps, cred.token, name, report, read_only=True)
+            setattr(request.state, NO_CHANGE, True)  # nothing written: no scheduler pass
             return Response(body, media_type="application/json")
         except hb.NeedsWrite:
             pass

@@ -42,6 +42,8 @@ PERIOD = 15.0
 #: at most one pass per MIN_GAP seconds, however often heartbeats wake the loop
 MIN_GAP = 0.2
 BATCH = 100
+#: set in ``request.state`` by a write route that changed nothing (an unchanged heartbeat)
+NO_CHANGE = "placement_unchanged"
 #: requests under these paths can make a pending VM placeable
 KICK_PREFIXES = ("/v1/nodes", "/v1/storage-pools", "/v1/vms")
 
@@ -108,5 +110,5 @@ class KickScheduler:
             await send(message)
 
         await self.app(scope, receive, watch)
-        if status.get("code", 500) < 400:
+        if status.get("code", 500) < 400 and not scope.get("state", {}).get(NO_CHANGE):
             self.wake.kick()
