@@ -41,8 +41,10 @@ from otherix.cli.commands.completion import completion
 from otherix.cli.commands.config import config
 from otherix.cli.commands.nodes import node
 from otherix.cli.commands.pools import pool
+from otherix.cli.commands.tasks import task
 from otherix.cli.commands.tokens import token
 from otherix.cli.commands.users import user
+from otherix.cli.commands.vms import vm
 from otherix.cli.config import ConfigError
 from otherix.cli.context import CliContext, CliError
 from otherix.client.errors import ApiError, ClientError
@@ -140,7 +142,7 @@ def cli(
     ctx.call_on_close(obj.close)
 
 
-for _group in (config, user, token, node, pool, cluster, completion):
+for _group in (config, user, token, node, pool, vm, task, cluster, completion):
     cli.add_command(_group)
 
 

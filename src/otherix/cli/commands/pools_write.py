@@ -141,10 +141,18 @@ def create_pool(
 
 
 def vm_names(api: ApiClient, pool_ref: str) -> list[str]:
-    """Names of VMs with a disk on the pool, best-effort (``[]`` on any error)."""
+    """Names of VMs with a disk on the pool, best-effort (``[]`` on any error).
+
+    ``?pool=`` also matches VMs not placed yet that ask for the pool; they
+    hold no disk (``pool_id`` null), so they are left out.
+    """
     try:
         body = api.json("GET", "/v1/vms", params={"pool": pool_ref, "limit": 200})
-        return [str(vm["name"]) for vm in body["data"] if vm.get("name")]
+        return [
+            str(vm["name"])
+            for vm in body["data"]
+            if vm.get("name") and ("pool_id" not in vm or vm["pool_id"])
+        ]
     except (ClientError, KeyError, TypeError, AttributeError, ValueError):
         return []
 
