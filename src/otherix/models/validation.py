@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from urllib.parse import urlsplit
 
 __all__ = [
     "MAX_NODE_NAME_CHARS",
@@ -216,3 +217,15 @@ def validate_node_name(name: str) -> str | None:
 def looks_like_uuid(s: str) -> bool:
     """Whether ``s`` is a canonical 8-4-4-4-12 hex UUID (either case)."""
     return _UUID_RE.fullmatch(s) is not None
+
+
+#: VM phases (contract 1.7); a VM whose disk is ready is ``stopped``.
+PHASES: tuple[str, ...] = ("pending", "creating", "stopped", "error", "deleting")
+
+
+def image_basename(url: str) -> str | None:
+    """The cache key of an image URL: its last path segment, query dropped (contract 2.5)."""
+    segment = urlsplit(url).path.rsplit("/", 1)[-1]
+    if segment in ("", ".", ".."):
+        return None
+    return segment

@@ -32,9 +32,9 @@ from urllib.parse import urlsplit
 from pydantic import Field, StrictInt, StrictStr
 
 from otherix.models.common import Input, Output, Page
+from otherix.models.validation import image_basename
 
 VmPhase = Literal["pending", "creating", "stopped", "error", "deleting"]
-PHASES: tuple[str, ...] = ("pending", "creating", "stopped", "error", "deleting")
 PullPolicy = Literal["if-not-present", "always"]
 DiskFormat = Literal["qcow2", "raw"]
 Architecture = Literal["amd64", "arm64"]
@@ -143,14 +143,6 @@ def validate_vm_name(name: str) -> str | None:
             "starting and ending with a letter or digit)"
         )
     return None
-
-
-def image_basename(url: str) -> str | None:
-    """The cache key of an image URL: its last path segment, query dropped (contract 2.5)."""
-    segment = urlsplit(url).path.rsplit("/", 1)[-1]
-    if segment in ("", ".", ".."):
-        return None
-    return segment
 
 
 def validate_image_url(url: str) -> str | None:

@@ -16,7 +16,8 @@ from otherix.api.routes.common import limit_param, page
 from otherix.api.services import vms
 from otherix.errors import ValidationFailed
 from otherix.models.common import AsyncTaskAccepted
-from otherix.models.vms import PHASES, VM, VMCreate, VMList
+from otherix.models.validation import PHASES
+from otherix.models.vms import VM, VMCreate, VMList
 from otherix.rbac import Permission
 
 router = APIRouter(prefix="/v1/vms", tags=["vms"])

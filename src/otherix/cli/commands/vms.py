@@ -62,7 +62,7 @@ from otherix.cli.views.vms import (
     vm_text,
 )
 from otherix.client.errors import ApiError
-from otherix.models.vms import PHASES
+from otherix.models.validation import PHASES
 
 __all__ = ["vm"]
 
