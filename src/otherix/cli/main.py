@@ -121,7 +121,7 @@ def cli(
     config_path: str | None,
     debug: bool,
 ) -> None:
-    """Manage an Otherix cluster: storage pools, nodes, users and tokens.
+    """Manage an Otherix cluster: storage pools, VMs, tasks, nodes, users and tokens.
 
     \b
     Endpoint and token come from, in order: --endpoint/--token,
