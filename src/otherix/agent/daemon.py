@@ -10,7 +10,9 @@ One step of the loop does exactly one of these, in this order of priority:
    failed pool recovers and how capacity is re-read). Then any desired task
    not yet reported is run and reported (``otherix.agent.tasks``); a report
    that fails is retried a heartbeat interval later and never holds up a
-   heartbeat.
+   heartbeat. VM tasks are only handed to their worker threads here. When a
+   VM task may have changed an image cache, the pools' image inventories are
+   re-listed, so the next heartbeat carries them.
 2. **Heartbeat**, when one is due or the report set is not yet acknowledged.
    The report carries the full ``pools`` list on the first send, after the
    control plane answered ``resync``, and whenever the pool reports or the
@@ -21,8 +23,12 @@ One step of the loop does exactly one of these, in this order of priority:
    desired state is reconciled at once when it changed, and if that changed
    the report set, the next step heartbeats again at once.
 3. **Watch**: a long-poll for a desired revision newer than the one applied,
-   held for ``min(watch_timeout, time until the next heartbeat)``. When it
-   returns changed, the new desired state is reconciled and reported at once.
+   held for ``min(watch_timeout, time until the next heartbeat)``, and at
+   most ``busy_watch`` (1 s) while VM tasks run in their worker threads or
+   their effect on the image caches is not reported yet: a worker cannot
+   end a watch early, and the inventory must follow a finished create
+   within a second. When it returns changed, the new desired state is
+   reconciled and reported at once.
 
 Failures (``otherix.client`` errors) never end the loop:
 
@@ -85,6 +91,8 @@ class LoopConfig:
     backoff_max: float = 30.0
     #: A wait shorter than this sleeps instead of opening a watch.
     min_watch: float = 0.5
+    #: Longest watch while VM tasks run (their outcome must be reported promptly).
+    busy_watch: float = 1.0
 
 
 class Daemon:
@@ -144,6 +152,8 @@ class Daemon:
                 self._reconcile(self.desired)
             if self.desired is not None and now >= self._tasks_retry_at:
                 self._run_tasks(self.desired)
+            if self._tasks.take_images_changed() and self._pools.refresh_images():
+                _log.debug("image inventory changed")
             if self.report_pending() or now >= self._next_heartbeat:
                 self._heartbeat()
             else:
@@ -188,6 +198,8 @@ class Daemon:
         started = self._clock.monotonic()
         remaining = self._next_heartbeat - started
         timeout = min(self._config.watch_timeout, remaining)
+        if self._tasks.busy():
+            timeout = min(timeout, self._config.busy_watch)
         if self.desired is None or timeout < self._config.min_watch:
             self._clock.sleep(remaining)
             return

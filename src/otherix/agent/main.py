@@ -3,8 +3,9 @@
 The composition root of the agent process: it loads ``AgentSettings``
 (defaults < ``--config`` YAML < ``OTHERIX_`` env < flags), reads or writes the
 enrolment state (``otherix.agent.state``), builds the HTTP client, the pool
-reconciler and the loop (``otherix.agent.daemon``) and installs the signal
-handlers. Nothing here runs at import time.
+reconciler, the image cache, the VM task workers and their report outbox,
+and the loop (``otherix.agent.daemon``) and installs the signal handlers.
+Nothing here runs at import time.
 
 Errors print ``error: <message>`` on stderr and exit 1.
 """
@@ -25,12 +26,15 @@ import httpx
 from otherix import __version__
 from otherix.agent import state as node_state
 from otherix.agent.daemon import Daemon, LoopConfig
+from otherix.agent.images import ImageCache
 from otherix.agent.logs import setup_logging
+from otherix.agent.outbox import TaskOutbox
 from otherix.agent.pools import PoolReconciler
 from otherix.agent.report import PoolState
 from otherix.agent.runtime import StopToken, SystemClock
 from otherix.agent.settings import AgentSettings
 from otherix.agent.tasks import TaskRunner
+from otherix.agent.vmtasks import VmTasks
 from otherix.client.agent import AgentClient
 from otherix.client.errors import ApiError, ClientError
 from otherix.config import ConfigError, load_config
@@ -112,7 +116,10 @@ _CONFIG_OPTION = click.option(
     type=click.Path(path_type=Path, dir_okay=False, exists=True),
     help="YAML config file. Keys: data_dir, control_plane.{url, heartbeat_interval, "
     "watch_timeout, request_timeout, backoff_initial, backoff_max, ca_file}, "
-    "storage.{allowed_path_prefixes, host_root}, logging.level. OTHERIX_* variables "
+    "storage.{allowed_path_prefixes, host_root}, images.{max_image_bytes, connect_timeout, "
+    "read_timeout, total_timeout, max_redirects, space_margin_bytes, "
+    "allow_loopback_and_link_local, allowed_networks, ca_file}, tasks.{vm_create_workers, "
+    "vm_create_attempts, retry_delay, progress_interval}, logging.level. OTHERIX_* variables "
     "override it (OTHERIX_CONTROL_PLANE__URL=...), flags override both.",
 )
 _DATA_DIR_OPTION = click.option(
@@ -125,7 +132,7 @@ _DATA_DIR_OPTION = click.option(
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="otherix-agent")
 def cli() -> None:
-    """Otherix node agent: materialises this node's storage pools.
+    """Otherix node agent: materialises this node's storage pools, image caches and VM disks.
 
     Enrol the node once with 'bootstrap', then run 'serve' (under systemd or
     similar). The agent only ever connects out to the control plane.
@@ -219,7 +226,8 @@ def serve(data_dir: Path | None, config_file: Path | None) -> None:
     Heartbeats to the control plane, applies the declared pools (directories
     under the allowed path prefixes), holds a long-poll watch open so changes
     apply within milliseconds, and retries with backoff while the control
-    plane is unreachable. Needs a prior 'bootstrap'.
+    plane is unreachable. VM disk tasks (image download into the pool's cache,
+    disk clone) run in worker threads. Needs a prior 'bootstrap'.
     """
     settings = _settings(config_file, data_dir)
     setup_logging(settings.logging.level)
@@ -236,17 +244,36 @@ def serve(data_dir: Path | None, config_file: Path | None) -> None:
     url = cp.url or enrolled.server
     stop = StopToken()
     stop.install()
+    cache = ImageCache(settings.images.cache_settings(f"otherix-agent/{__version__}"))
     pool_state = PoolState(
         PoolReconciler(),
         allowed_prefixes=settings.storage.allowed_path_prefixes,
         host_root=settings.storage.host_root,
+        images=cache,
     )
     client = _client(settings, url, enrolled.credential)
+    # Task reports get their own connection pool: a held watch never delays them.
+    report_client = _client(settings, url, enrolled.credential)
+    outbox = TaskOutbox(
+        report_client,
+        enrolled.node_name,
+        interval=settings.tasks.progress_interval,
+        backoff_initial=cp.backoff_initial,
+        backoff_max=cp.backoff_max,
+    ).start()
+    vms = VmTasks(
+        cache=cache,
+        pools=pool_state,
+        outbox=outbox,
+        create_workers=settings.tasks.vm_create_workers,
+        attempts=settings.tasks.vm_create_attempts,
+        retry_delay=settings.tasks.retry_delay,
+    )
     try:
         daemon = Daemon(
             client=client,
             pools=pool_state,
-            tasks=TaskRunner(pool_state),
+            tasks=TaskRunner(pool_state, vms=vms),
             state=enrolled,
             clock=SystemClock(stop),
             stop=stop,
@@ -269,7 +296,10 @@ def serve(data_dir: Path | None, config_file: Path | None) -> None:
         )
         daemon.run()
     finally:
+        vms.close()
+        outbox.close()
         client.close()
+        report_client.close()
 
 
 def main() -> None:

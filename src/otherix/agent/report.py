@@ -23,6 +23,20 @@ at once. Small drift (logs, temp files) then costs no heartbeat payload and no
 control-plane write; the scheduler and the disk-pressure rule (15%) need no
 finer grain.
 
+Image cache (given an ``images`` inventory, ``otherix.agent.images.ImageCache``
+in the agent): every ready pool's report carries ``images``, its cache as
+``list_images`` sees it (stats and small reads, never a hash), re-listed on
+each reconcile pass and whenever ``refresh_images`` is called (the VM task
+workers ask for that after a create), so the digest, and hence the next
+heartbeat, changes when the inventory does. A failed pool carries
+``images: null`` (the control plane keeps what it had). When a pool is first
+registered (at agent start, or again after it was undeclared), its
+``scratch/`` is swept: leftovers of downloads and clones a killed agent
+left behind are removed before anything reads the pool.
+
+``resolve`` is how the VM tasks find a pool's root on this host: the pool
+must be registered, ready, and declared at the path the task names.
+
 ``digest`` is the sha256 of the canonical JSON of the full report set (sorted
 by lower-cased name), the value the heartbeat's ``digest`` field carries.
 """
@@ -32,17 +46,25 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Final
+from typing import Final, Protocol
 
 from pydantic import ValidationError
 
 from otherix.agent import pools
-from otherix.models.heartbeat import DeclaredPool, PoolReport
+from otherix.models.heartbeat import DeclaredPool, ImageReport, PoolReport
 from otherix.models.validation import path_allowed
 
-__all__ = ["MAX_ERROR_CHARS", "SIGNIFICANT_BYTES", "PoolState", "digest_of", "settle"]
+__all__ = [
+    "MAX_ERROR_CHARS",
+    "SIGNIFICANT_BYTES",
+    "ImageInventory",
+    "PoolState",
+    "digest_of",
+    "settle",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -50,6 +72,18 @@ _log = logging.getLogger(__name__)
 SIGNIFICANT_BYTES: Final = 64 * 1024 * 1024
 #: The wire model's limit on ``reconciliation_error``.
 MAX_ERROR_CHARS: Final = 4096
+
+
+class _Wire(Protocol):
+    def to_wire(self) -> dict[str, object]: ...
+
+
+class ImageInventory(Protocol):
+    """What the report needs of the image cache (``ImageCache`` has it)."""
+
+    def list_images(self, pool_root: Path | str) -> Sequence[_Wire]: ...
+
+    def sweep_scratch(self, pool_root: Path | str) -> list[str]: ...
 
 
 def _threshold(capacity: int) -> float:
@@ -121,12 +155,16 @@ class PoolState:
         *,
         allowed_prefixes: Sequence[str],
         host_root: Path = Path("/"),
+        images: ImageInventory | None = None,
     ) -> None:
         self.reconciler = reconciler
         self._prefixes = list(allowed_prefixes)
         self._host_root = host_root
+        self._images = images
         self._reported: dict[str, PoolReport] = {}
         self._digest = digest_of([])
+        #: lower(name) -> host path of pools whose scratch/ was swept since registration
+        self._swept: dict[str, str] = {}
 
     @property
     def reports(self) -> list[PoolReport]:
@@ -190,8 +228,9 @@ class PoolState:
                 )
             )
         observed.extend(self.reconciler.reconcile(to_apply))
+        wired = [self._with_images(r) for r in _wire_all(observed)]
         settled: dict[str, PoolReport] = {}
-        for report in sorted(_wire_all(observed), key=lambda r: _sort_key(r.name)):
+        for report in sorted(wired, key=lambda r: _sort_key(r.name)):
             key = report.name.lower()
             if key in settled:  # declared twice: first wins, as in the reconciler
                 continue
@@ -202,6 +241,77 @@ class PoolState:
             ):
                 _log.info("pool ready", extra={"pool": report.name})
         changed = settled != self._reported
+        self._swept = {k: v for k, v in self._swept.items() if k in settled}
         self._reported = settled
         self._digest = digest_of(self.reports)
         return changed
+
+    # --- image cache ------------------------------------------------------------------
+
+    def _root(self, name: str) -> str | None:
+        registered = self.reconciler.lookup(name)
+        return registered.path if registered is not None else None
+
+    def _with_images(self, report: PoolReport) -> PoolReport:
+        """``report`` with the pool's cache inventory (ready pools), sweeping scratch once."""
+        key = report.name.lower()
+        root = self._root(report.name)
+        if self._images is None or report.reconciliation_status != "ready" or root is None:
+            if root is None:
+                self._swept.pop(key, None)
+            return report
+        if self._swept.get(key) != root:
+            removed = self._images.sweep_scratch(root)
+            if removed:
+                _log.info("swept scratch", extra={"pool": report.name, "removed": len(removed)})
+            self._swept[key] = root
+        return report.model_copy(update={"images": self._list(report.name, root)})
+
+    def _list(self, name: str, root: str) -> list[ImageReport]:
+        assert self._images is not None
+        out: list[ImageReport] = []
+        for image in self._images.list_images(root):
+            try:
+                out.append(ImageReport.model_validate(image.to_wire()))
+            except ValidationError as exc:  # never let one odd file hide the pool
+                _log.warning("image cannot be reported", extra={"pool": name, "error": exc})
+        return out
+
+    def refresh_images(self) -> bool:
+        """Re-list the cache of every ready pool now; True if the report set changed."""
+        if self._images is None:
+            return False
+        changed = False
+        for key, report in list(self._reported.items()):
+            root = self._root(report.name)
+            if report.reconciliation_status != "ready" or root is None:
+                continue
+            images = self._list(report.name, root)
+            if images != report.images:
+                self._reported[key] = report.model_copy(update={"images": images})
+                changed = True
+        if changed:
+            self._digest = digest_of(self.reports)
+        return changed
+
+    def resolve(self, name: str, declared_path: str | None) -> Path:
+        """The host path of the registered, ready pool ``name`` (any case).
+
+        ``declared_path``, when given, must be where the pool is declared.
+        Raises ``PoolUnknownError`` (with a message for the task's error)
+        otherwise. Safe to call from worker threads: it only reads.
+        """
+        registered = self.reconciler.lookup(name)
+        if registered is None:
+            raise pools.PoolUnknownError(f'pool "{name}" is not registered on this node')
+        if declared_path is not None and os.path.normpath(
+            self.host_path(declared_path)
+        ) != os.path.normpath(registered.path):
+            raise pools.PoolUnknownError(
+                f'pool "{name}" is registered on this node at another path than {declared_path}'
+            )
+        report = self._reported.get(name.lower())
+        if report is None or report.reconciliation_status != "ready":
+            error = report.reconciliation_error if report is not None else "not reconciled yet"
+            raise pools.PoolUnknownError(f'pool "{name}" is not ready on this node: {error}')
+        return Path(registered.path)

@@ -29,31 +29,101 @@ Keys (contract §7.2 where it has them; the rest are ours):
   this directory. ``/`` on a normal host; ``/host`` for an agent in a container
   that sees the host's filesystem there; a temp dir for tests that run several
   agents on one machine without mount namespaces.
+- ``images.*``: the per-pool image cache (``otherix.agent.images``), see below.
+- ``tasks.*``: how ``vm.create`` / ``vm.delete`` run (``otherix.agent.vmtasks``).
 - ``logging.level`` (``info``).
+
+``images`` (limits follow contract §2.5 where it has them):
+
+==================================  ===========  ============================================
+key                                 default      meaning
+==================================  ===========  ============================================
+``max_image_bytes``                 ``64GiB``    largest image accepted (bytes, or ``650MiB``
+                                                 style); over it the create fails
+                                                 ``image_unavailable``
+``connect_timeout``                 ``30s``      per connection attempt to the image source
+``read_timeout``                    ``60s``      without a single byte: ``download_failed``
+``total_timeout``                   ``1h``       for one whole download
+``max_redirects``                   ``5``        redirects followed (each hop SSRF-checked)
+``space_margin_bytes``              ``256MiB``   free space that must remain in the pool
+                                                 after a download of known size
+``allow_loopback_and_link_local``   ``false``    let downloads reach 127.0.0.0/8, ::1,
+                                                 169.254.0.0/16, fe80::/10. Development and
+                                                 tests only: on a real node it exposes local
+                                                 services. Cloud metadata addresses stay
+                                                 refused even then.
+``allowed_networks``                ``[]``       networks always allowed (``10.1.2.3/32``,
+                                                 ``127.0.0.0/8``); wins over every refusal
+``ca_file``                         unset        CA bundle for https image sources
+                                                 (default: the system store)
+==================================  ===========  ============================================
+
+``tasks``:
+
+- ``vm_create_workers`` (2): ``vm.create`` tasks run at once on this node;
+  more wait in line (``vm.delete`` has its own worker, so a delete never waits
+  behind another VM's download).
+- ``vm_create_attempts`` (3): tries of one ``vm.create`` when the failure may
+  pass (``download_failed``, ``clone_failed``, a retryable
+  ``image_unavailable``), ``retry_delay`` (5 s) apart, doubling.
+- ``progress_interval`` (0.5 s, at least 0.1 s): least time between two
+  progress reports of one task.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Final, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BeforeValidator, Field, field_validator, model_validator
 
+from otherix.agent.images import ImageCacheSettings
 from otherix.config import AllowedPrefixes, Duration, Section, default_prefixes
 
 __all__ = [
     "DEFAULT_DATA_DIR",
     "DEFAULT_HEARTBEAT_INTERVAL",
     "AgentSettings",
+    "ByteSize",
     "ControlPlaneSection",
+    "ImagesSection",
     "LoggingSection",
     "StorageSection",
+    "TasksSection",
+    "parse_bytes",
 ]
 
 DEFAULT_DATA_DIR = Path("/var/lib/otherix/agent")
 #: Used until the control plane has said otherwise (and heartbeat_interval is unset).
 DEFAULT_HEARTBEAT_INTERVAL = 30.0
 _MAX_WATCH_TIMEOUT = 120.0  # the control plane's upper bound for ?timeout=
+_BYTES: Final = re.compile(r"^\s*(\d+)\s*(B|KiB|MiB|GiB|TiB)?\s*$")
+_BYTE_UNITS: Final = {
+    None: 1,
+    "B": 1,
+    "KiB": 1 << 10,
+    "MiB": 1 << 20,
+    "GiB": 1 << 30,
+    "TiB": 1 << 40,
+}
+
+
+def parse_bytes(value: object) -> int:
+    """``"650MiB"`` -> 681574400; integers are bytes. Binary units only (KiB..TiB)."""
+    if isinstance(value, bool):
+        raise ValueError("size must be a number of bytes or like 650MiB, 64GiB")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError("size must not be negative")
+        return value
+    if isinstance(value, str) and (m := _BYTES.match(value)):
+        return int(m.group(1)) * _BYTE_UNITS[m.group(2)]
+    raise ValueError(f"invalid size {value!r} (use bytes, or e.g. 650MiB, 64GiB)")
+
+
+ByteSize = Annotated[int, BeforeValidator(parse_bytes)]
 
 
 class ControlPlaneSection(Section):
@@ -97,6 +167,66 @@ class StorageSection(Section):
         return v
 
 
+class ImagesSection(Section):
+    max_image_bytes: ByteSize = 64 << 30
+    connect_timeout: Duration = 30.0
+    read_timeout: Duration = 60.0
+    total_timeout: Duration = 3600.0
+    max_redirects: int = Field(default=5, ge=0, le=20)
+    space_margin_bytes: ByteSize = 256 << 20
+    allow_loopback_and_link_local: bool = False
+    allowed_networks: list[str] = Field(default_factory=list)
+    ca_file: Path | None = None
+
+    @field_validator("allowed_networks")
+    @classmethod
+    def _networks(cls, v: list[str]) -> list[str]:
+        for network in v:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                raise ValueError(f"{network!r} is not a network (like 10.0.0.0/8)") from None
+        return v
+
+    @model_validator(mode="after")
+    def _positive(self) -> ImagesSection:
+        if self.max_image_bytes <= 0:
+            raise ValueError("max_image_bytes must be positive")
+        for key in ("connect_timeout", "read_timeout", "total_timeout"):
+            if getattr(self, key) <= 0:
+                raise ValueError(f"{key} must be positive")
+        return self
+
+    def cache_settings(self, user_agent: str = "otherix-agent") -> ImageCacheSettings:
+        """The ``ImageCacheSettings`` this section stands for."""
+        return ImageCacheSettings(
+            max_image_bytes=self.max_image_bytes,
+            connect_timeout=self.connect_timeout,
+            read_timeout=self.read_timeout,
+            total_timeout=self.total_timeout,
+            max_redirects=self.max_redirects,
+            space_margin_bytes=self.space_margin_bytes,
+            allow_loopback_and_link_local=self.allow_loopback_and_link_local,
+            allowed_networks=tuple(self.allowed_networks),
+            ca_file=self.ca_file,
+            user_agent=user_agent,
+        )
+
+
+class TasksSection(Section):
+    vm_create_workers: int = Field(default=2, ge=1, le=32)
+    vm_create_attempts: int = Field(default=3, ge=1, le=10)
+    retry_delay: Duration = 5.0
+    progress_interval: Duration = 0.5
+
+    @field_validator("progress_interval")
+    @classmethod
+    def _interval(cls, v: float) -> float:
+        if v < 0.1:
+            raise ValueError("must be at least 0.1s")
+        return v
+
+
 class LoggingSection(Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
@@ -105,4 +235,6 @@ class AgentSettings(Section):
     data_dir: Path = DEFAULT_DATA_DIR
     control_plane: ControlPlaneSection = ControlPlaneSection()
     storage: StorageSection = StorageSection()
+    images: ImagesSection = ImagesSection()
+    tasks: TasksSection = TasksSection()
     logging: LoggingSection = LoggingSection()

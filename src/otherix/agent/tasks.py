@@ -17,8 +17,15 @@ Task types:
   unregistered pool fails with ``not_found`` "pool does not match a
   configured pool" (contract §2.3), a pool whose last reconcile failed or
   whose statfs fails with ``scan_failed``.
+- ``vm.create`` and ``vm.delete``: handed to ``VmTasks``
+  (``otherix.agent.vmtasks``) and run in worker threads; they report
+  themselves (progress, outcome, retries) through the task outbox. Here they
+  only count as handed off, so this step returns at once.
 - anything else fails with ``unsupported_task``, so an older agent never
   leaves a newer control plane's task pending forever.
+
+A task that leaves the desired state is forgotten here and, for VM tasks,
+withdrawn from the workers (``VmTasks.forget``).
 """
 
 from __future__ import annotations
@@ -28,7 +35,9 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Protocol
 
+from otherix.agent.outbox import TaskReporter
 from otherix.agent.pools import PoolReport, PoolUnknownError
+from otherix.agent.vmtasks import VmTasks
 from otherix.client.errors import ApiError
 from otherix.models.heartbeat import AgentTask, TaskUpdate
 
@@ -41,10 +50,6 @@ SCAN = "storage_pool.scan"
 
 class Scanner(Protocol):
     def scan(self, name: str) -> PoolReport: ...
-
-
-class TaskReporter(Protocol):
-    def update_task(self, node: str, task_id: str, update: TaskUpdate) -> object: ...
 
 
 def _failed(code: str, message: str, **details: object) -> TaskUpdate:
@@ -90,19 +95,45 @@ class TaskRunner:
         self,
         scanner: Scanner,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        *,
+        vms: VmTasks | None = None,
     ) -> None:
         self._scanner = scanner
         self._now = now
+        self._vms = vms
         self._done: set[str] = set()
 
     def pending(self, tasks: Sequence[AgentTask]) -> bool:
-        return any(t.id not in self._done for t in tasks)
+        """True when a task is new, or one was dropped from the desired state."""
+        ids = {t.id for t in tasks}
+        return bool(ids - self._done) or bool(self._done - ids)
+
+    def busy(self) -> bool:
+        """True while VM tasks run or their effect on the image caches is unreported."""
+        return self._vms is not None and self._vms.busy()
+
+    def take_images_changed(self) -> bool:
+        """True (once) when a VM task may have changed an image cache."""
+        return self._vms is not None and self._vms.take_images_changed()
 
     def run(self, reporter: TaskReporter, node: str, tasks: Sequence[AgentTask]) -> None:
         """Run and report every task not yet reported; retryable report errors propagate."""
-        self._done &= {t.id for t in tasks}  # forget what the control plane has dropped
-        for task in tasks:
+        ids = {t.id for t in tasks}
+        self._done &= ids  # forget what the control plane has dropped
+        vms = self._vms
+        if vms is not None:
+            vms.forget(ids)
+
+        def handed_off(task: AgentTask) -> bool:
+            return vms is not None and vms.handles(task.type)
+
+        # VM tasks first: handing them off never fails, a scan report may.
+        for task in sorted(tasks, key=lambda t: not handed_off(t)):
             if task.id in self._done:
+                continue
+            if vms is not None and handed_off(task):
+                vms.submit(task)
+                self._done.add(task.id)
                 continue
             update = execute(self._scanner, task, self._now())
             try:
