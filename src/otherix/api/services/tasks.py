@@ -199,7 +199,10 @@ def agent_update(deps: Deps, ident: AgentIdentity, task_id: str, update: TaskUpd
         if not qt.update_task(conn, task_id, values, only_if_status=["pending", "running"]):
             return Task.model_validate(qt.get_task(conn, task_id) or row)
         _run_hooks(conn, deps, row, update, values, now)
-        if values.get("status") in FINAL:
+        finished = values.get("status") in FINAL
+        if finished:
             qn.bump_revision(conn, ident.node_id)  # drop it from the node's desired tasks
         row = qt.get_task(conn, task_id) or row
+    if finished:
+        deps.hub.publish([ident.node_id])  # the node's watch sees the new desired state now
     return Task.model_validate(row)
