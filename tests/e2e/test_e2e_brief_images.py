@@ -1,0 +1,176 @@
+"""The brief's image-cache and delete-blocking paragraphs, on a two-node
+cluster, as a user runs them with the real CLI:
+
+- a VM created without ``--pool`` lands in the cluster default pool;
+- on first use the agent materialises the image under
+  ``{poolPath}/images/{basename}`` with a ``.sha256`` sidecar (IfNotPresent);
+  a second VM from the same image hits the cache instead of re-downloading;
+- ``otherix pool get <uuid>`` lists the cached image;
+- deletion is refused while the pool backs VM disks, listing the count and
+  the VM names; the image cache is not a blocker.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from otherix.cli.output import human_bytes
+from support.harness import FAST, Cluster, ControlPlane
+
+pytestmark = [pytest.mark.slow]
+
+OTHERIX = str(Path(sys.executable).with_name("otherix"))
+DEFAULT = "/var/lib/otherix/pools/default"
+IMAGE = "tiny-cloudimg-amd64.img"
+
+
+class ImageServer:
+    """Serves one qcow2 file on loopback and counts the downloads."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.hits = 0
+        data = path.read_bytes()
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                outer.hits += 1
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *_args) -> None:
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/{IMAGE}"
+
+    def __enter__(self) -> ImageServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def run(env, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
+    r = subprocess.run(
+        [OTHERIX, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+    if ok:
+        assert r.returncode == 0, f"otherix {' '.join(args)}:\n{r.stdout}\n{r.stderr}"
+    else:
+        assert r.returncode == 1, f"otherix {' '.join(args)} should fail:\n{r.stdout}\n{r.stderr}"
+    return r
+
+
+def test_image_cache_and_delete_blocking_as_the_brief_says(tmp_path):
+    image = tmp_path / IMAGE
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(image), "64M"], check=True)
+    sha = hashlib.sha256(image.read_bytes()).hexdigest()
+    agent_config = {"images": {"allow_loopback_and_link_local": True}}
+    cp = ControlPlane(tmp_path / "api", overrides=FAST).start()
+    try:
+        with (
+            ImageServer(image) as server,
+            Cluster(cp, tmp_path, agent_config=agent_config) as cluster,
+        ):
+            node_a = cluster.add_node("node-a")
+            node_b = cluster.add_node("node-b")
+            for name in ("node-a", "node-b"):
+                cluster.wait_pool_status(name, "default", "ready", timeout=15)
+            env = {
+                **os.environ,
+                "OTHERIX_SERVER": cp.url,
+                "OTHERIX_API_TOKEN": cp.admin_token,
+                "OTHERIX_CONFIG": str(tmp_path / "cli-config"),
+            }
+            # No --pool: the cluster default pool; pinned to node-a.
+            created = run(
+                env,
+                "vm",
+                "create",
+                "web-1",
+                "--image-url",
+                server.url,
+                "--node",
+                "node-a",
+                "--disk-gib",
+                "1",
+                "--wait",
+            )
+            assert "stopped" in created.stdout
+            vm = json.loads(run(env, "vm", "get", "web-1", "-o", "json").stdout)
+            assert vm["pool"] == "default"
+            assert vm["node"] == "node-a"
+            assert vm["status"]["phase"] == "stopped"
+            disk_path = vm["disks"][0]["file_path"]
+            assert disk_path == f"{DEFAULT}/vms/{vm['id']}/disk.qcow2"
+            assert node_a.host_path(disk_path).is_file()
+            # The cache, exactly where the brief says, with its sidecar.
+            cached = node_a.host_path(f"{DEFAULT}/images/{IMAGE}")
+            assert cached.read_bytes() == image.read_bytes()
+            assert node_a.host_path(f"{DEFAULT}/images/{IMAGE}.sha256").read_text() == sha
+            assert not node_b.host_path(f"{DEFAULT}/images/{IMAGE}").exists()
+            assert server.hits == 1
+
+            # Same image again on the same node and pool: served from the cache.
+            run(
+                env,
+                "vm",
+                "create",
+                "web-2",
+                "--image-url",
+                server.url,
+                "--node",
+                "node-a",
+                "--disk-gib",
+                "1",
+                "--wait",
+            )
+            assert server.hits == 1
+
+            # The cache surfaces on the pool view.
+            instance = next(
+                p
+                for p in json.loads(run(env, "pool", "list", "-o", "json").stdout)["data"]
+                if p["node"] == "node-a"
+            )
+            text = run(env, "pool", "get", instance["id"]).stdout
+            assert "images:" in text
+            size = human_bytes(image.stat().st_size)
+            assert f"  - {IMAGE} (sha {sha[:12]}, {size})" in text
+
+            # Deletion is refused while the pool backs VM disks: count and names.
+            blocked = run(env, "pool", "delete", instance["id"], "--force", ok=False)
+            assert "vm_disks: 2" in blocked.stdout
+            assert "VMs with a disk on this pool:\n  - web-1\n  - web-2" in blocked.stdout
+            # Remove the dependents, then the delete goes through; the cache never blocks it.
+            for vm_name in ("web-1", "web-2"):
+                run(env, "vm", "delete", vm_name, "--force", "--wait")
+            assert not node_a.host_path(f"{DEFAULT}/vms/{vm['id']}").exists()
+            assert cached.exists()  # the image cache stays
+            assert "deleted" in run(env, "pool", "delete", instance["id"], "--force").stdout
+    finally:
+        cp.stop()
