@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +20,7 @@ from click.testing import CliRunner, Result
 
 from otherix.cli.context import CliContext
 from otherix.cli.main import cli
+from support import rows
 
 DIGEST = "0" * 64
 
@@ -170,37 +169,10 @@ def report_when_created(
     return thread
 
 
-def add_vm_disk(api: Any, pool_id: str, vm_name: str) -> None:
-    """Put a VM with one disk on ``pool_id`` (store-level: there is no VM API yet)."""
-    from otherix.store.schema import vm_disks, vms
-
+def add_vm_disk(api, pool_id: str, vm_name: str) -> None:
+    """A VM row with one disk on ``pool_id``, owned by the admin (see support.rows)."""
     _, me = get_json(api, "/v1/users/me")
-    now = datetime.now(UTC)
-    vm_id = str(uuid.uuid4())
-    with api.server.deps.db.write() as conn:
-        conn.execute(
-            vms.insert().values(
-                id=vm_id,
-                name=vm_name,
-                name_lower=vm_name.lower(),
-                owner_id=me["id"],
-                spec={},
-                phase="pending",
-                created_at=now,
-                updated_at=now,
-            )
-        )
-        conn.execute(
-            vm_disks.insert().values(
-                id=str(uuid.uuid4()),
-                vm_id=vm_id,
-                storage_pool_id=pool_id,
-                size_gib=1,
-                format="qcow2",
-                created_at=now,
-                updated_at=now,
-            )
-        )
+    rows.add_vm_disk(api.server.deps.db, pool_id, vm_name, owner_id=me["id"], phase="pending")
 
 
 def table(text: str) -> list[dict[str, str]]:

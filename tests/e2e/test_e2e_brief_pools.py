@@ -15,13 +15,12 @@ import os
 import subprocess
 import sys
 import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 import yaml
 
-from otherix.store.schema import users, vm_disks, vms
+from support import rows as store_rows
 from support.harness import FAST, Cluster, ControlPlane
 
 pytestmark = [pytest.mark.slow]
@@ -220,40 +219,13 @@ def test_the_brief_on_two_nodes(two_nodes):  # one walk, in the brief's order
 
     # Deletion is refused while the pool backs VM disks (a disk row, as a VM would leave).
     fast_id = json.loads(otherix("pool", "get", "fast", "-o", "json").stdout)["instances"][0]["id"]
-    now = datetime.now(UTC)
-    with cp.server.deps.db.write() as conn:
-        owner = conn.execute(users.select()).first().id
-        vm_id = str(uuid.uuid4())
-        conn.execute(
-            vms.insert().values(
-                id=vm_id,
-                name="web-1",
-                name_lower="web-1",
-                owner_id=owner,
-                spec={},
-                phase="stopped",
-                created_at=now,
-                updated_at=now,
-            )
-        )
-        conn.execute(
-            vm_disks.insert().values(
-                id=str(uuid.uuid4()),
-                vm_id=vm_id,
-                storage_pool_id=fast_id,
-                size_gib=1,
-                format="qcow2",
-                created_at=now,
-                updated_at=now,
-            )
-        )
+    vm_id = store_rows.add_vm_disk(cp.server.deps.db, fast_id, "web-1")
     blocked = otherix("pool", "delete", "fast", "--force", ok=False)
     assert "cannot delete pool fast" in blocked.stdout
     assert "vm_disks: 1" in blocked.stdout
     assert "VMs with a disk on this pool:\n  - web-1" in blocked.stdout
     assert "blocked" in blocked.stderr
-    with cp.server.deps.db.write() as conn:
-        conn.execute(vm_disks.delete().where(vm_disks.c.vm_id == vm_id))
+    store_rows.remove_vm_disks(cp.server.deps.db, vm_id)
     assert "pool fast deleted" in otherix("pool", "delete", "fast", "--force").stdout
 
     # By --node, and by UUID; the files stay on the node's disk.

@@ -1,0 +1,49 @@
+"""Store rows written directly by tests, for states a user reaches only through
+a full agent round trip (a VM holding a disk on a pool)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+from otherix.store import Database
+from otherix.store.schema import users, vm_disks, vms
+
+
+def add_vm_disk(
+    db: Database, pool_id: str, vm_name: str, owner_id: str | None = None, phase: str = "stopped"
+) -> str:
+    """Insert a VM named ``vm_name`` with one disk on ``pool_id``; returns the VM id."""
+    now = datetime.now(UTC)
+    vm_id = str(uuid.uuid4())
+    with db.write() as conn:
+        owner = owner_id or conn.execute(users.select()).first().id
+        conn.execute(
+            vms.insert().values(
+                id=vm_id,
+                name=vm_name,
+                name_lower=vm_name.lower(),
+                owner_id=owner,
+                spec={},
+                phase=phase,
+                created_at=now,
+                updated_at=now,
+            )
+        )
+        conn.execute(
+            vm_disks.insert().values(
+                id=str(uuid.uuid4()),
+                vm_id=vm_id,
+                storage_pool_id=pool_id,
+                size_gib=1,
+                format="qcow2",
+                created_at=now,
+                updated_at=now,
+            )
+        )
+    return vm_id
+
+
+def remove_vm_disks(db: Database, vm_id: str) -> None:
+    with db.write() as conn:
+        conn.execute(vm_disks.delete().where(vm_disks.c.vm_id == vm_id))
