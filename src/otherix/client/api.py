@@ -137,3 +137,6 @@ class ApiClient(HttpClient):
 
     def list_tasks(self, **params: Any) -> dict[str, Any]:
         return dict(self.json("GET", "/v1/tasks", params=params))
+
+    def cancel_task(self, task_id: str) -> dict[str, Any]:
+        return dict(self.json("POST", f"/v1/tasks/{_seg(task_id)}/cancel"))
