@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from otherix.agent import fs
+from otherix.agent import fs, fs_clone
 
 
 def test_create_exclusive_mode_and_no_overwrite(tmp_path):
@@ -46,7 +46,9 @@ def test_clone_file_copy_keeps_holes_and_bytes(tmp_path):
         f.seek(40 << 20)
         f.write(b"tail" * 1024)
     seen: list[int] = []
-    method = fs.clone_file(src, tmp_path / "dst.raw", allow_reflink=False, progress=seen.append)
+    method = fs_clone.clone_file(
+        src, tmp_path / "dst.raw", allow_reflink=False, progress=seen.append
+    )
     dst = tmp_path / "dst.raw"
     assert method == "copy"
     assert dst.stat().st_size == 64 << 20
@@ -64,7 +66,7 @@ def test_clone_file_refused_copy_leaves_nothing(tmp_path):
         raise OSError(errno.ENOSPC, "no room")
 
     with pytest.raises(OSError):
-        fs.clone_file(src, tmp_path / "dst", allow_reflink=False, before_copy=veto)
+        fs_clone.clone_file(src, tmp_path / "dst", allow_reflink=False, before_copy=veto)
     assert not (tmp_path / "dst").exists()
 
 
@@ -72,7 +74,7 @@ def test_clone_file_reflink_falls_back_to_copy(tmp_path):
     """On a filesystem without reflink (ext4, tmpfs) FICLONE fails and a copy is made."""
     src = tmp_path / "src"
     src.write_bytes(os.urandom(100_000))
-    method = fs.clone_file(src, tmp_path / "dst")
+    method = fs_clone.clone_file(src, tmp_path / "dst")
     assert method in ("reflink", "copy")
     assert (tmp_path / "dst").read_bytes() == src.read_bytes()
 
@@ -84,7 +86,7 @@ def test_copy_data_without_copy_file_range(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "copy_file_range", unsupported)
     src = tmp_path / "src"
     src.write_bytes(os.urandom(3 << 20))
-    assert fs.clone_file(src, tmp_path / "dst", allow_reflink=False) == "copy"
+    assert fs_clone.clone_file(src, tmp_path / "dst", allow_reflink=False) == "copy"
     assert (tmp_path / "dst").read_bytes() == src.read_bytes()
 
 

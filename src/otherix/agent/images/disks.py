@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Literal
 
-from otherix.agent import fs
+from otherix.agent import fs, fs_clone
 from otherix.agent.images import entries, formats, scratch
 from otherix.agent.images.errors import ImageError, ImageErrorCode
 from otherix.agent.images.formats import ImageFormat
@@ -148,7 +148,7 @@ def _build(
     src_fmt, src_info = src
     method: Method
     if src_fmt == fmt:
-        method = fs.clone_file(
+        method = fs_clone.clone_file(
             image_path,
             tmp,
             mode=DISK_MODE,
