@@ -39,6 +39,7 @@ from otherix import __version__
 from otherix.cli.commands.cluster import cluster
 from otherix.cli.commands.completion import completion
 from otherix.cli.commands.config import config
+from otherix.cli.commands.manifests import apply_manifests, create_manifests, delete_manifests
 from otherix.cli.commands.nodes import node
 from otherix.cli.commands.pools import pool
 from otherix.cli.commands.tasks import task
@@ -144,6 +145,8 @@ def cli(
 
 for _group in (config, user, token, node, pool, vm, task, cluster, completion):
     cli.add_command(_group)
+for _command in (create_manifests, apply_manifests, delete_manifests):
+    cli.add_command(_command)
 
 
 def main(argv: list[str] | None = None) -> None:

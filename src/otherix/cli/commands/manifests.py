@@ -1,0 +1,192 @@
+"""``otherix create|apply|delete -f``: declarative manifests (contract §6).
+
+Owns the three top-level commands and their flags. Each reads every ``-f``
+input and validates every document first (``otherix.cli.manifest.parse``):
+if any document is invalid, every problem is printed as ``error: manifest:
+…`` and nothing is sent. Then the items (``.plan``) run through
+``otherix.cli.manifest.run``.
+
+Choices where the contract is silent (documented in ``--help``, tested):
+
+- ``create -f`` counts an object that already exists as a failure (exit 1);
+  ``apply -f`` is the idempotent command.
+- ``apply -f`` (not in the reference) creates what is missing, prints
+  ``unchanged <obj>`` for what matches and ``drift <obj>: <why>`` for what
+  differs, never changes an existing object, and exits 1 when anything
+  drifted, so a pipeline notices. ``apply --dry-run`` reads the server to
+  plan (it never writes) and exits the same way.
+- ``delete -f`` reports an object that is already gone (``not found``) and a
+  blocked pool (``blocked by vm_disks: 1 (skipped, not forced)``) and exits 1
+  after trying the rest. Its prompt lists the objects, asked once, only on a
+  terminal and without ``--force``.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from otherix.cli.commands.common import confirm
+from otherix.cli.context import CliContext, CliError, get_context
+from otherix.cli.manifest.load import ManifestError, read_sources
+from otherix.cli.manifest.parse import parse_sources
+from otherix.cli.manifest.plan import Item, expand
+from otherix.cli.manifest.run import Runner
+from otherix.cli.progress import parse_timeout
+
+__all__ = ["apply_manifests", "create_manifests", "delete_manifests"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _read_stdin() -> str:
+    return sys.stdin.read() if sys.stdin is not None else ""
+
+
+def _common(wait_help: str) -> Callable[[F], F]:
+    def decorate(func: F) -> F:
+        options = [
+            click.option(
+                "-f",
+                "--filename",
+                "files",
+                multiple=True,
+                required=True,
+                metavar="FILE|DIR|-",
+                help="Manifest file, directory (*.yaml, *.yml) or - for stdin; repeatable.",
+            ),
+            click.option("--dry-run", is_flag=True, help="Print what would be done; send nothing."),
+            click.option("--wait", is_flag=True, help=wait_help),
+            click.option(
+                "--wait-timeout",
+                default="5m",
+                show_default=True,
+                metavar="DURATION",
+                help="Give up waiting after this long (e.g. 90s, 10m).",
+            ),
+        ]
+        for option in reversed(options):
+            func = option(func)
+        return func
+
+    return decorate
+
+
+def _load(files: tuple[str, ...], *, reverse: bool = False) -> list[Item]:
+    """Every item of every input, validated before anything is sent."""
+    try:
+        docs = parse_sources(read_sources(files, _read_stdin))
+    except ManifestError as exc:
+        ctx = get_context()
+        for problem in exc.problems[:-1]:
+            ctx.warn(f"error: {problem}")
+        raise CliError(exc.problems[-1]) from exc
+    return expand(docs, reverse=reverse)
+
+
+def _finish(runner: Runner, total: int) -> None:
+    if runner.failures:
+        raise CliError(f"{runner.failures} of {total} objects failed")
+
+
+def _runner(ctx: CliContext, wait: bool, timeout: float) -> Runner:
+    return Runner(ctx, ctx.client(), wait=wait, timeout=timeout)
+
+
+WAIT_CREATE = "Wait for pools to reconcile (ready/failed) and VM disks to be ready."
+
+
+@click.command("create")
+@_common(WAIT_CREATE)
+def create_manifests(files: tuple[str, ...], dry_run: bool, wait: bool, wait_timeout: str) -> None:
+    """Create every object in the manifests (StoragePool, then VM).
+
+    A StoragePool with spec.nodeList is one pool instance per node. Every
+    document is validated first; any problem fails the command before a
+    request is sent. Then each object is tried; one that already exists is
+    reported and the command exits 1 (use apply to skip existing objects).
+
+    \b
+    Example:
+      otherix create -f pools.yaml -f vms/ --wait
+      otherix pool get fast -o yaml | otherix create -f - --dry-run
+    """
+    timeout = parse_timeout("--wait-timeout", wait_timeout)
+    items = _load(files)
+    ctx = get_context()
+    if dry_run:
+        for item in items:
+            ctx.line(f"would create {item.label}")
+        return
+    runner = _runner(ctx, wait, timeout)
+    runner.create(items)
+    _finish(runner, len(items))
+
+
+@click.command("apply")
+@_common(WAIT_CREATE + " Only objects created by this run are waited for.")
+def apply_manifests(files: tuple[str, ...], dry_run: bool, wait: bool, wait_timeout: str) -> None:
+    """Create what is missing; leave what matches; report drift, never change it.
+
+    Idempotent: re-running it on an applied manifest prints only
+    "unchanged" lines and exits 0. A pool instance whose path or type
+    differs, or a VM whose spec differs, is reported as drift (exit 1) and
+    left as it is: delete and re-create it to change it. --dry-run reads
+    the server and prints the plan (create / unchanged / drift) per node.
+
+    \b
+    Example:
+      otherix apply -f pools.yaml --dry-run
+      otherix apply -f pools.yaml -f vms.yaml --wait
+    """
+    timeout = parse_timeout("--wait-timeout", wait_timeout)
+    items = _load(files)
+    ctx = get_context()
+    runner = _runner(ctx, wait, timeout)
+    actions = runner.plan(items)
+    if dry_run:
+        for action in actions:
+            ctx.line(action.text())
+        drifted = sum(1 for a in actions if a.verb == "drift")
+        if drifted:
+            raise CliError(f"{drifted} of {len(items)} objects drifted (dry run: nothing changed)")
+        return
+    runner.apply(actions)
+    _finish(runner, len(items))
+
+
+@click.command("delete")
+@_common("Wait for each VM's vm.delete task, so a following pool delete is not blocked.")
+@click.option("--force", is_flag=True, help="Skip the confirmation prompt.")
+def delete_manifests(
+    files: tuple[str, ...], dry_run: bool, wait: bool, wait_timeout: str, force: bool
+) -> None:
+    """Delete every object in the manifests, in reverse order (VM, then StoragePool).
+
+    Each pool (name, node) is resolved to its instance UUID first. A pool
+    still holding VM disks is reported and skipped (never forced); so is an
+    object that does not exist; the command then exits 1. Asks for
+    confirmation when stdin is a terminal, unless --force.
+
+    \b
+    Example:
+      otherix delete -f demo.yaml --wait --force
+    """
+    timeout = parse_timeout("--wait-timeout", wait_timeout)
+    items = _load(files, reverse=True)
+    ctx = get_context()
+    if dry_run:
+        for item in items:
+            ctx.line(f"would delete {item.label}")
+        return
+    if not force and ctx.stdin_is_tty():
+        labels = ", ".join(item.label for item in items)
+        if not confirm(ctx, f"delete {len(items)} objects ({labels})?"):
+            ctx.line("aborted")
+            return
+    runner = _runner(ctx, wait, timeout)
+    runner.delete(items)
+    _finish(runner, len(items))

@@ -1,0 +1,215 @@
+"""Run manifest plans against the API: create, apply, delete (contract §6).
+
+Owns the I/O half of ``create|apply|delete -f``: observing what exists
+(one ``GET /v1/storage-pools/{name}`` concept view per pool name, one
+``GET /v1/vms/{name}`` per VM), sending the requests item by item, waiting
+(``--wait``) and reporting one line per item. Execution is best-effort:
+every item is tried, and the returned failure count makes the command exit
+1. Result lines go to stdout (``created …``, ``unchanged …``, ``drift …``,
+``deleted …``); per-item failures go to stderr as ``<label>: <problem>``.
+
+Called by ``otherix.cli.commands.manifests`` with items from ``.plan``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from otherix.cli.context import CliContext
+from otherix.cli.durations import format_duration
+from otherix.cli.manifest.plan import (
+    Action,
+    Item,
+    PoolItem,
+    VmItem,
+    find_instance,
+    pool_action,
+    vm_action,
+)
+from otherix.cli.progress import StatusLine, follow_task, live_output, task_error, wait_vm_ready
+from otherix.cli.wait import poll
+from otherix.client.api import ApiClient
+from otherix.client.errors import ApiError, ClientError
+
+__all__ = ["Runner"]
+
+BLOCKED_CODES = ("conflict", "resource_in_use")
+
+
+@dataclass
+class Runner:
+    """One command's run: the context, the client, the deadline and the failures."""
+
+    ctx: CliContext
+    api: ApiClient
+    wait: bool = False
+    timeout: float = 300.0
+    failures: int = 0
+    _deadline: float = 0.0
+    _concepts: dict[str, dict[str, Any] | None] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._deadline = self.ctx.monotonic() + self.timeout
+
+    def fail(self, item: Item, problem: str) -> None:
+        self.failures += 1
+        self.ctx.warn(f"{item.label}: {problem}")
+
+    def _left(self) -> float:
+        return max(0.0, self._deadline - self.ctx.monotonic())
+
+    # observing ------------------------------------------------------------------------
+    def concept(self, name: str) -> dict[str, Any] | None:
+        """The concept view of pool ``name`` (None when absent), fetched once."""
+        if name not in self._concepts:
+            try:
+                self._concepts[name] = self.api.get_pool(name)
+            except ApiError as exc:
+                if exc.status != 404:
+                    raise
+                self._concepts[name] = None
+        return self._concepts[name]
+
+    def vm(self, name: str) -> dict[str, Any] | None:
+        try:
+            return self.api.get_vm(name)
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def plan(self, items: Sequence[Item]) -> list[Action]:
+        """The apply plan: one action per item, from the server's current state."""
+        return [
+            pool_action(item, self.concept(item.name))
+            if isinstance(item, PoolItem)
+            else vm_action(item, self.vm(item.name))
+            for item in items
+        ]
+
+    # creating -------------------------------------------------------------------------
+    def create(self, items: Sequence[Item]) -> None:
+        """POST every item (409 is ``already exists``), then wait if asked."""
+        made: list[tuple[Item, dict[str, Any]]] = []
+        for item in items:
+            try:
+                if isinstance(item, PoolItem):
+                    body = self.api.create_pool(item.body())
+                else:
+                    body = self.api.create_vm(item.spec.body(item.name))
+            except ApiError as exc:
+                self.fail(item, "already exists" if exc.status == 409 else str(exc))
+                continue
+            except ClientError as exc:
+                self.fail(item, str(exc))
+                continue
+            self.ctx.line(f"created {item.label}")
+            made.append((item, body))
+        if self.wait:
+            for item, body in made:
+                self._wait_created(item, body)
+
+    def _wait_created(self, item: Item, body: dict[str, Any]) -> None:
+        try:
+            if isinstance(item, PoolItem):
+                problem = self._wait_pool(body)
+            else:
+                _, problem = wait_vm_ready(self.ctx, self.api, body, self._left())
+        except ClientError as exc:
+            problem = str(exc)
+        if problem:
+            self.fail(item, problem)
+        else:
+            self.ctx.line(f"ready {item.label}")
+
+    def _wait_pool(self, pool: dict[str, Any]) -> str:
+        outcome = poll(
+            lambda: self.api.get_pool(str(pool["id"])),
+            lambda p: p.get("reconciliation_status") in ("ready", "failed"),
+            timeout=self._left(),
+            sleep=self.ctx.sleep,
+            monotonic=self.ctx.monotonic,
+        )
+        last = outcome.value
+        if last.get("reconciliation_status") == "failed":
+            return f"reconciliation failed: {last.get('reconciliation_error') or 'unknown'}"
+        if not outcome.done:
+            return (
+                f"not ready within {format_duration(self.timeout)} "
+                f'(last status "{last.get("reconciliation_status")}")'
+            )
+        return ""
+
+    def apply(self, actions: Sequence[Action]) -> None:
+        """Create what is missing; report unchanged and drifted items (never touched)."""
+        missing: list[Item] = []
+        for action in actions:
+            if action.verb == "create":
+                missing.append(action.item)
+            elif action.verb == "unchanged":
+                self.ctx.line(action.text())
+            else:
+                self.failures += 1
+                self.ctx.line(action.text())
+        self.create(missing)
+
+    # deleting -------------------------------------------------------------------------
+    def delete(self, items: Sequence[Item]) -> None:
+        """Delete every item in the given (reversed) order; blocked ones are skipped."""
+        for item in items:
+            try:
+                if isinstance(item, PoolItem):
+                    self._delete_pool(item)
+                else:
+                    self._delete_vm(item)
+            except ClientError as exc:
+                self.fail(item, str(exc))
+
+    def _delete_pool(self, item: PoolItem) -> None:
+        inst = find_instance(self.concept(item.name), item.node)
+        if inst is None:
+            self.fail(item, "not found")
+            return
+        try:
+            self.api.delete_pool(str(inst["id"]))
+        except ApiError as exc:
+            if exc.status == 409 and exc.code in BLOCKED_CODES:
+                blocking = exc.details.get("blocking_resources") or {}
+                what = ", ".join(f"{k}: {v}" for k, v in sorted(blocking.items()))
+                self.fail(item, f"blocked by {what or exc.code} (skipped, not forced)")
+                return
+            raise
+        self._concepts.pop(item.name, None)
+        self.ctx.line(f"deleted {item.label}")
+
+    def _delete_vm(self, item: VmItem) -> None:
+        try:
+            accepted = self.api.delete_vm(item.name)
+        except ApiError as exc:
+            if exc.status == 404:
+                self.fail(item, "not found")
+                return
+            raise
+        if accepted is None:
+            self.ctx.line(f"deleted {item.label}")
+            return
+        task_id = str(accepted.get("task_id", ""))
+        if not self.wait:
+            self.ctx.line(f"deleting {item.label} (task {task_id})")
+            return
+        line = StatusLine(self.ctx, live_output(self.ctx))
+        try:
+            outcome = follow_task(
+                self.ctx, self.api, task_id, timeout=self._left(), line=line, label=item.label
+            )
+        finally:
+            line.clear()
+        task = outcome.value
+        if not outcome.done:
+            self.fail(item, f"still deleting (task {task_id} {task.get('status')})")
+        elif task.get("status") != "success":
+            self.fail(item, f"delete failed: {task_error(task)}")
+        else:
+            self.ctx.line(f"deleted {item.label}")
