@@ -13,60 +13,22 @@ cluster, as a user runs them with the real CLI:
 from __future__ import annotations
 
 import hashlib
-import http.server
 import json
 import os
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
 
 from otherix.cli.output import human_bytes
 from support.harness import FAST, Cluster, ControlPlane
+from support.images import IMAGE, ImageServer
 
 pytestmark = [pytest.mark.slow]
 
 OTHERIX = str(Path(sys.executable).with_name("otherix"))
 DEFAULT = "/var/lib/otherix/pools/default"
-IMAGE = "tiny-cloudimg-amd64.img"
-
-
-class ImageServer:
-    """Serves one qcow2 file on loopback and counts the downloads."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.hits = 0
-        data = path.read_bytes()
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                outer.hits += 1
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *_args) -> None:
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}/{IMAGE}"
-
-    def __enter__(self) -> ImageServer:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *_exc) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 def run(env, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
