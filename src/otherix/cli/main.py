@@ -3,7 +3,8 @@
 Owns the composition root of the CLI process: the root click group with the
 global flags of §5.1 (``--endpoint``, ``--token``, ``--cluster``,
 ``--config``, ``--debug``, ``--version``), the registration of one command
-group per resource (``otherix.cli.commands.*``), and the translation of
+group per resource (``otherix.cli.commands.*``) plus the three manifest
+commands ``create -f``, ``apply -f`` and ``delete -f``, and the translation of
 every failure into ``error: <message>`` on stderr. Console script:
 ``otherix = otherix.cli.main:main``.
 
