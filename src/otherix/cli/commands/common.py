@@ -15,7 +15,8 @@ from typing import Any, TypeVar
 import click
 
 from otherix.cli.context import CliContext, CliError
-from otherix.cli.output import check_format, render_json, render_yaml
+from otherix.cli.output import check_format, render_json, render_yaml, render_yaml_stream
+from otherix.cli.views.pools import paging_footer
 
 __all__ = [
     "confirm",
@@ -78,3 +79,27 @@ def confirm(ctx: CliContext, question: str, *, accept_yes_word: bool = False) ->
 def render_object(obj: Any, fmt: str) -> str:
     """Dump a decoded body as ``json`` or ``yaml``."""
     return render_yaml(obj) if fmt == "yaml" else render_json(obj)
+
+
+def write_list_page(
+    ctx: CliContext,
+    command_path: str,
+    body: dict[str, Any],
+    fmt: str,
+    *,
+    table: Callable[[list[dict[str, Any]]], str],
+    manifests: Callable[[list[dict[str, Any]]], list[dict[str, Any]]],
+) -> None:
+    """One page of a list command: json (the whole body), yaml (manifests on
+    stdout, the paging footer on stderr so stdout stays valid YAML) or a table
+    followed by the footer."""
+    data = body.get("data") or []
+    footer = paging_footer(command_path, (body.get("meta") or {}).get("next_cursor"))
+    if fmt == "json":
+        ctx.write(render_object(body, fmt))
+    elif fmt == "yaml":
+        ctx.write(render_yaml_stream(manifests(data)))
+        ctx.err(footer)
+    else:
+        ctx.write(table(data))
+        ctx.write(footer)

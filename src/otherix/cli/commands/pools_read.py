@@ -21,6 +21,7 @@ from otherix.cli.commands.common import (
     render_object,
     show_ids_option,
     validate_output,
+    write_list_page,
 )
 from otherix.cli.commands.pool_targets import is_uuid
 from otherix.cli.context import CliError, get_context
@@ -28,7 +29,6 @@ from otherix.cli.output import render_yaml_stream
 from otherix.cli.views.pools import (
     concept_text,
     list_manifests,
-    paging_footer,
     pool_list_table,
     pool_manifests,
     pool_text,
@@ -68,17 +68,14 @@ def list_pools(
     fmt = validate_output(output, ("table", "json", "yaml"))
     ctx = get_context()
     body = ctx.client().list_pools(limit=limit, cursor=cursor, node=node, type=pool_type)
-    data = body.get("data") or []
-    next_cursor = (body.get("meta") or {}).get("next_cursor")
-    footer = paging_footer(cctx.command_path, next_cursor)
-    if fmt == "json":
-        ctx.write(render_object(body, fmt))
-    elif fmt == "yaml":
-        ctx.write(render_yaml_stream(list_manifests(data)))
-        ctx.err(footer)
-    else:
-        ctx.write(pool_list_table(data, ctx.now(), show_ids))
-        ctx.write(footer)
+    write_list_page(
+        ctx,
+        cctx.command_path,
+        body,
+        fmt,
+        table=lambda rows: pool_list_table(rows, ctx.now(), show_ids),
+        manifests=list_manifests,
+    )
 
 
 @click.command("get")

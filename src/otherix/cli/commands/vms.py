@@ -41,10 +41,11 @@ from otherix.cli.commands.common import (
     render_object,
     show_ids_option,
     validate_output,
+    write_list_page,
 )
 from otherix.cli.context import CliError, get_context
 from otherix.cli.durations import format_duration
-from otherix.cli.output import render_yaml, render_yaml_stream
+from otherix.cli.output import render_yaml
 from otherix.cli.progress import (
     StatusLine,
     follow_task,
@@ -53,7 +54,6 @@ from otherix.cli.progress import (
     task_error,
     wait_vm_ready,
 )
-from otherix.cli.views.pools import paging_footer
 from otherix.cli.views.vms import (
     created_text,
     list_manifests,
@@ -219,16 +219,14 @@ def list_vms(
     fmt = validate_output(output, ("table", "json", "yaml"))
     ctx = get_context()
     body = ctx.client().list_vms(limit=limit, cursor=cursor, pool=pool, node=node, status=status)
-    data = body.get("data") or []
-    footer = paging_footer(cctx.command_path, (body.get("meta") or {}).get("next_cursor"))
-    if fmt == "json":
-        ctx.write(render_object(body, fmt))
-    elif fmt == "yaml":
-        ctx.write(render_yaml_stream(list_manifests(data)))
-        ctx.err(footer)
-    else:
-        ctx.write(vm_list_table(data, ctx.now(), show_ids))
-        ctx.write(footer)
+    write_list_page(
+        ctx,
+        cctx.command_path,
+        body,
+        fmt,
+        table=lambda rows: vm_list_table(rows, ctx.now(), show_ids),
+        manifests=list_manifests,
+    )
 
 
 @vm.command("get")
