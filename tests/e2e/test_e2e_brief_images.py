@@ -14,37 +14,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from otherix.cli.output import human_bytes
+from support.cli import cli_env, run
 from support.harness import FAST, Cluster, ControlPlane
 from support.images import IMAGE, ImageServer
 
 pytestmark = [pytest.mark.slow]
 
-OTHERIX = str(Path(sys.executable).with_name("otherix"))
 DEFAULT = "/var/lib/otherix/pools/default"
-
-
-def run(env, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
-    r = subprocess.run(
-        [OTHERIX, *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        stdin=subprocess.DEVNULL,
-    )
-    if ok:
-        assert r.returncode == 0, f"otherix {' '.join(args)}:\n{r.stdout}\n{r.stderr}"
-    else:
-        assert r.returncode == 1, f"otherix {' '.join(args)} should fail:\n{r.stdout}\n{r.stderr}"
-    return r
 
 
 def test_image_cache_and_delete_blocking_as_the_brief_says(tmp_path):
@@ -62,12 +43,7 @@ def test_image_cache_and_delete_blocking_as_the_brief_says(tmp_path):
             node_b = cluster.add_node("node-b")
             for name in ("node-a", "node-b"):
                 cluster.wait_pool_status(name, "default", "ready", timeout=15)
-            env = {
-                **os.environ,
-                "OTHERIX_SERVER": cp.url,
-                "OTHERIX_API_TOKEN": cp.admin_token,
-                "OTHERIX_CONFIG": str(tmp_path / "cli-config"),
-            }
+            env = cli_env(cp.url, cp.admin_token, tmp_path)
             # No --pool: the cluster default pool; pinned to node-a.
             created = run(
                 env,

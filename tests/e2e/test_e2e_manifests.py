@@ -6,34 +6,18 @@ CLI output at each step and the files on each node."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import yaml
 
+from support.cli import cli_env, run
 from support.harness import FAST, Cluster, ControlPlane
 from support.images import IMAGE, ImageServer
 
 pytestmark = [pytest.mark.slow]
 
-OTHERIX = str(Path(sys.executable).with_name("otherix"))
 FAST_PATH = "/var/lib/otherix/pools/fast"
-
-
-def run(env, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
-    r = subprocess.run(
-        [OTHERIX, *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        stdin=subprocess.DEVNULL,
-    )
-    assert (r.returncode == 0) == ok, f"otherix {' '.join(args)}:\n{r.stdout}\n{r.stderr}"
-    return r
 
 
 def test_apply_reapply_roundtrip_delete_on_three_nodes(tmp_path):
@@ -49,12 +33,7 @@ def test_apply_reapply_roundtrip_delete_on_three_nodes(tmp_path):
             nodes = {n: cluster.add_node(n) for n in ("node-1", "node-2", "node-3")}
             for n in nodes:
                 cluster.wait_pool_status(n, "default", "ready", timeout=20)
-            env = {
-                **os.environ,
-                "OTHERIX_SERVER": cp.url,
-                "OTHERIX_API_TOKEN": cp.admin_token,
-                "OTHERIX_CONFIG": str(tmp_path / "cli-config"),
-            }
+            env = cli_env(cp.url, cp.admin_token, tmp_path)
             manifest = tmp_path / "stack.yaml"
             manifest.write_text(
                 yaml.safe_dump_all(
