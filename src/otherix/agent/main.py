@@ -84,7 +84,9 @@ def _client(settings: AgentSettings, url: str, token: str | None) -> AgentClient
         except (OSError, ssl.SSLError) as exc:
             _fail(f"control_plane.ca_file {cp.ca_file}: {exc}")
         transport = httpx.HTTPTransport(verify=context)
-    client = AgentClient(url, token, timeout=cp.request_timeout, transport=transport)
+    client = AgentClient(
+        url, token, timeout=cp.request_timeout, transport=transport, trust_env=False
+    )
     client.watch_grace = cp.request_timeout
     return client
 

@@ -53,6 +53,8 @@ def make_server(deps: Deps) -> uvicorn.Server:
         timeout_graceful_shutdown=int(settings.server.shutdown_grace),
         access_log=False,
         lifespan="on",
+        ssl_certfile=str(settings.server.tls_cert_file) if settings.server.tls_cert_file else None,
+        ssl_keyfile=str(settings.server.tls_key_file) if settings.server.tls_key_file else None,
     )
     return _Server(config, deps)
 

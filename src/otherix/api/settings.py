@@ -19,6 +19,17 @@ class ServerSection(Section):
     listen: str = "0.0.0.0:8080"
     shutdown_grace: Duration = 30.0
     max_body_bytes: int = Field(default=1 << 20, ge=1024)
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> ServerSection:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("set both tls_cert_file and tls_key_file, or neither")
+        for path in (self.tls_cert_file, self.tls_key_file):
+            if path is not None and not path.is_file():
+                raise ValueError(f"{path} is not a readable file")
+        return self
 
     @field_validator("listen")
     @classmethod

@@ -22,7 +22,11 @@ class HttpClient:
         timeout: float = DEFAULT_TIMEOUT,
         transport: httpx.BaseTransport | None = None,
         verify: bool | ssl.SSLContext = True,
+        trust_env: bool = True,
     ) -> None:
+        """``trust_env``: honour ``SSL_CERT_FILE``/``SSL_CERT_DIR`` and proxy
+        variables, as users of a command-line tool expect; the agent turns it
+        off and passes its own transport (``control_plane.ca_file``)."""
         self.base_url = base_url.rstrip("/")
         self.token = token
         headers = {"User-Agent": f"otherix/{__version__}"}
@@ -32,7 +36,7 @@ class HttpClient:
             transport=transport,
             verify=verify,
             headers=headers,
-            trust_env=False,
+            trust_env=trust_env,
         )
 
     def close(self) -> None:
