@@ -20,7 +20,9 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 from otherix.models.validation import looks_like_uuid
 
@@ -99,3 +101,14 @@ def clamp_limit(limit: int | None, default: int = DEFAULT_LIMIT, maximum: int = 
     if limit < 1:
         raise ValueError("limit must be at least 1")
     return min(limit, maximum)
+
+
+R = TypeVar("R", bound=Mapping[str, Any])
+
+
+def split_page(rows: Sequence[R], limit: int) -> tuple[list[R], str | None]:
+    """Rows fetched with ``limit + 1`` -> (this page, the next page's cursor or None)."""
+    if len(rows) <= limit:
+        return list(rows), None
+    last = rows[limit - 1]
+    return list(rows[:limit]), encode_cursor(last["created_at"], last["id"])

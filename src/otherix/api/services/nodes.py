@@ -12,6 +12,8 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
+from sqlalchemy.engine import Connection
+
 from otherix.api.deps import AgentIdentity, Deps
 from otherix.api.services import secrets
 from otherix.errors import Conflict, NotFound, Unauthenticated, ValidationFailed
@@ -23,7 +25,7 @@ from otherix.models.nodes import (
     NodeJoin,
     NodeJoined,
 )
-from otherix.models.pagination import decode_cursor, encode_cursor
+from otherix.models.pagination import decode_cursor, split_page
 from otherix.models.validation import looks_like_uuid, validate_node_name
 from otherix.store import UniqueViolation
 from otherix.store import nodes as q
@@ -60,6 +62,18 @@ def name_param(value: str, field: str = "name") -> str:
             },
         )
     return value
+
+
+def node_filter_id(conn: Connection, node: str | None) -> str | None:
+    """A list filter ``?node=`` (name or UUID) -> the node's id; unknown -> 400."""
+    if node is None:
+        return None
+    row = (
+        q.get_node(conn, node.lower()) if looks_like_uuid(node) else q.get_node_by_name(conn, node)
+    )
+    if row is None:
+        raise ValidationFailed("unknown node", {"node": node})
+    return str(row["id"])
 
 
 def get_node_row(deps: Deps, name: str) -> dict[str, Any]:
@@ -183,12 +197,8 @@ def list_nodes(
         rows = q.list_nodes(
             conn, after=after, limit=limit + 1, status=status, architecture=architecture
         )
-    nxt = (
-        encode_cursor(rows[limit - 1]["created_at"], rows[limit - 1]["id"])
-        if len(rows) > limit
-        else None
-    )
-    return [node_view(r) for r in rows[:limit]], nxt
+    page, nxt = split_page(rows, limit)
+    return [node_view(r) for r in page], nxt
 
 
 def set_cordon(deps: Deps, name: str, cordoned: bool) -> Node:

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from otherix.api.deps import Deps
 from otherix.api.services import defaultpool
-from otherix.api.services.nodes import name_param, projected_status
+from otherix.api.services.nodes import name_param, node_filter_id, projected_status
 from otherix.errors import (
     Conflict,
     NotFound,
@@ -24,7 +24,7 @@ from otherix.errors import (
     PoolNameAmbiguous,
     ValidationFailed,
 )
-from otherix.models.pagination import decode_cursor, encode_cursor
+from otherix.models.pagination import decode_cursor, split_page
 from otherix.models.pools import (
     AGENT_REPORTED_FIELDS,
     IMMUTABLE_FIELDS,
@@ -124,24 +124,13 @@ def list_pools(
     if pool_type is not None and (problem := validate_pool_type(pool_type)):
         raise _bad(problem, "type")
     with deps.db.read() as conn:
-        node_id = None
-        if node is not None:
-            row = (
-                qn.get_node(conn, node.lower())
-                if looks_like_uuid(node)
-                else qn.get_node_by_name(conn, node)
-            )
-            if row is None:
-                raise ValidationFailed("unknown node", {"node": node})
-            node_id = row["id"]
+        node_id = node_filter_id(conn, node)
         rows = qp.list_pools(
             conn, after=after, limit=limit + 1, node_id=node_id, pool_type=pool_type
         )
         default_name = defaultpool.current_name(conn)
-    nxt = None
-    if len(rows) > limit:
-        nxt = encode_cursor(rows[limit - 1]["created_at"], rows[limit - 1]["id"])
-    return [pool_view(r, default_name, with_images=False) for r in rows[:limit]], nxt
+    page, nxt = split_page(rows, limit)
+    return [pool_view(r, default_name, with_images=False) for r in page], nxt
 
 
 def _check_config(value: object) -> None:

@@ -28,7 +28,7 @@ from otherix.api.deps import AgentIdentity, Deps, Principal
 from otherix.errors import Conflict, NotFound
 from otherix.models.common import AsyncTaskAccepted, TaskLinks
 from otherix.models.heartbeat import TaskUpdate
-from otherix.models.pagination import decode_cursor, encode_cursor
+from otherix.models.pagination import decode_cursor, split_page
 from otherix.models.tasks import Task
 from otherix.rbac import Permission, Scope
 from otherix.store import nodes as qn
@@ -110,10 +110,8 @@ def list_tasks(
     after = decode_cursor(cursor) if cursor else None
     with deps.db.read() as conn:
         rows = qt.list_tasks(conn, after=after, limit=limit + 1, filters=filters)
-    nxt = None
-    if len(rows) > limit:
-        nxt = encode_cursor(rows[limit - 1]["created_at"], rows[limit - 1]["id"])
-    return [Task.model_validate(r) for r in rows[:limit]], nxt
+    page, nxt = split_page(rows, limit)
+    return [Task.model_validate(r) for r in page], nxt
 
 
 def cancel(deps: Deps, principal: Principal, task_id: str) -> Task:

@@ -29,11 +29,11 @@ from sqlalchemy.engine import Connection
 
 from otherix.api.deps import Deps, Principal
 from otherix.api.services import defaultpool, placement, tasks
-from otherix.api.services.nodes import name_param
+from otherix.api.services.nodes import name_param, node_filter_id
 from otherix.errors import DefaultPoolNotSet400, NotFound, ValidationFailed, VmNameInUse
 from otherix.models.common import AsyncTaskAccepted
 from otherix.models.heartbeat import TaskUpdate
-from otherix.models.pagination import decode_cursor, encode_cursor
+from otherix.models.pagination import decode_cursor, split_page
 from otherix.models.validation import looks_like_uuid, validate_node_name, validate_pool_name
 from otherix.models.vms import (
     VM,
@@ -191,16 +191,7 @@ def list_vms(
 ) -> tuple[list[VM], str | None]:
     after = decode_cursor(cursor) if cursor else None
     with deps.db.read() as conn:
-        node_id = None
-        if node is not None:
-            found = (
-                qn.get_node(conn, node.lower())
-                if looks_like_uuid(node)
-                else qn.get_node_by_name(conn, node)
-            )
-            if found is None:
-                raise ValidationFailed("unknown node", {"node": node})
-            node_id = found["id"]
+        node_id = node_filter_id(conn, node)
         by_id = pool is not None and looks_like_uuid(pool)
         rows = qv.list_vms(
             conn,
@@ -212,10 +203,8 @@ def list_vms(
             pool_id=pool.lower() if pool and by_id else None,
             pool_name=None if by_id else pool,
         )
-    nxt = None
-    if len(rows) > limit:
-        nxt = encode_cursor(rows[limit - 1]["created_at"], rows[limit - 1]["id"])
-    return [vm_view(r) for r in rows[:limit]], nxt
+    page, nxt = split_page(rows, limit)
+    return [vm_view(r) for r in page], nxt
 
 
 def _cancel(conn: Connection, task_id: str | None, now: datetime, *, any_type: bool) -> None:
