@@ -56,6 +56,7 @@ def create_app(deps: Deps, *, run_workers: bool | None = None) -> FastAPI:
     )
     app.state.deps = deps
     metrics = Metrics()
+    metrics.watch_waiters.set_function(deps.hub.waiting)
     app.state.metrics = metrics
     errors.install(app)
     for module in (health, auth, nodes, pools, cluster, tasks, vms):

@@ -13,7 +13,7 @@ import os
 import time
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from otherix.errors import Internal, OtherixError, ValidationFailed
@@ -39,6 +39,11 @@ class Metrics:
             "HTTP request latency by method and route",
             ["method", "route"],
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 30),
+            registry=self.registry,
+        )
+        self.watch_waiters = Gauge(
+            "otherix_watch_waiters",
+            "Agent long-poll watches parked on this replica right now",
             registry=self.registry,
         )
 

@@ -56,6 +56,11 @@ class WatchHub:
             if not loop.is_closed():
                 loop.call_soon_threadsafe(_resolve, fut)
 
+    def waiting(self) -> int:
+        """Watches parked right now (the ``otherix_watch_waiters`` gauge)."""
+        with self._lock:
+            return sum(len(w) for w in self._waiters.values())
+
     def subscribe(self, node_id: str) -> asyncio.Future[None]:
         """Register interest *before* reading state, so no publish is missed."""
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -80,10 +85,6 @@ class WatchHub:
         except TimeoutError:
             return False
         return True
-
-    def waiting(self) -> int:
-        with self._lock:
-            return sum(len(v) for v in self._waiters.values())
 
 
 def _resolve(fut: asyncio.Future[None]) -> None:
