@@ -56,6 +56,34 @@ def summary(values: Sequence[float]) -> dict[str, float]:
     }
 
 
+def rss_mib(pid: int, field: str = "VmRSS") -> float:
+    """Resident set (``VmRSS``) or its peak (``VmHWM``) of a process, in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def headline(
+    metric: str,
+    figure: str,
+    *,
+    target: str = "-",
+    baseline: str = "-",
+    met: bool | None = None,
+) -> dict[str, str]:
+    """One row of the runner's combined table: the figure, its target, and the
+    baseline measured in the same run. ``met`` is None where there is no target."""
+    verdict = "-" if met is None else ("met" if met else "**MISSED**")
+    return {
+        "metric": metric,
+        "figure": figure,
+        "target": target,
+        "baseline (same run)": baseline,
+        "verdict": verdict,
+    }
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -85,21 +113,14 @@ class ControlPlane:
         return str(r.json()["access_token"])
 
     def rss_mib(self) -> float:
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        return float("nan")
+        return rss_mib(self.proc.pid)
 
     def cpu_seconds(self) -> float:
         fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        stop_process(self.proc)
 
 
 def start_control_plane(data_dir: Path, extra_env: dict[str, str] | None = None) -> ControlPlane:
@@ -206,3 +227,62 @@ def table(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         lines.append("| " + " | ".join(str(r[k]) for k in keys) + " |")
     return "\n".join(lines)
+
+
+BIN = Path(sys.executable).parent
+
+
+def start_agent(cp: ControlPlane, token: str, work: Path, name: str) -> subprocess.Popen[bytes]:
+    """Enrol a real ``otherix-agent`` (join token, bootstrap) and start it; returns
+    once the node is ``ready``. Its pools may live under ``{cp.data_dir}/pools/``."""
+    env = {
+        **os.environ,
+        "OTHERIX_STORAGE__ALLOWED_PATH_PREFIXES": f'["{cp.data_dir}/pools/"]',
+    }
+    auth = {"Authorization": f"Bearer {token}"}
+    with httpx.Client(base_url=cp.url, headers=auth) as c:
+        jt = c.post("/v1/nodes/join-tokens", json={}).json()["token"]
+    data_dir = work / f"agent-{name}"
+    subprocess.run(
+        [
+            str(BIN / "otherix-agent"),
+            "bootstrap",
+            "--server",
+            cp.url,
+            "--join-token",
+            jt,
+            "--node-name",
+            name,
+            "--data-dir",
+            str(data_dir),
+        ],
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    agent = subprocess.Popen(
+        [str(BIN / "otherix-agent"), "serve", "--data-dir", str(data_dir)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=(work / f"agent-{name}.log").open("wb"),
+    )
+    deadline = time.monotonic() + 60
+    with httpx.Client(base_url=cp.url, headers=auth) as c:
+        while time.monotonic() < deadline:
+            r = c.get(f"/v1/nodes/{name}")
+            if r.status_code == 200 and r.json()["status"] == "ready":
+                return agent
+            if agent.poll() is not None:
+                raise RuntimeError(f"agent exited; see {work}/agent-{name}.log")
+            time.sleep(0.1)
+    agent.kill()
+    raise RuntimeError("agent did not become ready")
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=30)

@@ -28,7 +28,7 @@ from typing import Any
 
 import httpx
 
-from bench.common import machine, seed_nodes, start_control_plane, summary, table
+from bench.common import headline, machine, seed_nodes, start_control_plane, summary, table
 
 
 def _report(node: dict[str, Any], pools: int, full: bool) -> dict[str, Any]:
@@ -199,6 +199,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "cp_cpu_percent": round(cpu),
         "cp_rss_mib": round(rss),
         "rows": rows,
+        "headline": [
+            headline(
+                f"heartbeat, {args.nodes:,} nodes x {args.pools} pools, unchanged state",
+                f"{hb['per_s']:,.0f}/s, p50 {hb['p50_ms']:.1f} ms, p99 {hb['p99_ms']:.1f} ms; "
+                f"CP {round(cpu)}% CPU, {round(rss)} MiB",
+                target=">= 1,000/s at p99 <= 100 ms",
+                baseline=f"GET /healthz {base['per_s']:,.0f}/s, p99 {base['p99_ms']:.1f} ms",
+                met=hb["per_s"] >= 1000 and hb["p99_ms"] <= 100 and hb["errors"] == 0,
+            ),
+            headline(
+                f"watch wake-up (create -> watch answer), n={wk['n']}",
+                f"p50 {wk['p50_ms']:.1f} ms, p99 {wk['p99_ms']:.1f} ms",
+                target="p99 <= 100 ms",
+                baseline=f"GET /healthz p50 {base['p50_ms']:.1f} ms under load",
+                met=wk["p99_ms"] <= 100,
+            ),
+        ],
     }
     print(f"# heartbeat ({result['machine']})\n")
     print(

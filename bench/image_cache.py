@@ -43,7 +43,7 @@ from typing import Any
 
 import httpx
 
-from bench.common import free_port, machine, table
+from bench.common import free_port, headline, machine, table
 from otherix.agent.images import ImageCache, ImageCacheSettings, materialise_disk
 
 MiB = 1 << 20
@@ -291,6 +291,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     size = (256 if args.quick else 1024) * MiB
     settings = ImageCacheSettings(allowed_networks=("127.0.0.1/32",), space_margin_bytes=0)
     rows: list[dict[str, Any]] = []
+    heads: list[dict[str, str]] = []
     extra: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         work = Path(tmp)
@@ -312,6 +313,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 row, ratios = _fill_rows(where, url, settings, size, args.repeat)
                 rows.append(row)
                 extra[f"fill_{_fs_type(where)}"] = ratios
+                heads.append(
+                    headline(
+                        f"image cache fill, {size // MiB} MiB on {_fs_type(where)} "
+                        "(download + sha256 + fsync + commit)",
+                        f"{row['MB_s']} MB/s = {ratios['vs_curl']:.2f}x curl",
+                        target=">= 0.9x curl -o",
+                        baseline=row["baseline"],
+                        met=ratios["vs_curl"] >= 0.9,
+                    )
+                )
             sha_t = _median_time(
                 lambda: subprocess.run(
                     ["sha256sum", str(served / big)], check=True, capture_output=True
@@ -339,6 +350,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             cache = ImageCache(settings)
             cache.ensure_image(pool, url)
             cache.ensure_image(pool, f"{base}/image-64M.raw")
+            hits: dict[str, float] = {}
             for name in ("image-64M.raw", big):
                 n = 200
                 t = time.perf_counter()
@@ -346,6 +358,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     img = cache.ensure_image(pool, f"{base}/{name}")
                     assert not img.downloaded
                 per = (time.perf_counter() - t) / n
+                hits[name] = per
                 rows.append(
                     {
                         "what": f"cache hit, unpinned, {name}",
@@ -355,6 +368,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         "target": "flat in image size (no re-hash)",
                     }
                 )
+
+            heads.append(
+                headline(
+                    f"cache hit, unpinned, 64 MiB vs {size // MiB} MiB image",
+                    f"{hits['image-64M.raw'] * 1000:.2f} ms vs {hits[big] * 1000:.2f} ms",
+                    target="flat in image size (big <= 2x small)",
+                    baseline=f"sha256sum of the {size // MiB} MiB file {sha_t:.3f} s",
+                    met=hits[big] <= 2 * hits["image-64M.raw"],
+                )
+            )
 
             # 20 concurrent ensures on an empty pool
             reset()
@@ -387,6 +410,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 }
             )
             extra["concurrent_downloads"] = downloads
+            heads.append(
+                headline(
+                    "single flight: 20 concurrent ensure_image, empty cache",
+                    f"{downloads} download(s) at the origin",
+                    target="exactly 1",
+                    baseline="20 callers",
+                    met=downloads == 1,
+                )
+            )
 
             # disk clones
             image = pool / "images" / big
@@ -399,8 +431,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         rows += _clone_rows(
                             "xfs loop", xpool, xpool / "images" / big, size, args.repeat
                         )
+    heads += [
+        headline(
+            f"disk {row['what'].removeprefix('disk ')}, {size // MiB} MiB",
+            f"{row['seconds']} s" + (f" ({row['MB_s']} MB/s)" if row["MB_s"] != "-" else ""),
+            target="- (issue sets none)",
+            baseline=row["baseline"],
+        )
+        for row in rows
+        if str(row["what"]).startswith("disk clone")
+    ]
     result = {
         "machine": machine(),
+        "headline": heads,
         "size_bytes": size,
         "repeat": args.repeat,
         **extra,

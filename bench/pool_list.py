@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import sqlalchemy as sa
 
-from bench.common import machine, seed_nodes, start_control_plane, summary, table
+from bench.common import headline, machine, seed_nodes, start_control_plane, summary, table
 from otherix.models.pagination import encode_cursor
 from otherix.store import Database
 from otherix.store import pools as qp
@@ -103,6 +103,27 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "rows": rows,
         f"ratio_p50_{sizes[-1] // 1000}k_over_1k": round(ratio, 2),
         "targets": {"p50_ms_at_100k": 30, "ratio_100k_over_1k": 1.5},
+        "headline": [
+            headline(
+                f"pool list page ({args.limit}) at {row['instances']:,} pool instances",
+                f"p50 {row['api_p50_ms']} ms, p99 {row['api_p99_ms']} ms",
+                target="p50 < 30 ms at 100k" if row["instances"] == 100_000 else "-",
+                baseline=f"raw keyset SQL p50 {row['raw_keyset_p50_ms']} ms; "
+                f"OFFSET SQL p50 {row['raw_offset_p50_ms']} ms",
+                met=row["api_p50_ms"] < 30 if row["instances"] == 100_000 else None,
+            )
+            for row in rows
+        ]
+        + [
+            headline(
+                f"pool list p50 ratio {sizes[-1]:,} / 1,000",
+                f"{ratio:.2f}",
+                target="<= 1.5 (flat paging)",
+                baseline="OFFSET SQL ratio "
+                f"{rows[-1]['raw_offset_p50_ms'] / rows[0]['raw_offset_p50_ms']:.2f}",
+                met=ratio <= 1.5,
+            )
+        ],
     }
     print(f"# pool list paging ({result['machine']})\n")
     print(table(rows))
