@@ -16,6 +16,9 @@ from support.server import ADMIN, ApiServer, make_settings
 
 ROLE_PASSWORD = "role-password-1"
 
+# the ``reliability`` fixture and the "reliability figures" summary (README's Reliability section)
+pytest_plugins = ["support.reliability"]
+
 
 @pytest.fixture(autouse=True, scope="session")
 def _cheap_password_hashing():
