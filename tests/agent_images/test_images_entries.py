@@ -100,6 +100,21 @@ def test_corrupted_sidecar_is_not_used_and_refetched(cache, origin, pool, qcow2)
     assert origin.hits["/x.qcow2"] == 2
 
 
+def test_sidecar_rewritten_with_another_valid_sha_is_repaired(cache, origin, pool, qcow2):
+    """A well-formed but wrong sidecar disagrees with .source: the entry is damaged
+    (not an image from an unknown URL), so the next fetch repairs it, no collision."""
+    url = origin.serve("/x.qcow2", qcow2)
+    cache.ensure_image(pool, url)
+    wrong = ("0" if sha(qcow2)[0] != "0" else "1") + sha(qcow2)[1:]
+    (pool / "images" / "x.qcow2.sha256").write_text(wrong)
+    assert list_images(pool) == []
+    img = cache.ensure_image(pool, url)
+    assert img.downloaded
+    assert img.sha256 == sha(qcow2)
+    assert (pool / "images" / "x.qcow2.sha256").read_text() == sha(qcow2)
+    assert origin.hits["/x.qcow2"] == 2
+
+
 def test_truncated_cached_image_is_not_used_and_refetched(cache, origin, pool, qcow2):
     url = origin.serve("/x.qcow2", qcow2)
     cache.ensure_image(pool, url)

@@ -17,10 +17,12 @@ One cache entry for basename ``B``::
 
 An entry counts (is *present*) only if ``B`` is a regular file (not a symlink)
 of more than 0 bytes and ``B.sha256`` holds 64 lowercase hex characters once
-trimmed. ``B.source`` is advisory: it is used only when its ``sha256`` equals
-the sidecar's, and then its ``size_bytes`` must equal the file's size (a
-truncated image is absent, found without hashing). Entries written by older
-agents (no ``.source``) still count; their URL is unknown, their format is
+trimmed. When ``B.source`` is there, its ``sha256`` must equal the sidecar's
+and its ``size_bytes`` the file's size, or the entry is absent (damaged: a
+sidecar rewritten with another well-formed sha, or a truncated image, is found
+without hashing, and the next fetch repairs it; the commit order below never
+leaves the two disagreeing). Entries written by older agents or imported by
+hand (no ``.source``) still count; their URL is unknown, their format is
 sniffed and their virtual size read from the header.
 
 Basename (``basename_from_url``): the URL path's last segment, query and
@@ -228,10 +230,8 @@ def read_entry(images: Path, name: str) -> Entry | None:
         return None
     raw = _read_small(images / f"{name}{SOURCE_SUFFIX}")
     source = Source.parse(raw) if raw is not None else None
-    if source is not None and source.sha256 != sha:
-        source = None  # describes other bytes: ignore it
-    if source is not None and source.size_bytes != st.st_size:
-        return None  # truncated or grown behind our back
+    if source is not None and (source.sha256 != sha or source.size_bytes != st.st_size):
+        return None  # sidecar rewritten, or file truncated/grown, behind our back
     return Entry(name, path, sha, st.st_size, st.st_mtime, source)
 
 
