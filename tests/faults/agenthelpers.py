@@ -1,0 +1,357 @@
+"""Helpers for the agent-side fault tests (download kills, full pools, cache damage).
+
+Used by ``test_fault_agent_download.py``, ``test_fault_disk_full.py`` and
+``test_fault_cache_damage.py``. Everything here is real: a control plane from
+the harness, real ``otherix-agent`` processes, and :class:`FaultOrigin`, an
+``http.server`` on 127.0.0.1 that the tests steer:
+
+- ``hold(path, offset)``: the next GET of ``path`` sends exactly ``offset``
+  bytes of the body, then waits (bounded) until ``Request.release`` is set, the
+  client goes away (noticed by polling the socket), or the origin closes. That
+  is how a test puts a download at a chosen byte and keeps it there while it
+  kills the agent or fills the disk;
+- ``no_length``: paths served without ``Content-Length`` (HTTP/1.0, the body
+  ends when the connection closes), so the agent cannot check room up front;
+- every GET is recorded as a :class:`Request` (bytes sent, held, finished,
+  client gone), so a test can tell a fresh download from a used cache entry.
+
+Cache checks (:func:`entry_problems`) read the pool's ``images/`` the way the
+contract defines an entry (``{pool}/images/B`` + ``B.sha256`` + ``B.source``)
+and compare with the origin's bytes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import http.server
+import json
+import os
+import select
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from support.harness import FAST, AgentProc, Cluster, ControlPlane, wait_until
+
+MiB = 1 << 20
+CHUNK = 64 * 1024
+#: Agent config every fault test needs: the origin is on loopback; quick retries.
+AGENT_CONFIG: dict[str, Any] = {
+    "images": {"allow_loopback_and_link_local": True, "read_timeout": 20},
+    "tasks": {"retry_delay": 0.5},
+}
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def file_sha(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def qcow2_with_data(tmp: Path, name: str, data_mib: float) -> bytes:
+    """A real qcow2 image holding ``data_mib`` MiB of random data (about that big)."""
+    raw = tmp / f"{name}.raw"
+    raw.write_bytes(os.urandom(int(data_mib * MiB)))
+    out = tmp / name
+    subprocess.run(
+        ["qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(raw), str(out)],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    raw.unlink()
+    return out.read_bytes()
+
+
+# -- the origin --------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class Request:
+    """One GET the origin answered."""
+
+    path: str
+    length: int | None  # the Content-Length sent (None: close-delimited)
+    hold_at: int | None
+    sent: int = 0
+    held: bool = False  # reached hold_at and waits for release
+    finished: bool = False  # the whole body was written
+    client_gone: bool = False  # the client disconnected while the body was held
+    release: threading.Event = field(default_factory=threading.Event)
+
+
+class FaultOrigin:
+    """An image server on 127.0.0.1 that can stop a download at a chosen byte."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, bytes] = {}
+        self.no_length: set[str] = set()
+        self._holds: dict[str, list[int]] = {}
+        self.requests: list[Request] = []
+        self._lock = threading.Lock()
+        self.stop = threading.Event()
+        origin = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.0"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                origin._serve(self)
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+
+    # the test's side -------------------------------------------------------------------
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}{path}"
+
+    def hold(self, path: str, offset: int) -> None:
+        """The next GET of ``path`` stops after ``offset`` bytes of the body."""
+        with self._lock:
+            self._holds.setdefault(path, []).append(offset)
+
+    def gets(self, path: str) -> list[Request]:
+        with self._lock:
+            return [r for r in self.requests if r.path == path]
+
+    def held(self, path: str) -> Request | None:
+        """The GET of ``path`` currently held at its offset, if any."""
+        return next((r for r in self.gets(path) if r.held and not r.release.is_set()), None)
+
+    def __enter__(self) -> FaultOrigin:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop.set()
+        with self._lock:
+            for r in self.requests:
+                r.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+    # the server's side -----------------------------------------------------------------
+    def _serve(self, h: http.server.BaseHTTPRequestHandler) -> None:
+        path = h.path.split("?", 1)[0]
+        body = self.files.get(path)
+        with self._lock:
+            holds = self._holds.get(path)
+            hold_at = holds.pop(0) if holds else None
+            req = Request(path, None if path in self.no_length else len(body or b""), hold_at)
+            self.requests.append(req)
+        if body is None:
+            h.send_response(404)
+            h.send_header("Content-Length", "0")
+            h.end_headers()
+            return
+        h.send_response(200)
+        if req.length is not None:
+            h.send_header("Content-Length", str(req.length))
+        h.end_headers()
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            self._send(h, req, body)
+
+    def _send(self, h: http.server.BaseHTTPRequestHandler, req: Request, body: bytes) -> None:
+        stop_at = len(body) if req.hold_at is None else min(req.hold_at, len(body))
+        while req.sent < len(body):
+            if req.sent == stop_at and req.hold_at is not None and not req.release.is_set():
+                req.held = True
+                if not self._wait_release(h.connection, req):
+                    return
+                stop_at = len(body)
+            end = min(req.sent + CHUNK, stop_at)
+            h.wfile.write(body[req.sent : end])
+            req.sent = end
+        h.wfile.flush()
+        req.finished = True
+
+    def _wait_release(self, conn: socket.socket, req: Request) -> bool:
+        """Wait (at most 60 s) for ``req.release``; False if the client left or we close."""
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not self.stop.is_set():
+            if req.release.wait(0.02):
+                return True
+            readable, _, _ = select.select([conn], [], [], 0)
+            if readable:
+                try:
+                    gone = conn.recv(1, socket.MSG_PEEK) == b""
+                except OSError:
+                    gone = True
+                if gone:
+                    req.client_gone = True
+                    return False
+        return False
+
+
+# -- cluster, pools, VMs -----------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def one_node(
+    tmp_path: Path,
+    name: str = "node-a",
+    *,
+    agent_config: dict[str, Any] | None = None,
+    mount_ns: bool = True,
+) -> Iterator[tuple[Cluster, AgentProc]]:
+    """A control plane (FAST liveness) and one ready agent; everything stopped on exit."""
+    cp = ControlPlane(tmp_path / "api", overrides=FAST).start()
+    try:
+        config = {**AGENT_CONFIG, **(agent_config or {})}
+        with Cluster(cp, tmp_path, agent_config=config) as cluster:
+            node = cluster.add_node(name, mount_ns=mount_ns)
+            cluster.wait_node_status(name, "ready", timeout=20)
+            yield cluster, node
+    finally:
+        cp.stop()
+
+
+class Pool:
+    """A pool created through the API on one node, seen from the host."""
+
+    def __init__(self, cluster: Cluster, node: AgentProc, name: str) -> None:
+        self.name = name
+        self.path = f"/var/lib/otherix/pools/{name}"
+        r = cluster.admin.post(
+            "/v1/storage-pools", json={"name": name, "node": node.name, "path": self.path}
+        )
+        assert r.status_code == 201, r.text
+        self.id = r.json()["id"]
+        self.cluster = cluster
+        cluster.wait_pool_status(node.name, name, "ready", timeout=20)
+        self.root = node.host_path(self.path)
+
+    def view(self) -> dict[str, Any]:
+        r = self.cluster.admin.get(f"/v1/storage-pools/{self.id}")
+        r.raise_for_status()
+        return dict(r.json())
+
+    def listed_images(self) -> dict[str, str]:
+        """name -> sha256 of the images the pool view lists."""
+        return {i["name"]: i["sha256"] for i in self.view()["images"]}
+
+    def scratch(self) -> list[str]:
+        return sorted(p.name for p in (self.root / "scratch").iterdir())
+
+    def scratch_sizes(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for p in (self.root / "scratch").iterdir():
+            with contextlib.suppress(FileNotFoundError):
+                out[p.name] = p.stat().st_size
+        return out
+
+    def images_dir(self) -> list[str]:
+        return sorted(p.name for p in (self.root / "images").iterdir())
+
+    def vm_dir(self, vm_id: str) -> Path:
+        return self.root / "vms" / vm_id
+
+
+def create_vm(cluster: Cluster, name: str, pool: Pool, url: str, **fields: Any) -> dict[str, Any]:
+    body = {"name": name, "image_url": url, "arch": "amd64", "vcpus": 1, "memory_mb": 512}
+    r = cluster.admin.post("/v1/vms", json={**body, "pool": pool.id, **fields})
+    assert r.status_code == 201, r.text
+    return dict(r.json())
+
+
+def get_vm(cluster: Cluster, name: str) -> dict[str, Any]:
+    r = cluster.admin.get(f"/v1/vms/{name}")
+    r.raise_for_status()
+    return dict(r.json())
+
+
+def get_task(cluster: Cluster, task_id: str) -> dict[str, Any]:
+    r = cluster.admin.get(f"/v1/tasks/{task_id}")
+    r.raise_for_status()
+    return dict(r.json())
+
+
+def wait_phase(cluster: Cluster, name: str, phase: str, timeout: float = 30) -> dict[str, Any]:
+    """Wait until VM ``name`` is in ``phase``; a VM in ``error`` (unless awaited) fails at once."""
+
+    def check() -> dict[str, Any] | None:
+        vm = get_vm(cluster, name)
+        if vm["status"]["phase"] == "error" and phase != "error":
+            raise AssertionError(f"vm {name} failed: {vm['status']}")
+        return vm if vm["status"]["phase"] == phase else None
+
+    return wait_until(check, timeout, f"vm {name} {phase}")
+
+
+def finished_task(cluster: Cluster, vm: dict[str, Any], timeout: float = 10) -> dict[str, Any]:
+    """The VM's latest task once it is final."""
+    task_id = vm["status"]["task_id"]
+    assert task_id, f"vm {vm['name']} has no task"
+    return wait_until(
+        lambda: (
+            (t := get_task(cluster, task_id))["status"] in ("success", "failed", "cancelled") and t
+        ),
+        timeout,
+        f"task {task_id} final",
+    )
+
+
+def disk_path(node: AgentProc, vm: dict[str, Any]) -> Path:
+    [disk] = vm["disks"]
+    assert disk["file_path"], vm
+    return node.host_path(disk["file_path"])
+
+
+# -- cache checks ------------------------------------------------------------------------
+
+
+def entry_problems(images: Path, name: str, data: bytes) -> list[str]:
+    """What is wrong with entry ``name`` as a faithful copy of ``data`` ([] if nothing)."""
+    problems: list[str] = []
+    image, sidecar, source = (images / name, images / f"{name}.sha256", images / f"{name}.source")
+    want = sha(data)
+    if not image.is_file():
+        return [f"{name}: no image file"]
+    got = file_sha(image)
+    if got != want:
+        problems.append(f"{name}: bytes hash to {got}, origin's to {want}")
+    side = sidecar.read_text().strip() if sidecar.is_file() else None
+    if side != got:
+        problems.append(f"{name}: sidecar {side!r} does not match the file ({got})")
+    try:
+        meta = json.loads(source.read_text())
+    except (OSError, ValueError) as exc:
+        problems.append(f"{name}: unreadable .source ({exc})")
+    else:
+        if (meta.get("sha256"), meta.get("size_bytes")) != (want, len(data)):
+            problems.append(f"{name}: .source says {meta.get('sha256')}/{meta.get('size_bytes')}")
+    return problems
+
+
+def uncommitted_files(images: Path) -> list[str]:
+    """Image files in ``images/`` without a sidecar that matches their bytes (never usable)."""
+    bad: list[str] = []
+    for p in sorted(images.iterdir()):
+        if p.name.endswith((".sha256", ".source")) or p.name.startswith("."):
+            continue
+        side = images / f"{p.name}.sha256"
+        if not side.is_file() or side.read_text().strip() != file_sha(p):
+            bad.append(p.name)
+    return bad
+
+
+def http_ok(r: httpx.Response) -> dict[str, Any]:
+    assert r.is_success, r.text
+    return dict(r.json())
