@@ -158,12 +158,16 @@ def seed_nodes(
     db_url: str, count: int, pools_per_node: int, *, ready: bool = True
 ) -> list[dict[str, Any]]:
     """Insert nodes (with known credentials) and their pools straight into the store,
-    in bulk (executemany), so 100k pool instances take seconds, not minutes."""
+    in bulk (executemany), so 100k pool instances take seconds, not minutes.
+    Ready nodes get a heartbeat time of now, so they are running nodes whose
+    first report is due (not nodes that went unreachable an hour ago and must
+    be promoted and given a default pool first)."""
     from otherix.store.schema import node_observed, nodes, pool_status, storage_pools
 
     db = Database(db_url)
     upgrade(db)
-    base = datetime.now(UTC) - timedelta(hours=1)
+    seeded_at = datetime.now(UTC)
+    base = seeded_at - timedelta(hours=1)
     node_rows, observed, pool_rows, status_rows, out = [], [], [], [], []
     for i in range(count):
         node_id = str(uuid.uuid4())
@@ -183,7 +187,7 @@ def seed_nodes(
                 "created_at": now,
                 "updated_at": now,
                 "status_changed_at": now,
-                "last_heartbeat_at": now,
+                "last_heartbeat_at": seeded_at if ready else None,
             }
         )
         observed.append(
