@@ -225,6 +225,7 @@ def test_failed_pool_recovers_on_the_periodic_reconcile(rig: Rig, tmp_path: Path
     assert statuses == [(0, [("failed", False)]), (30, [("ready", True)])]
 
 
+@pytest.mark.security
 def test_disallowed_path_fails_and_creates_nothing(rig: Rig, tmp_path: Path) -> None:
     outside = DeclaredPool(name="x", type="local_dir", path=f"{tmp_path}/elsewhere/x")
     rig.cp.declare(outside)

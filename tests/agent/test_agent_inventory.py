@@ -95,6 +95,7 @@ def test_scratch_is_swept_when_a_pool_is_first_registered(state: PoolState, host
     assert list((root / "scratch").iterdir()) == []
 
 
+@pytest.mark.security
 def test_resolve_finds_only_registered_ready_pools_at_their_path(
     state: PoolState, host: Path
 ) -> None:
@@ -107,6 +108,7 @@ def test_resolve_finds_only_registered_ready_pools_at_their_path(
         state.resolve("p1", "/var/lib/otherix/pools/p2")
 
 
+@pytest.mark.security
 def test_resolve_refuses_a_failed_pool(host: Path) -> None:
     host.mkdir(parents=True)
     (host / "var").symlink_to(host)  # a symlinked ancestor: the pool fails

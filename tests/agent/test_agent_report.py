@@ -85,6 +85,7 @@ def test_reports_sorted_case_insensitively_and_changes_detected(tmp_path: Path) 
     assert [r.name for r in state.reports] == ["beta"]
 
 
+@pytest.mark.security
 def test_path_outside_the_allowlist_is_refused(tmp_path: Path) -> None:
     state = PoolState(PoolReconciler(), allowed_prefixes=[f"{tmp_path}/pools/"])
     state.reconcile([declared("evil", f"{tmp_path}/pools-evil/x")])

@@ -22,6 +22,7 @@ NODE = state.NodeState(
 )
 
 
+@pytest.mark.security
 def test_round_trip_with_private_modes(tmp_path: Path) -> None:
     data_dir = tmp_path / "agent"
     state.save(data_dir, NODE)
@@ -58,6 +59,7 @@ def test_corrupt_state_is_an_error(tmp_path: Path, content: str, message: str) -
         state.load(tmp_path)
 
 
+@pytest.mark.security
 def test_repr_hides_the_credential() -> None:
     assert "otxn_secret" not in repr(NODE)
 

@@ -143,6 +143,7 @@ def test_disk_never_depends_on_the_cache(pool, vm, cached_qcow2):
     subprocess.run(["qemu-img", "check", "-q", str(disk.path)], check=True)
 
 
+@pytest.mark.security
 @pytest.mark.parametrize("bad", ["not-a-uuid", "../etc", ""])
 def test_vm_id_must_be_a_uuid(pool, cached_qcow2, bad):
     with pytest.raises(ValueError, match="UUID"):
@@ -159,6 +160,7 @@ def test_bad_format_and_size(pool, vm, cached_qcow2):
         materialise_disk(pool, vm, cached_qcow2.path, "qcow2", -1)
 
 
+@pytest.mark.security
 def test_image_must_come_from_the_pools_cache(pool, vm, tmp_path):
     elsewhere = tmp_path / "elsewhere.img"
     elsewhere.write_bytes(b"x" * 4096)
@@ -171,6 +173,7 @@ def test_image_must_come_from_the_pools_cache(pool, vm, tmp_path):
     assert nothing_left(pool, vm)
 
 
+@pytest.mark.security
 def test_qcow2_with_a_backing_file_is_refused(pool, vm, tmp_path):
     base = tmp_path / "base.qcow2"
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(base), "16M"], check=True)

@@ -169,6 +169,7 @@ def test_leftover_of_a_killed_download_is_swept_and_never_reported(
     assert sweep_scratch(pool) == []  # idempotent
 
 
+@pytest.mark.security
 def test_sweep_removes_dirs_and_links_but_not_link_targets(pool, tmp_path):
     outside = tmp_path / "outside"
     outside.mkdir()

@@ -90,6 +90,7 @@ def test_copy_data_without_copy_file_range(tmp_path, monkeypatch):
     assert (tmp_path / "dst").read_bytes() == src.read_bytes()
 
 
+@pytest.mark.security
 def test_remove_tree_stays_inside_root(tmp_path):
     root = tmp_path / "root"
     (root / "vm" / "sub").mkdir(parents=True)

@@ -12,6 +12,8 @@ from otherix.agent.images.download import _next_hop
 from otherix.agent.images.ssrf import SsrfPolicy, refusal
 from otherix.agent.images.transport import parse_url
 
+pytestmark = pytest.mark.security
+
 DEFAULT = SsrfPolicy()
 DEV = SsrfPolicy(allow_loopback_and_link_local=True)
 

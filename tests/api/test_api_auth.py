@@ -15,6 +15,8 @@ from otherix.api.clock import FakeClock
 from otherix.config import ConfigError
 from support.server import ADMIN
 
+pytestmark = pytest.mark.security
+
 BAD_CREDENTIALS = "invalid username or password"
 
 

@@ -96,6 +96,7 @@ def test_unknown_field_on_a_pool_create_is_rejected(shared_api, node):
     assert_error(r, 400, "validation_failed", "unknown field 'colour'", {"field": "colour"})
 
 
+@pytest.mark.security
 def test_body_over_one_mib_is_400(shared_api):
     too_big = b'{"username": "' + b"a" * MIB + b'"}'
     with http(shared_api) as c:
@@ -109,6 +110,7 @@ def test_body_over_one_mib_is_400(shared_api):
     )
 
 
+@pytest.mark.security
 def test_streamed_body_over_one_mib_is_400(shared_api, node):
     """No Content-Length: the cap applies while the body arrives."""
 
@@ -240,6 +242,7 @@ def test_request_id_is_echoed(shared_api):
 # the 500 answer -----------------------------------------------------------------------
 
 
+@pytest.mark.security
 def test_unexpected_exception_is_500_internal_without_a_traceback(shared_api, monkeypatch):
     from otherix.api.services import defaultpool
 
@@ -330,6 +333,7 @@ def test_key_longer_than_255_is_400(shared_api, node):
     assert ok.status_code == 201
 
 
+@pytest.mark.security
 def test_keys_are_per_credential(shared_api, node):
     with http(shared_api) as c:
         r = c.post("/v1/users/me/api-tokens", json={"name": "idem"})

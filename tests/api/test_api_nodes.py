@@ -39,6 +39,7 @@ def new_join_token(api, **body) -> dict:
 # join tokens and enrolment -----------------------------------------------------------------
 
 
+@pytest.mark.security
 def test_join_token_is_shown_once(shared_api):
     created = new_join_token(shared_api, description="rack 4")
     assert created["token"].startswith("otxj_")
@@ -56,6 +57,7 @@ def test_join_token_is_shown_once(shared_api):
     assert "token" not in entry
 
 
+@pytest.mark.security
 def test_join_enrols_a_pending_node_and_consumes_the_token(shared_api):
     token = new_join_token(shared_api)["token"]
     r = join(shared_api, token, "Enrolled-1", architecture="arm64")
@@ -79,11 +81,13 @@ def test_join_enrols_a_pending_node_and_consumes_the_token(shared_api):
     )
 
 
+@pytest.mark.security
 def test_join_with_an_unknown_token_is_401(shared_api):
     r = join(shared_api, "otxj_nope", "never")
     assert_error(r, 401, "unauthenticated", "unknown join token", {"reason": "join_token_unknown"})
 
 
+@pytest.mark.security
 def test_join_with_an_expired_token_is_401(api):
     token = new_join_token(api, ttl_seconds=60)["token"]
     clock = FakeClock(datetime.now(UTC))
@@ -131,6 +135,7 @@ def test_a_uuid_is_not_a_node_name(shared_api):
         assert_error(c.get(f"/v1/nodes/{uid}"), 400, "validation_failed", message, expected)
 
 
+@pytest.mark.security
 def test_join_token_admin_only_and_delete(shared_api):
     created = new_join_token(shared_api)
     for role in ("operator", "developer", "viewer"):
@@ -147,6 +152,7 @@ def test_join_token_admin_only_and_delete(shared_api):
 # views ------------------------------------------------------------------------------------
 
 
+@pytest.mark.security
 @pytest.mark.parametrize("role", ROLES)
 def test_node_views_depend_on_the_role(shared_api, role):
     ready_node(shared_api, f"view-{role}")
@@ -198,6 +204,7 @@ def test_first_heartbeat_promotes_the_node(shared_api):
     assert view["architecture"] == "amd64"
 
 
+@pytest.mark.security
 def test_a_node_cannot_heartbeat_for_another(shared_api):
     a, b = join_node(shared_api, "hb-self"), join_node(shared_api, "hb-other")
     r = heartbeat(shared_api, type(a)(b.name, b.id, a.credential))
@@ -210,6 +217,7 @@ def test_a_node_cannot_heartbeat_for_another(shared_api):
     )
 
 
+@pytest.mark.security
 @pytest.mark.parametrize("credential", ["otxn_forged", "not-a-credential"])
 def test_unknown_node_credentials_are_401(shared_api, credential):
     node = join_node(shared_api)
@@ -272,6 +280,7 @@ def test_uncordon_of_a_pending_node_is_409(shared_api):
     )
 
 
+@pytest.mark.security
 def test_a_deleted_node_loses_its_credential_and_frees_its_name(shared_api):
     node = ready_node(shared_api, "removed")
     with http(shared_api) as c:

@@ -114,6 +114,7 @@ def root_api(tmp_path_factory):
 # --- contract 8.3, bullet by bullet --------------------------------------------------------------
 
 
+@pytest.mark.security
 @pytest.mark.parametrize("role", ["operator", "developer", "viewer"])
 def test_only_admin_can_create(shared_api, node, role):
     r = post(shared_api, pool_body(node, f"by-{role}"), role=role)
@@ -265,6 +266,7 @@ def test_list_filters_by_node_and_type(api):
             assert_error(r, 400, "validation_failed", "unknown node", {"node": unknown})
 
 
+@pytest.mark.security
 @pytest.mark.parametrize("role", ["operator", "developer", "viewer"])
 def test_patch_by_non_admin_is_403(shared_api, node, role):
     pool = create_pool(shared_api, node, f"patch-by-{role}")
@@ -340,6 +342,7 @@ def test_default_pool_round_trip(api):
         assert get_pool(api, pool["id"]).json()["is_cluster_default"] is False
 
 
+@pytest.mark.security
 @pytest.mark.parametrize("role", ["operator", "developer", "viewer"])
 def test_delete_by_non_admin_is_403(shared_api, node, role):
     pool = create_pool(shared_api, node, f"delete-by-{role}")
@@ -548,6 +551,7 @@ def test_path_syntax_accepted_and_stored_as_typed(root_api, path):
     assert get_pool(root_api, r.json()["id"]).json()["path"] == path
 
 
+@pytest.mark.security
 @pytest.mark.parametrize(("path", "message"), SYNTAX_REJECTED, ids=lambda v: repr(v)[:24])
 def test_path_syntax_rejected(shared_api, node, path, message):
     bad(post(shared_api, pool_body(node, "bad-path", path)), message, "path")
@@ -576,6 +580,7 @@ ALLOWLIST_REJECTED = [
 ]
 
 
+@pytest.mark.security
 @pytest.mark.parametrize("path", ALLOWLIST_ACCEPTED)
 def test_allowlist_accepts(shared_api, node, path):
     name = f"allowed-{uuid.uuid4().hex[:8]}"
@@ -584,6 +589,7 @@ def test_allowlist_accepts(shared_api, node, path):
     assert r.json()["path"] == path
 
 
+@pytest.mark.security
 @pytest.mark.parametrize("path", ALLOWLIST_REJECTED)
 def test_allowlist_rejects(shared_api, node, path):
     r = post(shared_api, pool_body(node, "outside", path))
@@ -975,6 +981,7 @@ def test_default_pool_delete_is_idempotent(api):
         assert c.get("/v1/cluster/default-pool").status_code == 404
 
 
+@pytest.mark.security
 @pytest.mark.parametrize("role", ["operator", "developer", "viewer"])
 def test_only_admin_changes_the_default_pool(shared_api, role):
     with http(shared_api, role) as c:
@@ -1046,6 +1053,7 @@ def _provisioning_name(api, monkeypatch, name: str) -> None:
     )
 
 
+@pytest.mark.security
 @pytest.mark.parametrize("name", ["a/b", "..", ".", "../etc", "bad name", "-x", "é"])
 def test_an_unsafe_default_pool_name_provisions_nothing(shared_api, monkeypatch, name):
     _provisioning_name(shared_api, monkeypatch, name)

@@ -20,6 +20,8 @@ from otherix.api.bootstrap import open_deps
 from otherix.rbac import TABLE, Permission, Role, Scope, allowed, scope_for
 from support.server import make_settings
 
+pytestmark = pytest.mark.security
+
 DOC = Path(__file__).resolve().parents[2] / "docs" / "rbac.md"
 BEGIN = "<!-- BEGIN GENERATED: rbac-table"
 END = "<!-- END GENERATED: rbac-table -->"

@@ -8,6 +8,7 @@ from otherix.api.settings import ApiSettings
 from otherix.config import ConfigError, load_config
 
 
+@pytest.mark.security
 def test_a_user_changes_their_own_password_and_nothing_else(api):
     with api.client("viewer") as c:
         r = c.patch("/v1/users/me", json={"password": "brand-new-pass-1"})

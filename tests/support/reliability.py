@@ -15,9 +15,11 @@ what it actually did, counted as it happened (never a constant)::
         )
 
 Rows add up per name across a session (a test parametrised over SQLite and
-PostgreSQL contributes twice). At the end of the run the table is printed in
-the terminal summary and written to ``tests/results/reliability.json``
-(git-ignored), which is where the README's figures come from.
+PostgreSQL contributes twice). A record travels in the test's report
+(``user_properties``), so the figures add up the same with pytest-xdist
+workers. At the end of the run the table is printed in the terminal summary
+and written to ``tests/results/reliability.json`` (git-ignored), which is
+where the README's figures come from.
 """
 
 from __future__ import annotations
@@ -72,12 +74,14 @@ class Recorder:
 
 
 _RECORDER = Recorder()
+_KEY = "otherix_reliability"
 
 
 class ReliabilityLog:
     """What a test sees: ``record`` files under the test's suite (its folder)."""
 
-    def __init__(self, suite: str) -> None:
+    def __init__(self, node: pytest.Item, suite: str) -> None:
+        self.node = node
         self.suite = suite
 
     def record(
@@ -90,20 +94,37 @@ class ReliabilityLog:
         lost: int = 0,
         detail: str = "",
     ) -> None:
-        _RECORDER.add(
-            self.suite,
-            name,
-            injected=injected,
-            survived=survived,
-            checked=checked,
-            lost=lost,
-            detail=detail,
+        self.node.user_properties.append(
+            (
+                _KEY,
+                {
+                    "suite": self.suite,
+                    "name": name,
+                    "injected": injected,
+                    "survived": survived,
+                    "checked": checked,
+                    "lost": lost,
+                    "detail": detail,
+                },
+            )
         )
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    # The teardown report carries everything the test recorded, once.
+    if report.when != "teardown":
+        return
+    for key, value in report.user_properties:
+        if key == _KEY:
+            fields = dict(value)
+            _RECORDER.add(fields.pop("suite"), fields.pop("name"), **fields)
 
 
 @pytest.fixture
 def reliability(request: pytest.FixtureRequest) -> ReliabilityLog:
-    return ReliabilityLog(Path(str(request.node.path)).parent.name)
+    item = request.node
+    assert isinstance(item, pytest.Item)
+    return ReliabilityLog(item, Path(str(item.path)).parent.name)
 
 
 def markdown(rows: list[Row]) -> str:
@@ -119,9 +140,9 @@ def markdown(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-def pytest_terminal_summary(terminalreporter: Any) -> None:
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
     rows = sorted(_RECORDER.rows.values(), key=lambda r: (r.suite, r.name))
-    if not rows:
+    if not rows or hasattr(config, "workerinput"):  # an xdist worker: the controller reports
         return
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(

@@ -13,6 +13,7 @@ def _names(r):
     return [vm["name"] for vm in r.json()["data"]]
 
 
+@pytest.mark.security
 def test_developers_see_and_delete_only_their_own_vms(api):
     create_vm(api, "dev-vm", role="developer", pool="p")
     create_vm(api, "ops-vm", role="operator", pool="p")
@@ -31,6 +32,7 @@ def test_developers_see_and_delete_only_their_own_vms(api):
     assert _names(get(api, "/v1/vms", role="admin")) == ["ops-vm"]
 
 
+@pytest.mark.security
 def test_anonymous_is_401(api):
     for method, path in (("GET", "/v1/vms"), ("GET", "/v1/vms/x"), ("DELETE", "/v1/vms/x")):
         with api.client(None) as c:

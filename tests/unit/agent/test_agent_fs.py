@@ -30,6 +30,7 @@ def mode_of(path: Path) -> int:
 # --- safe_segment / safe_join -------------------------------------------------
 
 
+@pytest.mark.security
 @pytest.mark.parametrize(
     "name", ["", ".", "..", "a/b", "/", "a\x00b", "\x00", "a" * 256, "é" * 128]
 )
@@ -38,6 +39,7 @@ def test_safe_segment_rejects(name: str) -> None:
         fs.safe_segment(name)
 
 
+@pytest.mark.security
 @pytest.mark.parametrize("name", ["a", "disk.qcow2", "...", ".hidden", "a..b", "a" * 255])
 def test_safe_segment_accepts(name: str) -> None:
     assert fs.safe_segment(name) == name
@@ -52,6 +54,7 @@ def test_safe_join_joins_checked_segments(tmp_path: Path) -> None:
     assert fs.safe_join(tmp_path) == tmp_path
 
 
+@pytest.mark.security
 @pytest.mark.parametrize("segments", [("..",), ("images", "../etc"), ("a", "")])
 def test_safe_join_rejects_any_bad_segment(tmp_path: Path, segments: tuple[str, ...]) -> None:
     with pytest.raises(fs.UnsafePath):
@@ -61,6 +64,7 @@ def test_safe_join_rejects_any_bad_segment(tmp_path: Path, segments: tuple[str, 
 # --- ensure_within --------------------------------------------------------------
 
 
+@pytest.mark.security
 def test_ensure_within_accepts_root_and_children(tmp_path: Path) -> None:
     root = tmp_path / "root"
     (root / "sub").mkdir(parents=True)
@@ -69,6 +73,7 @@ def test_ensure_within_accepts_root_and_children(tmp_path: Path) -> None:
     assert fs.ensure_within(root, root / "not-yet" / "file") == root / "not-yet" / "file"
 
 
+@pytest.mark.security
 def test_ensure_within_accepts_symlink_staying_inside(tmp_path: Path) -> None:
     root = tmp_path / "root"
     (root / "real").mkdir(parents=True)
@@ -76,6 +81,7 @@ def test_ensure_within_accepts_symlink_staying_inside(tmp_path: Path) -> None:
     assert fs.ensure_within(root, root / "link") == root / "real"
 
 
+@pytest.mark.security
 def test_ensure_within_rejects_escape_via_symlink(tmp_path: Path) -> None:
     root = tmp_path / "root"
     root.mkdir()
@@ -88,6 +94,7 @@ def test_ensure_within_rejects_escape_via_symlink(tmp_path: Path) -> None:
     assert str(info.value) == f"{target} resolves to {outside / 'f'}, outside {root}"
 
 
+@pytest.mark.security
 def test_ensure_within_rejects_sibling_with_common_prefix(tmp_path: Path) -> None:
     (tmp_path / "root").mkdir()
     (tmp_path / "root2").mkdir()
@@ -95,6 +102,7 @@ def test_ensure_within_rejects_sibling_with_common_prefix(tmp_path: Path) -> Non
         fs.ensure_within(tmp_path / "root", tmp_path / "root2")
 
 
+@pytest.mark.security
 def test_ensure_within_rejects_dotdot(tmp_path: Path) -> None:
     root = tmp_path / "root"
     root.mkdir()
@@ -102,6 +110,7 @@ def test_ensure_within_rejects_dotdot(tmp_path: Path) -> None:
         fs.ensure_within(root, root / ".." / "elsewhere")
 
 
+@pytest.mark.security
 def test_ensure_within_resolves_a_symlinked_root(tmp_path: Path) -> None:
     real = tmp_path / "real"
     (real / "x").mkdir(parents=True)
@@ -112,6 +121,7 @@ def test_ensure_within_resolves_a_symlinked_root(tmp_path: Path) -> None:
 # --- first_symlinked_ancestor -----------------------------------------------
 
 
+@pytest.mark.security
 def test_first_symlinked_ancestor(tmp_path: Path) -> None:
     real = tmp_path / "real"
     real.mkdir()

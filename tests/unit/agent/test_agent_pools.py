@@ -274,6 +274,7 @@ def test_read_only_directory_fails(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.security
 def test_symlink_at_pool_path_pointing_outside_fails(tmp_path: Path) -> None:
     outside = tmp_path / "outside"
     outside.mkdir(mode=0o700)
@@ -287,6 +288,7 @@ def test_symlink_at_pool_path_pointing_outside_fails(tmp_path: Path) -> None:
     assert mode_of(outside) == 0o700  # no chmod landed outside
 
 
+@pytest.mark.security
 def test_dangling_symlink_at_pool_path_fails_without_creating_target(tmp_path: Path) -> None:
     target = tmp_path / "elsewhere"
     root = tmp_path / "p"
@@ -296,6 +298,7 @@ def test_dangling_symlink_at_pool_path_fails_without_creating_target(tmp_path: P
     assert not target.exists()
 
 
+@pytest.mark.security
 def test_images_symlink_to_outside_fails(tmp_path: Path) -> None:
     outside = tmp_path / "outside"
     outside.mkdir(mode=0o700)
@@ -311,6 +314,7 @@ def test_images_symlink_to_outside_fails(tmp_path: Path) -> None:
     assert mode_of(outside) == 0o700
 
 
+@pytest.mark.security
 def test_subdir_symlink_staying_inside_is_accepted(tmp_path: Path) -> None:
     root = tmp_path / "p"
     (root / "real-vms").mkdir(parents=True)
@@ -319,6 +323,7 @@ def test_subdir_symlink_staying_inside_is_accepted(tmp_path: Path) -> None:
     assert report.reconciliation_status == "ready"
 
 
+@pytest.mark.security
 def test_symlinked_ancestor_fails(tmp_path: Path) -> None:
     real = tmp_path / "real"
     real.mkdir()

@@ -239,6 +239,7 @@ def test_clean_path_idempotent_and_matches_normpath(path):
 # --- allowlist (§3.2) ---
 
 
+@pytest.mark.security
 @pytest.mark.parametrize(
     "path",
     [
@@ -254,6 +255,7 @@ def test_allowlist_accepted(path):
     assert path_allowed(path, [PREFIX])
 
 
+@pytest.mark.security
 @pytest.mark.parametrize(
     "path",
     [
@@ -272,6 +274,7 @@ def test_allowlist_rejected(path):
     assert not path_allowed(path, [PREFIX])
 
 
+@pytest.mark.security
 def test_allowlist_any_prefix_matches():
     prefixes = ["/srv/pools/", PREFIX]
     assert path_allowed("/srv/pools/x", prefixes)
@@ -287,11 +290,13 @@ def test_allowlist_root_prefix_matches_every_absolute_path():
     assert not path_allowed("relative", ["/"])
 
 
+@pytest.mark.security
 def test_allowlist_prefix_without_trailing_slash_is_still_boundary_safe():
     assert path_allowed("/srv/pools/a", ["/srv/pools"])
     assert not path_allowed("/srv/pools-evil", ["/srv/pools"])
 
 
+@pytest.mark.security
 @PROPS
 @given(st.lists(_SEGMENTS, max_size=10))
 def test_allowlisted_paths_never_escape_the_prefix(segments):
@@ -328,11 +333,13 @@ def test_default_pool_path_for_default_name():
     assert default_pool_path("/opt/otherix/pools/", "default") == "/opt/otherix/pools/default"
 
 
+@pytest.mark.security
 @pytest.mark.parametrize("name", ["a/b", "..", ".", "../etc", "", "/abs"])
 def test_default_pool_path_rejects_escaping_names(name):
     assert default_pool_path(PREFIX, name) is None
 
 
+@pytest.mark.security
 def test_default_pool_path_prefix_without_slash_escapes():
     # "/opt/pools" + "default" = "/opt/poolsdefault", outside "/opt/pools".
     assert default_pool_path("/opt/pools", "default") is None
