@@ -26,13 +26,6 @@ from support.server import ADMIN, ApiServer, make_settings
 
 pytestmark = pytest.mark.security
 
-RACE = (
-    "the limit is check-then-act (otherix.api.services.auth.login: _check_rate, then the "
-    "password check, then the failure is counted), so parallel attempts all pass the check "
-    "before any failure is recorded: with limit 3, 20 parallel wrong passwords are all "
-    "checked (20 x 401, no 429). Remove this mark when the count is taken before the check."
-)
-
 
 def start(tmp_path, **overrides) -> ApiServer:
     server = ApiServer(make_settings(tmp_path / "api", **overrides)).start()
@@ -76,7 +69,6 @@ def test_the_default_limit_is_ten_failed_logins_a_minute(tmp_path, reliability):
     assert other.status_code == 401  # per username: others are not locked out
 
 
-@pytest.mark.xfail(strict=True, reason=RACE)
 def test_parallel_attempts_do_not_get_past_the_limit(tmp_path, reliability):
     server = start(tmp_path, **{"auth.login_rate_per_minute": 3})
     try:

@@ -51,6 +51,7 @@ class Deps:
     hub: WatchHub = field(default_factory=WatchHub)
     heartbeats: HeartbeatBuffer = field(default_factory=HeartbeatBuffer)
     login_attempts: dict[str, list[float]] = field(default_factory=dict)
+    login_lock: threading.Lock = field(default_factory=threading.Lock)
     #: node_id -> (desired revision, desired state); valid while the revision is
     #: unchanged, and every change bumps the revision in the store.
     desired_cache: dict[str, tuple[int, Any]] = field(default_factory=dict)

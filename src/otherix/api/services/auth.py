@@ -29,15 +29,23 @@ def user_view(row: dict[str, Any]) -> User:
     return User.model_validate(row)
 
 
-def _check_rate(deps: Deps, key: str) -> None:
-    """At most ``auth.login_rate_per_minute`` failed logins per username+client."""
-    window = time.monotonic() - 60
-    attempts = [t for t in deps.login_attempts.get(key, []) if t > window]
-    deps.login_attempts[key] = attempts
-    if len(attempts) >= deps.settings.auth.login_rate_per_minute:
-        raise RateLimited(
-            "too many failed login attempts; retry in a minute", {"retry_after_seconds": 60}
-        )
+def _take_attempt(deps: Deps, key: str) -> None:
+    """At most ``auth.login_rate_per_minute`` failed logins per username+client.
+
+    An attempt counts as failed from the moment it starts (a success clears the
+    count), and the check and the count are one step under a lock: parallel
+    guesses cannot all pass the check before any of them is counted.
+    """
+    now = time.monotonic()
+    with deps.login_lock:
+        attempts = [t for t in deps.login_attempts.get(key, []) if t > now - 60]
+        if len(attempts) >= deps.settings.auth.login_rate_per_minute:
+            deps.login_attempts[key] = attempts
+            raise RateLimited(
+                "too many failed login attempts; retry in a minute", {"retry_after_seconds": 60}
+            )
+        attempts.append(now)
+        deps.login_attempts[key] = attempts
 
 
 def _issue(deps: Deps, user: dict[str, Any], family_id: str | None = None) -> TokenPair:
@@ -70,14 +78,14 @@ def _issue(deps: Deps, user: dict[str, Any], family_id: str | None = None) -> To
 
 def login(deps: Deps, username: str, password: str, client: str) -> TokenPair:
     key = f"{username.lower()}|{client}"
-    _check_rate(deps, key)
+    _take_attempt(deps, key)
     with deps.db.read() as conn:
         user = q.get_user_by_name(conn, username)
     if not secrets.verify_password(user["password_hash"] if user else None, password):
-        deps.login_attempts.setdefault(key, []).append(time.monotonic())
         raise InvalidCredentials()
     assert user is not None
-    deps.login_attempts.pop(key, None)
+    with deps.login_lock:
+        deps.login_attempts.pop(key, None)
     return _issue(deps, user)
 
 
