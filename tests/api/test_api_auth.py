@@ -527,3 +527,12 @@ def test_deleting_a_user_who_owns_vms_is_409_user_has_resources(api):
             {"blocking_resources": {"vms": 2}},
         )
         assert c.get(f"/v1/users/{frank['id']}").status_code == 200
+
+
+@pytest.mark.parametrize("value", [0, 1, "yes", "off", 1.0])
+def test_logout_all_sessions_must_be_a_json_boolean(shared_api, value):
+    """A lax bool would read "off" as False and "yes" as True: ask, don't guess."""
+    with http(shared_api, "viewer") as c:
+        r = c.post("/v1/auth/logout", json={"all_sessions": value})
+    assert r.status_code == 400
+    assert r.json()["error"]["code"] == "validation_failed"

@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
 from otherix import __version__
-from otherix.api import errors
+from otherix.api import errors, openapi
 from otherix.api.deps import Deps
 from otherix.api.idempotency import IdempotencyMiddleware
 from otherix.api.middleware import Metrics, RequestMiddleware
@@ -66,6 +66,7 @@ def create_app(deps: Deps, *, run_workers: bool | None = None) -> FastAPI:
     app.add_middleware(
         RequestMiddleware, max_body_bytes=deps.settings.server.max_body_bytes, metrics=metrics
     )
+    openapi.install(app, iter_routes(app))
     return app
 
 

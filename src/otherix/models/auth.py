@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import AwareDatetime, ConfigDict, Field
+from pydantic import AwareDatetime, ConfigDict, Field, StrictBool
 
 from otherix.models.common import Input, Output
 from otherix.rbac import Role
@@ -21,7 +21,7 @@ class RefreshRequest(Input):
 
 class LogoutRequest(Input):
     refresh_token: str | None = None
-    all_sessions: bool = False
+    all_sessions: StrictBool = False
 
 
 class User(Output):
