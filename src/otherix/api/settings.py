@@ -115,6 +115,10 @@ class AgentApiSection(Section):
 
     heartbeat_interval: Duration = 30.0
     watch_timeout: Duration = 25.0
+    #: PostgreSQL only: how often a parked watch re-reads the store, the safety
+    #: net for a NOTIFY from another replica that never arrived. On SQLite
+    #: (one process) every wake-up is in-process and a watch waits for it.
+    watch_recheck: Duration = 5.0
 
 
 class ApiSettings(Section):

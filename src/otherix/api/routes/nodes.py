@@ -166,8 +166,12 @@ async def watch(
             remaining = deadline - time.monotonic()
             if remaining <= 0 or deps.hub.closed:
                 return WatchReply(changed=False, desired=desired)
-            # The 5 s cap re-checks the store in case a notification from
-            # another replica was lost.
-            await deps.hub.wait_for(fut, min(remaining, 5.0))
+            # With PostgreSQL, re-check the store now and then in case a NOTIFY
+            # from another replica was lost. SQLite has one process and its
+            # wake-ups cannot be lost: re-checking 10,000 parked watches every
+            # few seconds would only load the server (bench/footprint.py).
+            if deps.db.backend == "postgresql":
+                remaining = min(remaining, deps.settings.agents.watch_recheck)
+            await deps.hub.wait_for(fut, remaining)
         finally:
             deps.hub.unsubscribe(ident.node_id, fut)
