@@ -4,15 +4,21 @@ metrics, the 500 answer, and Idempotency-Key."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from apihelpers import assert_error, http, join_node, pool_body
 
 from otherix import __version__
+from otherix.api import idempotency
 from otherix.api.clock import FakeClock
 from otherix.store import pools as qp
+from otherix.store import settings as qs
 
 JSON_UTF8 = "application/json; charset=utf-8"
 MIB = 1 << 20
@@ -321,6 +327,80 @@ def test_errors_are_replayed_too(shared_api, node):
         second = _create(c, body, "key-error")
     assert first.status_code == second.status_code == 400
     assert first.content == second.content
+
+
+def test_concurrent_requests_with_one_key_run_once(shared_api):
+    """API tokens may share a name, so only the key stops a second mint: while the
+    first request runs, the others get 409 (in progress) or, later, its replay."""
+    name = f"idem-race-{uuid.uuid4().hex[:8]}"
+    barrier = threading.Barrier(12)
+
+    def mint(_: int):
+        with http(shared_api) as c:
+            barrier.wait()
+            return c.post(
+                "/v1/users/me/api-tokens", json={"name": name}, headers={"Idempotency-Key": name}
+            )
+
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        answers = list(pool.map(mint, range(12)))
+    with http(shared_api) as c:
+        minted = [t for t in c.get("/v1/users/me/api-tokens").json()["data"] if t["name"] == name]
+    assert len(minted) == 1
+    firsts = [r for r in answers if r.status_code == 201 and "idempotent-replay" not in r.headers]
+    assert len(firsts) == 1
+    for r in answers:
+        if r.status_code == 201:
+            assert r.json()["id"] == minted[0]["id"]
+        else:
+            assert_error(r, 409, "conflict")
+            assert r.json()["error"]["details"]["reason"] == "idempotency_key_in_progress"
+
+
+def test_a_claim_left_by_a_dead_process_is_taken_over(shared_api, node):
+    """On SQLite (one process), a pending claim made by this process blocks its
+    key; one made by an earlier process (it died before answering) is taken over."""
+    deps = shared_api.server.deps
+    with http(shared_api) as c:
+        principal = hashlib.sha256(c.headers["Authorization"].encode()).hexdigest()
+    raw = json.dumps(pool_body(node, "idem-claimed")).encode()
+    request_hash = hashlib.sha256(b"POST /v1/storage-pools?\n" + raw).hexdigest()
+
+    def create(c):
+        return c.post(
+            "/v1/storage-pools",
+            content=raw,
+            headers={"Idempotency-Key": "key-claimed", "Content-Type": "application/json"},
+        )
+
+    def claim(claimant: str) -> None:
+        with deps.db.write() as conn:
+            qs.delete_idempotent(conn, principal, "key-claimed")
+            qs.put_idempotent(
+                conn,
+                {
+                    "principal": principal,
+                    "key": "key-claimed",
+                    "request_hash": request_hash,
+                    "status_code": idempotency.PENDING,
+                    "content_type": claimant,
+                    "body": b"",
+                    "created_at": datetime.now(UTC) - timedelta(hours=1),
+                },
+            )
+
+    claim(idempotency.CLAIMANT)
+    with http(shared_api) as c:
+        blocked = create(c)
+    err = assert_error(blocked, 409, "conflict")
+    assert err["details"]["reason"] == "idempotency_key_in_progress"
+    claim("claimed-by:an-earlier-process")
+    with http(shared_api) as c:
+        taken = create(c)
+        again = create(c)
+    assert taken.status_code == 201, taken.text
+    assert again.headers.get("idempotent-replay") == "true"
+    assert again.json()["id"] == taken.json()["id"]
 
 
 def test_key_longer_than_255_is_400(shared_api, node):

@@ -25,7 +25,9 @@ Then the control plane is started again on the same port and store: the API
 lists the same, each acknowledged create replays its original answer for its
 key, every other create succeeds when retried with its key (an in-flight one
 that landed answers with its stored outcome: a replay, or 409 when the process
-died between the pool's commit and the answer's), and the burst ends with
+died between the pool's commit and the answer's; a key the killed process had
+claimed answers 409 "in progress" until the claim is taken over, and the
+client retries), and the burst ends with
 exactly 500 pools and a store that passes the same checks.
 """
 
@@ -37,6 +39,7 @@ import random
 import secrets
 import signal
 import threading
+import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -53,6 +56,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 TOTAL = 500
 CLIENTS = 24
+#: seconds before a dead process's Idempotency-Key claim is taken over (PostgreSQL)
+CLAIM_TIMEOUT = 3
 NODE = "kill-node"
 NAMES = [f"burst-{i:03d}" for i in range(TOTAL)]
 
@@ -161,7 +166,13 @@ def test_sigkill_mid_burst_of_500_creates_loses_no_acknowledged_pool(
     keys = {name: f"burst-{seed}-{name}" for name in NAMES}
     print(f"[{backend}] OTHERIX_FAULT_SEED={seed}: SIGKILL at the {kill_at}th 201")
 
-    cp = CpProcess(tmp_path / "api", database_url=db_url)
+    # A claim left by the killed process blocks its key until taken over: at once on
+    # SQLite (another process made it), after this timeout on PostgreSQL.
+    cp = CpProcess(
+        tmp_path / "api",
+        database_url=db_url,
+        env={"OTHERIX_SERVER__IDEMPOTENCY_CLAIM_TIMEOUT": f"{CLAIM_TIMEOUT}s"},
+    )
     try:
         cp.start()
         _join_node(cp)
@@ -204,9 +215,19 @@ def test_sigkill_mid_burst_of_500_creates_loses_no_acknowledged_pool(
             if not hasattr(local, "client"):  # one client per thread: keep-alive, as in the burst
                 local.client = cp.client()
                 clients.append(local.client)
-            return local.client.post(
-                "/v1/storage-pools", json=_body(name), headers={"Idempotency-Key": keys[name]}
-            )
+            deadline = time.monotonic() + CLAIM_TIMEOUT + 30
+            while True:  # as a client does: a key still "in progress" is retried later
+                r = local.client.post(
+                    "/v1/storage-pools", json=_body(name), headers={"Idempotency-Key": keys[name]}
+                )
+                busy = (
+                    r.status_code == 409
+                    and r.json()["error"].get("details", {}).get("reason")
+                    == "idempotency_key_in_progress"
+                )
+                if not busy or time.monotonic() > deadline:
+                    return r
+                time.sleep(0.5)
 
         try:
             with ThreadPoolExecutor(max_workers=CLIENTS) as pool:

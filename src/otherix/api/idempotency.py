@@ -7,6 +7,17 @@ the first answer byte for byte; the same key with a different request gets
 500 and above, and 401/403/429, are not cached: the client should retry them.
 Login, refresh, node join, join-token creation and the agent endpoints are
 exempt.
+
+The first request claims its key (a pending row, committed before the route
+runs), so a second request with the same key while the first still runs gets
+409 ``conflict`` (``details.reason: "idempotency_key_in_progress"``) instead
+of running twice. The answer is stored into the claim when the route has
+answered. A claim left by a server that died mid-request is taken over: at
+once on SQLite (one process: a claim by an earlier process is dead), after
+``server.idempotency_claim_timeout`` on PostgreSQL. The route's own commit
+and the stored answer are separate transactions, so a retry after such a
+crash runs the request again (a create then answers 409 ``conflict``: the
+object exists once).
 """
 
 from __future__ import annotations
@@ -14,14 +25,16 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import uuid
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import anyio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from otherix.errors import IdempotencyKeyMismatch, ValidationFailed
+from otherix.api.deps import Deps
+from otherix.errors import Conflict, IdempotencyKeyMismatch, ValidationFailed
 from otherix.store import StoreError, UniqueViolation
 from otherix.store import settings as qs
 
@@ -30,6 +43,10 @@ EXEMPT_PREFIXES = ("/v1/auth/login", "/v1/auth/refresh", "/v1/nodes/join")
 TTL = timedelta(hours=24)
 log = logging.getLogger(__name__)
 UNCACHED = {401, 403, 429}
+#: ``status_code`` of a claimed key whose first request has not answered yet;
+#: its ``content_type`` names the claiming process (``claimed-by:<boot id>``).
+PENDING = 0
+CLAIMANT = f"claimed-by:{uuid.uuid4().hex}"
 
 
 def _exempt(path: str) -> bool:
@@ -114,6 +131,69 @@ def _key_of(scope: Scope) -> str | None:
     return headers.get(b"idempotency-key", b"").decode("latin-1") or None
 
 
+def _claim(
+    deps: Deps, principal: str, key: str, request_hash: str, now: datetime
+) -> dict[str, Any] | None:
+    """Claim the key with a pending row, or return the row that holds it."""
+    try:
+        with deps.db.write() as conn:
+            row = qs.get_idempotent(conn, principal, key)
+            if row is not None:
+                if row["status_code"] != PENDING:
+                    alive = row["created_at"] > now - TTL
+                elif deps.db.backend == "sqlite":
+                    alive = row["content_type"] == CLAIMANT
+                else:
+                    timeout = timedelta(seconds=deps.settings.server.idempotency_claim_timeout)
+                    alive = row["created_at"] > now - timeout
+                if alive:
+                    return row
+                qs.delete_idempotent(conn, principal, key)  # expired or abandoned
+            qs.put_idempotent(
+                conn,
+                {
+                    "principal": principal,
+                    "key": key,
+                    "request_hash": request_hash,
+                    "status_code": PENDING,
+                    "content_type": CLAIMANT,
+                    "body": b"",
+                    "created_at": now,
+                },
+            )
+            return None
+    except UniqueViolation:  # a concurrent request claimed it first (PostgreSQL)
+        with deps.db.read() as conn:
+            return qs.get_idempotent(conn, principal, key)
+
+
+async def _answer_for_held(send: Send, held: dict[str, Any], request_hash: str) -> None:
+    if held["request_hash"] != request_hash:
+        await _send_error(send, 409, IdempotencyKeyMismatch().envelope())
+    elif held["status_code"] == PENDING:
+        busy = Conflict(
+            "a request with this Idempotency-Key is still in progress; retry when it has finished",
+            {"reason": "idempotency_key_in_progress", "retry_after_seconds": 1},
+        )
+        await _send_error(send, 409, busy.envelope())
+    else:
+        await _replay(send, held)
+
+
+def _finish(deps: Deps, principal: str, key: str, capture: _Capture | None) -> None:
+    """Store the answer into the claim, or drop the claim when the answer is not
+    to be replayed or there was none: a retry then runs again."""
+    try:
+        with deps.db.write() as conn:
+            if capture is None or capture.status >= 500 or capture.status in UNCACHED:
+                qs.delete_idempotent(conn, principal, key)
+            else:
+                body = b"".join(capture.body)
+                qs.complete_idempotent(conn, principal, key, capture.status, capture.ctype, body)
+    except StoreError:  # the answer stands; only its replay copy is lost
+        log.warning("could not store the Idempotency-Key answer", exc_info=True)
+
+
 class IdempotencyMiddleware:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -137,19 +217,13 @@ class IdempotencyMiddleware:
         deps = scope["app"].state.deps
         now = deps.clock.now()
 
-        def lookup() -> dict[str, Any] | None:
-            with deps.db.read() as conn:
-                return qs.get_idempotent(conn, principal, key)
-
-        cached = await anyio.to_thread.run_sync(lookup)
-        if cached is not None and cached["created_at"] > now - TTL:
-            if cached["request_hash"] != request_hash:
-                await _send_error(send, 409, IdempotencyKeyMismatch().envelope())
-            else:
-                await _replay(send, cached)
+        held = await anyio.to_thread.run_sync(_claim, deps, principal, key, request_hash, now)
+        if held is not None:
+            await _answer_for_held(send, held, request_hash)
             return
 
         delivered = False
+        finished = False
 
         async def replay_receive() -> Message:
             nonlocal delivered
@@ -158,30 +232,14 @@ class IdempotencyMiddleware:
                 return {"type": "http.request", "body": body, "more_body": False}
             return await receive()
 
-        def store(capture: _Capture) -> None:
-            try:
-                with deps.db.write() as conn:
-                    if cached is not None:  # expired entry: replace it
-                        qs.delete_idempotent(conn, principal, key)
-                    qs.put_idempotent(
-                        conn,
-                        {
-                            "principal": principal,
-                            "key": key,
-                            "request_hash": request_hash,
-                            "status_code": capture.status,
-                            "content_type": capture.ctype,
-                            "body": b"".join(capture.body),
-                            "created_at": now,
-                        },
-                    )
-            except UniqueViolation:
-                pass  # a concurrent request with the same key stored first
-            except StoreError:  # the answer stands; only its replay copy is lost
-                log.warning("could not store the Idempotency-Key answer", exc_info=True)
-
         async def on_complete(capture: _Capture) -> None:
-            if capture.status < 500 and capture.status not in UNCACHED:
-                await anyio.to_thread.run_sync(store, capture)
+            nonlocal finished
+            finished = True
+            await anyio.to_thread.run_sync(_finish, deps, principal, key, capture)
 
-        await self.app(scope, replay_receive, _Capture(send, on_complete))
+        try:
+            await self.app(scope, replay_receive, _Capture(send, on_complete))
+        finally:
+            if not finished:  # the route failed or was cancelled before answering
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(_finish, deps, principal, key, None)

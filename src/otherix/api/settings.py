@@ -19,6 +19,10 @@ class ServerSection(Section):
     listen: str = "0.0.0.0:8080"
     shutdown_grace: Duration = 30.0
     max_body_bytes: int = Field(default=1 << 20, ge=1024)
+    #: PostgreSQL: a pending Idempotency-Key claim older than this belongs to a
+    #: request whose replica died, and the next request with the key takes it
+    #: over. (SQLite has one process: claims of an earlier process are taken over at once.)
+    idempotency_claim_timeout: Duration = 120.0
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
 

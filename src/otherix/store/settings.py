@@ -53,6 +53,17 @@ def put_idempotent(conn: Connection, row: dict[str, Any]) -> None:
     conn.execute(idempotency_keys.insert().values(**row))
 
 
+def complete_idempotent(
+    conn: Connection, principal: str, key: str, status_code: int, content_type: str, body: bytes
+) -> None:
+    """Store the answer into a claimed (pending) key."""
+    conn.execute(
+        idempotency_keys.update()
+        .where(idempotency_keys.c.principal == principal, idempotency_keys.c.key == key)
+        .values(status_code=status_code, content_type=content_type, body=body)
+    )
+
+
 def delete_idempotent(conn: Connection, principal: str, key: str) -> None:
     conn.execute(
         idempotency_keys.delete().where(
