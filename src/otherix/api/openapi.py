@@ -122,7 +122,8 @@ def document_errors(schema: dict[str, Any], routes: list[APIRoute]) -> None:
 def install(app: FastAPI, routes: list[APIRoute]) -> None:
     def openapi() -> dict[str, Any]:
         schema = FastAPI.openapi(app)  # generated once and cached by FastAPI
-        document_errors(schema, routes)
+        if schema.get("components", {}).get("schemas", {}).get("ErrorEnvelope") is None:
+            document_errors(schema, routes)  # once per generated document
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
