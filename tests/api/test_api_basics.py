@@ -454,3 +454,20 @@ def test_get_and_exempt_routes_ignore_the_key(shared_api):
         )
     assert r1.status_code == 401
     assert r2.status_code == 200
+
+
+def test_the_cluster_id_is_made_once_and_kept_across_restarts(tmp_path):
+    from otherix.api.bootstrap import open_deps
+    from support.server import make_settings
+
+    settings = make_settings(tmp_path / "api")
+    first = open_deps(settings)
+    first.db.close()
+    second = open_deps(settings)
+    try:
+        uuid.UUID(first.cluster_id)
+        assert second.cluster_id == first.cluster_id
+        with second.db.read() as conn:
+            assert qs.get_setting(conn, qs.CLUSTER_ID) == first.cluster_id
+    finally:
+        second.db.close()

@@ -566,6 +566,25 @@ def test_concurrent_first_writes_of_a_setting_all_succeed(db):
             assert qs.get_setting(conn, key) in {str(i) for i in range(8)}
 
 
+def test_ensure_setting_keeps_the_first_value_under_concurrent_first_writers(db):
+    """The cluster id: replicas starting together all read the one value that won."""
+    barrier = threading.Barrier(8)
+    got: list[str] = []
+
+    def ensure(i: int) -> None:
+        barrier.wait(timeout=30)
+        with db.write() as conn:
+            got.append(qs.ensure_setting(conn, "cluster-race", f"id-{i}", T0))
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        for f in [pool.submit(ensure, i) for i in range(8)]:
+            f.result()
+    assert len(set(got)) == 1
+    assert got[0].startswith("id-")
+    with db.write() as conn:
+        assert qs.ensure_setting(conn, "cluster-race", "later", T0) == got[0]
+
+
 def test_task_updates_are_conditional_on_status(db):
     tid = new_id()
     with db.write() as conn:

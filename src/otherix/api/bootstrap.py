@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from otherix.api.services import defaultpool, users
 from otherix.api.settings import ApiSettings
 from otherix.config import ConfigError, load_config
 from otherix.store import Database
+from otherix.store import settings as qs
 from otherix.store.migrate import upgrade
 
 log = logging.getLogger("otherix.api")
@@ -66,6 +68,10 @@ def open_deps(settings: ApiSettings, *, migrate: bool = True) -> Deps:
         upgrade(db)
     deps = Deps(settings=settings, db=db, clock=SystemClock(), jwt_secret=jwt_secret(settings))
     defaultpool.seed(deps)
+    with db.write() as conn:
+        deps.cluster_id = qs.ensure_setting(
+            conn, qs.CLUSTER_ID, str(uuid.uuid4()), deps.clock.now()
+        )
     return deps
 
 

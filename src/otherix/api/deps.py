@@ -48,6 +48,8 @@ class Deps:
     db: Database
     clock: Clock
     jwt_secret: str
+    #: The cluster's identity (``cluster_settings.cluster_id``), read at start.
+    cluster_id: str = ""
     hub: WatchHub = field(default_factory=WatchHub)
     heartbeats: HeartbeatBuffer = field(default_factory=HeartbeatBuffer)
     login_attempts: dict[str, list[float]] = field(default_factory=dict)

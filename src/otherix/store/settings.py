@@ -12,6 +12,9 @@ from sqlalchemy.engine import Connection
 from otherix.store.schema import cluster_settings, idempotency_keys
 
 DEFAULT_POOL_NAME = "default_pool_name"
+#: The cluster's identity, made once at the first start on an empty store and
+#: never changed: pool identity markers and the data-directory marker carry it.
+CLUSTER_ID = "cluster_id"
 
 
 def get_setting(conn: Connection, key: str) -> str | None:
@@ -39,6 +42,24 @@ def put_setting(conn: Connection, key: str, value: str | None, now: datetime) ->
             conn.execute(cluster_settings.insert().values(key=key, value=value, updated_at=now))
     except sa_exc.IntegrityError:
         conn.execute(update)
+
+
+def ensure_setting(conn: Connection, key: str, value: str, now: datetime) -> str:
+    """The stored value of ``key``, writing ``value`` first when the key is absent.
+
+    Concurrent first writers (replicas starting together) all get the one
+    value that won the insert."""
+    current = get_setting(conn, key)
+    if current is not None:
+        return current
+    try:
+        with conn.begin_nested():
+            conn.execute(cluster_settings.insert().values(key=key, value=value, updated_at=now))
+    except sa_exc.IntegrityError:
+        pass
+    stored = get_setting(conn, key)
+    assert stored is not None
+    return stored
 
 
 def get_idempotent(conn: Connection, principal: str, key: str) -> dict[str, Any] | None:
