@@ -29,6 +29,7 @@ __all__ = [
     "default_pool_path",
     "looks_like_uuid",
     "path_allowed",
+    "paths_overlap",
     "validate_allowed_prefixes",
     "validate_node_name",
     "validate_pool_name",
@@ -161,6 +162,17 @@ def path_allowed(path: str, prefixes: Sequence[str]) -> bool:
         return False
     candidate = clean_path(path)
     return any(p.startswith("/") and _under(candidate, clean_path(p)) for p in prefixes)
+
+
+def paths_overlap(a: str, b: str) -> bool:
+    """Whether two absolute paths name the same directory or one lies inside the other.
+
+    Compared cleaned (``//srv/p/./x`` is ``/srv/p/x``) and boundary-safe
+    (``/srv/p`` and ``/srv/p2`` do not overlap). The rule that keeps one
+    directory to one pool on a node; the agent applies it to realpaths.
+    """
+    ca, cb = clean_path(a), clean_path(b)
+    return _under(ca, cb) or _under(cb, ca)
 
 
 def validate_allowed_prefixes(prefixes: Sequence[str]) -> str | None:

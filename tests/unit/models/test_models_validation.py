@@ -13,6 +13,7 @@ from otherix.models.validation import (
     default_pool_path,
     looks_like_uuid,
     path_allowed,
+    paths_overlap,
     validate_allowed_prefixes,
     validate_node_name,
     validate_pool_name,
@@ -415,3 +416,26 @@ def test_looks_like_uuid_rejected(value):
 def test_looks_like_uuid_for_random_uuids(value):
     assert looks_like_uuid(str(value))
     assert looks_like_uuid(str(value).upper())
+
+
+# --- paths_overlap ---
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "expected"),
+    [
+        ("/srv/p/x", "/srv/p/x", True),
+        ("//srv/p/./x", "/srv/p/x", True),
+        ("/srv/p/x/", "/srv/p/x", True),
+        ("/srv/p/x/vms/inner", "/srv/p/x", True),
+        ("/srv/p/x", "/srv/p/x/scratch/inner", True),
+        ("/srv/p", "/srv/p2", False),
+        ("/srv/p2/x", "/srv/p/x", False),
+        ("/srv/p/a", "/srv/p/b", False),
+        ("/", "/anything", True),
+        ("/srv/p/x/../y", "/srv/p/y", True),
+    ],
+)
+def test_paths_overlap(a, b, expected):
+    assert paths_overlap(a, b) is expected
+    assert paths_overlap(b, a) is expected
