@@ -70,24 +70,30 @@ def _local_pass(deps: Deps) -> tuple[list[str], list[str]]:
     cfg = deps.settings.workers.heartbeat
     hb = deps.heartbeats
     known = hb.known()  # before the read: every one of them has a row unless deleted
-    with deps.db.write() as conn:
-        mono = deps.clock.monotonic()
+    with deps.db.read() as conn:
         rows = qn.live_statuses(conn, ["ready", "unreachable", "pending"])
-        stale_ids = [
-            r["id"]
-            for r in rows
-            if r["status"] == "ready" and hb.age(r["id"], mono) > cfg.stale_threshold
-        ]
-        gone_ids = [
-            r["id"]
-            for r in rows
-            if r["status"] == "unreachable" and hb.unreachable_for(r["id"], mono) > cfg.gone_grace
-        ]
-        now = deps.clock.now()
+    mono = deps.clock.monotonic()
+    stale_ids = [
+        r["id"]
+        for r in rows
+        if r["status"] == "ready" and hb.age(r["id"], mono) > cfg.stale_threshold
+    ]
+    gone_ids = [
+        r["id"]
+        for r in rows
+        if r["status"] == "unreachable" and hb.unreachable_for(r["id"], mono) > cfg.gone_grace
+    ]
+    hb.forget(known - {r["id"] for r in rows})
+    if not stale_ids and not gone_ids:
+        return [], []  # the common pass: no write transaction at all
+    # ``move`` re-checks the status, so a node promoted since the read stays ready;
+    # one heard from since the read is left for the next pass.
+    now = deps.clock.now()
+    with deps.db.write() as conn:
+        stale_ids = [n for n in stale_ids if hb.age(n, mono) > cfg.stale_threshold]
         gone = qn.move(conn, gone_ids, from_status="unreachable", to_status="gone", now=now)
         stale = qn.move(conn, stale_ids, from_status="ready", to_status="unreachable", now=now)
     hb.mark_unreachable([r["id"] for r in stale], mono)
-    hb.forget(known - {r["id"] for r in rows})
     return [r["name"] for r in stale], [r["name"] for r in gone]
 
 
