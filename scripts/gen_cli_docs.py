@@ -23,6 +23,12 @@ keeps it in step with the code. Conventions:
   `--cluster` entry of `~/.otherix/config` (or `$OTHERIX_CONFIG`), then the
   current cluster; the token from `--token`, `$OTHERIX_API_TOKEN`, then the
   same config entries.
+- A config entry may list several control-plane URLs (`servers:`, from
+  `config add cluster --server A --server B`), one per API replica: the CLI
+  tries them in order, moves to the next on a connection error or a timeout
+  (never on an HTTP answer), and stays on the one that answers. A request that
+  may have reached a replica before it went silent is sent again only when
+  that is safe (GET, PUT, DELETE, or with an `Idempotency-Key`).
 - Errors print `error: <message>` on stderr and exit 1; `--debug` adds
   tracebacks. Usage mistakes (unknown command, missing required flag) exit 2.
 - Prompts go to stderr and appear only when stdin is a terminal.

@@ -175,6 +175,7 @@ def test_public_and_agent_routes_are_the_expected_ones(routes):
         ("POST", "/v1/auth/login"),
         ("POST", "/v1/auth/refresh"),
         ("POST", "/v1/nodes/join"),
+        ("POST", "/v1/nodes/rejoin"),
     ]
     agent = {r.path for r in routes if guard_of(r) == "agent"}
     assert {"/v1/nodes/{name}/heartbeat", "/v1/nodes/{name}/watch"} <= agent

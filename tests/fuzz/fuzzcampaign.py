@@ -56,7 +56,7 @@ MODES = [GenerationMode.POSITIVE, GenerationMode.NEGATIVE]
 #: routes that take a node credential, not a user token
 AGENT_OPERATIONS = frozenset({"nodeHeartbeat", "nodeWatch", "nodeTaskUpdate"})
 #: routes where a 401 is an answer about the request's own credentials, not our token
-CREDENTIAL_OPERATIONS = frozenset({"login", "refresh", "joinNode"}) | AGENT_OPERATIONS
+CREDENTIAL_OPERATIONS = frozenset({"login", "refresh", "joinNode", "rejoinNode"}) | AGENT_OPERATIONS
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 NODE = "fuzz-node"
 POOL = "fuzz-pool"

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 
 #: operations that take no credentials (contract: login, refresh, node join, health)
-PUBLIC = frozenset({"healthz", "readyz", "login", "refresh", "joinNode"})
+PUBLIC = frozenset({"healthz", "readyz", "login", "refresh", "joinNode", "rejoinNode"})
 METHODS = ("get", "put", "post", "patch", "delete")
 
 

@@ -49,7 +49,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -387,7 +387,10 @@ class Cluster:
         net_ns: bool = False,
         config: Mapping[str, Any] | None = None,
         start: bool = True,
+        servers: Sequence[str] | None = None,
     ) -> AgentProc:
+        """Enrol (and start) a node; ``servers``, control-plane URLs (one per
+        replica), replaces the one URL of the cluster's control plane."""
         if net_ns and not NET_NS_AVAILABLE:
             raise RuntimeError("net_ns needs root and iproute2")
         netns = NetNs(_free_subnet()) if net_ns else None
@@ -414,9 +417,15 @@ class Cluster:
             },
         )
         node.config_path.write_text(yaml.safe_dump(_merge(cfg, config or {})))
+        urls = list(servers) if servers else [url]
         done = subprocess.run(
             node.command(
-                "bootstrap", "--server", url, "--join-token", self.join_token(), "--node-name", name
+                "bootstrap",
+                *(arg for u in urls for arg in ("--server", u)),
+                "--join-token",
+                self.join_token(),
+                "--node-name",
+                name,
             ),
             capture_output=True,
             text=True,

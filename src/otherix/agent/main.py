@@ -1,8 +1,10 @@
 """``otherix-agent``: ``bootstrap`` (enrol this node) and ``serve`` (run the agent).
 
 The composition root of the agent process: it loads ``AgentSettings``
-(defaults < ``--config`` YAML < ``OTHERIX_`` env < flags), reads or writes the
-enrolment state (``otherix.agent.state``), builds the HTTP client, the pool
+(defaults < ``--config`` YAML < ``OTHERIX_`` env < flags), enrols the node
+(``otherix.agent.enrol``: join or rejoin) or reads the enrolment state
+(``otherix.agent.state``), builds the HTTP client (every control-plane URL,
+with failover), the pool
 reconciler, the image cache, the VM task workers and their report outbox,
 and the loop (``otherix.agent.daemon``) and installs the signal handlers.
 Nothing here runs at import time.
@@ -17,6 +19,7 @@ import os
 import platform
 import ssl
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn, get_args
 
@@ -24,6 +27,7 @@ import click
 import httpx
 
 from otherix import __version__
+from otherix.agent import enrol
 from otherix.agent import state as node_state
 from otherix.agent.daemon import Daemon, LoopConfig
 from otherix.agent.images import ImageCache
@@ -36,7 +40,7 @@ from otherix.agent.settings import AgentSettings
 from otherix.agent.tasks import TaskRunner
 from otherix.agent.vmtasks import VmTasks
 from otherix.client.agent import AgentClient
-from otherix.client.errors import ApiError, ClientError
+from otherix.client.base import url_list
 from otherix.config import ConfigError, load_config
 from otherix.models.nodes import Architecture
 
@@ -49,12 +53,6 @@ _MACHINES: dict[str, Architecture] = {
     "amd64": "amd64",
     "aarch64": "arm64",
     "arm64": "arm64",
-}
-
-_JOIN_HINTS = {
-    "join_token_unknown": "check the token, or create one with 'otherix node join-token create'",
-    "join_token_expired": "create a new one with 'otherix node join-token create'",
-    "join_token_exhausted": "create a new one with 'otherix node join-token create'",
 }
 
 
@@ -75,7 +73,7 @@ def _settings(config_file: Path | None, data_dir: Path | None) -> AgentSettings:
         _fail(str(exc))
 
 
-def _client(settings: AgentSettings, url: str, token: str | None) -> AgentClient:
+def _client(settings: AgentSettings, urls: Sequence[str], token: str | None) -> AgentClient:
     cp = settings.control_plane
     transport = None
     if cp.ca_file is not None:  # verify the control plane against this CA only
@@ -85,7 +83,7 @@ def _client(settings: AgentSettings, url: str, token: str | None) -> AgentClient
             _fail(f"control_plane.ca_file {cp.ca_file}: {exc}")
         transport = httpx.HTTPTransport(verify=context)
     client = AgentClient(
-        url, token, timeout=cp.request_timeout, transport=transport, trust_env=False
+        urls, token, timeout=cp.request_timeout, transport=transport, trust_env=False
     )
     client.watch_grace = cp.request_timeout
     return client
@@ -116,7 +114,7 @@ _CONFIG_OPTION = click.option(
     "--config",
     "config_file",
     type=click.Path(path_type=Path, dir_okay=False, exists=True),
-    help="YAML config file. Keys: data_dir, control_plane.{url, heartbeat_interval, "
+    help="YAML config file. Keys: data_dir, control_plane.{url, urls, heartbeat_interval, "
     "watch_timeout, request_timeout, backoff_initial, backoff_max, ca_file}, "
     "storage.{allowed_path_prefixes, host_root}, images.{max_image_bytes, connect_timeout, "
     "read_timeout, total_timeout, max_redirects, space_margin_bytes, "
@@ -142,16 +140,36 @@ def cli() -> None:
 
 
 @cli.command()
-@click.option("--server", required=True, metavar="URL", help="Control-plane URL.")
+@click.option(
+    "--server",
+    "servers",
+    required=True,
+    multiple=True,
+    metavar="URL",
+    help="Control-plane URL. Repeat it for each replica: the agent tries them in order "
+    "and stays on the one that answers.",
+)
 @click.option(
     "--join-token",
-    required=True,
     envvar="OTHERIX_JOIN_TOKEN",
     metavar="TOKEN",
-    help="Join token from 'otherix node join-token create' "
+    help="Join token from 'otherix node join-token create', to enrol a new node "
     "(or OTHERIX_JOIN_TOKEN, which keeps it out of the process list).",
 )
-@click.option("--node-name", required=True, metavar="NAME", help="This node's name.")
+@click.option(
+    "--rejoin-token",
+    envvar="OTHERIX_REJOIN_TOKEN",
+    metavar="TOKEN",
+    help="Re-enrol token from 'otherix node reset-credentials NODE': the same node "
+    "(same id, same pools) gets new credentials and the old ones stop working "
+    "(or OTHERIX_REJOIN_TOKEN).",
+)
+@click.option(
+    "--node-name",
+    metavar="NAME",
+    help="This node's name. Needed with --join-token; with --rejoin-token it is "
+    "checked against the token's node.",
+)
 @_DATA_DIR_OPTION
 @click.option(
     "--architecture",
@@ -161,62 +179,61 @@ def cli() -> None:
 @click.option("--force", is_flag=True, help="Enrol again even if this node is enrolled.")
 @_CONFIG_OPTION
 def bootstrap(
-    server: str,
-    join_token: str,
-    node_name: str,
+    servers: tuple[str, ...],
+    join_token: str | None,
+    rejoin_token: str | None,
+    node_name: str | None,
     data_dir: Path | None,
     architecture: Architecture | None,
     force: bool,
     config_file: Path | None,
 ) -> None:
-    """Enrol this node with the control plane using a join token.
+    """Enrol this node with the control plane (a join token), or give an enrolled
+    node that lost its state new credentials (a re-enrol token).
 
-    Stores the control-plane URL, the node's id and its credential in
+    Stores the control-plane URLs, the node's id and its credential in
     DATA_DIR/node.json (mode 0600). Refuses to overwrite an existing
     enrolment unless --force is given; the old credential is then discarded.
+    With --rejoin-token a missing or damaged node.json is replaced without
+    --force, and nothing changes on the control plane unless the token is
+    good: wrong, expired, used or another node's tokens leave the old
+    credential working.
+
+    \b
+    Examples:
+      otherix-agent bootstrap --server https://cp-a:8080 --server https://cp-b:8080 \\
+          --join-token otxj_... --node-name node-b
+      otherix-agent bootstrap --server https://cp-a:8080 --rejoin-token otxr_...
     """
     settings = _settings(config_file, data_dir)
-    if not server.startswith(("http://", "https://")):
-        _fail(f"--server must be an http:// or https:// URL, got {server!r}")
+    for server in servers:
+        if not server.startswith(("http://", "https://")):
+            _fail(f"--server must be an http:// or https:// URL, got {server!r}")
+    if (join_token is None) == (rejoin_token is None):
+        raise click.UsageError("give exactly one of --join-token and --rejoin-token")
+    if join_token is not None and not node_name:
+        raise click.UsageError("--node-name is needed with --join-token")
     arch = architecture or host_architecture()
     if arch is None:
         _fail(f"unknown machine type {platform.machine()!r}; pass --architecture")
+    urls = url_list(servers)
+    client = _client(settings, urls, None)
     try:
-        existing = node_state.load(settings.data_dir)
-    except node_state.StateError as exc:
-        existing = None
-        if not force:
-            _fail(f"{exc}; use --force to enrol again")
-    if existing is not None and not force:
-        _fail(
-            f"already enrolled as node {existing.node_name!r} with {existing.server} "
-            f"({node_state.state_path(settings.data_dir)}); use --force to enrol again"
+        enrol.check_existing(settings.data_dir, force=force, rejoin=rejoin_token is not None)
+        done = enrol.enrol(
+            client,
+            settings.data_dir,
+            urls,
+            join_token=join_token,
+            rejoin_token=rejoin_token,
+            node_name=node_name,
+            architecture=arch,
         )
-    client = _client(settings, server, None)
-    try:
-        joined = client.join(join_token, node_name, arch)
-    except ApiError as exc:
-        hint = _JOIN_HINTS.get(str(exc.details.get("reason", "")))
-        _fail(f"{exc.message or exc}" + (f" ({hint})" if hint else ""))
-    except ClientError as exc:
-        _fail(f"cannot reach the control plane at {server}: {exc}")
+    except enrol.EnrolError as exc:
+        _fail(str(exc))
     finally:
         client.close()
-    enrolled = node_state.NodeState(
-        server=server.rstrip("/"),
-        node_name=joined.name,
-        node_id=joined.node_id,
-        credential=joined.credential,
-        architecture=arch,
-    )
-    try:
-        node_state.save(settings.data_dir, enrolled)
-    except OSError as exc:
-        _fail(f"enrolled, but cannot write {node_state.state_path(settings.data_dir)}: {exc}")
-    click.echo(
-        f"enrolled node {joined.name} ({joined.node_id}) with {enrolled.server}; "
-        f"state written to {node_state.state_path(settings.data_dir)}"
-    )
+    click.echo(done)
 
 
 @cli.command()
@@ -233,17 +250,20 @@ def serve(data_dir: Path | None, config_file: Path | None) -> None:
     """
     settings = _settings(config_file, data_dir)
     setup_logging(settings.logging.level)
+    where = None if data_dir is None else settings.data_dir
     try:
         enrolled = node_state.load(settings.data_dir)
     except node_state.StateError as exc:
-        _fail(str(exc))
+        _fail(f"{exc}. This node's enrolment state is damaged: {node_state.recovery_hint(where)}")
     if enrolled is None:
         _fail(
             f"this node is not enrolled ({node_state.state_path(settings.data_dir)} "
-            "does not exist); run 'otherix-agent bootstrap' first"
+            "does not exist). A new node: run 'otherix-agent bootstrap --server URL "
+            "--join-token TOKEN --node-name NAME'. A node that was enrolled and lost this "
+            f"file: {node_state.recovery_hint(where)}"
         )
     cp = settings.control_plane
-    url = cp.url or enrolled.server
+    urls = url_list(cp.configured_urls() or enrolled.urls)
     stop = StopToken()
     stop.install()
     cache = ImageCache(settings.images.cache_settings(f"otherix-agent/{__version__}"))
@@ -253,9 +273,9 @@ def serve(data_dir: Path | None, config_file: Path | None) -> None:
         host_root=settings.storage.host_root,
         images=cache,
     )
-    client = _client(settings, url, enrolled.credential)
+    client = _client(settings, urls, enrolled.credential)
     # Task reports get their own connection pool: a held watch never delays them.
-    report_client = _client(settings, url, enrolled.credential)
+    report_client = _client(settings, urls, enrolled.credential)
     outbox = TaskOutbox(
         report_client,
         enrolled.node_name,
@@ -294,7 +314,7 @@ def serve(data_dir: Path | None, config_file: Path | None) -> None:
             __version__,
             enrolled.node_name,
             enrolled.node_id,
-            url,
+            ", ".join(urls),
         )
         daemon.run()
     finally:

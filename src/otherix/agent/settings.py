@@ -9,8 +9,12 @@ dotted name.
 Keys (contract §7.2 where it has them; the rest are ours):
 
 - ``data_dir`` (``/var/lib/otherix/agent``): enrolment state (``node.json``).
-- ``control_plane.url``: unset means the URL ``bootstrap`` stored in
+- ``control_plane.url``: unset means the URLs ``bootstrap`` stored in
   ``node.json``; set, it wins (the control plane moved).
+- ``control_plane.urls``: the list form of ``url``, one URL per control-plane
+  replica (``[https://cp-a:8080, https://cp-b:8080]``); the agent fails over
+  between them in order (``otherix.client.base``). Set ``url`` or ``urls``,
+  not both.
 - ``control_plane.heartbeat_interval``: unset means "what the control plane
   says" (``heartbeat_interval_seconds`` of each heartbeat reply; 30 s until the
   first reply). Set, it overrides the control plane for this node.
@@ -128,6 +132,7 @@ ByteSize = Annotated[int, BeforeValidator(parse_bytes)]
 
 class ControlPlaneSection(Section):
     url: str | None = None
+    urls: list[str] | None = None
     heartbeat_interval: Duration | None = None
     watch_timeout: Duration = 25.0
     request_timeout: Duration = 10.0
@@ -142,8 +147,28 @@ class ControlPlaneSection(Section):
             raise ValueError("must start with http:// or https://")
         return v
 
+    @field_validator("urls")
+    @classmethod
+    def _urls(cls, v: list[str] | None) -> list[str] | None:
+        if v is None:
+            return v
+        if not v:
+            raise ValueError("must list at least one URL (or leave it unset)")
+        for url in v:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"{url!r} must start with http:// or https://")
+        return v
+
+    def configured_urls(self) -> list[str] | None:
+        """``urls``, or ``[url]``, or None when neither is set (use node.json)."""
+        if self.urls is not None:
+            return list(self.urls)
+        return [self.url] if self.url is not None else None
+
     @model_validator(mode="after")
     def _ranges(self) -> ControlPlaneSection:
+        if self.url is not None and self.urls is not None:
+            raise ValueError("set url or urls, not both")
         if self.heartbeat_interval is not None and self.heartbeat_interval <= 0:
             raise ValueError("heartbeat_interval must be positive")
         if not 0 < self.watch_timeout <= _MAX_WATCH_TIMEOUT:

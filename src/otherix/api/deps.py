@@ -26,20 +26,83 @@ from otherix.store import Database
 
 @dataclass
 class HeartbeatBuffer:
-    """Write-behind buffer of last-seen times, flushed by a worker every second."""
+    """Heartbeat times: a write-behind buffer for the store, and this process's
+    liveness memory.
+
+    ``record(node_id, at, mono)`` notes a heartbeat seen now: ``at`` is the
+    wall-clock time (what ``last_heartbeat_at`` shows), ``mono`` the
+    :meth:`Clock.monotonic` reading that liveness ages are measured with. A
+    worker drains the buffer every second (``flush_heartbeats``) and writes
+    the times in one batch; a failed flush puts them back with ``restore``,
+    never over a newer heartbeat.
+
+    ``last_seen`` (monotonic, never drained) and ``unreachable_since`` (when
+    this process marked a node unreachable) are what the single-replica
+    liveness pass reads instead of wall-clock columns; ``started`` (set by
+    ``Deps``) is the origin for nodes this process has not heard from yet, so
+    after a restart a node's age counts from the start, not from a heartbeat
+    time of a previous process.
+    """
 
     lock: threading.Lock = field(default_factory=threading.Lock)
-    seen: dict[str, Any] = field(default_factory=dict)
+    seen: dict[str, tuple[Any, float]] = field(default_factory=dict)
+    last_seen: dict[str, float] = field(default_factory=dict)
+    unreachable_since: dict[str, float] = field(default_factory=dict)
+    started: float | None = None
 
-    def record(self, node_id: str, at: Any) -> None:
+    def record(self, node_id: str, at: Any, mono: float) -> None:
         with self.lock:
-            self.seen[node_id] = at
+            self.seen[node_id] = (at, mono)
+            if mono > self.last_seen.get(node_id, float("-inf")):
+                self.last_seen[node_id] = mono
 
-    def drain(self) -> list[tuple[str, Any]]:
+    def drain(self) -> list[tuple[str, Any, float]]:
         with self.lock:
-            items = list(self.seen.items())
+            items = [(node_id, at, mono) for node_id, (at, mono) in self.seen.items()]
             self.seen.clear()
         return items
+
+    def restore(self, items: list[tuple[str, Any, float]]) -> None:
+        """Put back what a failed flush drained, keeping any newer heartbeat."""
+        with self.lock:
+            for node_id, at, mono in items:
+                current = self.seen.get(node_id)
+                if current is None or current[1] < mono:
+                    self.seen[node_id] = (at, mono)
+
+    def age(self, node_id: str, mono: float) -> float:
+        """Seconds since this process last heard from the node (or since it started)."""
+        with self.lock:
+            return mono - self.last_seen.get(node_id, self._origin(mono))
+
+    def mark_unreachable(self, node_ids: list[str], mono: float) -> None:
+        with self.lock:
+            for node_id in node_ids:
+                self.unreachable_since[node_id] = mono
+
+    def unreachable_for(self, node_id: str, mono: float) -> float:
+        """Seconds the node has been unreachable as far as this process knows
+        (counted from the process start when it already was at start)."""
+        with self.lock:
+            return mono - self.unreachable_since.get(node_id, self._origin(mono))
+
+    def uptime(self, mono: float) -> float:
+        """Seconds since this process started (by the monotonic clock)."""
+        return mono - self._origin(mono)
+
+    def _origin(self, mono: float) -> float:
+        return mono if self.started is None else self.started
+
+    def known(self) -> set[str]:
+        with self.lock:
+            return set(self.last_seen) | set(self.unreachable_since)
+
+    def forget(self, node_ids: set[str]) -> None:
+        """Drop the liveness memory of these nodes (deleted or gone ones)."""
+        with self.lock:
+            for node_id in node_ids:
+                self.last_seen.pop(node_id, None)
+                self.unreachable_since.pop(node_id, None)
 
 
 @dataclass
@@ -58,6 +121,10 @@ class Deps:
     #: unchanged, and every change bumps the revision in the store.
     desired_cache: dict[str, tuple[int, Any]] = field(default_factory=dict)
     desired_json_cache: dict[str, tuple[int, bytes]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.heartbeats.started is None:
+            self.heartbeats.started = self.clock.monotonic()
 
 
 @dataclass(frozen=True)

@@ -123,6 +123,16 @@ class AgentApiSection(Section):
     #: net for a NOTIFY from another replica that never arrived. On SQLite
     #: (one process) every wake-up is in-process and a watch waits for it.
     watch_recheck: Duration = 5.0
+    #: Lifetime of a re-enrol token (``otherix node reset-credentials``) when the
+    #: request names none; short, since it stands in for a node's credential.
+    rejoin_token_ttl: Duration = 3600.0
+
+    @field_validator("rejoin_token_ttl")
+    @classmethod
+    def _rejoin_ttl(cls, v: float) -> float:
+        if not 60 <= v <= 7 * 86400:
+            raise ValueError("must be between 1m and 7d")
+        return v
 
 
 class ApiSettings(Section):

@@ -17,6 +17,16 @@ File layout::
         server: http://localhost:8080
         token: otx_...
         token-id: <uuid>     # omitted when empty
+      - name: prod           # a control plane with several replicas
+        server: https://cp-a:8080
+        servers:             # tried in order; the CLI fails over between them
+          - https://cp-a:8080
+          - https://cp-b:8080
+        token: otx_...
+
+``servers`` lists every replica's URL; when it is there it wins, and
+``server`` (written as its first URL) is what older CLIs read. A file with
+only ``server`` is a list of one, as before.
 
 Choices where the contract is silent: empty flag or environment values count
 as unset; an explicit ``--cluster`` naming no entry is an error even when
@@ -78,6 +88,15 @@ class ClusterEntry:
     server: str
     token: str
     token_id: str | None = None
+    #: Every replica's URL, ``server`` first; empty means ``server`` alone.
+    servers: list[str] = field(default_factory=list)
+
+    @property
+    def urls(self) -> list[str]:
+        """The control-plane URLs of this entry, in the order they are tried."""
+        if self.servers:
+            return list(self.servers)
+        return [self.server] if self.server else []
 
 
 @dataclass
@@ -102,6 +121,12 @@ class Resolved:
     token: str | None
     token_source: str | None
     cluster_name: str | None
+    #: Every URL to try (a config entry's ``servers``), ``endpoint`` first.
+    endpoints: tuple[str, ...] = ()
+
+    @property
+    def urls(self) -> tuple[str, ...]:
+        return self.endpoints or (self.endpoint,)
 
 
 def default_config_path(env: Mapping[str, str]) -> Path:
@@ -121,6 +146,15 @@ def _str_field(raw: Mapping[str, Any], key: str, where: str, *, required: bool) 
     if not isinstance(value, str):
         raise ConfigError(f"{where}: {key!r} must be a string")
     return value
+
+
+def _servers_field(raw: Mapping[str, Any], where: str) -> list[str]:
+    value = raw.get("servers")
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ConfigError(f"{where}: 'servers' must be a list of URLs")
+    return list(value)
 
 
 def _parse(raw: object, path: Path) -> CliConfig:
@@ -146,12 +180,15 @@ def _parse(raw: object, path: Path) -> CliConfig:
         if find_cluster(CliConfig(clusters=clusters), name) is not None:
             raise ConfigError(f'{where}: duplicate cluster name "{name}"')
         token_id = _str_field(item, "token-id", where, required=False)
+        servers = _servers_field(item, where)
+        server = _str_field(item, "server", where, required=False)
         clusters.append(
             ClusterEntry(
                 name=name,
-                server=_str_field(item, "server", where, required=False),
+                server=servers[0] if servers else server,
                 token=_str_field(item, "token", where, required=False),
                 token_id=token_id or None,
+                servers=servers if len(servers) > 1 else [],
             )
         )
     return CliConfig(current_cluster=current, clusters=clusters)
@@ -184,9 +221,13 @@ class _IndentedDumper(yaml.SafeDumper):
 
 
 def _to_yaml(cfg: CliConfig) -> str:
-    clusters: list[dict[str, str]] = []
+    clusters: list[dict[str, Any]] = []
     for entry in cfg.clusters:
-        item = {"name": entry.name, "server": entry.server, "token": entry.token}
+        urls = entry.urls
+        item: dict[str, Any] = {"name": entry.name, "server": urls[0] if urls else ""}
+        if len(urls) > 1:
+            item["servers"] = urls
+        item["token"] = entry.token
         if entry.token_id:
             item["token-id"] = entry.token_id
         clusters.append(item)
@@ -287,10 +328,11 @@ def resolve(
     """Pick the endpoint and token by the §5.1 precedence.
 
     Endpoint: ``--endpoint`` > ``$OTHERIX_SERVER`` > the ``--cluster`` entry
-    > the current entry. Token: ``--token`` > ``$OTHERIX_API_TOKEN`` > the
-    same entry. With ``--cluster`` only that entry is consulted (no fallback
-    to current) and a missing one raises ``ClusterNotFound``. No endpoint
-    raises ``ConfigError``; no token gives ``token=None``.
+    > the current entry (all of its ``servers``, in ``endpoints``). Token:
+    ``--token`` > ``$OTHERIX_API_TOKEN`` > the same entry. With ``--cluster``
+    only that entry is consulted (no fallback to current) and a missing one
+    raises ``ClusterNotFound``. No endpoint raises ``ConfigError``; no token
+    gives ``token=None``.
     """
     entry: ClusterEntry | None = None
     if flag_cluster:
@@ -301,12 +343,14 @@ def resolve(
         entry = find_cluster(cfg, cfg.current_cluster)
     source = f"config:{entry.name}" if entry is not None else ""
 
+    endpoints: tuple[str, ...] = ()
     if flag_endpoint:
         endpoint, endpoint_source = flag_endpoint, "flag"
     elif env.get(ENV_SERVER):
         endpoint, endpoint_source = env[ENV_SERVER], "env"
-    elif entry is not None and entry.server:
-        endpoint, endpoint_source = entry.server, source
+    elif entry is not None and entry.urls:
+        endpoint, endpoint_source = entry.urls[0], source
+        endpoints = tuple(entry.urls)
     elif entry is None and cfg.current_cluster and not flag_cluster:
         raise ClusterNotFound(
             f'current cluster "{cfg.current_cluster}" not found in config '
@@ -330,4 +374,5 @@ def resolve(
         token=token,
         token_source=token_source,
         cluster_name=entry.name if entry is not None else None,
+        endpoints=endpoints,
     )

@@ -4,7 +4,9 @@ Owns everything a command needs from the outside world, so tests can inject
 it (the httpie/cli ``context.py`` pattern): the stdout/stderr writers, stdin
 (whether it is a TTY, and reading one answer from it), the environment
 mapping, clocks, the config-file path and the resolved endpoint and token
-(§5.1), and the :class:`~otherix.client.api.ApiClient` factory.
+(§5.1), and the :class:`~otherix.client.api.ApiClient` factory. A config
+entry with several ``servers`` gives one client over all of them (failover
+lives in ``otherix.client.base``).
 
 The root command (``otherix.cli.main``) fills in the global flags; every
 command reaches it with :func:`get_context`. Tests build one with their own
@@ -21,7 +23,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,7 +41,8 @@ NO_CREDENTIAL = (
 )
 
 Writer = Callable[[str], None]
-ClientFactory = Callable[[str, str | None, float], ApiClient]
+#: (URL or URLs in failover order, token, timeout) -> client
+ClientFactory = Callable[[str | Sequence[str], str | None, float], ApiClient]
 DEFAULT_TIMEOUT = 30.0
 
 
@@ -55,7 +58,7 @@ def _stderr(text: str) -> None:
     click.echo(text, nl=False, err=True)
 
 
-def _default_client(base_url: str, token: str | None, timeout: float) -> ApiClient:
+def _default_client(base_url: str | Sequence[str], token: str | None, timeout: float) -> ApiClient:
     return ApiClient(base_url, token, timeout=timeout)
 
 
@@ -143,17 +146,23 @@ class CliContext:
         resolved = self.resolve()
         if self.debug:
             self.warn(
-                f"debug: endpoint {resolved.endpoint} ({resolved.endpoint_source}), "
+                f"debug: endpoint {', '.join(resolved.urls)} ({resolved.endpoint_source}), "
                 f"token ({resolved.token_source or 'none'})"
             )
         if not resolved.token:
             raise ConfigError(NO_CREDENTIAL)
-        return self.client_for(resolved.endpoint, resolved.token)
+        urls = resolved.urls
+        return self.client_for(urls[0] if len(urls) == 1 else urls, resolved.token)
 
     def client_for(
-        self, endpoint: str, token: str | None, *, timeout: float = DEFAULT_TIMEOUT
+        self,
+        endpoint: str | Sequence[str],
+        token: str | None,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
     ) -> ApiClient:
-        """A client for an explicit endpoint/token (``config add cluster``)."""
+        """A client for an explicit endpoint/token (``config add cluster``);
+        several endpoints are replicas the client fails over between."""
         api = self.client_factory(endpoint, token, timeout)
         self._clients.append(api)
         return api

@@ -1,4 +1,10 @@
-"""``AgentClient``: the node's calls (join, heartbeat, watch, task reports), typed."""
+"""``AgentClient``: the node's calls (join, rejoin, heartbeat, watch, task reports), typed.
+
+Heartbeats and task reports say "this is my state now": sending one twice is
+harmless, so after a timeout they are resent to the next control-plane URL
+(``resend_ok``). Join and rejoin are not: a second send after the first was
+answered unseen would use up the token, so they never are.
+"""
 
 from __future__ import annotations
 
@@ -23,11 +29,21 @@ class AgentClient(HttpClient):
         }
         return NodeJoined.model_validate(self.json("POST", "/v1/nodes/join", json=body))
 
+    def rejoin(self, rejoin_token: str, name: str | None, architecture: str | None) -> NodeJoined:
+        """Redeem a re-enrol token: the same node, a new credential."""
+        body: dict[str, Any] = {
+            "rejoin_token": rejoin_token,
+            "name": name,
+            "architecture": architecture,
+        }
+        return NodeJoined.model_validate(self.json("POST", "/v1/nodes/rejoin", json=body))
+
     def heartbeat(self, node: str, report: HeartbeatReport) -> HeartbeatReply:
         data = self.json(
             "POST",
             f"/v1/nodes/{quote(node, safe='')}/heartbeat",
             json=report.model_dump(mode="json", exclude_none=False),
+            resend_ok=True,
         )
         return HeartbeatReply.model_validate(data)
 
@@ -45,5 +61,6 @@ class AgentClient(HttpClient):
             "POST",
             f"/v1/nodes/{quote(node, safe='')}/tasks/{quote(task_id, safe='')}",
             json=update.model_dump(mode="json"),
+            resend_ok=True,
         )
         return Task.model_validate(data)

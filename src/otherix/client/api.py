@@ -73,6 +73,11 @@ class ApiClient(HttpClient):
     def node_action(self, name: str, action: str) -> dict[str, Any]:
         return dict(self.json("POST", f"/v1/nodes/{_seg(name)}/{action}"))
 
+    def reset_node_credentials(self, name: str, ttl_seconds: int | None = None) -> dict[str, Any]:
+        """A one-time re-enrol token for the node (``otxr_…``, shown once)."""
+        body = {"ttl_seconds": ttl_seconds}
+        return dict(self.json("POST", f"/v1/nodes/{_seg(name)}/reset-credentials", json=body))
+
     def delete_node(self, name: str) -> None:
         self.json("DELETE", f"/v1/nodes/{_seg(name)}")
 

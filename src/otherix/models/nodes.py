@@ -38,6 +38,32 @@ class NodeJoin(Input):
     architecture: Architecture | None = None
 
 
+class NodeRejoin(Input):
+    """Redeem a re-enrol token (``POST /v1/nodes/rejoin``): same node, new credential.
+    ``name``, when given, must be the token's node (a check, not a selector)."""
+
+    rejoin_token: str = Field(min_length=1, max_length=256)
+    name: str | None = Field(default=None, min_length=1, max_length=253)
+    architecture: Architecture | None = None
+
+
+class NodeCredentialReset(Input):
+    """``POST /v1/nodes/{name}/reset-credentials``; no TTL means ``agents.rejoin_token_ttl``."""
+
+    ttl_seconds: int | None = Field(default=None, ge=60, le=7 * 86400)
+
+
+class NodeRejoinToken(Output):
+    """A re-enrol token, shown once; only its sha256 is stored."""
+
+    node_id: str
+    node: str
+    token: str
+    prefix: str
+    created_at: datetime
+    expires_at: datetime
+
+
 class NodeJoined(Output):
     node_id: str
     name: str

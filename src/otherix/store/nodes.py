@@ -1,4 +1,14 @@
-"""Nodes (desired + liveness), their observed facts, and join tokens."""
+"""Nodes (desired + liveness), their observed facts, join tokens and re-enrol tokens.
+
+Liveness has two shapes here. One replica (SQLite) measures ages with its own
+monotonic clock and only asks the store which nodes are in which status
+(``live_statuses``) and to move the ones it picked (``move``). Several
+replicas (PostgreSQL) share liveness through ``last_heartbeat_at`` and
+``status_changed_at``, written and compared with the *database server's*
+clock (``record_heartbeats_db_clock``, ``transition_db_clock``, and
+``update_node`` for ``last_heartbeat_at``), the one clock all replicas share
+and that no replica's wall-clock step can move.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from otherix.store.schema import join_tokens, node_observed, nodes
+from otherix.store.schema import join_tokens, node_observed, node_rejoin_tokens, nodes
 
 _live = nodes.c.deleted_at.is_(None)
 
@@ -116,7 +126,16 @@ def names_by_id(conn: Connection, ids: Iterable[str]) -> dict[str, dict[str, Any
     return {r["id"]: dict(r) for r in conn.execute(stmt).mappings()}
 
 
+def _db_clock(conn: Connection) -> bool:
+    return conn.dialect.name == "postgresql"
+
+
 def update_node(conn: Connection, node_id: str, values: dict[str, Any]) -> int:
+    """Update one node row. On PostgreSQL a ``last_heartbeat_at`` in ``values``
+    is stamped with the database server's clock (``now()``) instead of the
+    caller's: it is liveness state that other replicas compare with that clock."""
+    if "last_heartbeat_at" in values and _db_clock(conn):
+        values = {**values, "last_heartbeat_at": sa.func.now()}
     return conn.execute(nodes.update().where(nodes.c.id == node_id).values(**values)).rowcount
 
 
@@ -153,6 +172,99 @@ def record_heartbeats(conn: Connection, seen: Sequence[tuple[str, datetime]]) ->
         .values(last_heartbeat_at=sa.bindparam("b_at"))
     )
     conn.execute(stmt, [{"b_id": i, "b_at": t} for i, t in seen])
+
+
+def record_heartbeats_db_clock(conn: Connection, ages: Sequence[tuple[str, float]]) -> None:
+    """PostgreSQL: ``last_heartbeat_at = now() - age`` for each (node id, seconds
+    since the heartbeat, by the replica's monotonic clock). Never moves a time
+    backwards, except one in the database's future (written by a clock that ran
+    ahead), which is replaced."""
+    if not ages:
+        return
+    if not _db_clock(conn):
+        raise NotImplementedError("the database clock is used on PostgreSQL only")
+    seen = sa.func.now() - sa.func.make_interval(
+        0, 0, 0, 0, 0, 0, sa.bindparam("b_age", type_=sa.Float)
+    )
+    last = nodes.c.last_heartbeat_at
+    stmt = (
+        nodes.update()
+        .where(nodes.c.id == sa.bindparam("b_id"))
+        .values(
+            last_heartbeat_at=sa.case(
+                (sa.or_(last.is_(None), last < seen, last > sa.func.now()), seen), else_=last
+            )
+        )
+    )
+    conn.execute(stmt, [{"b_id": i, "b_age": max(0.0, float(a))} for i, a in ages])
+
+
+def _older_than(seconds: float) -> sa.ColumnElement[Any]:
+    return sa.func.now() - sa.func.make_interval(
+        0, 0, 0, 0, 0, 0, sa.literal(float(seconds), sa.Float)
+    )
+
+
+def transition_db_clock(
+    conn: Connection,
+    *,
+    from_status: Sequence[str],
+    to_status: str,
+    heartbeat_older_than: float | None = None,
+    changed_older_than: float | None = None,
+) -> list[dict[str, Any]]:
+    """PostgreSQL: ``transition`` with ages measured by the database server's
+    clock (``now()``), which also stamps ``status_changed_at``."""
+    if not _db_clock(conn):
+        raise NotImplementedError("the database clock is used on PostgreSQL only")
+    cond: list[sa.ColumnElement[bool]] = [_live, nodes.c.status.in_(list(from_status))]
+    if heartbeat_older_than is not None:
+        cutoff = _older_than(heartbeat_older_than)
+        cond.append(
+            sa.or_(
+                nodes.c.last_heartbeat_at < cutoff,
+                sa.and_(nodes.c.last_heartbeat_at.is_(None), nodes.c.created_at < cutoff),
+            )
+        )
+    if changed_older_than is not None:
+        cond.append(nodes.c.status_changed_at < _older_than(changed_older_than))
+    stmt = (
+        nodes.update()
+        .where(*cond)
+        .values(status=to_status, status_changed_at=sa.func.now(), updated_at=sa.func.now())
+        .returning(nodes.c.id, nodes.c.name)
+    )
+    return [dict(r) for r in conn.execute(stmt).mappings()]
+
+
+def live_statuses(conn: Connection, statuses: Sequence[str]) -> list[dict[str, Any]]:
+    """``id``, ``name``, ``status`` of every live node in one of ``statuses``."""
+    stmt = sa.select(nodes.c.id, nodes.c.name, nodes.c.status).where(
+        _live, nodes.c.status.in_(list(statuses))
+    )
+    return _rows(conn, stmt)
+
+
+def move(
+    conn: Connection,
+    node_ids: Sequence[str],
+    *,
+    from_status: str,
+    to_status: str,
+    now: datetime,
+) -> list[dict[str, Any]]:
+    """Move the given live nodes that are still in ``from_status``; the moved rows."""
+    if not node_ids:
+        return []
+    cond = [_live, nodes.c.id.in_(list(node_ids)), nodes.c.status == from_status]
+    moved = _rows(conn, sa.select(nodes.c.id, nodes.c.name).where(*cond))
+    if moved:
+        conn.execute(
+            nodes.update()
+            .where(nodes.c.id.in_([m["id"] for m in moved]))
+            .values(status=to_status, status_changed_at=now, updated_at=now)
+        )
+    return moved
 
 
 def transition(
@@ -220,3 +332,47 @@ def list_join_tokens(conn: Connection) -> list[dict[str, Any]]:
 
 def delete_join_token(conn: Connection, token_id: str) -> int:
     return conn.execute(join_tokens.delete().where(join_tokens.c.id == token_id)).rowcount
+
+
+# re-enrol tokens ----------------------------------------------------------------
+# One per node at most (the primary key is the node id): a newer token replaces
+# an older one. Only the sha256 of the token is stored, like join tokens.
+
+
+def put_rejoin_token(conn: Connection, row: dict[str, Any]) -> None:
+    """Store ``row`` as the node's only re-enrol token, replacing any older one."""
+    conn.execute(node_rejoin_tokens.delete().where(node_rejoin_tokens.c.node_id == row["node_id"]))
+    conn.execute(node_rejoin_tokens.insert().values(**row))
+
+
+def get_rejoin_token_by_hash(conn: Connection, token_hash: str) -> dict[str, Any] | None:
+    stmt = sa.select(node_rejoin_tokens).where(node_rejoin_tokens.c.token_hash == token_hash)
+    row = conn.execute(stmt).mappings().first()
+    return dict(row) if row else None
+
+
+def use_rejoin_token(conn: Connection, token_hash: str, now: datetime) -> int:
+    """Compare-and-set: 1 when this call used the token, 0 when it was used (or
+    replaced) concurrently."""
+    stmt = (
+        node_rejoin_tokens.update()
+        .where(
+            node_rejoin_tokens.c.token_hash == token_hash, node_rejoin_tokens.c.used_at.is_(None)
+        )
+        .values(used_at=now)
+    )
+    return conn.execute(stmt).rowcount
+
+
+def replace_credential(
+    conn: Connection, node_id: str, old_hash: str, new_hash: str, now: datetime
+) -> int:
+    """Swap a live node's credential hash (compare-and-set on the old one); the
+    old credential stops working in the same transaction. Clears the stored
+    digest so the agent's next report is complete."""
+    stmt = (
+        nodes.update()
+        .where(nodes.c.id == node_id, nodes.c.credential_hash == old_hash, _live)
+        .values(credential_hash=new_hash, observed_digest=None, updated_at=now)
+    )
+    return conn.execute(stmt).rowcount

@@ -178,6 +178,22 @@ join_tokens = sa.Table(
     _ts("expires_at", nullable=True),
 )
 
+#: A node's one-time re-enrol token (``otherix node reset-credentials``): at most
+#: one per node (a newer one replaces it), stored as its sha256 like join tokens.
+node_rejoin_tokens = sa.Table(
+    "node_rejoin_tokens",
+    metadata,
+    sa.Column(
+        "node_id", sa.String(36), sa.ForeignKey("nodes.id", ondelete="CASCADE"), primary_key=True
+    ),
+    sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("prefix", sa.String(12), nullable=False),
+    sa.Column("created_by", sa.String(36), nullable=True),
+    _ts("created_at"),
+    _ts("expires_at"),
+    _ts("used_at", nullable=True),
+)
+
 storage_pools = sa.Table(
     "storage_pools",
     metadata,

@@ -11,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from otherix.api.deps import AgentCredential, Deps, Principal, agent_node, get_deps, public, require
 from otherix.api.routes.common import limit_param, page
 from otherix.api.services import heartbeat as hb
-from otherix.api.services import nodes
+from otherix.api.services import nodes, rejoin
 from otherix.api.workers.scheduler import NO_CHANGE
 from otherix.errors import ValidationFailed
 from otherix.models.common import Page
@@ -21,8 +21,11 @@ from otherix.models.nodes import (
     JoinTokenCreate,
     JoinTokenCreated,
     Node,
+    NodeCredentialReset,
     NodeJoin,
     NodeJoined,
+    NodeRejoin,
+    NodeRejoinToken,
     NodeSummary,
 )
 from otherix.rbac import Permission, Scope
@@ -71,6 +74,13 @@ def join(body: NodeJoin, deps: Deps = Depends(get_deps)) -> NodeJoined:
     return nodes.join(deps, body)
 
 
+@router.post("/rejoin", operation_id="rejoinNode", dependencies=[Depends(public)])
+def rejoin_node(body: NodeRejoin, deps: Deps = Depends(get_deps)) -> NodeJoined:
+    """Redeem a re-enrol token: the token's node gets a new credential (shown
+    once) and its old credential stops working."""
+    return rejoin.rejoin(deps, body)
+
+
 @router.get("", operation_id="listNodes", response_model=Page[Node] | Page[NodeSummary])
 def list_nodes(
     limit: int | None = None,
@@ -108,6 +118,23 @@ def uncordon(name: str, deps: Deps = Depends(get_deps)) -> Node:
 @router.post("/{name}/readmit", operation_id="readmitNode", dependencies=[Depends(MAINT)])
 def readmit(name: str, deps: Deps = Depends(get_deps)) -> Node:
     return nodes.readmit(deps, name)
+
+
+@router.post(
+    "/{name}/reset-credentials",
+    operation_id="resetNodeCredentials",
+    status_code=201,
+)
+def reset_credentials(
+    name: str,
+    body: NodeCredentialReset | None = None,
+    deps: Deps = Depends(get_deps),
+    me: Principal = Depends(MANAGE),
+) -> NodeRejoinToken:
+    """A one-time re-enrol token for a node that lost its credential (shown once;
+    a newer one replaces an older one). The current credential keeps working
+    until the token is redeemed with ``POST /v1/nodes/rejoin``."""
+    return rejoin.reset_credentials(deps, name, me.user_id, body or NodeCredentialReset())
 
 
 @router.delete(

@@ -217,6 +217,9 @@ def heartbeat(
         or (report.pools is not None and report.digest != node["observed_digest"])
     ):
         raise NeedsWrite
+    # Liveness ages are monotonic (api/workers/liveness.py); noted before any
+    # write, so a liveness pass never sees a promoted node without it.
+    deps.heartbeats.record(ident.node_id, now, deps.clock.monotonic())
     observed = _observed_changes(deps, node, report)
     node_values = _node_changes(node, report, promote, now)
     written = bool(observed or node_values or report.pools)
@@ -231,8 +234,6 @@ def heartbeat(
     if promote:
         log.info("node promoted to ready: %s", node["name"])
         written = defaultpool.ensure_default_pool(deps, ident.node_id, node["name"]) or written
-    else:
-        deps.heartbeats.record(ident.node_id, now)
     desired = desired_json(deps, ident.node_id, None if written else node["desired_revision"])
     head = {
         "received_at": now.isoformat().replace("+00:00", "Z"),

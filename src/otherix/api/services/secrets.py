@@ -15,6 +15,7 @@ _DUMMY_HASH = _hasher.hash("otherix-dummy-password-for-constant-time")
 API_TOKEN_PREFIX = "otx_"
 JOIN_TOKEN_PREFIX = "otxj_"
 NODE_CREDENTIAL_PREFIX = "otxn_"
+REJOIN_TOKEN_PREFIX = "otxr_"
 
 
 def hash_password(password: str) -> str:

@@ -1,16 +1,32 @@
 """Node liveness and the heartbeat write-behind flush.
 
-``liveness_pass`` is the pure-ish step tests call with a fake clock: flush
-buffered heartbeats, mark ``ready`` nodes with no heartbeat for
-``stale_threshold`` as ``unreachable``, and ``unreachable`` nodes older than
-``gone_grace`` as ``gone``. Promotion to ``ready`` happens in the heartbeat
-handler itself, on the first fresh heartbeat.
+``liveness_pass`` is the step tests call with a fake clock: flush buffered
+heartbeats, mark ``ready`` nodes with no heartbeat for ``stale_threshold`` as
+``unreachable``, and ``unreachable`` nodes older than ``gone_grace`` as
+``gone``. Promotion to ``ready`` happens in the heartbeat handler itself, on
+the first fresh heartbeat (``api/services/heartbeat.py``).
+
+Ages never come from the wall clock, which an operator or NTP can step
+(``api/clock.py``):
+
+- **One replica (SQLite)**: ages are measured with the process's monotonic
+  clock. ``HeartbeatBuffer`` remembers when each node was last heard from and
+  when this process marked it unreachable; a node not heard from since the
+  process started counts from the start. So a restarted control plane gives
+  every node a full threshold to check in instead of marking the fleet
+  unreachable at once. ``last_heartbeat_at`` is still written (wall clock) for
+  people to read, but liveness never reads it.
+- **Several replicas (PostgreSQL)**: the shared columns are written and
+  compared with the database server's clock: the flush stores
+  ``now() - age`` (age by this replica's monotonic clock), and the transition
+  compares with ``now()``. A replica marks nothing before it has been up for
+  the threshold itself, for the same reason as above; replicas already up go
+  on marking.
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
 
 from otherix.api.deps import Deps
 from otherix.store import StoreError
@@ -25,35 +41,81 @@ def flush_heartbeats(deps: Deps) -> int:
         return 0
     try:
         with deps.db.write() as conn:
-            qn.record_heartbeats(conn, seen)
+            if deps.db.backend == "postgresql":
+                mono = deps.clock.monotonic()
+                qn.record_heartbeats_db_clock(conn, [(n, mono - m) for n, _at, m in seen])
+            else:
+                qn.record_heartbeats(conn, [(n, at) for n, at, _m in seen])
     except StoreError:
-        for node_id, at in seen:  # keep them for the next flush
-            deps.heartbeats.record(node_id, at)
+        deps.heartbeats.restore(seen)  # keep them for the next flush
         raise
     return len(seen)
 
 
 def liveness_pass(deps: Deps) -> dict[str, list[str]]:
     flush_heartbeats(deps)
+    if deps.db.backend == "postgresql":
+        stale, gone = _shared_pass(deps)
+    else:
+        stale, gone = _local_pass(deps)
+    for name in stale:
+        log.warning("node marked unreachable: %s", name)
+    for name in gone:
+        log.warning("node marked gone: %s", name)
+    return {"unreachable": stale, "gone": gone}
+
+
+def _local_pass(deps: Deps) -> tuple[list[str], list[str]]:
+    """One replica: ages by this process's monotonic clock."""
     cfg = deps.settings.workers.heartbeat
+    hb = deps.heartbeats
+    known = hb.known()  # before the read: every one of them has a row unless deleted
+    with deps.db.read() as conn:
+        rows = qn.live_statuses(conn, ["ready", "unreachable", "pending"])
+    mono = deps.clock.monotonic()
+    stale_ids = [
+        r["id"]
+        for r in rows
+        if r["status"] == "ready" and hb.age(r["id"], mono) > cfg.stale_threshold
+    ]
+    gone_ids = [
+        r["id"]
+        for r in rows
+        if r["status"] == "unreachable" and hb.unreachable_for(r["id"], mono) > cfg.gone_grace
+    ]
+    hb.forget(known - {r["id"] for r in rows})
+    if not stale_ids and not gone_ids:
+        return [], []  # the common pass: no write transaction at all
+    # ``move`` re-checks the status, so a node promoted since the read stays ready;
+    # one heard from since the read is left for the next pass.
     now = deps.clock.now()
     with deps.db.write() as conn:
-        stale = qn.transition(
+        stale_ids = [n for n in stale_ids if hb.age(n, mono) > cfg.stale_threshold]
+        gone = qn.move(conn, gone_ids, from_status="unreachable", to_status="gone", now=now)
+        stale = qn.move(conn, stale_ids, from_status="ready", to_status="unreachable", now=now)
+    hb.mark_unreachable([r["id"] for r in stale], mono)
+    return [r["name"] for r in stale], [r["name"] for r in gone]
+
+
+def _shared_pass(deps: Deps) -> tuple[list[str], list[str]]:
+    """Several replicas: ages by the database server's clock."""
+    cfg = deps.settings.workers.heartbeat
+    uptime = deps.heartbeats.uptime(deps.clock.monotonic())
+    if uptime <= cfg.stale_threshold:
+        return [], []
+    with deps.db.write() as conn:
+        gone = []
+        if uptime > cfg.gone_grace:
+            gone = qn.transition_db_clock(
+                conn,
+                from_status=["unreachable"],
+                to_status="gone",
+                changed_older_than=cfg.gone_grace,
+            )
+        stale = qn.transition_db_clock(
             conn,
             from_status=["ready"],
             to_status="unreachable",
-            heartbeat_before=now - timedelta(seconds=cfg.stale_threshold),
-            now=now,
+            heartbeat_older_than=cfg.stale_threshold,
         )
-        gone = qn.transition(
-            conn,
-            from_status=["unreachable"],
-            to_status="gone",
-            changed_before=now - timedelta(seconds=cfg.gone_grace),
-            now=now,
-        )
-    for row in stale:
-        log.warning("node marked unreachable: %s", row["name"])
-    for row in gone:
-        log.warning("node marked gone: %s", row["name"])
-    return {"unreachable": [r["name"] for r in stale], "gone": [r["name"] for r in gone]}
+    return [r["name"] for r in stale], [r["name"] for r in gone]

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+from collections.abc import Sequence
 from typing import Any
 
 import click
@@ -104,12 +105,16 @@ def _logout(api: ApiClient, refresh_token: Any) -> None:
         api.json("POST", "/v1/auth/logout", json={"refresh_token": refresh_token})
 
 
-def _revoke_old(ctx: CliContext, old: ClusterEntry, server: str, access: str) -> None:
+def _same_place(a: Sequence[str], b: Sequence[str]) -> bool:
+    return bool({u.rstrip("/") for u in a} & {u.rstrip("/") for u in b})
+
+
+def _revoke_old(ctx: CliContext, old: ClusterEntry, servers: list[str], access: str) -> None:
     if not old.token_id:
         return
-    attempts = [(old.server, old.token)]
-    if old.server.rstrip("/") == server.rstrip("/"):
-        attempts.append((server, access))
+    attempts: list[tuple[list[str], str]] = [(old.urls, old.token)]
+    if _same_place(old.urls, servers):
+        attempts.append((servers, access))
     last: ClientError | None = None
     for endpoint, credential in attempts:
         if not endpoint or not credential:
@@ -125,7 +130,13 @@ def _revoke_old(ctx: CliContext, old: ClusterEntry, server: str, access: str) ->
 
 @add.command("cluster")
 @click.option("--name", required=True, help="Name of the entry.")
-@click.option("--server", help="Control-plane URL [env: OTHERIX_SERVER].")
+@click.option(
+    "--server",
+    "servers",
+    multiple=True,
+    help="Control-plane URL [env: OTHERIX_SERVER]. Repeat it for each replica: the CLI "
+    "tries them in order and fails over when one does not answer.",
+)
 @click.option("--login", help="Username [env: OTHERIX_LOGIN].")
 @click.option("--password", help="Password [env: OTHERIX_PASSWORD]; prompted on a TTY.")
 @click.option(
@@ -137,7 +148,7 @@ def _revoke_old(ctx: CliContext, old: ClusterEntry, server: str, access: str) ->
 @force_option("Replace an existing entry and revoke its old token.")
 def add_cluster_cmd(
     name: str,
-    server: str | None,
+    servers: tuple[str, ...],
     login: str | None,
     password: str | None,
     set_current: bool,
@@ -151,33 +162,44 @@ def add_cluster_cmd(
     password.
 
     \b
-    Example:
+    Examples:
       otherix config add cluster --name dev --server http://cp:8080 --login admin
+      otherix config add cluster --name prod --server https://cp-a:8080 \\
+          --server https://cp-b:8080 --login admin
     """
     ctx = get_context()
     cfg = ctx.load_config()
     old = find_cluster(cfg, name)
     if old is not None and not force:
         raise ConfigError(f'cluster "{name}" already exists (use --force to replace it)')
-    server = _value(ctx, server, ENV_SERVER, "Server", hidden=False)
+    urls = list(dict.fromkeys(servers)) or [_value(ctx, None, ENV_SERVER, "Server", hidden=False)]
     login = _value(ctx, login, ENV_LOGIN, "Login", hidden=False)
     password = _value(ctx, password, ENV_PASSWORD, "Password", hidden=True)
+    target = urls[0] if len(urls) == 1 else urls
 
-    session = ctx.client_for(server, None).login(login, password)
+    api = ctx.client_for(target, None)
+    session = api.login(login, password)
     access = str(session["access_token"])
-    api = ctx.client_for(server, access)
+    # The same client mints the API token: it stays on the replica that answered
+    # the login, which issued the JWT (replicas should share auth.jwt_secret, but
+    # adding a cluster must not depend on it).
+    api.token = access
     minted = api.create_token(token_name())
     _logout(api, session.get("refresh_token"))
 
     entry = ClusterEntry(
-        name=name, server=server, token=str(minted["token"]), token_id=str(minted["id"])
+        name=name,
+        server=urls[0],
+        token=str(minted["token"]),
+        token_id=str(minted["id"]),
+        servers=urls if len(urls) > 1 else [],
     )
     add_cluster(cfg, entry, force=force, set_current=set_current)
     save_config(ctx.config_path, cfg)
     if old is not None:
-        _revoke_old(ctx, old, server, access)
+        _revoke_old(ctx, old, urls, access)
     user = session.get("user") or {}
-    ctx.line(f'cluster "{name}" added: {server} as {user.get("username", login)}')
+    ctx.line(f'cluster "{name}" added: {", ".join(urls)} as {user.get("username", login)}')
     if set_current:
         ctx.line(f'current cluster is now "{name}"')
 
@@ -214,14 +236,22 @@ def list_cmd(output: str) -> None:
         ctx.write(
             render_object(
                 [
-                    {"name": c.name, "server": c.server, "current": c.name == cfg.current_cluster}
+                    {
+                        "name": c.name,
+                        "server": c.server,
+                        "servers": c.urls,
+                        "current": c.name == cfg.current_cluster,
+                    }
                     for c in cfg.clusters
                 ],
                 fmt,
             )
         )
         return
-    rows = [[c.name, c.server, "*" if c.name == cfg.current_cluster else ""] for c in cfg.clusters]
+    rows = [
+        [c.name, ", ".join(c.urls), "*" if c.name == cfg.current_cluster else ""]
+        for c in cfg.clusters
+    ]
     ctx.write(render_table(("NAME", "SERVER", "CURRENT"), rows))
 
 
@@ -250,9 +280,10 @@ def show(name: str | None, show_token: bool, output: str) -> None:
     if entry is None:
         raise ClusterNotFound(f'cluster "{target}" not found in config')
     token = entry.token if show_token else _masked(entry.token)
-    body = {
+    body: dict[str, Any] = {
         "name": entry.name,
-        "server": entry.server,
+        "server": ", ".join(entry.urls) if fmt == "text" else entry.server,
+        "servers": entry.urls,
         "token": token,
         "token-id": entry.token_id,
         "current": entry.name == cfg.current_cluster,
@@ -261,6 +292,8 @@ def show(name: str | None, show_token: bool, output: str) -> None:
         ctx.write(render_object(body, fmt))
         return
     for key, value in body.items():
+        if key == "servers":
+            continue  # the text form shows them all on the server line
         if key == "current":
             value = "true" if value else "false"
         ctx.line(f"{key}: {value if value is not None else ''}")
@@ -296,7 +329,7 @@ def remove(name: str, force: bool, keep_token: bool) -> None:
     save_config(ctx.config_path, cfg)
     if entry.token_id and not keep_token:
         try:
-            api = ctx.client_for(entry.server, entry.token, timeout=BEST_EFFORT_TIMEOUT)
+            api = ctx.client_for(entry.urls, entry.token, timeout=BEST_EFFORT_TIMEOUT)
             api.revoke_token(entry.token_id)
         except ClientError as exc:
             ctx.warn(f"warning: could not revoke token {entry.token_id}: {exc}")

@@ -1,6 +1,6 @@
 """``otherix node …``: hypervisor nodes (contract §1.3).
 
-Owns ``node list|get|cordon|uncordon|readmit|delete`` and mounts the
+Owns ``node list|get|cordon|uncordon|readmit|delete|reset-credentials`` and mounts the
 ``node join-token`` group (``otherix.cli.commands.join_tokens``). Nodes are
 addressed by name only; the server rejects a UUID.
 
@@ -11,6 +11,9 @@ role only sees the node summary), pages like ``pool list`` (``--limit 20``)
 and filters with ``--status``/``--architecture``. ``get -o text`` prints
 ``key: value`` lines with nested ``capabilities``/``resources``.
 ``delete`` asks ``delete node <name>? [y/N]: `` on a TTY unless ``--force``.
+``reset-credentials`` prints ``node``, ``expires_at`` and ``token`` lines and,
+on stderr, the ``otherix-agent bootstrap --rejoin-token`` line to run on the
+node, with the control-plane URLs this CLI uses.
 """
 
 from __future__ import annotations
@@ -28,7 +31,8 @@ from otherix.cli.commands.common import (
     validate_output,
 )
 from otherix.cli.commands.join_tokens import join_token
-from otherix.cli.context import get_context
+from otherix.cli.context import CliError, get_context
+from otherix.cli.durations import parse_duration
 from otherix.cli.output import age, render_table, render_yaml_stream
 from otherix.cli.views.pools import paging_footer
 
@@ -219,3 +223,42 @@ def delete_node(name: str, force: bool) -> None:
         return
     ctx.client().delete_node(name)
     ctx.line(f"node {name} deleted")
+
+
+@node.command("reset-credentials")
+@click.argument("name")
+@click.option(
+    "--ttl", default=None, help="Lifetime of the token, e.g. 15m, 2h. [default: 1h, the server's]"
+)
+@output_option("text", ("text", "json"))
+def reset_credentials(name: str, ttl: str | None, output: str) -> None:
+    """Make a one-time re-enrol token for a node that lost its credential (admin).
+
+    The node's agent redeems it with 'otherix-agent bootstrap --rejoin-token':
+    the same node (same id, same pools) gets new credentials and the old ones
+    stop working. Until then the old credential keeps working. The token is
+    printed once; a newer token replaces an older one.
+
+    \b
+    Example:
+      otherix node reset-credentials node-a --ttl 30m
+    """
+    fmt = validate_output(output, ("text", "json"))
+    seconds = None
+    if ttl is not None:
+        try:
+            seconds = int(parse_duration(ttl))
+        except ValueError as exc:
+            raise CliError(f"--ttl: {exc}") from exc
+    ctx = get_context()
+    api = ctx.client()
+    made = api.reset_node_credentials(name, seconds)
+    if fmt == "json":
+        ctx.write(render_object(made, fmt))
+    else:
+        ctx.line(f"node: {made.get('node', name)} ({made.get('node_id', '')})")
+        ctx.line(f"expires_at: {made.get('expires_at', '')}")
+        ctx.line(f"token: {made.get('token', '')}")
+    servers = " ".join(f"--server {url}" for url in api.base_urls)
+    ctx.warn("store this token now: it cannot be shown again. On the node, run:")
+    ctx.warn(f"  otherix-agent bootstrap {servers} --rejoin-token {made.get('token', '')}")
