@@ -26,6 +26,11 @@ How one fetch goes:
    without a byte; ``total_timeout`` overall, enforced by ``transport.Deadline``
    even inside a read) or ENOSPC: the scratch file is removed and the matching
    ``ImageError`` raised.
+6. Below the rate floor (``min_rate_bytes_per_second`` averaged over
+   ``min_rate_window``, checked from one window after each connection on:
+   ``rate.RateFloor``, sampled by ``transport.Deadline``, which cuts the
+   connection): ``download_too_slow`` with the rate seen in the message and
+   in ``details``; a source that stalls after its headers is one of these.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ from otherix.agent.images import formats, ssrf
 from otherix.agent.images.config import ImageCacheSettings, MiB
 from otherix.agent.images.errors import ImageError
 from otherix.agent.images.progress import Progress, Throttle
+from otherix.agent.images.rate import RateFloor, TooSlow, human_rate
 from otherix.agent.images.sink import Flusher, Hasher
 from otherix.agent.images.transport import ConnectFailed, Deadline, Target, open_get, parse_url
 
@@ -79,12 +85,41 @@ def _expired(settings: ImageCacheSettings) -> ImageError:
     return _failed(f"timed out: download not finished after {settings.total_timeout:g}s")
 
 
+def _too_slow(slow: TooSlow, target: Target, size: int) -> ImageError:
+    return ImageError(
+        "download_too_slow",
+        f"{target.shown} sent {slow.received} bytes in the last {slow.seconds:.1f}s "
+        f"({human_rate(slow.rate)}), below the minimum of {human_rate(slow.min_rate)} "
+        f"averaged over {slow.window:g}s (agent keys images.min_rate_bytes_per_second "
+        "and images.min_rate_window)",
+        details={
+            "rate_bytes_per_second": round(slow.rate, 1),
+            "window_seconds": round(slow.seconds, 1),
+            "bytes_in_window": slow.received,
+            "bytes_done": size,
+            "min_rate_bytes_per_second": slow.min_rate,
+            "min_rate_window_seconds": slow.window,
+        },
+    )
+
+
+def _tripped(
+    deadline: Deadline, target: Target, settings: ImageCacheSettings, size: int
+) -> ImageError | None:
+    """The watchdog's verdict as an ImageError, if it cut the connection."""
+    if deadline.expired:
+        return _expired(settings)
+    if deadline.too_slow is not None:
+        return _too_slow(deadline.too_slow, target, size)
+    return None
+
+
 def _read_failed(
     exc: BaseException, target: Target, settings: ImageCacheSettings, deadline: Deadline
 ) -> ImageError:
     """A failure while reading the body, as an ImageError."""
-    if deadline.expired:
-        return _expired(settings)
+    if (tripped := _tripped(deadline, target, settings, deadline.received_bytes)) is not None:
+        return tripped
     if isinstance(exc, http.client.IncompleteRead):
         return _failed(f"truncated: {target.shown} ended the body early")
     return _translate(exc, target, settings)
@@ -148,6 +183,27 @@ def _next_hop(current: Target, location: str | None, status: int) -> Target:
     return nxt
 
 
+def _fill(
+    response: http.client.HTTPResponse, buffer: bytearray, arrived: Callable[[int], None]
+) -> int:
+    """Fill ``buffer`` from the body (short only at its end); the bytes read.
+
+    One socket read at a time (``read1``), telling ``arrived`` the running
+    count after each, so the rate floor sees a dripping source byte by byte
+    where ``readinto`` would block until the whole buffer is full.
+    """
+    filled = 0
+    with memoryview(buffer) as view:
+        while filled < len(buffer):
+            chunk = response.read1(len(buffer) - filled)
+            if not chunk:
+                break
+            view[filled : filled + len(chunk)] = chunk
+            filled += len(chunk)
+            arrived(filled)
+    return filled
+
+
 def _stream(
     response: http.client.HTTPResponse,
     fd: int,
@@ -160,11 +216,16 @@ def _stream(
     head = b""
     size = flushed = 0
     flusher, hasher = Flusher(fd), Hasher(_BUFFER, _BUFFERS)
+
+    def arrived(n: int) -> None:  # every socket read: the rate floor and progress see it
+        deadline.received(size + n)
+        throttle.update(size + n)
+
     try:
         while True:
             buffer = hasher.take()
             try:
-                n = response.readinto(buffer)
+                n = _fill(response, buffer, arrived)
             except (OSError, http.client.HTTPException) as exc:
                 raise _read_failed(exc, target, settings, deadline) from exc
             if not n:
@@ -182,12 +243,13 @@ def _stream(
             if size - flushed >= _FLUSH_EVERY:
                 flushed = size
                 flusher.kick()
-            throttle.update(size)
     finally:
         flusher.stop()
         sha = hasher.stop()
-    if deadline.expired:  # the read ended because the deadline shut the socket
-        raise _expired(settings)
+    if (tripped := _tripped(deadline, target, settings, size)) is not None and (
+        length is None or size != length
+    ):
+        raise tripped  # the read ended because the watchdog shut the socket
     if flusher.error is not None:
         raise flusher.error
     if length is not None and size != length:
@@ -246,7 +308,12 @@ def fetch(
     """
     policy = settings.ssrf_policy()
     target = parse_url(url)
-    deadline = Deadline(settings.total_timeout)
+    floor = (
+        RateFloor(settings.min_rate_bytes_per_second, settings.min_rate_window)
+        if settings.min_rate_bytes_per_second > 0
+        else None
+    )
+    deadline = Deadline(settings.total_timeout, floor=floor)
     redirects = 0
     try:
         while True:
@@ -275,8 +342,10 @@ def fetch(
                 conn.close()
     except BaseException as exc:
         fs.remove_file(dest)
-        if deadline.expired and not isinstance(exc, ImageError):
-            raise _expired(settings) from exc
+        if not isinstance(exc, ImageError) and (
+            tripped := _tripped(deadline, target, settings, deadline.received_bytes)
+        ):
+            raise tripped from exc
         raise
     finally:
         deadline.cancel()
