@@ -1,4 +1,12 @@
-"""A local image server for tests: one file on loopback, downloads counted."""
+"""A local image server for tests: one file on loopback, downloads counted.
+
+``ImageServer(path)`` serves the file's bytes at every path. Hostile modes
+for the fair-download tests: ``drip=S`` sends the body one byte every ``S``
+seconds; ``stall=True`` sends the headers and then nothing. Either way the
+connection is held until the client gives up or the server is closed
+(``__exit__`` ends every held response at once). ``hits`` counts requests,
+``active`` the responses in flight right now, ``served`` the complete ones.
+"""
 
 from __future__ import annotations
 
@@ -10,36 +18,71 @@ IMAGE = "tiny-cloudimg-amd64.img"
 
 
 class ImageServer:
-    """Serves one qcow2 file on loopback and counts the downloads."""
+    """Serves one file on loopback and counts the downloads (module docstring)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, drip: float | None = None, stall: bool = False) -> None:
         self.path = path
         self.hits = 0
+        self.active = 0
+        self.served = 0
+        self.closing = threading.Event()
+        lock = threading.Lock()
         data = path.read_bytes()
         outer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:
-                outer.hits += 1
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                with lock:
+                    outer.hits += 1
+                    outer.active += 1
+                try:
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    if stall:
+                        self.wfile.flush()
+                        outer.closing.wait(600)
+                        return
+                    if drip is None:
+                        self.wfile.write(data)
+                    else:
+                        for i in range(len(data)):
+                            self.wfile.write(data[i : i + 1])
+                            self.wfile.flush()
+                            if outer.closing.wait(drip):
+                                return
+                    with lock:
+                        outer.served += 1
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up (too slow, cancelled)
+                finally:
+                    with lock:
+                        outer.active -= 1
 
             def log_message(self, *_args) -> None:
                 pass
 
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
     @property
+    def port(self) -> int:
+        return int(self.httpd.server_address[1])
+
+    @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}/{IMAGE}"
+        return self.url_for(IMAGE)
+
+    def url_for(self, name: str) -> str:
+        """A URL on this server whose basename is ``name`` (every path serves the file)."""
+        return f"http://127.0.0.1:{self.port}/{name}"
 
     def __enter__(self) -> ImageServer:
         self.thread.start()
         return self
 
     def __exit__(self, *_exc) -> None:
+        self.closing.set()
         self.httpd.shutdown()
         self.httpd.server_close()
