@@ -4,17 +4,33 @@
 for the fair-download tests: ``drip=S`` sends the body one byte every ``S``
 seconds; ``stall=True`` sends the headers and then nothing. Either way the
 connection is held until the client gives up or the server is closed
-(``__exit__`` ends every held response at once). ``hits`` counts requests,
-``active`` the responses in flight right now, ``served`` the complete ones.
+(``__exit__`` ends every held response at once); a client that hangs up is
+noticed within 20 ms. ``hits`` counts requests, ``active`` the responses in
+flight right now, ``served`` the complete ones, ``peak`` the most requests
+the clients had open at once (checked at each new request: a response whose
+client has already hung up does not count, however late its thread sees it).
 """
 
 from __future__ import annotations
 
 import http.server
+import select
+import socket
 import threading
+import time
 from pathlib import Path
 
 IMAGE = "tiny-cloudimg-amd64.img"
+
+
+def _hung_up(conn: socket.socket, wait: float) -> bool:
+    """True if the client closed ``conn`` (it sends nothing after its request, so a
+    readable socket means EOF or a reset); waits at most ``wait`` seconds to see."""
+    try:
+        readable, _, _ = select.select([conn], [], [], wait)
+        return bool(readable) and conn.recv(1, socket.MSG_PEEK) == b""
+    except (OSError, ValueError):
+        return True
 
 
 class ImageServer:
@@ -25,6 +41,9 @@ class ImageServer:
         self.hits = 0
         self.active = 0
         self.served = 0
+        #: most downloads the clients had open at once (one that hung up no longer counts)
+        self.peak = 0
+        self.open: set[socket.socket] = set()
         self.closing = threading.Event()
         lock = threading.Lock()
         data = path.read_bytes()
@@ -35,13 +54,16 @@ class ImageServer:
                 with lock:
                     outer.hits += 1
                     outer.active += 1
+                    others = [c for c in outer.open if not _hung_up(c, 0.0)]
+                    outer.peak = max(outer.peak, 1 + len(others))
+                    outer.open.add(self.connection)
                 try:
                     self.send_response(200)
                     self.send_header("Content-Length", str(len(data)))
                     self.end_headers()
                     if stall:
                         self.wfile.flush()
-                        outer.closing.wait(600)
+                        outer.hold(self.connection, 600)
                         return
                     if drip is None:
                         self.wfile.write(data)
@@ -49,7 +71,7 @@ class ImageServer:
                         for i in range(len(data)):
                             self.wfile.write(data[i : i + 1])
                             self.wfile.flush()
-                            if outer.closing.wait(drip):
+                            if outer.hold(self.connection, drip):
                                 return
                     with lock:
                         outer.served += 1
@@ -58,6 +80,7 @@ class ImageServer:
                 finally:
                     with lock:
                         outer.active -= 1
+                        outer.open.discard(self.connection)
 
             def log_message(self, *_args) -> None:
                 pass
@@ -65,6 +88,14 @@ class ImageServer:
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def hold(self, conn: socket.socket, seconds: float) -> bool:
+        """Wait ``seconds``; True as soon as the client hung up or the server closes."""
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            if self.closing.is_set() or _hung_up(conn, min(left, 0.02)):
+                return True
+        return self.closing.is_set()
 
     @property
     def port(self) -> int:
