@@ -48,13 +48,12 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-import time
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from otherix.agent import vmwork
 from otherix.agent.images import ImageCache, Progress
+from otherix.agent.images.progress import Speed
 from otherix.agent.outbox import TaskOutbox
 from otherix.agent.vmline import CreateLine, source_of
 from otherix.agent.vmwork import VM_CREATE, VM_DELETE, CreateArgs, DeleteArgs, TaskFailure
@@ -220,21 +219,18 @@ class VmTasks:
                 delay = self._try(job)
             finally:
                 self._line.done(entry)
-            source = entry.source
-            with self._lock:
-                job.running = False
-                if job.cancelled.is_set():  # cancelled as the try ended: only report it
-                    delay, source = (None if delay is None else 0.0), None
             if delay is None:
                 self._finish(job)
-            else:  # wait out the backoff in line, holding neither a worker nor a slot
-                self._line.put(job, source, delay=delay)
+                continue
+            with self._lock:  # wait out the backoff in line, holding no worker and no slot
+                if job.cancelled.is_set():  # cancelled as the try ended: only report it
+                    self._line.put(job, None)
+                else:
+                    self._line.put(job, entry.source, delay=delay)
 
     def _delete_worker(self) -> None:
         while (job := self._deletes.get()) is not None:
             self._try(job)
-            with self._lock:
-                job.running = False
             self._finish(job)
 
     def _finish(self, job: _Job) -> None:
@@ -252,12 +248,13 @@ class VmTasks:
         except Exception:  # pragma: no cover - _run reports its own failures
             _log.exception("vm task worker failed", extra={"task": job.task.id})
             return None
+        finally:
+            with self._lock:
+                job.running = False
 
     def _update(self, job: _Job, status: Any, **fields: Any) -> TaskUpdate:
-        counts = {"attempt": job.attempt, "max_attempts": self._attempts}
-        if job.task.type != VM_CREATE:
-            counts = {"attempt": 1, "max_attempts": 1}
-        return TaskUpdate(status=status, **counts, **fields)
+        tries = self._attempts if job.task.type == VM_CREATE else 1
+        return TaskUpdate(status=status, attempt=job.attempt, max_attempts=tries, **fields)
 
     def _run(self, job: _Job) -> float | None:
         task = job.task
@@ -307,20 +304,15 @@ class VmTasks:
 
     def _progress(self, job: _Job, phase: str, span: tuple[int, int]) -> Progress:
         low, high = span
-        seen: deque[tuple[float, int]] = deque()  # (time, bytes) of the last few seconds
+        speed = Speed(_RATE_SPAN)
 
         def report(done: int, total: int | None) -> None:
             if job.cancelled.is_set():
                 raise _Cancelled
             percent = low + (high - low) * min(done, total) // total if total else low
             result: dict[str, Any] = {"bytes_done": done, "bytes_total": total, "phase": phase}
-            now = time.monotonic()
-            seen.append((now, done))
-            while len(seen) > 2 and now - seen[1][0] >= _RATE_SPAN:
-                seen.popleft()
-            since, before = seen[0]
-            if now - since >= 1.0:
-                result["bytes_per_second"] = round((done - before) / (now - since))
+            if (rate := speed.update(done)) is not None:
+                result["bytes_per_second"] = rate
             update = self._update(job, "running", progress=percent, result=result)
             self._outbox.progress(job.task.id, update)
 

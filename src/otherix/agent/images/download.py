@@ -1,9 +1,10 @@
 """Fetching an image over HTTP(S) into a scratch file, hashed as it streams.
 
 Owns the download: the redirect loop with the SSRF check of every hop, streaming with an in-stream
-sha256 and a size cap, and the translation of every network or disk failure
-into ``ImageError`` (this module is that boundary's one choke point; the
-wire itself is ``transport``). Called by ``cache`` only.
+sha256 and a size cap, and the translation of every disk failure into
+``ImageError``; network failures become ``ImageError`` in ``failures`` (that
+boundary's one choke point; the wire itself is ``transport``). Called by
+``cache`` only.
 
 How one fetch goes:
 
@@ -49,8 +50,9 @@ from otherix.agent import fs
 from otherix.agent.images import formats, ssrf
 from otherix.agent.images.config import ImageCacheSettings, MiB
 from otherix.agent.images.errors import ImageError
+from otherix.agent.images.failures import failed, read_failed, translate, tripped
 from otherix.agent.images.progress import Progress, Throttle
-from otherix.agent.images.rate import RateFloor, TooSlow, human_rate
+from otherix.agent.images.rate import RateFloor
 from otherix.agent.images.sink import Flusher, Hasher
 from otherix.agent.images.transport import ConnectFailed, Deadline, Target, open_get, parse_url
 
@@ -77,71 +79,6 @@ def make_ssl_context(ca_file: Path | None) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=str(ca_file) if ca_file is not None else None)
 
 
-def _failed(message: str, *, retryable: bool | None = None) -> ImageError:
-    return ImageError("download_failed", message, retryable=retryable)
-
-
-def _expired(settings: ImageCacheSettings) -> ImageError:
-    return _failed(f"timed out: download not finished after {settings.total_timeout:g}s")
-
-
-def _too_slow(slow: TooSlow, target: Target, size: int) -> ImageError:
-    return ImageError(
-        "download_too_slow",
-        f"{target.shown} sent {slow.received} bytes in the last {slow.seconds:.1f}s "
-        f"({human_rate(slow.rate)}), below the minimum of {human_rate(slow.min_rate)} "
-        f"averaged over {slow.window:g}s (agent keys images.min_rate_bytes_per_second "
-        "and images.min_rate_window)",
-        details={
-            "rate_bytes_per_second": round(slow.rate, 1),
-            "window_seconds": round(slow.seconds, 1),
-            "bytes_in_window": slow.received,
-            "bytes_done": size,
-            "min_rate_bytes_per_second": slow.min_rate,
-            "min_rate_window_seconds": slow.window,
-        },
-    )
-
-
-def _tripped(
-    deadline: Deadline, target: Target, settings: ImageCacheSettings, size: int
-) -> ImageError | None:
-    """The watchdog's verdict as an ImageError, if it cut the connection."""
-    if deadline.expired:
-        return _expired(settings)
-    if deadline.too_slow is not None:
-        return _too_slow(deadline.too_slow, target, size)
-    return None
-
-
-def _read_failed(
-    exc: BaseException, target: Target, settings: ImageCacheSettings, deadline: Deadline
-) -> ImageError:
-    """A failure while reading the body, as an ImageError."""
-    if (tripped := _tripped(deadline, target, settings, deadline.received_bytes)) is not None:
-        return tripped
-    if isinstance(exc, http.client.IncompleteRead):
-        return _failed(f"truncated: {target.shown} ended the body early")
-    return _translate(exc, target, settings)
-
-
-def _translate(exc: BaseException, target: Target, settings: ImageCacheSettings) -> ImageError:
-    """The one place a network failure becomes an ImageError."""
-    if isinstance(exc, ConnectFailed):
-        if isinstance(exc.cause, TimeoutError):
-            return _failed(
-                f"timed out connecting to {target.shown} after {settings.connect_timeout:g}s"
-            )
-        return _failed(f"cannot connect to {target.shown}: {fs.strerror(exc.cause)}")
-    if isinstance(exc, TimeoutError):
-        return _failed(f"timed out: no data from {target.shown} for {settings.read_timeout:g}s")
-    if isinstance(exc, ssl.SSLError):
-        return _failed(f"TLS error talking to {target.shown}: {exc.reason or exc}")
-    if isinstance(exc, http.client.HTTPException):
-        return _failed(f"bad response from {target.shown}: {type(exc).__name__} {exc}")
-    return _failed(f"fetching {target.shown}: {exc}")
-
-
 def _connect(
     target: Target,
     addresses: list[str],
@@ -165,21 +102,21 @@ def _connect(
         except ConnectFailed as exc:
             last = exc  # try the host's next address
         except (OSError, http.client.HTTPException, ValueError) as exc:
-            raise _read_failed(exc, target, settings, deadline) from exc
+            raise read_failed(exc, target, settings, deadline) from exc
     assert last is not None
-    raise _translate(last, target, settings) from last.cause
+    raise translate(last, target, settings) from last.cause
 
 
 def _next_hop(current: Target, location: str | None, status: int) -> Target:
     if not location:
-        raise _failed(f"source returned HTTP {status} without a Location")
+        raise failed(f"source returned HTTP {status} without a Location")
     url = urllib.parse.urljoin(current.url, location)
     try:
         nxt = parse_url(url)
     except ImageError as exc:
-        raise _failed(f"bad redirect: {exc.message}", retryable=False) from exc
+        raise failed(f"bad redirect: {exc.message}", retryable=False) from exc
     if current.scheme == "https" and nxt.scheme == "http":
-        raise _failed(f"refusing redirect from https to http ({nxt.shown})", retryable=False)
+        raise failed(f"refusing redirect from https to http ({nxt.shown})", retryable=False)
     return nxt
 
 
@@ -227,7 +164,7 @@ def _stream(
             try:
                 n = _fill(response, buffer, arrived)
             except (OSError, http.client.HTTPException) as exc:
-                raise _read_failed(exc, target, settings, deadline) from exc
+                raise read_failed(exc, target, settings, deadline) from exc
             if not n:
                 break
             size += n
@@ -246,16 +183,16 @@ def _stream(
     finally:
         flusher.stop()
         sha = hasher.stop()
-    if (tripped := _tripped(deadline, target, settings, size)) is not None and (
+    if (cut := tripped(deadline, target, settings)) is not None and (
         length is None or size != length
     ):
-        raise tripped  # the read ended because the watchdog shut the socket
+        raise cut  # the read ended because the watchdog shut the socket
     if flusher.error is not None:
         raise flusher.error
     if length is not None and size != length:
-        raise _failed(f"truncated: {target.shown} sent {size} of {length} bytes")
+        raise failed(f"truncated: {target.shown} sent {size} of {length} bytes")
     if size == 0:
-        raise _failed(f"{target.shown} returned an empty body")
+        raise failed(f"{target.shown} returned an empty body")
     os.fsync(fd)
     return sha, size, head
 
@@ -324,11 +261,11 @@ def fetch(
                 if status in _REDIRECTS:
                     redirects += 1
                     if redirects > settings.max_redirects:
-                        raise _failed(f"stopped after {settings.max_redirects} redirects")
+                        raise failed(f"stopped after {settings.max_redirects} redirects")
                     target = _next_hop(target, response.getheader("location"), status)
                     continue
                 if not 200 <= status < 300:
-                    raise _failed(f"source returned HTTP {status}")
+                    raise failed(f"source returned HTTP {status}")
                 length = _content_length(response)
                 if length is not None and length > settings.max_image_bytes:
                     raise ImageError(
@@ -342,10 +279,8 @@ def fetch(
                 conn.close()
     except BaseException as exc:
         fs.remove_file(dest)
-        if not isinstance(exc, ImageError) and (
-            tripped := _tripped(deadline, target, settings, deadline.received_bytes)
-        ):
-            raise tripped from exc
+        if not isinstance(exc, ImageError) and (cut := tripped(deadline, target, settings)):
+            raise cut from exc
         raise
     finally:
         deadline.cancel()
