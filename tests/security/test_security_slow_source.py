@@ -109,37 +109,37 @@ def test_a_slow_source_fails_its_own_vms_and_starves_no_one(
             time.sleep(0.05)
         still_running = hostile.active
         hostile_failed_early = [n for n in hostile_vms if phase(cluster, n) == "error"]
-        # ... and the hostile VMs all fail, two at a time
-        wait_until(
-            lambda: all(phase(cluster, n) == "error" for n in hostile_vms),
-            WINDOW * 6,
-            "every hostile VM failed",
-        )
+        # ... and the hostile VMs all fail, two at a time (bounded: 3 windows a wave)
+        deadline = time.monotonic() + WINDOW * 6
+        while time.monotonic() < deadline and not all(
+            phase(cluster, n) == "error" for n in hostile_vms
+        ):
+            time.sleep(0.1)
         most_at_once = hostile.peak
         hits = hostile.hits
 
-    clean = 0
+    failures: dict[str, Any] = {}
     for i, name in enumerate(hostile_vms):
         vm = api(cluster, "GET", f"/v1/vms/{name}")
         task = api(cluster, "GET", f"/v1/tasks/{vm['status']['task_id']}")
-        error = task["error"]
+        error = task["error"] or {}
         ok = (
             vm["status"]["reason"] == "download_too_slow"
             and "below the minimum of 1 KiB/s" in vm["status"]["message"]
-            and error["code"] == "download_too_slow"
+            and error.get("code") == "download_too_slow"
             and error["details"]["rate_bytes_per_second"] < 1024
             and error["details"]["window_seconds"] >= WINDOW
             and (task["attempts"], task["max_attempts"]) == (1, 3)
             and not (root / "vms" / vm["id"]).exists()
             and not (root / "images" / f"hostile-{i}.raw").exists()
         )
-        assert ok, (name, vm["status"], task)
-        clean += 1
+        if not ok:
+            failures[name] = (vm["status"], task)
     starved = len(other_vms) - came_through
     reliability.record(
         "slow image source vs other tenants' VMs",
         injected=len(hostile_vms),
-        survived=clean,
+        survived=len(hostile_vms) - len(failures),
         checked=len(other_vms),
         lost=starved,
         detail="a 1 B/s source and a source that stalls after its headers, 4 VMs each "
@@ -149,6 +149,7 @@ def test_a_slow_source_fails_its_own_vms_and_starves_no_one(
     assert starved == 0, [(n, phase(cluster, n)) for n in other_vms]
     assert still_running == 2  # the tenant's VMs were done while both slow downloads ran
     assert hostile_failed_early == []
+    assert failures == {}  # every hostile VM: download_too_slow, one attempt, nothing left
     assert most_at_once == 2  # never more than vm_create_per_source at once
     assert hits == len(hostile_vms)  # one GET each: download_too_slow is not retried
     assert sorted(p.name for p in (root / "scratch").iterdir()) == []
