@@ -127,8 +127,26 @@ def test_images_and_tasks_settings_default_to_the_contract() -> None:
     s = AgentSettings()
     assert s.images.cache_settings() == ImageCacheSettings()
     assert s.images.allow_loopback_and_link_local is False
-    assert s.tasks.vm_create_workers == 2
+    # 4 workers, at most 2 per image source: one slow source never holds them all
+    assert (s.tasks.vm_create_workers, s.tasks.vm_create_per_source) == (4, 2)
+    assert s.tasks.vm_create_attempts == 3
     assert s.tasks.progress_interval == 0.5
+    cache = s.images.cache_settings()
+    assert (cache.min_rate_bytes_per_second, cache.min_rate_window) == (64 << 10, 30.0)
+
+
+def test_rate_floor_settings_from_yaml(tmp_path: Path) -> None:
+    cfg = tmp_path / "agent.yaml"
+    cfg.write_text(
+        "images:\n  min_rate_bytes_per_second: 1MiB\n  min_rate_window: 2m\n"
+        "tasks:\n  vm_create_per_source: 1\n"
+    )
+    s = load_config(AgentSettings, config_file=cfg, env={})
+    cache = s.images.cache_settings()
+    assert (cache.min_rate_bytes_per_second, cache.min_rate_window) == (1 << 20, 120.0)
+    assert s.tasks.vm_create_per_source == 1
+    off = load_config(AgentSettings, env={}, overrides={"images.min_rate_bytes_per_second": 0})
+    assert off.images.cache_settings().min_rate_bytes_per_second == 0
 
 
 def test_images_settings_from_yaml_and_env(tmp_path: Path) -> None:
@@ -160,6 +178,9 @@ def test_images_settings_from_yaml_and_env(tmp_path: Path) -> None:
         ("images.read_timeout", 0, "read_timeout must be positive"),
         ("tasks.progress_interval", "10ms", "at least 0.1s"),
         ("tasks.vm_create_workers", 0, "vm_create_workers"),
+        ("tasks.vm_create_per_source", 0, "vm_create_per_source"),
+        ("images.min_rate_window", 0, "min_rate_window must be positive"),
+        ("images.min_rate_bytes_per_second", "fast", "invalid size"),
     ],
 )
 def test_bad_settings_name_the_key(key: str, value: object, problem: str) -> None:

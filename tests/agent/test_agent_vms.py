@@ -341,3 +341,46 @@ def test_sigterm_mid_download_stops_promptly_and_the_create_resumes(
     assert pool.scratch() == []
     delete_vm(cluster, "vm-term")
     assert pool.delete().status_code == 204
+
+
+def test_loopback_and_link_local_urls_are_refused_at_once_naming_the_key(
+    cluster: Cluster, node: AgentProc, origin: Origin, tmp_path: Path
+) -> None:
+    """A node with the default address policy refuses them after one attempt, and says
+    which agent key opens them; the same URL works on a node whose config allows it."""
+    strict = cluster.nodes.get("node-strict") or cluster.add_node(
+        "node-strict", config={"images": {"allow_loopback_and_link_local": False}}
+    )
+    cluster.wait_node_status(strict.name, "ready")
+    origin.files["/img/local.qcow2"] = qcow2(tmp_path, "local.qcow2")
+    url = origin.url("/img/local.qcow2")
+    refusing = Pool(cluster, strict, "strictp")
+    cases = {
+        "vm-loopback": (url, "loopback"),
+        "vm-link-local": ("http://169.254.1.1/x.qcow2", "link-local"),
+    }
+    for name, (image_url, _kind) in cases.items():
+        create_vm(cluster, name, refusing, image_url)
+    for name, (_url, kind) in cases.items():
+        failed = wait_phase(cluster, name, "error")
+        assert failed["status"]["reason"] == "image_url_forbidden"
+        message = failed["status"]["message"]
+        assert f"a {kind} address is not allowed" in message
+        assert "images.allow_loopback_and_link_local: true" in message
+        r = cluster.admin.get(f"/v1/tasks/{failed['status']['task_id']}")
+        task = r.json()
+        assert (task["status"], task["attempts"], task["max_attempts"]) == ("failed", 1, 3)
+        assert task["error"]["code"] == "image_url_forbidden"
+        assert task["error"]["details"]["retryable"] is False
+    assert origin.hits["/img/local.qcow2"] == 0
+    assert refusing.scratch() == []
+
+    allowing = Pool(cluster, node, "allowp")  # node-a: allow_loopback_and_link_local: true
+    create_vm(cluster, "vm-loopback-ok", allowing, url)
+    done = wait_phase(cluster, "vm-loopback-ok", "stopped")
+    task = cluster.admin.get(f"/v1/tasks/{done['status']['task_id']}").json()
+    assert (task["status"], task["attempts"], task["max_attempts"]) == ("success", 1, 3)
+    for name in (*cases, "vm-loopback-ok"):
+        delete_vm(cluster, name)
+    assert refusing.delete().status_code == 204
+    assert allowing.delete().status_code == 204

@@ -432,3 +432,42 @@ def test_cancellation_is_not_logged_as_an_error(env: Env, caplog: pytest.LogCapt
     vms.close()
     assert "unexpectedly" not in caplog.text
     assert "task abandoned" in caplog.text
+
+
+def test_a_retry_waits_in_line_and_lets_another_task_use_the_worker(env: Env) -> None:
+    """One worker: while the first task waits out its backoff, the second one runs."""
+    env.cache.script = [ImageError("download_failed", "source returned HTTP 503")]
+    vms = env.start(create_workers=1, attempts=2, retry_delay=0.5)
+    first = create_task(image_url="http://a.test/base.qcow2")
+    second = create_task(image_url="http://b.test/base.qcow2")
+    vms.submit(first)
+    vms.submit(second)
+    assert env.outcome(second.id).status == "success"
+    assert env.outcome(first.id).status == "success"
+    assert [c["url"] for c in env.cache.calls] == [
+        "http://a.test/base.qcow2",
+        "http://b.test/base.qcow2",  # ran during the first task's backoff
+        "http://a.test/base.qcow2",
+    ]
+    tries = [(u.attempt, u.max_attempts) for u in env.reporter.of(first.id)]
+    assert tries[0] == (1, 2)
+    assert tries[-1] == (2, 2)
+
+
+def test_a_delete_during_a_backoff_ends_the_create_at_once(env: Env) -> None:
+    env.cache.script = [ImageError("download_failed", "source returned HTTP 503")]
+    vms = env.start(attempts=3, retry_delay=60.0)
+    create = create_task()
+    vms.submit(create)
+    deadline = time.monotonic() + 5
+    while not (env.cache.calls and vms._line.waiting() == 1):  # failed; waits 60 s in line
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert len(env.cache.calls) == 1
+    delete = delete_task(create.args["vm_id"])
+    vms.submit(delete)
+    assert env.outcome(delete.id).status == "success"
+    cancelled = env.outcome(create.id, timeout=10)
+    assert cancelled.error is not None
+    assert cancelled.error["code"] == "cancelled"
+    assert len(env.cache.calls) == 1

@@ -2,7 +2,8 @@
 
 ``Origin`` is an ``http.server`` in a thread whose routes the test sets:
 bytes (with or without Content-Length), status codes, redirects, a hang,
-truncated bodies; it counts the GETs per path and records request headers.
+truncated bodies, a drip, a stall mid-body, a late first byte; it counts the
+GETs per path and records request headers.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ class Route:
     content_length: bool = True  # False: HTTP/1.0 body delimited by close
     truncate_to: int | None = None  # send only this many bytes of the body
     hang: bool = False  # send headers, then nothing
+    stall_after: int | None = None  # send this many body bytes, then nothing (held open)
+    first_byte_delay: float = 0.0  # seconds between the headers and the body
     chunk_delay: float = 0.0  # seconds between 64 KiB chunks
     drip: float = 0.0  # send the body one byte at a time, this many seconds apart
     headers: dict[str, str] = field(default_factory=dict)
@@ -78,6 +81,13 @@ class Origin:
                 if route.truncate_to is not None:
                     body = body[: route.truncate_to]
                 try:
+                    if route.first_byte_delay and origin.stop.wait(route.first_byte_delay):
+                        return
+                    if route.stall_after is not None:
+                        self.wfile.write(body[: route.stall_after])
+                        self.wfile.flush()
+                        origin.stop.wait(30)
+                        return
                     if route.drip:
                         for i in range(len(body)):
                             self.wfile.write(body[i : i + 1])

@@ -69,8 +69,9 @@ def test_allowed_networks_open_one_address_only():
 def refused(cache, pool, url) -> ImageError:
     with pytest.raises(ImageError) as err:
         cache.ensure_image(pool, url)
-    assert err.value.code == "download_failed"
+    assert err.value.code == "image_url_forbidden"
     assert not err.value.retryable
+    assert "images.allowed_networks" in err.value.message  # the key that opens it
     assert os.listdir(pool / "images") == []
     assert os.listdir(pool / "scratch") == []
     return err.value

@@ -77,7 +77,7 @@ def test_get_text_and_json(cli, api):
         "status: running\n"
         "progress: 50%\n"
         f"resource: vm/{vm['id']}\n"
-        "attempts: 1/25\n"
+        "attempts: 1/3\n"  # vm.create: the agent's tasks.vm_create_attempts default
         "detail: downloading  312.0MiB / 612.0MiB\n"
         f"created_at: {task['created_at']}\n"
         f"started_at: {task['started_at']}\n"

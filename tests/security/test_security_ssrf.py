@@ -6,7 +6,7 @@ and IPv6 spellings that carry one of them: mapped, NAT64, 6to4) is tried five
 ways: as an IP literal, as a DNS name resolving to it, as a DNS name whose
 answers mix a public address with it, and as a redirect (to the literal and to
 such a name) from an origin the agent may reach. Each attempt must fail
-(``download_failed``, not retryable), leave the pool's ``images/`` and
+(``image_url_forbidden``, not retryable), leave the pool's ``images/`` and
 ``scratch/`` empty, and never open a connection to anything but that origin:
 ``socket.create_connection`` is watched.
 
@@ -154,7 +154,7 @@ def test_every_forbidden_address_is_refused_every_way(
     for address, way, url in plan:
         with pytest.raises(ImageError) as err:
             cache.ensure_image(pool, url)
-        assert err.value.code == "download_failed", (address, way, err.value)
+        assert err.value.code == "image_url_forbidden", (address, way, err.value)
         assert not err.value.retryable, (address, way)
         assert "is not allowed" in err.value.message, (address, way, err.value.message)
         assert os.listdir(pool / "images") == [], (address, way)

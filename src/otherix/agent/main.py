@@ -117,8 +117,10 @@ _CONFIG_OPTION = click.option(
     help="YAML config file. Keys: data_dir, control_plane.{url, urls, heartbeat_interval, "
     "watch_timeout, request_timeout, backoff_initial, backoff_max, ca_file}, "
     "storage.{allowed_path_prefixes, host_root}, images.{max_image_bytes, connect_timeout, "
-    "read_timeout, total_timeout, max_redirects, space_margin_bytes, "
+    "read_timeout, total_timeout, min_rate_bytes_per_second, min_rate_window, max_redirects, "
+    "space_margin_bytes, "
     "allow_loopback_and_link_local, allowed_networks, ca_file}, tasks.{vm_create_workers, "
+    "vm_create_per_source, "
     "vm_create_attempts, retry_delay, progress_interval}, logging.level. OTHERIX_* variables "
     "override it (OTHERIX_CONTROL_PLANE__URL=...), flags override both.",
 )
@@ -288,6 +290,7 @@ def serve(data_dir: Path | None, config_file: Path | None) -> None:
         pools=pool_state,
         outbox=outbox,
         create_workers=settings.tasks.vm_create_workers,
+        per_source=settings.tasks.vm_create_per_source,
         attempts=settings.tasks.vm_create_attempts,
         retry_delay=settings.tasks.retry_delay,
     )

@@ -48,6 +48,12 @@ key                                 default      meaning
 ``connect_timeout``                 ``30s``      per connection attempt to the image source
 ``read_timeout``                    ``60s``      without a single byte: ``download_failed``
 ``total_timeout``                   ``1h``       for one whole download
+``min_rate_bytes_per_second``       ``64KiB``    a download slower than this, averaged over
+                                                 ``min_rate_window``, fails
+                                                 ``download_too_slow`` (not retried); ``0``
+                                                 turns the floor off
+``min_rate_window``                 ``30s``      the averaging window; the first check comes
+                                                 one window after the connection is up
 ``max_redirects``                   ``5``        redirects followed (each hop SSRF-checked)
 ``space_margin_bytes``              ``256MiB``   free space that must remain in the pool
                                                  after a download of known size
@@ -64,9 +70,12 @@ key                                 default      meaning
 
 ``tasks``:
 
-- ``vm_create_workers`` (2): ``vm.create`` tasks run at once on this node;
+- ``vm_create_workers`` (4): ``vm.create`` tasks run at once on this node;
   more wait in line (``vm.delete`` has its own worker, so a delete never waits
   behind another VM's download).
+- ``vm_create_per_source`` (2): of those, at most this many for one image
+  source (scheme, host and port of the image URL); the next task of a busy
+  source waits in line without holding a worker, so other sources go first.
 - ``vm_create_attempts`` (3): tries of one ``vm.create`` when the failure may
   pass (``download_failed``, ``clone_failed``, a retryable
   ``image_unavailable``), ``retry_delay`` (5 s) apart, doubling.
@@ -197,6 +206,8 @@ class ImagesSection(Section):
     connect_timeout: Duration = 30.0
     read_timeout: Duration = 60.0
     total_timeout: Duration = 3600.0
+    min_rate_bytes_per_second: ByteSize = 64 << 10
+    min_rate_window: Duration = 30.0
     max_redirects: int = Field(default=5, ge=0, le=20)
     space_margin_bytes: ByteSize = 256 << 20
     allow_loopback_and_link_local: bool = False
@@ -217,7 +228,7 @@ class ImagesSection(Section):
     def _positive(self) -> ImagesSection:
         if self.max_image_bytes <= 0:
             raise ValueError("max_image_bytes must be positive")
-        for key in ("connect_timeout", "read_timeout", "total_timeout"):
+        for key in ("connect_timeout", "read_timeout", "total_timeout", "min_rate_window"):
             if getattr(self, key) <= 0:
                 raise ValueError(f"{key} must be positive")
         return self
@@ -229,6 +240,8 @@ class ImagesSection(Section):
             connect_timeout=self.connect_timeout,
             read_timeout=self.read_timeout,
             total_timeout=self.total_timeout,
+            min_rate_bytes_per_second=self.min_rate_bytes_per_second,
+            min_rate_window=self.min_rate_window,
             max_redirects=self.max_redirects,
             space_margin_bytes=self.space_margin_bytes,
             allow_loopback_and_link_local=self.allow_loopback_and_link_local,
@@ -239,7 +252,8 @@ class ImagesSection(Section):
 
 
 class TasksSection(Section):
-    vm_create_workers: int = Field(default=2, ge=1, le=32)
+    vm_create_workers: int = Field(default=4, ge=1, le=32)
+    vm_create_per_source: int = Field(default=2, ge=1, le=32)
     vm_create_attempts: int = Field(default=3, ge=1, le=10)
     retry_delay: Duration = 5.0
     progress_interval: Duration = 0.5

@@ -7,29 +7,38 @@ watch. The work itself is ``otherix.agent.vmwork``; reports go through the
 ``TaskOutbox`` (``otherix.agent.outbox``), which sends progress at most twice
 a second and retries a failed outcome report without redoing the work.
 
-- **Lanes.** ``vm.create`` runs on ``vm_create_workers`` threads (2), so at
-  most that many downloads or clones run at once; more wait in line.
-  ``vm.delete`` has its own thread: removing a directory never waits behind
-  a download.
+- **Lanes.** ``vm.create`` runs on ``vm_create_workers`` threads (4), so at
+  most that many downloads or clones run at once; more wait in the
+  :class:`~otherix.agent.vmline.CreateLine`, which starts the oldest job
+  whose image source has fewer than ``per_source`` (2) jobs running. A job
+  waiting for its source's slot holds no worker, so one slow source never
+  holds every worker. ``vm.delete`` has its own thread: removing a directory
+  never waits behind a download.
 - **Dedupe** by task id: a task already queued, running or done is not
   started again while it is in the desired state. The table forgets a task
   when the control plane drops it (``forget``). After an agent restart an
   unfinished task simply runs again: the cache hits (or a partial download,
   never an entry, is fetched again from scratch) and the complete disk is
   found, not rebuilt.
-- **Progress**: one ``running`` report when the work starts, then
-  ``{bytes_done, bytes_total, phase}`` with ``progress`` 0-90 while
-  downloading (by bytes, when the size is known) and 90-99 while cloning.
-- **Retries**: a ``vm.create`` whose failure may pass (``download_failed``,
-  ``clone_failed``, a retryable ``image_unavailable``; not ``pool_full``,
-  which waiting seconds does not cure) is tried ``vm_create_attempts`` times,
-  ``retry_delay`` apart, doubling.
+- **Progress**: one ``running`` report when a try starts, then
+  ``{bytes_done, bytes_total, phase}`` (and ``bytes_per_second`` once a
+  second of it is seen) with ``progress`` 0-90 while downloading (by bytes,
+  when the size is known) and 90-99 while cloning. Every report carries
+  ``attempt`` and ``max_attempts``, which the control plane shows on the task.
+- **Retries**: a ``vm.create`` whose failure is ``retryable`` (decided once,
+  by the image library's table in ``images.errors``: ``download_failed``,
+  ``clone_failed``, an I/O ``image_unavailable``) is tried
+  ``vm_create_attempts`` times, ``retry_delay`` apart, doubling. Between
+  tries the job waits in the line (no worker, no source slot held). Every
+  other failure (``image_url_forbidden``, ``download_too_slow``,
+  ``pool_full``, ...) is reported at once.
 - **Cancellation** is cooperative: the progress callbacks raise once a job is
   cancelled, and the image library cleans up (no scratch file, no partial
   disk). A ``vm.delete`` cancels the same VM's unfinished ``vm.create`` (it
-  reports ``failed`` with code ``cancelled``). If that create has started, the
-  delete is queued only once it has wound down (no thread waits for it), so
-  it never removes the directory before a late clone lands there. A task the
+  reports ``failed`` with code ``cancelled``). If a worker is on that create
+  right now, the delete is queued only once the try has wound down (no thread
+  waits for it), so it never removes the directory before a late clone lands
+  there; a create waiting in line (or between tries) just reports. A task the
   control plane dropped, and every job at shutdown, is cancelled without a
   report (a restart runs it again).
 """
@@ -44,7 +53,9 @@ from typing import Any, Final
 
 from otherix.agent import vmwork
 from otherix.agent.images import ImageCache, Progress
+from otherix.agent.images.progress import Speed
 from otherix.agent.outbox import TaskOutbox
+from otherix.agent.vmline import CreateLine, source_of
 from otherix.agent.vmwork import VM_CREATE, VM_DELETE, CreateArgs, DeleteArgs, TaskFailure
 from otherix.models.heartbeat import AgentTask, TaskUpdate
 
@@ -57,6 +68,8 @@ VM_TASK_TYPES: Final = frozenset({VM_CREATE, VM_DELETE})
 _DOWNLOAD: Final = (0, 90)
 _CLONE: Final = (90, 99)
 _DELETING: Final = "the VM is being deleted"
+#: seconds of progress the reported ``bytes_per_second`` is averaged over (at most)
+_RATE_SPAN: Final = 5.0
 
 
 class _Cancelled(Exception):
@@ -71,7 +84,8 @@ class _Job:
     #: the message to report when cancelled (None: cancel without a report)
     cancel_message: str | None = None
     done: threading.Event = field(default_factory=threading.Event)
-    started: bool = False  # picked up by a worker (under VmTasks._lock)
+    running: bool = False  # a worker is on it right now (under VmTasks._lock)
+    attempt: int = 1  # the try that runs (or runs next)
     #: jobs to queue once this one is done (a delete after its VM's running create)
     then: list[_Job] = field(default_factory=list)
 
@@ -90,7 +104,8 @@ class VmTasks:
         cache: ImageCache,
         pools: vmwork.PoolResolver,
         outbox: TaskOutbox,
-        create_workers: int = 2,
+        create_workers: int = 4,
+        per_source: int = 2,
         attempts: int = 3,
         retry_delay: float = 5.0,
     ) -> None:
@@ -102,17 +117,15 @@ class VmTasks:
         self._lock = threading.Lock()
         self._jobs: dict[str, _Job] = {}
         self._images_changed = threading.Event()
-        self._lanes: dict[str, queue.SimpleQueue[_Job | None]] = {
-            VM_CREATE: queue.SimpleQueue(),
-            VM_DELETE: queue.SimpleQueue(),
-        }
+        self._line: CreateLine[_Job] = CreateLine(per_source)
+        self._deletes: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._threads = [
-            threading.Thread(
-                target=self._work, args=(self._lanes[kind],), name=f"{kind}-{i}", daemon=True
-            )
-            for kind, count in ((VM_CREATE, create_workers), (VM_DELETE, 1))
-            for i in range(count)
+            threading.Thread(target=self._create_worker, name=f"{VM_CREATE}-{i}", daemon=True)
+            for i in range(create_workers)
         ]
+        self._threads.append(
+            threading.Thread(target=self._delete_worker, name=f"{VM_DELETE}-0", daemon=True)
+        )
         for thread in self._threads:
             thread.start()
 
@@ -138,8 +151,8 @@ class VmTasks:
             if task.type == VM_DELETE:
                 for other in same_vm:
                     if other.task.type == VM_CREATE and not other.done.is_set():
-                        other.cancel(_DELETING)
-                        if other.started:
+                        self._cancel(other, _DELETING)
+                        if other.running:
                             after = other
             elif any(o.task.type == VM_DELETE for o in same_vm):
                 job.cancel(_DELETING)
@@ -147,7 +160,7 @@ class VmTasks:
                 after.then.append(job)
         _log.info("task queued", extra={"task": task.id, "type": task.type, "vm": job.vm_id})
         if after is None:
-            self._lanes[task.type].put(job)
+            self._enqueue(job)
         return True
 
     def forget(self, keep: set[str]) -> None:
@@ -157,7 +170,7 @@ class VmTasks:
                 job = self._jobs.pop(task_id)
                 if not job.done.is_set():
                     _log.info("task withdrawn by the control plane", extra={"task": task_id})
-                    job.cancel(None)
+                    self._cancel(job, None)
         self._outbox.forget(keep)
 
     def take_images_changed(self) -> bool:
@@ -181,104 +194,140 @@ class VmTasks:
         with self._lock:
             for job in self._jobs.values():
                 job.cancel(None)
-        for kind, lane in self._lanes.items():
-            for thread in self._threads:
-                if thread.name.startswith(kind):
-                    lane.put(None)
+        self._line.close()
+        self._deletes.put(None)
         for thread in self._threads:
             thread.join(timeout / max(1, len(self._threads)))
 
     # -- workers ---------------------------------------------------------------------
 
-    def _work(self, lane: queue.SimpleQueue[_Job | None]) -> None:
-        while (job := lane.get()) is not None:
-            with self._lock:
-                job.started = True
-            try:
-                self._run(job)
-            except Exception:  # pragma: no cover - _run reports its own failures
-                _log.exception("vm task worker failed", extra={"task": job.task.id})
-            finally:
-                with self._lock:
-                    job.done.set()
-                    follow, job.then = job.then, []
-                for nxt in follow:
-                    self._lanes[nxt.task.type].put(nxt)
+    def _cancel(self, job: _Job, message: str | None) -> None:
+        job.cancel(message)
+        self._line.release(job)  # waiting in line: report it at once, no slot needed
 
-    def _run(self, job: _Job) -> None:
-        task = job.task
-        if not job.cancelled.is_set():
-            self._outbox.progress(task.id, TaskUpdate(status="running", progress=0))
+    def _enqueue(self, job: _Job) -> None:
+        if job.task.type == VM_CREATE:
+            url = job.task.args.get("image_url")
+            self._line.put(job, source_of(url) if isinstance(url, str) else None)
+        else:
+            self._deletes.put(job)
+
+    def _create_worker(self) -> None:
+        while (entry := self._line.take()) is not None:
+            job, delay = entry.item, None
             try:
-                result = self._create(job) if task.type == VM_CREATE else self._delete(job)
+                delay = self._try(job)
+            finally:
+                self._line.done(entry)
+            if delay is None:
+                self._finish(job)
+                continue
+            with self._lock:  # wait out the backoff in line, holding no worker and no slot
+                if job.cancelled.is_set():  # cancelled as the try ended: only report it
+                    self._line.put(job, None)
+                else:
+                    self._line.put(job, entry.source, delay=delay)
+
+    def _delete_worker(self) -> None:
+        while (job := self._deletes.get()) is not None:
+            self._try(job)
+            self._finish(job)
+
+    def _finish(self, job: _Job) -> None:
+        with self._lock:
+            job.done.set()
+            follow, job.then = job.then, []
+        for nxt in follow:
+            self._enqueue(nxt)
+
+    def _try(self, job: _Job) -> float | None:
+        """One try of ``job``; None when it is over (and reported), else the delay before
+        the next try. Never raises."""
+        try:
+            return self._run(job)
+        except Exception:  # pragma: no cover - _run reports its own failures
+            _log.exception("vm task worker failed", extra={"task": job.task.id})
+            return None
+        finally:
+            with self._lock:
+                job.running = False
+
+    def _update(self, job: _Job, status: Any, **fields: Any) -> TaskUpdate:
+        tries = self._attempts if job.task.type == VM_CREATE else 1
+        return TaskUpdate(status=status, attempt=job.attempt, max_attempts=tries, **fields)
+
+    def _run(self, job: _Job) -> float | None:
+        task = job.task
+        with self._lock:  # a delete of this VM from now on waits for this try to end
+            job.running = True
+            cancelled = job.cancelled.is_set()
+        if not cancelled:
+            self._outbox.progress(task.id, self._update(job, "running", progress=0))
+            try:
+                if task.type == VM_CREATE:
+                    result = self._create(job)
+                else:
+                    result = vmwork.delete(self._pools, DeleteArgs.parse(task.args))
             except Exception as exc:
                 if not job.cancelled.is_set():
-                    self._failed(job, vmwork.failure_of(exc))
-                    return
+                    return self._failed_try(job, vmwork.failure_of(exc))
             else:
                 _log.info("task succeeded", extra={"task": task.id, "type": task.type})
-                self._outbox.finish(
-                    task.id, TaskUpdate(status="success", progress=100, result=result)
-                )
-                return
+                update = self._update(job, "success", progress=100, result=result)
+                self._outbox.finish(task.id, update)
+                return None
         if job.cancel_message is not None:
             self._failed(job, TaskFailure("cancelled", job.cancel_message))
         else:
             _log.info("task abandoned", extra={"task": task.id, "type": task.type})
+        return None
+
+    def _failed_try(self, job: _Job, failure: TaskFailure) -> float | None:
+        if job.task.type == VM_CREATE and failure.retryable and job.attempt < self._attempts:
+            delay: float = self._retry_delay * 2.0 ** (job.attempt - 1)
+            _log.warning(
+                "vm create failed; retrying in %.0fs",
+                delay,
+                extra={"task": job.task.id, "attempt": job.attempt, "error": str(failure)},
+            )
+            job.attempt += 1
+            return delay
+        self._failed(job, failure)
+        return None
 
     def _failed(self, job: _Job, failure: TaskFailure) -> None:
         _log.warning(
             "task failed",
             extra={"task": job.task.id, "type": job.task.type, "error": str(failure)},
         )
-        self._outbox.finish(job.task.id, TaskUpdate(status="failed", error=failure.to_error()))
+        self._outbox.finish(job.task.id, self._update(job, "failed", error=failure.to_error()))
 
     def _progress(self, job: _Job, phase: str, span: tuple[int, int]) -> Progress:
         low, high = span
+        speed = Speed(_RATE_SPAN)
 
         def report(done: int, total: int | None) -> None:
             if job.cancelled.is_set():
                 raise _Cancelled
             percent = low + (high - low) * min(done, total) // total if total else low
             result: dict[str, Any] = {"bytes_done": done, "bytes_total": total, "phase": phase}
-            update = TaskUpdate(status="running", progress=percent, result=result)
+            if (rate := speed.update(done)) is not None:
+                result["bytes_per_second"] = rate
+            update = self._update(job, "running", progress=percent, result=result)
             self._outbox.progress(job.task.id, update)
 
         return report
 
     def _create(self, job: _Job) -> dict[str, Any]:
+        """One try of a ``vm.create``; raises what the work raises."""
         args = CreateArgs.parse(job.task.args)
-        delay = self._retry_delay
-        attempt = 1
-        while True:
-            try:
-                return vmwork.create(
-                    self._cache,
-                    self._pools,
-                    args,
-                    download=self._progress(job, "download", _DOWNLOAD),
-                    clone=self._progress(job, "clone", _CLONE),
-                )
-            except Exception as exc:
-                if job.cancelled.is_set():
-                    raise
-                failure = vmwork.failure_of(exc)
-                if (
-                    not failure.retryable
-                    or failure.code == "pool_full"
-                    or attempt >= self._attempts
-                ):
-                    raise failure from exc
-                _log.warning(
-                    "vm create failed; retrying in %.0fs",
-                    delay,
-                    extra={"task": job.task.id, "attempt": attempt, "error": str(failure)},
-                )
-                if job.cancelled.wait(delay):
-                    raise _Cancelled from exc
-                delay, attempt = delay * 2, attempt + 1
-            finally:
-                self._images_changed.set()
-
-    def _delete(self, job: _Job) -> dict[str, Any]:
-        return vmwork.delete(self._pools, DeleteArgs.parse(job.task.args))
+        try:
+            return vmwork.create(
+                self._cache,
+                self._pools,
+                args,
+                download=self._progress(job, "download", _DOWNLOAD),
+                clone=self._progress(job, "clone", _CLONE),
+            )
+        finally:
+            self._images_changed.set()

@@ -27,7 +27,9 @@ kept. Result: ``{vm_id, removed}``.
 
 Error codes: the ``ImageError`` codes (``checksum_mismatch``,
 ``image_collision``, ``pool_full``, ``disk_too_small``, ``download_failed``,
-``image_unavailable``, ``clone_failed``, ``unsupported_format``),
+``image_url_forbidden``, ``download_too_slow``, ``image_unavailable``,
+``clone_failed``, ``unsupported_format``; their ``details`` go into the
+report's ``error.details``),
 ``pool_not_found`` (the pool is not registered and ready on this node at that
 path), ``validation_failed`` (malformed arguments), ``internal`` (a bug).
 """
@@ -74,19 +76,29 @@ _FORMATS: Final = frozenset(get_args(ImageFormat))
 
 
 class TaskFailure(Exception):
-    """A task's own failure: ``code`` and ``message`` go into the report's ``error``."""
+    """A task's own failure: ``code``, ``message`` and ``details`` go into the report's
+    ``error``; ``retryable`` says whether the agent tries again (decided where the
+    failure is raised: the image library's table, or False)."""
 
-    def __init__(self, code: str, message: str, *, retryable: bool = False) -> None:
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        *,
+        retryable: bool = False,
+        details: Mapping[str, Any] | None = None,
+    ) -> None:
         self.code = code
         self.message = message
         self.retryable = retryable
+        self.details = dict(details or {})
         super().__init__(f"{code}: {message}")
 
     def to_error(self) -> dict[str, Any]:
         return {
             "code": self.code,
             "message": self.message,
-            "details": {"retryable": self.retryable},
+            "details": {**self.details, "retryable": self.retryable},
         }
 
 
@@ -236,7 +248,7 @@ def failure_of(exc: Exception) -> TaskFailure:
     if isinstance(exc, TaskFailure):
         return exc
     if isinstance(exc, ImageError):
-        return TaskFailure(exc.code, exc.message, retryable=exc.retryable)
+        return TaskFailure(exc.code, exc.message, retryable=exc.retryable, details=exc.details)
     if isinstance(exc, ValueError):  # the library refusing an argument we let through
         return TaskFailure("validation_failed", str(exc))
     _log.error("vm task failed unexpectedly", exc_info=exc)

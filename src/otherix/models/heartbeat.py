@@ -75,12 +75,20 @@ class DesiredState(Output):
 
 
 class TaskUpdate(Input):
-    """The agent's report on a task it runs."""
+    """The agent's report on a task it runs.
+
+    ``attempt`` / ``max_attempts``: the try the agent is on and how many it
+    makes (``vm.create``: its ``tasks.vm_create_attempts``); the control plane
+    stores them as the task's ``attempts`` / ``max_attempts``. Left out by
+    older agents, in which case the control plane counts one attempt itself.
+    """
 
     status: Literal["running", "success", "failed"]
     progress: int = Field(default=0, ge=0, le=100)
     result: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
+    attempt: int | None = Field(default=None, ge=1, le=100)
+    max_attempts: int | None = Field(default=None, ge=1, le=100)
 
 
 class HeartbeatReply(Output):

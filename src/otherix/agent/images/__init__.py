@@ -17,10 +17,11 @@ Every failure is an :class:`ImageError` with ``code`` and ``retryable``.
 Modules: ``cache`` (pull policies, collisions, single flight), ``entries``
 (on-disk layout), ``inventory`` (``CachedImage``, ``list_images``),
 ``scratch`` (temp files, sweep), ``config`` (``ImageCacheSettings``),
-``download`` (redirects, streaming), ``transport`` (one pinned HTTP(S) GET),
-``sink`` (hash and flush threads), ``ssrf`` (address guard), ``formats``
-(qcow2/raw, qemu-img), ``disks`` (VM disks), ``locks``, ``progress``,
-``errors``.
+``download`` (redirects, streaming), ``failures`` (network failures as
+``ImageError``), ``transport`` (one pinned HTTP(S) GET, the watchdog),
+``rate`` (the rate floor), ``sink`` (hash and flush threads), ``ssrf``
+(address guard), ``formats`` (qcow2/raw, qemu-img), ``disks`` (VM disks),
+``locks``, ``progress``, ``errors`` (codes and the retry table).
 """
 
 from __future__ import annotations

@@ -290,7 +290,9 @@ class ImageCache:
                     else "image_unavailable"
                 )
                 raise ImageError(
-                    code, f"cannot store image {name}: {fs.strerror(exc)}", retryable=True
+                    code,
+                    f"cannot store image {name}: {fs.strerror(exc)}",
+                    retryable=code != "pool_full",  # an I/O error may pass; no room does not
                 ) from exc
         stored = entries.read_entry(images, name)
         if stored is None:  # pragma: no cover - someone removed it under our lock

@@ -4,7 +4,8 @@ Owns the knobs of ``otherix.agent.images``. The agent's composition root
 builds one from its own settings and passes it to ``ImageCache``; tests build
 their own. Defaults follow the reference contract (§2.5): 64 GiB cap, 30 s
 connect timeout, 5 redirects, 1 h per download; the read timeout (60 s), the
-free-space margin (256 MiB) and the SSRF switches are ours.
+free-space margin (256 MiB), the rate floor (64 KiB/s over 30 s) and the SSRF
+switches are ours.
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ from typing import Final
 
 from otherix.agent.images import ssrf
 
-__all__ = ["GiB", "ImageCacheSettings", "MiB"]
+__all__ = ["GiB", "ImageCacheSettings", "KiB", "MiB"]
 
 GiB: Final = 1 << 30
 MiB: Final = 1 << 20
+KiB: Final = 1 << 10
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,11 @@ class ImageCacheSettings:
     read_timeout: float = 60.0
     #: Seconds for a whole download (contract: the HTTP client's 1 h).
     total_timeout: float = 3600.0
+    #: A download slower than this, averaged over ``min_rate_window``, fails
+    #: ``download_too_slow`` (0: no floor). Checked from one window after the
+    #: connection is up, so a slow start is not punished.
+    min_rate_bytes_per_second: int = 64 * KiB
+    min_rate_window: float = 30.0
     max_redirects: int = 5
     #: Free space that must remain in the pool after a download of known size.
     space_margin_bytes: int = 256 * MiB

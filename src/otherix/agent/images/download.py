@@ -1,9 +1,10 @@
 """Fetching an image over HTTP(S) into a scratch file, hashed as it streams.
 
 Owns the download: the redirect loop with the SSRF check of every hop, streaming with an in-stream
-sha256 and a size cap, and the translation of every network or disk failure
-into ``ImageError`` (this module is that boundary's one choke point; the
-wire itself is ``transport``). Called by ``cache`` only.
+sha256 and a size cap, and the translation of every disk failure into
+``ImageError``; network failures become ``ImageError`` in ``failures`` (that
+boundary's one choke point; the wire itself is ``transport``). Called by
+``cache`` only.
 
 How one fetch goes:
 
@@ -26,6 +27,11 @@ How one fetch goes:
    without a byte; ``total_timeout`` overall, enforced by ``transport.Deadline``
    even inside a read) or ENOSPC: the scratch file is removed and the matching
    ``ImageError`` raised.
+6. Below the rate floor (``min_rate_bytes_per_second`` averaged over
+   ``min_rate_window``, checked from one window after each connection on:
+   ``rate.RateFloor``, sampled by ``transport.Deadline``, which cuts the
+   connection): ``download_too_slow`` with the rate seen in the message and
+   in ``details``; a source that stalls after its headers is one of these.
 """
 
 from __future__ import annotations
@@ -44,7 +50,9 @@ from otherix.agent import fs
 from otherix.agent.images import formats, ssrf
 from otherix.agent.images.config import ImageCacheSettings, MiB
 from otherix.agent.images.errors import ImageError
+from otherix.agent.images.failures import failed, read_failed, translate, tripped
 from otherix.agent.images.progress import Progress, Throttle
+from otherix.agent.images.rate import RateFloor
 from otherix.agent.images.sink import Flusher, Hasher
 from otherix.agent.images.transport import ConnectFailed, Deadline, Target, open_get, parse_url
 
@@ -71,42 +79,6 @@ def make_ssl_context(ca_file: Path | None) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=str(ca_file) if ca_file is not None else None)
 
 
-def _failed(message: str, *, retryable: bool | None = None) -> ImageError:
-    return ImageError("download_failed", message, retryable=retryable)
-
-
-def _expired(settings: ImageCacheSettings) -> ImageError:
-    return _failed(f"timed out: download not finished after {settings.total_timeout:g}s")
-
-
-def _read_failed(
-    exc: BaseException, target: Target, settings: ImageCacheSettings, deadline: Deadline
-) -> ImageError:
-    """A failure while reading the body, as an ImageError."""
-    if deadline.expired:
-        return _expired(settings)
-    if isinstance(exc, http.client.IncompleteRead):
-        return _failed(f"truncated: {target.shown} ended the body early")
-    return _translate(exc, target, settings)
-
-
-def _translate(exc: BaseException, target: Target, settings: ImageCacheSettings) -> ImageError:
-    """The one place a network failure becomes an ImageError."""
-    if isinstance(exc, ConnectFailed):
-        if isinstance(exc.cause, TimeoutError):
-            return _failed(
-                f"timed out connecting to {target.shown} after {settings.connect_timeout:g}s"
-            )
-        return _failed(f"cannot connect to {target.shown}: {fs.strerror(exc.cause)}")
-    if isinstance(exc, TimeoutError):
-        return _failed(f"timed out: no data from {target.shown} for {settings.read_timeout:g}s")
-    if isinstance(exc, ssl.SSLError):
-        return _failed(f"TLS error talking to {target.shown}: {exc.reason or exc}")
-    if isinstance(exc, http.client.HTTPException):
-        return _failed(f"bad response from {target.shown}: {type(exc).__name__} {exc}")
-    return _failed(f"fetching {target.shown}: {exc}")
-
-
 def _connect(
     target: Target,
     addresses: list[str],
@@ -130,22 +102,43 @@ def _connect(
         except ConnectFailed as exc:
             last = exc  # try the host's next address
         except (OSError, http.client.HTTPException, ValueError) as exc:
-            raise _read_failed(exc, target, settings, deadline) from exc
+            raise read_failed(exc, target, settings, deadline) from exc
     assert last is not None
-    raise _translate(last, target, settings) from last.cause
+    raise translate(last, target, settings) from last.cause
 
 
 def _next_hop(current: Target, location: str | None, status: int) -> Target:
     if not location:
-        raise _failed(f"source returned HTTP {status} without a Location")
+        raise failed(f"source returned HTTP {status} without a Location")
     url = urllib.parse.urljoin(current.url, location)
     try:
         nxt = parse_url(url)
     except ImageError as exc:
-        raise _failed(f"bad redirect: {exc.message}", retryable=False) from exc
+        raise failed(f"bad redirect: {exc.message}", retryable=False) from exc
     if current.scheme == "https" and nxt.scheme == "http":
-        raise _failed(f"refusing redirect from https to http ({nxt.shown})", retryable=False)
+        raise failed(f"refusing redirect from https to http ({nxt.shown})", retryable=False)
     return nxt
+
+
+def _fill(
+    response: http.client.HTTPResponse, buffer: bytearray, arrived: Callable[[int], None]
+) -> int:
+    """Fill ``buffer`` from the body (short only at its end); the bytes read.
+
+    One socket read at a time (``read1``), telling ``arrived`` the running
+    count after each, so the rate floor sees a dripping source byte by byte
+    where ``readinto`` would block until the whole buffer is full.
+    """
+    filled = 0
+    with memoryview(buffer) as view:
+        while filled < len(buffer):
+            chunk = response.read1(len(buffer) - filled)
+            if not chunk:
+                break
+            view[filled : filled + len(chunk)] = chunk
+            filled += len(chunk)
+            arrived(filled)
+    return filled
 
 
 def _stream(
@@ -160,13 +153,18 @@ def _stream(
     head = b""
     size = flushed = 0
     flusher, hasher = Flusher(fd), Hasher(_BUFFER, _BUFFERS)
+
+    def arrived(n: int) -> None:  # every socket read: the rate floor and progress see it
+        deadline.received(size + n)
+        throttle.update(size + n)
+
     try:
         while True:
             buffer = hasher.take()
             try:
-                n = response.readinto(buffer)
+                n = _fill(response, buffer, arrived)
             except (OSError, http.client.HTTPException) as exc:
-                raise _read_failed(exc, target, settings, deadline) from exc
+                raise read_failed(exc, target, settings, deadline) from exc
             if not n:
                 break
             size += n
@@ -182,18 +180,19 @@ def _stream(
             if size - flushed >= _FLUSH_EVERY:
                 flushed = size
                 flusher.kick()
-            throttle.update(size)
     finally:
         flusher.stop()
         sha = hasher.stop()
-    if deadline.expired:  # the read ended because the deadline shut the socket
-        raise _expired(settings)
+    if (cut := tripped(deadline, target, settings)) is not None and (
+        length is None or size != length
+    ):
+        raise cut  # the read ended because the watchdog shut the socket
     if flusher.error is not None:
         raise flusher.error
     if length is not None and size != length:
-        raise _failed(f"truncated: {target.shown} sent {size} of {length} bytes")
+        raise failed(f"truncated: {target.shown} sent {size} of {length} bytes")
     if size == 0:
-        raise _failed(f"{target.shown} returned an empty body")
+        raise failed(f"{target.shown} returned an empty body")
     os.fsync(fd)
     return sha, size, head
 
@@ -246,7 +245,12 @@ def fetch(
     """
     policy = settings.ssrf_policy()
     target = parse_url(url)
-    deadline = Deadline(settings.total_timeout)
+    floor = (
+        RateFloor(settings.min_rate_bytes_per_second, settings.min_rate_window)
+        if settings.min_rate_bytes_per_second > 0
+        else None
+    )
+    deadline = Deadline(settings.total_timeout, floor=floor)
     redirects = 0
     try:
         while True:
@@ -257,11 +261,11 @@ def fetch(
                 if status in _REDIRECTS:
                     redirects += 1
                     if redirects > settings.max_redirects:
-                        raise _failed(f"stopped after {settings.max_redirects} redirects")
+                        raise failed(f"stopped after {settings.max_redirects} redirects")
                     target = _next_hop(target, response.getheader("location"), status)
                     continue
                 if not 200 <= status < 300:
-                    raise _failed(f"source returned HTTP {status}")
+                    raise failed(f"source returned HTTP {status}")
                 length = _content_length(response)
                 if length is not None and length > settings.max_image_bytes:
                     raise ImageError(
@@ -275,8 +279,8 @@ def fetch(
                 conn.close()
     except BaseException as exc:
         fs.remove_file(dest)
-        if deadline.expired and not isinstance(exc, ImageError):
-            raise _expired(settings) from exc
+        if not isinstance(exc, ImageError) and (cut := tripped(deadline, target, settings)):
+            raise cut from exc
         raise
     finally:
         deadline.cancel()

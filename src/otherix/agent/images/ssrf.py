@@ -5,7 +5,8 @@ which calls :func:`resolve_allowed` for every hop (the first URL and each
 redirect) and then connects to exactly the address returned here, so there is
 no window between the check and the connect for DNS rebinding.
 
-Refused (``download_failed``, not retryable):
+Refused at once (``image_url_forbidden``, never retried: the address will not
+change its class; the message names the agent config key that would open it):
 
 - unspecified (``0.0.0.0/8``, ``::``), broadcast ``255.255.255.255`` and
   multicast (``224.0.0.0/4``, ``ff00::/8``): never a web server;
@@ -22,7 +23,8 @@ mirror. ``allowed_networks`` always wins: operators (and tests) can open one
 address or network without opening every loopback or link-local address.
 
 A host whose DNS answer contains any refused address is refused as a whole
-(fail closed), rather than silently picking the acceptable addresses.
+(fail closed), rather than silently picking the acceptable addresses. A host
+that does not resolve is a ``download_failed`` (retried: DNS may come back).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ __all__ = [
     "IPNetwork",
     "Resolver",
     "SsrfPolicy",
+    "forbidden",
     "refusal",
     "resolve_allowed",
     "system_resolver",
@@ -56,6 +59,11 @@ _METADATA: Final = frozenset(
 _THIS_NETWORK: Final = ipaddress.ip_network("0.0.0.0/8")
 _BROADCAST: Final = ipaddress.ip_address("255.255.255.255")
 _NAT64: Final = ipaddress.ip_network("64:ff9b::/96")
+#: The agent config keys that open refused addresses (named in every refusal).
+ALLOW_KEY: Final = "images.allow_loopback_and_link_local"
+NETWORKS_KEY: Final = "images.allowed_networks"
+_LOOPBACK: Final = "a loopback address"
+_LINK_LOCAL: Final = "a link-local address"
 
 
 @dataclass(frozen=True)
@@ -97,9 +105,9 @@ def _own_refusal(ip: IPAddress, policy: SsrfPolicy) -> str | None:
         return "a multicast address"
     if not policy.allow_loopback_and_link_local:
         if ip.is_loopback:
-            return "a loopback address"
+            return _LOOPBACK
         if ip.is_link_local:
-            return "a link-local address"
+            return _LINK_LOCAL
     return None
 
 
@@ -154,10 +162,25 @@ def resolve_allowed(host: str, port: int, policy: SsrfPolicy, resolver: Resolver
     for address in addresses:
         reason = refusal(address, policy)
         if reason is not None:
-            shown = host if address == literal else f"{host} ({address})"
-            raise ImageError(
-                "download_failed",
-                f"refusing to fetch from {shown}: {reason} is not allowed",
-                retryable=False,
-            )
+            raise forbidden(host if address == literal else f"{host} ({address})", address, reason)
     return list(addresses)
+
+
+def forbidden(shown: str, address: str, reason: str) -> ImageError:
+    """The refusal of ``address`` (shown as ``shown``), naming the key that would open it."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    network = f"{ip}/{ip.max_prefixlen}"
+    if reason.startswith((_LOOPBACK, _LINK_LOCAL)):
+        keys = [ALLOW_KEY, NETWORKS_KEY]
+        how = (
+            f"set {ALLOW_KEY}: true in the agent's config (development and tests only), "
+            f"or list the address in {NETWORKS_KEY} (e.g. {network})"
+        )
+    else:
+        keys = [NETWORKS_KEY]
+        how = f"only {NETWORKS_KEY} in the agent's config can open it (e.g. {network})"
+    return ImageError(
+        "image_url_forbidden",
+        f"refusing to fetch from {shown}: {reason} is not allowed; {how}",
+        details={"address": address, "refused_as": reason, "config_keys": keys},
+    )

@@ -21,10 +21,13 @@ import http.client
 import socket
 import ssl
 import threading
+import time
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from otherix.agent.images.errors import ImageError
+from otherix.agent.images.rate import RateFloor, TooSlow
 
 __all__ = ["ConnectFailed", "Deadline", "Target", "open_get", "parse_url", "redact"]
 
@@ -155,36 +158,83 @@ class _PinnedTLSConnection(_PinnedConnection):
 
 
 class Deadline:
-    """A whole-download time limit that also interrupts a read already in progress.
+    """A whole-download time limit and rate floor that also interrupt a read in progress.
 
     Socket timeouts only bound the wait for the *next* byte; a server that
-    drips one byte a minute would never trip them. When the limit passes, a
-    timer thread shuts the attached connection's socket down, so the blocked
-    read returns; the caller then sees ``expired`` and reports a timeout.
+    drips one byte a minute would never trip them. A watchdog thread wakes
+    at the limit (and, with a ``floor``, every ``floor.tick`` to sample the
+    bytes the reader reported with :meth:`received`). When the limit passes
+    (``expired``) or the source falls below the floor (``too_slow``, the
+    verdict), it shuts the attached connection's socket down, so the blocked
+    read returns; the caller then sees which one and reports it. Each
+    :meth:`attach` (one per hop) re-arms the floor, so its first check comes
+    one window after the connection is up; the response head counts as no
+    body bytes, so a source that holds its headers a whole window is too slow.
     """
 
-    def __init__(self, seconds: float) -> None:
+    def __init__(
+        self,
+        seconds: float,
+        *,
+        floor: RateFloor | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.expired = False
+        self.too_slow: TooSlow | None = None
+        self._clock = clock
+        self._end = clock() + seconds
+        self._floor = floor
+        self._armed = False
+        self._received = 0  # body bytes so far, written by the reader thread only
         self._lock = threading.Lock()
         self._conn: http.client.HTTPConnection | None = None
-        self._timer = threading.Timer(seconds, self._fire)
-        self._timer.daemon = True
-        self._timer.start()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="image-deadline", daemon=True)
+        self._thread.start()
 
     def attach(self, conn: http.client.HTTPConnection) -> None:
         with self._lock:
             self._conn = conn
-            if self.expired:
+            self._received = 0
+            if self._floor is not None:
+                self._floor.start(self._clock())
+                self._armed = True
+            if self.expired or self.too_slow is not None:
                 self._abort(conn)
 
-    def cancel(self) -> None:
-        self._timer.cancel()
+    def received(self, size: int) -> None:
+        """The body bytes received so far on the attached connection (cheap: no lock)."""
+        self._received = size
 
-    def _fire(self) -> None:
-        with self._lock:
-            self.expired = True
-            if self._conn is not None:
-                self._abort(self._conn)
+    @property
+    def received_bytes(self) -> int:
+        return self._received
+
+    def cancel(self) -> None:
+        self._stop.set()
+
+    @property
+    def tripped(self) -> bool:
+        return self.expired or self.too_slow is not None
+
+    def _watch(self) -> None:
+        while True:
+            now = self._clock()
+            wait = self._end - now
+            if self._floor is not None:
+                wait = min(wait, self._floor.tick)
+            if self._stop.wait(max(0.0, wait)):
+                return
+            with self._lock:
+                now = self._clock()
+                if now >= self._end:
+                    self.expired = True
+                elif self._floor is not None and self._armed:
+                    self.too_slow = self._floor.check(now, self._received)
+                if self.tripped:
+                    if self._conn is not None:
+                        self._abort(self._conn)
+                    return
 
     @staticmethod
     def _abort(conn: http.client.HTTPConnection) -> None:

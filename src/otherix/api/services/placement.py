@@ -275,3 +275,4 @@ tasks.RUNNING_HANDLERS[CREATE] = on_create_running
 tasks.RESULT_HANDLERS[CREATE] = on_create_success
 tasks.FAILURE_HANDLERS[CREATE] = on_create_failure
 tasks.CANCELLABLE_WHILE_PENDING.add(CREATE)
+tasks.MAX_ATTEMPTS[CREATE] = 3  # the agent's tasks.vm_create_attempts default; it reports its own

@@ -13,6 +13,13 @@ a cancel applies exactly one of them): ``RUNNING_HANDLERS`` on each
 ``RESULT_HANDLERS`` on success, ``FAILURE_HANDLERS`` on failure and on cancel.
 ``CANCELLABLE`` types can be cancelled while pending or running,
 ``CANCELLABLE_WHILE_PENDING`` types only before the agent starts them.
+
+Attempts: a task's ``attempts``/``max_attempts`` are what the agent reports
+(``TaskUpdate.attempt``/``max_attempts``: the agent retries a ``vm.create``
+itself, ``tasks.vm_create_attempts`` times); the control plane never re-sends
+a task. Until the first report a task shows ``MAX_ATTEMPTS`` of its type
+(``vm.create``: 3, the agent's default), and a report without the counts
+(an older agent) counts one attempt at its first ``running``.
 """
 
 from __future__ import annotations
@@ -48,6 +55,8 @@ FAILURE_HANDLERS: dict[str, FailureHandler] = {}
 CANCELLABLE: set[str] = set()
 #: types that can be cancelled only while pending (the agent has not started them)
 CANCELLABLE_WHILE_PENDING: set[str] = set()
+#: type -> ``max_attempts`` a new task shows until the agent reports its own
+MAX_ATTEMPTS: dict[str, int] = {}
 
 
 def new_task(
@@ -60,8 +69,12 @@ def new_task(
     node_id: str | None,
     args: dict[str, Any],
     created_by: str | None,
-    max_attempts: int = 25,
+    max_attempts: int | None = None,
 ) -> str:
+    """Insert a pending task; ``max_attempts`` defaults per type (``MAX_ATTEMPTS``, else 25:
+    contract 1.4/1.7). The agent's reports carry its own count, which replaces it."""
+    if max_attempts is None:
+        max_attempts = MAX_ATTEMPTS.get(type, 25)
     task_id = str(uuid.uuid4())
     qt.insert_task(
         conn,
@@ -193,6 +206,10 @@ def agent_update(deps: Deps, ident: AgentIdentity, task_id: str, update: TaskUpd
                 finished_at=now,
             )
         values.setdefault("started_at", row["started_at"] or now)
+        if update.attempt is not None:  # the agent counts its own tries (vm.create retries)
+            values["attempts"] = update.attempt
+        if update.max_attempts is not None:
+            values["max_attempts"] = max(update.max_attempts, update.attempt or 1)
         # The conditional update decides a race with a cancel; hooks run only for the winner.
         if not qt.update_task(conn, task_id, values, only_if_status=["pending", "running"]):
             return Task.model_validate(qt.get_task(conn, task_id) or row)

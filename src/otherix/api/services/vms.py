@@ -282,3 +282,4 @@ def on_delete_failure(
 
 tasks.RESULT_HANDLERS[DELETE] = on_delete_success
 tasks.FAILURE_HANDLERS[DELETE] = on_delete_failure
+tasks.MAX_ATTEMPTS[DELETE] = 1  # the agent tries a delete once (and reports 1/1)
