@@ -1,4 +1,6 @@
-"""``Workers``: the API's background threads (liveness, heartbeat flush, VM scheduler).
+"""``Workers``: the API's background threads (liveness, heartbeat flush, VM scheduler,
+and the store watch: is the SQLite file still there, and Idempotency-Key claims
+that could not be released while the store was down).
 
 Each loop runs on an interval and can be woken early; an exception in one
 pass is logged and the loop goes on.
@@ -10,9 +12,11 @@ import logging
 import threading
 from collections.abc import Callable
 
+from otherix.api import idempotency
 from otherix.api.deps import Deps
 from otherix.api.workers.liveness import flush_heartbeats, liveness_pass
 from otherix.api.workers.scheduler import PERIOD, SchedulerWake, paced_pass
+from otherix.store import StoreError
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +46,18 @@ class Loop:
             self.wake.clear()
 
 
+def store_watch(deps: Deps) -> None:
+    """One ``stat`` of the SQLite file (a lost file is logged once, by the store),
+    then a retry of claim releases that failed while the store was down."""
+    if deps.db.lost is not None:
+        return
+    try:
+        deps.db.check()
+    except StoreError:
+        return
+    idempotency.retry_releases(deps)
+
+
 class Workers:
     def __init__(self, deps: Deps, scheduler_wake: SchedulerWake | None = None) -> None:
         hb = deps.settings.workers.heartbeat
@@ -51,6 +67,7 @@ class Workers:
             Loop("heartbeat-flush", hb.flush_interval, lambda: flush_heartbeats(deps)),
             Loop("liveness", min(hb.interval, hb.stale_threshold / 3), lambda: liveness_pass(deps)),
             Loop("scheduler", PERIOD, paced_pass(deps), wake=wake.event),
+            Loop("store-watch", idempotency.STORE_WATCH_INTERVAL, lambda: store_watch(deps)),
         ]
 
     def start(self) -> None:
