@@ -82,6 +82,8 @@ def open_store(settings: ApiSettings, *, init: bool = False) -> tuple[Database, 
     if check and db_file is not None and not db_file.exists():
         assert marker is not None
         raise datadir.DataDirMismatch(datadir.missing_file(settings.data_dir, marker, db_file))
+    if db_file is not None and not db_file.exists():
+        datadir.set_aside_leftovers(db_file)  # a new database must not replay an old WAL
     db = Database(settings.database_url)
     try:
         if check:

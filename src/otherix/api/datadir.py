@@ -20,6 +20,7 @@ import contextlib
 import logging
 import os
 import stat
+import time
 import uuid
 from pathlib import Path
 
@@ -101,13 +102,30 @@ def write_marker(data_dir: Path, cluster_id: str) -> None:
         os.close(dfd)
 
 
+def set_aside_leftovers(db_file: Path) -> list[Path]:
+    """Before a new database is made where one was lost: rename the lost one's
+    ``-wal``/``-shm``/``-journal`` aside, or SQLite would replay the old WAL
+    into the new, empty file. Returns the new names."""
+    moved = []
+    stamp = int(time.time())
+    for suffix in ("-wal", "-shm", "-journal"):
+        side = Path(f"{db_file}{suffix}")
+        if side.exists():
+            aside = side.with_name(f"{side.name}.orphaned-{stamp}")
+            side.rename(aside)
+            log.warning("%s belongs to no database here; moved to %s", side, aside)
+            moved.append(aside)
+    return moved
+
+
 def missing_file(data_dir: Path, marker: str, db_file: Path) -> str:
     return (
         f"data directory {data_dir} was initialised for cluster {marker}, but its "
         f"database {db_file} is missing. Starting now would create a new, empty "
-        "cluster and forget every node, pool and user. Restore the database (with its "
-        f"-wal file, if the backup has one) to {db_file}, or start with --init to "
-        "create a new, empty cluster on purpose."
+        "cluster and forget every node, pool and user. Restore the database to "
+        f"{db_file} (with the backup's own -wal file if it has one, and without the "
+        "lost database's -wal and -shm files), or start with --init to create a new, "
+        "empty cluster on purpose."
     )
 
 
