@@ -53,7 +53,9 @@ def test_mismatch_rule(marker, stored, refused_with):
     if refused_with is None:
         assert problem is None
     else:
-        assert problem is not None and refused_with in problem and "--init" in problem
+        assert problem is not None
+        assert refused_with in problem
+        assert "--init" in problem
 
 
 def test_a_new_data_dir_is_0700_and_gets_the_cluster_id_marker(tmp_path):
@@ -149,7 +151,7 @@ def test_a_damaged_marker_is_refused_unless_init(tmp_path):
     data = tmp_path / "api"
     first = start(data)
     (data / "cluster-id").write_text("garbage\n")
-    with pytest.raises(DataDirMismatch, match="marker .* is damaged"):
+    with pytest.raises(DataDirMismatch, match=r"marker .* is damaged"):
         start(data)
     assert start(data, init=True).cluster_id == first.cluster_id
     assert (data / "cluster-id").read_text().strip() == first.cluster_id

@@ -158,9 +158,13 @@ def test_a_postgresql_outage_answers_503_and_claimed_keys_run_again_at_once(
             assert r.json()["error"]["code"] == "store_unavailable", r.text
             assert int(r.headers["retry-after"]) > 0
     statuses = Counter(status for _, _, status, _ in walked)
-    server_errors = [w for w in walked if w[2] >= 500 and (w[2], w[3]) != (503, "store_unavailable")]
+    server_errors = [
+        w for w in walked if w[2] >= 500 and (w[2], w[3]) != (503, "store_unavailable")
+    ]
     retries = {"retry of key 1 at A": retry_at_a, "retry of key 2 at B": retry_at_b}
-    bad_retries = {k: (r.status_code, r.text[:200]) for k, r in retries.items() if r.status_code != 201}
+    bad_retries = {
+        k: (r.status_code, r.text[:200]) for k, r in retries.items() if r.status_code != 201
+    }
     reliability.record(
         "PostgreSQL outage: 503 everywhere, claimed keys run again at once",
         injected=1,

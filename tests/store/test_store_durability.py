@@ -126,9 +126,14 @@ def test_a_deleted_file_is_never_written_again(db, tmp_path):
 
 def test_a_commit_that_went_to_a_file_lost_meanwhile_is_not_a_success(db, tmp_path):
     path = tmp_path / "data" / "otherix.db"
-    with pytest.raises(StoreLost, match="was deleted"), db.write() as conn:
-        qs.put_setting(conn, "racing", "v", T0)
-        path.unlink()  # between the check before and the commit
+
+    def racing() -> None:
+        with db.write() as conn:
+            qs.put_setting(conn, "racing", "v", T0)
+            path.unlink()  # between the check before and the commit
+
+    with pytest.raises(StoreLost, match="was deleted"):
+        racing()
     assert db.lost is not None
 
 
@@ -141,7 +146,8 @@ def test_a_replaced_file_is_noticed_by_check_and_the_old_one_kept_as_it_was(db, 
         db.check()
     with pytest.raises(StoreLost), db.write() as conn:
         qs.put_setting(conn, "after", "v", T0)
-    assert db.lost is not None and "replaced" in db.lost
+    assert db.lost is not None
+    assert "replaced" in db.lost
 
 
 def test_close_leaves_a_lost_database_alone(db, tmp_path):
@@ -154,7 +160,8 @@ def test_close_leaves_a_lost_database_alone(db, tmp_path):
     wal = Path(f"{path}-wal")
     size = wal.stat().st_size
     db.close()
-    assert wal.exists() and wal.stat().st_size == size
+    assert wal.exists()
+    assert wal.stat().st_size == size
 
 
 def test_postgresql_has_no_file_to_lose(pg_database):
