@@ -204,3 +204,24 @@ def test_postgresql_a_dropped_or_wrong_database_is_refused(tmp_path):
     finally:
         pg.drop_database(first_url)
         pg.drop_database(other_url)
+
+
+def test_quickstart_refuses_a_lost_database_and_init_moves_the_old_agent_aside(tmp_path):
+    import click
+
+    from otherix.api import quickstart
+
+    data = tmp_path / "qs"
+    settings = quickstart.settings_for(data, "127.0.0.1:0", None)
+    first = quickstart._open(settings, init=False)
+    first.db.close()
+    (data / "agent").mkdir()
+    (data / "agent" / "node.json").write_text("{}")  # the old cluster's node credential
+    (data / "otherix.db").unlink()
+    with pytest.raises(click.ClickException, match="is missing"):
+        quickstart._open(settings, init=False)
+    fresh = quickstart._open(settings, init=True)
+    fresh.db.close()
+    assert fresh.cluster_id != first.cluster_id
+    assert not (data / "agent").exists()  # the agent enrols in the new cluster
+    assert [p.name.startswith("agent.before-init-") for p in data.glob("agent.*")] == [True]

@@ -3,7 +3,8 @@ and the store watch: is the SQLite file still there, and Idempotency-Key claims
 that could not be released while the store was down).
 
 Each loop runs on an interval and can be woken early; an exception in one
-pass is logged and the loop goes on.
+pass is logged and the loop goes on. A store outage is logged once per loop
+when it starts and once when it ends, not with a traceback every pass.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from otherix.api import idempotency
 from otherix.api.deps import Deps
 from otherix.api.workers.liveness import flush_heartbeats, liveness_pass
 from otherix.api.workers.scheduler import PERIOD, SchedulerWake, paced_pass
-from otherix.store import StoreError
+from otherix.store import StoreError, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -35,13 +36,22 @@ class Loop:
         self.wake = wake or threading.Event()
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self.store_down = False
 
     def _run(self) -> None:
         while not self.stop.is_set():
             try:
                 self.step()
+            except StoreUnavailable as exc:
+                if not self.store_down:
+                    log.warning("worker %s: the store is unavailable (%s)", self.name, exc)
+                self.store_down = True
             except Exception:
                 log.exception("worker %s pass failed", self.name)
+            else:
+                if self.store_down:
+                    log.info("worker %s: the store answers again", self.name)
+                self.store_down = False
             self.wake.wait(self.interval)
             self.wake.clear()
 
