@@ -123,7 +123,10 @@ class ControlPlane:
         stop_process(self.proc)
 
 
-def start_control_plane(data_dir: Path, extra_env: dict[str, str] | None = None) -> ControlPlane:
+def start_control_plane(
+    data_dir: Path, extra_env: dict[str, str] | None = None, command: list[str] | None = None
+) -> ControlPlane:
+    """``otherix-api serve`` (or ``command``, which takes the same arguments) on a free port."""
     data_dir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     env = {
@@ -133,9 +136,9 @@ def start_control_plane(data_dir: Path, extra_env: dict[str, str] | None = None)
         "OTHERIX_STORAGE_POOLS__ALLOWED_PATH_PREFIXES": f'["{data_dir}/pools/", "/var/lib/otherix/pools/"]',
         **(extra_env or {}),
     }
-    exe = Path(sys.executable).parent / "otherix-api"
+    exe = command or [str(Path(sys.executable).parent / "otherix-api")]
     proc = subprocess.Popen(
-        [str(exe), "serve", "--data-dir", str(data_dir), "--listen", f"127.0.0.1:{port}"],
+        [*exe, "serve", "--data-dir", str(data_dir), "--listen", f"127.0.0.1:{port}"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=(data_dir / "api.log").open("wb"),

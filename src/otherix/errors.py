@@ -26,6 +26,7 @@ checks that every code here is listed there.
     │   └── VmNameInUse               409 vm_name_in_use
     ├── RateLimited                   429 rate_limited
     ├── RequestTimeout                504 request_timeout
+    ├── DatabaseUnavailable           503 store_unavailable
     └── Internal                      500 internal
 
 Retryable vs permanent is a type: :class:`TemporaryError` marks what a caller
@@ -54,6 +55,7 @@ class ErrorCode(StrEnum):
     RATE_LIMITED = "rate_limited"
     REQUEST_TIMEOUT = "request_timeout"
     INTERNAL = "internal"
+    STORE_UNAVAILABLE = "store_unavailable"
     USER_HAS_RESOURCES = "user_has_resources"
     # pools
     POOL_NOT_FOUND = "pool_not_found"
@@ -193,6 +195,15 @@ class RequestTimeout(TemporaryError):
     code = ErrorCode.REQUEST_TIMEOUT
     http_status = 504
     default_message = "request timed out"
+
+
+class DatabaseUnavailable(TemporaryError):
+    """The store cannot be used right now (unreachable, locked, or its file lost);
+    the answer carries ``Retry-After``."""
+
+    code = ErrorCode.STORE_UNAVAILABLE
+    http_status = 503
+    default_message = "the database is unavailable; retry later"
 
 
 class Internal(TemporaryError):

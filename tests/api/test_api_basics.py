@@ -15,8 +15,8 @@ import pytest
 from apihelpers import assert_error, http, join_node, pool_body
 
 from otherix import __version__
-from otherix.api import idempotency
 from otherix.api.clock import FakeClock
+from otherix.store import idempotency as qi
 from otherix.store import pools as qp
 from otherix.store import settings as qs
 
@@ -358,13 +358,15 @@ def test_concurrent_requests_with_one_key_run_once(shared_api):
 
 
 def test_a_claim_left_by_a_dead_process_is_taken_over(shared_api, node):
-    """On SQLite (one process), a pending claim made by this process blocks its
-    key; one made by an earlier process (it died before answering) is taken over."""
+    """On SQLite (one process), a pending claim of a request this server is running
+    blocks its key; one this server abandoned (its release failed), or one made
+    by an earlier process (it died before answering), is taken over at once."""
     deps = shared_api.server.deps
     with http(shared_api) as c:
-        principal = hashlib.sha256(c.headers["Authorization"].encode()).hexdigest()
+        principal = f"user:{c.get('/v1/users/me').json()['id']}"
     raw = json.dumps(pool_body(node, "idem-claimed")).encode()
     request_hash = hashlib.sha256(b"POST /v1/storage-pools?\n" + raw).hexdigest()
+    pk = (principal, "key-claimed")
 
     def create(c):
         return c.post(
@@ -375,32 +377,33 @@ def test_a_claim_left_by_a_dead_process_is_taken_over(shared_api, node):
 
     def claim(claimant: str) -> None:
         with deps.db.write() as conn:
-            qs.delete_idempotent(conn, principal, "key-claimed")
-            qs.put_idempotent(
-                conn,
-                {
-                    "principal": principal,
-                    "key": "key-claimed",
-                    "request_hash": request_hash,
-                    "status_code": idempotency.PENDING,
-                    "content_type": claimant,
-                    "body": b"",
-                    "created_at": datetime.now(UTC) - timedelta(hours=1),
-                },
+            qi.delete(conn, *pk)
+            qi.insert_claim(
+                conn, *pk, request_hash, claimant, datetime.now(UTC) - timedelta(hours=1)
             )
 
-    claim(idempotency.CLAIMANT)
-    with http(shared_api) as c:
-        blocked = create(c)
+    claim(deps.claims.token())
+    assert deps.claims.enter(pk)  # its request is running
+    try:
+        with http(shared_api) as c:
+            blocked = create(c)
+    finally:
+        deps.claims.leave(pk)
     err = assert_error(blocked, 409, "conflict")
     assert err["details"]["reason"] == "idempotency_key_in_progress"
-    claim("claimed-by:an-earlier-process")
-    with http(shared_api) as c:
-        taken = create(c)
-        again = create(c)
-    assert taken.status_code == 201, taken.text
-    assert again.headers.get("idempotent-replay") == "true"
-    assert again.json()["id"] == taken.json()["id"]
+    assert blocked.headers["retry-after"] == "1"
+    statuses = []
+    for claimant in (deps.claims.token(), "claimed-by:an-earlier-process:0"):
+        claim(claimant)  # abandoned by this server, then left by a dead one
+        with http(shared_api) as c:
+            taken = create(c)
+            again = create(c)
+        statuses.append(taken.status_code)
+        assert again.headers.get("idempotent-replay") == "true"
+        assert again.content == taken.content
+        with deps.db.write() as conn:
+            qi.delete(conn, *pk)
+    assert statuses == [201, 409], statuses  # the second run finds the pool made once
 
 
 def test_key_longer_than_255_is_400(shared_api, node):
@@ -414,16 +417,25 @@ def test_key_longer_than_255_is_400(shared_api, node):
 
 
 @pytest.mark.security
-def test_keys_are_per_credential(shared_api, node):
+def test_keys_are_per_user_whatever_the_credential(shared_api, node):
+    """A key belongs to the user: the same user's API token replays what their
+    JWT started (a client that refreshed its token in between still gets its
+    answer), and another user's key of the same name is theirs alone."""
     with http(shared_api) as c:
         r = c.post("/v1/users/me/api-tokens", json={"name": "idem"})
         assert r.status_code == 201
         api_token = r.json()["token"]
         a = _create(c, pool_body(node, "idem-jwt"), "shared-key")
     with http(shared_api, token=api_token) as c:
-        b = _create(c, pool_body(node, "idem-token"), "shared-key")
-    assert a.status_code == b.status_code == 201
-    assert a.json()["id"] != b.json()["id"]
+        again = _create(c, pool_body(node, "idem-jwt"), "shared-key")
+    with http(shared_api, "operator") as c:
+        key = {"Idempotency-Key": "shared-key"}
+        b = c.post("/v1/users/me/api-tokens", json={"name": "op"}, headers=key)
+    assert a.status_code == b.status_code == again.status_code == 201
+    assert again.headers.get("idempotent-replay") == "true"
+    assert again.json()["id"] == a.json()["id"]
+    assert "idempotent-replay" not in b.headers
+    assert b.json()["token"].startswith("otx_")
 
 
 def test_keys_expire_after_24_hours(api):

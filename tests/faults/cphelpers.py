@@ -63,6 +63,7 @@ class CpProcess:
         self.extra_env = dict(env or {})
         self.log_path = data_dir.with_name(data_dir.name + ".log")
         self.proc: subprocess.Popen[bytes] | None = None
+        self.extra_args: list[str] = []  # appended to the serve command line (e.g. --init)
         self.token = ""
         self.starts = 0
 
@@ -106,6 +107,7 @@ class CpProcess:
             f"127.0.0.1:{self.port}",
             "--database-url",
             self.database_url,
+            *self.extra_args,
         ]
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(

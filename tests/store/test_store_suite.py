@@ -535,6 +535,7 @@ def test_settings_and_idempotency_cache(db):
             "status_code": 201,
             "content_type": "application/json",
             "body": b"\x00{}",
+            "withheld": None,
             "created_at": T0,
         }
         qs.put_idempotent(conn, row)

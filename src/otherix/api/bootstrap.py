@@ -1,5 +1,6 @@
 """Start-up steps shared by ``serve`` and ``quickstart``: settings, secrets,
-store, migrations, seeds. This is the composition root's toolbox."""
+the data directory and its marker (``datadir``), store, migrations, seeds.
+This is the composition root's toolbox."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from otherix.api import datadir
 from otherix.api.clock import SystemClock
 from otherix.api.deps import Deps
 from otherix.api.services import defaultpool, users
@@ -18,6 +20,8 @@ from otherix.api.settings import ApiSettings
 from otherix.config import ConfigError, load_config
 from otherix.store import Database
 from otherix.store import settings as qs
+from otherix.store.clusterid import stored_cluster_id
+from otherix.store.engine import display_url, sqlite_path
 from otherix.store.migrate import upgrade
 
 log = logging.getLogger("otherix.api")
@@ -61,17 +65,65 @@ def bootstrap_admin_from_env(env: Mapping[str, str]) -> tuple[str, str] | None:
     return (user, password) if user else None
 
 
-def open_deps(settings: ApiSettings, *, migrate: bool = True) -> Deps:
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+def open_store(settings: ApiSettings, *, init: bool = False) -> tuple[Database, str | None]:
+    """The data directory made ready (0700) and the database opened, after
+    checking that it belongs to the cluster the directory's marker names
+    (:class:`datadir.DataDirMismatch` otherwise; ``init`` accepts it as it is).
+    Returns the database and the marker's cluster id (None: no marker yet)."""
+    datadir.prepare(settings.data_dir)
+    try:
+        marker = datadir.read_marker(settings.data_dir)
+    except datadir.DataDirMismatch:
+        if not init:
+            raise
+        marker = None  # damaged: --init rewrites it
+    db_file = sqlite_path(settings.database_url)
+    check = marker is not None and not init
+    if check and db_file is not None and not db_file.exists():
+        assert marker is not None
+        raise datadir.DataDirMismatch(datadir.missing_file(settings.data_dir, marker, db_file))
+    if db_file is not None and not db_file.exists():
+        datadir.set_aside_leftovers(db_file)  # a new database must not replay an old WAL
     db = Database(settings.database_url)
-    if migrate:
-        upgrade(db)
-    deps = Deps(settings=settings, db=db, clock=SystemClock(), jwt_secret=jwt_secret(settings))
-    defaultpool.seed(deps)
-    with db.write() as conn:
-        deps.cluster_id = qs.ensure_setting(
-            conn, qs.CLUSTER_ID, str(uuid.uuid4()), deps.clock.now()
-        )
+    try:
+        if check:
+            problem = datadir.mismatch(
+                settings.data_dir,
+                marker,
+                stored_cluster_id(db),
+                str(db_file) if db_file else display_url(settings.database_url),
+            )
+            if problem:
+                raise datadir.DataDirMismatch(problem)
+    except BaseException:
+        db.close()
+        raise
+    return db, marker
+
+
+def open_deps(settings: ApiSettings, *, migrate: bool = True, init: bool = False) -> Deps:
+    db, marker = open_store(settings, init=init)
+    try:
+        if migrate:
+            upgrade(db)
+        deps = Deps(settings=settings, db=db, clock=SystemClock(), jwt_secret=jwt_secret(settings))
+        defaultpool.seed(deps)
+        with db.write() as conn:
+            deps.cluster_id = qs.ensure_setting(
+                conn, qs.CLUSTER_ID, str(uuid.uuid4()), deps.clock.now()
+            )
+        if marker != deps.cluster_id:
+            if marker is not None:
+                log.warning(
+                    "--init: data directory %s now belongs to cluster %s (it was %s)",
+                    settings.data_dir,
+                    deps.cluster_id,
+                    marker,
+                )
+            datadir.write_marker(settings.data_dir, deps.cluster_id)
+    except BaseException:
+        db.close()
+        raise
     return deps
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from fastapi import Request
 
+from otherix.api.claims import Claims
 from otherix.api.clock import Clock
 from otherix.api.settings import ApiSettings
 from otherix.api.watch import WatchHub
@@ -121,6 +122,8 @@ class Deps:
     #: unchanged, and every change bumps the revision in the store.
     desired_cache: dict[str, tuple[int, Any]] = field(default_factory=dict)
     desired_json_cache: dict[str, tuple[int, bytes]] = field(default_factory=dict)
+    #: Idempotency-Key claims of this server (``api/claims.py``)
+    claims: Claims = field(default_factory=Claims)
 
     def __post_init__(self) -> None:
         if self.heartbeats.started is None:
@@ -162,9 +165,14 @@ def bearer(request: Request) -> str:
 
 
 def require(permission: Permission) -> Callable[[Request], Principal]:
-    """A dependency: the caller must be a user whose role has ``permission``."""
+    """A dependency: the caller must be a user whose role has ``permission``.
+
+    Only then, authenticated and authorised, is the request's Idempotency-Key
+    claimed or looked up, for this user (``idempotency.claim``): a key never
+    answers a caller who could not make the request itself."""
 
     def guard(request: Request) -> Principal:
+        from otherix.api import idempotency  # late: it imports deps
         from otherix.api.services import auth  # late: services import deps
 
         principal = auth.authenticate(deps_of(request), bearer(request))
@@ -173,6 +181,7 @@ def require(permission: Permission) -> Callable[[Request], Principal]:
                 f"role {principal.role} lacks {permission}", {"required": str(permission)}
             )
         request.state.principal = principal
+        idempotency.claim(request, principal.user_id)
         return principal
 
     guard.permission = permission  # type: ignore[attr-defined]

@@ -5,7 +5,9 @@
   400 ``validation_failed`` with the offending fields in ``details.fields``.
 - Starlette's 404/405 become ``not_found`` / ``method_not_allowed``.
 - Store errors that escaped a service: unique/FK violations become 409
-  ``conflict``; an unavailable database becomes 503 ``internal`` (retryable).
+  ``conflict``; an unavailable database (unreachable, locked, or its file
+  deleted or replaced under the server) becomes 503 ``store_unavailable`` with
+  a ``Retry-After`` header (:func:`store_unavailable`).
 - Anything else is logged with the request id and answered 500 ``internal``
   without a stack trace.
 """
@@ -17,12 +19,14 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from otherix.api.idempotency import HeldKey
 from otherix.api.middleware import BodyTooLarge
 from otherix.errors import (
     Conflict,
+    DatabaseUnavailable,
     Internal,
     MethodNotAllowed,
     NotFound,
@@ -30,15 +34,39 @@ from otherix.errors import (
     ValidationFailed,
 )
 from otherix.models.pagination import InvalidCursor
-from otherix.store import ForeignKeyViolation, StoreUnavailable, UniqueViolation
+from otherix.store import ForeignKeyViolation, StoreLost, StoreUnavailable, UniqueViolation
 
 log = logging.getLogger("otherix.api")
 
 JSON_UTF8 = "application/json; charset=utf-8"
+#: ``Retry-After`` while the database does not answer, and once its file is lost
+#: (that lasts until an operator restores it and restarts the server).
+RETRY_AFTER_OUTAGE = 2
+RETRY_AFTER_LOST = 30
 
 
 def error_response(exc: OtherixError, status: int | None = None) -> JSONResponse:
     return JSONResponse(exc.envelope(), status_code=status or exc.http_status, media_type=JSON_UTF8)
+
+
+def store_unavailable(exc: StoreUnavailable, request_id: str) -> JSONResponse:
+    """The 503 ``store_unavailable`` answer, with ``Retry-After``."""
+    if isinstance(exc, StoreLost):
+        retry = RETRY_AFTER_LOST
+        err = DatabaseUnavailable(
+            "the database file was deleted or replaced under the running server; "
+            "restore it and restart the server",
+            {"reason": "database_lost", "retry_after_seconds": retry, "request_id": request_id},
+        )
+    else:
+        retry = RETRY_AFTER_OUTAGE
+        err = DatabaseUnavailable(
+            "the database is unavailable; retry",
+            {"retry_after_seconds": retry, "request_id": request_id},
+        )
+    response = error_response(err)
+    response.headers["Retry-After"] = str(retry)
+    return response
 
 
 def _request_id(request: Request) -> str:
@@ -53,6 +81,22 @@ def _validation_details(exc: RequestValidationError) -> dict[str, Any]:
     return {"fields": fields}
 
 
+def _install_store(app: FastAPI) -> None:
+    @app.exception_handler(UniqueViolation)
+    async def _unique(_request: Request, _exc: UniqueViolation) -> JSONResponse:
+        return error_response(Conflict("the resource already exists"))
+
+    @app.exception_handler(ForeignKeyViolation)
+    async def _fk(_request: Request, _exc: ForeignKeyViolation) -> JSONResponse:
+        return error_response(Conflict("a referenced resource changed concurrently; retry"))
+
+    @app.exception_handler(StoreUnavailable)
+    async def _unavailable(request: Request, exc: StoreUnavailable) -> JSONResponse:
+        if not isinstance(exc, StoreLost):  # a lost file was logged once, when it was found
+            log.error("store unavailable (request %s): %s", _request_id(request), exc)
+        return store_unavailable(exc, _request_id(request))
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(OtherixError)
     async def _otherix(_request: Request, exc: OtherixError) -> JSONResponse:
@@ -64,6 +108,10 @@ def install(app: FastAPI) -> None:
         if errors and errors[0].get("type") == "json_invalid":
             return error_response(ValidationFailed("invalid request body: malformed JSON"))
         return error_response(ValidationFailed("invalid request", _validation_details(exc)))
+
+    @app.exception_handler(HeldKey)
+    async def _held(_request: Request, exc: HeldKey) -> Response:
+        return exc.response()  # a replay, or why the key cannot run now
 
     @app.exception_handler(BodyTooLarge)
     async def _too_large(request: Request, _exc: BodyTooLarge) -> JSONResponse:
@@ -86,21 +134,7 @@ def install(app: FastAPI) -> None:
             return error_response(ValidationFailed(str(exc.detail)))
         return error_response(Internal(str(exc.detail)), exc.status_code)
 
-    @app.exception_handler(UniqueViolation)
-    async def _unique(_request: Request, _exc: UniqueViolation) -> JSONResponse:
-        return error_response(Conflict("the resource already exists"))
-
-    @app.exception_handler(ForeignKeyViolation)
-    async def _fk(_request: Request, _exc: ForeignKeyViolation) -> JSONResponse:
-        return error_response(Conflict("a referenced resource changed concurrently; retry"))
-
-    @app.exception_handler(StoreUnavailable)
-    async def _unavailable(request: Request, exc: StoreUnavailable) -> JSONResponse:
-        log.error("store unavailable (request %s): %s", _request_id(request), exc)
-        return error_response(
-            Internal("the database is unavailable; retry", {"request_id": _request_id(request)}),
-            503,
-        )
+    _install_store(app)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -1,23 +1,38 @@
 """``Idempotency-Key`` for mutating endpoints (contract 1.1 and 3.11).
 
-The same key with the same request (method, path, body) within 24 h replays
-the first answer byte for byte; the same key with a different request gets
-409 ``idempotency_key_mismatch``. Keys are scoped to the caller's credential
-(sha256 of the Authorization header), so two users cannot collide. Answers of
-500 and above, and 401/403/429, are not cached: the client should retry them.
-Login, refresh, node join, join-token creation and the agent endpoints are
-exempt.
+The same key with the same request (method, path, query, body) within 24 h
+replays the first answer; the same key with a different request gets 409
+``idempotency_key_mismatch``. Answers of 500 and above, and 401/403/429, are
+not stored: the client should retry them.
 
-The first request claims its key (a pending row, committed before the route
-runs), so a second request with the same key while the first still runs gets
-409 ``conflict`` (``details.reason: "idempotency_key_in_progress"``) instead
-of running twice. The answer is stored into the claim when the route has
-answered. A claim left by a server that died mid-request is taken over: at
-once on SQLite (one process: a claim by an earlier process is dead), after
-``server.idempotency_claim_timeout`` on PostgreSQL. The route's own commit
-and the stored answer are separate transactions, so a retry after such a
-crash runs the request again (a create then answers 409 ``conflict``: the
-object exists once).
+Who a key answers. The key is looked up only once the request has
+authenticated and is authorised: the route guard (``deps.require``) calls
+:func:`claim` after its permission check, and keys are scoped to the user id.
+So a revoked token, a deleted user or a role that lost the permission gets the
+401/403 any request of theirs gets, and another user's requests never meet
+the key. Routes without a user principal ignore the key: login, refresh and
+node join (public) and the agent endpoints (node credential).
+
+Secrets. An answer that carries a secret (an ``otx…_`` token, or a field named
+like one: API token, join token, node credential, re-enrol token) is stored
+with the secret replaced by ``null``; a replay returns the same status and
+object with ``Idempotent-Replay-Withheld`` naming the fields. The secret is
+shown once, in the first answer, as it is everywhere else.
+
+Claims. The first request claims its key (a pending row, committed before the
+route runs), so a second request with the key while the first still runs gets
+409 ``conflict`` (``details.reason: "idempotency_key_in_progress"``) instead of
+running twice; the answer is stored into the claim when the route has
+answered. A claim whose request gave no answer to replay is released. When the
+release itself fails (the store is down), the claim is abandoned, not stuck:
+this server knows which of its claims are still in flight (``api/claims.py``)
+and takes an abandoned one over at the next request with its key, and the
+``store-watch`` worker retries the release until the store answers. A claim of
+a server that died is taken over at once on SQLite (one process) and after
+``server.idempotency_claim_timeout`` on PostgreSQL. The route's commit and the
+stored answer are separate transactions, so a retry after such a crash runs
+the request again (a create then answers 409 ``conflict``: the object exists
+once).
 """
 
 from __future__ import annotations
@@ -25,46 +40,196 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import anyio
+from fastapi import Request
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from otherix.api.deps import Deps
-from otherix.errors import Conflict, IdempotencyKeyMismatch, ValidationFailed
+from otherix.api.deps import Deps, deps_of
+from otherix.errors import Conflict, IdempotencyKeyMismatch, OtherixError, ValidationFailed
+from otherix.models.withhold import withhold
 from otherix.store import StoreError, UniqueViolation
-from otherix.store import settings as qs
+from otherix.store import idempotency as qi
 
-MUTATING = {b"POST", b"PUT", b"PATCH", b"DELETE", "POST", "PUT", "PATCH", "DELETE"}
-EXEMPT_PREFIXES = ("/v1/auth/login", "/v1/auth/refresh", "/v1/nodes/join")
+MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
 TTL = timedelta(hours=24)
-log = logging.getLogger(__name__)
 UNCACHED = {401, 403, 429}
-#: ``status_code`` of a claimed key whose first request has not answered yet;
-#: its ``content_type`` names the claiming process (``claimed-by:<boot id>``).
-PENDING = 0
-CLAIMANT = f"claimed-by:{uuid.uuid4().hex}"
+PENDING = qi.PENDING
+REPLAY_HEADER = "Idempotent-Replay"
+WITHHELD_HEADER = "Idempotent-Replay-Withheld"
+#: seconds between two passes of the ``store-watch`` worker (file check, releases)
+STORE_WATCH_INTERVAL = 1.0
+log = logging.getLogger(__name__)
 
 
-def _exempt(path: str) -> bool:
-    if path.startswith(EXEMPT_PREFIXES) or not path.startswith("/v1/"):
-        return True
-    return path.endswith(("/heartbeat", "/watch")) or "/agent/" in path
+@dataclass
+class Ticket:
+    """A request with a key, from the middleware to the guard and back."""
+
+    key: str
+    request_hash: str
+    principal: str | None = None  # set once this request holds the claim
+    token: str = ""
 
 
-async def _send_error(send: Send, status: int, envelope: dict[str, Any]) -> None:
-    body = json.dumps(envelope).encode()
+class HeldKey(Exception):
+    """The key is held by an earlier request: the answer to send instead of running."""
+
+    def __init__(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+        self.status, self.body, self.headers = status, body, headers
+        super().__init__(status)
+
+    def response(self) -> Response:
+        return Response(self.body, status_code=self.status, headers=self.headers)
+
+
+def _error(exc: OtherixError, **headers: str) -> HeldKey:
+    body = json.dumps(exc.envelope()).encode()
+    return HeldKey(
+        exc.http_status, body, {"content-type": "application/json; charset=utf-8", **headers}
+    )
+
+
+def _held_answer(row: dict[str, Any], request_hash: str) -> HeldKey:
+    if row["request_hash"] != request_hash:
+        return _error(IdempotencyKeyMismatch())
+    if row["status_code"] == PENDING:
+        busy = Conflict(
+            "a request with this Idempotency-Key is still in progress; retry when it has finished",
+            {"reason": "idempotency_key_in_progress", "retry_after_seconds": 1},
+        )
+        return _error(busy, **{"retry-after": "1"})
+    headers = {"content-type": row["content_type"], REPLAY_HEADER: "true"}
+    if row.get("withheld"):
+        headers[WITHHELD_HEADER] = row["withheld"]
+    return HeldKey(row["status_code"], row["body"], headers)
+
+
+def _running(ticket: Ticket) -> dict[str, Any]:
+    """A claim that is being written right now (its row is not visible yet)."""
+    return {"request_hash": ticket.request_hash, "status_code": PENDING}
+
+
+def _alive(deps: Deps, row: dict[str, Any], now: datetime) -> bool:
+    if row["status_code"] != PENDING:
+        return bool(row["created_at"] > now - TTL)
+    if deps.claims.mine(row["content_type"]):
+        return False  # ours and not in flight (the caller entered it): abandoned
+    if deps.db.backend == "sqlite":
+        return False  # one process: a claim of an earlier process is dead
+    timeout = timedelta(seconds=deps.settings.server.idempotency_claim_timeout)
+    return bool(row["created_at"] > now - timeout)
+
+
+def _claim_row(deps: Deps, ticket: Ticket, pk: tuple[str, str]) -> dict[str, Any] | None:
+    """Claim the key with a pending row, or return the row that holds it."""
+    principal, key = pk
+    now = deps.clock.now()
+    try:
+        with deps.db.write() as conn:
+            row = qi.get(conn, principal, key)
+            if row is not None:
+                if _alive(deps, row, now):
+                    return row
+                qi.delete(conn, principal, key)  # expired or abandoned: take it over
+            qi.insert_claim(conn, principal, key, ticket.request_hash, ticket.token, now)
+    except UniqueViolation:  # a concurrent request claimed it first (PostgreSQL)
+        with deps.db.read() as conn:
+            return qi.get(conn, principal, key) or _running(ticket)
+    deps.claims.forget_release(pk)  # the row it was owed for is gone
+    return None
+
+
+def claim(request: Request, user_id: str) -> None:
+    """Called by the route guard once the user is authenticated and authorised:
+    claim the request's key for this user, or raise :class:`HeldKey` with the
+    answer of the request that holds it. No key: nothing to do."""
+    ticket: Ticket | None = getattr(request.state, "idempotency", None)
+    if ticket is None or ticket.principal is not None:
+        return
+    deps = deps_of(request)
+    pk = (f"user:{user_id}", ticket.key)
+    if not deps.claims.enter(pk):  # a request of this server runs it right now
+        with deps.db.read() as conn:
+            running = qi.get(conn, *pk) or _running(ticket)
+        raise _held_answer(running, ticket.request_hash)
+    ticket.token = deps.claims.token()
+    try:
+        row = _claim_row(deps, ticket, pk)
+    except BaseException:
+        deps.claims.leave(pk)
+        raise
+    if row is not None:
+        deps.claims.leave(pk)
+        raise _held_answer(row, ticket.request_hash)
+    ticket.principal = pk[0]
+
+
+def _finish(deps: Deps, ticket: Ticket, status: int | None, ctype: str, body: bytes) -> None:
+    """Store the answer into the claim, or release the claim when there is no
+    answer to replay (``status`` None: the route failed or was cancelled). A
+    release that fails on a store error is owed and retried by the worker."""
+    assert ticket.principal is not None
+    pk = (ticket.principal, ticket.key)
+    store = status is not None and status < 500 and status not in UNCACHED
+    try:
+        with deps.db.write() as conn:
+            if store:
+                assert status is not None
+                stored, fields = withhold(body, ctype)
+                kept = qi.complete(
+                    conn,
+                    *pk,
+                    ticket.token,
+                    status_code=status,
+                    content_type=ctype,
+                    body=stored,
+                    withheld=",".join(fields)[:255] or None,
+                )
+            else:
+                kept = qi.release(conn, *pk, ticket.token)
+        if not kept:
+            log.warning("Idempotency-Key claim %r was taken over before its answer", ticket.key)
+    except StoreError:
+        # The answer stands; the claim is abandoned: taken over by the next
+        # request with this key here, released by the worker when the store is back.
+        deps.claims.owe_release(pk, ticket.token)
+        log.warning("could not %s an Idempotency-Key claim", "store" if store else "release")
+    finally:
+        deps.claims.leave(pk)
+
+
+def retry_releases(deps: Deps) -> int:
+    """Release claims owed since a store error (the ``store-watch`` worker); the count."""
+    done = 0
+    for pk, token in deps.claims.owed():
+        if deps.claims.running(pk):
+            continue  # taken over by a request that is running now
+        try:
+            with deps.db.write() as conn:
+                qi.release(conn, *pk, token)
+        except StoreError:
+            return done  # still down: next pass
+        deps.claims.forget_release(pk)
+        done += 1
+    return done
+
+
+async def _send_error(send: Send, exc: OtherixError) -> None:
+    held = _error(exc)
     await send(
         {
             "type": "http.response.start",
-            "status": status,
-            "headers": [(b"content-type", b"application/json; charset=utf-8")],
+            "status": held.status,
+            "headers": [(k.encode(), v.encode()) for k, v in held.headers.items()],
         }
     )
-    await send({"type": "http.response.body", "body": body})
+    await send({"type": "http.response.body", "body": held.body})
 
 
 async def _read_body(receive: Receive) -> bytes:
@@ -74,20 +239,6 @@ async def _read_body(receive: Receive) -> bytes:
         chunks.append(msg.get("body", b""))
         if not msg.get("more_body", False):
             return b"".join(chunks)
-
-
-async def _replay(send: Send, cached: dict[str, Any]) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": cached["status_code"],
-            "headers": [
-                (b"content-type", cached["content_type"].encode()),
-                (b"idempotent-replay", b"true"),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": cached["body"]})
 
 
 class _Capture:
@@ -125,76 +276,19 @@ class _Capture:
 
 
 def _key_of(scope: Scope) -> str | None:
-    if scope["type"] != "http" or scope["method"] not in MUTATING or _exempt(scope["path"]):
+    if scope["type"] != "http" or scope["method"] not in MUTATING:
+        return None
+    if not scope["path"].startswith("/v1/"):
         return None
     headers = dict(scope.get("headers") or [])
     return headers.get(b"idempotency-key", b"").decode("latin-1") or None
 
 
-def _claim(
-    deps: Deps, principal: str, key: str, request_hash: str, now: datetime
-) -> dict[str, Any] | None:
-    """Claim the key with a pending row, or return the row that holds it."""
-    try:
-        with deps.db.write() as conn:
-            row = qs.get_idempotent(conn, principal, key)
-            if row is not None:
-                if row["status_code"] != PENDING:
-                    alive = row["created_at"] > now - TTL
-                elif deps.db.backend == "sqlite":
-                    alive = row["content_type"] == CLAIMANT
-                else:
-                    timeout = timedelta(seconds=deps.settings.server.idempotency_claim_timeout)
-                    alive = row["created_at"] > now - timeout
-                if alive:
-                    return row
-                qs.delete_idempotent(conn, principal, key)  # expired or abandoned
-            qs.put_idempotent(
-                conn,
-                {
-                    "principal": principal,
-                    "key": key,
-                    "request_hash": request_hash,
-                    "status_code": PENDING,
-                    "content_type": CLAIMANT,
-                    "body": b"",
-                    "created_at": now,
-                },
-            )
-            return None
-    except UniqueViolation:  # a concurrent request claimed it first (PostgreSQL)
-        with deps.db.read() as conn:
-            return qs.get_idempotent(conn, principal, key)
-
-
-async def _answer_for_held(send: Send, held: dict[str, Any], request_hash: str) -> None:
-    if held["request_hash"] != request_hash:
-        await _send_error(send, 409, IdempotencyKeyMismatch().envelope())
-    elif held["status_code"] == PENDING:
-        busy = Conflict(
-            "a request with this Idempotency-Key is still in progress; retry when it has finished",
-            {"reason": "idempotency_key_in_progress", "retry_after_seconds": 1},
-        )
-        await _send_error(send, 409, busy.envelope())
-    else:
-        await _replay(send, held)
-
-
-def _finish(deps: Deps, principal: str, key: str, capture: _Capture | None) -> None:
-    """Store the answer into the claim, or drop the claim when the answer is not
-    to be replayed or there was none: a retry then runs again."""
-    try:
-        with deps.db.write() as conn:
-            if capture is None or capture.status >= 500 or capture.status in UNCACHED:
-                qs.delete_idempotent(conn, principal, key)
-            else:
-                body = b"".join(capture.body)
-                qs.complete_idempotent(conn, principal, key, capture.status, capture.ctype, body)
-    except StoreError:  # the answer stands; only its replay copy is lost
-        log.warning("could not store the Idempotency-Key answer", exc_info=True)
-
-
 class IdempotencyMiddleware:
+    """Hands the key to the route guard (a :class:`Ticket` in ``request.state``),
+    and stores the answer of a request whose guard claimed the key. It never
+    reads the store before the request is authenticated."""
+
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
@@ -204,24 +298,17 @@ class IdempotencyMiddleware:
             await self.app(scope, receive, send)
             return
         if len(key) > 255:
-            err = ValidationFailed("Idempotency-Key must be at most 255 characters")
-            await _send_error(send, 400, err.envelope())
+            too_long = ValidationFailed("Idempotency-Key must be at most 255 characters")
+            await _send_error(send, too_long)
             return
         body = await _read_body(receive)
-        auth = dict(scope.get("headers") or []).get(b"authorization", b"")
-        principal = hashlib.sha256(auth).hexdigest()
         target = scope["path"].encode() + b"?" + scope.get("query_string", b"")
         request_hash = hashlib.sha256(
             scope["method"].encode() + b" " + target + b"\n" + body
         ).hexdigest()
-        deps = scope["app"].state.deps
-        now = deps.clock.now()
-
-        held = await anyio.to_thread.run_sync(_claim, deps, principal, key, request_hash, now)
-        if held is not None:
-            await _answer_for_held(send, held, request_hash)
-            return
-
+        ticket = Ticket(key, request_hash)
+        scope.setdefault("state", {})["idempotency"] = ticket
+        deps: Deps = scope["app"].state.deps
         delivered = False
         finished = False
 
@@ -235,11 +322,15 @@ class IdempotencyMiddleware:
         async def on_complete(capture: _Capture) -> None:
             nonlocal finished
             finished = True
-            await anyio.to_thread.run_sync(_finish, deps, principal, key, capture)
+            if ticket.principal is not None:
+                answer = b"".join(capture.body)
+                await anyio.to_thread.run_sync(
+                    _finish, deps, ticket, capture.status, capture.ctype, answer
+                )
 
         try:
             await self.app(scope, replay_receive, _Capture(send, on_complete))
         finally:
-            if not finished:  # the route failed or was cancelled before answering
+            if not finished and ticket.principal is not None:  # failed or cancelled
                 with anyio.CancelScope(shield=True):
-                    await anyio.to_thread.run_sync(_finish, deps, principal, key, None)
+                    await anyio.to_thread.run_sync(_finish, deps, ticket, None, "", b"")

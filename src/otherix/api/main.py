@@ -1,10 +1,13 @@
 """``otherix-api``: ``serve``, ``migrate`` and ``quickstart`` (composition root).
 
 ``serve`` loads settings (defaults < ``--config`` YAML < ``OTHERIX_`` env <
-flags), opens the store, runs migrations, creates the bootstrap admin from
+flags), checks the data directory against its database (``datadir``: a data
+directory whose database was lost refuses to start unless ``--init``), opens
+the store, runs migrations, creates the bootstrap admin from
 ``OTHERIX_BOOTSTRAP_ADMIN_USERNAME``/``_PASSWORD``, and serves until SIGTERM
 or SIGINT, which drain in-flight requests (long-poll watches are answered at
-once) and exit 0.
+once) and exit 0. A server whose SQLite file was deleted or replaced while it
+ran exits 1 without closing the database (:func:`exit_if_lost`).
 """
 
 from __future__ import annotations
@@ -20,10 +23,17 @@ import uvicorn
 
 from otherix import __version__
 from otherix.api.app import create_app
-from otherix.api.bootstrap import bootstrap_admin_from_env, ensure_admin, load_settings, open_deps
+from otherix.api.bootstrap import (
+    bootstrap_admin_from_env,
+    ensure_admin,
+    load_settings,
+    open_deps,
+    open_store,
+)
+from otherix.api.datadir import DataDirMismatch
 from otherix.api.deps import Deps
 from otherix.config import ConfigError
-from otherix.store import Database, StoreError
+from otherix.store import StoreError
 from otherix.store.migrate import current_revision, upgrade
 
 
@@ -63,6 +73,30 @@ def run_server(deps: Deps) -> None:
     make_server(deps).run()
 
 
+def exit_if_lost(deps: Deps) -> None:
+    """After serving: a lost SQLite file is never closed (closing would checkpoint
+    into it and unlink its WAL by name, which may belong to a restored database
+    now), so the process ends here, without the interpreter's clean-up."""
+    if deps.db.lost is None:
+        return
+    logging.getLogger("otherix.api").error(
+        "exiting without closing the lost database (%s); restore it and start again",
+        deps.db.lost,
+    )
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(1)
+
+
+INIT_HELP = (
+    "Start even though the data directory was initialised before and its database is "
+    "missing, empty or another cluster's: a missing or empty database becomes a new, "
+    "empty cluster, and the data directory's marker is rewritten. Without it such a "
+    "start is refused, so a lost database is restored instead of silently replaced."
+)
+
+
 def _settings(config_file: Path | None, overrides: dict[str, Any]) -> Any:
     try:
         return load_settings(config_file, os.environ, overrides)
@@ -93,20 +127,32 @@ def cli() -> None:
 @click.option(
     "--database-url", help="sqlite:///PATH or postgresql+psycopg://... (overrides database.url)."
 )
+@click.option("--init", is_flag=True, help=INIT_HELP)
 def serve(
-    config_file: Path | None, data_dir: Path | None, listen: str | None, database_url: str | None
+    config_file: Path | None,
+    data_dir: Path | None,
+    listen: str | None,
+    database_url: str | None,
+    init: bool,
 ) -> None:
-    """Run the control plane until SIGTERM/SIGINT."""
+    """Run the control plane until SIGTERM/SIGINT.
+
+    \b
+    Example:
+      otherix-api serve --data-dir /var/lib/otherix/api --listen 0.0.0.0:8080
+      otherix-api serve --data-dir /var/lib/otherix/api --init   # after losing the database
+    """
     settings = _settings(
         config_file, {"data_dir": data_dir, "server.listen": listen, "database.url": database_url}
     )
     try:
         admin = bootstrap_admin_from_env(os.environ)
-        deps = open_deps(settings)
+        deps = open_deps(settings, init=init)
         ensure_admin(deps, admin)
-    except (ConfigError, StoreError) as exc:
+    except (ConfigError, StoreError, DataDirMismatch) as exc:
         raise click.ClickException(str(exc)) from exc
     run_server(deps)
+    exit_if_lost(deps)
     deps.db.close()
 
 
@@ -117,8 +163,10 @@ def serve(
 def migrate(config_file: Path | None, data_dir: Path | None, database_url: str | None) -> None:
     """Apply pending database migrations and exit."""
     settings = _settings(config_file, {"data_dir": data_dir, "database.url": database_url})
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    db = Database(settings.database_url)
+    try:
+        db, _ = open_store(settings)  # the same data-directory check as serve
+    except (StoreError, DataDirMismatch) as exc:
+        raise click.ClickException(str(exc)) from exc
     try:
         upgrade(db)
         click.echo(f"database at revision {current_revision(db)}")
@@ -138,8 +186,9 @@ def migrate(config_file: Path | None, data_dir: Path | None, database_url: str |
 @click.option("--listen", default="127.0.0.1:8080", show_default=True, help="HOST:PORT.")
 @click.option("--node-name", default=None, help="Name of the local node (default: hostname).")
 @click.option("--config", "config_file", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--init", is_flag=True, help=INIT_HELP)
 def quickstart(
-    data_dir: Path | None, listen: str, node_name: str | None, config_file: Path | None
+    data_dir: Path | None, listen: str, node_name: str | None, config_file: Path | None, init: bool
 ) -> None:
     """Run a single-node cluster: control plane on SQLite plus a local agent.
 
@@ -153,7 +202,11 @@ def quickstart(
     from otherix.api import quickstart as qs
 
     qs.run(
-        data_dir or qs.default_data_dir(), listen, node_name or socket.gethostname(), config_file
+        data_dir or qs.default_data_dir(),
+        listen,
+        node_name or socket.gethostname(),
+        config_file,
+        init=init,
     )
 
 

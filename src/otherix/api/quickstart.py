@@ -4,7 +4,10 @@ Starts the control plane on SQLite in ``--data-dir`` and a local agent
 enrolled automatically, creates the bootstrap admin on the first run (its
 password is printed once and never stored), and writes a CLI context
 ``local`` through ``otherix config add cluster``. Running it again reuses the
-same data. Ctrl-C (or SIGTERM) stops both cleanly.
+same data. Ctrl-C (or SIGTERM) stops both cleanly. A data directory whose
+database was lost is refused, as ``serve`` refuses it; ``--init`` starts a new,
+empty cluster there and moves the old agent's state aside (its credential
+belongs to the lost cluster), so the local node joins the new one.
 
 Pool paths: as root the allowlist stays ``/var/lib/otherix/pools/``; as
 another user it becomes ``{data_dir}/pools/`` so nothing needs privileges.
@@ -26,6 +29,7 @@ from typing import Any
 
 import click
 
+from otherix.api import datadir
 from otherix.api.bootstrap import load_settings, open_deps
 from otherix.api.deps import Deps
 from otherix.api.services import nodes, users
@@ -125,11 +129,30 @@ def _start_agent(settings: ApiSettings, agent_dir: Path) -> subprocess.Popen[byt
     return subprocess.Popen(cmd, env=_agent_env(settings))  # noqa: S603
 
 
-def run(data_dir: Path, listen: str, node_name: str, config_file: Path | None) -> None:
-    from otherix.api.main import make_server
+def _open(settings: ApiSettings, init: bool) -> Deps:
+    try:
+        previous = datadir.read_marker(settings.data_dir)
+    except datadir.DataDirMismatch:
+        previous = None
+    try:
+        deps = open_deps(settings, init=init)
+    except datadir.DataDirMismatch as exc:
+        raise click.ClickException(str(exc)) from exc
+    agent_dir = settings.data_dir / "agent"
+    if init and previous not in (None, deps.cluster_id) and agent_dir.exists():
+        aside = agent_dir.with_name(f"agent.before-init-{int(time.time())}")
+        agent_dir.rename(aside)
+        click.echo(f"--init: the old agent state of cluster {previous} moved to {aside}", err=True)
+    return deps
+
+
+def run(
+    data_dir: Path, listen: str, node_name: str, config_file: Path | None, *, init: bool = False
+) -> None:
+    from otherix.api.main import exit_if_lost, make_server
 
     settings = settings_for(data_dir, listen, config_file)
-    deps = open_deps(settings)
+    deps = _open(settings, init)
     password = ensure_admin(deps)
     host = settings.server.host if settings.server.host not in ("0.0.0.0", "::") else "127.0.0.1"  # noqa: S104
     url = f"http://{host}:{settings.server.port}"
@@ -165,6 +188,7 @@ def run(data_dir: Path, listen: str, node_name: str, config_file: Path | None) -
                 proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 proc.kill()
+        exit_if_lost(deps)
         deps.db.close()
     if failed:
         raise click.ClickException(f"quickstart failed: {failed[0]}")

@@ -10,8 +10,16 @@ from otherix.store.engine import Database
 from otherix.store.errors import (
     ForeignKeyViolation,
     StoreError,
+    StoreLost,
     StoreUnavailable,
     UniqueViolation,
 )
 
-__all__ = ["Database", "ForeignKeyViolation", "StoreError", "StoreUnavailable", "UniqueViolation"]
+__all__ = [
+    "Database",
+    "ForeignKeyViolation",
+    "StoreError",
+    "StoreLost",
+    "StoreUnavailable",
+    "UniqueViolation",
+]

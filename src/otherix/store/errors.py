@@ -52,3 +52,8 @@ def translate(exc: sa_exc.DBAPIError) -> StoreError:
     if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError):
         return StoreUnavailable(text)
     return StoreError(text)
+
+
+class StoreLost(StoreUnavailable):
+    """The SQLite database file was deleted or replaced under the running process;
+    nothing is read or written until a restart."""

@@ -115,6 +115,8 @@ idempotency_keys = sa.Table(
     sa.Column("status_code", sa.Integer, nullable=False),
     sa.Column("content_type", sa.String(100), nullable=False),
     sa.Column("body", sa.LargeBinary, nullable=False),
+    #: comma-separated fields of the stored answer whose secret was removed
+    sa.Column("withheld", sa.String(255), nullable=True),
     _ts("created_at"),
 )
 

@@ -1,4 +1,5 @@
-"""``/healthz`` (process up, version), ``/readyz`` (store reachable), ``/metrics``."""
+"""``/healthz`` (process up, version), ``/readyz`` (store reachable, and on SQLite
+its file still the one the server opened), ``/metrics``."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from otherix import __version__
 from otherix.api.deps import Deps, get_deps, public
+from otherix.api.errors import store_unavailable
+from otherix.store import StoreError, StoreLost, StoreUnavailable
 
 router = APIRouter(tags=["health"])
 
@@ -20,12 +23,20 @@ def healthz() -> dict[str, Any]:
 
 
 @router.get("/readyz", operation_id="readyz", dependencies=[Depends(public)])
-def readyz(deps: Deps = Depends(get_deps)) -> JSONResponse:
-    if deps.db.ping():
-        return JSONResponse({"status": "ready", "store": deps.db.backend})
-    return JSONResponse(
-        {"error": {"code": "internal", "message": "store unreachable"}}, status_code=503
-    )
+def readyz(request: Request, deps: Deps = Depends(get_deps)) -> JSONResponse:
+    """200 when the store answers; else 503 ``store_unavailable`` with ``Retry-After``
+    (``details.reason: "database_lost"`` once the SQLite file was deleted or replaced)."""
+    try:
+        deps.db.check()
+        if deps.db.ping():
+            return JSONResponse({"status": "ready", "store": deps.db.backend})
+        lost = deps.db.lost
+        exc: StoreUnavailable = StoreLost(lost) if lost else StoreUnavailable("store unreachable")
+    except StoreUnavailable as found:
+        exc = found
+    except StoreError as other:
+        exc = StoreUnavailable(str(other))
+    return store_unavailable(exc, str(getattr(request.state, "request_id", "-")))
 
 
 @router.get(

@@ -1,7 +1,10 @@
-"""``Workers``: the API's background threads (liveness, heartbeat flush, VM scheduler).
+"""``Workers``: the API's background threads (liveness, heartbeat flush, VM scheduler,
+and the store watch: is the SQLite file still there, and Idempotency-Key claims
+that could not be released while the store was down).
 
 Each loop runs on an interval and can be woken early; an exception in one
-pass is logged and the loop goes on.
+pass is logged and the loop goes on. A store outage is logged once per loop
+when it starts and once when it ends, not with a traceback every pass.
 """
 
 from __future__ import annotations
@@ -10,9 +13,11 @@ import logging
 import threading
 from collections.abc import Callable
 
+from otherix.api import idempotency
 from otherix.api.deps import Deps
 from otherix.api.workers.liveness import flush_heartbeats, liveness_pass
 from otherix.api.workers.scheduler import PERIOD, SchedulerWake, paced_pass
+from otherix.store import StoreError, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -31,15 +36,36 @@ class Loop:
         self.wake = wake or threading.Event()
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self.store_down = False
 
     def _run(self) -> None:
         while not self.stop.is_set():
             try:
                 self.step()
+            except StoreUnavailable as exc:
+                if not self.store_down:
+                    log.warning("worker %s: the store is unavailable (%s)", self.name, exc)
+                self.store_down = True
             except Exception:
                 log.exception("worker %s pass failed", self.name)
+            else:
+                if self.store_down:
+                    log.info("worker %s: the store answers again", self.name)
+                self.store_down = False
             self.wake.wait(self.interval)
             self.wake.clear()
+
+
+def store_watch(deps: Deps) -> None:
+    """One ``stat`` of the SQLite file (a lost file is logged once, by the store),
+    then a retry of claim releases that failed while the store was down."""
+    if deps.db.lost is not None:
+        return
+    try:
+        deps.db.check()
+    except StoreError:
+        return
+    idempotency.retry_releases(deps)
 
 
 class Workers:
@@ -51,6 +77,7 @@ class Workers:
             Loop("heartbeat-flush", hb.flush_interval, lambda: flush_heartbeats(deps)),
             Loop("liveness", min(hb.interval, hb.stale_threshold / 3), lambda: liveness_pass(deps)),
             Loop("scheduler", PERIOD, paced_pass(deps), wake=wake.event),
+            Loop("store-watch", idempotency.STORE_WATCH_INTERVAL, lambda: store_watch(deps)),
         ]
 
     def start(self) -> None:

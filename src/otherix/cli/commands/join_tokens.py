@@ -55,6 +55,14 @@ def create(ttl: str, max_uses: int, description: str, output: str) -> None:
         raise CliError(f"--ttl: {exc}") from exc
     ctx = get_context()
     created = ctx.client().create_join_token(seconds, max_uses, description)
+    if not created.get("token"):
+        # an Idempotency-Key replay: the secret was shown once and is not kept
+        tid = created.get("id", "")
+        raise CliError(
+            f"join token {tid} was already created by an earlier request with this "
+            "Idempotency-Key, and its secret is shown only once: delete it with "
+            f"'otherix node join-token delete {tid}' and create a new one"
+        )
     if fmt == "json":
         ctx.write(render_object(created, fmt))
     else:

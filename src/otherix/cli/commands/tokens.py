@@ -116,6 +116,14 @@ def create_token(
             raise CliError(f"--expires-in: {exc}") from exc
         expires_at = (ctx.now() + timedelta(seconds=seconds)).isoformat()
     created = ctx.client().create_token(name, expires_at, user=user_ref)
+    if not created.get("token"):
+        # an Idempotency-Key replay: the secret was shown once and is not kept
+        tid = created.get("id", "")
+        raise CliError(
+            f"token {tid} was already created by an earlier request with this "
+            "Idempotency-Key, and its secret is shown only once: revoke it with "
+            f"'otherix token revoke {tid}' and create a new one"
+        )
     if fmt == "json":
         ctx.write(render_object(created, fmt))
     else:

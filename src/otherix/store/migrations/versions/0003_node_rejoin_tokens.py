@@ -5,9 +5,9 @@ Adds ``node_rejoin_tokens``: at most one one-time re-enrol token per node
 node. A new table only: existing rows of every other table are untouched and
 stay valid, and no node has a re-enrol token until an admin makes one.
 
-Revision ID: 0003_agentback
+Revision ID: 0003
 Revises: 0002
-Create Date: 2026-12-10
+Create Date: 2026-12-02
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from alembic import op
 
 import otherix.store.schema
 
-revision = "0003_agentback"
+revision = "0003"
 down_revision = "0002"
 branch_labels = None
 depends_on = None
