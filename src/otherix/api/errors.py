@@ -6,6 +6,8 @@
 - Starlette's 404/405 become ``not_found`` / ``method_not_allowed``.
 - Store errors that escaped a service: unique/FK violations become 409
   ``conflict``; an unavailable database becomes 503 ``internal`` (retryable).
+- A ``RateLimited`` answer with ``details.retry_after_seconds`` carries the
+  same figure in a ``Retry-After`` header.
 - Anything else is logged with the request id and answered 500 ``internal``
   without a stack trace.
 """
@@ -27,6 +29,7 @@ from otherix.errors import (
     MethodNotAllowed,
     NotFound,
     OtherixError,
+    RateLimited,
     ValidationFailed,
 )
 from otherix.models.pagination import InvalidCursor
@@ -38,7 +41,16 @@ JSON_UTF8 = "application/json; charset=utf-8"
 
 
 def error_response(exc: OtherixError, status: int | None = None) -> JSONResponse:
-    return JSONResponse(exc.envelope(), status_code=status or exc.http_status, media_type=JSON_UTF8)
+    headers = None
+    retry = (exc.details or {}).get("retry_after_seconds")
+    if isinstance(exc, RateLimited) and isinstance(retry, int):  # RFC 9110: delay-seconds
+        headers = {"Retry-After": str(max(0, retry))}
+    return JSONResponse(
+        exc.envelope(),
+        status_code=status or exc.http_status,
+        media_type=JSON_UTF8,
+        headers=headers,
+    )
 
 
 def _request_id(request: Request) -> str:

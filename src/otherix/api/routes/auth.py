@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+
 from fastapi import APIRouter, Depends, Request, Response
 
+from otherix.api import forwarded
 from otherix.api.deps import Deps, Principal, get_deps, public, require
 from otherix.api.services import auth, users
 from otherix.models.auth import (
@@ -30,10 +33,22 @@ TOKENS = require(Permission.API_TOKEN_MANAGE)
 ANY_USER = require(Permission.CLUSTER_READ)  # every role: "who am I"
 
 
+@functools.lru_cache(maxsize=8)
+def trusted_networks(values: tuple[str, ...]) -> tuple[forwarded.IPNetwork, ...]:
+    return forwarded.parse_networks(values)  # validated at start (settings)
+
+
 @router.post("/auth/login", operation_id="login", dependencies=[Depends(public)])
-def login(body: LoginRequest, request: Request, deps: Deps = Depends(get_deps)) -> TokenPair:
-    client = request.client.host if request.client else "-"
-    return auth.login(deps, body.username, body.password, client)
+async def login(body: LoginRequest, request: Request, deps: Deps = Depends(get_deps)) -> TokenPair:
+    # Async: the failed-login windows are checked on the event loop, the
+    # password in the bounded hash queue (api/loginguard.py).
+    client = forwarded.client_address(
+        request.client.host if request.client else "-",
+        request.headers.getlist("forwarded"),
+        request.headers.getlist("x-forwarded-for"),
+        trusted_networks(tuple(deps.settings.server.trusted_proxies)),
+    )
+    return await auth.login(deps, body.username, body.password, forwarded.limit_key(client))
 
 
 @router.post("/auth/refresh", operation_id="refresh", dependencies=[Depends(public)])
@@ -78,9 +93,15 @@ def get_user(user_id: str, deps: Deps = Depends(get_deps)) -> User:
     return users.get_user(deps, user_id)
 
 
-@router.patch("/users/{user_id}", operation_id="updateUser", dependencies=[Depends(MANAGE_USERS)])
-def update_user(user_id: str, body: UserUpdate, deps: Deps = Depends(get_deps)) -> User:
-    return users.update_user(deps, user_id, body)
+@router.patch("/users/{user_id}", operation_id="updateUser")
+def update_user(
+    user_id: str,
+    body: UserUpdate,
+    deps: Deps = Depends(get_deps),
+    me: Principal = Depends(MANAGE_USERS),
+) -> User:
+    """A new password, a new role or ``disabled: true`` ends the user's sessions."""
+    return users.update_user(deps, me, user_id, body)
 
 
 @router.delete("/users/{user_id}", operation_id="deleteUser", status_code=204)

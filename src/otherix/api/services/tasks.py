@@ -13,6 +13,11 @@ a cancel applies exactly one of them): ``RUNNING_HANDLERS`` on each
 ``RESULT_HANDLERS`` on success, ``FAILURE_HANDLERS`` on failure and on cancel.
 ``CANCELLABLE`` types can be cancelled while pending or running,
 ``CANCELLABLE_WHILE_PENDING`` types only before the agent starts them.
+
+What a user sees of a task (``get``, ``list_tasks``, ``cancel``) goes through
+``services.redaction``: a task's ``result`` and ``error`` are agent-reported
+and show a role exactly what the VM view shows it (no host ``file_path`` or
+host paths in messages for developers and viewers).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from typing import Any
 from sqlalchemy.engine import Connection
 
 from otherix.api.deps import AgentIdentity, Deps, Principal
+from otherix.api.services.redaction import redact
 from otherix.errors import Conflict, NotFound
 from otherix.models.common import AsyncTaskAccepted, TaskLinks
 from otherix.models.heartbeat import TaskUpdate
@@ -89,6 +95,12 @@ def accepted(task_id: str) -> AsyncTaskAccepted:
     )
 
 
+def task_view(principal: Principal, row: dict[str, Any]) -> Task:
+    """The task as ``principal`` may see it: agent-reported fields redacted."""
+    seen = {k: redact(principal, row[k]) for k in ("result", "error")}
+    return Task.model_validate({**row, **seen})
+
+
 def _visible(principal: Principal, row: dict[str, Any], permission: Permission) -> bool:
     scope = principal.scope(permission)
     return scope is Scope.ANY or (scope is Scope.OWN and row["created_by"] == principal.user_id)
@@ -99,7 +111,7 @@ def get(deps: Deps, principal: Principal, task_id: str) -> Task:
         row = qt.get_task(conn, task_id)
     if row is None or not _visible(principal, row, Permission.TASK_READ):
         raise NotFound("task not found")
-    return Task.model_validate(row)
+    return task_view(principal, row)
 
 
 def list_tasks(
@@ -111,7 +123,7 @@ def list_tasks(
     with deps.db.read() as conn:
         rows = qt.list_tasks(conn, after=after, limit=limit + 1, filters=filters)
     page, nxt = split_page(rows, limit)
-    return [Task.model_validate(r) for r in page], nxt
+    return [task_view(principal, r) for r in page], nxt
 
 
 def cancel(deps: Deps, principal: Principal, task_id: str) -> Task:
@@ -148,7 +160,7 @@ def cancel(deps: Deps, principal: Principal, task_id: str) -> Task:
         row = qt.get_task(conn, task_id) or row
     if row["node_id"]:
         deps.hub.publish([row["node_id"]])
-    return Task.model_validate(row)
+    return task_view(principal, row)
 
 
 def _run_hooks(
