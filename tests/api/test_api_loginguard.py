@@ -90,15 +90,15 @@ def test_the_hash_queue_refuses_when_full_and_says_when_to_retry():
     outcomes: list[object] = []
 
     async def main() -> None:
-        async def one() -> None:
+        async def one(client: str) -> None:
             try:
-                outcomes.append(await g.run_hash(release.wait))
+                outcomes.append(await g.run_hash(release.wait, client))
             except RateLimited as exc:
                 outcomes.append(exc.details)
 
         async with anyio.create_task_group() as tg:
-            for _ in range(3):
-                tg.start_soon(one)
+            for i in range(3):
+                tg.start_soon(one, f"c{i}")
             await anyio.sleep(0.2)
             assert len(outcomes) == 1  # the third, refused at once
             release.set()
@@ -106,6 +106,30 @@ def test_the_hash_queue_refuses_when_full_and_says_when_to_retry():
     anyio.run(main)
     assert outcomes[0] == {"retry_after_seconds": 1, "reason": "login_queue_full"}
     assert outcomes[1:] == [True, True]
+
+
+def test_one_client_holds_at_most_its_share_of_the_queue():
+    g = guard(Clock(), concurrency=1, queue=10, in_flight_per_client=2)
+    release = threading.Event()
+    outcomes: list[object] = []
+
+    async def main() -> None:
+        async def one(client: str) -> None:
+            try:
+                outcomes.append((client, await g.run_hash(release.wait, client)))
+            except RateLimited as exc:
+                outcomes.append((client, exc.details))
+
+        async with anyio.create_task_group() as tg:
+            for client in ("a", "a", "a", "b"):
+                tg.start_soon(one, client)
+            await anyio.sleep(0.2)
+            release.set()
+
+    anyio.run(main)
+    assert outcomes[0] == ("a", {"retry_after_seconds": 1, "reason": "login_client_busy"})
+    assert sorted(outcomes[1:]) == [("a", True), ("a", True), ("b", True)]
+    assert g._client_in_flight == {}  # every place given back
 
 
 def test_default_concurrency_leaves_a_core():

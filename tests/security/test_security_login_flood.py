@@ -89,23 +89,61 @@ def messages(answers: list[httpx.Response]) -> Counter[str]:
 def test_parallel_logins_for_50_user_names_from_one_client_hit_the_client_limit(
     tmp_path, reliability
 ):
-    # a queue long enough that only the windows refuse: the count is exact
-    with production_server(tmp_path, **{"auth.password_hash_queue": 100}) as srv:
+    with production_server(tmp_path) as srv:  # every limit at its default
         answers = parallel(50, lambda i: attempt(srv.url, f"user-{i}", "guess"))
         right = attempt(srv.url, *ADMIN)
+        # refused before the body is read: even a malformed one, on a kept-alive connection
+        with httpx.Client(base_url=srv.url, timeout=30) as keep_alive:
+            shielded = [
+                keep_alive.post("/v1/auth/login", content=b"{not json" * 1000) for _ in range(3)
+            ]
+            health = keep_alive.get("/healthz").status_code
     codes = Counter(r.status_code for r in answers)
+    reasons = Counter(
+        (r.json()["error"]["details"].get("reason"), r.json()["error"]["message"])
+        for r in answers
+        if r.status_code == 429
+    )
     reliability.record(
         "login flood: 50 user names in parallel from one client",
         injected=len(answers),
         survived=codes[429],
         checked=codes[401],
+        lost=max(0, codes[401] - 30) + sum(c for s, c in codes.items() if s not in (401, 429)),
+        detail="default limits: 30 failed a minute and 2 in flight per client; 401 = checked",
+    )
+    assert set(codes) <= {401, 429}, codes
+    assert codes[401] <= 30, codes
+    assert set(reasons) <= {
+        (None, CLIENT_LIMIT),
+        ("login_client_busy", "too many logins in progress from this address; retry shortly"),
+    }, reasons
+    assert all(r.headers["retry-after"].isdigit() for r in answers if r.status_code == 429)
+    # every attempt counted, refused or not: the address is blocked for every name now
+    assert (right.status_code, right.json()["error"]["message"]) == (429, CLIENT_LIMIT)
+    assert right.headers["retry-after"] == "60"
+    assert [(r.status_code, r.json()["error"]["message"]) for r in shielded] == [
+        (429, CLIENT_LIMIT)
+    ] * 3
+    assert health == 200
+
+
+def test_the_client_window_counts_exactly(tmp_path, reliability):
+    # no in-flight cap and a long queue, so that only the window refuses: the count is exact
+    settings = {"auth.password_hash_queue": 100, "auth.login_in_flight_per_client": 100}
+    with production_server(tmp_path, **settings) as srv:
+        answers = parallel(50, lambda i: attempt(srv.url, f"user-{i}", "guess"))
+    codes = Counter(r.status_code for r in answers)
+    reliability.record(
+        "login flood: 50 user names in parallel, window only",
+        injected=len(answers),
+        survived=codes[429],
+        checked=codes[401],
         lost=max(0, codes[401] - 30),
-        detail="auth.login_rate_per_client_per_minute 30 (default); 401 = a password checked",
+        detail="auth.login_rate_per_client_per_minute 30 (default)",
     )
     assert codes == {401: 30, 429: 20}, codes
     assert messages(answers) == {CLIENT_LIMIT: 20}
-    assert all(r.headers["retry-after"] == "60" for r in answers if r.status_code == 429)
-    assert right.status_code == 429  # the address is blocked for every name
 
 
 def test_rotating_forwarded_headers_without_trusted_proxies_gets_nothing(tmp_path, reliability):
@@ -161,6 +199,7 @@ def test_behind_a_trusted_proxy_the_forwarded_address_counts(tmp_path, reliabili
 
 def test_guesses_for_one_user_from_many_addresses_hit_the_user_limit(tmp_path, reliability):
     settings = {"server.trusted_proxies": ["127.0.0.0/8"], "auth.password_hash_queue": 100}
+    # (40 addresses: one attempt each, so the per-client in-flight cap never applies)
     with production_server(tmp_path, **settings) as srv:
         answers = parallel(
             40,
@@ -184,9 +223,16 @@ def test_guesses_for_one_user_from_many_addresses_hit_the_user_limit(tmp_path, r
 def test_a_full_hash_queue_refuses_at_once_with_retry_after(tmp_path, reliability, monkeypatch):
     # one verification at a time, nobody waiting, and a slow hash: parallel logins overlap
     monkeypatch.setattr(secrets, "_hasher", PasswordHasher(time_cost=12, parallelism=1))
-    settings = {"auth.password_hash_concurrency": 1, "auth.password_hash_queue": 0}
-    with production_server(tmp_path, **settings) as srv:
-        answers = parallel(6, lambda i: attempt(srv.url, f"user-{i}", "guess"))
+    settings = {
+        "auth.password_hash_concurrency": 1,
+        "auth.password_hash_queue": 0,
+        "server.trusted_proxies": ["127.0.0.1"],
+    }
+    with production_server(tmp_path, **settings) as srv:  # six clients, one login each
+        answers = parallel(
+            6,
+            lambda i: attempt(srv.url, f"user-{i}", "guess", {"X-Forwarded-For": f"10.0.0.{i}"}),
+        )
         after = attempt(srv.url, ADMIN[0], "guess")  # the queue drained: checked again
     full = [r for r in answers if r.status_code == 429]
     clean = [

@@ -68,6 +68,7 @@ class Deps:
             per_user=auth.login_rate_per_user_per_minute,
             concurrency=auth.password_hash_concurrency,
             queue=auth.password_hash_queue,
+            in_flight_per_client=auth.login_in_flight_per_client,
         )
 
 

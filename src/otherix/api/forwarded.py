@@ -17,13 +17,15 @@ rotating inside it must not buy new attempts).
 
 from __future__ import annotations
 
+import functools
 import ipaddress
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
-__all__ = ["client_address", "limit_key", "parse_networks"]
+__all__ = ["client_address", "client_key", "limit_key", "parse_networks", "trusted_networks"]
 
 
 def parse_networks(values: Iterable[str]) -> tuple[IPNetwork, ...]:
@@ -35,6 +37,12 @@ def parse_networks(values: Iterable[str]) -> tuple[IPNetwork, ...]:
         except ValueError as exc:
             raise ValueError(f"{value!r} is not an IP address or CIDR") from exc
     return tuple(out)
+
+
+@functools.lru_cache(maxsize=8)
+def trusted_networks(values: tuple[str, ...]) -> tuple[IPNetwork, ...]:
+    """``server.trusted_proxies`` parsed once (it was validated at start)."""
+    return parse_networks(values)
 
 
 def _address(text: str) -> IPAddress | None:
@@ -107,3 +115,19 @@ def limit_key(client: str) -> str:
     if isinstance(addr, ipaddress.IPv6Address):
         return str(ipaddress.IPv6Network((addr, 64), strict=False))
     return str(addr)
+
+
+def client_key(scope: Mapping[str, Any], trusted_proxies: Sequence[str]) -> str:
+    """The client of an ASGI request as rate limits count it (:func:`limit_key`)."""
+    peer = scope.get("client")
+    forwarded: list[str] = []
+    xff: list[str] = []
+    for name, value in scope.get("headers") or ():
+        if name == b"forwarded":
+            forwarded.append(value.decode("latin-1"))
+        elif name == b"x-forwarded-for":
+            xff.append(value.decode("latin-1"))
+    client = client_address(
+        peer[0] if peer else "-", forwarded, xff, trusted_networks(tuple(trusted_proxies))
+    )
+    return limit_key(client)

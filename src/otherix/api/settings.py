@@ -79,6 +79,8 @@ class AuthSection(Section):
     password_hash_concurrency: int = Field(default=0, ge=0, le=256)
     #: logins that may wait for a verification slot; one more is refused (429)
     password_hash_queue: int = Field(default=16, ge=0, le=10_000)
+    #: places one client address may hold in the hash queue (running or waiting)
+    login_in_flight_per_client: int = Field(default=2, ge=1)
 
     @field_validator("jwt_secret")
     @classmethod

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-
 from fastapi import APIRouter, Depends, Request, Response
 
 from otherix.api import forwarded
@@ -33,22 +31,12 @@ TOKENS = require(Permission.API_TOKEN_MANAGE)
 ANY_USER = require(Permission.CLUSTER_READ)  # every role: "who am I"
 
 
-@functools.lru_cache(maxsize=8)
-def trusted_networks(values: tuple[str, ...]) -> tuple[forwarded.IPNetwork, ...]:
-    return forwarded.parse_networks(values)  # validated at start (settings)
-
-
 @router.post("/auth/login", operation_id="login", dependencies=[Depends(public)])
 async def login(body: LoginRequest, request: Request, deps: Deps = Depends(get_deps)) -> TokenPair:
     # Async: the failed-login windows are checked on the event loop, the
     # password in the bounded hash queue (api/loginguard.py).
-    client = forwarded.client_address(
-        request.client.host if request.client else "-",
-        request.headers.getlist("forwarded"),
-        request.headers.getlist("x-forwarded-for"),
-        trusted_networks(tuple(deps.settings.server.trusted_proxies)),
-    )
-    return await auth.login(deps, body.username, body.password, forwarded.limit_key(client))
+    client = forwarded.client_key(request.scope, deps.settings.server.trusted_proxies)
+    return await auth.login(deps, body.username, body.password, client)
 
 
 @router.post("/auth/refresh", operation_id="refresh", dependencies=[Depends(public)])

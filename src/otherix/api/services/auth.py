@@ -34,7 +34,13 @@ import jwt
 
 from otherix.api.deps import Deps, Principal
 from otherix.api.services import secrets
-from otherix.errors import AccountDisabled, InvalidCredentials, TokenRevoked, Unauthenticated
+from otherix.errors import (
+    AccountDisabled,
+    InvalidCredentials,
+    RateLimited,
+    TokenRevoked,
+    Unauthenticated,
+)
 from otherix.models.auth import TokenPair, User
 from otherix.rbac import Role
 from otherix.store import users as q
@@ -94,9 +100,11 @@ async def login(deps: Deps, username: str, password: str, client: str) -> TokenP
     guard = deps.logins
     attempt = guard.admit(username, client)
     try:
-        user = await guard.run_hash(lambda: _check_password(deps, username, password))
+        user = await guard.run_hash(lambda: _check_password(deps, username, password), client)
+    except RateLimited:
+        raise  # the queue refused: the attempt counts (a flood fills its own window)
     except BaseException:
-        guard.refund(attempt)  # no password was checked (queue full, or the request went)
+        guard.refund(attempt)  # the store failed or the request went: nothing was learnt
         raise
     if user is None:
         raise InvalidCredentials()
