@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import footprint, heartbeat, image_cache, pool_list, pool_ready
+from bench import footprint, heartbeat, image_cache, login_flood, pool_list, pool_ready
 from bench.common import machine, table
 
 BENCHES: dict[str, Callable[[list[str]], dict[str, Any]]] = {
@@ -31,6 +31,7 @@ BENCHES: dict[str, Callable[[list[str]], dict[str, Any]]] = {
     "pool_list": pool_list.main,
     "image_cache": image_cache.main,
     "footprint": footprint.main,
+    "login_flood": login_flood.main,
 }
 
 
