@@ -133,7 +133,8 @@ class LoginGuard:
                     self._take_back(key, attempt.at)
 
     def refund(self, attempt: Attempt) -> None:
-        """The attempt never checked a password (the hash queue was full)."""
+        """The attempt taught its sender nothing (the store failed, or the
+        request went away before the answer)."""
         with self._lock:
             for key in attempt.keys:
                 self._take_back(key, attempt.at)
