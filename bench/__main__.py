@@ -22,7 +22,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import durability, footprint, heartbeat, image_cache, pool_list, pool_ready
+from bench import (
+    durability,
+    footprint,
+    heartbeat,
+    image_cache,
+    login_flood,
+    pool_list,
+    pool_ready,
+)
 from bench.common import machine, table
 
 BENCHES: dict[str, Callable[[list[str]], dict[str, Any]]] = {
@@ -32,6 +40,7 @@ BENCHES: dict[str, Callable[[list[str]], dict[str, Any]]] = {
     "image_cache": image_cache.main,
     "footprint": footprint.main,
     "durability": durability.main,
+    "login_flood": login_flood.main,
 }
 
 

@@ -14,7 +14,8 @@ checks that every code here is listed there.
     │   └── DefaultPoolNotSet400      400 default_pool_not_set
     ├── Unauthenticated               401 unauthenticated
     │   ├── InvalidCredentials        401 invalid_credentials
-    │   └── TokenRevoked              401 token_revoked
+    │   ├── TokenRevoked              401 token_revoked
+    │   └── AccountDisabled           401 account_disabled
     ├── PermissionDenied              403 permission_denied
     ├── NotFound                      404 not_found
     │   └── DefaultPoolNotSet         404 default_pool_not_set
@@ -45,6 +46,7 @@ class ErrorCode(StrEnum):
     UNAUTHENTICATED = "unauthenticated"
     INVALID_CREDENTIALS = "invalid_credentials"
     TOKEN_REVOKED = "token_revoked"
+    ACCOUNT_DISABLED = "account_disabled"
     PERMISSION_DENIED = "permission_denied"
     NOT_FOUND = "not_found"
     METHOD_NOT_ALLOWED = "method_not_allowed"
@@ -134,6 +136,11 @@ class InvalidCredentials(Unauthenticated):
 class TokenRevoked(Unauthenticated):
     code = ErrorCode.TOKEN_REVOKED
     default_message = "token has been revoked"
+
+
+class AccountDisabled(Unauthenticated):
+    code = ErrorCode.ACCOUNT_DISABLED
+    default_message = "this account is disabled; ask an administrator"
 
 
 class PermissionDenied(OtherixError):

@@ -53,9 +53,17 @@ def test_login_returns_a_token_pair_and_the_user(shared_api):
     assert body["expires_in"] == 900
     assert body["user"]["username"] == "admin"
     assert body["user"]["role"] == "admin"
-    assert set(body["user"]) == {"id", "username", "role", "created_at", "updated_at"}
+    assert set(body["user"]) == {
+        "id",
+        "username",
+        "role",
+        "disabled_at",
+        "created_at",
+        "updated_at",
+    }
+    assert body["user"]["disabled_at"] is None
     claims = jwt.decode(body["access_token"], options={"verify_signature": False})
-    assert set(claims) == {"sub", "role", "iat", "exp"}
+    assert set(claims) == {"sub", "role", "iat", "exp", "sid", "sep"}
     assert claims["sub"] == body["user"]["id"]
     assert claims["exp"] - claims["iat"] == 900
     assert me(shared_api, body["access_token"]).json()["username"] == "admin"
@@ -126,16 +134,17 @@ def test_refresh_token_expires_after_30_days(api):
     )
 
 
-def test_a_role_change_takes_effect_at_the_next_refresh(api):
+def test_a_role_change_ends_the_session_and_the_next_login_has_the_new_role(api):
+    # Issue 13.4: a role change ends every session (the next refresh is 401 too);
+    # tests/security/test_security_sessions.py covers every credential change.
     pair = login(api, "viewer", ROLE_PASSWORD).json()
     with http(api) as c:
         r = c.patch(f"/v1/users/{pair['user']['id']}", json={"role": "operator"})
     assert r.status_code == 200
     assert r.json()["role"] == "operator"
-    assert me(api, pair["access_token"]).status_code == 200
-    with http(api, token=pair["access_token"]) as c:
-        assert c.get("/v1/users").status_code == 403  # old token: still a viewer
-    fresh = refresh(api, pair["refresh_token"]).json()
+    assert me(api, pair["access_token"]).json()["error"]["code"] == "token_revoked"
+    assert refresh(api, pair["refresh_token"]).json()["error"]["code"] == "token_revoked"
+    fresh = login(api, "viewer", ROLE_PASSWORD).json()
     with http(api, token=fresh["access_token"]) as c:
         assert c.get("/v1/users").status_code == 200
 
@@ -446,7 +455,7 @@ def test_admin_creates_lists_and_deletes_users(shared_api):
         carol = r.json()
         assert carol["username"] == "Carol"
         assert carol["role"] == "developer"
-        assert set(carol) == {"id", "username", "role", "created_at", "updated_at"}
+        assert set(carol) == {"id", "username", "role", "disabled_at", "created_at", "updated_at"}
         dup = c.post("/v1/users", json={"username": "carol", "password": "carol-pass"})
         assert_error(dup, 409, "conflict", "user 'carol' already exists", {"field": "username"})
         names = [u["username"] for u in c.get("/v1/users").json()["data"]]

@@ -14,6 +14,7 @@ from otherix import __version__
 from otherix.api import errors, openapi
 from otherix.api.deps import Deps
 from otherix.api.idempotency import IdempotencyMiddleware
+from otherix.api.loginshield import LoginShield
 from otherix.api.middleware import Metrics, RequestMiddleware
 from otherix.api.routes import auth, cluster, health, nodes, pools, tasks, vms
 from otherix.api.workers.runner import Workers
@@ -61,6 +62,7 @@ def create_app(deps: Deps, *, run_workers: bool | None = None) -> FastAPI:
     errors.install(app)
     for module in (health, auth, nodes, pools, cluster, tasks, vms):
         app.include_router(module.router)
+    app.add_middleware(LoginShield, deps=deps)  # innermost: a blocked client's logins
     app.add_middleware(KickScheduler, wake=scheduler_wake)
     app.add_middleware(IdempotencyMiddleware)
     app.add_middleware(

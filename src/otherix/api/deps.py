@@ -18,6 +18,7 @@ from fastapi import Request
 
 from otherix.api.claims import Claims
 from otherix.api.clock import Clock
+from otherix.api.loginguard import LoginGuard
 from otherix.api.settings import ApiSettings
 from otherix.api.watch import WatchHub
 from otherix.errors import PermissionDenied, Unauthenticated
@@ -116,8 +117,8 @@ class Deps:
     cluster_id: str = ""
     hub: WatchHub = field(default_factory=WatchHub)
     heartbeats: HeartbeatBuffer = field(default_factory=HeartbeatBuffer)
-    login_attempts: dict[str, list[float]] = field(default_factory=dict)
-    login_lock: threading.Lock = field(default_factory=threading.Lock)
+    #: failed-login windows and the bounded password-hash queue (``api/loginguard.py``)
+    logins: LoginGuard = field(init=False)
     #: node_id -> (desired revision, desired state); valid while the revision is
     #: unchanged, and every change bumps the revision in the store.
     desired_cache: dict[str, tuple[int, Any]] = field(default_factory=dict)
@@ -128,6 +129,15 @@ class Deps:
     def __post_init__(self) -> None:
         if self.heartbeats.started is None:
             self.heartbeats.started = self.clock.monotonic()
+        auth = self.settings.auth
+        self.logins = LoginGuard(
+            per_user_client=auth.login_rate_per_minute,
+            per_client=auth.login_rate_per_client_per_minute,
+            per_user=auth.login_rate_per_user_per_minute,
+            concurrency=auth.password_hash_concurrency,
+            queue=auth.password_hash_queue,
+            in_flight_per_client=auth.login_in_flight_per_client,
+        )
 
 
 @dataclass(frozen=True)
@@ -136,6 +146,8 @@ class Principal:
     username: str
     role: Role
     via: str  # "jwt" | "api_token"
+    #: the refresh family of a JWT session (claim ``sid``); None for API tokens
+    session_id: str | None = None
 
     def scope(self, permission: Permission) -> Scope:
         return scope_for(self.role, permission)

@@ -8,6 +8,9 @@
   ``conflict``; an unavailable database (unreachable, locked, or its file
   deleted or replaced under the server) becomes 503 ``store_unavailable`` with
   a ``Retry-After`` header (:func:`store_unavailable`).
+- An answer with ``details.retry_after_seconds`` (``rate_limited``,
+  ``store_unavailable``, an Idempotency-Key still in progress) carries the
+  same figure in a ``Retry-After`` header.
 - Anything else is logged with the request id and answered 500 ``internal``
   without a stack trace.
 """
@@ -46,7 +49,16 @@ RETRY_AFTER_LOST = 30
 
 
 def error_response(exc: OtherixError, status: int | None = None) -> JSONResponse:
-    return JSONResponse(exc.envelope(), status_code=status or exc.http_status, media_type=JSON_UTF8)
+    headers = None
+    retry = (exc.details or {}).get("retry_after_seconds")
+    if isinstance(retry, int) and not isinstance(retry, bool):  # RFC 9110: delay-seconds
+        headers = {"Retry-After": str(max(0, retry))}
+    return JSONResponse(
+        exc.envelope(),
+        status_code=status or exc.http_status,
+        media_type=JSON_UTF8,
+        headers=headers,
+    )
 
 
 def store_unavailable(exc: StoreUnavailable, request_id: str) -> JSONResponse:
@@ -64,9 +76,7 @@ def store_unavailable(exc: StoreUnavailable, request_id: str) -> JSONResponse:
             "the database is unavailable; retry",
             {"retry_after_seconds": retry, "request_id": request_id},
         )
-    response = error_response(err)
-    response.headers["Retry-After"] = str(retry)
-    return response
+    return error_response(err)
 
 
 def _request_id(request: Request) -> str:

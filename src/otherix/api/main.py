@@ -63,6 +63,10 @@ def make_server(deps: Deps) -> uvicorn.Server:
         timeout_graceful_shutdown=int(settings.server.shutdown_grace),
         access_log=False,
         lifespan="on",
+        # uvicorn would believe X-Forwarded-For from 127.0.0.1 by default (and
+        # rewrite the client address before we see it): the app decides itself,
+        # from server.trusted_proxies (api/forwarded.py).
+        proxy_headers=False,
         ssl_certfile=str(settings.server.tls_cert_file) if settings.server.tls_cert_file else None,
         ssl_keyfile=str(settings.server.tls_key_file) if settings.server.tls_key_file else None,
     )

@@ -53,7 +53,8 @@ _DESCRIPTIONS = {
     403: "The caller's role (or node credential) does not allow this",
     404: "A named resource does not exist (or is not visible to the caller)",
     409: "Conflict: exists already, in use, changed concurrently, Idempotency-Key mismatch",
-    429: "Too many failed login attempts (`rate_limited`)",
+    429: "Too many failed login attempts, or the password-check queue is full "
+    "(`rate_limited`; `Retry-After` says when to retry)",
     500: "Internal error (logged with the request id)",
     503: "The database is unavailable; retry",
 }

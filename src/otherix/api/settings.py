@@ -11,6 +11,7 @@ from pathlib import Path
 
 from pydantic import Field, field_validator, model_validator
 
+from otherix.api.forwarded import parse_networks
 from otherix.config import AllowedPrefixes, Duration, Section, default_prefixes
 from otherix.models.validation import validate_pool_name
 
@@ -25,6 +26,15 @@ class ServerSection(Section):
     idempotency_claim_timeout: Duration = 120.0
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
+    #: addresses or CIDRs of reverse proxies whose Forwarded / X-Forwarded-For
+    #: headers are believed (default: none, every header is ignored)
+    trusted_proxies: list[str] = Field(default_factory=list)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, v: list[str]) -> list[str]:
+        parse_networks(v)  # raises with the bad entry named
+        return v
 
     @model_validator(mode="after")
     def _tls_pair(self) -> ServerSection:
@@ -61,6 +71,16 @@ class AuthSection(Section):
     jwt_access_ttl: Duration = 15 * 60.0
     jwt_refresh_ttl: Duration = 30 * 86400.0
     login_rate_per_minute: int = Field(default=10, ge=1)
+    #: failed logins a minute from one client address, every username together
+    login_rate_per_client_per_minute: int = Field(default=30, ge=1)
+    #: failed logins a minute for one username, every client together
+    login_rate_per_user_per_minute: int = Field(default=30, ge=1)
+    #: argon2 verifications at once (0: the usable cores less one, at least one)
+    password_hash_concurrency: int = Field(default=0, ge=0, le=256)
+    #: logins that may wait for a verification slot; one more is refused (429)
+    password_hash_queue: int = Field(default=16, ge=0, le=10_000)
+    #: places one client address may hold in the hash queue (running or waiting)
+    login_in_flight_per_client: int = Field(default=2, ge=1)
 
     @field_validator("jwt_secret")
     @classmethod

@@ -33,6 +33,9 @@ class ApiClient(HttpClient):
         body = {"username": username, "password": password, "role": role}
         return dict(self.json("POST", "/v1/users", json=body))
 
+    def update_user(self, user: str, body: dict[str, Any]) -> dict[str, Any]:
+        return dict(self.json("PATCH", f"/v1/users/{_seg(user)}", json=body))
+
     def delete_user(self, user: str) -> None:
         self.json("DELETE", f"/v1/users/{_seg(user)}")
 

@@ -28,6 +28,9 @@ class User(Output):
     id: str
     username: str
     role: Role
+    disabled_at: datetime | None = Field(
+        default=None, description="when an admin disabled the user; null: enabled"
+    )
     created_at: datetime
     updated_at: datetime
 
@@ -39,8 +42,15 @@ class UserCreate(Input):
 
 
 class UserUpdate(Input):
+    """``PATCH /v1/users/{id}`` (admin). A new password, a new role and
+    ``disabled: true`` each end every session of the user (docs/architecture.md)."""
+
     password: str | None = Field(default=None, min_length=8, max_length=1024)
     role: Role | None = None
+    disabled: StrictBool | None = Field(
+        default=None,
+        description="true: the user can no longer log in, refresh or use API tokens",
+    )
 
 
 class SelfUpdate(Input):

@@ -73,6 +73,14 @@ users = sa.Table(
     sa.Column("role", sa.String(16), nullable=False),
     _ts("created_at"),
     _ts("updated_at"),
+    # Sessions end with the credential: bumped by a password change or reset, a
+    # role change, a disable. A JWT (claim ``sep``) and a refresh token (column
+    # below) older than the current epoch are refused.
+    sa.Column("session_epoch", sa.Integer, nullable=False, server_default="0"),
+    # The refresh family (JWT claim ``sid``) of the session that changed its own
+    # password at the last bump: the one session that survives it.
+    sa.Column("kept_session_id", sa.String(36), nullable=True),
+    _ts("disabled_at", nullable=True),
 )
 
 refresh_tokens = sa.Table(
@@ -88,6 +96,9 @@ refresh_tokens = sa.Table(
     _ts("expires_at"),
     _ts("rotated_at", nullable=True),
     _ts("revoked_at", nullable=True),
+    # users.session_epoch when issued: a refresh racing a password change can
+    # never hand out a token that outlives it.
+    sa.Column("session_epoch", sa.Integer, nullable=False, server_default="0"),
 )
 
 api_tokens = sa.Table(

@@ -1,4 +1,11 @@
-"""Users, refresh-token families and API tokens."""
+"""Users, refresh-token families and API tokens.
+
+Called by ``api.services.auth`` (login, refresh, bearer resolution) and
+``api.services.users`` (user and API-token management). Ending a user's
+sessions (:func:`end_sessions`) is one statement pair in the caller's
+transaction: the epoch bump refuses every access token issued before it, the
+revocation every refresh token.
+"""
 
 from __future__ import annotations
 
@@ -22,6 +29,46 @@ def insert_user(conn: Connection, row: dict[str, Any]) -> None:
 
 def get_user(conn: Connection, user_id: str) -> dict[str, Any] | None:
     return _one(conn, sa.select(users).where(users.c.id == user_id))
+
+
+#: what authenticating a bearer token needs of the user: one narrow primary-key read
+_AUTH_COLUMNS = (
+    users.c.id,
+    users.c.username,
+    users.c.role,
+    users.c.session_epoch,
+    users.c.kept_session_id,
+    users.c.disabled_at,
+)
+
+
+def get_user_auth(conn: Connection, user_id: str) -> dict[str, Any] | None:
+    return _one(conn, sa.select(*_AUTH_COLUMNS).where(users.c.id == user_id))
+
+
+def end_sessions(
+    conn: Connection, user_id: str, now: datetime, *, keep_family: str | None = None
+) -> int:
+    """End every session of the user: the epoch moves on (access tokens issued
+    before are refused) and every refresh token is revoked, except the refresh
+    family ``keep_family`` (the session that changed its own password), which
+    moves to the new epoch. Returns the new epoch (0: no such user)."""
+    bumped = conn.execute(
+        users.update()
+        .where(users.c.id == user_id)
+        .values(session_epoch=users.c.session_epoch + 1, kept_session_id=keep_family)
+        .returning(users.c.session_epoch)
+    ).scalar_one_or_none()
+    if bumped is None:
+        return 0
+    live = sa.and_(refresh_tokens.c.user_id == user_id, refresh_tokens.c.revoked_at.is_(None))
+    if keep_family is None:
+        conn.execute(refresh_tokens.update().where(live).values(revoked_at=now))
+    else:
+        kept = refresh_tokens.c.family_id == keep_family
+        conn.execute(refresh_tokens.update().where(live, ~kept).values(revoked_at=now))
+        conn.execute(refresh_tokens.update().where(live, kept).values(session_epoch=bumped))
+    return int(bumped)
 
 
 def get_user_by_name(conn: Connection, username: str) -> dict[str, Any] | None:
@@ -62,10 +109,15 @@ def get_refresh_by_hash(conn: Connection, token_hash: str) -> dict[str, Any] | N
 
 
 def mark_refresh_rotated(conn: Connection, token_id: str, now: datetime) -> int:
-    """Compare-and-set: only a not-yet-rotated token can be rotated (one winner)."""
+    """Compare-and-set: only a not-yet-rotated, not revoked token can be rotated
+    (one winner; a revocation committed meanwhile makes this a no-op)."""
     stmt = (
         refresh_tokens.update()
-        .where(refresh_tokens.c.id == token_id, refresh_tokens.c.rotated_at.is_(None))
+        .where(
+            refresh_tokens.c.id == token_id,
+            refresh_tokens.c.rotated_at.is_(None),
+            refresh_tokens.c.revoked_at.is_(None),
+        )
         .values(rotated_at=now)
     )
     return conn.execute(stmt).rowcount

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request, Response
 
+from otherix.api import forwarded
 from otherix.api.deps import Deps, Principal, get_deps, public, require
 from otherix.api.services import auth, users
 from otherix.models.auth import (
@@ -31,9 +32,11 @@ ANY_USER = require(Permission.CLUSTER_READ)  # every role: "who am I"
 
 
 @router.post("/auth/login", operation_id="login", dependencies=[Depends(public)])
-def login(body: LoginRequest, request: Request, deps: Deps = Depends(get_deps)) -> TokenPair:
-    client = request.client.host if request.client else "-"
-    return auth.login(deps, body.username, body.password, client)
+async def login(body: LoginRequest, request: Request, deps: Deps = Depends(get_deps)) -> TokenPair:
+    # Async: the failed-login windows are checked on the event loop, the
+    # password in the bounded hash queue (api/loginguard.py).
+    client = forwarded.client_key(request.scope, deps.settings.server.trusted_proxies)
+    return await auth.login(deps, body.username, body.password, client)
 
 
 @router.post("/auth/refresh", operation_id="refresh", dependencies=[Depends(public)])
@@ -78,9 +81,15 @@ def get_user(user_id: str, deps: Deps = Depends(get_deps)) -> User:
     return users.get_user(deps, user_id)
 
 
-@router.patch("/users/{user_id}", operation_id="updateUser", dependencies=[Depends(MANAGE_USERS)])
-def update_user(user_id: str, body: UserUpdate, deps: Deps = Depends(get_deps)) -> User:
-    return users.update_user(deps, user_id, body)
+@router.patch("/users/{user_id}", operation_id="updateUser")
+def update_user(
+    user_id: str,
+    body: UserUpdate,
+    deps: Deps = Depends(get_deps),
+    me: Principal = Depends(MANAGE_USERS),
+) -> User:
+    """A new password, a new role or ``disabled: true`` ends the user's sessions."""
+    return users.update_user(deps, me, user_id, body)
 
 
 @router.delete("/users/{user_id}", operation_id="deleteUser", status_code=204)

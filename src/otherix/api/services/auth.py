@@ -1,61 +1,69 @@
 """Authentication: login, refresh rotation, logout, bearer-token resolution.
 
-Access tokens are HS256 JWTs (``sub``, ``role``, ``iat``, ``exp``); refresh
-tokens are opaque, stored as sha256, and rotated on every use. Presenting a
-refresh token that was already rotated is treated as theft: its whole family
-is revoked. ``otx_`` API tokens are stored as sha256 and never shown again.
+Called by ``routes/auth.py`` (login, refresh, logout) and by the route guard
+(``deps.require`` -> :func:`authenticate`) on every authenticated request.
+
+Access tokens are HS256 JWTs (``sub``, ``role``, ``iat``, ``exp``, ``sid`` the
+refresh family of the session, ``sep`` the user's session epoch); refresh
+tokens are opaque, stored as sha256 with the epoch they were issued in, and
+rotated on every use. Presenting a refresh token that was already rotated is
+treated as theft: its whole family is revoked. ``otx_`` API tokens are stored
+as sha256 and never shown again.
+
+Sessions end with the credential: a password change or reset, a role change
+and a disable bump the user's session epoch (``store.users.end_sessions``), so
+every access token and refresh token issued before is refused (401
+``token_revoked``) at its next use; a user's own password change keeps the
+session that made it (``users.kept_session_id``). Resolving a JWT is one
+primary-key read of six user columns. API tokens are not sessions: they
+survive a password change and take a role change at the next request; a
+disabled user's API tokens are refused (401 ``account_disabled``).
+
+Logins go through ``deps.logins`` (``api/loginguard.py``): the failed-login
+windows, then the bounded password-hash queue, in a worker thread.
 """
 
 from __future__ import annotations
 
-import time
 import uuid
 from datetime import timedelta
 from typing import Any
 
+import anyio.to_thread
 import jwt
 
 from otherix.api.deps import Deps, Principal
 from otherix.api.services import secrets
-from otherix.errors import InvalidCredentials, RateLimited, TokenRevoked, Unauthenticated
+from otherix.errors import (
+    AccountDisabled,
+    InvalidCredentials,
+    RateLimited,
+    TokenRevoked,
+    Unauthenticated,
+)
 from otherix.models.auth import TokenPair, User
 from otherix.rbac import Role
 from otherix.store import users as q
 
 ALGORITHM = "HS256"
+SESSION_ENDED = "this session has ended (the password, role or account changed); log in again"
 
 
 def user_view(row: dict[str, Any]) -> User:
     return User.model_validate(row)
 
 
-def _take_attempt(deps: Deps, key: str) -> None:
-    """At most ``auth.login_rate_per_minute`` failed logins per username+client.
-
-    An attempt counts as failed from the moment it starts (a success clears the
-    count), and the check and the count are one step under a lock: parallel
-    guesses cannot all pass the check before any of them is counted.
-    """
-    now = time.monotonic()
-    with deps.login_lock:
-        attempts = [t for t in deps.login_attempts.get(key, []) if t > now - 60]
-        if len(attempts) >= deps.settings.auth.login_rate_per_minute:
-            deps.login_attempts[key] = attempts
-            raise RateLimited(
-                "too many failed login attempts; retry in a minute", {"retry_after_seconds": 60}
-            )
-        attempts.append(now)
-        deps.login_attempts[key] = attempts
-
-
 def _issue(deps: Deps, user: dict[str, Any], family_id: str | None = None) -> TokenPair:
     now = deps.clock.now()
     ttl = int(deps.settings.auth.jwt_access_ttl)
+    family = family_id or str(uuid.uuid4())
     claims = {
         "sub": user["id"],
         "role": user["role"],
         "iat": int(now.timestamp()),
         "exp": int(now.timestamp()) + ttl,
+        "sid": family,
+        "sep": int(user["session_epoch"]),
     }
     access = jwt.encode(claims, deps.jwt_secret, algorithm=ALGORITHM)
     refresh = secrets.new_token()
@@ -65,10 +73,11 @@ def _issue(deps: Deps, user: dict[str, Any], family_id: str | None = None) -> To
             {
                 "id": str(uuid.uuid4()),
                 "user_id": user["id"],
-                "family_id": family_id or str(uuid.uuid4()),
+                "family_id": family,
                 "token_hash": secrets.digest(refresh),
                 "created_at": now,
                 "expires_at": now + timedelta(seconds=deps.settings.auth.jwt_refresh_ttl),
+                "session_epoch": int(user["session_epoch"]),
             },
         )
     return TokenPair(
@@ -76,17 +85,33 @@ def _issue(deps: Deps, user: dict[str, Any], family_id: str | None = None) -> To
     )
 
 
-def login(deps: Deps, username: str, password: str, client: str) -> TokenPair:
-    key = f"{username.lower()}|{client}"
-    _take_attempt(deps, key)
+def _check_password(deps: Deps, username: str, password: str) -> dict[str, Any] | None:
+    """The user when the password is right; None otherwise (an unknown name
+    costs one verification too). Runs in a hash worker thread."""
     with deps.db.read() as conn:
         user = q.get_user_by_name(conn, username)
-    if not secrets.verify_password(user["password_hash"] if user else None, password):
+    ok = secrets.verify_password(user["password_hash"] if user else None, password)
+    return user if ok else None
+
+
+async def login(deps: Deps, username: str, password: str, client: str) -> TokenPair:
+    """Check the failed-login windows, verify the password in the bounded hash
+    queue, issue a token pair. ``client`` is the address from ``api.forwarded``."""
+    guard = deps.logins
+    attempt = guard.admit(username, client)
+    try:
+        user = await guard.run_hash(lambda: _check_password(deps, username, password), client)
+    except RateLimited:
+        raise  # the queue refused: the attempt counts (a flood fills its own window)
+    except BaseException:
+        guard.refund(attempt)  # the store failed or the request went: nothing was learnt
+        raise
+    if user is None:
         raise InvalidCredentials()
-    assert user is not None
-    with deps.login_lock:
-        deps.login_attempts.pop(key, None)
-    return _issue(deps, user)
+    guard.succeeded(attempt)
+    if user["disabled_at"] is not None:
+        raise AccountDisabled()
+    return await anyio.to_thread.run_sync(_issue, deps, user)
 
 
 def refresh(deps: Deps, token: str) -> TokenPair:
@@ -97,16 +122,26 @@ def refresh(deps: Deps, token: str) -> TokenPair:
             raise Unauthenticated("invalid refresh token")
         if row["revoked_at"] is not None:
             raise TokenRevoked("refresh token has been revoked")
-        if row["rotated_at"] is not None or not q.mark_refresh_rotated(conn, row["id"], now):
-            q.revoke_refresh_family(conn, row["family_id"], now)
+        reused = False
+        if row["rotated_at"] is not None:
             reused = True
-        else:
-            reused = False
+        elif not q.mark_refresh_rotated(conn, row["id"], now):
+            # Lost a race: to another refresh (reuse) or to a revocation (session ended).
+            current = q.get_refresh_by_hash(conn, row["token_hash"]) or row
+            if current["revoked_at"] is not None:
+                raise TokenRevoked("refresh token has been revoked")
+            reused = True
+        if reused:
+            q.revoke_refresh_family(conn, row["family_id"], now)
         user = q.get_user(conn, row["user_id"])
     if reused:
         raise TokenRevoked("refresh token was already used; all sessions of this login ended")
     if row["expires_at"] <= now or user is None:
         raise Unauthenticated("refresh token expired")
+    if user["disabled_at"] is not None:
+        raise AccountDisabled()
+    if row["session_epoch"] != user["session_epoch"]:
+        raise TokenRevoked(SESSION_ENDED)
     return _issue(deps, user, family_id=row["family_id"])
 
 
@@ -121,24 +156,40 @@ def logout(deps: Deps, principal: Principal, token: str | None, all_sessions: bo
                 q.revoke_refresh_family(conn, row["family_id"], now)
 
 
+def _api_token(deps: Deps, token: str) -> Principal:
+    now = deps.clock.now()
+    with deps.db.read() as conn:
+        row = q.get_api_token_by_hash(conn, secrets.digest(token))
+        user = q.get_user_auth(conn, row["user_id"]) if row else None
+    if row is None or user is None:
+        raise Unauthenticated("invalid API token")
+    if row["revoked_at"] is not None:
+        raise TokenRevoked("API token has been revoked")
+    if row["expires_at"] is not None and row["expires_at"] <= now:
+        raise Unauthenticated("API token has expired")
+    if user["disabled_at"] is not None:
+        raise AccountDisabled()
+    last = row["last_used_at"]
+    if last is None or (now - last).total_seconds() > 60:  # bounded write amplification
+        with deps.db.write() as conn:
+            q.touch_api_token(conn, row["id"], now)
+    return Principal(user["id"], user["username"], Role(user["role"]), "api_token")
+
+
+def _session_alive(claims: dict[str, Any], user: dict[str, Any]) -> bool:
+    """The token's epoch is the user's, or it belongs to the session the last
+    bump kept (the one that changed its own password)."""
+    epoch, sid = claims.get("sep"), claims.get("sid")
+    if isinstance(epoch, int) and not isinstance(epoch, bool) and epoch == user["session_epoch"]:
+        return True
+    return isinstance(sid, str) and sid == user["kept_session_id"]
+
+
 def authenticate(deps: Deps, token: str) -> Principal:
     """Resolve a bearer token (``otx_`` API token or JWT) to a principal, or raise 401."""
-    now = deps.clock.now()
     if token.startswith(secrets.API_TOKEN_PREFIX):
-        with deps.db.read() as conn:
-            row = q.get_api_token_by_hash(conn, secrets.digest(token))
-            user = q.get_user(conn, row["user_id"]) if row else None
-        if row is None or user is None:
-            raise Unauthenticated("invalid API token")
-        if row["revoked_at"] is not None:
-            raise TokenRevoked("API token has been revoked")
-        if row["expires_at"] is not None and row["expires_at"] <= now:
-            raise Unauthenticated("API token has expired")
-        last = row["last_used_at"]
-        if last is None or (now - last).total_seconds() > 60:  # bounded write amplification
-            with deps.db.write() as conn:
-                q.touch_api_token(conn, row["id"], now)
-        return Principal(user["id"], user["username"], Role(user["role"]), "api_token")
+        return _api_token(deps, token)
+    now = deps.clock.now()
     try:
         claims = jwt.decode(
             token,
@@ -152,16 +203,25 @@ def authenticate(deps: Deps, token: str) -> Principal:
                 "verify_iat": False,
             },
         )
-    except jwt.PyJWTError as exc:
+        Role(claims["role"])
+    except (jwt.PyJWTError, ValueError) as exc:
         raise Unauthenticated("invalid access token") from exc
     if int(claims["exp"]) <= int(now.timestamp()):
         raise Unauthenticated("access token has expired; refresh or log in again")
-    with deps.db.read() as conn:
-        user = q.get_user(conn, str(claims["sub"]))
+    with deps.db.read_one() as conn:
+        user = q.get_user_auth(conn, str(claims["sub"]))
     if user is None:
         raise Unauthenticated("user no longer exists")
-    try:
-        role = Role(claims["role"])
-    except ValueError as exc:
-        raise Unauthenticated("invalid access token") from exc
-    return Principal(user["id"], user["username"], role, "jwt")
+    if user["disabled_at"] is not None:
+        raise AccountDisabled()
+    if not _session_alive(claims, user):
+        raise TokenRevoked(SESSION_ENDED)
+    # The role is the user's current one (a role change also ends the session).
+    sid = claims.get("sid")
+    return Principal(
+        user["id"],
+        user["username"],
+        Role(user["role"]),
+        "jwt",
+        session_id=sid if isinstance(sid, str) else None,
+    )

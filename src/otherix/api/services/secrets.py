@@ -1,4 +1,12 @@
-"""Secret material: password hashing, opaque tokens and their stored digests."""
+"""Secret material: password hashing, opaque tokens and their stored digests.
+
+Called by ``api.services.auth`` and ``api.services.users``. A login for an
+unknown username verifies against a dummy hash made with the current hasher's
+own parameters, so it costs what a wrong password costs (no enumeration of
+usernames by timing). Verification is CPU-heavy (argon2id: 64 MiB, 3 passes,
+4 lanes by default) and must run through ``LoginGuard.run_hash``, never on the
+event loop.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +18,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 _hasher = PasswordHasher()  # argon2id with the library's current defaults
-_DUMMY_HASH = _hasher.hash("otherix-dummy-password-for-constant-time")
+_dummy: tuple[PasswordHasher, str] | None = (_hasher, _hasher.hash(secrets.token_urlsafe(16)))
 
 API_TOKEN_PREFIX = "otx_"
 JOIN_TOKEN_PREFIX = "otxj_"
@@ -22,10 +30,20 @@ def hash_password(password: str) -> str:
     return _hasher.hash(password)
 
 
+def _dummy_hash() -> str:
+    """A hash with the current hasher's parameters (tests swap the hasher for a cheap one)."""
+    global _dummy
+    hasher = _hasher
+    if _dummy is None or _dummy[0] is not hasher:
+        _dummy = (hasher, hasher.hash(secrets.token_urlsafe(16)))
+    return _dummy[1]
+
+
 def verify_password(stored_hash: str | None, password: str) -> bool:
-    """Constant-ish time: a missing user still pays for one argon2 verification."""
+    """Constant-ish time: a missing user pays for one verification with the
+    same parameters as a real one, and gets the same False."""
     try:
-        return _hasher.verify(stored_hash or _DUMMY_HASH, password) and stored_hash is not None
+        return _hasher.verify(stored_hash or _dummy_hash(), password) and stored_hash is not None
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False
 

@@ -20,6 +20,11 @@ itself, ``tasks.vm_create_attempts`` times); the control plane never re-sends
 a task. Until the first report a task shows ``MAX_ATTEMPTS`` of its type
 (``vm.create``: 3, the agent's default), and a report without the counts
 (an older agent) counts one attempt at its first ``running``.
+
+What a user sees of a task (``get``, ``list_tasks``, ``cancel``) goes through
+``services.redaction``: a task's ``result`` and ``error`` are agent-reported
+and show a role exactly what the VM view shows it (no host ``file_path`` or
+host paths in messages for developers and viewers).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from typing import Any
 from sqlalchemy.engine import Connection
 
 from otherix.api.deps import AgentIdentity, Deps, Principal
+from otherix.api.services.redaction import redact
 from otherix.errors import Conflict, NotFound
 from otherix.models.common import AsyncTaskAccepted, TaskLinks
 from otherix.models.heartbeat import TaskUpdate
@@ -102,6 +108,12 @@ def accepted(task_id: str) -> AsyncTaskAccepted:
     )
 
 
+def task_view(principal: Principal, row: dict[str, Any]) -> Task:
+    """The task as ``principal`` may see it: agent-reported fields redacted."""
+    seen = {k: redact(principal, row[k]) for k in ("result", "error")}
+    return Task.model_validate({**row, **seen})
+
+
 def _visible(principal: Principal, row: dict[str, Any], permission: Permission) -> bool:
     scope = principal.scope(permission)
     return scope is Scope.ANY or (scope is Scope.OWN and row["created_by"] == principal.user_id)
@@ -112,7 +124,7 @@ def get(deps: Deps, principal: Principal, task_id: str) -> Task:
         row = qt.get_task(conn, task_id)
     if row is None or not _visible(principal, row, Permission.TASK_READ):
         raise NotFound("task not found")
-    return Task.model_validate(row)
+    return task_view(principal, row)
 
 
 def list_tasks(
@@ -124,7 +136,7 @@ def list_tasks(
     with deps.db.read() as conn:
         rows = qt.list_tasks(conn, after=after, limit=limit + 1, filters=filters)
     page, nxt = split_page(rows, limit)
-    return [Task.model_validate(r) for r in page], nxt
+    return [task_view(principal, r) for r in page], nxt
 
 
 def cancel(deps: Deps, principal: Principal, task_id: str) -> Task:
@@ -161,7 +173,7 @@ def cancel(deps: Deps, principal: Principal, task_id: str) -> Task:
         row = qt.get_task(conn, task_id) or row
     if row["node_id"]:
         deps.hub.publish([row["node_id"]])
-    return Task.model_validate(row)
+    return task_view(principal, row)
 
 
 def _run_hooks(

@@ -1,4 +1,17 @@
-"""Users and their API tokens; the bootstrap admin."""
+"""Users and their API tokens; the bootstrap admin.
+
+Called by ``routes/auth.py`` and by the composition root (bootstrap admin).
+
+Changing a credential ends the user's sessions in the same transaction
+(``store.users.end_sessions``): a new password (an admin's reset or one's own
+change), a new role, and ``disabled: true``. One's own password change keeps
+the session that made it (its refresh family moves to the new epoch), so a
+mistyped new password can be changed again; every other session ends. An
+admin cannot change their own role or disable themselves (nor delete
+themselves), so there is always someone left to undo a mistake. API tokens
+survive a password change (as GitHub keeps personal access tokens); a
+disabled user's API tokens are refused until the user is enabled again.
+"""
 
 from __future__ import annotations
 
@@ -66,15 +79,32 @@ def get_user(deps: Deps, user_id: str) -> User:
     return User.model_validate(row)
 
 
-def update_user(deps: Deps, user_id: str, body: UserUpdate) -> User:
+def update_user(deps: Deps, principal: Principal, user_id: str, body: UserUpdate) -> User:
     user = get_user(deps, user_id)
-    values: dict[str, Any] = {"updated_at": deps.clock.now()}
+    own = user.id == principal.user_id
+    if own and body.role is not None and body.role != user.role:
+        raise ValidationFailed("you cannot change your own role", {"field": "role"})
+    if own and body.disabled:
+        raise ValidationFailed("you cannot disable yourself", {"field": "disabled"})
+    now = deps.clock.now()
+    values: dict[str, Any] = {"updated_at": now}
+    end = False
     if body.password is not None:
         values["password_hash"] = secrets.hash_password(body.password)
-    if body.role is not None:
+        end = True
+    if body.role is not None and body.role != user.role:
         values["role"] = str(body.role)
+        end = True
+    if body.disabled is not None and body.disabled != (user.disabled_at is not None):
+        values["disabled_at"] = now if body.disabled else None
+        end = end or bool(body.disabled)
+    # Only one's own password change keeps a session: the one that made it.
+    keep = principal.session_id if own and "role" not in values else None
     with deps.db.write() as conn:
-        q.update_user(conn, user.id, values)
+        if not q.update_user(conn, user.id, values):
+            raise NotFound("user not found")
+        if end:
+            q.end_sessions(conn, user.id, now, keep_family=keep)
     return get_user(deps, user.id)
 
 
@@ -151,4 +181,4 @@ def update_self(deps: Deps, principal: Principal, body: SelfUpdate) -> User:
         raise PermissionDenied(
             "you can only change your own password", {"forbidden_fields": forbidden}
         )
-    return update_user(deps, principal.user_id, UserUpdate(password=body.password))
+    return update_user(deps, principal, principal.user_id, UserUpdate(password=body.password))

@@ -6,8 +6,10 @@
   (``placement.schedule_vm``); the scheduler worker retries the rest.
 - Visibility: a caller whose ``vm:delete`` scope is ``own`` (a developer) is a
   tenant and sees only its own VMs; read-only roles (viewer) and admins and
-  operators see all. Invisible VMs answer 404. Disk ``file_path`` is shown to
-  callers with the full node view (admin, operator): it is host layout.
+  operators see all. Invisible VMs answer 404. Host layout (disk
+  ``file_path``, paths in ``status.message``) is shown to callers with the
+  full node view (admin, operator) only: ``services.redaction``, the same
+  function the task views use.
 - Delete: an unplaced VM (or one whose node was deleted) is removed at once;
   a placed one moves to ``deleting`` with a ``vm.delete`` task for its node
   (a still-pending ``vm.create`` is cancelled), and the rows go when the agent
@@ -30,6 +32,7 @@ from sqlalchemy.engine import Connection
 from otherix.api.deps import Deps, Principal
 from otherix.api.services import defaultpool, placement, tasks
 from otherix.api.services.nodes import name_param, node_filter_id
+from otherix.api.services.redaction import redact
 from otherix.errors import DefaultPoolNotSet400, NotFound, ValidationFailed, VmNameInUse
 from otherix.models.common import AsyncTaskAccepted
 from otherix.models.heartbeat import TaskUpdate
@@ -157,7 +160,13 @@ def create(deps: Deps, principal: Principal, body: VMCreate) -> VM:
     with deps.db.read() as conn:
         stored = qv.get_vm(conn, vm_id)
     assert stored is not None
-    return vm_view(stored)
+    return vm_view(_as_seen(principal, stored))
+
+
+def _as_seen(principal: Principal, row: dict[str, Any]) -> dict[str, Any]:
+    """The VM row with its agent-reported status as ``principal`` may see it."""
+    seen = {k: redact(principal, row[k]) for k in ("message", "status_details")}
+    return {**row, **seen}
 
 
 def _visible_row(principal: Principal, name: str, conn: Connection) -> dict[str, Any]:
@@ -172,11 +181,8 @@ def get(deps: Deps, principal: Principal, name: str) -> VM:
     with deps.db.read() as conn:
         row = _visible_row(principal, name, conn)
         disks = qv.disks_for_vm(conn, row["id"])
-    paths = principal.scope(Permission.NODE_READ) is Scope.FULL
-    views = [
-        VmDisk.model_validate({**d, "file_path": d["file_path"] if paths else None}) for d in disks
-    ]
-    return vm_view(row, views)
+    views = [VmDisk.model_validate(redact(principal, d)) for d in disks]
+    return vm_view(_as_seen(principal, row), views)
 
 
 def list_vms(
@@ -204,7 +210,7 @@ def list_vms(
             pool_name=None if by_id else pool,
         )
     page, nxt = split_page(rows, limit)
-    return [vm_view(r) for r in page], nxt
+    return [vm_view(_as_seen(principal, r)) for r in page], nxt
 
 
 def _cancel(conn: Connection, task_id: str | None, now: datetime, *, any_type: bool) -> None:

@@ -1,7 +1,9 @@
-"""``otherix user list|create|delete``: user accounts (contract §1.2).
+"""``otherix user list|create|delete|disable|enable``: user accounts (contract §1.2).
 
 Owns the user commands. ``list`` needs ``user:read`` (admin, operator);
-``create`` and ``delete`` need ``user:manage`` (admin). The API's
+``create``, ``delete``, ``disable`` and ``enable`` need ``user:manage`` (admin).
+``disable`` ends every session of the user and refuses their logins and API
+tokens until ``enable`` (``PATCH /v1/users/{id}`` with ``disabled``). The API's
 ``permission_denied`` error is printed as the server words it.
 
 Choices where the contract is silent: ``list`` shows ``NAME ROLE AGE``
@@ -113,3 +115,36 @@ def delete_user(user_ref: str, force: bool) -> None:
         return
     ctx.client().delete_user(user_ref)
     ctx.line(f"user {user_ref} deleted")
+
+
+@user.command("disable")
+@click.argument("user_ref", metavar="USERNAME|ID")
+def disable_user(user_ref: str) -> None:
+    """Disable a user and end their sessions.
+
+    Their access and refresh tokens stop working at once; logins and API
+    tokens are refused until the user is enabled again.
+
+    \b
+    Example:
+      otherix user disable alice
+    """
+    ctx = get_context()
+    body = ctx.client().update_user(user_ref, {"disabled": True})
+    ctx.line(f"user {body.get('username', user_ref)} disabled; every session ended")
+
+
+@user.command("enable")
+@click.argument("user_ref", metavar="USERNAME|ID")
+def enable_user(user_ref: str) -> None:
+    """Enable a disabled user.
+
+    Their API tokens work again; ended sessions do not come back (log in).
+
+    \b
+    Example:
+      otherix user enable alice
+    """
+    ctx = get_context()
+    body = ctx.client().update_user(user_ref, {"disabled": False})
+    ctx.line(f"user {body.get('username', user_ref)} enabled")

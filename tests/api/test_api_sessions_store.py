@@ -1,0 +1,123 @@
+"""The session epoch in the store: what migration 0005 (sessions) does to old rows,
+and what authenticating a JWT costs (one narrow read), on every backend."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy import event
+
+from otherix.api.clock import FakeClock
+from otherix.api.deps import Deps
+from otherix.api.services import auth, users
+from otherix.api.settings import ApiSettings
+from otherix.config import load_config
+from otherix.models.auth import SelfUpdate, UserCreate, UserUpdate
+from otherix.rbac import Role
+from otherix.store import Database
+from otherix.store import users as q
+from otherix.store.migrate import upgrade
+from support import pg
+
+NOW = datetime(2026, 12, 9, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def fresh_db(request, tmp_path) -> Iterator[Database]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path}/fresh.db"
+    else:
+        if not pg.base_url():
+            pytest.skip(f"{pg.ENV} not set")
+        url = pg.create_database()
+    db = Database(url)
+    try:
+        yield db
+    finally:
+        db.close()
+        if request.param == "postgresql":
+            pg.drop_database(url)
+
+
+def test_0005_keeps_old_users_and_refresh_tokens_valid(fresh_db, tmp_path):
+    upgrade(fresh_db, "0002")
+    with fresh_db.engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO users (id, username, username_lower, password_hash, role,"
+                " created_at, updated_at) VALUES ('u1', 'Old', 'old', 'x', 'developer', :t, :t)"
+            ),
+            {"t": NOW},
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO refresh_tokens (id, user_id, family_id, token_hash, created_at,"
+                " expires_at) VALUES ('r1', 'u1', 'f1', :h, :t, :e)"
+            ),
+            {"h": "0" * 64, "t": NOW, "e": NOW + timedelta(days=30)},
+        )
+    upgrade(fresh_db)
+    with fresh_db.engine.connect() as conn:
+        user = conn.execute(sa.text("SELECT * FROM users")).mappings().one()
+        token = conn.execute(sa.text("SELECT * FROM refresh_tokens")).mappings().one()
+    assert (user["session_epoch"], user["kept_session_id"], user["disabled_at"]) == (0, None, None)
+    assert token["session_epoch"] == 0  # an old refresh token still matches the user's epoch
+
+
+def _deps(db: Database, tmp_path) -> Deps:
+    settings = load_config(ApiSettings, overrides={"data_dir": tmp_path})
+    return Deps(settings=settings, db=db, clock=FakeClock(NOW), jwt_secret="s" * 48)
+
+
+def test_authenticating_a_jwt_is_one_narrow_read(fresh_db, tmp_path):
+    upgrade(fresh_db)
+    deps = _deps(fresh_db, tmp_path)
+    user = users.create_user(deps, UserCreate(username="dev", password="pass-word-1"))
+    pair = auth._issue(deps, _row(fresh_db, user.id))
+    statements: list[str] = []
+
+    def spy(_conn, _cursor, statement, *_args) -> None:
+        if statement.lstrip().upper().startswith(("SELECT", "UPDATE", "INSERT", "DELETE")):
+            statements.append(statement)
+
+    event.listen(fresh_db.engine, "before_cursor_execute", spy)
+    try:
+        principal = auth.authenticate(deps, pair.access_token)
+    finally:
+        event.remove(fresh_db.engine, "before_cursor_execute", spy)
+    assert principal.user_id == user.id
+    assert principal.session_id is not None
+    [select] = statements
+    assert "password_hash" not in select
+    assert "FROM users" in select
+    assert "WHERE users.id =" in select
+
+
+def test_an_epoch_bump_refuses_the_old_jwt_and_keeps_the_named_family(fresh_db, tmp_path):
+    upgrade(fresh_db)
+    deps = _deps(fresh_db, tmp_path)
+    admin = users.create_user(
+        deps, UserCreate(username="boss", password="pass-word-1", role=Role.ADMIN)
+    )
+    dev = users.create_user(deps, UserCreate(username="dev2", password="pass-word-1"))
+    row = _row(fresh_db, dev.id)
+    kept, other = auth._issue(deps, row), auth._issue(deps, row)
+    me = auth.authenticate(deps, kept.access_token)
+    users.update_self(deps, me, SelfUpdate(password="pass-word-2"))
+    assert auth.authenticate(deps, kept.access_token).user_id == dev.id
+    with pytest.raises(auth.TokenRevoked):
+        auth.authenticate(deps, other.access_token)
+    boss = auth.authenticate(deps, auth._issue(deps, _row(fresh_db, admin.id)).access_token)
+    users.update_user(deps, boss, dev.id, UserUpdate(password="pass-word-3"))
+    with pytest.raises(auth.TokenRevoked):
+        auth.authenticate(deps, kept.access_token)  # an admin's reset keeps nothing
+
+
+def _row(db: Database, user_id: str) -> dict:
+    with db.read() as conn:
+        row = q.get_user(conn, user_id)
+    assert row is not None
+    return row
