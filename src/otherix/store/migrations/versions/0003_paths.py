@@ -102,5 +102,7 @@ def downgrade() -> None:
     with op.batch_alter_table("node_events", schema=None) as batch_op:
         batch_op.drop_index("ix_node_events_node_id_seq")
     op.drop_table("node_events")
-    with op.batch_alter_table("nodes", schema=None) as batch_op:
+    # ALTER TABLE ... DROP COLUMN (SQLite >= 3.35): recreating ``nodes`` would
+    # break the foreign keys that point at it
+    with op.batch_alter_table("nodes", schema=None, recreate="never") as batch_op:
         batch_op.drop_column("default_pool_provisioned_at")
