@@ -156,6 +156,10 @@ def node_text(n: dict[str, Any]) -> str:
 def get_node(name: str, output: str) -> None:
     """Show one node by name.
 
+    Admins and operators also see the node's events (the newest 50, oldest
+    first), e.g. a default pool that was not provisioned because another
+    pool holds its path.
+
     \b
     Example:
       otherix node get node-a -o yaml
