@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import sqlite3
 import stat
-import uuid
 from pathlib import Path
 
 import pytest
@@ -24,7 +23,8 @@ from otherix.api.main import cli
 from support import pg
 from support.server import make_settings
 
-X, Y = str(uuid.uuid4()), str(uuid.uuid4())
+# fixed ids: parametrized test ids must be the same in every xdist worker
+X, Y = "516b926a-3b1a-461d-8885-cd1798319cbf", "57730da5-f1ee-4e0e-b24b-8df0d9f291dc"
 D = Path("/srv/api")
 
 

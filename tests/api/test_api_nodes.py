@@ -161,7 +161,8 @@ def test_node_views_depend_on_the_role(shared_api, role):
         listed = c.get("/v1/nodes", params={"limit": 200})
     assert one.status_code == 200
     keys = FULL_KEYS if role in ("admin", "operator") else SUMMARY_KEYS
-    assert set(one.json()) == keys
+    # the node's events (issue 12) come with the full view of one node, not in lists
+    assert set(one.json()) == (keys | {"events"} if keys == FULL_KEYS else keys)
     assert one.json()["status"] == "ready"
     assert all(set(n) == keys for n in listed.json()["data"])
 
@@ -284,7 +285,7 @@ def test_uncordon_of_a_pending_node_is_409(shared_api):
 def test_a_deleted_node_loses_its_credential_and_frees_its_name(shared_api):
     node = ready_node(shared_api, "removed")
     with http(shared_api) as c:
-        assert c.delete("/v1/nodes/removed").status_code == 204
+        assert c.delete("/v1/nodes/removed").status_code == 200  # 204 before issue 13
         assert c.get("/v1/nodes/removed").status_code == 404
         assert c.delete("/v1/nodes/removed").status_code == 404
     assert heartbeat(shared_api, node).status_code == 401

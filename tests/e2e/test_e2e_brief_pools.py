@@ -235,6 +235,11 @@ def test_the_brief_on_two_nodes(two_nodes):  # one walk, in the brief's order
     )
     remaining = json.loads(otherix("pool", "list", "-o", "json").stdout)["data"]
     assert [(p["name"], p["node"]) for p in remaining] == [("default", "node-a")]
+    # the last instance of the cluster default is kept until the default moves (issue 13)
+    last = otherix("pool", "delete", remaining[0]["id"], "--force", ok=False)
+    assert "is the cluster default and this is its last instance" in last.stderr
+    assert "otherix cluster unset-default-pool" in last.stderr
+    otherix("cluster", "unset-default-pool", "--force")
     otherix("pool", "delete", remaining[0]["id"], "--force")
     assert json.loads(otherix("pool", "list", "-o", "json").stdout)["data"] == []
     assert node_b.host_path(f"{DEFAULT}/images").is_dir()

@@ -117,15 +117,22 @@ def test_deleted_and_forged_node_credentials_are_refused_on_every_agent_route(ap
     gone = join_node(api.url, api.tokens["admin"], "node-gone")
     with api.client("admin") as admin:
         task = scan_task(admin, gone)
-        assert admin.delete(f"/v1/nodes/{gone.name}").status_code == 204
+        # the node holds the only instance of the cluster default: unset it first
+        assert admin.delete("/v1/cluster/default-pool").status_code == 204
+        assert admin.delete(f"/v1/nodes/{gone.name}").status_code == 200  # 204 before issue 13
     forged = Node(gone.name, gone.id, "otxn_" + "A" * 43)
+    # issue 13 item 9: a deleted node's credential says so (its agent then stops)
+    reasons = {
+        gone.credential: {"reason": "node_deleted", "node": gone.name},
+        forged.credential: {"reason": "credential_unknown"},
+    }
     sent = 0
     for cred in (gone, forged):
         for what, method, path, body, params in attempts(cred, cred, task, {"status": "running"}):
             r = httpx.request(method, api.url + path, json=body, params=params, headers=cred.auth)
             sent += 1
             assert r.status_code == 401, (what, cred.credential[:8], r.text)
-            assert r.json()["error"]["details"] == {"reason": "credential_unknown"}, r.text
+            assert r.json()["error"]["details"] == reasons[cred.credential], r.text
     reliability.record(
         "deleted or forged node credential",
         injected=sent,

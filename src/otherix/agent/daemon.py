@@ -30,13 +30,19 @@ One step of the loop does exactly one of these, in this order of priority:
    within a second. When it returns changed, the new desired state is
    reconciled and reported at once.
 
-Failures (``otherix.client`` errors) never end the loop:
+Failures (``otherix.client`` errors) end the loop only when the node was
+removed:
 
 - transport errors, 408/429/5xx: exponential backoff with full jitter
   (``backoff_initial`` doubling up to ``backoff_max``), forever;
-- 401 (credential unknown: the node was deleted, or the credential revoked)
-  and 409 ``node_gone`` (waiting for an operator's readmit): retried slowly,
-  once per heartbeat interval (±10%);
+- 401 reason ``node_deleted`` (an operator ran ``otherix node delete``): the
+  one failure that ends the loop. It logs once that the node was removed and
+  how to re-join, and raises :class:`NodeRemoved`; ``otherix-agent serve``
+  then exits with :data:`EXIT_NODE_REMOVED` (78), which a service manager can
+  be told not to restart (systemd: ``RestartPreventExitStatus=78``);
+- any other 401 (credential unknown or revoked) and 409 ``node_gone``
+  (waiting for an operator's readmit): retried slowly, once per heartbeat
+  interval (±10%);
 - any other 4xx is a mismatch an operator must fix (e.g.
   ``architecture_mismatch``); also retried once per heartbeat interval.
 
@@ -68,9 +74,17 @@ from otherix.models.heartbeat import (
     WatchReply,
 )
 
-__all__ = ["ControlPlane", "Daemon", "LoopConfig"]
+__all__ = ["EXIT_NODE_REMOVED", "ControlPlane", "Daemon", "LoopConfig", "NodeRemoved"]
 
 _log = logging.getLogger(__name__)
+
+#: ``otherix-agent serve``'s exit status when the node was removed from the
+#: cluster (sysexits' EX_CONFIG: restarting cannot help, re-joining can).
+EXIT_NODE_REMOVED = 78
+
+
+class NodeRemoved(Exception):
+    """The control plane says this node was deleted; the agent must stop."""
 
 
 class ControlPlane(Protocol):
@@ -263,6 +277,20 @@ class Daemon:
 
     def _failed(self, exc: ClientError) -> None:
         node = self.state.node_name
+        if (
+            isinstance(exc, ApiError)
+            and exc.status == 401
+            and exc.details.get("reason") == "node_deleted"
+        ):
+            _log.error(
+                "node %s was removed from the cluster (otherix node delete); this agent stops "
+                "and will not retry. To join again: on an admin's machine run 'otherix node "
+                "join-token create', then here 'otherix-agent bootstrap --force --server URL "
+                "--join-token TOKEN --node-name %s' and start 'otherix-agent serve' again",
+                node,
+                node,
+            )
+            raise NodeRemoved(node) from exc
         if isinstance(exc, ApiError) and exc.status == 401:
             self.link.set(
                 "unauthorized",

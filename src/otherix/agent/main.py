@@ -29,7 +29,7 @@ import httpx
 from otherix import __version__
 from otherix.agent import enrol
 from otherix.agent import state as node_state
-from otherix.agent.daemon import Daemon, LoopConfig
+from otherix.agent.daemon import EXIT_NODE_REMOVED, Daemon, LoopConfig, NodeRemoved
 from otherix.agent.images import ImageCache
 from otherix.agent.logs import setup_logging
 from otherix.agent.outbox import TaskOutbox
@@ -244,6 +244,10 @@ def bootstrap(
 def serve(data_dir: Path | None, config_file: Path | None) -> None:
     """Run the agent until SIGTERM or SIGINT (then exit 0).
 
+    Exits 78 when the control plane says this node was removed from the
+    cluster ('otherix node delete'); do not restart it on that status
+    (systemd: RestartPreventExitStatus=78), re-join it instead.
+
     Heartbeats to the control plane, applies the declared pools (directories
     under the allowed path prefixes), holds a long-poll watch open so changes
     apply within milliseconds, and retries with backoff while the control
@@ -320,11 +324,17 @@ def serve(data_dir: Path | None, config_file: Path | None) -> None:
             ", ".join(urls),
         )
         daemon.run()
+    except NodeRemoved:
+        removed = True
+    else:
+        removed = False
     finally:
         vms.close()
         outbox.close()
         client.close()
         report_client.close()
+    if removed:  # logged by the daemon; a distinct status so it is not restarted
+        sys.exit(EXIT_NODE_REMOVED)
 
 
 def main() -> None:

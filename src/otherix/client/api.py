@@ -81,8 +81,13 @@ class ApiClient(HttpClient):
         body = {"ttl_seconds": ttl_seconds}
         return dict(self.json("POST", f"/v1/nodes/{_seg(name)}/reset-credentials", json=body))
 
-    def delete_node(self, name: str) -> None:
-        self.json("DELETE", f"/v1/nodes/{_seg(name)}")
+    def delete_node(self, name: str) -> dict[str, Any]:
+        """The deleted node and its deleted pool instances (``{}`` from an older
+        server, which answered 204 and kept the pools)."""
+        return dict(self.json("DELETE", f"/v1/nodes/{_seg(name)}") or {})
+
+    def provision_default_pool(self, name: str) -> dict[str, Any]:
+        return dict(self.json("POST", f"/v1/nodes/{_seg(name)}/provision-default-pool"))
 
     # storage pools ----------------------------------------------------------
     def list_pools(self, **params: Any) -> dict[str, Any]:

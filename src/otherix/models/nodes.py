@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from otherix.models.common import Input, Output
+from otherix.models.pools import PoolRef
 
 Architecture = Literal["amd64", "arm64"]
 
@@ -88,3 +89,49 @@ class Node(NodeSummary):
     status_changed_at: datetime
     desired_revision: int
     updated_at: datetime
+
+
+class NodeEvent(Output):
+    """One entry of a node's bounded event log (newest 50 kept)."""
+
+    type: Literal["normal", "warning"]
+    reason: str
+    message: str
+    details: dict[str, Any]
+    created_at: datetime
+
+
+class NodeDetail(Node):
+    """``GET /v1/nodes/{name}`` for admins and operators: the node and its events."""
+
+    events: list[NodeEvent]
+
+
+class NodeDeleted(Output):
+    """``DELETE /v1/nodes/{name}``: the node is gone and these pool instances with it."""
+
+    id: str
+    name: str
+    deleted_pools: list[PoolRef]
+
+
+ProvisionOutcome = Literal["created", "exists", "path_held", "disabled", "invalid_name"]
+
+
+class DefaultPoolProvisioned(Output):
+    """``POST /v1/nodes/{name}/provision-default-pool``: what the step did.
+
+    ``created``: a new instance (``pool``); ``exists``: the node already has a
+    pool of that name (``pool``); ``path_held``: another pool holds the path
+    (``other_pool``), nothing created, an event recorded; ``disabled``:
+    ``storage_pools.default_pool_name`` is empty; ``invalid_name``: the
+    configured name is not a valid pool name or escapes the prefix.
+    """
+
+    node: str
+    outcome: ProvisionOutcome
+    message: str
+    name: str | None = None
+    path: str | None = None
+    pool: PoolRef | None = None
+    other_pool: PoolRef | None = None

@@ -54,6 +54,27 @@ class DiskPressure(Output):
     consecutive_count: int
 
 
+class PoolRef(Output):
+    """Another pool named by a condition or an error's details."""
+
+    id: str
+    name: str
+    path: str
+
+
+class PoolCondition(Output):
+    """Something wrong with a pool that its status alone does not say.
+
+    ``type`` is ``path_overlap`` (its directory overlaps ``other_pool``'s on the
+    same node, a row from before the one-directory-one-pool rule) or
+    ``orphaned`` (its node was deleted while the pool held VM disks).
+    """
+
+    type: str
+    message: str
+    other_pool: PoolRef | None = None
+
+
 class StoragePool(Output):
     model_config = ConfigDict(extra="ignore")
 
@@ -74,6 +95,8 @@ class StoragePool(Output):
     last_reconciled_at: datetime | None = None
     reconciliation_error: str | None = None
     images: list[CachedImage] = Field(default_factory=list)
+    #: Empty for a healthy pool; see :class:`PoolCondition`.
+    conditions: list[PoolCondition] = Field(default_factory=list)
     created_at: datetime
     updated_at: datetime
 

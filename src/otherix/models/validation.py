@@ -30,6 +30,7 @@ __all__ = [
     "looks_like_uuid",
     "path_allowed",
     "paths_overlap",
+    "pool_path_allowed",
     "validate_allowed_prefixes",
     "validate_node_name",
     "validate_pool_name",
@@ -162,6 +163,22 @@ def path_allowed(path: str, prefixes: Sequence[str]) -> bool:
         return False
     candidate = clean_path(path)
     return any(p.startswith("/") and _under(candidate, clean_path(p)) for p in prefixes)
+
+
+def pool_path_allowed(path: str, prefixes: Sequence[str]) -> bool:
+    """The API's create rule: :func:`path_allowed`, and not an allowed prefix itself.
+
+    Pools live *below* a prefix (issue 12, a departure from contract §3.2,
+    which admits the prefix directory itself): a pool at the prefix would
+    contain every other pool there, the auto-provisioned default included.
+    Compared cleaned, so ``/srv/pools/`` and ``/srv/pools//`` are the prefix
+    ``/srv/pools/`` too. :func:`path_allowed` (the contract's function) keeps
+    admitting the prefix; the agent's own allowlist uses it.
+    """
+    if not path_allowed(path, prefixes):
+        return False
+    cleaned = clean_path(path)
+    return all(cleaned != clean_path(p) for p in prefixes if p.startswith("/"))
 
 
 def paths_overlap(a: str, b: str) -> bool:

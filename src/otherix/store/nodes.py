@@ -19,9 +19,12 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from otherix.store.schema import join_tokens, node_observed, node_rejoin_tokens, nodes
+from otherix.store.schema import join_tokens, node_events, node_observed, node_rejoin_tokens, nodes
 
 _live = nodes.c.deleted_at.is_(None)
+
+#: How many events a node keeps (the newest; older ones are pruned on insert).
+EVENTS_KEPT = 50
 
 
 def _rows(conn: Connection, stmt: sa.Select[Any]) -> list[dict[str, Any]]:
@@ -295,6 +298,103 @@ def transition(
             .values(status=to_status, status_changed_at=now, updated_at=now)
         )
     return moved
+
+
+# removal, the default-pool step, events (0006) ------------------------------
+
+
+def lock_node(conn: Connection, node_id: str) -> bool:
+    """Lock a live node's row for the rest of the transaction (PostgreSQL
+    ``FOR UPDATE``; SQLite write transactions hold the database write lock
+    from ``BEGIN IMMEDIATE``). Serialises pool creates on one node; False when
+    the node is gone or deleted meanwhile."""
+    stmt = sa.select(nodes.c.id).where(nodes.c.id == node_id, _live).with_for_update()
+    return conn.execute(stmt).scalar_one_or_none() is not None
+
+
+def get_deleted_node_by_credential(conn: Connection, credential_hash: str) -> dict[str, Any] | None:
+    """A deleted node that held this credential (the newest), for a 401 that says so."""
+    stmt = (
+        sa.select(nodes.c.id, nodes.c.name, nodes.c.deleted_at)
+        .where(nodes.c.credential_hash == credential_hash, nodes.c.deleted_at.is_not(None))
+        .order_by(nodes.c.deleted_at.desc())
+        .limit(1)
+    )
+    row = conn.execute(stmt).mappings().first()
+    return dict(row) if row else None
+
+
+def soft_delete(conn: Connection, node_id: str, now: datetime) -> int:
+    """Mark the node deleted. Its credential hash stays on the row (a deleted row
+    never authenticates: every lookup filters live rows) so that the agent can
+    be told its node was removed instead of "unknown credential"."""
+    stmt = nodes.update().where(nodes.c.id == node_id, _live).values(deleted_at=now, updated_at=now)
+    return conn.execute(stmt).rowcount
+
+
+def claim_default_pool_step(conn: Connection, node_id: str, now: datetime) -> bool:
+    """Compare-and-set ``default_pool_provisioned_at`` from NULL: True for the one
+    caller (of any replica) that runs the automatic default-pool step."""
+    stmt = (
+        nodes.update()
+        .where(nodes.c.id == node_id, nodes.c.default_pool_provisioned_at.is_(None))
+        .values(default_pool_provisioned_at=now)
+    )
+    return conn.execute(stmt).rowcount == 1
+
+
+def set_default_pool_step(conn: Connection, node_id: str, now: datetime) -> None:
+    conn.execute(
+        nodes.update().where(nodes.c.id == node_id).values(default_pool_provisioned_at=now)
+    )
+
+
+def add_event(
+    conn: Connection,
+    node_id: str,
+    *,
+    type_: str,
+    reason: str,
+    message: str,
+    details: dict[str, Any],
+    now: datetime,
+    keep: int = EVENTS_KEPT,
+) -> None:
+    """Append an event and prune the node's log to its newest ``keep`` entries."""
+    conn.execute(
+        node_events.insert().values(
+            node_id=node_id,
+            type=type_,
+            reason=reason,
+            message=message,
+            details=details,
+            created_at=now,
+        )
+    )
+    newest = (
+        sa.select(node_events.c.seq)
+        .where(node_events.c.node_id == node_id)
+        .order_by(node_events.c.seq.desc())
+        .limit(keep)
+        .scalar_subquery()
+    )
+    conn.execute(
+        node_events.delete().where(
+            node_events.c.node_id == node_id, node_events.c.seq.not_in(newest)
+        )
+    )
+
+
+def list_events(conn: Connection, node_id: str, limit: int = EVENTS_KEPT) -> list[dict[str, Any]]:
+    """The node's newest ``limit`` events, oldest first."""
+    newest = (
+        sa.select(node_events)
+        .where(node_events.c.node_id == node_id)
+        .order_by(node_events.c.seq.desc())
+        .limit(limit)
+        .subquery()
+    )
+    return _rows(conn, sa.select(newest).order_by(newest.c.seq))
 
 
 # join tokens -----------------------------------------------------------------

@@ -155,3 +155,93 @@ def update_status(conn: Connection, pool_id: str, values: dict[str, Any]) -> Non
 def node_ids_with_pools(conn: Connection, pool_ids: Sequence[str]) -> list[str]:
     stmt = sa.select(sp.c.node_id).where(sp.c.id.in_(list(pool_ids))).distinct()
     return list(conn.execute(stmt).scalars())
+
+
+# one directory, one pool; node removal (0006) ---------------------------------
+
+
+def paths_on_nodes(conn: Connection, node_ids: Sequence[str]) -> list[dict[str, Any]]:
+    """``id, node_id, name, path`` of every pool on these nodes, oldest first (narrow:
+    what the overlap rule needs for a page's nodes, in one query)."""
+    ids = sorted(set(node_ids))
+    if not ids:
+        return []
+    stmt = (
+        sa.select(sp.c.id, sp.c.node_id, sp.c.name, sp.c.path)
+        .where(sp.c.node_id.in_(ids))
+        .order_by(sp.c.created_at, sp.c.id)
+    )
+    return _rows(conn, stmt)
+
+
+def lock_for_delete(
+    conn: Connection, *, node_id: str | None, names: Sequence[str]
+) -> list[dict[str, Any]]:
+    """Lock (PostgreSQL; SQLite holds its write lock already) every pool on
+    ``node_id`` and every instance of ``names``, in one statement ordered by id,
+    so two deletes never lock in opposite orders. Returns ``id, node_id,
+    name, name_lower, path`` of the locked rows."""
+    cond: list[sa.ColumnElement[bool]] = []
+    if node_id is not None:
+        cond.append(sp.c.node_id == node_id)
+    lowered = sorted({n.lower() for n in names})
+    if lowered:
+        cond.append(sp.c.name_lower.in_(lowered))
+    if not cond:
+        return []
+    stmt = (
+        sa.select(sp.c.id, sp.c.node_id, sp.c.name, sp.c.name_lower, sp.c.path)
+        .where(sa.or_(*cond))
+        .order_by(sp.c.id)
+        .with_for_update()
+    )
+    return _rows(conn, stmt)
+
+
+def lock_instances(conn: Connection, name: str, also_id: str | None = None) -> list[dict[str, Any]]:
+    """Lock every instance named ``name`` (and the row ``also_id``), ordered by id."""
+    cond = sp.c.name_lower == name.lower()
+    if also_id is not None:
+        cond = sa.or_(cond, sp.c.id == also_id)
+    stmt = (
+        sa.select(sp.c.id, sp.c.node_id, sp.c.name, sp.c.name_lower)
+        .where(cond)
+        .order_by(sp.c.id)
+        .with_for_update()
+    )
+    return _rows(conn, stmt)
+
+
+def count_disks_on_node(conn: Connection, node_id: str) -> int:
+    stmt = (
+        sa.select(sa.func.count())
+        .select_from(vm_disks.join(sp, sp.c.id == vm_disks.c.storage_pool_id))
+        .where(sp.c.node_id == node_id)
+    )
+    return int(conn.execute(stmt).scalar_one())
+
+
+def vm_names_on_node_pools(conn: Connection, node_id: str, limit: int = 20) -> list[str]:
+    """Names of the VMs whose disks live on the node's pools (first ``limit``, by name)."""
+    stmt = (
+        sa.select(vms.c.name)
+        .select_from(
+            vms.join(vm_disks, vm_disks.c.vm_id == vms.c.id).join(
+                sp, sp.c.id == vm_disks.c.storage_pool_id
+            )
+        )
+        .where(sp.c.node_id == node_id)
+        .distinct()
+        .order_by(vms.c.name)
+        .limit(limit)
+    )
+    return list(conn.execute(stmt).scalars())
+
+
+def delete_pools(conn: Connection, pool_ids: Sequence[str]) -> int:
+    """Delete these pool rows (their ``pool_status`` rows go by cascade)."""
+    ids = list(pool_ids)
+    if not ids:
+        return 0
+    conn.execute(ps.delete().where(ps.c.pool_id.in_(ids)))
+    return conn.execute(sp.delete().where(sp.c.id.in_(ids))).rowcount

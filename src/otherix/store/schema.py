@@ -156,6 +156,9 @@ nodes = sa.Table(
     _ts("status_changed_at"),
     _ts("last_heartbeat_at", nullable=True),
     _ts("deleted_at", nullable=True),
+    # 0006: when the one automatic default-pool step ran for this node (at its
+    # first promotion to ready); NULL: not yet, so the next promotion runs it.
+    _ts("default_pool_provisioned_at", nullable=True),
     sa.Index(
         "uq_nodes_live_name",
         "name_lower",
@@ -175,6 +178,32 @@ node_observed = sa.Table(
     sa.Column("capabilities", JSONType, nullable=False),
     sa.Column("resources", JSONType, nullable=False),
     _ts("updated_at"),
+)
+
+#: 0006: a small, bounded log of what the control plane did or declined to do
+#: for a node (e.g. a default pool not provisioned over a held path); the store
+#: keeps the newest ``store.nodes.EVENTS_KEPT`` per node.
+node_events = sa.Table(
+    "node_events",
+    metadata,
+    sa.Column(
+        "seq",
+        sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    sa.Column(
+        "node_id",
+        sa.String(36),
+        sa.ForeignKey("nodes.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("type", sa.String(16), nullable=False),  # normal | warning
+    sa.Column("reason", sa.String(64), nullable=False),
+    sa.Column("message", sa.Text, nullable=False),
+    sa.Column("details", JSONType, nullable=False),
+    _ts("created_at"),
+    sa.Index("ix_node_events_node_id_seq", "node_id", "seq"),
 )
 
 join_tokens = sa.Table(

@@ -17,11 +17,14 @@ from otherix.errors import ValidationFailed
 from otherix.models.common import Page
 from otherix.models.heartbeat import HeartbeatReply, HeartbeatReport, WatchReply
 from otherix.models.nodes import (
+    DefaultPoolProvisioned,
     JoinToken,
     JoinTokenCreate,
     JoinTokenCreated,
     Node,
     NodeCredentialReset,
+    NodeDeleted,
+    NodeDetail,
     NodeJoin,
     NodeJoined,
     NodeRejoin,
@@ -98,10 +101,12 @@ def list_nodes(
     return page([_shape(n, me) for n in data], nxt)
 
 
-@router.get("/{name}", operation_id="getNode", response_model=Node | NodeSummary)
+@router.get("/{name}", operation_id="getNode", response_model=NodeDetail | NodeSummary)
 def get_node(
     name: str, deps: Deps = Depends(get_deps), me: Principal = Depends(READ)
 ) -> Node | NodeSummary:
+    if me.scope(Permission.NODE_READ) is Scope.FULL:  # with the node's events
+        return nodes.node_detail(deps, name)
     return _shape(nodes.node_view(nodes.get_node_row(deps, name)), me)
 
 
@@ -137,12 +142,21 @@ def reset_credentials(
     return rejoin.reset_credentials(deps, name, me.user_id, body or NodeCredentialReset())
 
 
-@router.delete(
-    "/{name}", operation_id="deleteNode", status_code=204, dependencies=[Depends(MANAGE)]
+@router.delete("/{name}", operation_id="deleteNode", dependencies=[Depends(MANAGE)])
+def delete_node(name: str, deps: Deps = Depends(get_deps)) -> NodeDeleted:
+    """200 with the pool instances deleted with the node (the contract's 204
+    kept orphaned pools; issue 13 item 9 deletes them)."""
+    return nodes.delete_node(deps, name)
+
+
+@router.post(
+    "/{name}/provision-default-pool",
+    operation_id="provisionDefaultPool",
+    dependencies=[Depends(MANAGE)],
 )
-def delete_node(name: str, deps: Deps = Depends(get_deps)) -> Response:
-    nodes.delete_node(deps, name)
-    return Response(status_code=204)
+def provision_default_pool(name: str, deps: Deps = Depends(get_deps)) -> DefaultPoolProvisioned:
+    """Run the default-pool step for this node now and say what it did."""
+    return nodes.provision_default_pool(deps, name)
 
 
 @router.post("/{name}/heartbeat", operation_id="nodeHeartbeat", response_model=HeartbeatReply)
@@ -187,6 +201,8 @@ async def watch(
         fut = deps.hub.subscribe(ident.node_id)
         try:
             current = await run_in_threadpool(hb.current_revision, deps, ident.node_id)
+            if current is None:  # deleted while the watch was parked
+                raise nodes.removed_error(ident.name)
             desired = await run_in_threadpool(hb.desired_state, deps, ident.node_id, current)
             if desired.revision > revision:
                 return WatchReply(changed=True, desired=desired)

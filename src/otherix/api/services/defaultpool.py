@@ -1,29 +1,51 @@
-"""The cluster default pool: the setting, its seeding, and auto-provisioning.
+"""The cluster default pool: the setting, its seeding, and provisioning per node.
 
 - ``cluster_settings.default_pool_name`` holds the cluster default (a pool
   *name*). At first start it is seeded from ``storage_pools.default_pool_name``
   when the key has never been written; an admin's later unset is kept.
-- Auto-provisioning uses ``storage_pools.default_pool_name`` from config: when
-  a node is promoted to ready it gets an instance of that name at
-  ``<first allowed prefix><name>``. An empty name opts out; a name that would
-  escape the prefix is refused (logged, nothing created).
+  Setting it locks every instance of the name, as a pool delete does, so a
+  delete of the last instance and a set of its name never both succeed.
+- Provisioning uses ``storage_pools.default_pool_name`` from config: a node
+  gets an instance of that name at ``<first allowed prefix><name>``, **once**:
+  at its first promotion to ready (``on_promoted``, from the heartbeat), which
+  ``nodes.default_pool_provisioned_at`` records, never at a later return from
+  unreachable (a departure from contract §0 fact 11: a deleted or renamed
+  default pool must not come back at the old path). ``provision`` runs the
+  step again on an admin's request (``otherix node provision-default-pool``).
+- It never provisions over a path another pool on the node holds (equal,
+  inside or containing, ``models.overlap``): that, like every outcome, is an
+  event on the node, not a failure. An empty name opts out; a name that is not
+  a valid pool name, escapes the prefix or lands on an allowed prefix itself
+  is refused (logged, an event, nothing created).
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
+from dataclasses import dataclass
+from typing import Any
 
 from otherix.api.deps import Deps
-from otherix.errors import DefaultPoolNotSet, PoolNotFoundForName, ValidationFailed
+from otherix.errors import DefaultPoolNotSet, NotFound, PoolNotFoundForName, ValidationFailed
+from otherix.models.nodes import DefaultPoolProvisioned, ProvisionOutcome
+from otherix.models.overlap import PoolPath, first_overlap
 from otherix.models.pools import DefaultPool
-from otherix.models.validation import default_pool_path, validate_pool_name
-from otherix.store import UniqueViolation
+from otherix.models.validation import default_pool_path, pool_path_allowed, validate_pool_name
 from otherix.store import nodes as qn
 from otherix.store import pools as qp
 from otherix.store import settings as qs
 
 log = logging.getLogger(__name__)
+
+
+def last_default_message(name: str) -> str:
+    """Why a delete that would leave the cluster default dangling is refused."""
+    return (
+        f'storage pool "{name}" is the cluster default and this is its last instance; '
+        f"set another default first ('otherix cluster set-default-pool NAME') or unset it "
+        f"('otherix cluster unset-default-pool'), then delete it"
+    )
 
 
 def seed(deps: Deps) -> None:
@@ -33,45 +55,159 @@ def seed(deps: Deps) -> None:
             qs.put_setting(conn, qs.DEFAULT_POOL_NAME, name or None, deps.clock.now())
 
 
-def ensure_default_pool(deps: Deps, node_id: str, node_name: str) -> bool:
-    """Create the default pool instance on a freshly ready node; True if created."""
+@dataclass(frozen=True)
+class _Plan:
+    """What the configured name asks for, before looking at the node."""
+
+    outcome: ProvisionOutcome | None  # None: go ahead at ``path``
+    message: str
+    name: str | None = None
+    path: str | None = None
+
+
+def _plan(deps: Deps) -> _Plan:
     name = deps.settings.storage_pools.default_pool_name
     if not name:
-        return False
-    if problem := validate_pool_name(name):  # the same rule an API create applies
-        log.error(
-            "default pool name %r is not a valid pool name (%s); not provisioning", name, problem
+        return _Plan(
+            "disabled",
+            "default pool provisioning is off (storage_pools.default_pool_name is empty)",
         )
-        return False
-    prefix = deps.settings.storage_pools.allowed_path_prefixes[0]
-    path = default_pool_path(prefix, name)
-    if path is None:
-        log.error("default pool name %r escapes prefix %r; not provisioning", name, prefix)
-        return False
+    if problem := validate_pool_name(name):  # the same rule an API create applies
+        return _Plan(
+            "invalid_name",
+            f"storage_pools.default_pool_name {name!r} is not a valid pool name ({problem}); "
+            "nothing provisioned",
+            name,
+        )
+    prefixes = deps.settings.storage_pools.allowed_path_prefixes
+    path = default_pool_path(prefixes[0], name)
+    if path is None or not pool_path_allowed(path, prefixes):
+        return _Plan(
+            "invalid_name",
+            f"storage_pools.default_pool_name {name!r} under prefix {prefixes[0]!r} does not "
+            "give a path below an allowed prefix; nothing provisioned",
+            name,
+        )
+    return _Plan(None, "", name, path)
+
+
+def _ref(p: PoolPath) -> dict[str, str]:
+    return {"id": p.id, "name": p.name, "path": p.path}
+
+
+def _event(
+    conn: Any, node_id: str, now: Any, type_: str, reason: str, message: str, **details: Any
+) -> None:
+    qn.add_event(
+        conn, node_id, type_=type_, reason=reason, message=message, details=details, now=now
+    )
+
+
+def _run(deps: Deps, conn: Any, node: dict[str, Any], plan: _Plan) -> DefaultPoolProvisioned:
+    """The step on a node whose row the caller has locked or claimed."""
     now = deps.clock.now()
-    try:
-        with deps.db.write() as conn:
-            qp.insert_pool(
-                conn,
-                {
-                    "id": str(uuid.uuid4()),
-                    "node_id": node_id,
-                    "name": name,
-                    "name_lower": name.lower(),
-                    "type": "local_dir",
-                    "path": path,
-                    "config": {},
-                    "created_at": now,
-                    "updated_at": now,
-                },
-            )
-            qn.bump_revision(conn, node_id)
-    except UniqueViolation:
-        log.debug("default pool already exists on node %s", node_name)
-        return False
-    log.info("default pool %s provisioned on node %s at %s", name, node_name, path)
-    deps.hub.publish([node_id])
-    return True
+    node_id, node_name = str(node["id"]), str(node["name"])
+    result: dict[str, Any] = {"node": node_name, "name": plan.name, "path": plan.path}
+    if plan.outcome is not None:
+        if plan.outcome == "invalid_name":
+            _event(conn, node_id, now, "warning", "default_pool_invalid_name", plan.message)
+        return DefaultPoolProvisioned(**result, outcome=plan.outcome, message=plan.message)
+    assert plan.name is not None
+    assert plan.path is not None
+    existing = [
+        PoolPath(str(r["id"]), str(r["name"]), str(r["path"]))
+        for r in qp.paths_on_nodes(conn, [node_id])
+    ]
+    same = next((p for p in existing if p.name.lower() == plan.name.lower()), None)
+    if same is not None:
+        message = (
+            f'node {node_name} already has a pool named "{same.name}" ({same.id}, path '
+            f'"{same.path}"); nothing provisioned'
+        )
+        _event(conn, node_id, now, "normal", "default_pool_exists", message, pool=_ref(same))
+        return DefaultPoolProvisioned(**result, outcome="exists", message=message, pool=_ref(same))
+    hit = first_overlap(plan.path, existing)
+    if hit is not None:
+        message = (
+            f'default pool "{plan.name}" not provisioned on node {node_name}: its path '
+            f'"{plan.path}" overlaps storage pool "{hit.other.name}" ({hit.other.id}, path '
+            f'"{hit.other.path}"); one directory holds one pool. Create a pool of that name '
+            "at a free path with 'otherix pool create', or move the other pool"
+        )
+        _event(
+            conn, node_id, now, "warning", "default_pool_path_held", message,
+            path=plan.path, other_pool=_ref(hit.other),
+        )  # fmt: skip
+        return DefaultPoolProvisioned(
+            **result, outcome="path_held", message=message, other_pool=_ref(hit.other)
+        )
+    pool_id = str(uuid.uuid4())
+    qp.insert_pool(
+        conn,
+        {
+            "id": pool_id,
+            "node_id": node_id,
+            "name": plan.name,
+            "name_lower": plan.name.lower(),
+            "type": "local_dir",
+            "path": plan.path,
+            "config": {},
+            "created_at": now,
+            "updated_at": now,
+        },
+    )
+    qn.bump_revision(conn, node_id)
+    created = {"id": pool_id, "name": plan.name, "path": plan.path}
+    message = f'default pool "{plan.name}" provisioned on node {node_name} at {plan.path}'
+    _event(conn, node_id, now, "normal", "default_pool_provisioned", message, pool=created)
+    return DefaultPoolProvisioned(**result, outcome="created", message=message, pool=created)
+
+
+def _log(result: DefaultPoolProvisioned) -> None:
+    if result.outcome == "created":
+        log.info("%s", result.message)
+    elif result.outcome in ("path_held", "invalid_name"):
+        log.warning("%s", result.message)
+    else:
+        log.debug("%s", result.message)
+
+
+def on_promoted(deps: Deps, node_id: str, node_name: str) -> bool:
+    """The heartbeat's hook at a promotion to ready; True if a pool was created.
+
+    Runs the step only the first time (a compare-and-set on
+    ``default_pool_provisioned_at``, so two replicas never both run it). An
+    invalid configured name leaves the step unclaimed: fixing the config and
+    the next promotion retry it.
+    """
+    plan = _plan(deps)
+    with deps.db.write() as conn:
+        if plan.outcome == "invalid_name":
+            node = {"id": node_id, "name": node_name}
+            result = _run(deps, conn, node, plan)
+        elif not qn.claim_default_pool_step(conn, node_id, deps.clock.now()):
+            return False
+        else:
+            result = _run(deps, conn, {"id": node_id, "name": node_name}, plan)
+    _log(result)
+    if result.outcome == "created":
+        deps.hub.publish([node_id])
+    return result.outcome == "created"
+
+
+def provision(deps: Deps, node: dict[str, Any]) -> DefaultPoolProvisioned:
+    """Run the step now on a live node (an admin's request) and record it as done."""
+    plan = _plan(deps)
+    with deps.db.write() as conn:
+        if not qn.lock_node(conn, str(node["id"])):
+            raise NotFound("node not found", {"node": node["name"]})
+        result = _run(deps, conn, node, plan)
+        if plan.outcome != "invalid_name":
+            qn.set_default_pool_step(conn, str(node["id"]), deps.clock.now())
+    _log(result)
+    if result.outcome == "created":
+        deps.hub.publish([str(node["id"])])
+    return result
 
 
 def get(deps: Deps) -> DefaultPool:
@@ -87,6 +223,9 @@ def put(deps: Deps, raw_name: str) -> DefaultPool:
     if not name:
         raise ValidationFailed("name is required", {"field": "name"})
     with deps.db.write() as conn:
+        # the same locks a pool delete takes: never set a name whose last instance
+        # is being deleted (on PostgreSQL; SQLite writers are serialised anyway)
+        qp.lock_instances(conn, name)
         canonical = qp.first_name_match(conn, name)
         if canonical is None:
             raise PoolNotFoundForName(details={"name": name})

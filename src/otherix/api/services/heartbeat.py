@@ -6,7 +6,9 @@ flushes in batches. Writes happen only for what changed: pool reports that
 differ from what is stored, new capabilities/resources, a status promotion.
 
 A node that heartbeats while ``pending`` or ``unreachable`` is promoted to
-``ready`` at once, and the on-ready hook provisions the default pool.
+``ready`` at once. The on-ready hook provisions the default pool only at the
+node's first promotion (``defaultpool.on_promoted``), never on a return from
+unreachable, so a deleted or renamed default pool stays so.
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ from typing import Any
 
 from otherix.api.deps import AgentIdentity, Deps
 from otherix.api.services import defaultpool, secrets
-from otherix.api.services.nodes import bind_agent
-from otherix.errors import Conflict, NotFound, Unauthenticated
+from otherix.api.services.nodes import bind_agent, unknown_credential
+from otherix.errors import Conflict, NotFound
 from otherix.models.heartbeat import (
     AgentTask,
     DeclaredPool,
@@ -167,9 +169,7 @@ def _load_node(deps: Deps, token: str, report: HeartbeatReport) -> dict[str, Any
         with deps.db.read_one() as conn:
             node = qn.get_node_for_heartbeat(conn, secrets.digest(token))
     if node is None:
-        raise Unauthenticated(
-            "unknown or revoked node credential", {"reason": "credential_unknown"}
-        )
+        raise unknown_credential(deps, token)  # node_deleted or credential_unknown
     if node["status"] == "gone":
         raise Conflict(
             "node is gone; an operator must readmit it ('otherix node readmit')",
@@ -233,7 +233,7 @@ def heartbeat(
                 qn.update_node(conn, ident.node_id, node_values)
     if promote:
         log.info("node promoted to ready: %s", node["name"])
-        written = defaultpool.ensure_default_pool(deps, ident.node_id, node["name"]) or written
+        written = defaultpool.on_promoted(deps, ident.node_id, node["name"]) or written
     desired = desired_json(deps, ident.node_id, None if written else node["desired_revision"])
     head = {
         "received_at": now.isoformat().replace("+00:00", "Z"),

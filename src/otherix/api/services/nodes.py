@@ -2,8 +2,16 @@
 
 Liveness status lives in ``nodes.status`` (pending, ready, unreachable, gone);
 cordoning is a separate flag, projected as status ``cordoned`` while the node
-is otherwise ready. Deleting a node soft-deletes it and keeps its pools,
-which then show ``node: ""`` (orphaned).
+is otherwise ready.
+
+Deleting a node (issue 13 item 9, a departure from contract §1.3, which keeps
+orphaned pools) is refused while its pools hold VM disks, and when it would
+remove the last instance of the cluster default pool; otherwise its pool
+instances are deleted with it and the answer lists them. The row is
+soft-deleted and keeps its credential hash, so the agent's next request gets
+``401`` reason ``node_deleted`` (and the agent stops) instead of "unknown
+credential". A node's events (``node_events``, newest 50) are shown to admins
+and operators on ``GET /v1/nodes/{name}``.
 """
 
 from __future__ import annotations
@@ -15,13 +23,17 @@ from typing import Any
 from sqlalchemy.engine import Connection
 
 from otherix.api.deps import AgentIdentity, Deps
-from otherix.api.services import secrets
+from otherix.api.services import defaultpool, secrets
 from otherix.errors import Conflict, NotFound, Unauthenticated, ValidationFailed
 from otherix.models.nodes import (
+    DefaultPoolProvisioned,
     JoinToken,
     JoinTokenCreate,
     JoinTokenCreated,
     Node,
+    NodeDeleted,
+    NodeDetail,
+    NodeEvent,
     NodeJoin,
     NodeJoined,
 )
@@ -29,6 +41,8 @@ from otherix.models.pagination import decode_cursor, split_page
 from otherix.models.validation import looks_like_uuid, validate_node_name
 from otherix.store import UniqueViolation
 from otherix.store import nodes as q
+from otherix.store import pools as qp
+from otherix.store import settings as qs
 
 
 def projected_status(row: dict[str, Any]) -> str:
@@ -166,15 +180,35 @@ def join(deps: Deps, body: NodeJoin) -> NodeJoined:
     )
 
 
+def removed_error(name: str) -> Unauthenticated:
+    """The 401 a deleted node's credential gets (the agent stops on it)."""
+    return Unauthenticated(
+        f"node {name} was removed from the cluster ('otherix node delete'); its credential "
+        "no longer works. To join again: 'otherix node join-token create', then on the node "
+        "'otherix-agent bootstrap --force --server URL --join-token TOKEN --node-name "
+        f"{name}'",
+        {"reason": "node_deleted", "node": name},
+    )
+
+
+def unknown_credential(deps: Deps, token: str) -> Unauthenticated:
+    """The 401 for a credential no live node holds: ``node_deleted`` when a deleted
+    node held it, else ``credential_unknown``. Only failed lookups pay this read."""
+    if token.startswith(secrets.NODE_CREDENTIAL_PREFIX):
+        with deps.db.read() as conn:
+            gone = q.get_deleted_node_by_credential(conn, secrets.digest(token))
+        if gone is not None:
+            return removed_error(str(gone["name"]))
+    return Unauthenticated("unknown or revoked node credential", {"reason": "credential_unknown"})
+
+
 def authenticate_agent(deps: Deps, token: str) -> AgentIdentity:
     if not token.startswith(secrets.NODE_CREDENTIAL_PREFIX):
         raise Unauthenticated("not a node credential", {"reason": "credential_unknown"})
     with deps.db.read() as conn:
         row = q.get_node_by_credential(conn, secrets.digest(token))
     if row is None:
-        raise Unauthenticated(
-            "unknown or revoked node credential", {"reason": "credential_unknown"}
-        )
+        raise unknown_credential(deps, token)
     return AgentIdentity(row["id"], row["name"])
 
 
@@ -230,14 +264,86 @@ def readmit(deps: Deps, name: str) -> Node:
     return node_view(row)
 
 
-def delete_node(deps: Deps, name: str) -> None:
-    """Soft-delete: the credential stops working; pools stay, shown as orphaned."""
+def node_detail(deps: Deps, name: str) -> NodeDetail:
+    """The full view with the node's events (admins and operators)."""
+    row = get_node_row(deps, name)
+    with deps.db.read() as conn:
+        events = q.list_events(conn, row["id"])
+    return NodeDetail.model_validate(
+        {**node_view(row).model_dump(), "events": [NodeEvent.model_validate(e) for e in events]}
+    )
+
+
+def provision_default_pool(deps: Deps, name: str) -> DefaultPoolProvisioned:
+    """``otherix node provision-default-pool NODE``: run the default-pool step now."""
+    return defaultpool.provision(deps, get_node_row(deps, name))
+
+
+def _lock_for_delete(conn: Connection, node_id: str) -> tuple[list[dict[str, Any]], str | None]:
+    """Lock the node's pools and every instance of the cluster default (one
+    statement, id order; the order a VM bind and a pool delete use too), then
+    the node row. Re-reads the default after locking: once the node's pools
+    are held, no ``set-default-pool`` of a name with an instance here can
+    commit, so the answer is stable for this transaction."""
+    default = qs.get_setting(conn, qs.DEFAULT_POOL_NAME)
+    rows = qp.lock_for_delete(conn, node_id=node_id, names=[default] if default else [])
+    for _ in range(3):  # the default changed before our locks were in place
+        again = qs.get_setting(conn, qs.DEFAULT_POOL_NAME)
+        if (again or "").lower() == (default or "").lower():
+            break
+        default = again
+        rows = qp.lock_for_delete(conn, node_id=node_id, names=[default] if default else [])
+    return rows, default
+
+
+def delete_node(deps: Deps, name: str) -> NodeDeleted:
+    """Delete a node and its pool instances; refused while they hold VM disks or
+    would take the last instance of the cluster default with them."""
     row = get_node_row(deps, name)
     now = deps.clock.now()
     with deps.db.write() as conn:
-        q.update_node(
-            conn,
-            row["id"],
-            {"deleted_at": now, "updated_at": now, "credential_hash": f"deleted:{row['id']}"},
-        )
+        locked, default = _lock_for_delete(conn, row["id"])
+        mine = [r for r in locked if r["node_id"] == row["id"]]
+        if not q.lock_node(conn, row["id"]):
+            raise NotFound("node not found", {"node": name})
+        current = {r["id"] for r in qp.paths_on_nodes(conn, [row["id"]])}
+        if current != {r["id"] for r in mine}:
+            raise Conflict(
+                f"pools were created on node {row['name']} while it was being deleted; "
+                "retry the delete"
+            )
+        disks = qp.count_disks_on_node(conn, row["id"])
+        if disks:
+            vms = qp.vm_names_on_node_pools(conn, row["id"])
+            raise Conflict(
+                f"node {row['name']} cannot be deleted: its storage pools hold {disks} VM "
+                f"disk(s) ({', '.join(vms)}); delete those VMs first ('otherix vm list "
+                f"--node {row['name']}')",
+                {
+                    "blocking_resources": {"vm_disks": disks},
+                    "vms": vms,
+                    "hint": f"otherix vm list --node {row['name']}",
+                },
+            )
+        if default is not None:
+            lowered = default.lower()
+            others = [r for r in locked if r["name_lower"] == lowered and r["node_id"] != row["id"]]
+            if not others and any(r["name_lower"] == lowered for r in mine):
+                raise Conflict(
+                    f"node {row['name']} holds the last instance of the cluster default pool: "
+                    + defaultpool.last_default_message(default),
+                    {"reason": "default_pool_in_use", "name": default},
+                )
+        qp.delete_pools(conn, [r["id"] for r in mine])
+        q.soft_delete(conn, row["id"], now)
     deps.hub.publish([row["id"]])
+    return NodeDeleted.model_validate(
+        {
+            "id": row["id"],
+            "name": row["name"],
+            "deleted_pools": [
+                {"id": r["id"], "name": r["name"], "path": r["path"]}
+                for r in sorted(mine, key=lambda r: (r["name_lower"], r["id"]))
+            ],
+        }
+    )

@@ -1,10 +1,21 @@
-"""Storage pool rules: validation order, allowlist, per-node uniqueness,
-delete gating by VM disks, scans, and the flat and concept views.
+"""Storage pool rules: validation order, allowlist, per-node uniqueness, one
+directory per pool, delete gating by VM disks and by the cluster default, and
+the flat and concept views (with their conditions).
 
 The create validation order is the contract's (section 1.4.4): forbidden
 agent-reported keys, decode, node required, name/type/path/config syntax, the
-allowlist, then the node lookup, then the insert (where the database's unique
-constraint decides races: exactly one of N concurrent creates wins).
+allowlist (strictly below a prefix: issue 12), then the node lookup, then, in
+the insert's transaction with the node's row locked, the name and the path
+rules (``models.overlap``): a path equal to, inside or containing another
+pool's path on the node is ``409 conflict`` reason ``pool_path_overlap``.
+Creates on one node are serialised by that lock (PostgreSQL ``FOR UPDATE``;
+SQLite's ``BEGIN IMMEDIATE``), so of N concurrent overlapping creates at most
+one wins; the unique constraint backs the name rule up.
+
+Views: every pool carries ``conditions``: ``path_overlap`` for rows that
+overlap from before the rule (computed on read for the page's nodes in one
+query), ``orphaned`` for a pool whose node was deleted while it held disks
+(its capacity is not shown: no agent measures it).
 """
 
 from __future__ import annotations
@@ -24,6 +35,13 @@ from otherix.errors import (
     PoolNameAmbiguous,
     ValidationFailed,
 )
+from otherix.models.overlap import (
+    PoolPath,
+    condition_message,
+    first_overlap,
+    overlaps_by_pool,
+    refusal_message,
+)
 from otherix.models.pagination import decode_cursor, split_page
 from otherix.models.pools import (
     AGENT_REPORTED_FIELDS,
@@ -36,6 +54,7 @@ from otherix.models.pools import (
 from otherix.models.validation import (
     looks_like_uuid,
     path_allowed,
+    pool_path_allowed,
     validate_pool_name,
     validate_pool_path,
     validate_pool_type,
@@ -46,9 +65,60 @@ from otherix.store import pools as qp
 
 DUPLICATE = "another storage pool with this name already exists on the target node"
 IN_USE = "storage pool is in use by virtual machine disks; remove or migrate them first"
+PREFIX_ITSELF = (
+    "path is an allowed path prefix itself; a pool lives below a prefix "
+    "(a pool at the prefix would contain every other pool there)"
+)
+ORPHANED = (
+    "the node of this pool was deleted while the pool held VM disks; no agent reconciles "
+    "or measures it: delete its VMs ('otherix vm delete'), then the pool by its UUID"
+)
 
 
-def pool_view(row: dict[str, Any], default_name: str | None, with_images: bool) -> StoragePool:
+def last_default_message(name: str) -> str:
+    return (
+        f'storage pool "{name}" is the cluster default and this is its last instance; '
+        f"set another default first ('otherix cluster set-default-pool NAME') or unset it "
+        f"('otherix cluster unset-default-pool'), then delete it"
+    )
+
+
+def pool_path(row: dict[str, Any]) -> PoolPath:
+    return PoolPath(str(row["id"]), str(row["name"]), str(row["path"]))
+
+
+def conditions_for(conn: Any, rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """``path_overlap`` conditions for ``rows``: one narrow query for all their nodes."""
+    wanted = {str(r["id"]) for r in rows}
+    on_nodes = qp.paths_on_nodes(conn, [str(r["node_id"]) for r in rows])
+    by_node: dict[str, list[PoolPath]] = {}
+    for r in on_nodes:
+        by_node.setdefault(str(r["node_id"]), []).append(pool_path(r))
+    out: dict[str, list[dict[str, Any]]] = {}
+    for paths in by_node.values():
+        for pool_id, hits in overlaps_by_pool(paths).items():
+            if pool_id in wanted:
+                out[pool_id] = [
+                    {
+                        "type": "path_overlap",
+                        "message": condition_message(hit),
+                        "other_pool": {
+                            "id": hit.other.id,
+                            "name": hit.other.name,
+                            "path": hit.other.path,
+                        },
+                    }
+                    for hit in hits
+                ]
+    return out
+
+
+def pool_view(
+    row: dict[str, Any],
+    default_name: str | None,
+    with_images: bool,
+    conditions: dict[str, list[dict[str, Any]]] | None = None,
+) -> StoragePool:
     orphaned = row["node_deleted_at"] is not None
     available = row["available_bytes"]
     effective = None
@@ -57,9 +127,23 @@ def pool_view(row: dict[str, Any], default_name: str | None, with_images: bool) 
     pressure = None
     if row["pressure_since"] is not None:
         pressure = {"since": row["pressure_since"], "consecutive_count": row["pressure_count"]}
+    found = list((conditions or {}).get(str(row["id"]), []))
+    stale: dict[str, Any] = {}
+    if orphaned:  # nothing measures it any more: no capacity, no stale "ready"
+        found.append({"type": "orphaned", "message": ORPHANED})
+        stale = {
+            "capacity_bytes": None,
+            "available_bytes": None,
+            "reported_at": None,
+            "reconciliation_status": "failed",
+            "reconciliation_error": ORPHANED,
+        }
+        effective, pressure = None, None
     return StoragePool.model_validate(
         {
             **row,
+            **stale,
+            "conditions": found,
             "node": "" if orphaned else row["node_name"],
             "node_status": None
             if orphaned
@@ -106,9 +190,10 @@ def get(deps: Deps, ref: str) -> StoragePool | PoolConceptView:
         raise NotFound("storage pool not found")
     with deps.db.read() as conn:
         default_name = defaultpool.current_name(conn)
+        conditions = conditions_for(conn, rows)
     if looks_like_uuid(ref):
-        return pool_view(rows[0], default_name, with_images=True)
-    instances = [pool_view(r, default_name, with_images=True) for r in rows]
+        return pool_view(rows[0], default_name, with_images=True, conditions=conditions)
+    instances = [pool_view(r, default_name, True, conditions) for r in rows]
     return PoolConceptView(
         name=rows[0]["name"],
         type=rows[0]["type"],
@@ -129,8 +214,9 @@ def list_pools(
             conn, after=after, limit=limit + 1, node_id=node_id, pool_type=pool_type
         )
         default_name = defaultpool.current_name(conn)
-    page, nxt = split_page(rows, limit)
-    return [pool_view(r, default_name, with_images=False) for r in page], nxt
+        page, nxt = split_page(rows, limit)
+        conditions = conditions_for(conn, page)
+    return [pool_view(r, default_name, False, conditions) for r in page], nxt
 
 
 def _check_config(value: object) -> None:
@@ -176,16 +262,20 @@ def create(deps: Deps, raw: object) -> StoragePool:
         _check_config(raw["config"])
         body.config = raw["config"]
     prefixes = deps.settings.storage_pools.allowed_path_prefixes
-    if not path_allowed(body.path, prefixes):
-        raise PathNotAllowed(details={"allowed_prefixes": list(prefixes), "path": body.path})
+    if not pool_path_allowed(body.path, prefixes):
+        details = {"allowed_prefixes": list(prefixes), "path": body.path}
+        if path_allowed(body.path, prefixes):  # the prefix directory itself
+            raise PathNotAllowed(PREFIX_ITSELF, details)
+        raise PathNotAllowed(details=details)
     name_param(body.node, "node")
     now = deps.clock.now()
     pool_id = str(uuid.uuid4())
     try:
         with deps.db.write() as conn:
             node = qn.get_node_by_name(conn, body.node)
-            if node is None:
+            if node is None or not qn.lock_node(conn, node["id"]):
                 raise NotFound("node not found", {"node": body.node})
+            check_node_paths(conn, node, body.name, body.path)
             qp.insert_pool(
                 conn,
                 {
@@ -208,6 +298,28 @@ def create(deps: Deps, raw: object) -> StoragePool:
     assert row is not None
     deps.hub.publish([row["node_id"]])
     return pool_view(row, default_name, with_images=False)
+
+
+def check_node_paths(conn: Any, node: dict[str, Any], name: str, path: str) -> None:
+    """The name and path rules against the node's pools; call with the node locked.
+
+    A name already on the node keeps its old answer (``field: name``), so a
+    repeated create reads as before; then the one-directory-one-pool rule.
+    """
+    existing = [pool_path(r) for r in qp.paths_on_nodes(conn, [node["id"]])]
+    if any(p.name.lower() == name.lower() for p in existing):
+        raise Conflict(DUPLICATE, {"field": "name"})
+    hit = first_overlap(path, existing)
+    if hit is not None:
+        raise Conflict(
+            refusal_message(path, hit, node["name"]),
+            {
+                "reason": "pool_path_overlap",
+                "path": path,
+                "relation": hit.relation,
+                "other_pool": {"id": hit.other.id, "name": hit.other.name, "path": hit.other.path},
+            },
+        )
 
 
 def update(deps: Deps, ref: str, raw: object) -> StoragePool:
@@ -237,25 +349,45 @@ def update(deps: Deps, ref: str, raw: object) -> StoragePool:
                 qn.bump_revision(conn, target["node_id"])
             row = qp.get_pool(conn, target["id"])
             default_name = defaultpool.current_name(conn)
+            conditions = conditions_for(conn, [row]) if row is not None else {}
     except UniqueViolation as exc:
         raise Conflict(DUPLICATE, {"field": "name"}) from exc
     assert row is not None
     if values:
         deps.hub.publish([row["node_id"]])
-    return pool_view(row, default_name, with_images=False)
+    return pool_view(row, default_name, False, conditions)
 
 
 def delete(deps: Deps, ref: str) -> None:
-    """Refused while VM disks reference the pool; the check and the delete are
-    one transaction, and the disks' foreign key backs it up."""
+    """Refused while VM disks reference the pool, and when it is the last instance
+    of the cluster default pool (``default_pool_in_use``: a VM created without a
+    pool would name a pool that no longer exists). The checks and the delete are
+    one transaction holding every instance of the name (locked in id order, so
+    two deletes never deadlock; ``set-default-pool`` takes the same locks); the
+    disks' foreign key backs the disk rule up."""
     target = resolve_one(deps, ref)
     try:
         with deps.db.write() as conn:
-            if qp.lock_pool(conn, target["id"]) is None:
+            locked = qp.lock_instances(conn, target["name"], also_id=target["id"])
+            mine = next((r for r in locked if r["id"] == target["id"]), None)
+            if mine is None:
                 raise NotFound("storage pool not found")
+            if mine["name_lower"] != target["name_lower"]:
+                raise Conflict("the storage pool was renamed meanwhile; retry the delete")
             disks = qp.count_disks(conn, target["id"])
             if disks:
                 raise Conflict(IN_USE, {"blocking_resources": {"vm_disks": disks}})
+            default_name = defaultpool.current_name(conn)
+            same_name = [r for r in locked if r["name_lower"] == target["name_lower"]]
+            if (
+                default_name is not None
+                and default_name.lower() == target["name_lower"]
+                and len(same_name) == 1
+            ):
+                raise Conflict(
+                    last_default_message(default_name),
+                    {"reason": "default_pool_in_use", "name": default_name},
+                )
             qp.delete_pool(conn, target["id"])
             qn.bump_revision(conn, target["node_id"])
     except ForeignKeyViolation as exc:  # a disk landed between count and delete

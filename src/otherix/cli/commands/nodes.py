@@ -1,16 +1,19 @@
 """``otherix node …``: hypervisor nodes (contract §1.3).
 
-Owns ``node list|get|cordon|uncordon|readmit|delete|reset-credentials`` and mounts the
-``node join-token`` group (``otherix.cli.commands.join_tokens``). Nodes are
-addressed by name only; the server rejects a UUID.
+Owns ``node list|get|cordon|uncordon|readmit|delete|provision-default-pool|reset-credentials``
+and mounts the ``node join-token`` group (``otherix.cli.commands.join_tokens``).
+Nodes are addressed by name only; the server rejects a UUID.
 
 Choices where the contract is silent: ``list`` shows
 ``NAME STATUS ARCH VERSION AGE`` (``ID`` first with ``--show-ids``; ``-``
 for an unknown architecture or version, and for VERSION when the caller's
 role only sees the node summary), pages like ``pool list`` (``--limit 20``)
 and filters with ``--status``/``--architecture``. ``get -o text`` prints
-``key: value`` lines with nested ``capabilities``/``resources``.
-``delete`` asks ``delete node <name>? [y/N]: `` on a TTY unless ``--force``.
+``key: value`` lines with nested ``capabilities``/``resources`` and, for
+admins and operators, the node's ``events`` (oldest first).
+``delete`` asks ``delete node <name>? [y/N]: `` on a TTY unless ``--force``;
+it lists the pool instances deleted with the node, and a refusal because the
+node's pools hold VM disks lists the VMs.
 ``reset-credentials`` prints ``node``, ``expires_at`` and ``token`` lines and,
 on stderr, the ``otherix-agent bootstrap --rejoin-token`` line to run on the
 node, with the control-plane URLs this CLI uses.
@@ -31,10 +34,11 @@ from otherix.cli.commands.common import (
     validate_output,
 )
 from otherix.cli.commands.join_tokens import join_token
-from otherix.cli.context import CliError, get_context
+from otherix.cli.context import CliContext, CliError, get_context
 from otherix.cli.durations import parse_duration
 from otherix.cli.output import age, render_table, render_yaml_stream
 from otherix.cli.views.pools import paging_footer
+from otherix.client.errors import ApiError
 
 __all__ = ["node"]
 
@@ -139,6 +143,14 @@ def node_text(n: dict[str, Any]) -> str:
             continue
         lines.append(f"{key}:")
         lines.extend(f"  {k}: {v}" for k, v in sorted(section.items()))
+    events = n.get("events")
+    if isinstance(events, list):  # only in the full view (admins, operators)
+        lines.append("events:" if events else "events: <none>")
+        lines.extend(
+            f"  {e.get('created_at', '')}  {e.get('type', '')}  {e.get('reason', '')}: "
+            f"{e.get('message', '')}"
+            for e in events
+        )
     return "".join(f"{line}\n" for line in lines)
 
 
@@ -147,6 +159,10 @@ def node_text(n: dict[str, Any]) -> str:
 @output_option("text", ("text", "json", "yaml"))
 def get_node(name: str, output: str) -> None:
     """Show one node by name.
+
+    Admins and operators also see the node's events (the newest 50, oldest
+    first), e.g. a default pool that was not provisioned because another
+    pool holds its path.
 
     \b
     Example:
@@ -210,19 +226,84 @@ def readmit(name: str, output: str) -> None:
 @node.command("delete")
 @click.argument("name")
 @force_option("Do not ask for confirmation.")
-def delete_node(name: str, force: bool) -> None:
-    """Remove a node. Its storage pools stay, shown as orphaned.
+@output_option("text", ("text", "json"))
+def delete_node(name: str, force: bool, output: str) -> None:
+    """Remove a node and its storage pool instances (files on disk are kept).
+
+    Refused while the node's pools hold VM disks (the VMs are listed) and
+    while it holds the last instance of the cluster default pool. The
+    node's agent stops (exit status 78) at its next request.
 
     \b
     Example:
       otherix node delete node-a --force
     """
+    fmt = validate_output(output, ("text", "json"))
     ctx = get_context()
     if not force and ctx.stdin_is_tty() and not confirm(ctx, f"delete node {name}?"):
         ctx.line("aborted")
         return
-    ctx.client().delete_node(name)
+    try:
+        body = ctx.client().delete_node(name)
+    except ApiError as exc:
+        blocking = exc.details.get("blocking_resources")
+        if exc.status == 409 and isinstance(blocking, dict):
+            _blocked(ctx, name, exc, blocking, fmt)
+        raise
+    if fmt == "json":
+        ctx.write(render_object({"deleted": True, **body}, fmt))
+        return
+    pools = body.get("deleted_pools") or []
     ctx.line(f"node {name} deleted")
+    for p in pools:
+        ctx.line(f"  storage pool {p.get('name', '')} ({p.get('id', '')}) {p.get('path', '')}")
+    if pools:
+        ctx.line(f"{len(pools)} storage pool instance(s) deleted with it; their files are kept")
+
+
+def _blocked(ctx: CliContext, name: str, exc: ApiError, blocking: dict[str, Any], fmt: str) -> None:
+    vms = [str(v) for v in exc.details.get("vms") or []]
+    if fmt == "json":
+        out = {"deleted": False, "name": name, "code": exc.code, "blocking_resources": blocking}
+        ctx.write(render_object({**out, "vms": vms}, fmt))
+    else:
+        lines = [f"cannot delete node {name}: blocked by:"]
+        lines.extend(f"  - {kind}: {count}" for kind, count in sorted(blocking.items()))
+        if vms:
+            lines += ["", "VMs with a disk on this node's pools:", *(f"  - {v}" for v in vms)]
+        hint = exc.details.get("hint") or f"otherix vm list --node {name}"
+        lines += ["", f"delete those VMs first (list them with '{hint}')."]
+        ctx.write("".join(f"{line}\n" for line in lines))
+    raise CliError(f"node {name} blocked: {exc.code}") from exc
+
+
+@node.command("provision-default-pool")
+@click.argument("name")
+@output_option("text", ("text", "json"))
+def provision_default_pool(name: str, output: str) -> None:
+    """Provision the default pool on a node now (admin).
+
+    The control plane provisions it by itself only when a node first
+    becomes ready; this runs that step again, e.g. after the default pool
+    was deleted on the node. It never provisions over a path another pool
+    holds: that is recorded as an event on the node ('otherix node get').
+    Exits 0 when the node has the pool (created now or before), 1 when
+    nothing could be provisioned.
+
+    \b
+    Example:
+      otherix node provision-default-pool node-a
+    """
+    fmt = validate_output(output, ("text", "json"))
+    ctx = get_context()
+    body = ctx.client().provision_default_pool(name)
+    outcome = str(body.get("outcome", ""))
+    if fmt == "json":
+        ctx.write(render_object(body, fmt))
+    elif outcome in ("created", "exists"):
+        ctx.line(str(body.get("message", "")))
+    if outcome not in ("created", "exists"):
+        raise CliError(str(body.get("message") or f"default pool not provisioned ({outcome})"))
 
 
 @node.command("reset-credentials")

@@ -223,7 +223,11 @@ def delete_pool(ref: str, node: str | None, force: bool, output: str) -> None:
     try:
         api.delete_pool(target.ref)
     except ApiError as exc:
-        if exc.status == 409 and exc.code in BLOCKED_CODES:
+        if (
+            exc.status == 409
+            and exc.code in BLOCKED_CODES
+            and exc.details.get("reason") != "default_pool_in_use"  # message says the way on
+        ):
             _blocked(ctx, api, target, exc, fmt)
         if exc.status == 400 and exc.code == AMBIGUOUS:
             _ambiguous(ctx, api, target, exc, fmt)

@@ -164,6 +164,10 @@ def pool_text(p: Pool, now: datetime) -> str:
     if images:
         lines.append("images:")
         lines.extend(f"  - {_image_text(img)}" for img in images)
+    conditions = p.get("conditions") or []
+    if conditions:  # issue 12: overlapping paths from before the rule, orphaned pools
+        lines.append("conditions:")
+        lines.extend(f"  - {c.get('type', '')}: {c.get('message', '')}" for c in conditions)
     lines.append(f"created_at: {p.get('created_at', '')}")
     lines.append(f"updated_at: {p.get('updated_at', '')}")
     return "".join(f"{line}\n" for line in lines)
@@ -191,6 +195,10 @@ def concept_text(c: Pool, now: datetime) -> str:
         if inst.get("reconciliation_error"):
             lines.append(f"    reconciliation_error: {inst['reconciliation_error']}")
         lines.extend(f"    image: {_image_text(img)}" for img in inst.get("images") or [])
+        lines.extend(
+            f"    condition: {c.get('type', '')}: {c.get('message', '')}"
+            for c in inst.get("conditions") or []
+        )
     return "".join(f"{line}\n" for line in lines)
 
 
