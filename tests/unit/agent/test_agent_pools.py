@@ -150,13 +150,16 @@ def test_declared_pool_from_wire_rejects_bad_types(wire: dict[str, object]) -> N
 
 
 def test_pool_report_to_wire() -> None:
-    report = PoolReport("a", "failed", "boom", None, None)
+    report = PoolReport("a", "failed", "boom", None, None, "pool_missing")
     assert report.to_wire() == {
         "name": "a",
         "reconciliation_status": "failed",
         "reconciliation_error": "boom",
+        "reconciliation_reason": "pool_missing",
         "capacity_bytes": None,
         "available_bytes": None,
+        "marker_id": None,
+        "missing_disks": None,
     }
 
 
@@ -180,7 +183,7 @@ def test_pool_report_to_wire() -> None:
 )
 def test_ensure_pool_rejects_bad_declarations(declared: DeclaredPool, message: str) -> None:
     report = ensure_pool(declared)
-    assert report == PoolReport(declared.name, "failed", message, None, None)
+    assert report == PoolReport(declared.name, "failed", message, None, None, "pool_invalid")
 
 
 # --- reconcile / apply (tmp dirs) ---------------------------------------------------
