@@ -54,6 +54,14 @@ class DiskPressure(Output):
     consecutive_count: int
 
 
+class VmDiskCounts(Output):
+    """VM disks on a pool: ``missing`` are made disks whose file the agent reports
+    gone, or every made disk while the pool is ``failed`` (see ``vm get``)."""
+
+    total: int = 0
+    missing: int = 0
+
+
 class StoragePool(Output):
     model_config = ConfigDict(extra="ignore")
 
@@ -73,6 +81,13 @@ class StoragePool(Output):
     reconciliation_status: ReconciliationStatus
     last_reconciled_at: datetime | None = None
     reconciliation_error: str | None = None
+    reconciliation_reason: str | None = Field(
+        default=None,
+        description="why the pool failed, machine-readable (pool_missing, "
+        "pool_identity_mismatch, pool_device_changed, pool_path_overlap, ...; "
+        "docs/error-codes.md); null unless failed",
+    )
+    vm_disks: VmDiskCounts = Field(default_factory=VmDiskCounts)
     images: list[CachedImage] = Field(default_factory=list)
     created_at: datetime
     updated_at: datetime
@@ -82,6 +97,8 @@ class PoolConceptView(Output):
     name: str
     type: str
     is_cluster_default: bool
+    #: summed over the instances
+    vm_disks: VmDiskCounts = Field(default_factory=VmDiskCounts)
     instances: list[StoragePool]
 
 
