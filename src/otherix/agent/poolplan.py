@@ -28,13 +28,16 @@ wrote or verified (``remembered`` is its ``marker_id``) is treated as
 disk unmounted in that window must not get a second marker.
 
 Device rule (``same_device``): the marker records the root's ``st_dev`` and
-statvfs ``f_fsid``. The device is the same when either matches (a non-zero
-``f_fsid``). ``st_dev`` is the block device number, which can change across
-reboots (loop, NVMe, device-mapper renumbering); ext4, btrfs, ZFS and NFS
-derive ``f_fsid`` from the filesystem's own id, so a renumbered disk is
-recognised. XFS derives ``f_fsid`` from the device number too: a renumbered
-XFS disk reports ``pool_device_changed``. Both changing means another
-filesystem holds a copy of the marker (a restored backup, an old snapshot).
+statvfs ``f_fsid``. When both the marker and the filesystem now report a
+non-zero ``f_fsid``, it alone decides; ``st_dev`` decides only when one of
+them has none. ``st_dev`` is the block device number, which can change
+across reboots (loop, NVMe, device-mapper renumbering), and another
+filesystem can land on the number a marker recorded (a copy attached where
+the original was); ext4, btrfs, ZFS and NFS derive ``f_fsid`` from the
+filesystem's own id, so a renumbered disk is recognised and a copy is not.
+XFS derives ``f_fsid`` from the device number: a renumbered XFS disk reports
+``pool_device_changed``. A changed filesystem with the marker on it means a
+copy (a restored backup, an old snapshot) is mounted there.
 
 Overlap (``later_overlaps``): pools are ranked by ``created_at``, then id,
 then declared order; a pool whose real root equals, contains or lies inside
@@ -155,10 +158,10 @@ class Refuse:
 
 
 def same_device(recorded: Device, current: Device) -> bool:
-    """The rule in the module docstring: ``st_dev`` equal, or the same non-zero fsid."""
-    return recorded.st_dev == current.st_dev or (
-        recorded.fsid != 0 and recorded.fsid == current.fsid
-    )
+    """The rule in the module docstring: the fsid when both have one, else ``st_dev``."""
+    if recorded.fsid != 0 and current.fsid != 0:
+        return recorded.fsid == current.fsid
+    return recorded.st_dev == current.st_dev
 
 
 def _q(e: Expect) -> str:

@@ -171,9 +171,12 @@ def test_messages_say_what_an_operator_needs() -> None:
     [
         (DEV, DEV, True),
         (DEV, RENUMBERED, True),  # st_dev renumbered, f_fsid follows the filesystem
-        (DEV, Device(0x0801, 0xDEF), True),  # f_fsid from the device number changed, st_dev same
         (DEV, COPY, False),
+        # another filesystem attached at the device number the marker recorded
+        (DEV, Device(0x0801, 0xDEF), False),
         (Device(0x0801, 0), Device(0x0811, 0), False),  # no fsid: st_dev alone decides
+        (Device(0x0801, 0), Device(0x0801, 0xDEF), True),
+        (Device(0x0801, 0xABC), Device(0x0801, 0), True),
     ],
 )
 def test_same_device(recorded: Device, current: Device, same: bool) -> None:
