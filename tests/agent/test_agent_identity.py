@@ -132,6 +132,24 @@ def test_the_window_before_the_control_plane_records_the_marker_is_closed(tmp_pa
     assert not p.root.exists()
 
 
+def test_the_agent_remembers_its_markers_across_a_restart(tmp_path: Path) -> None:
+    memory = tmp_path / "agent" / "pools.json"
+    memory.parent.mkdir()
+    p = Pool(tmp_path / "pools" / "fast", "fast")
+    first = PoolState(PoolReconciler(memory), allowed_prefixes=[f"{tmp_path}/"])
+    first.reconcile([p.wire()])
+    assert json.loads(memory.read_text()) == {p.id: p.marker_id}
+    assert stat.S_IMODE(os.stat(memory).st_mode) == 0o600
+    subprocess.run(["rm", "-rf", str(p.root)], check=True)
+    # a restarted agent, the control plane still saying "create" (it never got the report)
+    again = PoolState(PoolReconciler(memory), allowed_prefixes=[f"{tmp_path}/"])
+    again.reconcile([p.wire()])
+    assert report(again, "fast").reconciliation_reason == "pool_missing"
+    assert not p.root.exists()
+    again.reconcile([])  # the pool is deleted: forgotten
+    assert json.loads(memory.read_text()) == {}
+
+
 def test_a_missing_marker_fails_and_nothing_is_created_until_it_is_back(tmp_path: Path) -> None:
     p = Pool(tmp_path / "pools" / "fast", "fast")
     st = state(tmp_path)

@@ -260,7 +260,7 @@ def test_unmounted_tmpfs_pool_fails_creates_nothing_and_comes_back(env: Env, rel
     checked += 1
     lost += after != before
     reliability.record(
-        "pool disk unmounted and mounted back (tmpfs)",
+        "pool identity: pool disk unmounted and mounted back (tmpfs)",
         injected=1,
         survived=int(not created and after == before),
         checked=checked,
@@ -321,7 +321,7 @@ def test_ext4_pool_unmounted_renumbered_and_replaced_by_a_copy(env: Env, reliabi
     ns(env, "mount", loop, root)
     wait_ready(pool)
     same = sha_in_ns(env, disk) == before
-    rows["pool disk unmounted and mounted back (ext4 on loop)"] = (
+    rows["pool identity: pool disk unmounted and mounted back (ext4 on loop)"] = (
         not created and same,
         2,
         int(bool(created)) + int(not same),
@@ -339,7 +339,7 @@ def test_ext4_pool_unmounted_renumbered_and_replaced_by_a_copy(env: Env, reliabi
     now_dev = int(ns(env, "stat", "-c", "%d", root).stdout)
     assert now_dev != marker_dev, "the loop device kept its number; the rule was not exercised"
     same = sha_in_ns(env, disk) == before
-    rows["loop device renumbered (same filesystem)"] = (
+    rows["pool identity: loop device renumbered (same filesystem)"] = (
         view["reconciliation_reason"] is None and same,
         2,
         int(not same),
@@ -365,7 +365,7 @@ def test_ext4_pool_unmounted_renumbered_and_replaced_by_a_copy(env: Env, reliabi
     ns(env, "mount", loop, root)
     wait_ready(pool)
     same = sha_in_ns(env, disk) == before
-    rows["pool disk replaced by a copy on another filesystem"] = (
+    rows["pool identity: pool disk replaced by a copy on another filesystem"] = (
         not created and same,
         2,
         int(bool(created)) + int(not same),
@@ -415,7 +415,7 @@ def test_removed_pool_directory_is_not_recreated_until_reinit(env: Env, reliabil
     assert fresh, (first, second)
     assert host_entries(pool.root) == [MARKER, "images", "scratch", "vms"]
     reliability.record(
-        "pool directory removed (rm -rf)",
+        "pool identity: pool directory removed (rm -rf)",
         injected=1,
         survived=int(not recreated),
         checked=PASSES,
@@ -423,7 +423,7 @@ def test_removed_pool_directory_is_not_recreated_until_reinit(env: Env, reliabil
         detail="failed pool_missing, not re-created over 3+ passes",
     )
     reliability.record(
-        "pool reinit after pool_missing",
+        "pool identity: pool reinit after pool_missing",
         injected=1,
         survived=int(fresh),
         checked=1,
@@ -477,7 +477,7 @@ def test_foreign_markers_are_never_adopted(env: Env, reliability):
     (mine.root / MARKER).write_bytes(own)
     wait_ready(mine)
     reliability.record(
-        "foreign identity marker",
+        "pool identity: foreign identity marker",
         injected=2,
         survived=int(kept) + int(untouched),
         checked=2,
@@ -514,7 +514,7 @@ def test_a_deleted_vm_disk_shows_disk_missing_and_the_pool_stays_ready(env: Env,
     ]
     assert len(warned) == 1, warned
     reliability.record(
-        "VM disk file deleted",
+        "pool identity: VM disk file deleted",
         injected=1,
         survived=int(ok),
         checked=3,

@@ -22,8 +22,9 @@ Identity (``decide_identity``). The control plane says per pool which
 - ``legacy`` (no pool id: a control plane from before markers): as before,
   no marker; the reconciler logs that the pool is unprotected.
 
-A ``create`` or ``adopt`` pool whose marker this agent process already
-wrote or verified (``remembered`` is its ``marker_id``) is treated as
+A ``create`` or ``adopt`` pool whose marker this agent already wrote or
+verified (``remembered`` is its ``marker_id``; the reconciler keeps that in
+``{data_dir}/pools.json`` across restarts) is treated as
 ``verify``: the control plane's record may lag one heartbeat behind, and a
 disk unmounted in that window must not get a second marker.
 

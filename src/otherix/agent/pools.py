@@ -27,6 +27,7 @@ and why a symlinked ancestor is refused, are written down there.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -118,15 +119,40 @@ def _overlap_report(p: DeclaredPool, root: Root, other: Root) -> PoolReport:
     )
 
 
-class PoolReconciler:
-    """The agent's pool registry and the reconcile pass that keeps it in line with the CP."""
+def _load_known(path: Path | None) -> dict[str, str]:
+    if path is None:
+        return {}
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        _log.warning("pool marker memory unreadable; starting empty", extra={"error": str(exc)})
+        return {}
+    if not isinstance(doc, dict):
+        return {}
+    return {k: v for k, v in doc.items() if isinstance(k, str) and isinstance(v, str)}
 
-    def __init__(self) -> None:
+
+class PoolReconciler:
+    """The agent's pool registry and the reconcile pass that keeps it in line with the CP.
+
+    ``memory`` (``{data_dir}/pools.json`` in the agent) keeps the markers this
+    agent wrote or verified (pool id -> marker id) across restarts, so a
+    pool the control plane has not recorded as materialised yet still counts
+    as known after a restart (``poolplan``: ``remembered``). Written through
+    ``fs.atomic_write`` (0600) when it changes; entries of pools no longer
+    declared are dropped.
+    """
+
+    def __init__(self, memory: Path | None = None) -> None:
         #: lower(name) -> pool; starts empty at boot, filled only by ``reconcile``.
         self.registered: dict[str, RegisteredPool] = {}
         self._last: dict[str, PoolReport] = {}
-        #: pool id -> marker id this process wrote or verified (poolplan: ``remembered``)
-        self._known: dict[str, str] = {}
+        self._memory = memory
+        #: pool id -> marker id this agent wrote or verified (poolplan: ``remembered``)
+        self._known: dict[str, str] = _load_known(memory)
+        self._saved: dict[str, str] = dict(self._known)
         #: lower(name) -> ids of its disks last seen missing (warned once each)
         self._missing: dict[str, set[str]] = {}
         self._legacy_warned: set[str] = set()
@@ -165,7 +191,22 @@ class PoolReconciler:
             _log.info("pool unregistered (CP-side delete reconciled)", extra={"pool": name})
         reports.sort(key=lambda r: (r.name.lower(), r.name))
         self._last = {r.name.lower(): r for r in reports}
+        self._remember({p.id for p in the_plan.ensure if p.id})
         return reports
+
+    def _remember(self, declared_ids: set[str]) -> None:
+        known = {k: v for k, v in self._known.items() if k in declared_ids}
+        changed = known != self._saved
+        self._known = known
+        if not changed or self._memory is None:
+            return
+        try:
+            data = json.dumps(known, sort_keys=True).encode("utf-8")
+            fs.atomic_write(self._memory, data, 0o600)
+        except OSError as exc:
+            _log.warning("cannot save the pool marker memory", extra={"error": fs.strerror(exc)})
+            return
+        self._saved = dict(known)
 
     def _observed(self, pool: DeclaredPool, report: PoolReport) -> None:
         """Log what changed and remember markers and missing disks."""

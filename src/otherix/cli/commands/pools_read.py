@@ -86,7 +86,8 @@ def get_pool(ref: str, output: str) -> None:
 
     A failed instance shows reconciliation_reason (pool_missing,
     pool_identity_mismatch, pool_device_changed, pool_path_overlap, ...);
-    vm_disks counts the VM disks on it and how many are missing.
+    vm_disks (shown when there are any) counts the VM disks on it and how
+    many are missing.
 
     -o yaml prints an apply-ready StoragePool manifest (one document with
     spec.nodeList when all instances share type and path).

@@ -19,8 +19,8 @@ Choices where the contract is silent (documented, tested):
   orphaned rows for ``pool list -o yaml``.
 - Blocking resources are listed sorted by kind.
 - ``pool get`` prints ``reconciliation_reason`` after ``reconciliation_error``
-  and ``vm_disks: N`` (``N (M missing)`` when some are) whenever the body
-  carries them (the server always does).
+  when set, and ``vm_disks: N`` (``N (M missing)`` when some are) when the
+  pool holds VM disks; a pool without disks keeps the contract's layout.
 - Timestamps in the text views are printed as the server sent them.
 
 Every text function returns whole lines ending in a newline.
@@ -109,9 +109,9 @@ def _pressure_text(p: Pool, now: datetime) -> str:
 
 
 def _disks_text(p: Pool) -> str | None:
-    """``vm_disks: 3 (1 missing)``, or None when the body carries no counts."""
+    """``vm_disks: 3 (1 missing)``, or None when the pool holds no VM disks."""
     counts = p.get("vm_disks")
-    if not isinstance(counts, Mapping):
+    if not isinstance(counts, Mapping) or not counts.get("total"):
         return None
     text = f"vm_disks: {counts.get('total', 0)}"
     if counts.get("missing"):
