@@ -332,7 +332,8 @@ def test_a_symlinked_parent_cannot_make_two_pools_one_directory(tmp_path: Path) 
     st.reconcile([first.wire(), second.wire()])
     rep = report(st, "b")
     assert rep.reconciliation_status == "failed"
-    assert rep.reconciliation_reason == "pool_path_overlap"
+    assert rep.reconciliation_reason == "pool_path_unsafe"  # refused before the overlap check
+    assert "traverses a symlink" in (rep.reconciliation_error or "")
     assert first.marker()["pool_id"] == first.id  # untouched
 
 

@@ -58,7 +58,7 @@ from otherix.agent import fs, marker
 from otherix.agent.poolplan import Expect, Proceed, Reason, Refuse, decide_identity
 from otherix.agent.pooltypes import DeclaredDisk, DeclaredPool, PoolReport
 
-__all__ = ["POOL_SUBDIRS", "POOL_TYPE_LOCAL_DIR", "ensure_pool", "missing_disks"]
+__all__ = ["POOL_SUBDIRS", "POOL_TYPE_LOCAL_DIR", "ensure_pool", "missing_disks", "path_refused"]
 
 POOL_SUBDIRS: Final = ("images", "scratch", "vms")
 POOL_TYPE_LOCAL_DIR: Final = "local_dir"
@@ -116,6 +116,16 @@ def _check_subdir(p: DeclaredPool, root_real: Path, target: Path) -> None:
         raise _PoolError(
             f'pool "{p.name}": {target} is a symlink that escapes the pool', "pool_path_unsafe"
         ) from None
+
+
+def path_refused(p: DeclaredPool) -> bool:
+    """Rules 1 and 2 refuse the pool on its own (checked before overlaps: more specific)."""
+    try:
+        _validate(p)
+        _check_root(p, Path(p.path))
+    except _PoolError:
+        return True
+    return False
 
 
 def _make_dir(prefix: str, path: Path, shown: str) -> None:

@@ -15,11 +15,13 @@ unregistered. The identity and overlap decisions are pure too
 goes through ``otherix.agent.fs``. Nothing is ever deleted on disk: an
 unregistered pool's directory stays where it is.
 
-Each pass first compares the real paths of all declared roots: a pool whose
-root equals, contains or lies inside an earlier pool's (``created_at``,
-then id) fails ``pool_path_overlap`` and nothing is created for it; the
-real roots of every declared pool go to ``fs.PROTECTED``, so no removal in
-one pool ever touches another.
+Each pass first compares the real paths of all declared roots that pass
+their own path rules (a root that is invalid or reached through a symlink
+fails with that, more specific, reason): a pool whose root equals, contains
+or lies inside an earlier pool's (``created_at``, then id), or is the same
+directory (device and inode: a bind mount), fails ``pool_path_overlap`` and
+nothing is created for it; those real roots go to ``fs.PROTECTED``, so no
+removal in one pool ever touches another.
 
 ``ensure_pool`` (``otherix.agent.materialise``) applies one pool; its rules,
 and why a symlinked ancestor is refused, are written down there.
@@ -35,7 +37,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from otherix.agent import fs
-from otherix.agent.materialise import POOL_SUBDIRS, POOL_TYPE_LOCAL_DIR, ensure_pool
+from otherix.agent.materialise import POOL_SUBDIRS, POOL_TYPE_LOCAL_DIR, ensure_pool, path_refused
 from otherix.agent.poolplan import Root, later_overlaps
 from otherix.agent.pooltypes import (
     DeclaredDisk,
@@ -97,8 +99,8 @@ def plan(declared: Sequence[DeclaredPool], registered: Mapping[str, RegisteredPo
 def _roots(pools: Sequence[DeclaredPool]) -> list[Root]:
     out: list[Root] = []
     for i, p in enumerate(pools):
-        if not p.path.startswith("/") or "\x00" in p.path:
-            continue  # fails its own validation
+        if path_refused(p):
+            continue  # fails on its own path (invalid, or through a symlink)
         real = os.path.realpath(p.path)
         try:
             st = os.stat(real)
