@@ -111,7 +111,8 @@ def test_declared_pools_carry_the_identity(api):
     assert d["disks"] == []
 
 
-def test_a_ready_report_with_the_marker_makes_the_marker_required(api):
+def test_a_ready_report_with_the_marker_makes_the_marker_required(api_any_backend):
+    api = api_any_backend
     node = join_node(api)
     create_pool(api, node, "rec")
     d = declared(api, node, "rec")
@@ -154,7 +155,8 @@ def test_a_report_reason_must_be_a_code(api):
 # --- VM disks ----------------------------------------------------------------------------
 
 
-def test_made_disks_are_declared_and_missing_ones_counted(api):
+def test_made_disks_are_declared_and_missing_ones_counted(api_any_backend):
+    api = api_any_backend
     node = join_node(api)
     pool = create_pool(api, node, "disks")
     d1 = made_vm(api, pool["id"], node, "vm-ok")
@@ -191,7 +193,8 @@ def test_made_disks_are_declared_and_missing_ones_counted(api):
     assert get_vm(api, "vm-lost")["status"]["reason"] is None
 
 
-def test_every_made_disk_of_a_failed_pool_is_missing_and_summed_by_name(api):
+def test_every_made_disk_of_a_failed_pool_is_missing_and_summed_by_name(api_any_backend):
+    api = api_any_backend
     a, b = join_node(api, "id-node-a"), join_node(api, "id-node-b")
     on_a = create_pool(api, a, "twice")
     on_b = create_pool(api, b, "twice", "/var/lib/otherix/pools/twice-b")
@@ -264,7 +267,8 @@ def test_reinit_by_unique_name(api):
     assert r.json()["reconciliation_status"] == "pending"
 
 
-def test_reinit_refused_while_vm_disks_reference_the_pool(api):
+def test_reinit_refused_while_vm_disks_reference_the_pool(api_any_backend):
+    api = api_any_backend
     node = join_node(api)
     pool = create_pool(api, node, "re-disks")
     made_vm(api, pool["id"], node, "vm-keep")
