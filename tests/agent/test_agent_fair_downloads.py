@@ -13,6 +13,7 @@ What a user would see on the task: the outcome, ``error.code`` /
 from __future__ import annotations
 
 import os
+import socket
 import threading
 import time
 import uuid
@@ -254,13 +255,14 @@ def test_the_same_loopback_url_works_when_the_key_allows_it(node: Node, image_fi
     )
 
 
-def test_a_retryable_failure_is_retried_with_the_attempts_reported(
-    node: Node, image_file: Path
-) -> None:
-    with ImageServer(image_file) as server:
+def test_a_retryable_failure_is_retried_with_the_attempts_reported(node: Node) -> None:
+    # A bound socket that never listens: every connection is refused
+    # (download_failed), and no other test can take the port meanwhile, as it
+    # could after closing a server's socket.
+    with socket.socket() as refusing:
+        refusing.bind(("127.0.0.1", 0))
         vms = node.start(cache(), attempts=3)
-        server.httpd.server_close()  # nothing listens: connection refused, download_failed
-        task = create(server.url_for("gone.raw"))
+        task = create(f"http://127.0.0.1:{refusing.getsockname()[1]}/gone.raw")
         vms.submit(task)
         done = node.wait_outcome(task.id)
     assert done.error is not None

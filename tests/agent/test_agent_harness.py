@@ -19,6 +19,7 @@ pytestmark = [
 ]
 
 DEFAULT = "/var/lib/otherix/pools/default"
+MARKER = ".otherix-pool.json"  # the pool identity marker (docs/architecture.md)
 
 
 def host_mounts() -> list[str]:
@@ -41,7 +42,7 @@ def test_each_node_sees_its_own_var_lib_otherix(tmp_path) -> None:
             dir_a, dir_b = a.host_path(DEFAULT), b.host_path(DEFAULT)
             assert dir_a != dir_b  # ...backed by different directories on this host
             for d in (dir_a, dir_b):
-                assert sorted(p.name for p in d.iterdir()) == ["images", "scratch", "vms"]
+                assert sorted(p.name for p in d.iterdir()) == [MARKER, "images", "scratch", "vms"]
             (dir_a / "images" / "only-on-a").write_text("x")
             assert not (dir_b / "images" / "only-on-a").exists()
             assert host_mounts() == mounts_before  # the bind mounts stayed in the namespaces

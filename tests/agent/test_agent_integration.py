@@ -24,6 +24,7 @@ from support.harness import FAST, Cluster, ControlPlane, wait_until
 pytestmark = pytest.mark.slow
 
 DEFAULT = "/var/lib/otherix/pools/default"
+MARKER = ".otherix-pool.json"  # the pool identity marker (docs/architecture.md)
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +123,7 @@ def test_serve_default_pool_watch_create_and_delete(slow_cp, tmp_path) -> None:
         assert default["path"] == DEFAULT
         assert default["capacity_bytes"] > 0
         root = node.host_path(DEFAULT)
-        assert sorted(p.name for p in root.iterdir()) == ["images", "scratch", "vms"]
+        assert sorted(p.name for p in root.iterdir()) == [MARKER, "images", "scratch", "vms"]
         assert stat.S_IMODE(root.stat().st_mode) == 0o750
 
         # A new pool reaches ready through the watch, far faster than the 30 s heartbeat.

@@ -63,6 +63,8 @@ FLAT_KEYS = {
     "reconciliation_status",
     "last_reconciled_at",
     "reconciliation_error",
+    "reconciliation_reason",
+    "vm_disks",
     "images",
     "conditions",
     "created_at",
@@ -797,7 +799,7 @@ def test_get_by_name_is_the_concept_view_across_nodes(api):
         r = get_pool(api, ref, "viewer")
         assert r.status_code == 200
         view = r.json()
-        assert set(view) == {"name", "type", "is_cluster_default", "instances"}
+        assert set(view) == {"name", "type", "is_cluster_default", "vm_disks", "instances"}
         assert view["name"] == "shared"  # canonical case of the first instance (by node name)
         assert view["type"] == "local_dir"
         assert view["is_cluster_default"] is False
@@ -1012,7 +1014,8 @@ def test_first_heartbeat_provisions_the_default_pool(tmp_path):
         reply = heartbeat(api, node)
         assert reply.status_code == 200
         declared = reply.json()["desired"]["declared_pools"]
-        assert declared == [
+        assert declared[0]["identity"] == "create"  # pool identity: the agent writes the marker
+        assert [{k: d[k] for k in ("name", "type", "path", "config")} for d in declared] == [
             {
                 "name": "default",
                 "type": "local_dir",

@@ -15,6 +15,13 @@ sparse-aware byte copy (``otherix.agent.fs_clone``). Nothing outside ``otherix.a
 uses this module. Apart from its own temp and probe files, this module deletes
 only what a caller names explicitly: one file (``remove_file``) or one tree
 checked to lie inside a root (``remove_tree``).
+
+Other pools are never removed from under: the pool reconciler tells
+``PROTECTED`` the real roots of every pool declared on this node on each
+pass, and ``remove_tree`` refuses (``UnsafePath``) a path that is, holds or
+lies inside another pool's root. So the scratch sweep or a VM delete of one
+pool cannot remove a pool nested inside it, or what such a pool holds (rows
+that overlap from before the one-directory-one-pool rule).
 """
 
 from __future__ import annotations
@@ -24,11 +31,15 @@ import os
 import secrets
 import shutil
 import stat
+import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = [
+    "PROTECTED",
     "WRITE_PROBE_NAME",
+    "ProtectedRoots",
     "UnsafePath",
     "Usage",
     "atomic_write",
@@ -57,6 +68,45 @@ _MAX_SEGMENT_BYTES = 255
 
 class UnsafePath(ValueError):
     """A name or path would leave the directory it is meant to stay in."""
+
+
+class ProtectedRoots:
+    """Real paths of the pool roots declared on this node (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._roots: frozenset[str] = frozenset()
+
+    def set(self, paths: Iterable[str | Path]) -> None:
+        roots = frozenset(os.path.realpath(p) for p in paths)
+        with self._lock:
+            self._roots = roots
+
+    def held_by(self, target: str | Path, boundary: str | Path) -> str | None:
+        """A protected root that a removal of ``target`` inside ``boundary`` would touch.
+
+        Both are real paths. A root that is ``target``, lies inside it or contains
+        it counts, unless it is a proper ancestor of ``boundary`` (the pool doing
+        the removal, or a pool that holds that whole pool).
+        """
+        t, b = os.path.normpath(str(target)), os.path.normpath(str(boundary))
+        with self._lock:
+            roots = self._roots
+        for r in sorted(roots):
+            if _inside(b, r) and b != r:
+                continue
+            if r == t or _inside(r, t) or _inside(t, r):
+                return r
+        return None
+
+
+def _inside(path: str, root: str) -> bool:
+    """``path`` equals ``root`` or lies below it (both normalised, absolute)."""
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
+#: The one registry the agent process uses (the pool reconciler fills it).
+PROTECTED = ProtectedRoots()
 
 
 @dataclass(frozen=True)
@@ -289,7 +339,10 @@ def remove_tree(root: Path, target: Path) -> bool:
     ``target``'s parent must resolve inside ``root``'s realpath and ``target``
     must not be ``root`` itself; raises UnsafePath otherwise. A symlink is
     removed, not followed; ``shutil.rmtree`` never follows symlinks inside the
-    tree. Idempotent: False if nothing was there.
+    tree. Idempotent: False if nothing was there. A path that is, holds or
+    lies inside the root of another declared pool (``PROTECTED``) raises
+    UnsafePath and stays: ``root`` should be the pool subdirectory the removal
+    is confined to (``scratch/``, ``vms/``), never the pool root itself.
     """
     parent = ensure_within(root, target.parent)  # so target itself is never root
     victim = parent / safe_segment(target.name)
@@ -297,6 +350,9 @@ def remove_tree(root: Path, target: Path) -> bool:
         st = os.lstat(victim)
     except FileNotFoundError:
         return False
+    held = PROTECTED.held_by(victim, os.path.realpath(root))
+    if held is not None:
+        raise UnsafePath(f"{victim} overlaps the root of another pool ({held}); not removed")
     if stat.S_ISDIR(st.st_mode):
         shutil.rmtree(victim)
     else:

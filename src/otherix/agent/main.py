@@ -274,7 +274,7 @@ def serve(data_dir: Path | None, config_file: Path | None) -> None:
     stop.install()
     cache = ImageCache(settings.images.cache_settings(f"otherix-agent/{__version__}"))
     pool_state = PoolState(
-        PoolReconciler(),
+        PoolReconciler(settings.data_dir / "pools.json"),
         allowed_prefixes=settings.storage.allowed_path_prefixes,
         host_root=settings.storage.host_root,
         images=cache,

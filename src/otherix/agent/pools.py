@@ -1,60 +1,57 @@
 """Pool reconciler of the node agent: turns declared pools into directories on this node.
 
 Called by the agent's reconcile loop with the ``declared_pools`` of each
-heartbeat reply (``DeclaredPool.from_wire``); the ``PoolReport`` list it returns
-goes into the next heartbeat. The image cache and VM disk code find a pool's
-root with ``PoolReconciler.lookup``; the agent's scan task uses
-``PoolReconciler.scan``.
+heartbeat reply (``DeclaredPool.from_wire``, or ``otherix.agent.report``);
+the ``PoolReport`` list it returns goes into the next heartbeat. The image
+cache and VM disk code find a pool's root with ``PoolReconciler.lookup``;
+the agent's scan task uses ``PoolReconciler.scan``.
 
 Shape: observe → plan → apply. The observed state is the in-memory registry
-(empty at boot, filled only from reconciliation). ``plan`` is pure: every
-declared pool is ensured (cheap and idempotent, and how a failed pool
-recovers), registered pools no longer declared are unregistered. ``ensure_pool``
-applies one pool; every write goes through ``otherix.agent.fs``. Nothing is
-ever deleted on disk: an unregistered pool's directory stays where it is.
+(empty at boot, filled only from reconciliation) and what is on disk.
+``plan`` is pure: every declared pool is ensured (cheap and idempotent, and
+how a failed pool recovers), registered pools no longer declared are
+unregistered. The identity and overlap decisions are pure too
+(``otherix.agent.poolplan``). ``ensure_pool`` applies one pool; every write
+goes through ``otherix.agent.fs``. Nothing is ever deleted on disk: an
+unregistered pool's directory stays where it is.
 
-``ensure_pool`` rules, in order; the first failure becomes the report's
-``reconciliation_error`` and the pool is ``failed``:
+Each pass first compares the real paths of all declared roots that pass
+their own path rules (a root that is invalid or reached through a symlink
+fails with that, more specific, reason): a pool whose root equals, contains
+or lies inside an earlier pool's (``created_at``, then id), or is the same
+directory (device and inode: a bind mount), fails ``pool_path_overlap`` and
+nothing is created for it; those real roots go to ``fs.PROTECTED``, so no
+removal in one pool ever touches another.
 
-1. name required; type ``local_dir``; root required and absolute; no NUL and
-   no ``..`` segment in the root (the control plane's own path syntax, checked
-   again here because the agent acts on it as root).
-2. No existing ancestor of the root may be a symlink, and the root itself must
-   not be a symlink out of the pool.
-3. ``mkdir -p`` the root at mode 0750, then check 2 again (closes the window
-   between the check and the mkdir for anything but a live race).
-4. A write probe (``.otherix-write-probe``, 0600, O_EXCL, one byte, fsync,
-   unlink) proves the root is writable.
-5. ``images/``, ``scratch/`` and ``vms/`` at 0750; each must not be a symlink
-   whose target lies outside the root's realpath (checked before and after
-   the mkdir, so a chmod never lands outside the pool).
-6. statvfs of the root gives capacity and available bytes.
-
-Why a symlinked ancestor is refused (rather than followed): the control plane
-validates pool paths against an operator allowlist by string prefix, e.g.
-``/var/lib/otherix/pools/``. If ``/var/lib/otherix/pools`` (or any component
-above the pool) were a symlink, a pool inside the allowlist would really live
-wherever the link points, and the agent, running as root, would create
-directories and files there. Refusing is cheap and the error names the
-component. Operators who want pools on another disk mount it (or bind-mount
-it) at the allowlisted path, or declare the real path.
+``ensure_pool`` (``otherix.agent.materialise``) applies one pool; its rules,
+and why a symlinked ancestor is refused, are written down there.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from types import MappingProxyType
-from typing import Any, Final, Literal, Self
 
 from otherix.agent import fs
+from otherix.agent.materialise import POOL_SUBDIRS, POOL_TYPE_LOCAL_DIR, ensure_pool, path_refused
+from otherix.agent.poolplan import Root, later_overlaps
+from otherix.agent.pooltypes import (
+    DeclaredDisk,
+    DeclaredPool,
+    PoolReport,
+    PoolUnknownError,
+    ReconciliationStatus,
+    RegisteredPool,
+)
 
 __all__ = [
     "POOL_SUBDIRS",
     "POOL_TYPE_LOCAL_DIR",
+    "DeclaredDisk",
     "DeclaredPool",
     "Plan",
     "PoolReconciler",
@@ -67,89 +64,6 @@ __all__ = [
 ]
 
 _log = logging.getLogger(__name__)
-
-POOL_SUBDIRS: Final = ("images", "scratch", "vms")
-POOL_TYPE_LOCAL_DIR: Final = "local_dir"
-_DIR_MODE: Final = 0o750
-
-ReconciliationStatus = Literal["ready", "failed"]
-
-
-class PoolUnknownError(LookupError):
-    """The pool is not (or no longer) registered on this node."""
-
-
-def _wire_str(d: Mapping[str, Any], key: str) -> str:
-    value = d.get(key, "")
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise ValueError(f"declared pool: {key} must be a string, got {type(value).__name__}")
-    return value
-
-
-@dataclass(frozen=True)
-class DeclaredPool:
-    """One entry of a heartbeat reply's ``declared_pools``: what this node must have."""
-
-    name: str
-    type: str
-    path: str
-    config: Mapping[str, object] = field(default_factory=dict, hash=False)
-
-    @classmethod
-    def from_wire(cls, d: Mapping[str, Any]) -> Self:
-        """Build from the JSON object; missing strings become "" and fail in ``ensure_pool``."""
-        config = d.get("config")
-        if config is None:
-            config = {}
-        if not isinstance(config, Mapping):
-            raise ValueError(
-                f"declared pool: config must be an object, got {type(config).__name__}"
-            )
-        return cls(
-            name=_wire_str(d, "name"),
-            type=_wire_str(d, "type"),
-            path=_wire_str(d, "path"),
-            config=MappingProxyType(dict(config)),
-        )
-
-
-@dataclass(frozen=True)
-class RegisteredPool:
-    """A pool this agent knows about: canonical name and root path as declared."""
-
-    name: str
-    path: str
-
-
-@dataclass(frozen=True)
-class PoolReport:
-    """Observed state of one pool, as sent in the heartbeat's ``pools[]``."""
-
-    name: str
-    reconciliation_status: ReconciliationStatus
-    reconciliation_error: str | None
-    capacity_bytes: int | None
-    available_bytes: int | None
-
-    @classmethod
-    def ready(cls, name: str, usage: fs.Usage) -> Self:
-        return cls(name, "ready", None, usage.capacity_bytes, usage.available_bytes)
-
-    @classmethod
-    def failed(cls, name: str, error: str) -> Self:
-        return cls(name, "failed", error, None, None)
-
-    def to_wire(self) -> dict[str, object]:
-        """The ``HeartbeatPoolReport`` JSON object."""
-        return {
-            "name": self.name,
-            "reconciliation_status": self.reconciliation_status,
-            "reconciliation_error": self.reconciliation_error,
-            "capacity_bytes": self.capacity_bytes,
-            "available_bytes": self.available_bytes,
-        }
 
 
 @dataclass(frozen=True)
@@ -182,107 +96,89 @@ def plan(declared: Sequence[DeclaredPool], registered: Mapping[str, RegisteredPo
     return Plan(ensure=ensure, unregister=unregister)
 
 
-class _PoolError(Exception):
-    """Internal: one rule of ``ensure_pool`` failed; the message is the report's error."""
+def _roots(pools: Sequence[DeclaredPool]) -> list[Root]:
+    out: list[Root] = []
+    for i, p in enumerate(pools):
+        if path_refused(p):
+            continue  # fails on its own path (invalid, or through a symlink)
+        real = os.path.realpath(p.path)
+        try:
+            st = os.stat(real)
+            inode: tuple[int, int] | None = (st.st_dev, st.st_ino)
+        except OSError:
+            inode = None
+        out.append(Root(p.name.lower(), p.name, p.id, p.created_at, i, real, inode))
+    return out
 
 
-def _validate(p: DeclaredPool) -> None:
-    if not p.name:
-        raise _PoolError("pool: name is required")
-    q = f'pool "{p.name}"'
-    if p.type != POOL_TYPE_LOCAL_DIR:
-        raise _PoolError(f'{q}: unsupported type "{p.type}"')
-    if not p.path:
-        raise _PoolError(f"{q}: root is required")
-    if not p.path.startswith("/"):
-        raise _PoolError(f'{q}: root must be absolute (got "{p.path}")')
-    if "\x00" in p.path:
-        raise _PoolError(f"{q}: root must not contain NUL")
-    if ".." in p.path.split("/"):
-        raise _PoolError(f'{q}: root must not contain a ".." segment (got "{p.path}")')
+def _overlap_report(p: DeclaredPool, root: Root, other: Root) -> PoolReport:
+    return PoolReport.failed(
+        p.name,
+        f'pool "{p.name}": {p.path} (real path {root.realpath}) overlaps pool "{other.name}" '
+        f"({other.pool_id or 'no id'}) at {other.realpath}, which was created earlier on this "
+        "node: one directory, one pool; nothing was created for this pool",
+        "pool_path_overlap",
+    )
 
 
-def _check_root(p: DeclaredPool, root: Path) -> None:
-    """No symlinked ancestor, and the root itself is not a symlink leaving the pool."""
-    ancestor = fs.first_symlinked_ancestor(root)
-    if ancestor is not None:
-        raise _PoolError(f'pool "{p.name}": {p.path} traverses a symlink ({ancestor})')
-    # With real ancestors, the root's realpath must be the root itself.
-    expected = os.path.join(os.path.realpath(root.parent), root.name)
-    if os.path.realpath(root) != os.path.normpath(expected):
-        raise _PoolError(f'pool "{p.name}": {p.path} is a symlink that escapes the pool')
-
-
-def _check_subdir(p: DeclaredPool, root_real: Path, target: Path) -> None:
+def _load_known(path: Path | None) -> dict[str, str]:
+    if path is None:
+        return {}
     try:
-        fs.ensure_within(root_real, target)
-    except fs.UnsafePath:
-        raise _PoolError(f'pool "{p.name}": {target} is a symlink that escapes the pool') from None
-
-
-def _make_dir(prefix: str, path: Path, shown: str) -> None:
-    try:
-        fs.make_dir(path, _DIR_MODE)
-    except OSError as exc:
-        raise _PoolError(f"{prefix}: mkdir {shown}: {fs.strerror(exc)}") from exc
-
-
-def _materialise(p: DeclaredPool) -> fs.Usage:
-    _validate(p)
-    q = f'pool "{p.name}"'
-    root = Path(p.path)
-    _check_root(p, root)
-    _make_dir(f"{q} root", root, p.path)
-    _check_root(p, root)
-    try:
-        fs.write_probe(root)
-    except OSError as exc:
-        raise _PoolError(f"{q}: write probe in {p.path}: {fs.strerror(exc)}") from exc
-    root_real = Path(os.path.realpath(root))
-    for sub in POOL_SUBDIRS:
-        target = fs.safe_join(root, sub)
-        _check_subdir(p, root_real, target)
-        _make_dir(f"{q} {sub}", target, str(target))
-        _check_subdir(p, root_real, target)
-    try:
-        return fs.disk_usage(root)
-    except OSError as exc:
-        raise _PoolError(f"{q}: statfs {p.path}: {fs.strerror(exc)}") from exc
-
-
-def ensure_pool(p: DeclaredPool) -> PoolReport:
-    """Apply one declared pool on disk (idempotent) and report ``ready`` or ``failed``."""
-    try:
-        usage = _materialise(p)
-    except _PoolError as exc:
-        return PoolReport.failed(p.name, str(exc))
-    return PoolReport.ready(p.name, usage)
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        _log.warning("pool marker memory unreadable; starting empty", extra={"error": str(exc)})
+        return {}
+    if not isinstance(doc, dict):
+        return {}
+    return {k: v for k, v in doc.items() if isinstance(k, str) and isinstance(v, str)}
 
 
 class PoolReconciler:
-    """The agent's pool registry and the reconcile pass that keeps it in line with the CP."""
+    """The agent's pool registry and the reconcile pass that keeps it in line with the CP.
 
-    def __init__(self) -> None:
+    ``memory`` (``{data_dir}/pools.json`` in the agent) keeps the markers this
+    agent wrote or verified (pool id -> marker id) across restarts, so a
+    pool the control plane has not recorded as materialised yet still counts
+    as known after a restart (``poolplan``: ``remembered``). Written through
+    ``fs.atomic_write`` (0600) when it changes; entries of pools no longer
+    declared are dropped.
+    """
+
+    def __init__(self, memory: Path | None = None) -> None:
         #: lower(name) -> pool; starts empty at boot, filled only by ``reconcile``.
         self.registered: dict[str, RegisteredPool] = {}
         self._last: dict[str, PoolReport] = {}
+        self._memory = memory
+        #: pool id -> marker id this agent wrote or verified (poolplan: ``remembered``)
+        self._known: dict[str, str] = _load_known(memory)
+        self._saved: dict[str, str] = dict(self._known)
+        #: lower(name) -> ids of its disks last seen missing (warned once each)
+        self._missing: dict[str, set[str]] = {}
+        self._legacy_warned: set[str] = set()
 
     def reconcile(self, declared: Sequence[DeclaredPool]) -> list[PoolReport]:
-        """One pass: plan, ensure every declared pool, update the registry.
+        """One pass: plan, check overlaps, ensure every declared pool, update the registry.
 
         Returns one report per declared pool, sorted by lower(name). A failed
         pool stays registered; an undeclared one is forgotten, its files kept.
         """
         the_plan = plan(declared, self.registered)
+        roots = _roots(the_plan.ensure)
+        fs.PROTECTED.set(r.realpath for r in roots)
+        overlaps = later_overlaps(roots)
+        by_key = {r.key: r for r in roots}
         reports: list[PoolReport] = []
         for pool in the_plan.ensure:
-            report = ensure_pool(pool)
-            if report.reconciliation_status == "failed":
-                _log.warning(
-                    "pool reconcile failed",
-                    extra={"pool": pool.name, "error": report.reconciliation_error},
-                )
             key = pool.name.lower()
+            other = overlaps.get(key)
+            if other is not None:
+                report = _overlap_report(pool, by_key[key], other)
+            else:
+                report = ensure_pool(pool, remembered=self._known.get(pool.id))
+            self._observed(pool, report)
             previous = self.registered.get(key)
             if previous is not None and previous.path != pool.path:
                 _log.info(
@@ -293,10 +189,61 @@ class PoolReconciler:
             reports.append(report)
         for name in the_plan.unregister:
             self.registered.pop(name.lower(), None)
+            self._missing.pop(name.lower(), None)
             _log.info("pool unregistered (CP-side delete reconciled)", extra={"pool": name})
         reports.sort(key=lambda r: (r.name.lower(), r.name))
         self._last = {r.name.lower(): r for r in reports}
+        self._remember({p.id for p in the_plan.ensure if p.id})
         return reports
+
+    def _remember(self, declared_ids: set[str]) -> None:
+        known = {k: v for k, v in self._known.items() if k in declared_ids}
+        changed = known != self._saved
+        self._known = known
+        if not changed or self._memory is None:
+            return
+        try:
+            data = json.dumps(known, sort_keys=True).encode("utf-8")
+            fs.atomic_write(self._memory, data, 0o600)
+        except OSError as exc:
+            _log.warning("cannot save the pool marker memory", extra={"error": fs.strerror(exc)})
+            return
+        self._saved = dict(known)
+
+    def _observed(self, pool: DeclaredPool, report: PoolReport) -> None:
+        """Log what changed and remember markers and missing disks."""
+        key = pool.name.lower()
+        if report.reconciliation_status == "failed":
+            _log.warning(
+                "pool reconcile failed",
+                extra={
+                    "pool": pool.name,
+                    "reason": report.reconciliation_reason,
+                    "error": report.reconciliation_error,
+                },
+            )
+            return
+        if report.marker_id is not None:
+            self._known[pool.id] = report.marker_id
+        elif key not in self._legacy_warned:
+            self._legacy_warned.add(key)
+            _log.warning(
+                "pool has no identity marker: the control plane sent no pool id "
+                "(upgrade the control plane)",
+                extra={"pool": pool.name},
+            )
+        now = set(report.missing_disks or ())
+        before = self._missing.get(key, set())
+        paths = {d.id: d for d in pool.disks}
+        for disk_id in sorted(now - before):
+            disk = paths[disk_id]
+            _log.warning(
+                "vm disk missing",
+                extra={"pool": pool.name, "vm": disk.vm_id, "disk": disk_id, "path": disk.path},
+            )
+        for disk_id in sorted(before - now):
+            _log.info("vm disk present again", extra={"pool": pool.name, "disk": disk_id})
+        self._missing[key] = now
 
     def lookup(self, name: str) -> RegisteredPool | None:
         """The registered pool called ``name`` (any case), or None."""
@@ -320,4 +267,8 @@ class PoolReconciler:
             return PoolReport.failed(
                 pool.name, f'pool "{pool.name}": statfs {pool.path}: {fs.strerror(exc)}'
             )
-        return PoolReport.ready(pool.name, usage)
+        if last is None:
+            return PoolReport.ready(pool.name, usage)
+        return replace(
+            last, capacity_bytes=usage.capacity_bytes, available_bytes=usage.available_bytes
+        )

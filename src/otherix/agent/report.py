@@ -6,14 +6,16 @@ desired state. It adds two rules around the pool reconciler
 
 1. Allowlist (defense in depth). A declared pool whose absolute path is not
    under ``storage.allowed_path_prefixes`` is not handed to the reconciler:
-   it is reported ``failed`` with a message naming the prefixes, and nothing
-   is created on disk. The control plane checks the same rule at create; the
-   agent, running as root, does not trust that alone. Relative paths go on to
-   the reconciler, whose own message ("root must be absolute") is clearer.
+   it is reported ``failed`` (reason ``path_not_allowed``) with a message
+   naming the prefixes, and nothing is created on disk. The control plane
+   checks the same rule at create; the agent, running as root, does not
+   trust that alone. Relative paths go on to the reconciler, whose own
+   message ("root must be absolute") is clearer.
 2. Re-rooting. With ``storage.host_root`` other than ``/`` a declared path
    ``/var/lib/otherix/pools/x`` is materialised at
    ``{host_root}/var/lib/otherix/pools/x``. The allowlist is checked on the
-   declared path, the reconciler's safety checks on the real one.
+   declared path, the reconciler's safety checks on the real one. The
+   declared VM disks' paths are re-rooted the same way.
 
 Capacity hysteresis: a pool's ``capacity_bytes``/``available_bytes`` are
 re-read on every pass, but the reported numbers change only when either one
@@ -32,7 +34,8 @@ heartbeat, changes when the inventory does. A failed pool carries
 ``images: null`` (the control plane keeps what it had). When a pool is first
 registered (at agent start, or again after it was undeclared), its
 ``scratch/`` is swept: leftovers of downloads and clones a killed agent
-left behind are removed before anything reads the pool.
+left behind are removed before anything reads the pool (never an entry that
+is, holds or lies inside another declared pool's root: ``fs.PROTECTED``).
 
 ``resolve`` is how the VM tasks find a pool's root on this host: the pool
 must be registered, ready, and declared at the path the task names.
@@ -90,15 +93,12 @@ def _threshold(capacity: int) -> float:
     return min(capacity / 100, SIGNIFICANT_BYTES)
 
 
+_BYTES = {"capacity_bytes": None, "available_bytes": None}
+
+
 def settle(previous: PoolReport | None, observed: PoolReport) -> PoolReport:
     """The report to send: ``observed``, unless only its byte counts moved, and not by much."""
-    if (
-        previous is None
-        or previous.reconciliation_status != observed.reconciliation_status
-        or previous.reconciliation_error != observed.reconciliation_error
-        or previous.name != observed.name
-        or previous.images != observed.images
-    ):
+    if previous is None or previous.model_copy(update=_BYTES) != observed.model_copy(update=_BYTES):
         return observed
     old_cap, old_avail = previous.capacity_bytes, previous.available_bytes
     new_cap, new_avail = observed.capacity_bytes, observed.available_bytes
@@ -123,12 +123,16 @@ def _to_wire(report: pools.PoolReport) -> PoolReport:
     error = report.reconciliation_error
     if error is not None and len(error) > MAX_ERROR_CHARS:
         error = error[: MAX_ERROR_CHARS - 1] + "…"
+    missing = report.missing_disks
     return PoolReport(
         name=report.name,
         reconciliation_status=report.reconciliation_status,
         reconciliation_error=error,
+        reconciliation_reason=report.reconciliation_reason,
         capacity_bytes=report.capacity_bytes,
         available_bytes=report.available_bytes,
+        marker_id=report.marker_id,
+        missing_disks=None if missing is None else list(missing),
     )
 
 
@@ -190,6 +194,23 @@ class PoolState:
             f"prefixes [{prefixes}] (storage.allowed_path_prefixes); nothing was created"
         )
 
+    def _to_host(self, pool: DeclaredPool) -> pools.DeclaredPool:
+        """The declared pool as the reconciler takes it: paths as this host sees them."""
+        return pools.DeclaredPool(
+            name=pool.name,
+            type=pool.type,
+            path=self.host_path(pool.path),
+            config=dict(pool.config),
+            id=pool.id,
+            cluster_id=pool.cluster_id,
+            created_at=pool.created_at,
+            identity=pool.identity,
+            marker_id=pool.marker_id,
+            disks=tuple(
+                pools.DeclaredDisk(d.id, d.vm_id, self.host_path(d.file_path)) for d in pool.disks
+            ),
+        )
+
     def scan(self, name: str) -> pools.PoolReport:
         """Measure a registered pool now (a scan task); the report adopts the numbers.
 
@@ -217,16 +238,9 @@ class PoolState:
         for pool in declared:
             refusal = self._refusal(pool)
             if refusal is not None:
-                observed.append(pools.PoolReport.failed(pool.name, refusal))
+                observed.append(pools.PoolReport.failed(pool.name, refusal, "path_not_allowed"))
                 continue
-            to_apply.append(
-                pools.DeclaredPool(
-                    name=pool.name,
-                    type=pool.type,
-                    path=self.host_path(pool.path),
-                    config=dict(pool.config),
-                )
-            )
+            to_apply.append(self._to_host(pool))
         observed.extend(self.reconciler.reconcile(to_apply))
         wired = [self._with_images(r) for r in _wire_all(observed)]
         settled: dict[str, PoolReport] = {}

@@ -111,6 +111,9 @@ class ApiClient(HttpClient):
     def scan_pool(self, ref: str) -> dict[str, Any]:
         return dict(self.json("POST", f"/v1/storage-pools/{_seg(ref)}/scan"))
 
+    def reinit_pool(self, ref: str) -> dict[str, Any]:
+        return dict(self.json("POST", f"/v1/storage-pools/{_seg(ref)}/reinit"))
+
     # cluster ----------------------------------------------------------------
     def get_default_pool(self) -> str | None:
         from otherix.client.errors import ApiError

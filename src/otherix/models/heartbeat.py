@@ -5,12 +5,24 @@ is ``None`` when the agent's pool reports are unchanged, and ``digest`` is the
 sha256 of the agent's full observed pool state. The control plane keeps the
 digest of what it last stored; when a delta report's digest does not match,
 the reply says ``resync: true`` and the agent sends everything next time.
+
+Pool identity (docs/architecture.md, "Pool identity"): each declared pool
+carries its instance ``id``, the ``cluster_id``, its ``created_at`` (the
+agent's "later pool" rule for overlapping roots), the ``marker_id`` the
+control plane chose for its identity marker and ``identity``: ``create``
+(never materialised: create the root if needed and write the marker),
+``adopt`` (materialised before markers existed: the existing directory gets
+the marker, once) or ``verify`` (known: the marker must be there; nothing is
+created otherwise). ``disks`` are the VM disks the agent must find in the
+pool. A pool report says why a pool failed (``reconciliation_reason``),
+which marker it found (``marker_id``) and which of the declared disks are
+missing (``missing_disks``, disk ids; null when the pool was not checked).
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
@@ -26,13 +38,26 @@ class ImageReport(Input):
     imported_at: datetime
 
 
+#: ``DeclaredPool.identity``: what the agent may do to find or make the pool's marker.
+IdentityMode = Literal["create", "adopt", "verify"]
+#: Machine-readable pool failure reasons (``reconciliation_reason``), docs/error-codes.md.
+REASON_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
+
+
 class PoolReport(Input):
     name: str = Field(min_length=1, max_length=255)  # the pool-name limit (contract 3.1)
     reconciliation_status: Literal["ready", "failed"]
     reconciliation_error: str | None = Field(default=None, max_length=4096)
+    reconciliation_reason: str | None = Field(default=None, pattern=REASON_PATTERN)
     capacity_bytes: int | None = Field(default=None, ge=0)
     available_bytes: int | None = Field(default=None, ge=0)
     images: list[ImageReport] | None = None
+    #: the identity marker found in (or written to) the pool root; null when failed
+    marker_id: str | None = Field(default=None, max_length=64)
+    #: ids of declared disks not found in the pool; null when the pool was not checked
+    missing_disks: list[Annotated[str, Field(max_length=64)]] | None = Field(
+        default=None, max_length=100_000
+    )
 
 
 class Resources(Input):
@@ -53,11 +78,27 @@ class HeartbeatReport(Input):
     digest: str = Field(pattern=r"^[0-9a-f]{64}$")
 
 
+class DeclaredDisk(Output):
+    """A VM disk the agent must find in its pool (``file_path`` as the node names it)."""
+
+    id: str
+    vm_id: str
+    file_path: str
+
+
 class DeclaredPool(Output):
     name: str
     type: str
     path: str
     config: dict[str, Any] = Field(default_factory=dict)
+    # Pool identity; the control plane always sends them. The defaults are what an
+    # older control plane means, and the agent then writes no marker (legacy).
+    id: str = ""
+    cluster_id: str = ""
+    created_at: datetime | None = None
+    identity: IdentityMode = "create"
+    marker_id: str = ""
+    disks: list[DeclaredDisk] = Field(default_factory=list)
 
 
 class AgentTask(Output):

@@ -73,6 +73,12 @@ class PoolCondition(Output):
     type: str
     message: str
     other_pool: PoolRef | None = None
+class VmDiskCounts(Output):
+    """VM disks on a pool: ``missing`` are made disks whose file the agent reports
+    gone, or every made disk while the pool is ``failed`` (see ``vm get``)."""
+
+    total: int = 0
+    missing: int = 0
 
 
 class StoragePool(Output):
@@ -94,6 +100,13 @@ class StoragePool(Output):
     reconciliation_status: ReconciliationStatus
     last_reconciled_at: datetime | None = None
     reconciliation_error: str | None = None
+    reconciliation_reason: str | None = Field(
+        default=None,
+        description="why the pool failed, machine-readable (pool_missing, "
+        "pool_identity_mismatch, pool_device_changed, pool_path_overlap, ...; "
+        "docs/error-codes.md); null unless failed",
+    )
+    vm_disks: VmDiskCounts = Field(default_factory=VmDiskCounts)
     images: list[CachedImage] = Field(default_factory=list)
     #: Empty for a healthy pool; see :class:`PoolCondition`.
     conditions: list[PoolCondition] = Field(default_factory=list)
@@ -105,6 +118,8 @@ class PoolConceptView(Output):
     name: str
     type: str
     is_cluster_default: bool
+    #: summed over the instances
+    vm_disks: VmDiskCounts = Field(default_factory=VmDiskCounts)
     instances: list[StoragePool]
 
 

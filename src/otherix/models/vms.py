@@ -19,6 +19,15 @@ Phases (``status.phase``):
   ``disk_too_small``, ``download_failed``).
 - ``deleting``: a ``vm.delete`` task is removing the disk; when it succeeds
   the VM is gone (its row is removed).
+
+A made disk (its ``file_path`` known) is *missing* (``disk_missing``, pure)
+when its pool is reconciled ``failed`` (``pool_failed``: its directory,
+marker or device is gone, docs/architecture.md "Pool identity") or the
+agent reports the file gone (``file_missing``). The disk row says so
+(``missing``, ``missing_reason``, ``missing_since``), and a ``stopped`` VM
+whose root disk is missing shows ``status.reason: "disk_missing"`` with a
+message and ``details``; its phase stays ``stopped`` (the lifecycle did not
+change, and list filters by phase keep matching it).
 """
 
 from __future__ import annotations
@@ -35,6 +44,8 @@ from otherix.models.common import Input, Output, Page
 from otherix.models.validation import image_basename
 
 VmPhase = Literal["pending", "creating", "stopped", "error", "deleting"]
+#: Why a made disk is missing (``disk_missing``).
+MissingReason = Literal["pool_failed", "file_missing"]
 PullPolicy = Literal["if-not-present", "always"]
 DiskFormat = Literal["qcow2", "raw"]
 Architecture = Literal["amd64", "arm64"]
@@ -77,7 +88,8 @@ class VMStatus(Output):
         default=None,
         description="pending: the placement reason (pool_not_found, pool_not_on_node, "
         "no_eligible_nodes, node_pressure, insufficient_resources); error: the failed "
-        "task's error code",
+        "task's error code; stopped: disk_missing when the root disk's pool failed or its "
+        "file is gone (null otherwise)",
     )
     message: str | None = None
     details: dict[str, Any] | None = None
@@ -98,6 +110,11 @@ class VmDisk(Output):
     virtual_size_bytes: int | None = None
     actual_size_bytes: int | None = None
     image_sha256: str | None = None
+    missing: bool = Field(default=False, description="the disk's pool failed or its file is gone")
+    missing_reason: MissingReason | None = None
+    missing_since: datetime | None = Field(
+        default=None, description="when the agent reported the file gone (file_missing)"
+    )
     created_at: datetime
     updated_at: datetime
 
@@ -168,6 +185,21 @@ def validate_image_url(url: str) -> str | None:
 def validate_sha256(value: str) -> str | None:
     if re.fullmatch(r"[0-9a-fA-F]{64}", value, re.ASCII) is None:
         return "image_sha256 must be 64 hex digits"
+    return None
+
+
+def disk_missing(
+    file_path: str | None,
+    missing_since: datetime | None,
+    pool_status: str | None,
+) -> MissingReason | None:
+    """Why a disk is missing, or None: a disk not made yet (no file) is never missing."""
+    if file_path is None:
+        return None
+    if pool_status == "failed":
+        return "pool_failed"
+    if missing_since is not None:
+        return "file_missing"
     return None
 
 

@@ -1,12 +1,22 @@
 """Storage pool instances (desired rows) joined with their observed status.
 
-Every read returns the instance row, its ``pool_status`` columns and its
-node's name/status, which is everything a pool view needs in one query.
+Every read returns the instance row, its ``pool_status`` columns, its
+node's name/status and its VM disk counts (``vm_disks_total``,
+``vm_disks_missing``: disks whose file the agent reports missing, or every
+made disk while the pool is failed), which is everything a pool view needs in
+one query.
+
+Identity (migration 0007): ``pool_status.marker_id`` is the identity marker id
+the control plane chose for the pool (at insert, and again at ``reinit``),
+``identity_mode`` what the agent may do to find it (``create``, ``adopt``,
+``verify``). ``declared_for_node`` and ``disks_to_check`` are what a node's
+desired state declares.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import uuid
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -27,12 +37,37 @@ def _committed_since_scan() -> sa.ScalarSelect[Any]:
     )
 
 
+def _disks_on_pool() -> sa.Select[Any]:
+    return (
+        sa.select(sa.func.count())
+        .select_from(vm_disks)
+        .where(vm_disks.c.storage_pool_id == sp.c.id)
+    )
+
+
+def _missing_disks() -> sa.ScalarSelect[Any]:
+    """Disks made on the pool (file_path known) that are missing, or all of them if it failed."""
+    return (
+        _disks_on_pool()
+        .where(
+            vm_disks.c.file_path.is_not(None),
+            sa.or_(ps.c.reconciliation_status == "failed", vm_disks.c.missing_since.is_not(None)),
+        )
+        .scalar_subquery()
+    )
+
+
 def _select() -> sa.Select[Any]:
     return sa.select(
         sp,
         _committed_since_scan().label("committed_gib"),
+        _disks_on_pool().scalar_subquery().label("vm_disks_total"),
+        _missing_disks().label("vm_disks_missing"),
         ps.c.reconciliation_status,
         ps.c.reconciliation_error,
+        ps.c.reconciliation_reason,
+        ps.c.identity_mode,
+        ps.c.marker_id,
         ps.c.last_reconciled_at,
         ps.c.capacity_bytes,
         ps.c.available_bytes,
@@ -52,8 +87,17 @@ def _rows(conn: Connection, stmt: sa.Select[Any]) -> list[dict[str, Any]]:
 
 
 def insert_pool(conn: Connection, row: dict[str, Any]) -> None:
+    """A new instance: ``pending``, identity ``create`` with a fresh marker id."""
     conn.execute(sp.insert().values(**row))
-    conn.execute(ps.insert().values(pool_id=row["id"], reconciliation_status="pending", images=[]))
+    conn.execute(
+        ps.insert().values(
+            pool_id=row["id"],
+            reconciliation_status="pending",
+            images=[],
+            identity_mode="create",
+            marker_id=str(uuid.uuid4()),
+        )
+    )
 
 
 def get_pool(conn: Connection, pool_id: str) -> dict[str, Any] | None:
@@ -132,11 +176,68 @@ def lock_pool(conn: Connection, pool_id: str) -> str | None:
 
 def declared_for_node(conn: Connection, node_id: str) -> list[dict[str, Any]]:
     stmt = (
-        sa.select(sp.c.name, sp.c.type, sp.c.path, sp.c.config)
+        sa.select(
+            sp.c.id,
+            sp.c.name,
+            sp.c.type,
+            sp.c.path,
+            sp.c.config,
+            sp.c.created_at,
+            ps.c.marker_id,
+            ps.c.identity_mode,
+        )
+        .select_from(sp.join(ps, ps.c.pool_id == sp.c.id))
         .where(sp.c.node_id == node_id)
         .order_by(sp.c.name_lower)
     )
     return _rows(conn, stmt)
+
+
+def disks_to_check(conn: Connection, node_id: str) -> list[dict[str, Any]]:
+    """The node's made VM disks the agent must find: file known, VM not being deleted."""
+    stmt = (
+        sa.select(
+            vm_disks.c.id,
+            vm_disks.c.vm_id,
+            vm_disks.c.file_path,
+            vm_disks.c.storage_pool_id,
+        )
+        .select_from(
+            vm_disks.join(sp, sp.c.id == vm_disks.c.storage_pool_id).join(
+                vms, vms.c.id == vm_disks.c.vm_id
+            )
+        )
+        .where(sp.c.node_id == node_id, vm_disks.c.file_path.is_not(None))
+        .where(vms.c.phase != "deleting")
+        .order_by(vm_disks.c.id)
+    )
+    return _rows(conn, stmt)
+
+
+def missing_disk_ids(conn: Connection, node_id: str) -> dict[str, set[str]]:
+    """pool id -> ids of its disks currently recorded missing (the node's pools)."""
+    stmt = (
+        sa.select(vm_disks.c.storage_pool_id, vm_disks.c.id)
+        .select_from(vm_disks.join(sp, sp.c.id == vm_disks.c.storage_pool_id))
+        .where(sp.c.node_id == node_id, vm_disks.c.missing_since.is_not(None))
+    )
+    out: dict[str, set[str]] = {}
+    for pool_id, disk_id in conn.execute(stmt):
+        out.setdefault(pool_id, set()).add(disk_id)
+    return out
+
+
+def mark_disks_missing(
+    conn: Connection, pool_id: str, disk_ids: Collection[str], since: datetime | None
+) -> None:
+    """Set (``since``) or clear (None) ``missing_since`` of these disks of the pool."""
+    if not disk_ids:
+        return
+    conn.execute(
+        vm_disks.update()
+        .where(vm_disks.c.storage_pool_id == pool_id, vm_disks.c.id.in_(list(disk_ids)))
+        .values(missing_since=since)
+    )
 
 
 def status_for_node(conn: Connection, node_id: str) -> list[dict[str, Any]]:
@@ -245,3 +346,16 @@ def delete_pools(conn: Connection, pool_ids: Sequence[str]) -> int:
         return 0
     conn.execute(ps.delete().where(ps.c.pool_id.in_(ids)))
     return conn.execute(sp.delete().where(sp.c.id.in_(ids))).rowcount
+def reinit_identity(conn: Connection, pool_id: str, marker_id: str) -> None:
+    """Forget the pool's identity: a new marker id, ``create``, status ``pending``."""
+    conn.execute(
+        ps.update()
+        .where(ps.c.pool_id == pool_id)
+        .values(
+            identity_mode="create",
+            marker_id=marker_id,
+            reconciliation_status="pending",
+            reconciliation_error=None,
+            reconciliation_reason=None,
+        )
+    )

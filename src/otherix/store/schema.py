@@ -270,6 +270,13 @@ pool_status = sa.Table(
     _ts("pressure_since", nullable=True),
     sa.Column("pressure_count", sa.Integer, nullable=False, server_default="0"),
     sa.Column("images", JSONType, nullable=False),
+    # 0007 (pool identity): why the pool failed (machine-readable, docs/error-codes.md), and
+    # its identity marker: the id the control plane chose for it, and whether the
+    # agent may create it (create), adopt a pre-marker directory (adopt) or must
+    # find it (verify, set when the agent reports the pool ready with that marker).
+    sa.Column("reconciliation_reason", sa.String(64), nullable=True),
+    sa.Column("identity_mode", sa.String(16), nullable=False, server_default="create"),
+    sa.Column("marker_id", sa.String(36), nullable=True),
 )
 
 tasks = sa.Table(
@@ -344,4 +351,6 @@ vm_disks = sa.Table(
     sa.Column("virtual_size_bytes", sa.BigInteger, nullable=True),
     sa.Column("actual_size_bytes", sa.BigInteger, nullable=True),
     sa.Column("image_sha256", sa.String(64), nullable=True),
+    # 0007 (pool identity): since when the agent reports the disk file missing (null: present).
+    _ts("missing_since", nullable=True),
 )

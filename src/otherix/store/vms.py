@@ -1,8 +1,10 @@
 """VMs and their disks: the rows the VM services and the scheduler read and write.
 
 Every VM read returns the ``vms`` row with its owner's username, its node's
-name and the pool (name and id) of its root disk (``device_order`` 0), which
-is everything a VM view needs in one query. Writes that race (binding a
+name and the pool (name and id) of its root disk (``device_order`` 0), with
+what the VM view needs to say ``disk_missing`` (the root disk's
+``file_path`` and ``missing_since``, its pool's reconciliation status and
+reason), which is everything a VM view needs in one query. Writes that race (binding a
 pending VM, moving a phase) are compare-and-set: they name the state they
 expect and return the row count, so the caller knows whether it won.
 """
@@ -16,10 +18,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from otherix.store.schema import nodes, storage_pools, users, vm_disks, vms
+from otherix.store.schema import nodes, pool_status, storage_pools, users, vm_disks, vms
 
 _root = vm_disks.alias("root_disk")
 _root_pool = storage_pools.alias("root_pool")
+_root_status = pool_status.alias("root_pool_status")
 
 
 def _rows(conn: Connection, stmt: sa.Select[Any]) -> list[dict[str, Any]]:
@@ -33,11 +36,16 @@ def _select() -> sa.Select[Any]:
         nodes.c.name.label("node_name"),
         _root_pool.c.id.label("root_pool_id"),
         _root_pool.c.name.label("root_pool_name"),
+        _root.c.file_path.label("root_file_path"),
+        _root.c.missing_since.label("root_missing_since"),
+        _root_status.c.reconciliation_status.label("root_pool_status"),
+        _root_status.c.reconciliation_reason.label("root_pool_reason"),
     ).select_from(
         vms.join(users, users.c.id == vms.c.owner_id)
         .outerjoin(nodes, nodes.c.id == vms.c.node_id)
         .outerjoin(_root, sa.and_(_root.c.vm_id == vms.c.id, _root.c.device_order == 0))
         .outerjoin(_root_pool, _root_pool.c.id == _root.c.storage_pool_id)
+        .outerjoin(_root_status, _root_status.c.pool_id == _root.c.storage_pool_id)
     )
 
 
@@ -150,8 +158,14 @@ def disks_for_vm(conn: Connection, vm_id: str) -> list[dict[str, Any]]:
             vm_disks,
             storage_pools.c.name.label("pool"),
             storage_pools.c.path.label("pool_path"),
+            pool_status.c.reconciliation_status.label("pool_status"),
+            pool_status.c.reconciliation_reason.label("pool_reason"),
         )
-        .select_from(vm_disks.join(storage_pools, storage_pools.c.id == vm_disks.c.storage_pool_id))
+        .select_from(
+            vm_disks.join(storage_pools, storage_pools.c.id == vm_disks.c.storage_pool_id).join(
+                pool_status, pool_status.c.pool_id == vm_disks.c.storage_pool_id
+            )
+        )
         .where(vm_disks.c.vm_id == vm_id)
         .order_by(vm_disks.c.device_order, vm_disks.c.id)
     )

@@ -126,6 +126,38 @@ def test_declared_pool_from_wire() -> None:
     assert p == DeclaredPool("Fast", "local_dir", "/var/lib/otherix/pools/fast", {"k": 1})
 
 
+def test_declared_pool_from_wire_with_identity() -> None:
+    from datetime import UTC, datetime
+
+    from otherix.agent.pools import DeclaredDisk
+
+    p = DeclaredPool.from_wire(
+        {
+            "name": "fast",
+            "type": "local_dir",
+            "path": "/var/lib/otherix/pools/fast",
+            "id": "pool-1",
+            "cluster_id": "cluster-1",
+            "created_at": "2027-01-02T03:04:05.5Z",
+            "identity": "verify",
+            "marker_id": "mark-1",
+            "disks": [{"id": "d1", "vm_id": "v1", "file_path": "/var/lib/otherix/pools/fast/d"}],
+        }
+    )
+    assert (p.id, p.cluster_id, p.identity, p.marker_id) == (
+        "pool-1",
+        "cluster-1",
+        "verify",
+        "mark-1",
+    )
+    assert p.created_at == datetime(2027, 1, 2, 3, 4, 5, 500000, tzinfo=UTC)
+    assert p.disks == (DeclaredDisk("d1", "v1", "/var/lib/otherix/pools/fast/d"),)
+    with pytest.raises(ValueError, match="identity mode"):
+        DeclaredPool.from_wire({"name": "a", "type": "local_dir", "path": "/p", "identity": "x"})
+    with pytest.raises(ValueError, match="created_at"):
+        DeclaredPool.from_wire({"name": "a", "type": "local_dir", "path": "/p", "created_at": "x"})
+
+
 @pytest.mark.parametrize(
     "wire",
     [
@@ -150,13 +182,16 @@ def test_declared_pool_from_wire_rejects_bad_types(wire: dict[str, object]) -> N
 
 
 def test_pool_report_to_wire() -> None:
-    report = PoolReport("a", "failed", "boom", None, None)
+    report = PoolReport("a", "failed", "boom", None, None, "pool_missing")
     assert report.to_wire() == {
         "name": "a",
         "reconciliation_status": "failed",
         "reconciliation_error": "boom",
+        "reconciliation_reason": "pool_missing",
         "capacity_bytes": None,
         "available_bytes": None,
+        "marker_id": None,
+        "missing_disks": None,
     }
 
 
@@ -180,7 +215,7 @@ def test_pool_report_to_wire() -> None:
 )
 def test_ensure_pool_rejects_bad_declarations(declared: DeclaredPool, message: str) -> None:
     report = ensure_pool(declared)
-    assert report == PoolReport(declared.name, "failed", message, None, None)
+    assert report == PoolReport(declared.name, "failed", message, None, None, "pool_invalid")
 
 
 # --- reconcile / apply (tmp dirs) ---------------------------------------------------

@@ -10,7 +10,10 @@ never an entry: only files under ``images/`` with a sidecar are reported).
 The sweep removes everything in ``scratch/`` that no operation of this
 process is using (tracked in a process-wide set, so a sweep racing a live
 download cannot pull its file away), plus stray ``fs.atomic_write`` temps
-(``.B.sha256.tmp-<hex>``) in ``images/`` untouched for a minute.
+(``.B.sha256.tmp-<hex>``) in ``images/`` untouched for a minute. It never
+sweeps inside another pool: an entry that is, holds or lies inside the root
+of another pool declared on this node (``fs.PROTECTED``; rows that overlap
+from before the one-directory-one-pool rule) is skipped with a warning.
 """
 
 from __future__ import annotations
@@ -89,13 +92,20 @@ def sweep_scratch(pool_root: Path) -> list[str]:
     for name in names:
         with _active_lock:
             busy = os.path.join(scratch_real, name) in _active
-        if not busy and fs.remove_tree(pool_root, scratch / name):
-            removed.append(f"{SCRATCH_DIR}/{name}")
+        if busy:
+            continue
+        try:
+            if fs.remove_tree(scratch, scratch / name):
+                removed.append(f"{SCRATCH_DIR}/{name}")
+        except fs.UnsafePath as exc:  # another pool's root: never swept
+            _log.warning("scratch entry kept", extra={"pool": str(pool_root), "error": str(exc)})
     images = pool_root / IMAGES_DIR
     with contextlib.suppress(FileNotFoundError, NotADirectoryError):
         cutoff = time.time() - _ATOMIC_TMP_AGE
         for name in sorted(os.listdir(images)):
-            if not _ATOMIC_TMP_RE.fullmatch(name):
+            if not _ATOMIC_TMP_RE.fullmatch(name) or fs.PROTECTED.held_by(
+                os.path.join(os.path.realpath(images), name), os.path.realpath(images)
+            ):
                 continue
             with contextlib.suppress(FileNotFoundError):
                 if os.lstat(images / name).st_mtime < cutoff and fs.remove_file(images / name):

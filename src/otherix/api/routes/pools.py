@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Request, Response
 
 from otherix.api.deps import Deps, get_deps, require
 from otherix.api.routes.common import json_body, limit_param, page
-from otherix.api.services import pools
+from otherix.api.services import poolreinit, pools
 from otherix.models.pools import PoolConceptView, PoolCreate, PoolList, PoolUpdate, StoragePool
 from otherix.rbac import Permission
 
@@ -86,3 +86,18 @@ async def update_pool(id: str, request: Request, deps: Deps = Depends(get_deps))
 def delete_pool(id: str, deps: Deps = Depends(get_deps)) -> Response:
     pools.delete(deps, id)
     return Response(status_code=204)
+
+
+@router.post(
+    "/{id}/reinit",
+    operation_id="reinitStoragePool",
+    response_model=StoragePool,
+    dependencies=[Depends(MANAGE)],
+)
+def reinit_pool(id: str, deps: Deps = Depends(get_deps)) -> StoragePool:
+    """Start a pool whose identity check failed afresh: a new identity marker on its node.
+
+    Refused (409) while VM disks reference the pool, and for a pool that is
+    not failed with pool_missing, pool_identity_mismatch or pool_device_changed.
+    """
+    return poolreinit.reinit(deps, id)

@@ -9,6 +9,16 @@ A node that heartbeats while ``pending`` or ``unreachable`` is promoted to
 ``ready`` at once. The on-ready hook provisions the default pool only at the
 node's first promotion (``defaultpool.on_promoted``), never on a return from
 unreachable, so a deleted or renamed default pool stays so.
+
+Pool identity: the desired state declares each pool with its id, the
+cluster id, its marker id and identity mode, and the made VM disks the agent
+must find in it (``disks_to_check``: file known, VM not being deleted; a
+disk joins or leaves that set only in transactions that bump the node's
+revision: a ``vm.create`` or ``vm.delete`` outcome, a delete request). A
+report of a pool ``ready`` with the marker the control plane chose moves a
+``create``/``adopt`` pool to ``verify`` and bumps the revision, so the agent
+learns that from now on the marker is required. ``missing_disks`` sets or
+clears ``vm_disks.missing_since``.
 """
 
 from __future__ import annotations
@@ -24,6 +34,7 @@ from otherix.api.services.nodes import bind_agent, unknown_credential
 from otherix.errors import Conflict, NotFound
 from otherix.models.heartbeat import (
     AgentTask,
+    DeclaredDisk,
     DeclaredPool,
     DesiredState,
     HeartbeatReport,
@@ -59,14 +70,35 @@ def desired_state(deps: Deps, node_id: str, revision: int | None = None) -> Desi
         if revision is None:
             raise NotFound("node not found")
         declared = qp.declared_for_node(conn, node_id)
+        disks = qp.disks_to_check(conn, node_id)
         pending = qt.pending_for_node(conn, node_id)
     state = DesiredState(
         revision=revision,
-        declared_pools=[DeclaredPool.model_validate(d) for d in declared],
+        declared_pools=_declared(deps, declared, disks),
         tasks=[AgentTask.model_validate(t) for t in pending],
     )
     deps.desired_cache[node_id] = (revision, state)
     return state
+
+
+def _declared(
+    deps: Deps, pools: list[dict[str, Any]], disks: list[dict[str, Any]]
+) -> list[DeclaredPool]:
+    by_pool: dict[str, list[DeclaredDisk]] = {}
+    for d in disks:
+        by_pool.setdefault(d["storage_pool_id"], []).append(DeclaredDisk.model_validate(d))
+    return [
+        DeclaredPool.model_validate(
+            {
+                **p,
+                "cluster_id": deps.cluster_id,
+                "identity": p["identity_mode"],
+                "marker_id": p["marker_id"] or "",
+                "disks": by_pool.get(p["id"], []),
+            }
+        )
+        for p in pools
+    ]
 
 
 def pressure_config(deps: Deps) -> PressureConfig:
@@ -82,6 +114,8 @@ def _pool_changes(
         values["reconciliation_status"] = rep.reconciliation_status
     if stored["reconciliation_error"] != rep.reconciliation_error:
         values["reconciliation_error"] = rep.reconciliation_error
+    if stored["reconciliation_reason"] != rep.reconciliation_reason:
+        values["reconciliation_reason"] = rep.reconciliation_reason
     if (
         rep.capacity_bytes is not None
         and rep.available_bytes is not None
@@ -114,21 +148,55 @@ def _pool_changes(
     return values
 
 
+def _identity_recorded(stored: dict[str, Any], rep: PoolReport) -> bool:
+    """The agent reports the pool ready with the marker the control plane chose."""
+    return (
+        stored["identity_mode"] != "verify"
+        and rep.reconciliation_status == "ready"
+        and rep.marker_id is not None
+        and rep.marker_id == stored["marker_id"]
+    )
+
+
+def _apply_missing(
+    conn: Any, pool_id: str, reported: set[str], recorded: set[str], now: datetime
+) -> None:
+    qp.mark_disks_missing(conn, pool_id, reported - recorded, now)
+    qp.mark_disks_missing(conn, pool_id, recorded - reported, None)
+
+
 def apply_pool_reports(
     deps: Deps, conn: Any, node_id: str, reports: list[PoolReport], now: datetime
-) -> int:
-    """Store what changed; reports for pools the node no longer has are ignored."""
+) -> bool:
+    """Store what changed; reports for pools the node no longer has are ignored.
+
+    Returns True when a pool's identity got recorded: the revision was bumped
+    (the node's declared pools changed) and the caller must wake its watchers.
+    """
     stored = {r["name_lower"]: r for r in qp.status_for_node(conn, node_id)}
-    written = 0
+    recorded_missing = (
+        qp.missing_disk_ids(conn, node_id)
+        if any(r.missing_disks is not None for r in reports)
+        else {}
+    )
+    bump = False
     for rep in reports:
         row = stored.get(rep.name.lower())
         if row is None:
             continue
         values = _pool_changes(deps, row, rep, now)
+        if _identity_recorded(row, rep):
+            values["identity_mode"] = "verify"
+            bump = True
+            log.info("pool identity recorded: %s (marker %s)", rep.name, rep.marker_id)
         if values:
             qp.update_status(conn, row["pool_id"], values)
-            written += 1
-    return written
+        if rep.missing_disks is not None:
+            recorded = recorded_missing.get(row["pool_id"], set())
+            _apply_missing(conn, row["pool_id"], set(rep.missing_disks), recorded, now)
+    if bump:
+        qn.bump_revision(conn, node_id)
+    return bump
 
 
 def _observed_changes(deps: Deps, node: dict[str, Any], report: HeartbeatReport) -> dict[str, Any]:
@@ -223,10 +291,11 @@ def heartbeat(
     observed = _observed_changes(deps, node, report)
     node_values = _node_changes(node, report, promote, now)
     written = bool(observed or node_values or report.pools)
+    identity_recorded = False
     if written:
         with deps.db.write() as conn:
             if report.pools:
-                apply_pool_reports(deps, conn, ident.node_id, report.pools, now)
+                identity_recorded = apply_pool_reports(deps, conn, ident.node_id, report.pools, now)
             if observed:
                 qn.update_observed(conn, ident.node_id, {**observed, "updated_at": now})
             if node_values:
@@ -234,6 +303,8 @@ def heartbeat(
     if promote:
         log.info("node promoted to ready: %s", node["name"])
         written = defaultpool.on_promoted(deps, ident.node_id, node["name"]) or written
+    if identity_recorded:
+        deps.hub.publish([ident.node_id])
     desired = desired_json(deps, ident.node_id, None if written else node["desired_revision"])
     head = {
         "received_at": now.isoformat().replace("+00:00", "Z"),

@@ -50,6 +50,7 @@ from otherix.models.pools import (
     PoolCreate,
     PoolUpdate,
     StoragePool,
+    VmDiskCounts,
 )
 from otherix.models.validation import (
     looks_like_uuid,
@@ -155,6 +156,13 @@ def pool_view(
             and row["name_lower"] == default_name.lower(),
             "disk_pressure": pressure,
             "images": row["images"] if with_images else [],
+            "reconciliation_reason": row["reconciliation_reason"]
+            if row["reconciliation_status"] == "failed"
+            else None,
+            "vm_disks": {
+                "total": int(row.get("vm_disks_total") or 0),
+                "missing": int(row.get("vm_disks_missing") or 0),
+            },
         }
     )
 
@@ -198,6 +206,10 @@ def get(deps: Deps, ref: str) -> StoragePool | PoolConceptView:
         name=rows[0]["name"],
         type=rows[0]["type"],
         is_cluster_default=instances[0].is_cluster_default,
+        vm_disks=VmDiskCounts(
+            total=sum(i.vm_disks.total for i in instances),
+            missing=sum(i.vm_disks.missing for i in instances),
+        ),
         instances=instances,
     )
 

@@ -4,6 +4,10 @@
 - Admission (``create``) checks the request, substitutes the cluster default
   pool, stores the VM ``pending`` and makes a first placement attempt
   (``placement.schedule_vm``); the scheduler worker retries the rest.
+- Missing disks (``models.vms.disk_missing``): a made disk on a failed pool,
+  or whose file the agent reports gone, is ``missing`` in the disk view; a
+  ``stopped`` VM whose root disk is missing shows ``status.reason
+  "disk_missing"`` (phase unchanged), computed at read time, never stored.
 - Visibility: a caller whose ``vm:delete`` scope is ``own`` (a developer) is a
   tenant and sees only its own VMs; read-only roles (viewer) and admins and
   operators see all. Invisible VMs answer 404. Host layout (disk
@@ -43,6 +47,7 @@ from otherix.models.vms import (
     VMCreate,
     VmDisk,
     VMStatus,
+    disk_missing,
     validate_image_url,
     validate_sha256,
     validate_vm_name,
@@ -72,8 +77,42 @@ def _vm_name(name: str) -> str:
         raise ValidationFailed(exc.message, {**(exc.details or {}), "hint": HINT}) from exc
 
 
+def _disk_missing_status(row: dict[str, Any]) -> VMStatus | None:
+    """``status`` of a stopped VM whose root disk is missing, else None."""
+    missing = disk_missing(
+        row.get("root_file_path"), row.get("root_missing_since"), row.get("root_pool_status")
+    )
+    if row["phase"] != "stopped" or missing is None:
+        return None
+    pool = row["root_pool_name"] or row["pool_ref"]
+    details: dict[str, Any] = {"pool": pool, "pool_id": row["root_pool_id"], "cause": missing}
+    if missing == "pool_failed":
+        details["pool_reason"] = row.get("root_pool_reason")
+        message = (
+            f'the disk\'s pool "{pool}" on node {row["node_name"]} is failed '
+            f"({row.get('root_pool_reason') or 'failed'}); see 'otherix pool get {pool}'"
+        )
+    else:
+        details["since"] = row["root_missing_since"]
+        message = f'the disk file is missing from pool "{pool}" on node {row["node_name"]}'
+    return VMStatus(
+        phase="stopped",
+        reason="disk_missing",
+        message=message,
+        details=details,
+        task_id=row["task_id"],
+    )
+
+
 def vm_view(row: dict[str, Any], disks: list[VmDisk] | None = None) -> VM:
     spec = row["spec"] or {}
+    status = _disk_missing_status(row) or VMStatus(
+        phase=row["phase"],
+        reason=row["reason"],
+        message=row["message"],
+        details=row["status_details"],
+        task_id=row["task_id"],
+    )
     return VM.model_validate(
         {
             **{k: spec.get(k) for k in ("image_url", "image_sha256", "vcpus", "memory_mb")},
@@ -87,13 +126,7 @@ def vm_view(row: dict[str, Any], disks: list[VmDisk] | None = None) -> VM:
             "pool_id": row["root_pool_id"],
             "node": row["node_name"],
             "node_hint": spec.get("node"),
-            "status": VMStatus(
-                phase=row["phase"],
-                reason=row["reason"],
-                message=row["message"],
-                details=row["status_details"],
-                task_id=row["task_id"],
-            ),
+            "status": status,
             "disks": disks,
             "created_at": row["created_at"],
             "updated_at": row["updated_at"],
@@ -181,8 +214,21 @@ def get(deps: Deps, principal: Principal, name: str) -> VM:
     with deps.db.read() as conn:
         row = _visible_row(principal, name, conn)
         disks = qv.disks_for_vm(conn, row["id"])
-    views = [VmDisk.model_validate(redact(principal, d)) for d in disks]
+    views = [_disk_view(principal, d) for d in disks]
     return vm_view(_as_seen(principal, row), views)
+
+
+def _disk_view(principal: Principal, d: dict[str, Any]) -> VmDisk:
+    """One disk as ``principal`` may see it (``services.redaction``), with whether
+    its file is missing (judged on the unredacted row)."""
+    missing = disk_missing(d["file_path"], d["missing_since"], d["pool_status"])
+    seen = {
+        **d,
+        "missing": missing is not None,
+        "missing_reason": missing,
+        "missing_since": d["missing_since"] if missing == "file_missing" else None,
+    }
+    return VmDisk.model_validate(redact(principal, seen))
 
 
 def list_vms(

@@ -1,8 +1,9 @@
 """``otherix pool``: the storage-pool command group (contract §5.3).
 
 Owns the group and its help text; the commands live in ``pools_read``
-(list, get), ``pools_write`` (create, delete) and ``pools_ops`` (update,
-scan), sharing instance addressing from ``pool_targets``. Mounted by
+(list, get), ``pools_write`` (create, delete), ``pools_ops`` (update,
+scan) and ``pools_reinit`` (reinit), sharing instance addressing from
+``pool_targets``. Mounted by
 ``otherix.cli.main``.
 """
 
@@ -12,6 +13,7 @@ import click
 
 from otherix.cli.commands.pools_ops import scan_pool, update_pool
 from otherix.cli.commands.pools_read import get_pool, list_pools
+from otherix.cli.commands.pools_reinit import reinit_pool
 from otherix.cli.commands.pools_write import create_pool, delete_pool
 
 __all__ = ["pool"]
@@ -36,3 +38,4 @@ def pool() -> None:
 
 for _command in (list_pools, get_pool, create_pool, delete_pool, update_pool, scan_pool):
     pool.add_command(_command)
+pool.add_command(reinit_pool)

@@ -84,6 +84,11 @@ def list_pools(
 def get_pool(ref: str, output: str) -> None:
     """Show a pool: by name every instance, by UUID one instance in detail.
 
+    A failed instance shows reconciliation_reason (pool_missing,
+    pool_identity_mismatch, pool_device_changed, pool_path_overlap, ...);
+    vm_disks (shown when there are any) counts the VM disks on it and how
+    many are missing.
+
     -o yaml prints an apply-ready StoragePool manifest (one document with
     spec.nodeList when all instances share type and path).
 

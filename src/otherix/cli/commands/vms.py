@@ -209,7 +209,8 @@ def list_vms(
 
     \b
     Columns: NAME POOL NODE PHASE REASON AGE (ID first with --show-ids).
-    REASON says why a pending VM is not placed, or why it failed.
+    REASON says why a pending VM is not placed, or why it failed; a stopped
+    VM shows disk_missing when its disk's pool failed or its file is gone.
 
     \b
     Example:
@@ -235,7 +236,10 @@ def list_vms(
 def get_vm(name: str, output: str) -> None:
     """Show a VM with its disks (pool and size of each).
 
-    -o yaml prints an apply-ready VM manifest (no ids or status).
+    A disk whose pool failed (its directory, identity marker or device is
+    gone) or whose file is gone is marked MISSING, and the phase reads
+    "stopped (disk missing: ...)". -o yaml prints an apply-ready VM
+    manifest (no ids or status).
 
     \b
     Example:

@@ -18,6 +18,9 @@ Choices where the contract is silent (documented, tested):
   instances are all orphaned, is an error; :func:`list_manifests` skips
   orphaned rows for ``pool list -o yaml``.
 - Blocking resources are listed sorted by kind.
+- ``pool get`` prints ``reconciliation_reason`` after ``reconciliation_error``
+  when set, and ``vm_disks: N`` (``N (M missing)`` when some are) when the
+  pool holds VM disks; a pool without disks keeps the contract's layout.
 - Timestamps in the text views are printed as the server sent them.
 
 Every text function returns whole lines ending in a newline.
@@ -105,6 +108,17 @@ def _pressure_text(p: Pool, now: datetime) -> str:
     return f"active since {since} ago (consecutive_count={pressure.get('consecutive_count', 0)})"
 
 
+def _disks_text(p: Pool) -> str | None:
+    """``vm_disks: 3 (1 missing)``, or None when the pool holds no VM disks."""
+    counts = p.get("vm_disks")
+    if not isinstance(counts, Mapping) or not counts.get("total"):
+        return None
+    text = f"vm_disks: {counts.get('total', 0)}"
+    if counts.get("missing"):
+        text += f" ({counts['missing']} missing)"
+    return text
+
+
 def _image_text(img: Mapping[str, Any]) -> str:
     sha = str(img.get("sha256") or "")[:12]
     return f"{img.get('name', '')} (sha {sha}, {human_bytes(img.get('size_bytes'))})"
@@ -157,9 +171,16 @@ def pool_text(p: Pool, now: datetime) -> str:
     lines.append(f"is_cluster_default: {'true' if p.get('is_cluster_default') else 'false'}")
     lines.append("pressure:")
     lines.append(f"  disk: {_pressure_text(p, now)}")
-    for key in ("reconciliation_status", "last_reconciled_at", "reconciliation_error"):
+    for key in (
+        "reconciliation_status",
+        "last_reconciled_at",
+        "reconciliation_error",
+        "reconciliation_reason",
+    ):
         if p.get(key):
             lines.append(f"{key}: {p[key]}")
+    if (disks := _disks_text(p)) is not None:
+        lines.append(disks)
     images = p.get("images") or []
     if images:
         lines.append("images:")
@@ -180,6 +201,8 @@ def concept_text(c: Pool, now: datetime) -> str:
         f"type: {c.get('type', '')}",
         f"is_cluster_default: {'true' if c.get('is_cluster_default') else 'false'}",
     ]
+    if (disks := _disks_text(c)) is not None:
+        lines.append(disks)
     instances = c.get("instances") or []
     if not instances:
         lines.append("instances: <none>")
@@ -194,6 +217,10 @@ def concept_text(c: Pool, now: datetime) -> str:
         lines.append(f"    reconciliation_status: {inst.get('reconciliation_status', '')}")
         if inst.get("reconciliation_error"):
             lines.append(f"    reconciliation_error: {inst['reconciliation_error']}")
+        if inst.get("reconciliation_reason"):
+            lines.append(f"    reconciliation_reason: {inst['reconciliation_reason']}")
+        if (disks := _disks_text(inst)) is not None:
+            lines.append(f"    {disks}")
         lines.extend(f"    image: {_image_text(img)}" for img in inst.get("images") or [])
         lines.extend(
             f"    condition: {c.get('type', '')}: {c.get('message', '')}"

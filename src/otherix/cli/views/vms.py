@@ -8,6 +8,10 @@ with bodies exactly as the REST API returns them; nothing here does I/O.
 
 Choices where the contract is silent (documented, tested):
 
+- A VM whose root disk is missing (its pool failed, or the file is gone)
+  keeps phase ``stopped`` and shows ``disk_missing`` in the ``REASON`` column
+  of ``vm list``; ``vm get`` reads ``phase: stopped (disk missing: …)``
+  instead of ``stopped (disk ready)``, and the disk line says ``MISSING``.
 - A VM not placed yet shows ``-`` as its node (``- (requested node-b)``
   in ``vm get`` when it carries a node hint).
 - The manifest's ``spec.node`` is the node the VM *asked* for (the hint),
@@ -67,6 +71,8 @@ def phase_text(vm: VM) -> str:
     bare phase.
     """
     phase = str(_status(vm).get("phase") or "unknown")
+    if phase == "stopped" and _status(vm).get("reason") == "disk_missing":
+        return f"stopped (disk missing: {_status(vm).get('message') or 'see the disks'})"
     if phase == "stopped":
         return "stopped (disk ready)"
     why = failure_reason(vm)
@@ -109,7 +115,10 @@ def _disk_lines(disks: Sequence[Mapping[str, Any]]) -> list[str]:
         return ["disks: <none>"]
     lines = ["disks:"]
     for disk in disks:
-        lines.append(f"  - pool {disk.get('pool', '')}, {_disk_size(disk)}, {disk.get('format')}")
+        line = f"  - pool {disk.get('pool', '')}, {_disk_size(disk)}, {disk.get('format')}"
+        if disk.get("missing"):
+            line += f" MISSING ({disk.get('missing_reason') or 'unknown'})"
+        lines.append(line)
         if disk.get("virtual_size_bytes") is not None:
             lines.append(f"    virtual_size: {human_bytes(disk['virtual_size_bytes'])}")
         if disk.get("actual_size_bytes") is not None:
