@@ -15,7 +15,12 @@ import logging
 import uuid
 
 from otherix.api.deps import Deps
-from otherix.errors import DefaultPoolNotSet, PoolNotFoundForName, ValidationFailed
+from otherix.errors import (
+    DefaultPoolNotSet,
+    PoolNotFoundForName,
+    ValidationFailed,
+    not_found_message,
+)
 from otherix.models.pools import DefaultPool
 from otherix.models.validation import default_pool_path, validate_pool_name
 from otherix.store import UniqueViolation
@@ -89,7 +94,9 @@ def put(deps: Deps, raw_name: str) -> DefaultPool:
     with deps.db.write() as conn:
         canonical = qp.first_name_match(conn, name)
         if canonical is None:
-            raise PoolNotFoundForName(details={"name": name})
+            raise PoolNotFoundForName(
+                not_found_message("pool", name, "otherix pool list"), {"name": name}
+            )
         qs.put_setting(conn, qs.DEFAULT_POOL_NAME, canonical, deps.clock.now())
     return DefaultPool(name=canonical)
 

@@ -16,7 +16,13 @@ from sqlalchemy.engine import Connection
 
 from otherix.api.deps import AgentIdentity, Deps
 from otherix.api.services import secrets
-from otherix.errors import Conflict, NotFound, Unauthenticated, ValidationFailed
+from otherix.errors import (
+    Conflict,
+    NotFound,
+    Unauthenticated,
+    ValidationFailed,
+    not_found_message,
+)
 from otherix.models.nodes import (
     JoinToken,
     JoinTokenCreate,
@@ -64,6 +70,10 @@ def name_param(value: str, field: str = "name") -> str:
     return value
 
 
+def node_not_found(name: str) -> str:
+    return not_found_message("node", name, "otherix node list")
+
+
 def node_filter_id(conn: Connection, node: str | None) -> str | None:
     """A list filter ``?node=`` (name or UUID) -> the node's id; unknown -> 400."""
     if node is None:
@@ -72,7 +82,7 @@ def node_filter_id(conn: Connection, node: str | None) -> str | None:
         q.get_node(conn, node.lower()) if looks_like_uuid(node) else q.get_node_by_name(conn, node)
     )
     if row is None:
-        raise ValidationFailed("unknown node", {"node": node})
+        raise ValidationFailed(node_not_found(node), {"node": node})
     return str(row["id"])
 
 
@@ -81,7 +91,7 @@ def get_node_row(deps: Deps, name: str) -> dict[str, Any]:
     with deps.db.read() as conn:
         row = q.get_node_by_name(conn, name)
     if row is None:
-        raise NotFound("node not found")
+        raise NotFound(node_not_found(name))
     return row
 
 
@@ -115,7 +125,9 @@ def list_join_tokens(deps: Deps) -> list[JoinToken]:
 def delete_join_token(deps: Deps, token_id: str) -> None:
     with deps.db.write() as conn:
         if not q.delete_join_token(conn, token_id):
-            raise NotFound("join token not found")
+            raise NotFound(
+                not_found_message("join token", token_id, "otherix node join-token list")
+            )
 
 
 def join(deps: Deps, body: NodeJoin) -> NodeJoined:
