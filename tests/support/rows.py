@@ -47,3 +47,29 @@ def add_vm_disk(
 def remove_vm_disks(db: Database, vm_id: str) -> None:
     with db.write() as conn:
         conn.execute(vm_disks.delete().where(vm_disks.c.vm_id == vm_id))
+
+
+#: The tables a create can write (rows, revisions, tasks, Idempotency-Key records).
+WRITTEN_BY_CREATES = (
+    "storage_pools",
+    "pool_status",
+    "vms",
+    "vm_disks",
+    "tasks",
+    "idempotency_keys",
+    "nodes",
+    "cluster_settings",
+)
+
+
+def snapshot(db: Database) -> dict[str, list[tuple[object, ...]]]:
+    """Every row of the tables a create can touch, sorted: equal snapshots mean
+    nothing was written (a node's ``desired_revision`` is part of its row)."""
+    from otherix.store.schema import metadata
+
+    out: dict[str, list[tuple[object, ...]]] = {}
+    with db.read() as conn:
+        for name in WRITTEN_BY_CREATES:
+            rows = conn.execute(metadata.tables[name].select()).all()
+            out[name] = sorted((tuple(r) for r in rows), key=repr)
+    return out

@@ -5,8 +5,8 @@ the first answer byte for byte; the same key with a different request gets
 409 ``idempotency_key_mismatch``. Keys are scoped to the caller's credential
 (sha256 of the Authorization header), so two users cannot collide. Answers of
 500 and above, and 401/403/429, are not cached: the client should retry them.
-Login, refresh, node join, join-token creation and the agent endpoints are
-exempt.
+Login, refresh, node join, join-token creation, the agent endpoints and dry
+runs (``?dry_run=true``, which write nothing) are exempt.
 
 The first request claims its key (a pending row, committed before the route
 runs), so a second request with the same key while the first still runs gets
@@ -29,6 +29,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import parse_qs
 
 import anyio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -43,6 +44,8 @@ EXEMPT_PREFIXES = ("/v1/auth/login", "/v1/auth/refresh", "/v1/nodes/join")
 TTL = timedelta(hours=24)
 log = logging.getLogger(__name__)
 UNCACHED = {401, 403, 429}
+#: ``dry_run`` values that do not ask for a dry run (pydantic's false words).
+_FALSE = {"", "0", "off", "f", "false", "n", "no"}
 #: ``status_code`` of a claimed key whose first request has not answered yet;
 #: its ``content_type`` names the claiming process (``claimed-by:<boot id>``).
 PENDING = 0
@@ -124,8 +127,16 @@ class _Capture:
         await self.send(msg)
 
 
+def _dry_run(scope: Scope) -> bool:
+    """A ``?dry_run=`` request writes nothing, so it leaves no record either."""
+    query = parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+    return any(v.strip().lower() not in _FALSE for v in query.get("dry_run", []))
+
+
 def _key_of(scope: Scope) -> str | None:
     if scope["type"] != "http" or scope["method"] not in MUTATING or _exempt(scope["path"]):
+        return None
+    if _dry_run(scope):
         return None
     headers = dict(scope.get("headers") or [])
     return headers.get(b"idempotency-key", b"").decode("latin-1") or None

@@ -3,7 +3,9 @@
 
 - Admission (``create``) checks the request, substitutes the cluster default
   pool, stores the VM ``pending`` and makes a first placement attempt
-  (``placement.schedule_vm``); the scheduler worker retries the rest.
+  (``placement.schedule_vm``); the scheduler worker retries the rest. A dry
+  run (``services.dryrun``) rolls the insert back and answers the VM as the
+  first placement attempt would leave it, without binding it.
 - Visibility: a caller whose ``vm:delete`` scope is ``own`` (a developer) is a
   tenant and sees only its own VMs; read-only roles (viewer) and admins and
   operators see all. Invisible VMs answer 404. Disk ``file_path`` is shown to
@@ -29,17 +31,26 @@ from sqlalchemy.engine import Connection
 
 from otherix.api.deps import Deps, Principal
 from otherix.api.services import defaultpool, placement, tasks
+from otherix.api.services.dryrun import Rehearsal
 from otherix.api.services.nodes import name_param, node_filter_id
-from otherix.errors import DefaultPoolNotSet400, NotFound, ValidationFailed, VmNameInUse
+from otherix.errors import (
+    DefaultPoolNotSet400,
+    NotFound,
+    ValidationFailed,
+    VmNameInUse,
+    not_found_message,
+)
 from otherix.models.common import AsyncTaskAccepted
 from otherix.models.heartbeat import TaskUpdate
 from otherix.models.pagination import decode_cursor, split_page
 from otherix.models.validation import looks_like_uuid, validate_node_name, validate_pool_name
 from otherix.models.vms import (
     VM,
+    Unplaceable,
     VMCreate,
     VmDisk,
     VMStatus,
+    decide,
     validate_image_url,
     validate_sha256,
     validate_vm_name,
@@ -54,6 +65,10 @@ log = logging.getLogger(__name__)
 
 DELETE = "vm.delete"
 HINT = "Use 'otherix vm list' to discover names."
+
+
+def vm_not_found(name: str) -> str:
+    return not_found_message("VM", name, "otherix vm list")
 
 
 def _owner_filter(principal: Principal) -> str | None:
@@ -119,7 +134,22 @@ def _check(body: VMCreate) -> None:
         raise _bad(problem, "pool")
 
 
-def create(deps: Deps, principal: Principal, body: VMCreate) -> VM:
+def _rehearsed(conn: Connection, stored: dict[str, Any]) -> VM:
+    """What a dry run answers: the admitted VM as its first placement attempt
+    would leave it (bound to an instance, or pending with the reason), unwritten."""
+    choice = decide(placement.ask_of(stored), placement.load_candidates(conn, stored["pool_ref"]))
+    outcome: dict[str, Any]
+    if isinstance(choice, Unplaceable):
+        outcome = {"reason": choice.reason, "message": choice.message}
+        outcome["status_details"] = choice.details
+    else:
+        outcome = {"node_name": choice.node, "root_pool_id": choice.pool_id}
+        outcome["root_pool_name"] = choice.pool_name
+    return vm_view({**stored, **outcome})
+
+
+def create(deps: Deps, principal: Principal, body: VMCreate, *, dry_run: bool = False) -> VM:
+    """Admit a VM and try to place it once; ``dry_run`` decides the same and writes nothing."""
     _check(body)
     now = deps.clock.now()
     vm_id = str(uuid.uuid4())
@@ -146,8 +176,14 @@ def create(deps: Deps, principal: Principal, body: VMCreate) -> VM:
                 "updated_at": now,
             }
             qv.insert_vm(conn, row)
+            if dry_run:
+                stored = qv.get_vm(conn, vm_id)
+                assert stored is not None
+                raise Rehearsal(_rehearsed(conn, stored))
     except UniqueViolation as exc:
         raise VmNameInUse(f"a VM named {body.name!r} already exists", {"field": "name"}) from exc
+    except Rehearsal as rehearsal:
+        return rehearsal.answer  # type: ignore[no-any-return]
     try:
         placement.schedule_vm(
             deps, {**row, "reason": None, "message": None, "status_details": None}
@@ -164,7 +200,7 @@ def _visible_row(principal: Principal, name: str, conn: Connection) -> dict[str,
     row = qv.get_vm_by_name(conn, _vm_name(name))
     owner = _owner_filter(principal)
     if row is None or (owner is not None and row["owner_id"] != owner):
-        raise NotFound("vm not found")
+        raise NotFound(vm_not_found(name))
     return row
 
 
@@ -228,7 +264,7 @@ def delete(deps: Deps, principal: Principal, name: str) -> AsyncTaskAccepted | N
         _cancel(conn, row["task_id"], now, any_type=False)
         vm = qv.lock_vm(conn, row["id"])
         if vm is None:
-            raise NotFound("vm not found")
+            raise NotFound(vm_not_found(name))
         node = qn.get_node(conn, vm["node_id"]) if vm["node_id"] else None
         if node is None:  # never placed, or its node was deleted: nothing to clean up
             _cancel(conn, vm["task_id"], now, any_type=True)
@@ -257,6 +293,7 @@ def delete(deps: Deps, principal: Principal, name: str) -> AsyncTaskAccepted | N
             node_id=node["id"],
             args=args,
             created_by=principal.user_id,
+            max_attempts=1,  # the agent tries a vm.delete once; a failure is the VM's error
         )
         values = {"phase": "deleting", "reason": None, "message": None, "status_details": None}
         qv.update_vm(conn, vm["id"], {**values, "task_id": task_id, "updated_at": now})
