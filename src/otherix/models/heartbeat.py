@@ -75,12 +75,20 @@ class DesiredState(Output):
 
 
 class TaskUpdate(Input):
-    """The agent's report on a task it runs."""
+    """The agent's report on a task it runs.
+
+    ``attempt`` and ``max_attempts``, when the agent sends them, are its own
+    count of tries of this task and its limit (``tasks.vm_create_attempts``
+    for a ``vm.create``); the task's ``attempts``/``max_attempts`` then show
+    them, so ``otherix task get`` says what the node really does.
+    """
 
     status: Literal["running", "success", "failed"]
     progress: int = Field(default=0, ge=0, le=100)
     result: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
+    attempt: int | None = Field(default=None, ge=1, le=100)
+    max_attempts: int | None = Field(default=None, ge=1, le=100)
 
 
 class HeartbeatReply(Output):

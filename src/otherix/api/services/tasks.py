@@ -25,7 +25,7 @@ from typing import Any
 from sqlalchemy.engine import Connection
 
 from otherix.api.deps import AgentIdentity, Deps, Principal
-from otherix.errors import Conflict, NotFound
+from otherix.errors import Conflict, NotFound, not_found_message
 from otherix.models.common import AsyncTaskAccepted, TaskLinks
 from otherix.models.heartbeat import TaskUpdate
 from otherix.models.pagination import decode_cursor, split_page
@@ -62,6 +62,8 @@ def new_task(
     created_by: str | None,
     max_attempts: int = 25,
 ) -> str:
+    """Insert a pending task. ``max_attempts`` is what the task's runner will try
+    (the contract's 25 for a scan; see ``placement.VM_CREATE_ATTEMPTS``)."""
     task_id = str(uuid.uuid4())
     qt.insert_task(
         conn,
@@ -89,6 +91,10 @@ def accepted(task_id: str) -> AsyncTaskAccepted:
     )
 
 
+def task_not_found(task_id: str) -> str:
+    return not_found_message("task", task_id, "otherix task list")
+
+
 def _visible(principal: Principal, row: dict[str, Any], permission: Permission) -> bool:
     scope = principal.scope(permission)
     return scope is Scope.ANY or (scope is Scope.OWN and row["created_by"] == principal.user_id)
@@ -98,7 +104,7 @@ def get(deps: Deps, principal: Principal, task_id: str) -> Task:
     with deps.db.read() as conn:
         row = qt.get_task(conn, task_id)
     if row is None or not _visible(principal, row, Permission.TASK_READ):
-        raise NotFound("task not found")
+        raise NotFound(task_not_found(task_id))
     return Task.model_validate(row)
 
 
@@ -118,7 +124,7 @@ def cancel(deps: Deps, principal: Principal, task_id: str) -> Task:
     with deps.db.write() as conn:
         row = qt.get_task(conn, task_id)
         if row is None or not _visible(principal, row, Permission.TASK_CANCEL):
-            raise NotFound("task not found")
+            raise NotFound(task_not_found(task_id))
         if row["status"] in FINAL:
             raise Conflict("task is already finished", {"current_status": row["status"]})
         if row["type"] in CANCELLABLE:
@@ -193,6 +199,10 @@ def agent_update(deps: Deps, ident: AgentIdentity, task_id: str, update: TaskUpd
                 finished_at=now,
             )
         values.setdefault("started_at", row["started_at"] or now)
+        if update.attempt is not None:  # the agent's own count of tries (vm.create retries)
+            values["attempts"] = update.attempt
+        if update.max_attempts is not None:
+            values["max_attempts"] = update.max_attempts
         # The conditional update decides a race with a cancel; hooks run only for the winner.
         if not qt.update_task(conn, task_id, values, only_if_status=["pending", "running"]):
             return Task.model_validate(qt.get_task(conn, task_id) or row)
