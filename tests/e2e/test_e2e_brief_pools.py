@@ -155,7 +155,7 @@ def test_the_brief_on_two_nodes(two_nodes):  # one walk, in the brief's order
         "/var/lib/otherix/pools/fast",
         ok=False,
     )
-    assert again.stderr.startswith("error: ")
+    assert again.stderr.startswith("Error: ")
     assert "already exists" in again.stderr
     # The allowed-path gate, boundary-safe; absolute only.
     evil = otherix(

@@ -10,7 +10,9 @@ for an unknown architecture or version, and for VERSION when the caller's
 role only sees the node summary), pages like ``pool list`` (``--limit 20``)
 and filters with ``--status``/``--architecture``. ``get -o text`` prints
 ``key: value`` lines with nested ``capabilities``/``resources``.
-``delete`` asks ``delete node <name>? [y/N]: `` on a TTY unless ``--force``.
+``delete`` follows the destructive-command rule (``commands.common``): it
+asks ``delete node <name>? [y/N]: `` on a TTY and refuses without one,
+unless ``--force``.
 """
 
 from __future__ import annotations
@@ -20,10 +22,11 @@ from typing import Any
 import click
 
 from otherix.cli.commands.common import (
-    confirm,
     force_option,
+    next_page_command,
     output_option,
     render_object,
+    require_confirmation,
     show_ids_option,
     validate_output,
 )
@@ -101,7 +104,7 @@ def list_nodes(
         return
     if fmt == "yaml":
         ctx.write(render_yaml_stream(data))
-        ctx.err(paging_footer(cctx.command_path, next_cursor))
+        ctx.err(paging_footer(next_page_command(cctx), next_cursor))
         return
     now = ctx.now()
     rows = []
@@ -116,7 +119,7 @@ def list_nodes(
         rows.append([str(n.get("id", "")), *row] if show_ids else row)
     headers = ("NAME", "STATUS", "ARCH", "VERSION", "AGE")
     ctx.write(render_table(("ID", *headers) if show_ids else headers, rows))
-    ctx.write(paging_footer(cctx.command_path, next_cursor))
+    ctx.write(paging_footer(next_page_command(cctx), next_cursor))
 
 
 def node_text(n: dict[str, Any]) -> str:
@@ -214,8 +217,6 @@ def delete_node(name: str, force: bool) -> None:
       otherix node delete node-a --force
     """
     ctx = get_context()
-    if not force and ctx.stdin_is_tty() and not confirm(ctx, f"delete node {name}?"):
-        ctx.line("aborted")
-        return
+    require_confirmation(ctx, f"delete node {name}", force=force)
     ctx.client().delete_node(name)
     ctx.line(f"node {name} deleted")
