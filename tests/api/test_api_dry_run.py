@@ -83,6 +83,9 @@ def test_a_pool_dry_run_refuses_what_a_create_refuses(api, change, status, code)
     assert store(api) == before
     real = post_pool(api, body, dry=False)
     assert (real.status_code, real.json()) == (dry.status_code, dry.json())
+    # without the problem the dry run accepts it, and still writes nothing
+    assert post_pool(api, pool_body("node-a", "fast"), dry=True).status_code == 200
+    assert store(api) == before
 
 
 def test_a_pool_dry_run_sees_the_stores_own_uniqueness(api):
@@ -92,14 +95,19 @@ def test_a_pool_dry_run_sees_the_stores_own_uniqueness(api):
     for name in ("fast", "FAST"):
         r = post_pool(api, pool_body(node, name, "/var/lib/otherix/pools/other"), dry=True)
         assert_error(r, 409, "conflict", DUPLICATE, {"field": "name"})
+    other = post_pool(api, pool_body(node, "other", "/var/lib/otherix/pools/other"), dry=True)
+    assert other.status_code == 200, other.text
     assert store(api) == before
 
 
 def test_a_pool_dry_run_needs_the_create_permission(api):
     join_node(api, "node-a")
+    before = store(api)
     for role in ("operator", "developer", "viewer"):
         r = post_pool(api, pool_body("node-a", "fast"), dry=True, role=role)
         assert_error(r, 403, "permission_denied")
+    assert post_pool(api, pool_body("node-a", "fast"), dry=True).status_code == 200  # admin
+    assert store(api) == before
 
 
 def test_a_pool_dry_run_with_a_false_value_is_a_real_create(api):
@@ -160,4 +168,6 @@ def test_a_vm_dry_run_refuses_what_admission_refuses(api):
     assert_error(no_default, 400, "default_pool_not_set")
     viewer = post_vm(api, {"name": "web-4", "image_url": IMAGE}, dry=True, role="viewer")
     assert_error(viewer, 403, "permission_denied")
+    explicit = post_vm(api, {"name": "web-5", "image_url": IMAGE, "pool": "default"}, dry=True)
+    assert explicit.status_code == 200, explicit.text  # an explicit pool needs no default
     assert store(api) == before

@@ -118,7 +118,9 @@ def test_a_dry_run_and_a_real_create_give_the_same_verdict(api, tmp_path):
         pool_doc("same", "/var/lib/otherix/pools/base/", "node-a"),  # the same directory
         pool_doc("outer", "/var/lib/otherix/pools", "node-a"),  # around it
         pool_doc("ok", "/var/lib/otherix/pools/elsewhere", "node-a"),
+        pool_doc("base", "/var/lib/otherix/pools/base-2", "node-a"),  # the name is taken
     ]
+    refused = 0
     for doc in cases:
         path = tmp_path / f"{doc['metadata']['name']}.yaml"
         path.write_text(yaml.safe_dump(doc))
@@ -130,6 +132,8 @@ def test_a_dry_run_and_a_real_create_give_the_same_verdict(api, tmp_path):
         if real.returncode == 0:
             assert (dry.returncode, dry.stdout) == (0, f"would create {label}\n")
         else:
+            refused += 1
             assert dry.returncode == 1
             problem = real.stderr.splitlines()[0].removeprefix(f"{label}: ")
             assert dry.stderr.splitlines()[0] == f"{label}: refused: {problem}"
+    assert refused >= 1  # the taken name at least
