@@ -38,7 +38,9 @@ class Cli:
             "OTHERIX_CONFIG": str(tmp / "cli-config"),
         }
 
-    def __call__(self, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
+    def __call__(
+        self, *args: str, ok: bool = True, code: int | None = None
+    ) -> subprocess.CompletedProcess[str]:
         r = subprocess.run(
             [OTHERIX, *args],
             env=self.env,
@@ -47,7 +49,9 @@ class Cli:
             timeout=60,
             stdin=subprocess.DEVNULL,
         )
-        if ok:
+        if code is not None:
+            assert r.returncode == code, f"otherix {' '.join(args)}:\n{r.stdout}\n{r.stderr}"
+        elif ok:
             assert r.returncode == 0, f"otherix {' '.join(args)} failed:\n{r.stdout}\n{r.stderr}"
         else:
             assert r.returncode == 1, (
@@ -199,9 +203,11 @@ def test_the_brief_on_two_nodes(two_nodes):  # one walk, in the brief's order
         == "default pool set to 'fast'"
     )
     missing = otherix("cluster", "set-default-pool", "nope", ok=False)
-    assert "pool_not_found" in missing.stderr
-    refused = otherix("cluster", "unset-default-pool", ok=False)
-    assert "non-interactive unset requires --force" in refused.stderr
+    assert missing.stderr == (
+        "Error: pool \"nope\" not found; run 'otherix pool list' to see the pools\n"
+    )
+    refused = otherix("cluster", "unset-default-pool", code=2)
+    assert "pass --force to clear the cluster default pool" in refused.stderr
     assert (
         otherix("cluster", "unset-default-pool", "--force").stdout.strip() == "default pool cleared"
     )
@@ -231,7 +237,7 @@ def test_the_brief_on_two_nodes(two_nodes):  # one walk, in the brief's order
     # By --node, and by UUID; the files stay on the node's disk.
     assert (
         "pool default on node node-b deleted"
-        in otherix("pool", "delete", "default", "--node", "node-b").stdout
+        in otherix("pool", "delete", "default", "--node", "node-b", "--force").stdout
     )
     remaining = json.loads(otherix("pool", "list", "-o", "json").stdout)["data"]
     assert [(p["name"], p["node"]) for p in remaining] == [("default", "node-a")]
