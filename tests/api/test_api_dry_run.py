@@ -42,7 +42,8 @@ def post_vm(api, body, *, dry: bool, role: str = "developer", headers=None):
         return c.post("/v1/vms", json=full, params=DRY if dry else None, headers=headers)
 
 
-def test_a_pool_dry_run_answers_the_would_be_pool_and_writes_nothing(api):
+def test_a_pool_dry_run_answers_the_would_be_pool_and_writes_nothing(api_any_backend):
+    api = api_any_backend
     node = join_node(api, "node-a")
     before = store(api)
     key = {"Idempotency-Key": "dry-1"}
@@ -88,7 +89,8 @@ def test_a_pool_dry_run_refuses_what_a_create_refuses(api, change, status, code)
     assert store(api) == before
 
 
-def test_a_pool_dry_run_sees_the_stores_own_uniqueness(api):
+def test_a_pool_dry_run_sees_the_stores_own_uniqueness(api_any_backend):
+    api = api_any_backend
     node = join_node(api, "node-a")
     create_pool(api, node, "fast")
     before = store(api)
@@ -126,7 +128,8 @@ def ready_default(api, name: str) -> None:
     assert heartbeat(api, node, [room]).status_code == 200
 
 
-def test_a_vm_dry_run_shows_where_it_would_land_and_writes_nothing(api):
+def test_a_vm_dry_run_shows_where_it_would_land_and_writes_nothing(api_any_backend):
+    api = api_any_backend
     ready_default(api, "node-a")
     before = store(api)
     key = {"Idempotency-Key": "vm-dry"}
