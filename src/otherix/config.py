@@ -6,17 +6,35 @@ sets ``server.listen``) < command-line overrides. The result is validated by
 the process's pydantic settings model, whose models forbid unknown keys, so a
 typo in the YAML file fails the start with the key's dotted name.
 
-Environment variables are matched against the model: only variables whose
-first segment names a top-level key are read (``OTHERIX_BOOTSTRAP_ADMIN_*``,
-``OTHERIX_SERVER`` for the CLI and the like are not config keys and are left
-alone). Values are parsed as YAML scalars, so ``[/a/, /b/]``, ``true`` and
-``30`` work. Durations accept ``90s``, ``5m``, ``1h``, ``7d`` or seconds.
+Environment variables are matched against the model: a variable is read
+when its ``__``-separated path names a key of the model (a leaf, or a nested
+section given as a YAML mapping). Values are parsed as YAML scalars, so
+``[/a/, /b/]``, ``true`` and ``30`` work. Durations accept ``90s``, ``5m``,
+``1h``, ``7d`` or seconds.
+
+Unknown variables stop the start (:func:`check_env`), as unknown file keys
+do: an ``OTHERIX_`` variable that none of the three programs knows is an
+error naming it and the closest known one (``OTHERIX_SERVR__LISTEN: unknown
+setting; did you mean OTHERIX_SERVER__LISTEN?``). "Known" is the union of
+every settings model's keys (:data:`SETTINGS_MODELS`, read from the models
+themselves, so a key added to a model is known at once) and the programs'
+own variables (:data:`PROGRAM_ENV_VARS`, the one list of them: the CLI's
+``OTHERIX_SERVER``, ``OTHERIX_CONFIG`` ..., the API's bootstrap admin, the
+agent's join token, and the test suite's). A variable another program knows
+is left alone: one environment file may serve the API, the agent and the
+CLI. ``otherix-api`` and ``otherix-agent`` check through :func:`load_config`;
+the CLI calls :func:`check_env` from its root command.
 """
 
 from __future__ import annotations
 
+import difflib
+import importlib
 import re
-from collections.abc import Mapping
+import types
+import typing
+from collections.abc import Iterator, Mapping
+from functools import cache
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -26,6 +44,45 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Val
 from otherix.models.validation import validate_allowed_prefixes
 
 ENV_PREFIX = "OTHERIX_"
+
+#: The settings model of each program that has one, by import path. Read
+#: lazily and only for their field names, to tell a known ``OTHERIX_``
+#: variable from a typo (the CLI has no settings model; it knows the API's
+#: and the agent's keys through this, without importing those packages up
+#: front). The one deliberate reach from a shared module into the process
+#: packages: it reads schemas, never runs process code.
+SETTINGS_MODELS = (
+    "otherix.api.settings:ApiSettings",
+    "otherix.agent.settings:AgentSettings",
+)
+
+#: Every ``OTHERIX_`` variable that is not a settings key, for all three
+#: programs: known everywhere, never refused. Add a new one here (a test
+#: scans the sources and fails on one that is missing).
+PROGRAM_ENV_VARS = frozenset(
+    {
+        # otherix (the CLI): endpoint, token, config file, login prompts
+        "OTHERIX_SERVER",
+        "OTHERIX_API_TOKEN",
+        "OTHERIX_CONFIG",
+        "OTHERIX_LOGIN",
+        "OTHERIX_PASSWORD",
+        "OTHERIX_NEW_PASSWORD",
+        # otherix-api serve: the bootstrap admin
+        "OTHERIX_BOOTSTRAP_ADMIN_USERNAME",
+        "OTHERIX_BOOTSTRAP_ADMIN_PASSWORD",
+        # otherix-agent bootstrap
+        "OTHERIX_JOIN_TOKEN",
+        "OTHERIX_REJOIN_TOKEN",
+        # the test suite, CI and benchmarks
+        "OTHERIX_TEST_POSTGRES_URL",
+        "OTHERIX_TEST_WORKERS",
+        "OTHERIX_FAULT_SEED",
+        "OTHERIX_BENCH_NODES",
+        "OTHERIX_FLOOD_MODE",  # bench/login_flood.lua, read by wrk
+        "OTHERIX_FLOOD_DELAY_MS",
+    }
+)
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
@@ -113,23 +170,125 @@ def read_yaml_file(path: Path) -> dict[str, Any]:
     return raw
 
 
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    """The pydantic models an annotation can hold (``Section``, ``Section | None``)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType, Annotated):
+        return [m for arg in typing.get_args(annotation) for m in _models_in(arg)]
+    return []
+
+
+def _is_mapping(annotation: Any) -> bool:
+    """Whether a field holds free-form keys (``dict[str, str]``): any sub-path is its own."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType, Annotated):
+        return any(_is_mapping(arg) for arg in typing.get_args(annotation))
+    return annotation is dict or (isinstance(origin, type) and issubclass(origin, Mapping))
+
+
+def model_has(model: type[BaseModel], parts: list[str]) -> bool:
+    """Whether the lower-case key path ``parts`` names a key of ``model``.
+
+    A leaf, or a nested section (a YAML mapping then sets it whole); a single
+    top-level section is not a key (``OTHERIX_SERVER`` is the CLI's endpoint,
+    not the API's ``server`` section).
+    """
+    current: type[BaseModel] = model
+    for depth, part in enumerate(parts):
+        field = current.model_fields.get(part)
+        if field is None:
+            return False
+        nested = _models_in(field.annotation)
+        if depth == len(parts) - 1:
+            return not (nested and len(parts) == 1)
+        if _is_mapping(field.annotation):
+            return True
+        if not nested:
+            return False
+        current = nested[0]
+    return False
+
+
+def _leaf_paths(model: type[BaseModel], prefix: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
+    for name, field in model.model_fields.items():
+        nested = _models_in(field.annotation)
+        if nested:
+            yield from _leaf_paths(nested[0], (*prefix, name))
+        else:
+            yield (*prefix, name)
+
+
+def env_name(path: tuple[str, ...] | list[str]) -> str:
+    """``("server", "listen")`` -> ``OTHERIX_SERVER__LISTEN``."""
+    return ENV_PREFIX + "__".join(path).upper()
+
+
+def _parts(var: str) -> list[str]:
+    return [p.lower() for p in var[len(ENV_PREFIX) :].split("__")]
+
+
+@cache
+def settings_models() -> tuple[type[BaseModel], ...]:
+    """The models of :data:`SETTINGS_MODELS`, imported on first use."""
+    models = []
+    for ref in SETTINGS_MODELS:
+        module, _, name = ref.partition(":")
+        models.append(getattr(importlib.import_module(module), name))
+    return tuple(models)
+
+
+def _known_names() -> list[str]:
+    names = set(PROGRAM_ENV_VARS)
+    for model in settings_models():
+        names.update(env_name(path) for path in _leaf_paths(model))
+    return sorted(names)
+
+
+def _unknown_message(var: str) -> str:
+    known = _known_names()
+    tail = var[len(ENV_PREFIX) :].upper()
+    close = difflib.get_close_matches(tail, [k[len(ENV_PREFIX) :] for k in known], n=1, cutoff=0.6)
+    if close:
+        return f"{var}: unknown setting; did you mean {ENV_PREFIX}{close[0]}?"
+    section = [k for k in known if k.startswith(f"{var}__")]
+    if section:
+        return f"{var}: unknown setting; it is a section: set its keys, like {section[0]}"
+    return (
+        f"{var}: unknown setting (no program of Otherix reads it; "
+        "the variables are listed in docs/configuration.md)"
+    )
+
+
+def check_env(env: Mapping[str, str], model: type[BaseModel] | None = None) -> None:
+    """Raise :class:`ConfigError` for each ``OTHERIX_`` variable no program knows.
+
+    ``model`` is the calling program's own settings model, checked first so a
+    start with only its own variables never imports the others.
+    """
+    unknown = []
+    for var in sorted(env):
+        if not var.startswith(ENV_PREFIX) or var in PROGRAM_ENV_VARS:
+            continue
+        parts = _parts(var)
+        if model is not None and model_has(model, parts):
+            continue
+        if any(model_has(m, parts) for m in settings_models()):
+            continue
+        unknown.append(_unknown_message(var))
+    if unknown:
+        raise ConfigError("\n".join(unknown))
+
+
 def env_layer(model: type[BaseModel], env: Mapping[str, str]) -> dict[str, Any]:
     """The ``OTHERIX_*`` variables that name keys of ``model``, as a nested dict."""
-    top_keys = set(model.model_fields)
-    sections = {
-        name
-        for name, field in model.model_fields.items()
-        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)
-    }
     layer: dict[str, Any] = {}
     for var, raw in env.items():
-        if not var.startswith(ENV_PREFIX):
+        if not var.startswith(ENV_PREFIX) or var in PROGRAM_ENV_VARS:
             continue
-        parts = [p.lower() for p in var[len(ENV_PREFIX) :].split("__")]
-        if not parts or parts[0] not in top_keys:
-            continue
-        if parts[0] in sections and len(parts) == 1:
-            continue  # e.g. OTHERIX_SERVER is the CLI's endpoint, not the server section
+        parts = _parts(var)
+        if not model_has(model, parts):
+            continue  # another program's key (check_env refuses the unknown ones)
         try:
             value = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError:
@@ -159,6 +318,7 @@ def load_config(
     if config_file is not None:
         data = _deep_merge(data, read_yaml_file(config_file))
     if env is not None:
+        check_env(env, model)
         data = _deep_merge(data, env_layer(model, env))
     if overrides:
         nested: dict[str, Any] = {}

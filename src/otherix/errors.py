@@ -36,6 +36,7 @@ may retry (``is_retryable``), everything else is permanent.
 
 from __future__ import annotations
 
+import json
 from enum import StrEnum
 from typing import Any, ClassVar
 
@@ -229,3 +230,27 @@ def all_error_classes() -> list[type[OtherixError]]:
             seen.append(cls)
             stack.extend(cls.__subclasses__())
     return seen
+
+
+def quoted(value: str, limit: int = 200) -> str:
+    """``value`` in double quotes for a message, escaped like JSON and cut to ``limit``.
+
+    Escaped so a name with quotes or control characters cannot break the
+    sentence; ASCII-escaped when it is not valid Unicode (a lone surrogate).
+    """
+    cut = value if len(value) <= limit else value[:limit] + "…"
+    text = json.dumps(cut, ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = json.dumps(cut)
+    return text
+
+
+def not_found_message(what: str, name: str, listing: str) -> str:
+    """The sentence of every not-found: what, which, and the command that lists them.
+
+    ``not_found_message("pool", "x", "otherix pool list")`` is
+    ``pool "x" not found; run 'otherix pool list' to see the pools``.
+    """
+    return f"{what} {quoted(name)} not found; run '{listing}' to see the {what}s"

@@ -360,10 +360,15 @@ def test_non_admin_cannot_see_another_users_tokens(shared_api):
             create = c.post(f"/v1/users/{admin_id}/api-tokens", json={"name": "sneaky"})
             revoke = c.delete(f"/v1/users/{admin_id}/api-tokens/{admin_token['id']}")
             revoke_as_own = c.delete(f"/v1/users/me/api-tokens/{admin_token['id']}")
-        assert_error(listing, 404, "not_found", "user not found", None)
-        assert_error(create, 404, "not_found", "user not found", None)
-        assert_error(revoke, 404, "not_found", "user not found", None)
-        assert_error(revoke_as_own, 404, "not_found", "API token not found", None)
+        others = f'user "{admin_id}" not found; you can manage only your own tokens (--user me)'
+        assert_error(listing, 404, "not_found", others, None)
+        assert_error(create, 404, "not_found", others, None)
+        assert_error(revoke, 404, "not_found", others, None)
+        not_own = (
+            f'API token "{admin_token["id"]}" not found; '
+            "run 'otherix token list' to see the API tokens"
+        )
+        assert_error(revoke_as_own, 404, "not_found", not_own, None)
     assert me(shared_api, admin_token["token"]).status_code == 200
     with http(shared_api, "viewer") as c:
         assert c.get(f"/v1/users/{viewer_id}/api-tokens").status_code == 200  # own id
@@ -380,7 +385,9 @@ def test_admin_manages_anyones_tokens(shared_api):
         assert c.delete(f"/v1/users/{viewer_id}/api-tokens/{r.json()['id']}").status_code == 204
         missing = c.get(f"/v1/users/{'0' * 8}-0000-0000-0000-{'0' * 12}/api-tokens")
     assert me(shared_api, r.json()["token"]).status_code == 401
-    assert_error(missing, 404, "not_found", "user not found", None)
+    zero = f"{'0' * 8}-0000-0000-0000-{'0' * 12}"
+    message = f"user \"{zero}\" not found; run 'otherix user list' to see the users"
+    assert_error(missing, 404, "not_found", message, None)
 
 
 # bootstrap admin ---------------------------------------------------------------------------
@@ -463,8 +470,9 @@ def test_admin_creates_lists_and_deletes_users(shared_api):
         assert "admin" in names
         assert c.get(f"/v1/users/{carol['id']}").json() == carol
         assert c.delete(f"/v1/users/{carol['id']}").status_code == 204
-        assert_error(c.get(f"/v1/users/{carol['id']}"), 404, "not_found", "user not found", None)
-        assert_error(c.delete(f"/v1/users/{carol['id']}"), 404, "not_found", "user not found")
+        gone = f"user \"{carol['id']}\" not found; run 'otherix user list' to see the users"
+        assert_error(c.get(f"/v1/users/{carol['id']}"), 404, "not_found", gone, None)
+        assert_error(c.delete(f"/v1/users/{carol['id']}"), 404, "not_found", gone)
 
 
 def test_new_users_default_to_viewer(shared_api):

@@ -145,7 +145,11 @@ def test_join_token_admin_only_and_delete(shared_api):
     with http(shared_api) as c:
         assert c.delete(f"/v1/nodes/join-tokens/{created['id']}").status_code == 204
         r = c.delete(f"/v1/nodes/join-tokens/{created['id']}")
-    assert_error(r, 404, "not_found", "join token not found", None)
+    message = (
+        f'join token "{created["id"]}" not found; '
+        "run 'otherix node join-token list' to see the join tokens"
+    )
+    assert_error(r, 404, "not_found", message, None)
     assert join(shared_api, created["token"], "after-delete").status_code == 401
 
 
@@ -170,7 +174,8 @@ def test_node_views_depend_on_the_role(shared_api, role):
 def test_unknown_node_is_404(shared_api):
     with http(shared_api, "viewer") as c:
         r = c.get("/v1/nodes/no-such-node")
-    assert_error(r, 404, "not_found", "node not found", None)
+    message = "node \"no-such-node\" not found; run 'otherix node list' to see the nodes"
+    assert_error(r, 404, "not_found", message, None)
 
 
 def test_node_list_filters(shared_api):

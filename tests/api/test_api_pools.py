@@ -72,6 +72,9 @@ FLAT_KEYS = {
 }
 GiB = 1 << 30
 
+#: The tail of every pool not-found message.
+LIST_POOLS = "; run 'otherix pool list' to see the pools"
+
 
 def post(api, body: Any, role: str = "admin", **kwargs: Any):
     with http(api, role) as c:
@@ -212,7 +215,8 @@ def test_invalid_create_bodies_are_400(shared_api, node, change, message, field)
 
 def test_unknown_node_is_404(shared_api):
     r = post(shared_api, pool_body("no-such-node", "orphan"))
-    assert_error(r, 404, "not_found", "node not found", {"node": "no-such-node"})
+    message = "node \"no-such-node\" not found; run 'otherix node list' to see the nodes"
+    assert_error(r, 404, "not_found", message, {"node": "no-such-node"})
 
 
 def test_same_name_and_node_twice_is_409(shared_api, node):
@@ -246,8 +250,9 @@ def test_every_role_can_get_by_id_and_list(shared_api, node, role):
 
 
 def test_get_with_a_random_uuid_is_404(shared_api):
-    r = get_pool(shared_api, random_uuid())
-    assert_error(r, 404, "not_found", "storage pool not found", None)
+    ref = random_uuid()
+    r = get_pool(shared_api, ref)
+    assert_error(r, 404, "not_found", f'pool "{ref}" not found{LIST_POOLS}', None)
 
 
 def test_list_filters_by_node_and_type(api):
@@ -266,7 +271,8 @@ def test_list_filters_by_node_and_type(api):
         bad(r, 'invalid storage pool type "LOCAL_DIR" (must be one of: local_dir)', "type")
         for unknown in ("ghost", random_uuid()):
             r = c.get("/v1/storage-pools", params={"node": unknown})
-            assert_error(r, 400, "validation_failed", "unknown node", {"node": unknown})
+            message = f"node \"{unknown}\" not found; run 'otherix node list' to see the nodes"
+            assert_error(r, 400, "validation_failed", message, {"node": unknown})
 
 
 @pytest.mark.security
@@ -290,7 +296,8 @@ def test_patch_name_and_config(shared_api, node):
     assert body["images"] == []
     assert utc(body["updated_at"]) > utc(pool["updated_at"])
     assert body["created_at"] == pool["created_at"]
-    assert_error(get_pool(shared_api, "before-rename"), 404, "not_found", "storage pool not found")
+    gone = f'pool "before-rename" not found{LIST_POOLS}'
+    assert_error(get_pool(shared_api, "before-rename"), 404, "not_found", gone)
     assert get_pool(shared_api, "after-rename").json()["instances"][0]["id"] == pool["id"]
 
 
@@ -331,7 +338,7 @@ def test_default_pool_round_trip(api):
             r,
             400,
             "pool_not_found",
-            "no pool instance with this name exists in the cluster",
+            f'pool "nope" not found{LIST_POOLS}',
             {"name": "nope"},
         )
         pool = create_pool(api, node, "Gold")
@@ -360,13 +367,16 @@ def test_happy_delete_then_get_is_404(shared_api, node):
     assert r.status_code == 204
     assert r.content == b""
     for ref in (pool["id"], "doomed"):
-        assert_error(get_pool(shared_api, ref), 404, "not_found", "storage pool not found")
+        assert_error(
+            get_pool(shared_api, ref), 404, "not_found", f'pool "{ref}" not found{LIST_POOLS}'
+        )
     assert pool["id"] not in {p["id"] for p in list_all(shared_api)}
 
 
 def test_delete_of_an_unknown_id_is_404(shared_api):
     for ref in (random_uuid(), "never-existed"):
-        assert_error(delete(shared_api, ref), 404, "not_found", "storage pool not found", None)
+        message = f'pool "{ref}" not found{LIST_POOLS}'
+        assert_error(delete(shared_api, ref), 404, "not_found", message, None)
 
 
 def test_delete_with_vm_disks_is_409_until_they_are_gone(shared_api, node):
@@ -440,7 +450,7 @@ def test_scan_errors(api):
     with http(api) as c:
         for ref in (random_uuid(), gone["id"], "no-such-pool"):
             r = c.post(f"/v1/storage-pools/{ref}/scan")
-            assert_error(r, 404, "not_found", "storage pool not found", None)
+            assert_error(r, 404, "not_found", f'pool "{ref}" not found{LIST_POOLS}', None)
     for role in ("developer", "viewer"):
         with http(api, role) as c:
             r = c.post(f"/v1/storage-pools/{pool['id']}/scan")
@@ -717,7 +727,11 @@ ORDER = [
         "validation_failed",
         "uuid format not accepted for name-only parameter 'node'",
     ),
-    ({"node": "ghost-node"}, "not_found", "node not found"),
+    (
+        {"node": "ghost-node"},
+        "not_found",
+        "node \"ghost-node\" not found; run 'otherix node list' to see the nodes",
+    ),
 ]
 
 
@@ -821,8 +835,12 @@ def test_get_by_uuid_is_the_flat_view(api):
 
 
 def test_get_by_a_name_that_looks_odd_is_404(shared_api):
-    for ref in ("no-such", "NO-SUCH", "x" * 300):
-        assert_error(get_pool(shared_api, ref), 404, "not_found", "storage pool not found", None)
+    for ref in ("no-such", "NO-SUCH"):
+        message = f'pool "{ref}" not found{LIST_POOLS}'
+        assert_error(get_pool(shared_api, ref), 404, "not_found", message, None)
+    # a long name is cut in the message
+    message = f'pool "{"x" * 200}…" not found{LIST_POOLS}'
+    assert_error(get_pool(shared_api, "x" * 300), 404, "not_found", message, None)
 
 
 # --- patch ---------------------------------------------------------------------------------------
@@ -869,9 +887,9 @@ def test_ambiguous_name_on_patch_and_delete_is_400(api):
 
 def test_patch_errors(shared_api, node):
     pool = create_pool(shared_api, node, "patch-errors")
-    assert_error(
-        patch(shared_api, random_uuid(), {"config": {}}), 404, "not_found", "storage pool not found"
-    )
+    ref = random_uuid()
+    message = f'pool "{ref}" not found{LIST_POOLS}'
+    assert_error(patch(shared_api, ref, {"config": {}}), 404, "not_found", message)
     assert_error(patch(shared_api, "nope-nope", {"config": {}}), 404, "not_found")
     # the key sweep runs before the lookup
     r = patch(shared_api, random_uuid(), {"type": "local_dir", "path": "/x"})
@@ -919,7 +937,8 @@ def test_delete_by_unique_name_and_by_uuid(shared_api, node):
     remaining = {p["id"] for p in list_all(shared_api)}
     assert by_name["id"] not in remaining
     assert by_id["id"] not in remaining
-    assert_error(delete(shared_api, by_id["id"]), 404, "not_found", "storage pool not found")
+    message = f'pool "{by_id["id"]}" not found{LIST_POOLS}'
+    assert_error(delete(shared_api, by_id["id"]), 404, "not_found", message)
 
 
 def test_a_deleted_pool_leaves_the_nodes_declared_state(api):

@@ -71,6 +71,14 @@ def failed(result: Result, code: int = 1) -> str:
     return result.stderr
 
 
+def usage(result: Result) -> str:
+    """Assert a usage error (exit 2, click's ``Usage:`` block) and return its ``Error:`` line."""
+    err = failed(result, 2)
+    assert err.startswith("Usage: otherix "), err
+    assert "for help." in err, err
+    return err.splitlines()[-1] + "\n"
+
+
 # server state -----------------------------------------------------------------
 
 

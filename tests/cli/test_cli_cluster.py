@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from clihelpers import create_pool, failed, get_json, join_node, ok
+from clihelpers import create_pool, failed, get_json, join_node, ok, usage
 
 HINT = "no default pool configured (run 'otherix cluster set-default-pool <name>' to configure)\n"
 
@@ -38,25 +38,32 @@ def test_get_set_unset(cli, api):
 def test_set_rejects_unknown_names_and_uuids(cli, api):
     join_node(api, "node-a")
     pool = create_pool(api, "fast", "node-a", "/var/lib/otherix/pools/fast")
-    expected = (
-        "error: api_error: pool_not_found: no pool instance with this name exists in the cluster\n"
+    hint = "not found; run 'otherix pool list' to see the pools\n"
+    assert failed(cli("cluster", "set-default-pool", "nope")) == f'Error: pool "nope" {hint}'
+    assert failed(cli("cluster", "set-default-pool", pool["id"])) == (
+        f'Error: pool "{pool["id"]}" {hint}'
     )
-    assert failed(cli("cluster", "set-default-pool", "nope")) == expected
-    assert failed(cli("cluster", "set-default-pool", pool["id"])) == expected
     assert default_name(api) == "default"
 
 
 def test_unset_without_a_tty_needs_force(cli, api):
     result = cli("cluster", "unset-default-pool", tty=False)
-    assert failed(result) == "error: non-interactive unset requires --force\n"
+    assert usage(result) == (
+        "Error: refusing to clear the cluster default pool without confirmation: "
+        "stdin is not a terminal; pass --force to clear the cluster default pool "
+        "without being asked\n"
+    )
     assert result.stdout == ""
     assert default_name(api) == "default"
 
 
 def test_unset_prompts_on_stderr_on_a_tty(cli, api):
     result = cli("cluster", "unset-default-pool", tty=True, input="yep\n")
-    assert ok(result) == "aborted\n"
-    assert result.stderr == "Clear cluster default pool? [y/N]: "
+    assert failed(result) == (
+        "Clear cluster default pool? [y/N]: "
+        "Error: aborted: did not clear the cluster default pool\n"
+    )
+    assert result.stdout == ""
     assert default_name(api) == "default"
 
     result = cli("cluster", "unset-default-pool", tty=True, input="YES\n")
@@ -67,7 +74,7 @@ def test_unset_prompts_on_stderr_on_a_tty(cli, api):
 
 def test_changing_the_default_needs_admin(cli, api):
     err = failed(cli("cluster", "set-default-pool", "x", role="operator"))
-    assert err == "error: api_error: permission_denied: role operator lacks cluster:manage\n"
+    assert err == "Error: permission denied: role operator lacks cluster:manage\n"
     err = failed(cli("cluster", "unset-default-pool", "--force", role="developer"))
-    assert err == "error: api_error: permission_denied: role developer lacks cluster:manage\n"
+    assert err == "Error: permission denied: role developer lacks cluster:manage\n"
     assert default_name(api) == "default"

@@ -6,7 +6,7 @@ import socket
 import stat
 
 import yaml
-from clihelpers import failed, get_json, ok
+from clihelpers import failed, get_json, ok, usage
 
 from otherix.cli.config import CliConfig, ClusterEntry, load_config, save_config
 from support.server import ADMIN
@@ -55,7 +55,7 @@ def test_add_existing_needs_force_and_force_revokes_the_old_token(cli, api):
     old = load_config(cli.config_path).clusters[0]
 
     err = failed(add(cli, "dev", *creds))
-    assert err == 'error: cluster "dev" already exists (use --force to replace it)\n'
+    assert err == 'Error: cluster "dev" already exists (use --force to replace it)\n'
     assert len(token_names(api)) == 1  # nothing minted
 
     ok(add(cli, "dev", *creds, "--force"))
@@ -79,8 +79,8 @@ def test_add_prompts_for_missing_values_on_a_tty(cli, api):
 
 
 def test_add_without_a_tty_takes_env_or_fails_clearly(cli, api):
-    err = failed(add(cli, "dev", "--login", LOGIN, "--password", PASSWORD))
-    assert err == "error: missing --server (or set OTHERIX_SERVER)\n"
+    err = usage(add(cli, "dev", "--login", LOGIN, "--password", PASSWORD))
+    assert err == "Error: missing --server (or set OTHERIX_SERVER)\n"
     env = {"OTHERIX_SERVER": api.url, "OTHERIX_LOGIN": LOGIN, "OTHERIX_PASSWORD": PASSWORD}
     ok(add(cli, "dev", "--no-set-current", env=env))
     cfg = load_config(cli.config_path)
@@ -90,7 +90,7 @@ def test_add_without_a_tty_takes_env_or_fails_clearly(cli, api):
 
 def test_add_with_a_wrong_password_writes_nothing(cli, api):
     err = failed(add(cli, "dev", "--server", api.url, "--login", LOGIN, "--password", "nope-nope"))
-    assert err.startswith("error: api_error: invalid_credentials: ")
+    assert err.startswith("Error: ")
     assert not cli.config_path.exists()
 
 
@@ -98,7 +98,7 @@ def test_remove_revokes_the_token_unless_kept(cli, api):
     creds = ("--server", api.url, "--login", LOGIN, "--password", PASSWORD)
     ok(add(cli, "dev", *creds))
     token = load_config(cli.config_path).clusters[0].token
-    out = ok(cli.raw("--config", str(cli.config_path), "config", "remove", "dev"))
+    out = ok(cli.raw("--config", str(cli.config_path), "config", "remove", "dev", "--force"))
     assert out == 'cluster "dev" removed\n'
     with api.server.client(token) as c:
         assert c.get("/v1/users/me").status_code == 401
@@ -134,7 +134,9 @@ def test_list_use_and_show(offline_cli):
     )
     assert ok(run(cli, "use", "a")) == 'current cluster is now "a"\n'
     assert load_config(cli.config_path).current_cluster == "a"
-    assert failed(run(cli, "use", "zz")) == 'error: cluster "zz" not found in config\n'
+    assert failed(run(cli, "use", "zz")) == (
+        "Error: cluster \"zz\" not found in config; run 'otherix config list' to see the clusters\n"
+    )
 
     assert ok(run(cli, "show", "b")) == (
         "name: b\nserver: http://127.0.0.1:1\ntoken: otx_bbbb…\ntoken-id: id-b\ncurrent: false\n"
@@ -147,19 +149,30 @@ def test_remove_current_picks_the_first_remaining_and_prompts_on_a_tty(offline_c
     cli = offline_cli
     seed(cli)
     result = run(cli, "remove", "b", tty=True, input="n\n")
-    assert ok(result) == "aborted\n"
+    assert failed(result).endswith('Error: aborted: did not remove cluster "b" from the config\n')
+    assert result.stdout == ""
     assert 'remove cluster "b" from the config? [y/N]: ' in result.stderr
+    assert len(load_config(cli.config_path).clusters) == 3
+    result = run(cli, "remove", "b")  # no terminal, no --force
+    assert usage(result) == (
+        'Error: refusing to remove cluster "b" from the config without confirmation: '
+        'stdin is not a terminal; pass --force to remove cluster "b" from the config '
+        "without being asked\n"
+    )
     assert len(load_config(cli.config_path).clusters) == 3
 
     # "b" has a token id; its server is unreachable, so the revoke is a warning.
     result = run(cli, "remove", "b", tty=True, input="y\n")
     assert ok(result) == 'cluster "b" removed\ncurrent cluster is now "a"\n'
-    assert "warning: could not revoke token id-b: connection_refused" in result.stderr
+    assert (
+        "warning: could not revoke token id-b: cannot connect to the control plane at "
+        "http://127.0.0.1:1: connection refused\n"
+    ) in result.stderr
     assert ok(run(cli, "remove", "a", "--force")) == (
         'cluster "a" removed\ncurrent cluster is now "c"\n'
     )
-    ok(run(cli, "remove", "c"))
+    ok(run(cli, "remove", "c", "--force"))
     assert load_config(cli.config_path) == CliConfig()
     assert failed(run(cli, "show")) == (
-        "error: no current cluster: pass a name or run 'otherix config use <name>'\n"
+        "Error: no current cluster: pass a name or run 'otherix config use <name>'\n"
     )

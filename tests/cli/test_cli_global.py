@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from clihelpers import failed, ok
+from clihelpers import failed, ok, usage
 
 from otherix.cli.config import CliConfig, ClusterEntry, save_config
 
@@ -49,7 +49,7 @@ def test_mixed_sources_resolve_each_value_on_its_own(cli, api):
 def test_env_token_is_used_when_no_flag(cli, api):
     env = {"OTHERIX_API_TOKEN": "otx_not-a-real-token"}
     err = failed(cli.raw("--endpoint", api.url, "pool", "list", env=env))
-    assert err.startswith("error: api_error: unauthenticated: ")
+    assert err.startswith("Error: ")
     assert err.count("\n") == 1  # one line, no traceback
 
 
@@ -67,10 +67,13 @@ def test_config_env_var_and_cluster_flag_select_the_entry(cli, api, tmp_path):
     )
     env = {"OTHERIX_CONFIG": str(other)}
     err = failed(cli.raw("pool", "list", env=env))
-    assert err.startswith("error: connection_refused: ")
+    assert err == f"Error: cannot connect to the control plane at {DEAD}: connection refused\n"
     ok(cli.raw("--cluster", "live", "pool", "list", env=env))
     err = failed(cli.raw("--cluster", "nope", "pool", "list", env=env))
-    assert err == 'error: cluster "nope" not found in config\n'
+    assert err == (
+        'Error: cluster "nope" not found in config; '
+        "run 'otherix config list' to see the clusters\n"
+    )
 
 
 def test_config_flag_beats_config_env(cli, api, tmp_path):
@@ -84,12 +87,12 @@ def test_missing_endpoint_and_missing_token(offline_cli):
     cli = offline_cli
     err = failed(cli.raw("pool", "list"))
     assert err == (
-        "error: no control-plane endpoint: pass --endpoint, set OTHERIX_SERVER, "
+        "Error: no control-plane endpoint: pass --endpoint, set OTHERIX_SERVER, "
         "or run 'otherix config add cluster'\n"
     )
     err = failed(cli.raw("--endpoint", DEAD, "pool", "list"))
     assert err == (
-        "error: no API token: pass --token, set OTHERIX_API_TOKEN, "
+        "Error: no API token: pass --token, set OTHERIX_API_TOKEN, "
         "or run 'otherix config add cluster'\n"
     )
 
@@ -97,7 +100,7 @@ def test_missing_endpoint_and_missing_token(offline_cli):
 def test_bad_token_is_an_api_error_exit_1(cli):
     cli.tokens["bogus"] = "otx_bogus"
     result = cli("node", "list", role="bogus")
-    assert failed(result).startswith("error: api_error: unauthenticated: ")
+    assert failed(result).startswith("Error: ")
     assert result.stdout == ""
 
 
@@ -105,7 +108,7 @@ def test_connection_refused(offline_cli):
     cli = offline_cli
     result = cli.raw("--endpoint", DEAD, "--token", "t", "pool", "list")
     err = failed(result)
-    assert err.startswith(f"error: connection_refused: {DEAD}/v1/storage-pools: ")
+    assert err == f"Error: cannot connect to the control plane at {DEAD}: connection refused\n"
     assert "Traceback" not in err
 
 
@@ -115,18 +118,20 @@ def test_debug_prints_a_traceback(offline_cli):
     first, rest = err.split("\n", 1)
     assert first == f"debug: endpoint {DEAD} (flag), token (flag)"
     assert rest.startswith("Traceback (most recent call last):")
-    assert err.rstrip().splitlines()[-1].startswith("error: connection_refused: ")
+    lines = err.rstrip().splitlines()
+    assert lines[-2].startswith(f"debug: connection_refused: {DEAD}/v1/storage-pools: ")
+    assert lines[-1] == f"Error: cannot connect to the control plane at {DEAD}: connection refused"
 
 
-def test_unknown_output_format_fails_before_any_request(offline_cli):
+def test_unknown_output_format_is_a_usage_error_before_any_request(offline_cli):
     cli = offline_cli
     # A dead endpoint proves no request is made: the format error comes first.
     result = cli.raw("--endpoint", DEAD, "--token", "t", "pool", "list", "-o", "xml")
-    assert failed(result) == 'error: --output: unknown format "xml" (table, json, yaml)\n'
+    assert usage(result) == 'Error: --output: unknown format "xml" (table, json, yaml)\n'
     result = cli.raw(
         "--endpoint", DEAD, "--token", "t", "cluster", "get-default-pool", "-o", "yaml"
     )
-    assert failed(result) == 'error: --output: unknown format "yaml" (text, json)\n'
+    assert usage(result) == 'Error: --output: unknown format "yaml" (text, json)\n'
 
 
 def test_click_usage_errors_keep_exit_2(offline_cli):
@@ -184,4 +189,4 @@ def test_writers_env_and_tty_are_injected_through_the_context(tmp_path):
     context = CliContext(env={"OTHERIX_CONFIG": str(config)}, out=out.append, err=err.append)
     result = CliRunner().invoke(root, ["pool", "list"], obj=context)
     assert result.exit_code == 1
-    assert err[-1].startswith("error: connection_refused: http://127.0.0.1:1/v1/storage-pools")
+    assert err[-1] == f"Error: cannot connect to the control plane at {DEAD}: connection refused\n"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import textwrap
 
 import pytest
-from clihelpers import failed, get_json, join_node, ok
+from clihelpers import Cli, failed, get_json, join_node, ok
 
 POOL = """\
 apiVersion: otherix/v1
@@ -121,10 +121,10 @@ def test_a_bad_document_fails_before_any_request(cli, api, tmp_path, verb, bad, 
     path.write_text(POOL + "---\n" + bad)
     # The line numbers above count from the start of the stream (POOL is 6 lines + ---).
     assert failed(cli(verb, "-f", str(path), "--force" if verb == "delete" else "--dry-run")) == (
-        f"error: manifest: {message}\n"
+        f"Error: manifest: {message}\n"
     )
     result = cli(verb, "-f", str(path), *(["--force"] if verb == "delete" else []))
-    assert failed(result) == f"error: manifest: {message}\n"
+    assert failed(result) == f"Error: manifest: {message}\n"
     assert result.stdout == ""
     assert pools(api) == []
 
@@ -132,7 +132,7 @@ def test_a_bad_document_fails_before_any_request(cli, api, tmp_path, verb, bad, 
 def test_yaml_syntax_error_names_the_line(offline_cli):
     result = offline_cli("create", "-f", "-", input=POOL + "---\nkind: [\n")
     assert failed(result) == (
-        "error: manifest: <stdin> line 9: YAML syntax error: "
+        "Error: manifest: <stdin> line 9: YAML syntax error: "
         "expected the node content, but found '<stream end>'\n"
     )
 
@@ -143,23 +143,26 @@ def test_every_problem_is_reported_and_several_inputs_are_named(offline_cli, tmp
     result = offline_cli("create", "-f", str(tmp_path / "a.yaml"), "-f", str(tmp_path / "b.yml"))
     b = tmp_path / "b.yml"
     assert failed(result) == (
-        f'error: manifest: {b}: document 1 (StoragePool/bad) line 7: unknown spec field "bogus"\n'
-        f"error: manifest: {b}: document 2: duplicate StoragePool/fast on node-1 "
+        f'Error: manifest: {b}: document 1 (StoragePool/bad) line 7: unknown spec field "bogus"\n'
+        f"Error: manifest: {b}: document 2: duplicate StoragePool/fast on node-1 "
         f"(also {tmp_path / 'a.yaml'}: document 1)\n"
     )
 
 
 def test_no_documents_and_unreadable_files(offline_cli, tmp_path):
     assert failed(offline_cli("create", "-f", "-", input="---\n# nothing\n")) == (
-        "error: manifest: no documents found\n"
+        "Error: manifest: no documents found\n"
     )
     missing = tmp_path / "nope.yaml"
     assert failed(offline_cli("create", "-f", str(missing))).startswith(
-        f"error: manifest: cannot read {missing}: "
+        f"Error: manifest: cannot read {missing}: "
     )
 
 
-def test_dry_run_create_contacts_no_server_and_expands_node_lists(offline_cli, tmp_path):
+def test_dry_run_create_asks_the_server_and_expands_node_lists(cli, api, tmp_path):
+    join_node(api, "node-1")
+    join_node(api, "node-2")
+    offline_cli = Cli(url="http://127.0.0.1:1", tokens={"admin": "t"}, home=cli.home)
     (tmp_path / "2-vm.yaml").write_text(
         doc("imageURL: https://images.example/u.img\npool: fast", kind="VM", name="web-1")
     )
@@ -173,11 +176,17 @@ def test_dry_run_create_contacts_no_server_and_expands_node_lists(offline_cli, t
     )
     assert result.exit_code == 1  # the directory repeats 2-vm.yaml: a duplicate VM
     assert "duplicate VM/web-1" in result.stderr
-    assert ok(offline_cli("create", "-f", str(tmp_path), "--dry-run")) == (
+    # Each object is judged by the server against what exists now: the VM's pool
+    # is not created by a dry run, so the VM would wait for it.
+    assert ok(cli("create", "-f", str(tmp_path), "--dry-run")) == (
         "would create StoragePool/fast on node-1\n"
         "would create StoragePool/fast on node-2\n"
-        "would create VM/web-1\n"
+        "would create VM/web-1 (it would stay pending: pool_not_found: "
+        'pool "fast" not found in cluster)\n'
     )
+    assert get_json(api, "/v1/storage-pools/fast")[0] == 404
+    assert get_json(api, "/v1/vms/web-1")[0] == 404
+    # delete --dry-run only lists; it needs no server.
     assert ok(offline_cli("delete", "-f", str(tmp_path), "--dry-run")) == (
         "would delete VM/web-1\n"
         "would delete StoragePool/fast on node-2\n"
@@ -190,6 +199,6 @@ def test_aliases_are_resolved(offline_cli):
         "apiVersion: otherix/v1\nkind: StoragePool\nmetadata: {name: a}\n"
         "spec: {path: /var/lib/otherix/pools/x, nodeList: [&n node-1, node-2, *n]}\n"
     )
-    assert ok(offline_cli("create", "-f", "-", "--dry-run", input=stream)) == (
-        "would create StoragePool/a on node-1\nwould create StoragePool/a on node-2\n"
+    assert ok(offline_cli("delete", "-f", "-", "--dry-run", input=stream)) == (
+        "would delete StoragePool/a on node-2\nwould delete StoragePool/a on node-1\n"
     )

@@ -70,7 +70,7 @@ def test_create_expands_node_list_and_a_second_create_fails(cli, api, tmp_path):
     assert failed(result) == (
         "StoragePool/fast on node-1: already exists\n"
         "StoragePool/fast on node-2: already exists\n"
-        "error: 2 of 2 objects failed\n"
+        "Error: 2 of 2 objects failed\n"
     )
 
 
@@ -80,8 +80,9 @@ def test_create_is_best_effort(cli, api, tmp_path):
     result = cli("create", "-f", path)
     assert result.stdout == "created StoragePool/fast on node-1\n"
     assert failed(result) == (
-        "StoragePool/fast on node-2: api_error: not_found: node not found\n"
-        "error: 1 of 2 objects failed\n"
+        'StoragePool/fast on node-2: node "node-2" not found; '
+        "run 'otherix node list' to see the nodes\n"
+        "Error: 1 of 2 objects failed\n"
     )
 
 
@@ -95,7 +96,9 @@ def test_apply_creates_what_is_missing_then_is_idempotent(cli, api, tmp_path):
     )
     path = write(tmp_path, "all.yaml", FAST_POOL + "---\n" + web(pool="default", node="node-1"))
     assert ok(cli("apply", "-f", path, "--dry-run")) == (
-        "unchanged StoragePool/fast on node-1\ncreate StoragePool/fast on node-2\ncreate VM/web-1\n"
+        "unchanged StoragePool/fast on node-1\n"
+        "create StoragePool/fast on node-2\n"
+        "create VM/web-1 (on pool default, node node-1)\n"
     )
     assert instances(api) == {"node-1": FAST}
     assert ok(cli("apply", "-f", path)) == (
@@ -131,13 +134,17 @@ def test_apply_reports_drift_and_changes_nothing(cli, api, tmp_path):
         "(VMs are not updated in place; delete and re-create to change)\n"
     )
     result = cli("apply", "-f", path, "--dry-run")
-    assert result.stdout == plan
-    assert failed(result) == "error: 3 of 4 objects drifted (dry run: nothing changed)\n"
+    # The server refuses the one create of the plan: node-3 does not exist.
+    assert result.stdout == plan.replace("create StoragePool/fast on node-3\n", "")
+    missing = "node \"node-3\" not found; run 'otherix node list' to see the nodes"
+    assert failed(result) == (
+        f"StoragePool/fast on node-3: refused: {missing}\n"
+        "Error: dry run: of 4 objects, 3 drifted and 1 would be refused (nothing was changed)\n"
+    )
     result = cli("apply", "-f", path)
     assert result.stdout == plan.replace("create StoragePool/fast on node-3\n", "")
     assert failed(result) == (
-        "StoragePool/fast on node-3: api_error: not_found: node not found\n"
-        "error: 4 of 4 objects failed\n"
+        f"StoragePool/fast on node-3: {missing}\nError: 4 of 4 objects failed\n"
     )
     assert instances(api) == {"node-1": FAST, "node-2": FAST}
     assert vm_of(api, "web-1")["vcpus"] == 2
@@ -152,17 +159,23 @@ def test_delete_in_reverse_order_skips_a_blocked_pool(cli, api, tmp_path):
     on_1 = next(i for i in concept["instances"] if i["node"] == "node-1")
     add_vm_disk(api, on_1["id"], "squatter")
     answered_no = cli("delete", "-f", path, tty=True, input="n\n")
-    assert ok(answered_no) == "aborted\n"
-    assert answered_no.stderr == (
+    assert failed(answered_no) == (
         "delete 3 objects (VM/web-1, StoragePool/fast on node-2, StoragePool/fast on node-1)? "
-        "[y/N]: "
+        "[y/N]: Error: aborted: did not delete 3 objects\n"
     )
     assert vm_of(api, "web-1") is not None
-    result = cli("delete", "-f", path)  # not a terminal: no prompt
+    not_asked = cli("delete", "-f", path)  # not a terminal and no --force: refused
+    assert not_asked.exit_code == 2
+    assert not_asked.stderr.endswith(
+        "Error: refusing to delete 3 objects without confirmation: stdin is not a terminal; "
+        "pass --force to delete 3 objects without being asked\n"
+    )
+    assert vm_of(api, "web-1") is not None
+    result = cli("delete", "-f", path, "--force")
     assert result.stdout == "deleted VM/web-1\ndeleted StoragePool/fast on node-2\n"
     assert failed(result) == (
         "StoragePool/fast on node-1: blocked by vm_disks: 1 (skipped, not forced)\n"
-        "error: 1 of 3 objects failed\n"
+        "Error: 1 of 3 objects failed\n"
     )
     assert instances(api) == {"node-1": FAST}
     assert vm_of(api, "web-1") is None
@@ -196,7 +209,12 @@ def test_create_wait_then_delete_wait_frees_the_pool(cli, api, tmp_path):
     both = FAST_POOL.replace("[node-1, node-2]", "[node-1]") + "---\n" + web(pool="default")
     agent = PacedAgent(api, node, [success()], task_type="vm.delete")
     result = cli(
-        "delete", "-f", write(tmp_path, "both.yaml", both), "--wait", context=agent.context()
+        "delete",
+        "-f",
+        write(tmp_path, "both.yaml", both),
+        "--wait",
+        "--force",
+        context=agent.context(),
     )
     agent.join()
     assert ok(result) == "deleted VM/web-1\ndeleted StoragePool/fast on node-1\n"

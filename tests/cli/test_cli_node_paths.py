@@ -37,7 +37,7 @@ def test_node_delete_blocked_by_vm_disks_lists_the_vms(cli, api):
     pool = create_pool(api, "data", "busy", "/var/lib/otherix/pools/data")
     add_vm_disk(api, pool["id"], "web-1")
     result = cli("node", "delete", "busy", "--force")
-    assert failed(result) == "error: node busy blocked: conflict\n"
+    assert failed(result) == "Error: node busy blocked: conflict\n"
     assert result.stdout == (
         "cannot delete node busy: blocked by:\n"
         "  - vm_disks: 1\n"
@@ -65,7 +65,7 @@ def test_provision_default_pool_and_the_event_on_node_get(cli, api):
         c.patch(f"/v1/storage-pools/{pool['id']}", json={"name": "renamed"})
     result = cli("node", "provision-default-pool", "node-a")
     err = failed(result)
-    assert err.startswith('error: default pool "default" not provisioned on node node-a: ')
+    assert err.startswith('Error: default pool "default" not provisioned on node node-a: ')
     assert f'overlaps storage pool "renamed" ({pool["id"]}, path "{default_path(api)}")' in err
     text = ok(cli("node", "get", "node-a"))
     events = text.split("events:\n", 1)[1].splitlines()
@@ -85,8 +85,8 @@ def test_provision_default_pool_and_the_event_on_node_get(cli, api):
     )
     again = json.loads(ok(cli("node", "provision-default-pool", "node-a", "-o", "json")))
     assert again["outcome"] == "exists"
-    assert failed(cli("node", "provision-default-pool", "node-a", role="operator")).startswith(
-        "error: api_error: permission_denied"
+    assert failed(cli("node", "provision-default-pool", "node-a", role="operator")) == (
+        "Error: permission denied: role operator lacks node:manage\n"
     )
 
 
@@ -99,7 +99,7 @@ def test_pool_delete_of_the_last_default_instance_gives_the_two_ways_on(cli, api
     heartbeat(api, join_node(api, "node-a"))
     err = failed(cli("pool", "delete", "default", "--force"))
     assert err == (
-        'error: api_error: conflict: storage pool "default" is the cluster default and this is '
+        'Error: storage pool "default" is the cluster default and this is '
         "its last instance; set another default first ('otherix cluster set-default-pool "
         "NAME') or unset it ('otherix cluster unset-default-pool'), then delete it\n"
     )

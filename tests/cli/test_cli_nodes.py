@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import yaml
-from clihelpers import failed, get_json, heartbeat, join_node, ok
+from clihelpers import failed, get_json, heartbeat, join_node, ok, usage
 
 
 def test_node_list_get_cordon_uncordon(cli, api):
@@ -38,11 +38,9 @@ def test_node_list_get_cordon_uncordon(cli, api):
     assert get_json(api, "/v1/nodes/node-a")[1]["cordoned"] is False
 
     err = failed(cli("node", "uncordon", "node-b"))
-    assert (
-        err == "error: api_error: conflict: node is pending; only a ready node can be uncordoned\n"
-    )
+    assert err == "Error: node is pending; only a ready node can be uncordoned\n"
     err = failed(cli("node", "cordon", "node-a", role="developer"))
-    assert err == "error: api_error: permission_denied: role developer lacks node:maintenance\n"
+    assert err == "Error: permission denied: role developer lacks node:maintenance\n"
 
 
 def test_node_list_pages_and_renders_json_and_yaml(cli, api):
@@ -51,9 +49,9 @@ def test_node_list_pages_and_renders_json_and_yaml(cli, api):
     out = ok(cli("node", "list", "--limit", "1"))
     lines = out.splitlines()
     assert lines[1].split()[0] == "n1"
-    assert lines[2:4] == ["", "More results - next page (re-add any filters):"]
+    assert lines[2:4] == ["", "More results - next page:"]
     cursor = lines[4].split("--cursor ")[1]
-    assert lines[4] == f"  otherix node list --cursor {cursor}"
+    assert lines[4].endswith(f" node list --limit 1 --cursor {cursor}")
     again = ok(cli("node", "list", "--limit", "1", "--cursor", cursor))
     assert again.splitlines()[1].split()[0] == "n2"
     assert "More results" not in again
@@ -74,11 +72,17 @@ def test_viewer_sees_the_node_summary(cli, api):
 def test_node_delete_prompts_on_a_tty_and_unknown_node_fails(cli, api):
     join_node(api, "node-a")
     result = cli("node", "delete", "node-a", tty=True, input="no\n")
-    assert ok(result) == "aborted\n"
-    assert "delete node node-a? [y/N]: " in result.stderr
-    assert ok(cli("node", "delete", "node-a")) == "node node-a deleted\n"
+    assert (
+        failed(result) == "delete node node-a? [y/N]: Error: aborted: did not delete node node-a\n"
+    )
+    assert get_json(api, "/v1/nodes/node-a")[0] == 200
+    assert usage(cli("node", "delete", "node-a")).startswith("Error: refusing to delete node")
+    assert get_json(api, "/v1/nodes/node-a")[0] == 200
+    assert ok(cli("node", "delete", "node-a", "--force")) == "node node-a deleted\n"
     assert get_json(api, "/v1/nodes/node-a")[0] == 404
-    assert failed(cli("node", "get", "node-a")) == "error: api_error: not_found: node not found\n"
+    assert failed(cli("node", "get", "node-a")) == (
+        "Error: node \"node-a\" not found; run 'otherix node list' to see the nodes\n"
+    )
 
 
 def test_join_token_create_json_list_delete(cli, api):
@@ -107,12 +111,17 @@ def test_join_token_create_json_list_delete(cli, api):
         "id", "expires_at", "max_uses", "token",
     ]  # fmt: skip
 
+    assert usage(cli("node", "join-token", "delete", body["id"])).startswith(
+        f"Error: refusing to delete join token {body['id']} without confirmation"
+    )
+    assert body["id"] in ok(cli("node", "join-token", "list"))
     assert (
-        ok(cli("node", "join-token", "delete", body["id"])) == f"join token {body['id']} deleted\n"
+        ok(cli("node", "join-token", "delete", body["id"], "--force"))
+        == f"join token {body['id']} deleted\n"
     )
     assert body["id"] not in ok(cli("node", "join-token", "list"))
-    assert failed(cli("node", "join-token", "create", "--ttl", "tomorrow")).startswith(
-        'error: --ttl: invalid duration "tomorrow"'
+    assert usage(cli("node", "join-token", "create", "--ttl", "tomorrow")).startswith(
+        'Error: --ttl: invalid duration "tomorrow"'
     )
     err = failed(cli("node", "join-token", "list", role="operator"))
-    assert err == "error: api_error: permission_denied: role operator lacks node:manage\n"
+    assert err == "Error: permission denied: role operator lacks node:manage\n"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 
-from clihelpers import failed, get_json, join_node, ok, report_when_created
+from clihelpers import failed, get_json, join_node, ok, report_when_created, usage
 
 from otherix.cli.commands import pools_write
 
@@ -52,7 +52,7 @@ def test_duplicate_is_an_already_exists_error(cli, api):
     ok(cli("pool", "create", "fast", "--node", "node-a", "--path", FAST))
     result = cli("pool", "create", "FAST", "--node", "node-a", "--path", FAST + "-2")
     assert failed(result) == (
-        'error: pool "FAST" already exists on node "node-a" '
+        'Error: pool "FAST" already exists on node "node-a" '
         "(inspect it with 'otherix pool get FAST' or choose a different name)\n"
     )
     assert len(pools_named(api, "fast")) == 1
@@ -64,25 +64,24 @@ def test_path_outside_the_allowlist(cli, api):
     for path in ("/etc/otherix", "/var/lib/otherix/pools-evil/x"):
         err = failed(cli("pool", "create", "evil", "--node", "node-a", "--path", path))
         assert err == (
-            "error: api_error: path_not_allowed: path is not on the storage_pools allowlist "
-            f"(allowed prefixes: {prefixes})\n"
+            f"Error: path is not on the storage_pools allowlist (allowed prefixes: {prefixes})\n"
         )
     assert pools_named(api, "evil") == []
 
 
 def test_unknown_node_and_permission(cli, api):
     err = failed(cli("pool", "create", "fast", "--node", "node-9", "--path", FAST))
-    assert err == "error: api_error: not_found: node not found\n"
+    assert err == "Error: node \"node-9\" not found; run 'otherix node list' to see the nodes\n"
     join_node(api, "node-a")
     err = failed(cli("pool", "create", "fast", "--node", "node-a", "--path", FAST, role="operator"))
-    assert err == "error: api_error: permission_denied: role operator lacks storage_pool:manage\n"
+    assert err == "Error: permission denied: role operator lacks storage_pool:manage\n"
     assert pools_named(api, "fast") == []
 
 
 def test_usage_errors_send_nothing(cli, api):
     join_node(api, "node-a")
     result = cli("pool", "create", "fast", "--node", "node-a", "--path", FAST, "-o", "yaml")
-    assert failed(result) == 'error: --output: unknown format "yaml" (text, json)\n'
+    assert usage(result) == 'Error: --output: unknown format "yaml" (text, json)\n'
     result = cli("pool", "create", "fast", "--node", "node-a")
     assert result.exit_code == 2
     assert "Missing option '--path'" in result.stderr
@@ -119,7 +118,7 @@ def test_wait_fails_when_reconciliation_fails(cli, api):
     agent.join(5)
     assert result.exit_code == 1
     assert (
-        result.stderr == WAITING + "error: pool reconciliation failed: mkdir: permission denied\n"
+        result.stderr == WAITING + "Error: pool reconciliation failed: mkdir: permission denied\n"
     )
     assert "reconciliation_status: failed\n" in result.stdout
     assert "reconciliation_error: mkdir: permission denied\n" in result.stdout
@@ -134,7 +133,7 @@ def test_wait_times_out_naming_the_last_status(cli, api, monkeypatch):
     assert result.exit_code == 1
     assert result.stderr == (
         "waiting for agent reconciliation (timeout 300ms)…\n"
-        "error: pool fast did not reach 'ready' within 300ms (last status \"pending\"); "
+        "Error: pool fast did not reach 'ready' within 300ms (last status \"pending\"); "
         "check it with 'otherix pool get fast'\n"
     )
     assert "reconciliation_status: pending\n" in result.stdout

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import ClassVar
 
-from clihelpers import add_vm_disk, create_pool, failed, get_json, join_node, ok
+from clihelpers import add_vm_disk, create_pool, failed, get_json, join_node, ok, usage
 
 from otherix.cli.context import CliContext
 from otherix.client.api import ApiClient
@@ -27,20 +27,20 @@ def test_delete_by_uuid_and_by_unique_name(cli, api):
     join_node(api, "node-a")
     one = create_pool(api, "one", "node-a", FAST + "1")
     two = create_pool(api, "two", "node-a", FAST + "2")
-    assert ok(cli("pool", "delete", one["id"])) == f"pool {one['id']} deleted\n"
+    assert ok(cli("pool", "delete", "--force", one["id"])) == f"pool {one['id']} deleted\n"
     assert not exists(api, one["id"])
-    assert ok(cli("pool", "delete", "two", "-o", "json")) == (
+    assert ok(cli("pool", "delete", "--force", "two", "-o", "json")) == (
         '{\n  "deleted": true,\n  "identifier": "two"\n}\n'
     )
     assert not exists(api, two["id"])
-    assert failed(cli("pool", "delete", "two")) == (
-        "error: api_error: not_found: storage pool not found\n"
+    assert failed(cli("pool", "delete", "--force", "two")) == (
+        "Error: pool \"two\" not found; run 'otherix pool list' to see the pools\n"
     )
 
 
 def test_delete_with_node_picks_that_instance(cli, api):
     fa, fb = fast_on_two_nodes(api)
-    assert ok(cli("pool", "delete", "fast", "--node", "node-a")) == (
+    assert ok(cli("pool", "delete", "--force", "fast", "--node", "node-a")) == (
         "pool fast on node node-a deleted\n"
     )
     assert not exists(api, fa["id"])
@@ -51,11 +51,11 @@ def test_delete_with_node_errors(cli, api):
     fa, fb = fast_on_two_nodes(api)
     _, concept = get_json(api, "/v1/storage-pools/fast")
     nodes = ", ".join(i["node"] for i in concept["instances"])
-    assert failed(cli("pool", "delete", "fast", "--node", "node-9")) == (
-        f'error: pool "fast" has no instance on node "node-9"; instances exist on: {nodes}\n'
+    assert failed(cli("pool", "delete", "--force", "fast", "--node", "node-9")) == (
+        f'Error: pool "fast" has no instance on node "node-9"; instances exist on: {nodes}\n'
     )
-    assert failed(cli("pool", "delete", fa["id"], "--node", "node-a")) == (
-        "error: --node cannot be combined with an instance UUID: "
+    assert usage(cli("pool", "delete", "--force", fa["id"], "--node", "node-a")) == (
+        "Error: --node cannot be combined with an instance UUID: "
         "a UUID already targets one instance\n"
     )
     assert exists(api, fa["id"])
@@ -66,7 +66,7 @@ def test_ambiguous_name_lists_instances_and_both_retry_forms(cli, api):
     fast_on_two_nodes(api)
     _, concept = get_json(api, "/v1/storage-pools/fast")
     first, second = concept["instances"]
-    result = cli("pool", "delete", "fast")
+    result = cli("pool", "delete", "--force", "fast")
     assert result.exit_code == 1
     assert result.stdout == (
         'pool "fast" maps to multiple per-node instances — pick one:\n'
@@ -78,10 +78,10 @@ def test_ambiguous_name_lists_instances_and_both_retry_forms(cli, api):
         "or by instance UUID:\n"
         "  otherix pool delete <uuid>\n"
     )
-    assert result.stderr == 'error: pool "fast" is ambiguous: 2 instances\n'
+    assert result.stderr == 'Error: pool "fast" is ambiguous: 2 instances\n'
     assert all(exists(api, i["id"]) for i in concept["instances"])
 
-    result = cli("pool", "delete", "fast", "-o", "json")
+    result = cli("pool", "delete", "--force", "fast", "-o", "json")
     assert result.exit_code == 1
     assert json.loads(result.stdout) == {
         "deleted": False,
@@ -94,26 +94,37 @@ def test_ambiguous_name_lists_instances_and_both_retry_forms(cli, api):
 def test_prompt_on_a_tty(cli, api):
     fa, _ = fast_on_two_nodes(api)
     result = cli("pool", "delete", "fast", "--node", "node-a", tty=True, input="n\n")
-    assert ok(result) == "aborted\n"
-    assert result.stderr == "delete storage pool fast on node node-a? [y/N]: "
+    assert failed(result) == (
+        "delete storage pool fast on node node-a? [y/N]: "
+        "Error: aborted: did not delete pool fast on node node-a\n"
+    )
+    assert result.stdout == ""
     assert exists(api, fa["id"])
 
     result = cli("pool", "delete", "fast", "--node", "node-a", tty=True, input="\n")
-    assert ok(result) == "aborted\n"  # empty answer declines
+    assert failed(result).endswith("Error: aborted: did not delete pool fast on node node-a\n")
 
     result = cli("pool", "delete", "fast", "--node", "node-a", tty=True, input="Yes\n")
     assert ok(result) == "pool fast on node node-a deleted\n"
     assert not exists(api, fa["id"])
 
 
-def test_force_skips_the_prompt_and_no_tty_proceeds(cli, api):
+def test_force_skips_the_prompt_and_no_tty_refuses_without_it(cli, api):
     fa, fb = fast_on_two_nodes(api)
     result = cli("pool", "delete", fa["id"], "--force", tty=True)
     assert ok(result) == f"pool {fa['id']} deleted\n"
     assert result.stderr == ""
     result = cli("pool", "delete", fb["id"], tty=False)
+    assert usage(result) == (
+        f"Error: refusing to delete pool {fb['id']} without confirmation: stdin is not a "
+        f"terminal; pass --force to delete pool {fb['id']} without being asked\n"
+    )
+    assert exists(api, fb["id"])
+    result = cli("pool", "delete", fb["id"], tty=False, input="y\n")  # piped "y" is no answer
+    assert result.exit_code == 2
+    assert exists(api, fb["id"])
+    result = cli("pool", "delete", fb["id"], "--force", tty=False)
     assert ok(result) == f"pool {fb['id']} deleted\n"
-    assert result.stderr == ""
 
 
 def test_blocked_by_vm_disks(cli, api):
@@ -121,7 +132,7 @@ def test_blocked_by_vm_disks(cli, api):
     pool = create_pool(api, "fast", "node-a", FAST)
     add_vm_disk(api, pool["id"], "web-1")
     add_vm_disk(api, pool["id"], "web-2")
-    result = cli("pool", "delete", "fast")
+    result = cli("pool", "delete", "--force", "fast")
     assert result.exit_code == 1
     assert result.stdout == (
         "cannot delete pool fast — blocked by:\n"
@@ -133,10 +144,10 @@ def test_blocked_by_vm_disks(cli, api):
         "\n"
         "clean up the listed dependents before retrying delete.\n"
     )
-    assert result.stderr == "error: pool fast blocked: conflict\n"
+    assert result.stderr == "Error: pool fast blocked: conflict\n"
     assert exists(api, pool["id"])
 
-    result = cli("pool", "delete", pool["id"], "-o", "json")
+    result = cli("pool", "delete", "--force", pool["id"], "-o", "json")
     assert result.exit_code == 1
     assert json.loads(result.stdout) == {
         "deleted": False,
@@ -165,7 +176,7 @@ def test_blocked_lists_vm_names_when_the_vm_api_answers(cli, api):
     add_vm_disk(api, pool["id"], "web-1")
     StubVmsApi.calls = []
     context = CliContext(client_factory=lambda url, token, timeout: StubVmsApi(url, token))
-    result = cli("pool", "delete", pool["id"], context=context)
+    result = cli("pool", "delete", "--force", pool["id"], context=context)
     assert result.exit_code == 1
     assert result.stdout == (
         f"cannot delete pool {pool['id']} — blocked by:\n"
@@ -180,7 +191,7 @@ def test_blocked_lists_vm_names_when_the_vm_api_answers(cli, api):
     assert StubVmsApi.calls == [{"pool": pool["id"], "limit": 200}]
 
     context = CliContext(client_factory=lambda url, token, timeout: StubVmsApi(url, token))
-    result = cli("pool", "delete", pool["id"], "-o", "json", context=context)
+    result = cli("pool", "delete", "--force", pool["id"], "-o", "json", context=context)
     assert json.loads(result.stdout)["vms"] == ["web-1", "web-2"]
 
 
@@ -200,15 +211,15 @@ class LegacyInUseApi(ApiClient):
 
 def test_blocked_accepts_the_legacy_code(cli, api):
     context = CliContext(client_factory=lambda url, token, timeout: LegacyInUseApi(url, token))
-    result = cli("pool", "delete", "pool-dev", context=context)
+    result = cli("pool", "delete", "--force", "pool-dev", context=context)
     assert result.exit_code == 1
     assert "cannot delete pool pool-dev — blocked by:\n  - vm_disks: 3\n" in result.stdout
-    assert result.stderr == "error: pool pool-dev blocked: resource_in_use\n"
+    assert result.stderr == "Error: pool pool-dev blocked: resource_in_use\n"
 
 
 def test_delete_needs_admin(cli, api):
     join_node(api, "node-a")
     pool = create_pool(api, "fast", "node-a", FAST)
-    err = failed(cli("pool", "delete", "fast", role="viewer"))
-    assert err == "error: api_error: permission_denied: role viewer lacks storage_pool:manage\n"
+    err = failed(cli("pool", "delete", "--force", "fast", role="viewer"))
+    assert err == "Error: permission denied: role viewer lacks storage_pool:manage\n"
     assert exists(api, pool["id"])

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import json
 
-from clihelpers import create_pool, failed, get_json, heartbeat, join_node, ok, play_scan_agent
+from clihelpers import (
+    create_pool,
+    failed,
+    get_json,
+    heartbeat,
+    join_node,
+    ok,
+    play_scan_agent,
+    usage,
+)
 
 from otherix.cli.commands import pools_ops
 
@@ -31,7 +40,7 @@ def test_update_resolves_node_and_explains_ambiguity(cli, api):
     create_pool(api, "fast", "node-a", FAST)
     fb = create_pool(api, "fast", "node-b", FAST)
     err = failed(cli("pool", "update", "fast", "--name", "x"))
-    assert err.startswith('error: pool "fast" is ambiguous: 2 instances (on nodes ')
+    assert err.startswith('Error: pool "fast" is ambiguous: 2 instances (on nodes ')
     assert "node-a" in err
     assert "node-b" in err
     assert err.endswith("); pass --node <node> or an instance UUID\n")
@@ -45,11 +54,11 @@ def test_update_usage_and_input_errors(cli, api):
     result = cli("pool", "update", "fast")
     assert result.exit_code == 2
     assert "nothing to update: pass --name and/or --config-json" in result.stderr
-    assert failed(cli("pool", "update", "fast", "--config-json", "[1]")) == (
-        "error: --config-json: must be a JSON object\n"
+    assert usage(cli("pool", "update", "fast", "--config-json", "[1]")) == (
+        "Error: --config-json: must be a JSON object\n"
     )
-    assert failed(cli("pool", "update", "fast", "--config-json", "{")).startswith(
-        "error: --config-json: invalid JSON: "
+    assert usage(cli("pool", "update", "fast", "--config-json", "{")).startswith(
+        "Error: --config-json: invalid JSON: "
     )
 
 
@@ -91,7 +100,7 @@ def test_scan_wait_reports_a_failed_task(cli, api):
     assert result.exit_code == 1
     assert json.loads(result.stdout)["status"] == "failed"
     assert result.stderr.splitlines()[-1] == (
-        "error: pool scan failed: scan_failed: statfs: no such file or directory"
+        "Error: pool scan failed: scan_failed: statfs: no such file or directory"
     )
 
 
@@ -106,8 +115,8 @@ def test_scan_wait_timeout_and_permissions(cli, api, monkeypatch):
     task_id = result.stdout.split("task ", 1)[1].strip()
     assert result.stderr == (
         f"waiting for scan task {task_id} (timeout 200ms)…\n"
-        f'error: scan task {task_id} did not finish within 200ms (last status "pending"); '
+        f'Error: scan task {task_id} did not finish within 200ms (last status "pending"); '
         "it goes on in the background\n"
     )
     err = failed(cli("pool", "scan", "fast", role="developer"))
-    assert err == "error: api_error: permission_denied: role developer lacks storage_pool:scan\n"
+    assert err == "Error: permission denied: role developer lacks storage_pool:scan\n"

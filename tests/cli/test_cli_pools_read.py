@@ -54,9 +54,9 @@ def test_list_columns_status_available_and_default(cli, api):
     assert [(r["NAME"], r["NODE"]) for r in by_node] == [("fast", "node-b"), ("slow", "node-b")]
     assert len(table(ok(cli("pool", "list", "--type", "local_dir")))) == 4
     err = failed(cli("pool", "list", "--type", "zfs"))
-    assert err.startswith("error: api_error: validation_failed: ")
+    assert err.startswith("Error: ")
     err = failed(cli("pool", "list", "--node", "node-9"))
-    assert err == "error: api_error: validation_failed: unknown node\n"
+    assert err == "Error: node \"node-9\" not found; run 'otherix node list' to see the nodes\n"
 
 
 def test_list_pages_with_a_footer_and_renders_json_and_yaml(cli, api):
@@ -64,8 +64,11 @@ def test_list_pages_with_a_footer_and_renders_json_and_yaml(cli, api):
     out = ok(cli("pool", "list", "--limit", "1"))
     lines = out.splitlines()
     assert len(lines) == 5
-    assert lines[2:4] == ["", "More results - next page (re-add any filters):"]
-    assert lines[4].startswith("  otherix pool list --cursor ")
+    assert lines[2:4] == ["", "More results - next page:"]
+    # The hint repeats the global flags given (never the token) and the list's own.
+    assert lines[4].startswith(f"  otherix --endpoint {api.url} --config ")
+    assert " pool list --limit 1 --cursor " in lines[4]
+    assert "--token" not in lines[4]
     cursor = lines[4].split("--cursor ", 1)[1]
     second = ok(cli("pool", "list", "--limit", "1", "--cursor", cursor))
     assert table(second)[0]["NODE"] == "node-b"
@@ -83,7 +86,7 @@ def test_list_pages_with_a_footer_and_renders_json_and_yaml(cli, api):
     ]  # fmt: skip
     result = cli("pool", "list", "-o", "yaml", "--limit", "1")
     assert len(list(yaml.safe_load_all(ok(result)))) == 1
-    assert "otherix pool list --cursor" in result.stderr
+    assert " pool list --limit 1 --output yaml --cursor " in result.stderr
 
 
 def test_get_by_name_is_the_aggregated_view(cli, api):
@@ -101,13 +104,13 @@ def test_get_by_name_is_the_aggregated_view(cli, api):
         f"    id: {first['id']}\n"
         f"    path: {FAST}\n"
         "    available: -\n"
-        "    disk_pressure: ok\n"
+        "    disk_pressure: -\n"
         "    reconciliation_status: pending\n"
         f"  - node: {second['node']}\n"
         f"    id: {second['id']}\n"
         f"    path: {FAST}\n"
         "    available: -\n"
-        "    disk_pressure: ok\n"
+        "    disk_pressure: -\n"
         "    reconciliation_status: pending\n"
     )
     body = json.loads(ok(cli("pool", "get", "fast", "-o", "json")))
@@ -132,7 +135,7 @@ def test_get_by_uuid_is_the_flat_instance(cli, api):
         f"reported_at: {flat['reported_at']}\n"
         "is_cluster_default: false\n"
         "pressure:\n"
-        "  disk: ok\n"
+        "  disk: none\n"
         "reconciliation_status: ready\n"
         f"last_reconciled_at: {flat['last_reconciled_at']}\n"
         f"created_at: {flat['created_at']}\n"
@@ -172,8 +175,9 @@ def test_get_yaml_of_a_shared_path_is_one_manifest_with_a_node_list(cli, api):
 
 def test_get_unknown_pool(cli, api):
     assert failed(cli("pool", "get", "nope")) == (
-        "error: api_error: not_found: storage pool not found\n"
+        "Error: pool \"nope\" not found; run 'otherix pool list' to see the pools\n"
     )
     assert failed(cli("pool", "get", "00000000-0000-4000-8000-000000000000")) == (
-        "error: api_error: not_found: storage pool not found\n"
+        'Error: pool "00000000-0000-4000-8000-000000000000" not found; '
+        "run 'otherix pool list' to see the pools\n"
     )

@@ -51,7 +51,11 @@ def test_reinit_asks_on_a_terminal_and_a_no_changes_nothing(cli, api):
     failed_report(api, node, "fast", "pool_identity_mismatch")
     result = cli("pool", "reinit", "fast", "--node", "node-a", tty=True, input="n\n")
     assert "reinitialise storage pool fast on node node-a? [y/N]: " in result.stderr
-    assert result.stdout == "aborted\n"
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    assert result.stderr.endswith(
+        "Error: aborted: did not reinitialise storage pool fast on node node-a\n"
+    )
     assert status(api, pool["id"]) == ("failed", "pool_identity_mismatch")
     result = cli("pool", "reinit", "fast", "--node", "node-a", tty=True, input="y\n")
     assert ok(result).startswith("pool fast on node node-a reinitialised\n")
@@ -62,7 +66,7 @@ def test_reinit_json(cli, api):
     node = join_node(api, "node-a")
     pool = create_pool(api, "fast", "node-a", FAST)
     failed_report(api, node, "fast", "pool_device_changed")
-    body = json.loads(ok(cli("pool", "reinit", "fast", "-o", "json")))
+    body = json.loads(ok(cli("pool", "reinit", "fast", "-o", "json", "--force")))
     assert body["id"] == pool["id"]
     assert body["reconciliation_status"] == "pending"
 
@@ -75,12 +79,12 @@ def test_reinit_refusals_say_why(cli, api):
     failed_report(api, node, "held")
     heartbeat(api, node, [pool_report("fine")])
     assert failed(cli("pool", "reinit", held["id"], "--force")) == (
-        f"error: pool {held['id']} holds 1 VM disk(s) (web-1): mount its disk back "
+        f"Error: pool {held['id']} holds 1 VM disk(s) (web-1): mount its disk back "
         "(the pool turns ready by itself), or delete those VMs first\n"
     )
     assert status(api, held["id"]) == ("failed", "pool_missing")
     err = failed(cli("pool", "reinit", "fine", "--force"))
-    assert err.startswith("error: cannot reinitialise pool fine: storage pool is ready; ")
+    assert err.startswith("Error: cannot reinitialise pool fine: storage pool is ready; ")
     assert "identity check failed" in err
     assert status(api, ready["id"])[0] == "ready"
     err = failed(cli("pool", "reinit", held["id"], "--force", role="viewer"))

@@ -7,7 +7,7 @@ import socket
 
 import httpx
 import yaml
-from clihelpers import failed, join_node, ok
+from clihelpers import failed, join_node, ok, usage
 
 from otherix.cli.config import load_config
 from support.server import ADMIN
@@ -49,8 +49,7 @@ def test_every_server_down_names_them_all(offline_cli):
         )
     )
     err = failed(cli.raw("--config", str(cli.config_path), "pool", "list"))
-    assert err.startswith(f"error: connection_refused: {b}/v1/storage-pools")  # the last one
-    assert f"(tried 2 control-plane URLs: {a}, {b})" in err
+    assert err == f"Error: cannot connect to the control plane at {a} and {b}: connection refused\n"
 
 
 def test_reset_credentials_prints_the_token_once_and_the_command_to_run(cli, api):
@@ -70,9 +69,13 @@ def test_reset_credentials_prints_the_token_once_and_the_command_to_run(cli, api
 
 def test_reset_credentials_refusals(cli, api):
     join_node(api, "reset-refused")
-    assert "--ttl: " in failed(cli("node", "reset-credentials", "reset-refused", "--ttl", "soon"))
+    assert usage(cli("node", "reset-credentials", "reset-refused", "--ttl", "soon")).startswith(
+        "Error: --ttl: "
+    )
     err = failed(cli("node", "reset-credentials", "reset-refused", "--ttl", "10s"))
-    assert "validation_failed" in err
-    assert "not_found" in failed(cli("node", "reset-credentials", "nosuch"))
+    assert "ttl_seconds" in err, err
+    assert failed(cli("node", "reset-credentials", "nosuch")) == (
+        "Error: node \"nosuch\" not found; run 'otherix node list' to see the nodes\n"
+    )
     err = failed(cli("node", "reset-credentials", "reset-refused", role="operator"))
-    assert "permission_denied" in err
+    assert err == "Error: permission denied: role operator lacks node:manage\n"

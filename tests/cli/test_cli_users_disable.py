@@ -38,6 +38,10 @@ def test_disable_then_enable(cli, api):
 
 
 def test_disable_needs_an_admin_and_refuses_oneself(cli, api):
-    assert "permission_denied" in failed(cli("user", "disable", "viewer", role="operator"))
+    assert failed(cli("user", "disable", "viewer", role="operator")) == (
+        "Error: permission denied: role operator lacks user:manage\n"
+    )
     assert "you cannot disable yourself" in failed(cli("user", "disable", "admin"))
-    assert "user not found" in failed(cli("user", "disable", "nobody"))
+    assert failed(cli("user", "disable", "nobody")) == (
+        "Error: user \"nobody\" not found; run 'otherix user list' to see the users\n"
+    )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from clihelpers import failed, get_json, ok
+from clihelpers import failed, get_json, ok, usage
 
 
 def test_user_list_create_delete(cli, api):
@@ -27,7 +27,7 @@ def test_user_list_create_delete(cli, api):
     assert ids.splitlines()[0].split() == ["ID", "NAME", "ROLE", "AGE"]
     assert body["id"] in ids
 
-    assert ok(cli("user", "delete", "alice")) == "user alice deleted\n"
+    assert ok(cli("user", "delete", "--force", "alice")) == "user alice deleted\n"
     assert get_json(api, "/v1/users/alice")[0] == 404
 
 
@@ -45,27 +45,26 @@ def test_user_create_json_and_prompted_password(cli, api):
         r = c.post("/v1/auth/login", json={"username": "carol", "password": "carol-pass-1"})
         assert r.status_code == 200
 
-    assert failed(cli("user", "create", "dave")) == (
-        "error: missing --password (or set OTHERIX_NEW_PASSWORD)\n"
+    assert usage(cli("user", "create", "dave")) == (
+        "Error: missing --password (or set OTHERIX_NEW_PASSWORD)\n"
     )
 
 
 def test_user_delete_asks_on_a_tty(cli, api):
     ok(cli("user", "create", "erin", "--password", "erin-pass-1"))
     result = cli("user", "delete", "erin", tty=True, input="n\n")
-    assert ok(result) == "aborted\n"
-    assert "delete user erin? [y/N]: " in result.stderr
+    assert failed(result) == "delete user erin? [y/N]: Error: aborted: did not delete user erin\n"
+    assert get_json(api, "/v1/users/erin")[0] == 200
+    assert usage(cli("user", "delete", "erin")).startswith("Error: refusing to delete user erin")
     assert get_json(api, "/v1/users/erin")[0] == 200
 
 
 def test_developer_gets_the_apis_permission_denied(cli):
     result = cli("user", "list", role="developer")
-    assert failed(result) == "error: api_error: permission_denied: role developer lacks user:read\n"
+    assert failed(result) == "Error: permission denied: role developer lacks user:read\n"
     assert result.stdout == ""
     result = cli("user", "create", "x", "--password", "xxxxxxxx", role="operator")
-    assert failed(result) == (
-        "error: api_error: permission_denied: role operator lacks user:manage\n"
-    )
+    assert failed(result) == ("Error: permission denied: role operator lacks user:manage\n")
 
 
 def test_token_create_list_revoke(cli, api):
@@ -88,7 +87,17 @@ def test_token_create_list_revoke(cli, api):
     assert cells[:4] == [token_id, "ci", secret[:8], "active"]
     assert cells[5] != "never"  # it was just used
 
-    assert ok(cli("token", "revoke", token_id, role="developer")) == f"token {token_id} revoked\n"
+    refused = cli("token", "revoke", token_id, role="developer")  # no terminal, no --force
+    assert usage(refused) == (
+        f"Error: refusing to revoke API token {token_id} without confirmation: stdin is not "
+        f"a terminal; pass --force to revoke API token {token_id} without being asked\n"
+    )
+    with api.server.client(secret) as c:
+        assert c.get("/v1/users/me").status_code == 200
+    declined = cli("token", "revoke", token_id, role="developer", tty=True, input="n\n")
+    assert failed(declined).endswith(f"Error: aborted: did not revoke API token {token_id}\n")
+    revoked = cli("token", "revoke", "--force", token_id, role="developer")
+    assert ok(revoked) == f"token {token_id} revoked\n"
     with api.server.client(secret) as c:
         assert c.get("/v1/users/me").status_code == 401
     assert ok(cli("token", "list", role="developer")).count("\n") == 1  # header only
@@ -99,8 +108,8 @@ def test_token_create_json_and_bad_duration(cli):
     body = json.loads(ok(cli("token", "create", "x", "-o", "json", role="viewer")))
     assert body["token"].startswith("otx_")
     assert body["expires_at"] is None
-    assert failed(cli("token", "create", "y", "--expires-in", "soon")) == (
-        'error: --expires-in: invalid duration "soon" (use a number with a unit: '
+    assert usage(cli("token", "create", "y", "--expires-in", "soon")) == (
+        'Error: --expires-in: invalid duration "soon" (use a number with a unit: '
         "ms, s, m, h or d, e.g. 24h)\n"
     )
     assert (
@@ -112,5 +121,8 @@ def test_token_create_json_and_bad_duration(cli):
 
 
 def test_revoking_an_unknown_token_is_not_found(cli):
-    err = failed(cli("token", "revoke", "00000000-0000-4000-8000-000000000000"))
-    assert err == "error: api_error: not_found: API token not found\n"
+    err = failed(cli("token", "revoke", "--force", "00000000-0000-4000-8000-000000000000"))
+    assert err == (
+        'Error: API token "00000000-0000-4000-8000-000000000000" not found; '
+        "run 'otherix token list' to see the API tokens\n"
+    )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from clihelpers import failed, get_json, ok
+from clihelpers import failed, get_json, ok, usage
 from test_cli_vms_helpers import (
     IMAGE,
     MIB,
@@ -84,7 +84,7 @@ def test_create_without_a_default_pool_says_how_to_fix_it(cli, api):
     ready_node(api, "node-a")
     ok(cli("cluster", "unset-default-pool", "--force"))
     assert failed(cli(*CREATE)) == (
-        "error: no --pool given and the cluster default pool is not set "
+        "Error: no --pool given and the cluster default pool is not set "
         "(default_pool_not_set): pass --pool NAME, or set a default with "
         "'otherix cluster set-default-pool NAME'\n"
     )
@@ -95,19 +95,16 @@ def test_create_without_a_default_pool_says_how_to_fix_it(cli, api):
 def test_create_errors_from_the_server_and_before_it(cli, api):
     ready_node(api, "node-a")
     ok(cli(*CREATE))
-    assert failed(cli(*CREATE)) == (
-        "error: api_error: vm_name_in_use: a VM named 'web-1' already exists\n"
-    )
+    assert failed(cli(*CREATE)) == ("Error: a VM named 'web-1' already exists\n")
     assert failed(cli("vm", "create", "web-2", "--image-url", "ftp://x/y.img")) == (
-        "error: api_error: validation_failed: image_url must be an absolute http:// or "
-        "https:// URL\n"
+        "Error: image_url must be an absolute http:// or https:// URL\n"
     )
-    assert failed(cli(*CREATE, "--wait", "--wait-timeout", "soon")) == (
-        'error: --wait-timeout: invalid duration "soon" '
+    assert usage(cli(*CREATE, "--wait", "--wait-timeout", "soon")) == (
+        'Error: --wait-timeout: invalid duration "soon" '
         "(use a number with a unit: ms, s, m, h or d, e.g. 24h)\n"
     )
-    assert failed(cli(*CREATE, "-o", "yaml")) == (
-        'error: --output: unknown format "yaml" (text, json)\n'
+    assert usage(cli(*CREATE, "-o", "yaml")) == (
+        'Error: --output: unknown format "yaml" (text, json)\n'
     )
     result = cli("vm", "create", "web-3")
     assert result.exit_code == 2
@@ -149,7 +146,7 @@ def test_wait_failure_exits_1_with_the_reason(cli, api):
     agent = PacedAgent(api, node, [running(50 * MIB), failure("checksum_mismatch", message)])
     result = cli(*CREATE, "--image-sha256", "ab" * 32, "--wait", context=agent.context())
     agent.join()
-    assert failed(result) == f"error: vm web-1 failed: checksum_mismatch: {message}\n"
+    assert failed(result) == f"Error: vm web-1 failed: checksum_mismatch: {message}\n"
     assert result.stdout == (
         "vm web-1 created\npool: default\nnode: node-a\n"
         f"phase: error (checksum_mismatch: {message})\n"
@@ -165,7 +162,7 @@ def test_wait_on_an_unplaceable_vm_prints_the_reason_and_times_out(cli, api):
     why = 'pool_not_found: pool "ghost" not found in cluster'
     assert failed(result) == (
         f"vm web-1 pending: {why}\n"  # once, however many polls
-        f"error: vm web-1 was not placed within 3s (pending: {why}); the scheduler keeps "
+        f"Error: vm web-1 was not placed within 3s (pending: {why}); the scheduler keeps "
         "trying: check it with 'otherix vm get web-1'\n"
     )
     assert clock.now == 3.0
@@ -190,7 +187,7 @@ def test_wait_on_a_terminal_shows_the_placement_wait_in_place(cli, api):
     assert frames(result.stderr) == [
         f"vm web-1 pending: {why}",  # a lasting line, then the in-place one
         "waiting for vm web-1 to be placed",
-        f"error: vm web-1 was not placed within 1s (pending: {why}); the scheduler keeps "
+        f"Error: vm web-1 was not placed within 1s (pending: {why}); the scheduler keeps "
         "trying: check it with 'otherix vm get web-1'",
     ]
 
@@ -204,7 +201,7 @@ def test_wait_timeout_while_the_task_runs_points_at_task_wait(cli, api):
     _, tasks = get_json(api, "/v1/tasks?type=vm.create")
     task_id = tasks["data"][0]["id"]
     assert failed(result) == (
-        f"error: vm web-1 is not ready after 2s: task {task_id} is running (1%); it goes on "
+        f"Error: vm web-1 is not ready after 2s: task {task_id} is running (1%); it goes on "
         f"in the background: follow it with 'otherix task wait {task_id}'\n"
     )
     assert "phase: creating" in result.stdout
@@ -217,5 +214,5 @@ def test_a_developer_waits_on_its_own_vm_and_a_viewer_cannot_create(cli, api):
     agent.join()
     assert ok(result).endswith("phase: stopped (disk ready)\n")
     assert failed(cli("vm", "create", "web-2", "--image-url", IMAGE, role="viewer")) == (
-        "error: api_error: permission_denied: role viewer lacks vm:create\n"
+        "Error: permission denied: role viewer lacks vm:create\n"
     )

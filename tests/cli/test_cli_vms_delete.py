@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from clihelpers import failed, get_json, ok
+from clihelpers import failed, get_json, ok, usage
 from test_cli_vms_helpers import (
     FakeClock,
     PacedAgent,
@@ -29,14 +29,16 @@ def placed_vm(api, name="web-1"):
 def test_delete_an_unplaced_vm_is_immediate(cli, api):
     ready_node(api, "node-a")
     make_vm(api, "web-1", pool="ghost")
-    assert ok(cli("vm", "delete", "web-1")) == "vm web-1 deleted\n"
+    assert ok(cli("vm", "delete", "--force", "web-1")) == "vm web-1 deleted\n"
     assert vm_of(api, "web-1") is None
-    assert failed(cli("vm", "delete", "web-1")) == "error: api_error: not_found: vm not found\n"
+    assert failed(cli("vm", "delete", "--force", "web-1")) == (
+        "Error: VM \"web-1\" not found; run 'otherix vm list' to see the VMs\n"
+    )
 
 
 def test_delete_a_placed_vm_starts_a_task(cli, api):
     placed_vm(api)
-    out = ok(cli("vm", "delete", "web-1"))
+    out = ok(cli("vm", "delete", "--force", "web-1"))
     vm = vm_of(api, "web-1")
     task_id = vm["status"]["task_id"]
     assert out == f"vm web-1 deleting (task {task_id})\n"
@@ -44,20 +46,28 @@ def test_delete_a_placed_vm_starts_a_task(cli, api):
     _, task = get_json(api, f"/v1/tasks/{task_id}")
     assert (task["type"], task["status"], task["resource_id"]) == ("vm.delete", "pending", vm["id"])
     # asking again while it runs answers the same task
-    assert ok(cli("vm", "delete", "web-1")) == out
+    assert ok(cli("vm", "delete", "--force", "web-1")) == out
 
 
 def test_delete_prompts_on_a_terminal(cli, api):
     ready_node(api, "node-a")
     make_vm(api, "web-1", pool="ghost")
     result = cli("vm", "delete", "web-1", tty=True, input="n\n")
-    assert ok(result) == "aborted\n"
-    assert result.stderr == "delete vm web-1? [y/N]: "
+    assert failed(result) == "delete vm web-1? [y/N]: Error: aborted: did not delete vm web-1\n"
+    assert result.stdout == ""
+    assert vm_of(api, "web-1") is not None
+    result = cli("vm", "delete", "web-1")  # no terminal, no --force
+    assert usage(result) == (
+        "Error: refusing to delete vm web-1 without confirmation: stdin is not a terminal; "
+        "pass --force to delete vm web-1 without being asked\n"
+    )
     assert vm_of(api, "web-1") is not None
     result = cli("vm", "delete", "web-1", tty=True, input="y\n")
     assert ok(result) == "vm web-1 deleted\n"
     result = cli("vm", "delete", "web-2", "--force", tty=True)
-    assert failed(result) == "error: api_error: not_found: vm not found\n"  # no prompt
+    assert failed(result) == (  # no prompt
+        "Error: VM \"web-2\" not found; run 'otherix vm list' to see the VMs\n"
+    )
 
 
 def test_delete_wait_follows_the_task_until_the_disk_is_gone(cli, api):
@@ -73,9 +83,9 @@ def test_delete_wait_follows_the_task_until_the_disk_is_gone(cli, api):
 def test_delete_wait_failure_and_timeout(cli, api):
     node = placed_vm(api)
     agent = PacedAgent(api, node, [failure("vm_delete_failed", "disk busy")], task_type="vm.delete")
-    result = cli("vm", "delete", "web-1", "--wait", context=agent.context())
+    result = cli("vm", "delete", "--force", "web-1", "--wait", context=agent.context())
     agent.join()
-    assert failed(result) == "error: vm web-1 delete failed: vm_delete_failed: disk busy\n"
+    assert failed(result) == "Error: vm web-1 delete failed: vm_delete_failed: disk busy\n"
     assert result.stdout == ""
     assert vm_of(api, "web-1")["status"]["phase"] == "error"
 
@@ -83,10 +93,17 @@ def test_delete_wait_failure_and_timeout(cli, api):
     [task] = [t for t in desired_tasks(api, node) if t["type"] == "vm.create"]
     agent_report(api, node, task["id"], **created(task))
     result = cli(
-        "vm", "delete", "web-2", "--wait", "--wait-timeout", "1s", context=FakeClock().context()
+        "vm",
+        "delete",
+        "web-2",
+        "--force",
+        "--wait",
+        "--wait-timeout",
+        "1s",
+        context=FakeClock().context(),
     )
     task_id = vm_of(api, "web-2")["status"]["task_id"]
     assert failed(result) == (
-        f"error: vm web-2 is still deleting after 1s (task {task_id} pending); "
+        f"Error: vm web-2 is still deleting after 1s (task {task_id} pending); "
         f"follow it with 'otherix task wait {task_id}'\n"
     )

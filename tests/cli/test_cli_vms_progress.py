@@ -5,10 +5,11 @@ from __future__ import annotations
 import io
 import os
 
+import click
 import pytest
 
 from otherix.cli import progress
-from otherix.cli.context import CliContext, CliError
+from otherix.cli.context import CliContext
 from otherix.cli.progress import RateMeter, StatusLine, live_output, parse_timeout, task_line
 from otherix.cli.views.vms import phase_text, vm_manifest
 
@@ -150,9 +151,9 @@ def test_live_output_needs_both_streams_on_a_terminal(monkeypatch, out, err, liv
 def test_parse_timeout():
     assert parse_timeout("--timeout", "5m") == 300
     assert parse_timeout("--timeout", "1m30s") == 90
-    with pytest.raises(CliError, match=r"^--timeout: must be more than 0s$"):
+    with pytest.raises(click.UsageError, match=r"^--timeout: must be more than 0s$"):
         parse_timeout("--timeout", "0s")
-    with pytest.raises(CliError, match=r'^--wait-timeout: invalid duration "x"'):
+    with pytest.raises(click.UsageError, match=r'^--wait-timeout: invalid duration "x"'):
         parse_timeout("--wait-timeout", "x")
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import yaml
-from clihelpers import failed, ok, table
+from clihelpers import failed, ok, table, usage
 from test_cli_vms_helpers import (
     IMAGE,
     agent_report,
@@ -61,17 +61,16 @@ def test_list_ids_paging_json_and_yaml(cli, api):
     assert [r["NAME"] for r in table(out.split("\n\n")[0])] == ["web-1"]
     body = json.loads(ok(cli("vm", "list", "--limit", "1", "-o", "json")))
     cursor = body["meta"]["next_cursor"]
-    assert out.endswith(
-        f"\nMore results - next page (re-add any filters):\n  otherix vm list --cursor {cursor}\n"
-    )
+    assert out.endswith(f" vm list --limit 1 --cursor {cursor}\n")
+    assert "\nMore results - next page:\n  otherix " in out
     assert [vm["name"] for vm in body["data"]] == ["web-1"]
     page2 = table(ok(cli("vm", "list", "--limit", "1", "--cursor", cursor)))
     assert [r["NAME"] for r in page2] == ["web-2"]
 
     result = cli("vm", "list", "-o", "yaml")
     assert [d["metadata"]["name"] for d in yaml.safe_load_all(ok(result))] == ["web-1", "web-2"]
-    assert failed(cli("vm", "list", "-o", "text")) == (
-        'error: --output: unknown format "text" (table, json, yaml)\n'
+    assert usage(cli("vm", "list", "-o", "text")) == (
+        'Error: --output: unknown format "text" (table, json, yaml)\n'
     )
 
 
@@ -108,7 +107,9 @@ def test_get_text_shows_disks_with_pool_and_size(cli, api):
     assert "disks: <none>\n" in out
     assert "disk_gib: 0 (the image's virtual size)\n" in out
     assert json.loads(ok(cli("vm", "get", "web-1", "-o", "json"))) == vm
-    assert failed(cli("vm", "get", "nope")) == "error: api_error: not_found: vm not found\n"
+    assert failed(cli("vm", "get", "nope")) == (
+        "Error: VM \"nope\" not found; run 'otherix vm list' to see the VMs\n"
+    )
 
 
 def test_get_yaml_is_an_apply_ready_manifest(cli, api):
@@ -146,7 +147,7 @@ def test_get_yaml_is_an_apply_ready_manifest(cli, api):
 def test_blocked_pool_delete_lists_the_vms_holding_a_disk(cli, api):
     _, pool = two_vms(api)
     make_vm(api, "web-3", pool="fast", node="node-z")  # asks for fast, holds no disk
-    result = cli("pool", "delete", "fast")
+    result = cli("pool", "delete", "--force", "fast")
     assert result.exit_code == 1
     assert result.stdout == (
         "cannot delete pool fast — blocked by:\n"
@@ -157,7 +158,7 @@ def test_blocked_pool_delete_lists_the_vms_holding_a_disk(cli, api):
         "\n"
         "clean up the listed dependents before retrying delete.\n"
     )
-    assert result.stderr == "error: pool fast blocked: conflict\n"
-    result = cli("pool", "delete", pool["id"], "-o", "json")
+    assert result.stderr == "Error: pool fast blocked: conflict\n"
+    result = cli("pool", "delete", "--force", pool["id"], "-o", "json")
     assert json.loads(result.stdout)["vms"] == ["web-1"]
     assert vm_of(api, "web-1") is not None

@@ -21,8 +21,11 @@ def cli_env(url: str, token: str, config_dir: Path) -> dict[str, str]:
     }
 
 
-def run(env: Mapping[str, str], *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
-    """Run ``otherix ARGS``; assert exit 0 (``ok``) or exit 1 (an error, as the CLI reports one)."""
+def run(
+    env: Mapping[str, str], *args: str, ok: bool = True, code: int | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``otherix ARGS``; assert exit 0 (``ok``) or exit 1 (an error, as the CLI reports
+    one), or exactly ``code`` when given (2: a usage error)."""
     r = subprocess.run(
         [OTHERIX, *args],
         env=dict(env),
@@ -31,7 +34,7 @@ def run(env: Mapping[str, str], *args: str, ok: bool = True) -> subprocess.Compl
         timeout=180,
         stdin=subprocess.DEVNULL,
     )
-    expected = 0 if ok else 1
+    expected = code if code is not None else 0 if ok else 1
     assert r.returncode == expected, (
         f"otherix {' '.join(args)} exited {r.returncode}:\n{r.stdout}\n{r.stderr}"
     )

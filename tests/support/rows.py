@@ -47,3 +47,36 @@ def add_vm_disk(
 def remove_vm_disks(db: Database, vm_id: str) -> None:
     with db.write() as conn:
         conn.execute(vm_disks.delete().where(vm_disks.c.vm_id == vm_id))
+
+
+#: The tables a create can write (rows, revisions, tasks, Idempotency-Key records).
+WRITTEN_BY_CREATES = (
+    "storage_pools",
+    "pool_status",
+    "vms",
+    "vm_disks",
+    "tasks",
+    "idempotency_keys",
+    "nodes",
+    "cluster_settings",
+)
+
+
+#: Columns written behind the scenes by the liveness and heartbeat workers.
+_VOLATILE = {"nodes": {"last_heartbeat_at", "status", "status_changed_at", "updated_at"}}
+
+
+def snapshot(db: Database) -> dict[str, list[tuple[object, ...]]]:
+    """Every row of the tables a create can touch, sorted: equal snapshots mean
+    nothing was written (a node's ``desired_revision`` is part of its row; the
+    heartbeat times the workers flush in the background are left out)."""
+    from otherix.store.schema import metadata
+
+    out: dict[str, list[tuple[object, ...]]] = {}
+    with db.read() as conn:
+        for name in WRITTEN_BY_CREATES:
+            table = metadata.tables[name]
+            columns = [c for c in table.c if c.name not in _VOLATILE.get(name, set())]
+            rows = conn.execute(table.select().with_only_columns(*columns)).all()
+            out[name] = sorted((tuple(r) for r in rows), key=repr)
+    return out

@@ -117,7 +117,8 @@ def test_the_cli_blocked_pool_delete_lists_the_vms_holding_disks(api, tmp_path):
     create_vm(api, "web-2", pool="fast", role="operator")
     context = CliContext()
     context.env = {"HOME": str(tmp_path)}
-    args = ["--endpoint", api.url, "--token", api.tokens["admin"], "pool", "delete", fast["id"]]
+    args = ["--endpoint", api.url, "--token", api.tokens["admin"], "pool", "delete", "--force"]
+    args.append(fast["id"])
     result = CliRunner().invoke(cli, args, obj=context, prog_name="otherix")
     assert result.exit_code == 1, result.output
     assert result.stdout == (

@@ -4,6 +4,7 @@ The same key with the same request (method, path, query, body) within 24 h
 replays the first answer; the same key with a different request gets 409
 ``idempotency_key_mismatch``. Answers of 500 and above, and 401/403/429, are
 not stored: the client should retry them.
+A dry run (``?dry_run=true``, which writes nothing) leaves no record either.
 
 Who a key answers. The key is looked up only once the request has
 authenticated and is authorised: the route guard (``deps.require``) calls
@@ -44,6 +45,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import parse_qs
 
 import anyio
 from fastapi import Request
@@ -65,6 +67,8 @@ WITHHELD_HEADER = "Idempotent-Replay-Withheld"
 #: seconds between two passes of the ``store-watch`` worker (file check, releases)
 STORE_WATCH_INTERVAL = 1.0
 log = logging.getLogger(__name__)
+#: ``dry_run`` values that do not ask for a dry run (pydantic's false words).
+_FALSE = {"", "0", "off", "f", "false", "n", "no"}
 
 
 @dataclass
@@ -275,10 +279,18 @@ class _Capture:
         await self.send(msg)
 
 
+def _dry_run(scope: Scope) -> bool:
+    """A ``?dry_run=`` request writes nothing, so it leaves no record either."""
+    query = parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+    return any(v.strip().lower() not in _FALSE for v in query.get("dry_run", []))
+
+
 def _key_of(scope: Scope) -> str | None:
     if scope["type"] != "http" or scope["method"] not in MUTATING:
         return None
     if not scope["path"].startswith("/v1/"):
+        return None
+    if _dry_run(scope):
         return None
     headers = dict(scope.get("headers") or [])
     return headers.get(b"idempotency-key", b"").decode("latin-1") or None

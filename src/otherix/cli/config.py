@@ -32,6 +32,13 @@ Choices where the contract is silent: empty flag or environment values count
 as unset; an explicit ``--cluster`` naming no entry is an error even when
 ``--endpoint``/``--token`` are also given; a ``current-cluster`` naming no
 entry is an error only when the endpoint has to come from it.
+
+A token goes only to its own server: when ``--endpoint`` (or
+``$OTHERIX_SERVER``) names a server that is not the entry's (compared as
+scheme, host and port, default ports filled in, and path), the entry's token
+is withheld (``Resolved.withheld_from``) and the command needs an explicit
+``--token`` or ``$OTHERIX_API_TOKEN``; otherwise a mistyped or hostile
+endpoint would receive the cluster's credential.
 """
 
 from __future__ import annotations
@@ -43,6 +50,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -58,6 +66,7 @@ __all__ = [
     "load_config",
     "remove_cluster",
     "resolve",
+    "same_server",
     "save_config",
     "use_cluster",
 ]
@@ -78,6 +87,10 @@ class ConfigError(Exception):
 
 class ClusterNotFound(ConfigError):
     """A cluster name (``--cluster``, ``config use``/``remove``) has no entry."""
+
+
+def cluster_not_found(name: str) -> str:
+    return f"cluster \"{name}\" not found in config; run 'otherix config list' to see the clusters"
 
 
 @dataclass
@@ -114,6 +127,8 @@ class Resolved:
     Sources are ``flag``, ``env`` or ``config:<name>``. ``token`` (and its
     source) is None when nothing supplies one; the caller decides whether
     that is an error. ``cluster_name`` is the config entry consulted, if any.
+    ``withheld_from`` names that entry when its token was not used because
+    the endpoint is another server's.
     """
 
     endpoint: str
@@ -127,6 +142,8 @@ class Resolved:
     @property
     def urls(self) -> tuple[str, ...]:
         return self.endpoints or (self.endpoint,)
+
+    withheld_from: str | None = None
 
 
 def default_config_path(env: Mapping[str, str]) -> Path:
@@ -305,7 +322,7 @@ def remove_cluster(cfg: CliConfig, name: str) -> None:
     remaining entry becomes current (``""`` when none remains)."""
     entry = find_cluster(cfg, name)
     if entry is None:
-        raise ClusterNotFound(f'cluster "{name}" not found in config')
+        raise ClusterNotFound(cluster_not_found(name))
     cfg.clusters.remove(entry)
     if cfg.current_cluster == name:
         cfg.current_cluster = min((c.name for c in cfg.clusters), default="")
@@ -314,8 +331,38 @@ def remove_cluster(cfg: CliConfig, name: str) -> None:
 def use_cluster(cfg: CliConfig, name: str) -> None:
     """Make ``name`` the current cluster (in place)."""
     if find_cluster(cfg, name) is None:
-        raise ClusterNotFound(f'cluster "{name}" not found in config')
+        raise ClusterNotFound(cluster_not_found(name))
     cfg.current_cluster = name
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _server_key(url: str) -> tuple[str, str, int | None, str]:
+    parts = urlsplit(url.strip())
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port
+    except ValueError:  # a malformed port never matches a real one
+        port = -1
+    return (
+        scheme,
+        (parts.hostname or "").lower(),
+        port if port is not None else _DEFAULT_PORTS.get(scheme),
+        parts.path.rstrip("/"),
+    )
+
+
+def entry_servers(entry: ClusterEntry) -> list[str]:
+    """Every server URL an entry names: ``server`` plus any ``servers`` (failover) list."""
+    extra = getattr(entry, "servers", None) or []
+    return [entry.server, *(str(s) for s in extra)]
+
+
+def same_server(endpoint: str, entry: ClusterEntry) -> bool:
+    """Whether ``endpoint`` is one of the entry's own servers (its token may go there)."""
+    key = _server_key(endpoint)
+    return any(s and _server_key(s) == key for s in entry_servers(entry))
 
 
 def resolve(
@@ -329,16 +376,18 @@ def resolve(
 
     Endpoint: ``--endpoint`` > ``$OTHERIX_SERVER`` > the ``--cluster`` entry
     > the current entry (all of its ``servers``, in ``endpoints``). Token:
-    ``--token`` > ``$OTHERIX_API_TOKEN`` > the same entry. With ``--cluster``
-    only that entry is consulted (no fallback to current) and a missing one
-    raises ``ClusterNotFound``. No endpoint raises ``ConfigError``; no token
-    gives ``token=None``.
+    ``--token`` > ``$OTHERIX_API_TOKEN`` > the same entry, and the entry's
+    only when the endpoint is one of the entry's servers (else ``token=None``
+    and ``withheld_from`` names the entry). With ``--cluster`` only that entry
+    is consulted (no fallback to current) and a missing one raises
+    ``ClusterNotFound``. No endpoint raises ``ConfigError``; no token gives
+    ``token=None``.
     """
     entry: ClusterEntry | None = None
     if flag_cluster:
         entry = find_cluster(cfg, flag_cluster)
         if entry is None:
-            raise ClusterNotFound(f'cluster "{flag_cluster}" not found in config')
+            raise ClusterNotFound(cluster_not_found(flag_cluster))
     elif cfg.current_cluster:
         entry = find_cluster(cfg, cfg.current_cluster)
     source = f"config:{entry.name}" if entry is not None else ""
@@ -361,12 +410,16 @@ def resolve(
 
     token: str | None = None
     token_source: str | None = None
+    withheld: str | None = None
     if flag_token:
         token, token_source = flag_token, "flag"
     elif env.get(ENV_TOKEN):
         token, token_source = env[ENV_TOKEN], "env"
     elif entry is not None and entry.token:
-        token, token_source = entry.token, source
+        if endpoint_source == source or same_server(endpoint, entry):
+            token, token_source = entry.token, source
+        else:
+            withheld = entry.name
 
     return Resolved(
         endpoint=endpoint,
@@ -375,4 +428,5 @@ def resolve(
         token_source=token_source,
         cluster_name=entry.name if entry is not None else None,
         endpoints=endpoints,
+        withheld_from=withheld,
     )

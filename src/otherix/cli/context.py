@@ -47,7 +47,7 @@ DEFAULT_TIMEOUT = 30.0
 
 
 class CliError(Exception):
-    """A command failed; the root command prints ``error: <message>``, exit 1."""
+    """A command failed; the root command prints ``Error: <message>``, exit 1."""
 
 
 def _stdout(text: str) -> None:
@@ -148,6 +148,12 @@ class CliContext:
             self.warn(
                 f"debug: endpoint {', '.join(resolved.urls)} ({resolved.endpoint_source}), "
                 f"token ({resolved.token_source or 'none'})"
+            )
+        if not resolved.token and resolved.withheld_from:
+            raise ConfigError(
+                f'not sending the token of cluster "{resolved.withheld_from}" to '
+                f"{resolved.endpoint}: that is not the cluster's server; pass --token "
+                "(or set OTHERIX_API_TOKEN) for that server"
             )
         if not resolved.token:
             raise ConfigError(NO_CREDENTIAL)

@@ -2,27 +2,33 @@
 
 Owns the composition root of the CLI process: the root click group with the
 global flags of §5.1 (``--endpoint``, ``--token``, ``--cluster``,
-``--config``, ``--debug``, ``--version``), the registration of one command
-group per resource (``otherix.cli.commands.*``) plus the three manifest
-commands ``create -f``, ``apply -f`` and ``delete -f``, and the translation of
-every failure into ``error: <message>`` on stderr. Console script:
+``--config``, ``--debug``, ``--version``), the check that refuses unknown
+``OTHERIX_`` environment variables before any command runs
+(``otherix.config.check_env``), the registration of one command group per
+resource (``otherix.cli.commands.*``) plus the three manifest commands
+``create -f``, ``apply -f`` and ``delete -f``, and the translation of every
+failure into one sentence, ``Error: <sentence>`` on stderr
+(``otherix.cli.errors.describe``). Console script:
 ``otherix = otherix.cli.main:main``.
 
 Exit codes:
 
-- ``0`` success, including a confirmation prompt answered "no" (``aborted``).
-- ``1`` every command error: API errors (``api_error: <code>: <message>``),
-  transport errors (``connection_refused: …``, ``request_timeout: …``),
-  config-file and resolution errors, a bad ``-o`` value, failed waits, and
-  unexpected exceptions. A traceback is printed only with ``--debug``
-  (which also reports where the endpoint and token came from: ``flag``,
-  ``env`` or ``config:<name>``).
-- ``2`` click's own usage errors (unknown command or option, missing
-  required option or argument, a value outside an ``IntRange``), printed in
-  click's ``Usage: …`` / ``Error: …`` form. The contract says exit 1 is the
-  only error code; we keep click's 2 for these because they are detected
-  before the command runs and scripts commonly tell "you called it wrong"
-  apart from "it failed".
+- ``0`` success.
+- ``1`` every command failure: an API error (``Error: pool "x" not found;
+  run 'otherix pool list' to see the pools``), a transport error
+  (``Error: cannot connect to the control plane at http://...: connection
+  refused``), config-file, environment and resolution errors, failed waits,
+  a confirmation prompt answered "no" (``Error: aborted: did not delete
+  ...``), and unexpected exceptions. A traceback, and the API error's code,
+  status and details, are printed only with ``--debug`` (which also reports
+  where the endpoint and token came from: ``flag``, ``env`` or
+  ``config:<name>``).
+- ``2`` usage errors, in click's ``Usage: …`` / ``Error: …`` form: click's
+  own (unknown command or option, missing required option or argument, a
+  value outside an ``IntRange``) and ours (an ``-o`` format the command does
+  not have, an unparsable duration or JSON flag, a missing required input,
+  and a destructive command run without a terminal and without ``--force``).
+  Scripts can tell "you called it wrong" (2) apart from "it failed" (1).
 
 Shell completion is click's: ``otherix completion bash|zsh|fish`` prints the
 script (``eval "$(otherix completion bash)"``), and the script calls back
@@ -47,9 +53,10 @@ from otherix.cli.commands.tasks import task
 from otherix.cli.commands.tokens import token
 from otherix.cli.commands.users import user
 from otherix.cli.commands.vms import vm
-from otherix.cli.config import ConfigError
 from otherix.cli.context import CliContext, CliError
-from otherix.client.errors import ApiError, ClientError
+from otherix.cli.errors import debug_detail, describe
+from otherix.config import ConfigError as EnvError
+from otherix.config import check_env
 
 __all__ = ["cli", "error_message", "main"]
 
@@ -57,20 +64,12 @@ PROG = "otherix"
 
 
 def error_message(exc: BaseException) -> str:
-    """The text after ``error: `` for a failure escaping a command."""
-    if isinstance(exc, ApiError) and exc.code == "path_not_allowed":
-        prefixes = exc.details.get("allowed_prefixes")
-        if isinstance(prefixes, list) and prefixes:
-            return f"{exc} (allowed prefixes: {', '.join(str(p) for p in prefixes)})"
-    if isinstance(exc, CliError | ClientError | ConfigError):
-        return str(exc)
-    detail = str(exc)
-    name = type(exc).__name__
-    return f"{name}: {detail} (run with --debug for a traceback)" if detail else name
+    """The sentence after ``Error: `` for a failure escaping a command."""
+    return describe(exc)
 
 
 class OtherixGroup(click.Group):
-    """A group that renders command failures as ``error: <message>``, exit 1."""
+    """A group that renders command failures as ``Error: <sentence>``, exit 1."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -81,7 +80,9 @@ class OtherixGroup(click.Group):
             obj = ctx.find_object(CliContext) or CliContext()
             if obj.debug:
                 obj.err(traceback.format_exc())
-            obj.err(f"error: {error_message(exc)}\n")
+                if (detail := debug_detail(exc)) is not None:
+                    obj.err(detail + "\n")
+            obj.err(f"Error: {error_message(exc)}\n")
             raise click.exceptions.Exit(1) from exc
 
 
@@ -89,7 +90,8 @@ class OtherixGroup(click.Group):
 @click.option(
     "--endpoint",
     metavar="URL",
-    help="Control-plane URL (overrides $OTHERIX_SERVER and the config file).",
+    help="Control-plane URL (overrides $OTHERIX_SERVER and the config file). "
+    "The config file's token is sent only to its own server: give --token for another.",
 )
 @click.option(
     "--token",
@@ -142,6 +144,10 @@ def cli(
     obj.flag_config = config_path
     obj.debug = debug
     ctx.call_on_close(obj.close)
+    try:
+        check_env(obj.env)
+    except EnvError as exc:
+        raise CliError(str(exc)) from exc
 
 
 for _group in (config, user, token, node, pool, vm, task, cluster, completion):

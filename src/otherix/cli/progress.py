@@ -38,6 +38,7 @@ from typing import Any
 
 from otherix.cli.context import CliContext, CliError
 from otherix.cli.durations import format_duration, parse_duration
+from otherix.cli.errors import usage_error
 from otherix.cli.output import human_bytes
 from otherix.cli.views.vms import failure_reason, phase_text
 from otherix.cli.wait import Outcome, poll
@@ -77,13 +78,14 @@ def live_output(ctx: CliContext) -> bool:
 
 
 def parse_timeout(flag: str, text: str) -> float:
-    """Seconds in a ``--wait-timeout``/``--timeout`` value; :class:`CliError` if not positive."""
+    """Seconds in a ``--wait-timeout``/``--timeout`` value; a usage error (exit 2) if not
+    a positive duration."""
     try:
         seconds = parse_duration(text)
     except ValueError as exc:
-        raise CliError(f"{flag}: {exc}") from exc
+        raise usage_error(f"{flag}: {exc}") from exc
     if seconds <= 0:
-        raise CliError(f"{flag}: must be more than 0s")
+        raise usage_error(f"{flag}: must be more than 0s")
     return seconds
 
 

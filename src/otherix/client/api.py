@@ -97,10 +97,14 @@ class ApiClient(HttpClient):
         return dict(self.json("GET", f"/v1/storage-pools/{_seg(ref)}"))
 
     def create_pool(
-        self, body: dict[str, Any], idempotency_key: str | None = None
+        self, body: dict[str, Any], idempotency_key: str | None = None, *, dry_run: bool = False
     ) -> dict[str, Any]:
+        """``dry_run``: the server checks everything and answers the would-be pool."""
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
-        return dict(self.json("POST", "/v1/storage-pools", json=body, headers=headers))
+        params = {"dry_run": "true"} if dry_run else None
+        return dict(
+            self.json("POST", "/v1/storage-pools", json=body, headers=headers, params=params)
+        )
 
     def update_pool(self, ref: str, body: dict[str, Any]) -> dict[str, Any]:
         return dict(self.json("PATCH", f"/v1/storage-pools/{_seg(ref)}", json=body))
@@ -135,9 +139,13 @@ class ApiClient(HttpClient):
     def list_vms(self, **params: Any) -> dict[str, Any]:
         return dict(self.json("GET", "/v1/vms", params=params))
 
-    def create_vm(self, body: dict[str, Any], idempotency_key: str | None = None) -> dict[str, Any]:
+    def create_vm(
+        self, body: dict[str, Any], idempotency_key: str | None = None, *, dry_run: bool = False
+    ) -> dict[str, Any]:
+        """``dry_run``: the server checks everything and answers the would-be VM."""
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
-        return dict(self.json("POST", "/v1/vms", json=body, headers=headers))
+        params = {"dry_run": "true"} if dry_run else None
+        return dict(self.json("POST", "/v1/vms", json=body, headers=headers, params=params))
 
     def get_vm(self, name: str) -> dict[str, Any]:
         return dict(self.json("GET", f"/v1/vms/{_seg(name)}"))

@@ -145,7 +145,8 @@ class HttpClient:
                 if count > 1 and isinstance(exc, (*_NOT_SENT, *_MAYBE_SENT)):
                     self._current = (index + 1) % count  # the next request starts elsewhere
                 if not movable or attempt == count - 1:
-                    raise self._tried(error, attempt + 1) from exc
+                    order = [self.base_urls[(first + i) % count] for i in range(attempt + 1)]
+                    raise self._tried(error, tuple(order)) from exc
                 continue
             self._current = index
             if resp.status_code >= 400:
@@ -153,11 +154,15 @@ class HttpClient:
             return resp
         raise AssertionError("unreachable") from error  # pragma: no cover - loop returns or raises
 
-    def _tried(self, error: TransportError, attempts: int) -> TransportError:
-        if attempts < 2:
+    def _tried(self, error: TransportError, tried: tuple[str, ...]) -> TransportError:
+        """The last URL's error, naming every URL tried when there were several."""
+        if len(tried) < 2:
             return error
         return type(error)(
-            f"{error.detail} (tried {attempts} control-plane URLs: {', '.join(self.base_urls)})"
+            f"{error.detail} (tried {len(tried)} control-plane URLs: {', '.join(tried)})",
+            url=error.url,
+            reason=error.reason,
+            tried=tried,
         )
 
     def json(self, method: str, path: str, **kwargs: Any) -> Any:

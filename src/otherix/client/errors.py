@@ -47,10 +47,20 @@ class ApiError(ClientError):
 
 
 class TransportError(ClientError):
+    """``str()`` is ``<kind>: <url>: <reason>`` (agent logs); ``url`` is the
+    request's URL and ``reason`` what went wrong, for callers that word it
+    themselves (the CLI); ``tried`` lists every control-plane URL tried when
+    the request failed over them all."""
+
     kind = "request_failed"
 
-    def __init__(self, detail: str) -> None:
+    def __init__(
+        self, detail: str, *, url: str = "", reason: str = "", tried: tuple[str, ...] = ()
+    ) -> None:
         self.detail = detail
+        self.url = url
+        self.reason = reason or detail
+        self.tried = tried
         super().__init__(f"{self.kind}: {detail}")
 
     @property
@@ -94,9 +104,11 @@ def from_response(resp: httpx.Response) -> ApiError:
 def from_httpx(exc: httpx.HTTPError, url: str) -> TransportError:
     cause = exc.__cause__ or exc.__context__
     if isinstance(exc, httpx.TimeoutException):
-        return RequestTimedOut(f"{url}: no answer in time")
+        return RequestTimedOut(f"{url}: no answer in time", url=url, reason="no answer in time")
     if isinstance(exc, httpx.ConnectError):
         if isinstance(cause, ssl.SSLError) or "SSL" in str(exc) or "certificate" in str(exc):
-            return TlsFailed(f"{url}: {exc}")
-        return ConnectionRefused(f"{url}: {exc or 'connection refused'}")
-    return RequestFailed(f"{url}: {exc or type(exc).__name__}")
+            return TlsFailed(f"{url}: {exc}", url=url, reason=str(exc))
+        reason = str(exc) or "connection refused"
+        return ConnectionRefused(f"{url}: {reason}", url=url, reason=reason)
+    reason = str(exc) or type(exc).__name__
+    return RequestFailed(f"{url}: {reason}", url=url, reason=reason)

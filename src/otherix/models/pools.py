@@ -73,6 +73,8 @@ class PoolCondition(Output):
     type: str
     message: str
     other_pool: PoolRef | None = None
+
+
 class VmDiskCounts(Output):
     """VM disks on a pool: ``missing`` are made disks whose file the agent reports
     gone, or every made disk while the pool is ``failed`` (see ``vm get``)."""

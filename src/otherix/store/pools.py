@@ -346,6 +346,8 @@ def delete_pools(conn: Connection, pool_ids: Sequence[str]) -> int:
         return 0
     conn.execute(ps.delete().where(ps.c.pool_id.in_(ids)))
     return conn.execute(sp.delete().where(sp.c.id.in_(ids))).rowcount
+
+
 def reinit_identity(conn: Connection, pool_id: str, marker_id: str) -> None:
     """Forget the pool's identity: a new marker id, ``create``, status ``pending``."""
     conn.execute(

@@ -210,7 +210,7 @@ def test_paging_footer():
     assert paging_footer("otherix pool list", None) == ""
     assert paging_footer("otherix pool list", "") == ""
     assert paging_footer("otherix pool list", "abc123") == (
-        "\nMore results - next page (re-add any filters):\n  otherix pool list --cursor abc123\n"
+        "\nMore results - next page:\n  otherix pool list --cursor abc123\n"
     )
 
 
@@ -230,7 +230,7 @@ def test_pool_text_full_layout():
         "reported_at: 2025-06-10T11:45:00Z\n"
         "is_cluster_default: true\n"
         "pressure:\n"
-        "  disk: ok\n"
+        "  disk: none\n"
         "reconciliation_status: ready\n"
         "last_reconciled_at: 2025-06-10T11:59:30Z\n"
         "images:\n"
@@ -297,7 +297,7 @@ def test_concept_text_two_instances():
         f"    id: {ID_A}\n"
         f"    path: {PATH}\n"
         "    available: 80.1GiB\n"
-        "    disk_pressure: ok\n"
+        "    disk_pressure: none\n"
         "    reconciliation_status: ready\n"
         "    image: ubuntu-24.04-minimal-cloudimg-arm64.img (sha 7f3c1a9b0e2d, 612.0MiB)\n"
         "  - node: node-b\n"

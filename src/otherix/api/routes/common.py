@@ -9,6 +9,21 @@ from fastapi import Request
 from otherix.errors import ValidationFailed
 from otherix.models.pagination import clamp_limit
 
+#: The ``dry_run`` query parameter of the create endpoints.
+DRY_RUN_DESCRIPTION = (
+    "Run every check of the create (validation, lookups, allowlist, uniqueness, "
+    "default-pool substitution) and answer 200 with what would be created; "
+    "write nothing (no row, no task, no Idempotency-Key record)."
+)
+
+
+def dry_run_answer(what: str, model: type[Any]) -> dict[str, Any]:
+    """The OpenAPI entry of a dry run's 200 answer (the would-be object)."""
+    return {
+        "model": model,
+        "description": f"dry run: the {what} that would be created; nothing was written",
+    }
+
 
 def limit_param(limit: int | None) -> int:
     try:

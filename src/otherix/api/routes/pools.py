@@ -1,13 +1,24 @@
-"""``/v1/storage-pools`` (contract 1.4). ``{id}`` is a UUID or a pool name."""
+"""``/v1/storage-pools`` (contract 1.4). ``{id}`` is a UUID or a pool name.
+
+``POST ?dry_run=true`` answers 200 with the pool that would be created after
+every check a create makes, and writes nothing (``services.pools.create``).
+"""
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 
 from otherix.api.deps import Deps, get_deps, require
-from otherix.api.routes.common import json_body, limit_param, page
+from otherix.api.routes.common import (
+    DRY_RUN_DESCRIPTION,
+    dry_run_answer,
+    json_body,
+    limit_param,
+    page,
+)
 from otherix.api.services import poolreinit, pools
 from otherix.models.pools import PoolConceptView, PoolCreate, PoolList, PoolUpdate, StoragePool
 from otherix.rbac import Permission
@@ -49,12 +60,21 @@ def list_pools(
     status_code=201,
     dependencies=[Depends(MANAGE)],
     openapi_extra=_body_schema(PoolCreate),
+    responses={200: dry_run_answer("pool", StoragePool)},
 )
-async def create_pool(request: Request, deps: Deps = Depends(get_deps)) -> StoragePool:
+async def create_pool(
+    request: Request,
+    response: Response,
+    dry_run: bool = Query(False, description=DRY_RUN_DESCRIPTION),
+    deps: Deps = Depends(get_deps),
+) -> StoragePool:
     from starlette.concurrency import run_in_threadpool
 
     raw = await json_body(request)
-    return await run_in_threadpool(pools.create, deps, raw)
+    pool = await run_in_threadpool(partial(pools.create, dry_run=dry_run), deps, raw)
+    if dry_run:
+        response.status_code = 200
+    return pool
 
 
 @router.get(

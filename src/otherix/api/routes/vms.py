@@ -2,17 +2,19 @@
 
 VMs are addressed by name only (a UUID in ``{name}`` is a 400). Placement
 happens after admission (``services.placement``, the scheduler worker).
+``POST ?dry_run=true`` answers 200 with the VM admission would make, writing
+nothing.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Query, Response
 from fastapi.responses import JSONResponse
 
 from otherix.api.deps import Deps, Principal, get_deps, require
-from otherix.api.routes.common import limit_param, page
+from otherix.api.routes.common import DRY_RUN_DESCRIPTION, dry_run_answer, limit_param, page
 from otherix.api.services import vms
 from otherix.errors import ValidationFailed
 from otherix.models.common import AsyncTaskAccepted
@@ -27,12 +29,24 @@ CREATE = require(Permission.VM_CREATE)
 DELETE = require(Permission.VM_DELETE)
 
 
-@router.post("", operation_id="createVm", status_code=201)
+@router.post(
+    "", operation_id="createVm", status_code=201, responses={200: dry_run_answer("VM", VM)}
+)
 def create_vm(
-    body: VMCreate, deps: Deps = Depends(get_deps), me: Principal = Depends(CREATE)
+    body: VMCreate,
+    response: Response,
+    dry_run: bool = Query(False, description=DRY_RUN_DESCRIPTION),
+    deps: Deps = Depends(get_deps),
+    me: Principal = Depends(CREATE),
 ) -> VM:
-    """Admit a VM (phase ``pending``); it is placed on a pool instance afterwards."""
-    return vms.create(deps, me, body)
+    """Admit a VM (phase ``pending``); it is placed on a pool instance afterwards.
+
+    ``?dry_run=true``: 200 with the VM as admission (and its first placement
+    attempt) would answer, and nothing written."""
+    vm = vms.create(deps, me, body, dry_run=dry_run)
+    if dry_run:
+        response.status_code = 200
+    return vm
 
 
 @router.get("", operation_id="listVms", response_model=VMList)

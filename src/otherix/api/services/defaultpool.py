@@ -27,7 +27,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from otherix.api.deps import Deps
-from otherix.errors import DefaultPoolNotSet, NotFound, PoolNotFoundForName, ValidationFailed
+from otherix.errors import (
+    DefaultPoolNotSet,
+    NotFound,
+    PoolNotFoundForName,
+    ValidationFailed,
+    not_found_message,
+)
 from otherix.models.nodes import DefaultPoolProvisioned, ProvisionOutcome
 from otherix.models.overlap import PoolPath, first_overlap
 from otherix.models.pools import DefaultPool
@@ -200,7 +206,10 @@ def provision(deps: Deps, node: dict[str, Any]) -> DefaultPoolProvisioned:
     plan = _plan(deps)
     with deps.db.write() as conn:
         if not qn.lock_node(conn, str(node["id"])):
-            raise NotFound("node not found", {"node": node["name"]})
+            raise NotFound(
+                not_found_message("node", node["name"], "otherix node list"),
+                {"node": node["name"]},
+            )
         result = _run(deps, conn, node, plan)
         if plan.outcome != "invalid_name":
             qn.set_default_pool_step(conn, str(node["id"]), deps.clock.now())
@@ -228,7 +237,9 @@ def put(deps: Deps, raw_name: str) -> DefaultPool:
         qp.lock_instances(conn, name)
         canonical = qp.first_name_match(conn, name)
         if canonical is None:
-            raise PoolNotFoundForName(details={"name": name})
+            raise PoolNotFoundForName(
+                not_found_message("pool", name, "otherix pool list"), {"name": name}
+            )
         qs.put_setting(conn, qs.DEFAULT_POOL_NAME, canonical, deps.clock.now())
     return DefaultPool(name=canonical)
 

@@ -24,7 +24,13 @@ from sqlalchemy.engine import Connection
 
 from otherix.api.deps import AgentIdentity, Deps
 from otherix.api.services import defaultpool, secrets
-from otherix.errors import Conflict, NotFound, Unauthenticated, ValidationFailed
+from otherix.errors import (
+    Conflict,
+    NotFound,
+    Unauthenticated,
+    ValidationFailed,
+    not_found_message,
+)
 from otherix.models.nodes import (
     DefaultPoolProvisioned,
     JoinToken,
@@ -78,6 +84,10 @@ def name_param(value: str, field: str = "name") -> str:
     return value
 
 
+def node_not_found(name: str) -> str:
+    return not_found_message("node", name, "otherix node list")
+
+
 def node_filter_id(conn: Connection, node: str | None) -> str | None:
     """A list filter ``?node=`` (name or UUID) -> the node's id; unknown -> 400."""
     if node is None:
@@ -86,7 +96,7 @@ def node_filter_id(conn: Connection, node: str | None) -> str | None:
         q.get_node(conn, node.lower()) if looks_like_uuid(node) else q.get_node_by_name(conn, node)
     )
     if row is None:
-        raise ValidationFailed("unknown node", {"node": node})
+        raise ValidationFailed(node_not_found(node), {"node": node})
     return str(row["id"])
 
 
@@ -95,7 +105,7 @@ def get_node_row(deps: Deps, name: str) -> dict[str, Any]:
     with deps.db.read() as conn:
         row = q.get_node_by_name(conn, name)
     if row is None:
-        raise NotFound("node not found")
+        raise NotFound(node_not_found(name))
     return row
 
 
@@ -129,7 +139,9 @@ def list_join_tokens(deps: Deps) -> list[JoinToken]:
 def delete_join_token(deps: Deps, token_id: str) -> None:
     with deps.db.write() as conn:
         if not q.delete_join_token(conn, token_id):
-            raise NotFound("join token not found")
+            raise NotFound(
+                not_found_message("join token", token_id, "otherix node join-token list")
+            )
 
 
 def join(deps: Deps, body: NodeJoin) -> NodeJoined:
@@ -305,7 +317,7 @@ def delete_node(deps: Deps, name: str) -> NodeDeleted:
         locked, default = _lock_for_delete(conn, row["id"])
         mine = [r for r in locked if r["node_id"] == row["id"]]
         if not q.lock_node(conn, row["id"]):
-            raise NotFound("node not found", {"node": name})
+            raise NotFound(node_not_found(name), {"node": name})
         current = {r["id"] for r in qp.paths_on_nodes(conn, [row["id"]])}
         if current != {r["id"] for r in mine}:
             raise Conflict(

@@ -42,6 +42,11 @@ from otherix.store import vms as qv
 log = logging.getLogger(__name__)
 
 CREATE = "vm.create"
+#: ``max_attempts`` of a new ``vm.create``: the node agent's
+#: ``tasks.vm_create_attempts`` default (docs/configuration.md). The agent
+#: retries the task itself and may report its own count and limit
+#: (``TaskUpdate.attempt``/``max_attempts``), which then replace these.
+VM_CREATE_ATTEMPTS = 3
 #: one placement at a time per process, so a periodic pass and an admission
 #: never compute a VM's reason from two different snapshots at once
 _LOCK = threading.Lock()
@@ -132,6 +137,7 @@ def bind(deps: Deps, vm: dict[str, Any], ask: Ask, c: Candidate) -> str:
             node_id=c.node_id,
             args=create_args(vm, c),
             created_by=vm["owner_id"],
+            max_attempts=VM_CREATE_ATTEMPTS,
         )
         claimed = qv.update_vm(
             conn,
@@ -275,4 +281,3 @@ tasks.RUNNING_HANDLERS[CREATE] = on_create_running
 tasks.RESULT_HANDLERS[CREATE] = on_create_success
 tasks.FAILURE_HANDLERS[CREATE] = on_create_failure
 tasks.CANCELLABLE_WHILE_PENDING.add(CREATE)
-tasks.MAX_ATTEMPTS[CREATE] = 3  # the agent's tasks.vm_create_attempts default; it reports its own

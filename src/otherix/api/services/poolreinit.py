@@ -36,7 +36,7 @@ from typing import Final
 
 from otherix.api.deps import Deps
 from otherix.api.services import defaultpool
-from otherix.api.services.pools import pool_view, resolve_one
+from otherix.api.services.pools import pool_not_found, pool_view, resolve_one
 from otherix.errors import Conflict, NotFound
 from otherix.models.pools import StoragePool
 from otherix.store import nodes as qn
@@ -72,10 +72,10 @@ def reinit(deps: Deps, ref: str) -> StoragePool:
     marker_id = str(uuid.uuid4())
     with deps.db.write() as conn:
         if qp.lock_pool(conn, target["id"]) is None:
-            raise NotFound("storage pool not found")
+            raise NotFound(pool_not_found(ref))
         row = qp.get_pool(conn, target["id"])
         if row is None:
-            raise NotFound("storage pool not found")
+            raise NotFound(pool_not_found(ref))
         if row["node_deleted_at"] is not None:
             raise Conflict("owning node is gone", {"current_status": "gone"})
         disks = qp.count_disks(conn, row["id"])

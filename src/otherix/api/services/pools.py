@@ -16,6 +16,12 @@ Views: every pool carries ``conditions``: ``path_overlap`` for rows that
 overlap from before the rule (computed on read for the page's nodes in one
 query), ``orphaned`` for a pool whose node was deleted while it held disks
 (its capacity is not shown: no agent measures it).
+
+A dry run (``create(..., dry_run=True)``, ``POST /v1/storage-pools?dry_run=true``)
+is the same create up to and including the insert, in a transaction that is
+then rolled back (``services.dryrun``): every check, the store's own
+constraints and the path rule included, decides as for a real create, and
+nothing is kept (no row, no revision bump, no watch wake-up).
 """
 
 from __future__ import annotations
@@ -27,13 +33,20 @@ from pydantic import ValidationError
 
 from otherix.api.deps import Deps
 from otherix.api.services import defaultpool
-from otherix.api.services.nodes import name_param, node_filter_id, projected_status
+from otherix.api.services.dryrun import Rehearsal
+from otherix.api.services.nodes import (
+    name_param,
+    node_filter_id,
+    node_not_found,
+    projected_status,
+)
 from otherix.errors import (
     Conflict,
     NotFound,
     PathNotAllowed,
     PoolNameAmbiguous,
     ValidationFailed,
+    not_found_message,
 )
 from otherix.models.overlap import (
     PoolPath,
@@ -65,6 +78,12 @@ from otherix.store import nodes as qn
 from otherix.store import pools as qp
 
 DUPLICATE = "another storage pool with this name already exists on the target node"
+
+
+def pool_not_found(ref: str) -> str:
+    return not_found_message("pool", ref, "otherix pool list")
+
+
 IN_USE = "storage pool is in use by virtual machine disks; remove or migrate them first"
 PREFIX_ITSELF = (
     "path is an allowed path prefix itself; a pool lives below a prefix "
@@ -183,7 +202,7 @@ def resolve_one(deps: Deps, ref: str) -> dict[str, Any]:
     """A UUID, or a name that maps to exactly one instance (else 404 / ambiguous)."""
     rows = _resolve_rows(deps, ref)
     if not rows:
-        raise NotFound("storage pool not found")
+        raise NotFound(pool_not_found(ref))
     if len(rows) > 1:
         raise PoolNameAmbiguous(
             f"pool name {ref!r} maps to {len(rows)} instances; use the instance UUID",
@@ -195,7 +214,7 @@ def resolve_one(deps: Deps, ref: str) -> dict[str, Any]:
 def get(deps: Deps, ref: str) -> StoragePool | PoolConceptView:
     rows = _resolve_rows(deps, ref)
     if not rows:
-        raise NotFound("storage pool not found")
+        raise NotFound(pool_not_found(ref))
     with deps.db.read() as conn:
         default_name = defaultpool.current_name(conn)
         conditions = conditions_for(conn, rows)
@@ -251,7 +270,8 @@ def _decode(model: type[PoolCreate] | type[PoolUpdate], raw: dict[str, Any]) -> 
         raise _bad(f"invalid request body: {field}: {first['msg']}", field) from exc
 
 
-def create(deps: Deps, raw: object) -> StoragePool:
+def create(deps: Deps, raw: object, *, dry_run: bool = False) -> StoragePool:
+    """Create one pool instance; ``dry_run`` decides the same and writes nothing."""
     if not isinstance(raw, dict):
         raise ValidationFailed("invalid request body: expected a JSON object")
     forbidden = sorted(k for k in AGENT_REPORTED_FIELDS if k in raw)
@@ -286,7 +306,7 @@ def create(deps: Deps, raw: object) -> StoragePool:
         with deps.db.write() as conn:
             node = qn.get_node_by_name(conn, body.node)
             if node is None or not qn.lock_node(conn, node["id"]):
-                raise NotFound("node not found", {"node": body.node})
+                raise NotFound(node_not_found(body.node), {"node": body.node})
             check_node_paths(conn, node, body.name, body.path)
             qp.insert_pool(
                 conn,
@@ -305,8 +325,13 @@ def create(deps: Deps, raw: object) -> StoragePool:
             qn.bump_revision(conn, node["id"])
             row = qp.get_pool(conn, pool_id)
             default_name = defaultpool.current_name(conn)
+            if dry_run:
+                assert row is not None
+                raise Rehearsal(pool_view(row, default_name, with_images=False))
     except UniqueViolation as exc:
         raise Conflict(DUPLICATE, {"field": "name"}) from exc
+    except Rehearsal as rehearsal:
+        return rehearsal.answer  # type: ignore[no-any-return]
     assert row is not None
     deps.hub.publish([row["node_id"]])
     return pool_view(row, default_name, with_images=False)
@@ -357,7 +382,7 @@ def update(deps: Deps, ref: str, raw: object) -> StoragePool:
             if values:
                 values["updated_at"] = deps.clock.now()
                 if not qp.update_pool(conn, target["id"], values):
-                    raise NotFound("storage pool not found")
+                    raise NotFound(pool_not_found(ref))
                 qn.bump_revision(conn, target["node_id"])
             row = qp.get_pool(conn, target["id"])
             default_name = defaultpool.current_name(conn)
@@ -383,7 +408,7 @@ def delete(deps: Deps, ref: str) -> None:
             locked = qp.lock_instances(conn, target["name"], also_id=target["id"])
             mine = next((r for r in locked if r["id"] == target["id"]), None)
             if mine is None:
-                raise NotFound("storage pool not found")
+                raise NotFound(pool_not_found(ref))
             if mine["name_lower"] != target["name_lower"]:
                 raise Conflict("the storage pool was renamed meanwhile; retry the delete")
             disks = qp.count_disks(conn, target["id"])

@@ -17,8 +17,9 @@ a cancel applies exactly one of them): ``RUNNING_HANDLERS`` on each
 Attempts: a task's ``attempts``/``max_attempts`` are what the agent reports
 (``TaskUpdate.attempt``/``max_attempts``: the agent retries a ``vm.create``
 itself, ``tasks.vm_create_attempts`` times); the control plane never re-sends
-a task. Until the first report a task shows ``MAX_ATTEMPTS`` of its type
-(``vm.create``: 3, the agent's default), and a report without the counts
+a task. Until the first report a task shows the ``max_attempts`` it was made
+with (``vm.create``: ``placement.VM_CREATE_ATTEMPTS``, 3, the agent's default;
+``vm.delete``: 1; a scan: the contract's 25), and a report without the counts
 (an older agent) counts one attempt at its first ``running``.
 
 What a user sees of a task (``get``, ``list_tasks``, ``cancel``) goes through
@@ -38,7 +39,7 @@ from sqlalchemy.engine import Connection
 
 from otherix.api.deps import AgentIdentity, Deps, Principal
 from otherix.api.services.redaction import redact
-from otherix.errors import Conflict, NotFound
+from otherix.errors import Conflict, NotFound, not_found_message
 from otherix.models.common import AsyncTaskAccepted, TaskLinks
 from otherix.models.heartbeat import TaskUpdate
 from otherix.models.pagination import decode_cursor, split_page
@@ -61,8 +62,6 @@ FAILURE_HANDLERS: dict[str, FailureHandler] = {}
 CANCELLABLE: set[str] = set()
 #: types that can be cancelled only while pending (the agent has not started them)
 CANCELLABLE_WHILE_PENDING: set[str] = set()
-#: type -> ``max_attempts`` a new task shows until the agent reports its own
-MAX_ATTEMPTS: dict[str, int] = {}
 
 
 def new_task(
@@ -75,12 +74,10 @@ def new_task(
     node_id: str | None,
     args: dict[str, Any],
     created_by: str | None,
-    max_attempts: int | None = None,
+    max_attempts: int = 25,
 ) -> str:
-    """Insert a pending task; ``max_attempts`` defaults per type (``MAX_ATTEMPTS``, else 25:
-    contract 1.4/1.7). The agent's reports carry its own count, which replaces it."""
-    if max_attempts is None:
-        max_attempts = MAX_ATTEMPTS.get(type, 25)
+    """Insert a pending task. ``max_attempts`` is what the task's runner will try
+    (the contract's 25 for a scan; see ``placement.VM_CREATE_ATTEMPTS``)."""
     task_id = str(uuid.uuid4())
     qt.insert_task(
         conn,
@@ -114,6 +111,10 @@ def task_view(principal: Principal, row: dict[str, Any]) -> Task:
     return Task.model_validate({**row, **seen})
 
 
+def task_not_found(task_id: str) -> str:
+    return not_found_message("task", task_id, "otherix task list")
+
+
 def _visible(principal: Principal, row: dict[str, Any], permission: Permission) -> bool:
     scope = principal.scope(permission)
     return scope is Scope.ANY or (scope is Scope.OWN and row["created_by"] == principal.user_id)
@@ -123,7 +124,7 @@ def get(deps: Deps, principal: Principal, task_id: str) -> Task:
     with deps.db.read() as conn:
         row = qt.get_task(conn, task_id)
     if row is None or not _visible(principal, row, Permission.TASK_READ):
-        raise NotFound("task not found")
+        raise NotFound(task_not_found(task_id))
     return task_view(principal, row)
 
 
@@ -143,7 +144,7 @@ def cancel(deps: Deps, principal: Principal, task_id: str) -> Task:
     with deps.db.write() as conn:
         row = qt.get_task(conn, task_id)
         if row is None or not _visible(principal, row, Permission.TASK_CANCEL):
-            raise NotFound("task not found")
+            raise NotFound(task_not_found(task_id))
         if row["status"] in FINAL:
             raise Conflict("task is already finished", {"current_status": row["status"]})
         if row["type"] in CANCELLABLE:

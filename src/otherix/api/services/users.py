@@ -20,7 +20,15 @@ from typing import Any
 
 from otherix.api.deps import Deps, Principal
 from otherix.api.services import secrets
-from otherix.errors import Conflict, NotFound, PermissionDenied, UserHasResources, ValidationFailed
+from otherix.errors import (
+    Conflict,
+    NotFound,
+    PermissionDenied,
+    UserHasResources,
+    ValidationFailed,
+    not_found_message,
+    quoted,
+)
 from otherix.models.auth import (
     ApiToken,
     ApiTokenCreate,
@@ -66,6 +74,10 @@ def ensure_bootstrap_admin(deps: Deps, username: str, password: str) -> bool:
     return True
 
 
+def user_not_found(ref: str) -> str:
+    return not_found_message("user", ref, "otherix user list")
+
+
 def list_users(deps: Deps) -> list[User]:
     with deps.db.read() as conn:
         return [User.model_validate(r) for r in q.list_users(conn)]
@@ -75,7 +87,7 @@ def get_user(deps: Deps, user_id: str) -> User:
     with deps.db.read() as conn:
         row = q.get_user(conn, user_id) or q.get_user_by_name(conn, user_id)
     if row is None:
-        raise NotFound("user not found")
+        raise NotFound(user_not_found(user_id))
     return User.model_validate(row)
 
 
@@ -102,7 +114,7 @@ def update_user(deps: Deps, principal: Principal, user_id: str, body: UserUpdate
     keep = principal.session_id if own and "role" not in values else None
     with deps.db.write() as conn:
         if not q.update_user(conn, user.id, values):
-            raise NotFound("user not found")
+            raise NotFound(user_not_found(user.username))
         if end:
             q.end_sessions(conn, user.id, now, keep_family=keep)
     return get_user(deps, user.id)
@@ -128,7 +140,10 @@ def _token_owner(deps: Deps, principal: Principal, user_ref: str) -> str:
         return principal.user_id
     if principal.scope(Permission.API_TOKEN_MANAGE) is not Scope.ANY:
         if user_ref != principal.user_id:
-            raise NotFound("user not found")
+            raise NotFound(
+                f"user {quoted(user_ref)} not found; "
+                "you can manage only your own tokens (--user me)"
+            )
         return user_ref
     return get_user(deps, user_ref).id
 
@@ -170,7 +185,8 @@ def revoke_token(deps: Deps, principal: Principal, user_ref: str, token_id: str)
     with deps.db.write() as conn:
         row = q.get_api_token(conn, token_id)
         if row is None or row["user_id"] != owner:
-            raise NotFound("API token not found")
+            listing = "otherix token list" + ("" if user_ref == "me" else f" --user {user_ref}")
+            raise NotFound(not_found_message("API token", token_id, listing))
         q.revoke_api_token(conn, token_id, deps.clock.now())
 
 

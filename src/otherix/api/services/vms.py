@@ -3,7 +3,9 @@
 
 - Admission (``create``) checks the request, substitutes the cluster default
   pool, stores the VM ``pending`` and makes a first placement attempt
-  (``placement.schedule_vm``); the scheduler worker retries the rest.
+  (``placement.schedule_vm``); the scheduler worker retries the rest. A dry
+  run (``services.dryrun``) rolls the insert back and answers the VM as the
+  first placement attempt would leave it, without binding it.
 - Missing disks (``models.vms.disk_missing``): a made disk on a failed pool,
   or whose file the agent reports gone, is ``missing`` in the disk view; a
   ``stopped`` VM whose root disk is missing shows ``status.reason
@@ -35,18 +37,27 @@ from sqlalchemy.engine import Connection
 
 from otherix.api.deps import Deps, Principal
 from otherix.api.services import defaultpool, placement, tasks
+from otherix.api.services.dryrun import Rehearsal
 from otherix.api.services.nodes import name_param, node_filter_id
 from otherix.api.services.redaction import redact
-from otherix.errors import DefaultPoolNotSet400, NotFound, ValidationFailed, VmNameInUse
+from otherix.errors import (
+    DefaultPoolNotSet400,
+    NotFound,
+    ValidationFailed,
+    VmNameInUse,
+    not_found_message,
+)
 from otherix.models.common import AsyncTaskAccepted
 from otherix.models.heartbeat import TaskUpdate
 from otherix.models.pagination import decode_cursor, split_page
 from otherix.models.validation import looks_like_uuid, validate_node_name, validate_pool_name
 from otherix.models.vms import (
     VM,
+    Unplaceable,
     VMCreate,
     VmDisk,
     VMStatus,
+    decide,
     disk_missing,
     validate_image_url,
     validate_sha256,
@@ -62,6 +73,10 @@ log = logging.getLogger(__name__)
 
 DELETE = "vm.delete"
 HINT = "Use 'otherix vm list' to discover names."
+
+
+def vm_not_found(name: str) -> str:
+    return not_found_message("VM", name, "otherix vm list")
 
 
 def _owner_filter(principal: Principal) -> str | None:
@@ -155,7 +170,22 @@ def _check(body: VMCreate) -> None:
         raise _bad(problem, "pool")
 
 
-def create(deps: Deps, principal: Principal, body: VMCreate) -> VM:
+def _rehearsed(conn: Connection, principal: Principal, stored: dict[str, Any]) -> VM:
+    """What a dry run answers: the admitted VM as its first placement attempt
+    would leave it (bound to an instance, or pending with the reason), unwritten."""
+    choice = decide(placement.ask_of(stored), placement.load_candidates(conn, stored["pool_ref"]))
+    outcome: dict[str, Any]
+    if isinstance(choice, Unplaceable):
+        outcome = {"reason": choice.reason, "message": choice.message}
+        outcome["status_details"] = choice.details
+    else:
+        outcome = {"node_name": choice.node, "root_pool_id": choice.pool_id}
+        outcome["root_pool_name"] = choice.pool_name
+    return vm_view(_as_seen(principal, {**stored, **outcome}))
+
+
+def create(deps: Deps, principal: Principal, body: VMCreate, *, dry_run: bool = False) -> VM:
+    """Admit a VM and try to place it once; ``dry_run`` decides the same and writes nothing."""
     _check(body)
     now = deps.clock.now()
     vm_id = str(uuid.uuid4())
@@ -182,8 +212,14 @@ def create(deps: Deps, principal: Principal, body: VMCreate) -> VM:
                 "updated_at": now,
             }
             qv.insert_vm(conn, row)
+            if dry_run:
+                stored = qv.get_vm(conn, vm_id)
+                assert stored is not None
+                raise Rehearsal(_rehearsed(conn, principal, stored))
     except UniqueViolation as exc:
         raise VmNameInUse(f"a VM named {body.name!r} already exists", {"field": "name"}) from exc
+    except Rehearsal as rehearsal:
+        return rehearsal.answer  # type: ignore[no-any-return]
     try:
         placement.schedule_vm(
             deps, {**row, "reason": None, "message": None, "status_details": None}
@@ -206,7 +242,7 @@ def _visible_row(principal: Principal, name: str, conn: Connection) -> dict[str,
     row = qv.get_vm_by_name(conn, _vm_name(name))
     owner = _owner_filter(principal)
     if row is None or (owner is not None and row["owner_id"] != owner):
-        raise NotFound("vm not found")
+        raise NotFound(vm_not_found(name))
     return row
 
 
@@ -280,7 +316,7 @@ def delete(deps: Deps, principal: Principal, name: str) -> AsyncTaskAccepted | N
         _cancel(conn, row["task_id"], now, any_type=False)
         vm = qv.lock_vm(conn, row["id"])
         if vm is None:
-            raise NotFound("vm not found")
+            raise NotFound(vm_not_found(name))
         node = qn.get_node(conn, vm["node_id"]) if vm["node_id"] else None
         if node is None:  # never placed, or its node was deleted: nothing to clean up
             _cancel(conn, vm["task_id"], now, any_type=True)
@@ -309,6 +345,7 @@ def delete(deps: Deps, principal: Principal, name: str) -> AsyncTaskAccepted | N
             node_id=node["id"],
             args=args,
             created_by=principal.user_id,
+            max_attempts=1,  # the agent tries a vm.delete once; a failure is the VM's error
         )
         values = {"phase": "deleting", "reason": None, "message": None, "status_details": None}
         qv.update_vm(conn, vm["id"], {**values, "task_id": task_id, "updated_at": now})
@@ -334,4 +371,3 @@ def on_delete_failure(
 
 tasks.RESULT_HANDLERS[DELETE] = on_delete_success
 tasks.FAILURE_HANDLERS[DELETE] = on_delete_failure
-tasks.MAX_ATTEMPTS[DELETE] = 1  # the agent tries a delete once (and reports 1/1)

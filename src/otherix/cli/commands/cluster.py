@@ -5,12 +5,10 @@ server validates that an instance with that name exists and stores its
 canonical spelling. Reading needs ``cluster:read`` (every role), changing
 needs ``cluster:manage`` (admin).
 
-``unset-default-pool`` asks ``Clear cluster default pool? [y/N]: `` on
-stderr when stdin is a TTY, and refuses without ``--force`` when it is not
-(unlike ``pool delete``, which proceeds silently when piped).
-
-Choice where the contract is silent: a declined prompt prints ``aborted``
-on stdout and exits 0, as ``pool delete`` does.
+``unset-default-pool`` follows the destructive-command rule
+(``commands.common``): it asks ``Clear cluster default pool? [y/N]: `` on
+stderr when stdin is a TTY (only ``y``/``yes`` confirm), refuses without
+``--force`` when it is not (exit 2), and a declined prompt exits 1.
 """
 
 from __future__ import annotations
@@ -18,13 +16,13 @@ from __future__ import annotations
 import click
 
 from otherix.cli.commands.common import (
-    confirm,
     force_option,
     output_option,
     render_object,
+    require_confirmation,
     validate_output,
 )
-from otherix.cli.context import CliError, get_context
+from otherix.cli.context import get_context
 from otherix.cli.views.pools import default_pool_text
 
 __all__ = ["cluster"]
@@ -94,11 +92,12 @@ def unset_default_pool(force: bool) -> None:
       otherix cluster unset-default-pool --force
     """
     ctx = get_context()
-    if not force:
-        if not ctx.stdin_is_tty():
-            raise CliError("non-interactive unset requires --force")
-        if not confirm(ctx, "Clear cluster default pool?", accept_yes_word=True):
-            ctx.line("aborted")
-            return
+    require_confirmation(
+        ctx,
+        "clear the cluster default pool",
+        force=force,
+        question="Clear cluster default pool?",
+        accept_yes_word=True,
+    )
     ctx.client().unset_default_pool()
     ctx.line("default pool cleared")

@@ -15,10 +15,10 @@ Choices where the contract is silent:
   server is the same, with the new login.
 - The login session used to mint the token is logged out best-effort, so
   the only lasting credential is the stored API token.
-- ``remove`` asks ``remove cluster "x" from the config? [y/N]: `` on a
-  TTY unless ``--force`` (no prompt when stdin is not a TTY, like ``pool
-  delete``), and revokes the entry's API token best-effort unless
-  ``--keep-token``.
+- ``remove`` follows the destructive-command rule (``commands.common``):
+  ``remove cluster "x" from the config? [y/N]: `` on a TTY, refused without
+  one, unless ``--force``; it revokes the entry's API token best-effort
+  unless ``--keep-token``.
 - ``show`` masks the token as its first 8 characters plus ``…`` unless
   ``--show-token``; with no name it shows the current cluster.
 """
@@ -33,10 +33,10 @@ from typing import Any
 import click
 
 from otherix.cli.commands.common import (
-    confirm,
     force_option,
     output_option,
     render_object,
+    require_confirmation,
     validate_output,
 )
 from otherix.cli.config import (
@@ -45,12 +45,14 @@ from otherix.cli.config import (
     ClusterNotFound,
     ConfigError,
     add_cluster,
+    cluster_not_found,
     find_cluster,
     remove_cluster,
     save_config,
     use_cluster,
 )
-from otherix.cli.context import CliContext, CliError, get_context
+from otherix.cli.context import CliContext, get_context
+from otherix.cli.errors import describe, usage_error
 from otherix.cli.output import render_table
 from otherix.client.api import ApiClient
 from otherix.client.errors import ClientError
@@ -92,7 +94,7 @@ def _value(ctx: CliContext, given: str | None, env_name: str, label: str, hidden
     if ctx.stdin_is_tty():
         return ctx.prompt(label, hidden=hidden)
     flag = label.lower()
-    raise CliError(f"missing --{flag} (or set {env_name})")
+    raise usage_error(f"missing --{flag} (or set {env_name})")
 
 
 def token_name() -> str:
@@ -125,7 +127,8 @@ def _revoke_old(ctx: CliContext, old: ClusterEntry, servers: list[str], access: 
             return
         except ClientError as exc:
             last = exc
-    ctx.warn(f"warning: could not revoke the previous token {old.token_id}: {last}")
+    why = describe(last) if last is not None else "no server or token to revoke it with"
+    ctx.warn(f"warning: could not revoke the previous token {old.token_id}: {why}")
 
 
 @add.command("cluster")
@@ -278,7 +281,7 @@ def show(name: str | None, show_token: bool, output: str) -> None:
         raise ConfigError("no current cluster: pass a name or run 'otherix config use <name>'")
     entry = find_cluster(cfg, target)
     if entry is None:
-        raise ClusterNotFound(f'cluster "{target}" not found in config')
+        raise ClusterNotFound(cluster_not_found(target))
     token = entry.token if show_token else _masked(entry.token)
     body: dict[str, Any] = {
         "name": entry.name,
@@ -317,14 +320,12 @@ def remove(name: str, force: bool, keep_token: bool) -> None:
     cfg = ctx.load_config()
     entry = find_cluster(cfg, name)
     if entry is None:
-        raise ClusterNotFound(f'cluster "{name}" not found in config')
-    if (
-        not force
-        and ctx.stdin_is_tty()
-        and not confirm(ctx, f'remove cluster "{name}" from the config?')
-    ):
-        ctx.line("aborted")
-        return
+        raise ClusterNotFound(cluster_not_found(name))
+    require_confirmation(
+        ctx,
+        f'remove cluster "{name}" from the config',
+        force=force,
+    )
     remove_cluster(cfg, name)
     save_config(ctx.config_path, cfg)
     if entry.token_id and not keep_token:
@@ -332,7 +333,7 @@ def remove(name: str, force: bool, keep_token: bool) -> None:
             api = ctx.client_for(entry.urls, entry.token, timeout=BEST_EFFORT_TIMEOUT)
             api.revoke_token(entry.token_id)
         except ClientError as exc:
-            ctx.warn(f"warning: could not revoke token {entry.token_id}: {exc}")
+            ctx.warn(f"warning: could not revoke token {entry.token_id}: {describe(exc)}")
     ctx.line(f'cluster "{name}" removed')
     if cfg.current_cluster:
         ctx.line(f'current cluster is now "{cfg.current_cluster}"')

@@ -9,16 +9,24 @@ Choices where the contract is silent: ``--ttl`` takes a duration (``24h``,
 ``7d``, ``90m``; default 24h); ``list`` shows
 ``ID PREFIX DESCRIPTION USES EXPIRES AGE`` with USES as ``used/max``
 (``unlimited`` when there is no cap) and EXPIRES as the server's timestamp
-or ``never``.
+or ``never``. ``delete`` follows the destructive-command rule
+(``commands.common``).
 """
 
 from __future__ import annotations
 
 import click
 
-from otherix.cli.commands.common import output_option, render_object, validate_output
+from otherix.cli.commands.common import (
+    force_option,
+    output_option,
+    render_object,
+    require_confirmation,
+    validate_output,
+)
 from otherix.cli.context import CliError, get_context
 from otherix.cli.durations import parse_duration
+from otherix.cli.errors import usage_error
 from otherix.cli.output import age, render_table
 
 __all__ = ["join_token"]
@@ -52,7 +60,7 @@ def create(ttl: str, max_uses: int, description: str, output: str) -> None:
     try:
         seconds = int(parse_duration(ttl))
     except ValueError as exc:
-        raise CliError(f"--ttl: {exc}") from exc
+        raise usage_error(f"--ttl: {exc}") from exc
     ctx = get_context()
     created = ctx.client().create_join_token(seconds, max_uses, description)
     if not created.get("token"):
@@ -105,13 +113,18 @@ def list_cmd(output: str) -> None:
 
 @join_token.command("delete")
 @click.argument("token_id", metavar="ID")
-def delete(token_id: str) -> None:
+@force_option("Do not ask for confirmation (required when stdin is not a terminal).")
+def delete(token_id: str, force: bool) -> None:
     """Delete a join token so it can no longer enrol nodes.
+
+    Asks for confirmation when stdin is a terminal and refuses without one,
+    unless --force.
 
     \b
     Example:
-      otherix node join-token delete 5d0e…
+      otherix node join-token delete 5d0e… --force
     """
     ctx = get_context()
+    require_confirmation(ctx, f"delete join token {token_id}", force=force)
     ctx.client().delete_join_token(token_id)
     ctx.line(f"join token {token_id} deleted")

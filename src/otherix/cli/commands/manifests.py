@@ -2,7 +2,7 @@
 
 Owns the three top-level commands and their flags. Each reads every ``-f``
 input and validates every document first (``otherix.cli.manifest.parse``):
-if any document is invalid, every problem is printed as ``error: manifest:
+if any document is invalid, every problem is printed as ``Error: manifest:
 …`` and nothing is sent. Then the items (``.plan``) run through
 ``otherix.cli.manifest.run``.
 
@@ -13,12 +13,19 @@ Choices where the contract is silent (documented in ``--help``, tested):
 - ``apply -f`` (not in the reference) creates what is missing, prints
   ``unchanged <obj>`` for what matches and ``drift <obj>: <why>`` for what
   differs, never changes an existing object, and exits 1 when anything
-  drifted, so a pipeline notices. ``apply --dry-run`` reads the server to
-  plan (it never writes) and exits the same way.
+  drifted, so a pipeline notices.
+- ``--dry-run`` of ``create -f`` and ``apply -f`` asks the server: each
+  create is sent with ``?dry_run=true``, which runs every check of a real
+  create (validation, node lookup, allowlist, uniqueness, default pool) and
+  writes nothing. Accepted objects print ``would create <obj>`` (``create
+  <obj>`` in the apply plan), refused ones ``<obj>: refused: <why>`` on
+  stderr, and the command exits 1 when anything would be refused (or, for
+  apply, drifted). ``delete -f --dry-run`` only lists what it would delete.
 - ``delete -f`` reports an object that is already gone (``not found``) and a
   blocked pool (``blocked by vm_disks: 1 (skipped, not forced)``) and exits 1
-  after trying the rest. Its prompt lists the objects, asked once, only on a
-  terminal and without ``--force``.
+  after trying the rest. It follows the destructive-command rule
+  (``commands.common``): one prompt listing the objects on a terminal,
+  refused without one, unless ``--force``.
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ from typing import Any, TypeVar
 
 import click
 
-from otherix.cli.commands.common import confirm
+from otherix.cli.commands.common import require_confirmation
 from otherix.cli.context import CliContext, CliError, get_context
 from otherix.cli.manifest.load import ManifestError, read_sources
 from otherix.cli.manifest.parse import parse_sources
@@ -46,7 +53,11 @@ def _read_stdin() -> str:
     return sys.stdin.read() if sys.stdin is not None else ""
 
 
-def _common(wait_help: str) -> Callable[[F], F]:
+DRY_RUN_CREATE = "Ask the server to check every object (it writes nothing); print its verdict."
+DRY_RUN_DELETE = "Print what would be deleted; send nothing."
+
+
+def _common(wait_help: str, dry_run_help: str = DRY_RUN_CREATE) -> Callable[[F], F]:
     def decorate(func: F) -> F:
         options = [
             click.option(
@@ -58,7 +69,7 @@ def _common(wait_help: str) -> Callable[[F], F]:
                 metavar="FILE|DIR|-",
                 help="Manifest file, directory (*.yaml, *.yml) or - for stdin; repeatable.",
             ),
-            click.option("--dry-run", is_flag=True, help="Print what would be done; send nothing."),
+            click.option("--dry-run", is_flag=True, help=dry_run_help),
             click.option("--wait", is_flag=True, help=wait_help),
             click.option(
                 "--wait-timeout",
@@ -82,7 +93,7 @@ def _load(files: tuple[str, ...], *, reverse: bool = False) -> list[Item]:
     except ManifestError as exc:
         ctx = get_context()
         for problem in exc.problems[:-1]:
-            ctx.warn(f"error: {problem}")
+            ctx.warn(f"Error: {problem}")
         raise CliError(exc.problems[-1]) from exc
     return expand(docs, reverse=reverse)
 
@@ -108,6 +119,8 @@ def create_manifests(files: tuple[str, ...], dry_run: bool, wait: bool, wait_tim
     document is validated first; any problem fails the command before a
     request is sent. Then each object is tried; one that already exists is
     reported and the command exits 1 (use apply to skip existing objects).
+    --dry-run sends each object as a server-side dry run: every check of a
+    real create runs, nothing is written, and a refusal exits 1.
 
     \b
     Example:
@@ -117,11 +130,15 @@ def create_manifests(files: tuple[str, ...], dry_run: bool, wait: bool, wait_tim
     timeout = parse_timeout("--wait-timeout", wait_timeout)
     items = _load(files)
     ctx = get_context()
-    if dry_run:
-        for item in items:
-            ctx.line(f"would create {item.label}")
-        return
     runner = _runner(ctx, wait, timeout)
+    if dry_run:
+        runner.rehearse(items)
+        if runner.failures:
+            raise CliError(
+                f"dry run: {runner.failures} of {len(items)} objects would be refused "
+                "(nothing was created)"
+            )
+        return
     runner.create(items)
     _finish(runner, len(items))
 
@@ -134,8 +151,9 @@ def apply_manifests(files: tuple[str, ...], dry_run: bool, wait: bool, wait_time
     Idempotent: re-running it on an applied manifest prints only
     "unchanged" lines and exits 0. A pool instance whose path or type
     differs, or a VM whose spec differs, is reported as drift (exit 1) and
-    left as it is: delete and re-create it to change it. --dry-run reads
-    the server and prints the plan (create / unchanged / drift) per node.
+    left as it is: delete and re-create it to change it. --dry-run prints
+    the plan (create / unchanged / drift) per node; each create in it is
+    checked by the server as a dry run, and a refusal or a drift exits 1.
 
     \b
     Example:
@@ -149,18 +167,29 @@ def apply_manifests(files: tuple[str, ...], dry_run: bool, wait: bool, wait_time
     actions = runner.plan(items)
     if dry_run:
         for action in actions:
-            ctx.line(action.text())
+            if action.verb == "create":
+                runner.rehearse([action.item], verb="create")
+            else:
+                ctx.line(action.text())
+        refused = runner.failures
         drifted = sum(1 for a in actions if a.verb == "drift")
-        if drifted:
-            raise CliError(f"{drifted} of {len(items)} objects drifted (dry run: nothing changed)")
+        if drifted or refused:
+            what = [f"{drifted} drifted"] if drifted else []
+            what += [f"{refused} would be refused"] if refused else []
+            raise CliError(
+                f"dry run: of {len(items)} objects, {' and '.join(what)} (nothing was changed)"
+            )
         return
     runner.apply(actions)
     _finish(runner, len(items))
 
 
 @click.command("delete")
-@_common("Wait for each VM's vm.delete task, so a following pool delete is not blocked.")
-@click.option("--force", is_flag=True, help="Skip the confirmation prompt.")
+@_common(
+    "Wait for each VM's vm.delete task, so a following pool delete is not blocked.",
+    DRY_RUN_DELETE,
+)
+@click.option("--force", is_flag=True, help="Do not ask (required when stdin is not a terminal).")
 def delete_manifests(
     files: tuple[str, ...], dry_run: bool, wait: bool, wait_timeout: str, force: bool
 ) -> None:
@@ -169,7 +198,8 @@ def delete_manifests(
     Each pool (name, node) is resolved to its instance UUID first. A pool
     still holding VM disks is reported and skipped (never forced); so is an
     object that does not exist; the command then exits 1. Asks for
-    confirmation when stdin is a terminal, unless --force.
+    confirmation when stdin is a terminal and refuses without one, unless
+    --force.
 
     \b
     Example:
@@ -182,11 +212,13 @@ def delete_manifests(
         for item in items:
             ctx.line(f"would delete {item.label}")
         return
-    if not force and ctx.stdin_is_tty():
-        labels = ", ".join(item.label for item in items)
-        if not confirm(ctx, f"delete {len(items)} objects ({labels})?"):
-            ctx.line("aborted")
-            return
+    labels = ", ".join(item.label for item in items)
+    require_confirmation(
+        ctx,
+        f"delete {len(items)} objects",
+        force=force,
+        question=f"delete {len(items)} objects ({labels})?",
+    )
     runner = _runner(ctx, wait, timeout)
     runner.delete(items)
     _finish(runner, len(items))

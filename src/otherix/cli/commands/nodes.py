@@ -11,7 +11,9 @@ role only sees the node summary), pages like ``pool list`` (``--limit 20``)
 and filters with ``--status``/``--architecture``. ``get -o text`` prints
 ``key: value`` lines with nested ``capabilities``/``resources`` and, for
 admins and operators, the node's ``events`` (oldest first).
-``delete`` asks ``delete node <name>? [y/N]: `` on a TTY unless ``--force``;
+``delete`` follows the destructive-command rule (``commands.common``): it
+asks ``delete node <name>? [y/N]: `` on a TTY and refuses without one,
+unless ``--force``;
 it lists the pool instances deleted with the node, and a refusal because the
 node's pools hold VM disks lists the VMs.
 ``reset-credentials`` prints ``node``, ``expires_at`` and ``token`` lines and,
@@ -26,16 +28,18 @@ from typing import Any
 import click
 
 from otherix.cli.commands.common import (
-    confirm,
     force_option,
+    next_page_command,
     output_option,
     render_object,
+    require_confirmation,
     show_ids_option,
     validate_output,
 )
 from otherix.cli.commands.join_tokens import join_token
 from otherix.cli.context import CliContext, CliError, get_context
 from otherix.cli.durations import parse_duration
+from otherix.cli.errors import usage_error
 from otherix.cli.output import age, render_table, render_yaml_stream
 from otherix.cli.views.pools import paging_footer
 from otherix.client.errors import ApiError
@@ -109,7 +113,7 @@ def list_nodes(
         return
     if fmt == "yaml":
         ctx.write(render_yaml_stream(data))
-        ctx.err(paging_footer(cctx.command_path, next_cursor))
+        ctx.err(paging_footer(next_page_command(cctx), next_cursor))
         return
     now = ctx.now()
     rows = []
@@ -124,7 +128,7 @@ def list_nodes(
         rows.append([str(n.get("id", "")), *row] if show_ids else row)
     headers = ("NAME", "STATUS", "ARCH", "VERSION", "AGE")
     ctx.write(render_table(("ID", *headers) if show_ids else headers, rows))
-    ctx.write(paging_footer(cctx.command_path, next_cursor))
+    ctx.write(paging_footer(next_page_command(cctx), next_cursor))
 
 
 def node_text(n: dict[str, Any]) -> str:
@@ -240,9 +244,7 @@ def delete_node(name: str, force: bool, output: str) -> None:
     """
     fmt = validate_output(output, ("text", "json"))
     ctx = get_context()
-    if not force and ctx.stdin_is_tty() and not confirm(ctx, f"delete node {name}?"):
-        ctx.line("aborted")
-        return
+    require_confirmation(ctx, f"delete node {name}", force=force)
     try:
         body = ctx.client().delete_node(name)
     except ApiError as exc:
@@ -330,7 +332,7 @@ def reset_credentials(name: str, ttl: str | None, output: str) -> None:
         try:
             seconds = int(parse_duration(ttl))
         except ValueError as exc:
-            raise CliError(f"--ttl: {exc}") from exc
+            raise usage_error(f"--ttl: {exc}") from exc
     ctx = get_context()
     api = ctx.client()
     made = api.reset_node_credentials(name, seconds)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from otherix.cli.context import CliError
+from otherix.cli.errors import usage_error
 from otherix.cli.views.pools import ORPHANED
 from otherix.client.api import ApiClient
 from otherix.client.errors import ApiError, ClientError
@@ -62,7 +63,7 @@ def resolve_target(api: ApiClient, ref: str, node: str | None) -> Target:
     if not node:
         return Target(ref, ref)
     if is_uuid(ref):
-        raise CliError(
+        raise usage_error(
             "--node cannot be combined with an instance UUID: a UUID already targets one instance"
         )
     concept = api.get_pool(ref)

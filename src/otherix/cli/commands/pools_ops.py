@@ -26,6 +26,7 @@ from otherix.cli.commands.common import output_option, render_object, validate_o
 from otherix.cli.commands.pool_targets import AMBIGUOUS, ambiguous_error, resolve_target
 from otherix.cli.context import CliContext, CliError, get_context
 from otherix.cli.durations import format_duration
+from otherix.cli.errors import usage_error
 from otherix.cli.output import human_bytes
 from otherix.cli.wait import poll
 from otherix.client.api import ApiClient
@@ -42,9 +43,9 @@ def _parse_config(text: str) -> dict[str, Any]:
     try:
         value = json.loads(text)
     except ValueError as exc:
-        raise CliError(f"--config-json: invalid JSON: {exc}") from exc
+        raise usage_error(f"--config-json: invalid JSON: {exc}") from exc
     if not isinstance(value, dict):
-        raise CliError("--config-json: must be a JSON object")
+        raise usage_error("--config-json: must be a JSON object")
     return value
 
 

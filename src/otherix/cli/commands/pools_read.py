@@ -17,6 +17,7 @@ from __future__ import annotations
 import click
 
 from otherix.cli.commands.common import (
+    next_page_command,
     output_option,
     render_object,
     show_ids_option,
@@ -70,7 +71,7 @@ def list_pools(
     body = ctx.client().list_pools(limit=limit, cursor=cursor, node=node, type=pool_type)
     write_list_page(
         ctx,
-        cctx.command_path,
+        next_page_command(cctx),
         body,
         fmt,
         table=lambda rows: pool_list_table(rows, ctx.now(), show_ids),

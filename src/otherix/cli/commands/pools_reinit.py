@@ -17,10 +17,10 @@ from typing import Any
 import click
 
 from otherix.cli.commands.common import (
-    confirm,
     force_option,
     output_option,
     render_object,
+    require_confirmation,
     validate_output,
 )
 from otherix.cli.commands.pool_targets import AMBIGUOUS, ambiguous_error, resolve_target
@@ -69,13 +69,7 @@ def reinit_pool(ref: str, node: str | None, force: bool, output: str) -> None:
     ctx = get_context()
     api = ctx.client()
     target = resolve_target(api, ref, node)
-    if (
-        not force
-        and ctx.stdin_is_tty()
-        and not confirm(ctx, f"reinitialise storage pool {target.label}?")
-    ):
-        ctx.line("aborted")
-        return
+    require_confirmation(ctx, f"reinitialise storage pool {target.label}", force=force)
     try:
         pool: dict[str, Any] = api.reinit_pool(target.ref)
     except ApiError as exc:

@@ -9,15 +9,15 @@ status is ``ready`` or ``failed`` (60 s; backoff in ``otherix.cli.wait``).
 The ``waiting for agent reconciliation (timeout 1m0s)…`` line goes to stderr
 so stdout carries only the result.
 
-``delete`` resolves ``--node`` client-side, asks
-``delete storage pool <label>? [y/N]: `` only when stdin is a TTY and
-``--force`` is absent, and renders the blocked (409) and ambiguous (400)
-answers in text or JSON before failing with exit 1.
+``delete`` resolves ``--node`` client-side, follows the destructive-command
+rule (``commands.common``: asks ``delete storage pool <label>? [y/N]: `` on
+a TTY, refuses without one, unless ``--force``), and renders the blocked
+(409) and ambiguous (400) answers in text or JSON before failing with exit 1.
 
 Choices where the contract is silent: after a failed or timed-out wait the
 created pool is still printed (stdout) before the error (stderr), so the
 operator sees what exists; the delete prompt and the answer echo go to
-stderr; ``aborted`` goes to stdout with exit 0.
+stderr.
 """
 
 from __future__ import annotations
@@ -27,10 +27,10 @@ from typing import Any, NoReturn
 import click
 
 from otherix.cli.commands.common import (
-    confirm,
     force_option,
     output_option,
     render_object,
+    require_confirmation,
     show_ids_option,
     validate_output,
 )
@@ -202,7 +202,8 @@ def delete_pool(ref: str, node: str | None, force: bool, output: str) -> None:
 
     Refused while VM disks live on the pool (there is no force-delete). A
     name on several nodes is ambiguous: add --node or use the UUID. Asks
-    for confirmation when stdin is a terminal, unless --force.
+    for confirmation when stdin is a terminal and refuses without one,
+    unless --force.
 
     \b
     Example:
@@ -213,13 +214,12 @@ def delete_pool(ref: str, node: str | None, force: bool, output: str) -> None:
     ctx = get_context()
     api = ctx.client()
     target = resolve_target(api, ref, node)
-    if (
-        not force
-        and ctx.stdin_is_tty()
-        and not confirm(ctx, f"delete storage pool {target.label}?")
-    ):
-        ctx.line("aborted")
-        return
+    require_confirmation(
+        ctx,
+        f"delete pool {target.label}",
+        force=force,
+        question=f"delete storage pool {target.label}?",
+    )
     try:
         api.delete_pool(target.ref)
     except ApiError as exc:

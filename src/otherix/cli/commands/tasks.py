@@ -27,7 +27,12 @@ from typing import Any
 
 import click
 
-from otherix.cli.commands.common import output_option, render_object, validate_output
+from otherix.cli.commands.common import (
+    next_page_command,
+    output_option,
+    render_object,
+    validate_output,
+)
 from otherix.cli.context import CliError, get_context
 from otherix.cli.durations import format_duration
 from otherix.cli.output import age, render_table
@@ -141,7 +146,7 @@ def list_tasks(
         ctx.write(render_object(body, fmt))
         return
     ctx.write(task_table(body.get("data") or [], ctx.now()))
-    ctx.write(paging_footer(cctx.command_path, (body.get("meta") or {}).get("next_cursor")))
+    ctx.write(paging_footer(next_page_command(cctx), (body.get("meta") or {}).get("next_cursor")))
 
 
 @task.command("get")
@@ -149,6 +154,10 @@ def list_tasks(
 @output_option("text", ("text", "json"))
 def get_task(task_id: str, output: str) -> None:
     """Show one task: status, progress, and its result or error.
+
+    attempts is tries so far / the most the node will make: a vm.create is
+    tried up to the agent's tasks.vm_create_attempts (3 unless the agent
+    reports its own), a vm.delete once.
 
     \b
     Example:

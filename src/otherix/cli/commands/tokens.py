@@ -8,7 +8,9 @@ Choices where the contract is silent: ``list`` shows
 ``ID NAME PREFIX STATUS EXPIRES LAST_USED AGE`` where STATUS is ``active``,
 ``revoked`` or ``expired``; ``create`` takes ``--expires-in 30d`` or
 ``--expires-at <RFC3339>`` (never both) and prints the secret on stdout
-with a reminder on stderr that it is not shown again.
+with a reminder on stderr that it is not shown again; ``revoke`` follows the
+destructive-command rule (``commands.common``: a prompt on a TTY, refused
+without one, unless ``--force``).
 """
 
 from __future__ import annotations
@@ -18,9 +20,16 @@ from typing import Any
 
 import click
 
-from otherix.cli.commands.common import output_option, render_object, validate_output
+from otherix.cli.commands.common import (
+    force_option,
+    output_option,
+    render_object,
+    require_confirmation,
+    validate_output,
+)
 from otherix.cli.context import CliError, get_context
 from otherix.cli.durations import parse_duration
+from otherix.cli.errors import usage_error
 from otherix.cli.output import age, parse_timestamp, render_table
 
 __all__ = ["token"]
@@ -113,7 +122,7 @@ def create_token(
         try:
             seconds = parse_duration(expires_in)
         except ValueError as exc:
-            raise CliError(f"--expires-in: {exc}") from exc
+            raise usage_error(f"--expires-in: {exc}") from exc
         expires_at = (ctx.now() + timedelta(seconds=seconds)).isoformat()
     created = ctx.client().create_token(name, expires_at, user=user_ref)
     if not created.get("token"):
@@ -137,13 +146,19 @@ def create_token(
 @token.command("revoke")
 @click.argument("token_id", metavar="TOKEN_ID")
 @user_option
-def revoke_token(token_id: str, user_ref: str) -> None:
+@force_option("Do not ask for confirmation (required when stdin is not a terminal).")
+def revoke_token(token_id: str, user_ref: str, force: bool) -> None:
     """Revoke an API token by id (see 'otherix token list').
+
+    Asks for confirmation when stdin is a terminal and refuses without one,
+    unless --force. A script using the token fails from then on.
 
     \b
     Example:
-      otherix token revoke 3f2c…
+      otherix token revoke 3f2c… --force
     """
     ctx = get_context()
+    whose = "" if user_ref == "me" else f" of user {user_ref}"
+    require_confirmation(ctx, f"revoke API token {token_id}{whose}", force=force)
     ctx.client().revoke_token(token_id, user=user_ref)
     ctx.line(f"token {token_id} revoked")

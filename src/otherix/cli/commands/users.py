@@ -9,8 +9,9 @@ tokens until ``enable`` (``PATCH /v1/users/{id}`` with ``disabled``). The API's
 Choices where the contract is silent: ``list`` shows ``NAME ROLE AGE``
 (``ID`` first with ``--show-ids``); ``create`` takes ``--password``, then
 ``$OTHERIX_NEW_PASSWORD``, then a hidden prompt with confirmation on a TTY;
-``delete`` accepts a username or id and asks ``delete user <x>? [y/N]: ``
-on a TTY unless ``--force``.
+``delete`` accepts a username or id and follows the destructive-command
+rule (``commands.common``): ``delete user <x>? [y/N]: `` on a TTY, refused
+without one, unless ``--force``.
 """
 
 from __future__ import annotations
@@ -18,14 +19,15 @@ from __future__ import annotations
 import click
 
 from otherix.cli.commands.common import (
-    confirm,
     force_option,
     output_option,
     render_object,
+    require_confirmation,
     show_ids_option,
     validate_output,
 )
-from otherix.cli.context import CliError, get_context
+from otherix.cli.context import get_context
+from otherix.cli.errors import usage_error
 from otherix.cli.output import age, render_table
 
 __all__ = ["user"]
@@ -88,7 +90,7 @@ def create_user(username: str, role: str, password: str | None, output: str) -> 
         password = ctx.env.get(ENV_NEW_PASSWORD) or None
     if not password:
         if not ctx.stdin_is_tty():
-            raise CliError(f"missing --password (or set {ENV_NEW_PASSWORD})")
+            raise usage_error(f"missing --password (or set {ENV_NEW_PASSWORD})")
         password = str(
             click.prompt("Password", hide_input=True, confirmation_prompt=True, err=True)
         )
@@ -110,9 +112,7 @@ def delete_user(user_ref: str, force: bool) -> None:
       otherix user delete alice --force
     """
     ctx = get_context()
-    if not force and ctx.stdin_is_tty() and not confirm(ctx, f"delete user {user_ref}?"):
-        ctx.line("aborted")
-        return
+    require_confirmation(ctx, f"delete user {user_ref}", force=force)
     ctx.client().delete_user(user_ref)
     ctx.line(f"user {user_ref} deleted")
 

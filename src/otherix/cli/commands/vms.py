@@ -35,10 +35,11 @@ from typing import Any
 import click
 
 from otherix.cli.commands.common import (
-    confirm,
     force_option,
+    next_page_command,
     output_option,
     render_object,
+    require_confirmation,
     show_ids_option,
     validate_output,
     write_list_page,
@@ -222,7 +223,7 @@ def list_vms(
     body = ctx.client().list_vms(limit=limit, cursor=cursor, pool=pool, node=node, status=status)
     write_list_page(
         ctx,
-        cctx.command_path,
+        next_page_command(cctx),
         body,
         fmt,
         table=lambda rows: vm_list_table(rows, ctx.now(), show_ids),
@@ -273,7 +274,7 @@ def delete_vm(name: str, force: bool, wait: bool, wait_timeout: str) -> None:
 
     A VM not placed yet is gone at once; a placed one is deleted by its
     node's agent (a vm.delete task). Asks for confirmation when stdin is a
-    terminal, unless --force.
+    terminal and refuses without one, unless --force.
 
     \b
     Example:
@@ -282,9 +283,7 @@ def delete_vm(name: str, force: bool, wait: bool, wait_timeout: str) -> None:
     timeout = parse_timeout("--wait-timeout", wait_timeout)
     ctx = get_context()
     api = ctx.client()
-    if not force and ctx.stdin_is_tty() and not confirm(ctx, f"delete vm {name}?"):
-        ctx.line("aborted")
-        return
+    require_confirmation(ctx, f"delete vm {name}", force=force)
     accepted = api.delete_vm(name)
     if accepted is None:
         ctx.line(f"vm {name} deleted")

@@ -8,6 +8,12 @@ every item is tried, and the returned failure count makes the command exit
 1. Result lines go to stdout (``created …``, ``unchanged …``, ``drift …``,
 ``deleted …``); per-item failures go to stderr as ``<label>: <problem>``.
 
+A dry run (:meth:`Runner.rehearse`) sends each create with ``?dry_run=true``:
+the server runs every check of a real create and writes nothing, so
+``would create …`` (stdout) or ``<label>: refused: <why>`` (stderr) is the
+server's verdict, not a guess. Each object is judged against what the server
+holds now, not against the other objects of the same run.
+
 Called by ``otherix.cli.commands.manifests`` with items from ``.plan``.
 """
 
@@ -19,6 +25,7 @@ from typing import Any
 
 from otherix.cli.context import CliContext
 from otherix.cli.durations import format_duration
+from otherix.cli.errors import describe
 from otherix.cli.manifest.plan import (
     Action,
     Item,
@@ -100,16 +107,42 @@ class Runner:
                 else:
                     body = self.api.create_vm(item.spec.body(item.name))
             except ApiError as exc:
-                self.fail(item, "already exists" if exc.status == 409 else str(exc))
+                self.fail(item, "already exists" if exc.status == 409 else describe(exc))
                 continue
             except ClientError as exc:
-                self.fail(item, str(exc))
+                self.fail(item, describe(exc))
                 continue
             self.ctx.line(f"created {item.label}")
             made.append((item, body))
         if self.wait:
             for item, body in made:
                 self._wait_created(item, body)
+
+    def _send(self, item: Item, *, dry_run: bool) -> dict[str, Any]:
+        if isinstance(item, PoolItem):
+            return self.api.create_pool(item.body(), dry_run=dry_run)
+        return self.api.create_vm(item.spec.body(item.name), dry_run=dry_run)
+
+    def rehearse(self, items: Sequence[Item], verb: str = "would create") -> None:
+        """Ask the server to dry-run every create; print its verdict per item.
+
+        Accepted: ``<verb> <label>`` on stdout, with where a VM would land (or
+        why it would stay pending). Refused: ``<label>: refused: <why>`` on
+        stderr, counted as a failure. Nothing is written on the server.
+        """
+        for item in items:
+            try:
+                body = self._send(item, dry_run=True)
+            except ApiError as exc:
+                problem = "already exists" if exc.status == 409 else describe(exc)
+                self.fail(item, f"refused: {problem}")
+                continue
+            except ClientError as exc:
+                self.fail(item, describe(exc))
+                continue
+            self.ctx.line(
+                f"{verb} {item.label}{_verdict(body) if isinstance(item, VmItem) else ''}"
+            )
 
     def _wait_created(self, item: Item, body: dict[str, Any]) -> None:
         try:
@@ -118,7 +151,7 @@ class Runner:
             else:
                 _, problem = wait_vm_ready(self.ctx, self.api, body, self._left())
         except ClientError as exc:
-            problem = str(exc)
+            problem = describe(exc)
         if problem:
             self.fail(item, problem)
         else:
@@ -165,7 +198,7 @@ class Runner:
                 else:
                     self._delete_vm(item)
             except ClientError as exc:
-                self.fail(item, str(exc))
+                self.fail(item, describe(exc))
 
     def _delete_pool(self, item: PoolItem) -> None:
         inst = find_instance(self.concept(item.name), item.node)
@@ -213,3 +246,13 @@ class Runner:
             self.fail(item, f"delete failed: {task_error(task)}")
         else:
             self.ctx.line(f"deleted {item.label}")
+
+
+def _verdict(vm: dict[str, Any]) -> str:
+    """Where a dry-run VM would land, or why it would stay pending."""
+    status = vm.get("status") or {}
+    if status.get("reason"):
+        return f" (it would stay pending: {status['reason']}: {status.get('message') or ''})"
+    if vm.get("node"):
+        return f" (on pool {vm.get('pool') or ''}, node {vm['node']})"
+    return ""

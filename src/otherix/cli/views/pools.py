@@ -22,6 +22,9 @@ Choices where the contract is silent (documented, tested):
   when set, and ``vm_disks: N`` (``N (M missing)`` when some are) when the
   pool holds VM disks; a pool without disks keeps the contract's layout.
 - Timestamps in the text views are printed as the server sent them.
+- Text says what the JSON says: a null ``disk_pressure`` is ``none`` (no
+  pressure recorded; ``-`` before the agent's first report, when nothing is
+  known), never ``ok``; a null byte count is ``-``.
 
 Every text function returns whole lines ending in a newline.
 """
@@ -101,9 +104,12 @@ def available_cell(p: Pool) -> str:
 
 
 def _pressure_text(p: Pool, now: datetime) -> str:
+    """``disk_pressure`` as the JSON says it: ``none`` for null (no pressure
+    recorded), ``-`` when the agent has not reported the pool yet (null too,
+    and nothing is known), else since when."""
     pressure = p.get("disk_pressure")
     if pressure is None:
-        return "ok"
+        return "none" if p.get("reported_at") or p.get("available_bytes") is not None else "-"
     since = age(pressure.get("since"), now)
     return f"active since {since} ago (consecutive_count={pressure.get('consecutive_count', 0)})"
 
@@ -149,10 +155,14 @@ def pool_list_table(pools: Sequence[Pool], now: datetime, show_ids: bool) -> str
 
 
 def paging_footer(command: str, next_cursor: str | None) -> str:
-    """Return the "next page" hint printed after a list, or ``""``."""
+    """Return the "next page" hint printed after a list, or ``""``.
+
+    ``command`` is the command line that ran the list with its filters
+    (``otherix pool list --type local_dir``), so the hint is ready to run.
+    """
     if not next_cursor:
         return ""
-    return f"\nMore results - next page (re-add any filters):\n  {command} --cursor {next_cursor}\n"
+    return f"\nMore results - next page:\n  {command} --cursor {next_cursor}\n"
 
 
 def pool_text(p: Pool, now: datetime) -> str:
