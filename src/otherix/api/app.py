@@ -14,6 +14,7 @@ from otherix import __version__
 from otherix.api import errors, openapi
 from otherix.api.deps import Deps
 from otherix.api.idempotency import IdempotencyMiddleware
+from otherix.api.inputguard import InputGuard
 from otherix.api.middleware import Metrics, RequestMiddleware
 from otherix.api.routes import auth, cluster, health, nodes, pools, tasks, vms
 from otherix.api.workers.runner import Workers
@@ -63,6 +64,7 @@ def create_app(deps: Deps, *, run_workers: bool | None = None) -> FastAPI:
         app.include_router(module.router)
     app.add_middleware(KickScheduler, wake=scheduler_wake)
     app.add_middleware(IdempotencyMiddleware)
+    app.add_middleware(InputGuard)  # strict text and JSON, before anything reads them
     app.add_middleware(
         RequestMiddleware, max_body_bytes=deps.settings.server.max_body_bytes, metrics=metrics
     )
