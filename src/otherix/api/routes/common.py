@@ -8,9 +8,16 @@ from fastapi import Request
 
 from otherix.errors import ValidationFailed
 from otherix.models.pagination import clamp_limit
+from otherix.models.strictjson import INT64_MAX
 
 
 def limit_param(limit: int | None) -> int:
+    """``limit`` resolved: above the maximum page it is clamped (contract), but an
+    integer no store column could hold is refused like any other (strict input)."""
+    if limit is not None and abs(limit) > INT64_MAX:
+        raise ValidationFailed(
+            "limit is out of range (it must lie within ±(2^63-1))", {"field": "limit"}
+        )
     try:
         return clamp_limit(limit)
     except ValueError as exc:
