@@ -3,7 +3,8 @@
 ``sqlite:///PATH`` (the embedded default) gets WAL, ``foreign_keys=ON``,
 ``synchronous=NORMAL`` and a busy timeout; write transactions start with
 ``BEGIN IMMEDIATE`` so concurrent writers queue instead of failing half-way.
-``postgresql+psycopg://`` gets a pre-pinged connection pool. Everything above
+``postgresql+psycopg://`` gets a pre-pinged connection pool. JSON columns are
+written and read through ``jsontext`` on both. Everything above
 this module is backend-neutral SQLAlchemy Core.
 """
 
@@ -20,6 +21,7 @@ import sqlalchemy.exc as sa_exc
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 
+from otherix.store import jsontext
 from otherix.store.errors import StoreError, translate
 
 _WRITE = "otherix_write"
@@ -37,6 +39,8 @@ def _sqlite_engine(url: sa.URL) -> Engine:
         # re-opening one re-runs the PRAGMAs on every request.
         pool_size=40,
         max_overflow=10,
+        json_serializer=jsontext.dumps,
+        json_deserializer=jsontext.loads,
     )
 
     @event.listens_for(engine, "connect")
@@ -69,7 +73,14 @@ def create_engine(url_text: str) -> Engine:
     if url.get_backend_name() == "postgresql":
         if url.drivername == "postgresql":
             url = url.set(drivername="postgresql+psycopg")
-        return sa.create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+        return sa.create_engine(
+            url,
+            pool_pre_ping=True,
+            pool_size=10,
+            max_overflow=20,
+            json_serializer=jsontext.dumps,
+            json_deserializer=jsontext.loads,
+        )
     raise StoreError(f"unsupported database URL scheme {url.drivername!r} (sqlite or postgresql)")
 
 
