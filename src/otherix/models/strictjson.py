@@ -15,10 +15,13 @@ rules"). Nothing here does I/O.
 - Nesting: at most :data:`MAX_DEPTH` (64) objects and arrays inside each
   other, the outermost counting as 1. Deeper documents are refused before
   they can reach a recursive serialiser.
-- Numbers: an integer (no fraction, no exponent) lies within
-  ±(2^63-1), what a BIGINT column holds on SQLite and PostgreSQL; any other
-  number is a finite double (``1e400`` is refused). ``NaN``, ``Infinity`` and
-  ``-Infinity`` are not JSON and are refused.
+- Numbers: every number lies within ±(2^63-1), what a BIGINT column holds
+  on SQLite and PostgreSQL. That bounds non-integers too: PostgreSQL's JSONB
+  writes ``1.5e300`` back as a 301-digit integer, which no client could send
+  again. An integer literal is checked exactly, a number with a fraction or
+  an exponent as the double it parses to (so ``1e400`` is refused, ``0.5``
+  and ``1e-300`` are fine). ``NaN``, ``Infinity`` and ``-Infinity`` are not
+  JSON and are refused.
 - Objects name each key once: parsers disagree on which of two equal keys
   wins, so a proxy and this server could see different requests.
 
@@ -34,7 +37,6 @@ out of range, ``NaN``/``Infinity``, a repeated key, or nesting over 64.
 from __future__ import annotations
 
 import json
-import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -95,6 +97,7 @@ _BRACKET = re.compile(r"[\[\]{}]")
 #: bytes.translate table: every decimal digit becomes "0", everything else " "
 _DIGITS = bytes(0x30 if 0x30 <= b <= 0x39 else 0x20 for b in range(256))
 #: 19 digits in a row: outside a string, an integer that may be out of range
+#: (numbers with a fraction or exponent meet the ``parse_float`` hook instead)
 _LONG_RUN = b"0" * 19
 
 
@@ -117,9 +120,9 @@ class _Duplicates(dict[str, Any]):
 
 def _fast_float(s: str) -> float:
     value = float(s)
-    if not math.isfinite(value):
-        raise _Stop
-    return value
+    if -INT64_MAX <= value <= INT64_MAX:  # False for NaN and infinities too
+        return value
+    raise _Stop
 
 
 def _fast_constant(_s: str) -> Any:
@@ -143,9 +146,9 @@ def _locate_int(s: str) -> int | _Refused:
 
 def _locate_float(s: str) -> float | _Refused:
     value = float(s)
-    if math.isfinite(value):
+    if -INT64_MAX <= value <= INT64_MAX:
         return value
-    return _Refused("number out of range (not a finite double)")
+    return _Refused("number out of range (it must lie within ±(2^63-1))")
 
 
 def _locate_constant(s: str) -> _Refused:

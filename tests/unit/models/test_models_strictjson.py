@@ -9,7 +9,6 @@ and ``decode`` accepts.
 from __future__ import annotations
 
 import json
-import math
 from typing import Any
 
 import pytest
@@ -41,7 +40,10 @@ ACCEPTED: list[tuple[bytes, Any]] = [
     (b'{"a": "\\\\ud800"}', {"a": "\\ud800"}),  # the text "\ud800", not an escape
     (f'{{"a": {INT64_MAX}}}'.encode(), {"a": INT64_MAX}),
     (f'{{"a": {-INT64_MAX}}}'.encode(), {"a": -INT64_MAX}),
-    (b'{"a": 1.5e300, "b": -0.0, "c": 1e-400}', {"a": 1.5e300, "b": -0.0, "c": 0.0}),
+    (
+        b'{"a": 1.5e18, "b": -0.0, "c": 1e-400, "d": 0.5}',
+        {"a": 1.5e18, "b": -0.0, "c": 0.0, "d": 0.5},
+    ),
     (b'{"digits": "12345678901234567890123"}', {"digits": "12345678901234567890123"}),
     (b'{"a": 1, "b": {"a": 2}}', {"a": 1, "b": {"a": 2}}),  # the same key in two objects
     (nest(MAX_DEPTH), json.loads(nest(MAX_DEPTH))),
@@ -77,8 +79,10 @@ REFUSED: list[tuple[bytes, str, str]] = [
     (b'{"a": NaN}', "a", "NaN is not JSON"),
     (b'{"a": [1, Infinity]}', "a.1", "Infinity is not JSON"),
     (b'{"a": -Infinity}', "a", "-Infinity is not JSON"),
-    (b'{"a": 1e400}', "a", "not a finite double"),
-    (b'{"a": -1e400}', "a", "not a finite double"),
+    (b'{"a": 1e400}', "a", "number out of range"),
+    (b'{"a": -1e400}', "a", "number out of range"),
+    (b'{"a": 1.5e300}', "a", "number out of range"),
+    (b'{"a": 9.3e18}', "a", "number out of range"),
     (f'{{"a": {INT64_MAX + 1}}}'.encode(), "a", "integer out of range"),
     (f'{{"a": {-INT64_MAX - 1}}}'.encode(), "a", "integer out of range"),
     (f'{{"a": {2**64}}}'.encode(), "a", "integer out of range"),
@@ -176,9 +180,7 @@ def reference_problem(value: Any, depth: int = 1) -> bool:
         return bad_text(value)
     if isinstance(value, bool) or value is None:
         return False
-    if isinstance(value, int):
-        return not -INT64_MAX <= value <= INT64_MAX
-    return not math.isfinite(value)
+    return not -INT64_MAX <= value <= INT64_MAX  # NaN compares False: refused
 
 
 CHARS = st.one_of(

@@ -29,10 +29,13 @@ def page(data: list[Any], next_cursor: str | None) -> dict[str, Any]:
 
 
 async def json_body(request: Request) -> object:
-    """The raw decoded body, for endpoints whose validation order is contractual."""
+    """The raw decoded body, for endpoints whose validation order is contractual
+    (as the input boundary decoded it, strictly: ``api/inputguard.py``)."""
     raw = await request.body()
     if not raw:
         raise ValidationFailed("invalid request body: empty")
+    if "json_body" in request.scope.get("state", {}):
+        return request.scope["state"]["json_body"]
     import json
 
     try:
