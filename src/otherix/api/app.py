@@ -50,7 +50,13 @@ def create_app(deps: Deps, *, run_workers: bool | None = None) -> FastAPI:
         version=__version__,
         description="Storage pools, nodes, the cluster default pool and VMs on pools. "
         'Errors use the envelope {"error": {code, message, details}}; '
-        "see docs/error-codes.md.",
+        "see docs/error-codes.md. Input is strict on every operation: request bodies are "
+        "JSON of at most 1 MiB, UTF-8, nested at most 64 levels, with every number within "
+        "+-(2^63-1) (no NaN or Infinity) and no key repeated in an object; every string, "
+        "query parameter, path segment and header is valid text without unpaired surrogates "
+        "or U+0000. A refusal is 400 validation_failed naming the value in details.field "
+        "(a dotted JSON path such as config.a.b, query.<name>, path.<parameter> or "
+        "header.<name>) and details.in.",
         lifespan=lifespan,
         docs_url="/docs",
         redoc_url=None,

@@ -103,7 +103,7 @@ def check_headers(headers: list[tuple[bytes, bytes]]) -> ValidationFailed | None
             value.decode("utf-8")
         except UnicodeDecodeError as exc:
             shown = name.decode("latin-1").lower()
-            reason = f"is not valid UTF-8 (byte 0x{value[exc.start]:02X})"
+            reason = f"not valid UTF-8 (byte 0x{value[exc.start]:02X})"
             return refusal("header", f"header.{shown}", reason)
     return None
 
