@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import httpx
 import sqlalchemy as sa
 from alembic import command
 from apihelpers import (
@@ -217,3 +218,34 @@ def test_the_store_never_writes_an_unpaired_surrogate(tmp_path):
     stored = "\n".join(raw_json_texts(url))
     assert "\\ud800" not in stored
     assert '{"a": "\\ufffd"}' in stored
+
+
+def test_migration_0003_cuts_deep_values_on_both_backends(tmp_path, db_url, caplog):
+    """PostgreSQL refused surrogates and NaN, but its JSONB kept 300 levels of nesting,
+    which broke every list holding the row (the serialiser stops at about 250)."""
+    with serve(tmp_path / "api", db_url) as api:
+        node = ready_node(api, "deep-node")
+        pool = create_pool(api, node, "deep-pool", POOLS + "deep", config={"ok": 1})
+    db = Database(db_url)
+    command.downgrade(alembic_config(db), "0002")
+    db.close()
+    engine = sa.create_engine(db_url)  # as the old server wrote it
+    try:
+        with engine.begin() as conn:
+            qp.update_pool(conn, pool["id"], {"config": {"ok": 1, "deep": nested(300)}})
+    finally:
+        engine.dispose()
+    migrations = caplog.at_level(logging.WARNING, "otherix.store.migrations")
+    with migrations, serve(tmp_path / "api", db_url, roles=False) as api:
+        token = api.server.login(*ADMIN)
+        with httpx.Client(base_url=api.url, headers={"Authorization": f"Bearer {token}"}) as c:
+            listed = c.get("/v1/storage-pools", params={"node": "deep-node"})
+            assert listed.status_code == 200, listed.text
+            config = c.get(f"/v1/storage-pools/{pool['id']}").json()["config"]
+    assert config["ok"] == 1
+    value = config["deep"]
+    for _ in range(63):  # the column's object is level 1, "deep"'s arrays 2..301
+        value = value[0]
+    assert isinstance(value, str)  # level 65 on is kept as its JSON text
+    assert value.count("[") == 300 - 63
+    assert any(f"storage_pools.config of id {pool['id']}" in r.getMessage() for r in caplog.records)
