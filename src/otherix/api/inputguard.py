@@ -3,7 +3,8 @@
 Pure ASGI middleware, installed by ``create_app`` inside ``RequestMiddleware``
 (so the 1 MiB body cap applies while the body is read here) and outside
 everything else (idempotency, routing), so every route (public, agent, login,
-join) sees only input that passed the rules of ``otherix.models.strictjson``:
+join) sees only input that passed the rules of ``otherix.models.strictjson``
+and ``otherix.models.textrules``:
 
 - the path: percent-decoded, it must be valid UTF-8 without NUL; a bad
   segment is named by its path parameter (``path.name``) when a route
@@ -36,7 +37,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from otherix.api.middleware import answer
 from otherix.errors import ValidationFailed
-from otherix.models import strictjson
+from otherix.models import strictjson, textrules
 
 #: bodies above this are decoded off the event loop
 THREAD_THRESHOLD = 64 * 1024
@@ -73,7 +74,7 @@ def check_path(scope: Scope) -> ValidationFailed | None:
     if b"%" not in raw and raw.isascii():
         return None
     for segment in raw.split(b"/"):
-        _, reason = strictjson.percent_decode(segment)
+        _, reason = textrules.percent_decode(segment)
         if reason is not None:
             name = _path_parameter(scope, unquote(segment.decode("latin-1")))
             return refusal("path", f"path.{name}" if name else "path", reason)
@@ -87,9 +88,9 @@ def check_query(query: bytes) -> ValidationFailed | None:
         if not part:
             continue
         raw_name, _, raw_value = part.partition(b"=")
-        name, reason = strictjson.percent_decode(raw_name, plus_is_space=True)
+        name, reason = textrules.percent_decode(raw_name, plus_is_space=True)
         if reason is None:
-            _, reason = strictjson.percent_decode(raw_value, plus_is_space=True)
+            _, reason = textrules.percent_decode(raw_value, plus_is_space=True)
         if reason is not None:
             return refusal("query", f"query.{name}", reason)
     return None

@@ -1,11 +1,11 @@
 """Strict input: the rules every request body, query string, path and header meet.
 
-Owns :func:`decode` (a request body: bytes to a JSON value, or a refusal),
-:func:`text_problem` (the text rule for one string) and :func:`percent_decode`
-(one percent-encoded query or path component). The API's input boundary
-(``otherix.api.inputguard``) applies them to every request before any route
-sees it; the rules are written down in ``docs/architecture.md`` ("Input
-rules"). Nothing here does I/O.
+Owns :func:`decode` (a request body: bytes to a JSON value, or a refusal) and
+the text-level depth helpers the stored-JSON repair shares (``too_deep``,
+``deep_path``); the text rule itself is ``otherix.models.textrules``. The
+API's input boundary (``otherix.api.inputguard``) applies them to every
+request before any route sees it; the rules are written down in
+``docs/architecture.md`` ("Input rules"). Nothing here does I/O.
 
 - Text: UTF-8 on the wire; every string and every object key a sequence of
   Unicode scalar values other than U+0000. So no unpaired surrogate (a
@@ -38,23 +38,21 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import accumulate
 from typing import Any
-from urllib.parse import unquote_to_bytes
+
+from otherix.models.textrules import NUL, field_name, text_problem
 
 __all__ = [
     "INT64_MAX",
     "JSON_STRING",
     "MAX_DEPTH",
+    "NUL",
     "JsonRefused",
     "MalformedJson",
     "decode",
     "deep_path",
-    "field_name",
-    "percent_decode",
-    "text_problem",
     "too_deep",
 ]
 
@@ -69,7 +67,6 @@ _SUSPECT = re.compile(
     r"|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2}"
     r"|\\u0000"
 )
-NUL = "contains U+0000 (NUL), which is not allowed"
 DEEP = f"nested deeper than {MAX_DEPTH} levels"
 
 
@@ -211,37 +208,6 @@ def too_deep(raw: bytes, text: str) -> bool:
     return max(accumulate(map(_STEP.__getitem__, brackets)), default=0) > MAX_DEPTH
 
 
-# text ------------------------------------------------------------------------------------
-
-
-def text_problem(s: str, *, from_bytes: bool = False) -> str | None:
-    """Why ``s`` is not valid text here, or None. ``from_bytes``: ``s`` was decoded
-    with ``surrogateescape``, so U+DC80..U+DCFF stand for bytes that are not UTF-8."""
-    if s.isascii():
-        return NUL if "\x00" in s else None
-    try:
-        s.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        code = ord(s[exc.start])
-        if from_bytes and 0xDC80 <= code <= 0xDCFF:
-            return f"not valid UTF-8 (byte 0x{code - 0xDC00:02X} at character {exc.start})"
-        where = f"U+{code:04X} at character {exc.start}"
-        return f"not valid Unicode text (an unpaired surrogate {where})"
-    return NUL if "\x00" in s else None
-
-
-def _show(part: str | int) -> str:
-    """A path part as printable, encodable text (a bad key is shown escaped)."""
-    if isinstance(part, int):
-        return str(part)
-    shown = part.encode("utf-8", "backslashreplace").decode("utf-8")
-    return shown.replace("\x00", "\\u0000")
-
-
-def field_name(path: Sequence[str | int]) -> str:
-    return ".".join(_show(p) for p in path)
-
-
 _Link = tuple[str | int, "_Link | None"] | None
 
 
@@ -371,31 +337,3 @@ def _located(text: str, from_bytes: bool) -> Any:
     if problem is not None:
         raise JsonRefused(*problem)
     return value
-
-
-# query strings and paths ---------------------------------------------------------------
-
-
-def percent_decode(raw: bytes, *, plus_is_space: bool = False) -> tuple[str, str | None]:
-    """One query-string or path component, percent-decoded as strict UTF-8.
-
-    Returns ``(text, None)``, or ``(shown, reason)`` when the component is not
-    valid text (``shown`` is the component as printable text, for the message).
-    """
-    if plus_is_space:
-        raw = raw.replace(b"+", b" ")
-    data = unquote_to_bytes(raw)
-    shown = data.decode("utf-8", "backslashreplace").replace("\x00", "\\u0000")
-    if not raw.isascii():
-        return shown, "holds a raw byte above 0x7F (percent-encode it as UTF-8)"
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        lead = data[exc.start]
-        nxt = data[exc.start + 1] if exc.start + 1 < len(data) else 0
-        if lead == 0xED and nxt >= 0xA0:
-            return shown, "not valid UTF-8 once percent-decoded (it encodes a surrogate)"
-        return shown, f"not valid UTF-8 once percent-decoded (byte 0x{lead:02X})"
-    if "\x00" in text:
-        return shown, NUL
-    return text, None

@@ -1,4 +1,5 @@
-"""Tests for otherix.models.strictjson: the input rules, by table and by property.
+"""Tests for otherix.models.strictjson and textrules: the input rules, by table and
+by property.
 
 The property compares ``decode`` with a slow reference (``json.loads`` plus a
 walk of every value): the fast path skips the walk unless the text looks
@@ -15,15 +16,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from otherix.models.strictjson import (
-    INT64_MAX,
-    MAX_DEPTH,
-    JsonRefused,
-    MalformedJson,
-    decode,
-    percent_decode,
-    text_problem,
-)
+from otherix.models.strictjson import INT64_MAX, MAX_DEPTH, JsonRefused, MalformedJson, decode
+from otherix.models.textrules import percent_decode, text_problem
 
 
 def nest(depth: int, inner: str = "1") -> bytes:
