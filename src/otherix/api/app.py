@@ -14,6 +14,7 @@ from otherix import __version__
 from otherix.api import errors, openapi
 from otherix.api.deps import Deps
 from otherix.api.idempotency import IdempotencyMiddleware
+from otherix.api.inputguard import InputGuard
 from otherix.api.loginshield import LoginShield
 from otherix.api.middleware import Metrics, RequestMiddleware
 from otherix.api.routes import auth, cluster, health, nodes, pools, tasks, vms
@@ -50,7 +51,13 @@ def create_app(deps: Deps, *, run_workers: bool | None = None) -> FastAPI:
         version=__version__,
         description="Storage pools, nodes, the cluster default pool and VMs on pools. "
         'Errors use the envelope {"error": {code, message, details}}; '
-        "see docs/error-codes.md.",
+        "see docs/error-codes.md. Input is strict on every operation: request bodies are "
+        "JSON of at most 1 MiB, UTF-8, nested at most 64 levels, with every number within "
+        "+-(2^63-1) (no NaN or Infinity) and no key repeated in an object; every string, "
+        "query parameter, path segment and header is valid text without unpaired surrogates "
+        "or U+0000. A refusal is 400 validation_failed naming the value in details.field "
+        "(a dotted JSON path such as config.a.b, query.<name>, path.<parameter> or "
+        "header.<name>) and details.in.",
         lifespan=lifespan,
         docs_url="/docs",
         redoc_url=None,
@@ -62,9 +69,13 @@ def create_app(deps: Deps, *, run_workers: bool | None = None) -> FastAPI:
     errors.install(app)
     for module in (health, auth, nodes, pools, cluster, tasks, vms):
         app.include_router(module.router)
-    app.add_middleware(LoginShield, deps=deps)  # innermost: a blocked client's logins
+    # Outermost last: RequestMiddleware (ids, body cap, metrics), then the login
+    # shield (a blocked client's logins are refused before their body is read),
+    # then the strict input rules, before anything else reads the request.
     app.add_middleware(KickScheduler, wake=scheduler_wake)
     app.add_middleware(IdempotencyMiddleware)
+    app.add_middleware(InputGuard)
+    app.add_middleware(LoginShield, deps=deps)
     app.add_middleware(
         RequestMiddleware, max_body_bytes=deps.settings.server.max_body_bytes, metrics=metrics
     )

@@ -49,12 +49,12 @@ class Metrics:
 
 
 def _too_large(limit: int) -> list[Message]:
-    return _answer(
+    return answer(
         ValidationFailed(f"request body too large (max {limit} bytes)", {"max_bytes": limit})
     )
 
 
-def _answer(exc: OtherixError) -> list[Message]:
+def answer(exc: OtherixError) -> list[Message]:
     body = json.dumps(exc.envelope()).encode()
     return [
         {
@@ -124,7 +124,7 @@ class RequestMiddleware:
             if status_holder["started"]:
                 raise
             log.exception("unexpected error (request %s)", rid)
-            for msg in _answer(Internal("internal error", {"request_id": rid})):
+            for msg in answer(Internal("internal error", {"request_id": rid})):
                 await tracking_send(msg)
         finally:
             route = scope.get("route")

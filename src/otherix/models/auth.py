@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import Annotated
 
-from pydantic import AwareDatetime, ConfigDict, Field, StrictBool
+from pydantic import AfterValidator, AwareDatetime, ConfigDict, Field, StrictBool
 
 from otherix.models.common import Input, Output
 from otherix.rbac import Role
@@ -79,9 +80,24 @@ class ApiToken(Output):
     created_at: datetime
 
 
+def _storable(value: datetime) -> datetime:
+    """The store keeps times in UTC: one that has no UTC form (9999-12-31T23:00-05:00
+    is in year 10000 there) is out of range, not a 500 when it is written."""
+    try:
+        value.astimezone(UTC)
+    except OverflowError as exc:
+        msg = "time is out of range (it must fall within years 1 to 9999 in UTC)"
+        raise ValueError(msg) from exc
+    return value
+
+
+#: an aware time the store can hold (a naive time is ambiguous, and not comparable)
+StorableTime = Annotated[AwareDatetime, AfterValidator(_storable)]
+
+
 class ApiTokenCreate(Input):
     name: str = Field(min_length=1, max_length=100)
-    expires_at: AwareDatetime | None = None  # a naive time is ambiguous (and not comparable)
+    expires_at: StorableTime | None = None
 
 
 class ApiTokenCreated(ApiToken):

@@ -27,13 +27,14 @@ from typing import Annotated, Any, Literal
 from pydantic import Field
 
 from otherix.models.common import Input, Output
+from otherix.models.strictjson import INT64_MAX
 
 
 class ImageReport(Input):
     name: str = Field(min_length=1, max_length=255)
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
-    size_bytes: int = Field(ge=0)
-    virtual_size_bytes: int | None = Field(default=None, ge=0)
+    size_bytes: int = Field(ge=0, le=INT64_MAX)
+    virtual_size_bytes: int | None = Field(default=None, ge=0, le=INT64_MAX)
     format: Literal["qcow2", "raw"]
     imported_at: datetime
 
@@ -49,8 +50,8 @@ class PoolReport(Input):
     reconciliation_status: Literal["ready", "failed"]
     reconciliation_error: str | None = Field(default=None, max_length=4096)
     reconciliation_reason: str | None = Field(default=None, pattern=REASON_PATTERN)
-    capacity_bytes: int | None = Field(default=None, ge=0)
-    available_bytes: int | None = Field(default=None, ge=0)
+    capacity_bytes: int | None = Field(default=None, ge=0, le=INT64_MAX)  # BIGINT columns
+    available_bytes: int | None = Field(default=None, ge=0, le=INT64_MAX)
     images: list[ImageReport] | None = None
     #: the identity marker found in (or written to) the pool root; null when failed
     marker_id: str | None = Field(default=None, max_length=64)
@@ -62,16 +63,16 @@ class PoolReport(Input):
 
 class Resources(Input):
     cpu_cores_total: int | None = Field(default=None, ge=0, le=1 << 16)
-    memory_total_mib: int | None = Field(default=None, ge=0)
-    memory_available_mib: int | None = Field(default=None, ge=0)
-    system_disk_total_bytes: int | None = Field(default=None, ge=0)
-    system_disk_available_bytes: int | None = Field(default=None, ge=0)
+    memory_total_mib: int | None = Field(default=None, ge=0, le=INT64_MAX)
+    memory_available_mib: int | None = Field(default=None, ge=0, le=INT64_MAX)
+    system_disk_total_bytes: int | None = Field(default=None, ge=0, le=INT64_MAX)
+    system_disk_available_bytes: int | None = Field(default=None, ge=0, le=INT64_MAX)
 
 
 class HeartbeatReport(Input):
     agent_version: str = Field(min_length=1, max_length=64)
     architecture: Literal["amd64", "arm64"]
-    revision: int = Field(ge=0, description="desired revision the agent has applied")
+    revision: int = Field(ge=0, le=INT64_MAX, description="desired revision the agent has applied")
     capabilities: dict[str, Any] | None = None
     resources: Resources | None = None
     pools: list[PoolReport] | None = None

@@ -18,7 +18,8 @@ call it) and never again once it has found the file lost. A lost store raises
 never written, checkpointed or closed.
 
 ``postgresql+psycopg://`` gets a pre-pinged connection pool and a connect
-timeout. Everything above this module is backend-neutral SQLAlchemy Core.
+timeout. JSON columns are written and read through ``jsontext`` on both.
+Everything above this module is backend-neutral SQLAlchemy Core.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ import sqlalchemy.exc as sa_exc
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 
+from otherix.store import jsontext
 from otherix.store.errors import StoreError, StoreLost, StoreUnavailable, translate
 
 _WRITE = "otherix_write"
@@ -114,6 +116,8 @@ def _sqlite_engine(url: sa.URL) -> Engine:
         # re-opening one re-runs the PRAGMAs on every request.
         pool_size=40,
         max_overflow=10,
+        json_serializer=jsontext.dumps,
+        json_deserializer=jsontext.loads,
     )
 
     @event.listens_for(engine, "connect")
@@ -146,7 +150,13 @@ def _postgres_engine(url: sa.URL) -> Engine:
         url = url.set(drivername="postgresql+psycopg")
     connect_args = {} if "connect_timeout" in url.query else {"connect_timeout": PG_CONNECT_TIMEOUT}
     return sa.create_engine(
-        url, pool_pre_ping=True, pool_size=10, max_overflow=20, connect_args=connect_args
+        url,
+        pool_pre_ping=True,
+        pool_size=10,
+        max_overflow=20,
+        connect_args=connect_args,
+        json_serializer=jsontext.dumps,
+        json_deserializer=jsontext.loads,
     )
 
 

@@ -170,6 +170,7 @@ def validate_basename(name: str) -> str:
     if not bad:
         try:
             fs.safe_segment(name)
+            name.encode("utf-8")  # a file name that is not UTF-8 cannot be reported
             bad = len(os.fsencode(name)) > MAX_BASENAME_BYTES
         except (fs.UnsafePath, UnicodeError):
             bad = True

@@ -8,6 +8,7 @@ from fastapi import Request
 
 from otherix.errors import ValidationFailed
 from otherix.models.pagination import clamp_limit
+from otherix.models.strictjson import INT64_MAX
 
 #: The ``dry_run`` query parameter of the create endpoints.
 DRY_RUN_DESCRIPTION = (
@@ -26,6 +27,12 @@ def dry_run_answer(what: str, model: type[Any]) -> dict[str, Any]:
 
 
 def limit_param(limit: int | None) -> int:
+    """``limit`` resolved: above the maximum page it is clamped (contract), but an
+    integer no store column could hold is refused like any other (strict input)."""
+    if limit is not None and abs(limit) > INT64_MAX:
+        raise ValidationFailed(
+            "limit is out of range (it must lie within ±(2^63-1))", {"field": "limit"}
+        )
     try:
         return clamp_limit(limit)
     except ValueError as exc:
@@ -37,10 +44,13 @@ def page(data: list[Any], next_cursor: str | None) -> dict[str, Any]:
 
 
 async def json_body(request: Request) -> object:
-    """The raw decoded body, for endpoints whose validation order is contractual."""
+    """The raw decoded body, for endpoints whose validation order is contractual
+    (as the input boundary decoded it, strictly: ``api/inputguard.py``)."""
     raw = await request.body()
     if not raw:
         raise ValidationFailed("invalid request body: empty")
+    if "json_body" in request.scope.get("state", {}):
+        return request.scope["state"]["json_body"]
     import json
 
     try:

@@ -31,6 +31,7 @@ from otherix.models.nodes import (
     NodeRejoinToken,
     NodeSummary,
 )
+from otherix.models.strictjson import INT64_MAX
 from otherix.rbac import Permission, Scope
 
 router = APIRouter(prefix="/v1/nodes", tags=["nodes"])
@@ -187,7 +188,7 @@ async def heartbeat(
 @router.get("/{name}/watch", operation_id="nodeWatch")
 async def watch(
     name: str,
-    revision: int = Query(ge=0),
+    revision: int = Query(ge=0, le=INT64_MAX),
     timeout: float = Query(default=25.0, ge=0, le=120),
     deps: Deps = Depends(get_deps),
     cred: AgentCredential = Depends(agent_node),
