@@ -95,6 +95,25 @@ def db_url(request, tmp_path) -> str:
     return url
 
 
+@pytest.fixture(params=BACKENDS)
+def fresh_db(request, tmp_path) -> Iterator[Database]:
+    """An empty, unmigrated database of its own on each backend (never the
+    session's shared PostgreSQL database): for migration tests."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path}/fresh.db"
+    else:
+        if not pg.base_url():
+            pytest.skip(f"{pg.ENV} not set")
+        url = pg.create_database()
+    db = Database(url)
+    try:
+        yield db
+    finally:
+        db.close()
+        if request.param == "postgresql":
+            pg.drop_database(url)
+
+
 @pytest.fixture
 def api_any_backend(tmp_path, db_url) -> Iterator[Api]:
     """A running control plane on each backend in turn."""

@@ -40,6 +40,8 @@ from support.hostile import LONE, broken, nested, views
 
 BAD_URL = f"http://images.invalid/{LONE}.img"
 FIXED_URL = "http://images.invalid/\ufffd.img"
+#: the revision before the text repair (0008): what a server before strict input ran
+BEFORE_REPAIR = "0007"
 JSON_COLUMNS = {
     "storage_pools": ("config",),
     "pool_status": ("images",),
@@ -162,13 +164,13 @@ def assert_served_repaired(api: Served, ids: dict[str, Any]) -> None:
     assert tasks[0]["args"]["image_url"] == FIXED_URL
 
 
-def test_migration_0003_repairs_rows_stored_before_strict_input(tmp_path, caplog):
+def test_migration_0008_repairs_rows_stored_before_strict_input(tmp_path, caplog):
     url = f"sqlite:///{tmp_path}/otherix.db"
     with serve(tmp_path / "api", url) as api:
         ids = build_cluster(api)
     db = Database(url)
-    command.downgrade(alembic_config(db), "0002")
-    assert current_revision(db) == "0002"
+    command.downgrade(alembic_config(db), BEFORE_REPAIR)
+    assert current_revision(db) == BEFORE_REPAIR
     db.close()
     write_bad_rows(url, ids)
     stored = "\n".join(raw_json_texts(url))
@@ -220,14 +222,14 @@ def test_the_store_never_writes_an_unpaired_surrogate(tmp_path):
     assert '{"a": "\\ufffd"}' in stored
 
 
-def test_migration_0003_cuts_deep_values_on_both_backends(tmp_path, db_url, caplog):
+def test_migration_0008_cuts_deep_values_on_both_backends(tmp_path, db_url, caplog):
     """PostgreSQL refused surrogates and NaN, but its JSONB kept 300 levels of nesting,
     which broke every list holding the row (the serialiser stops at about 250)."""
     with serve(tmp_path / "api", db_url) as api:
         node = ready_node(api, "deep-node")
         pool = create_pool(api, node, "deep-pool", POOLS + "deep", config={"ok": 1})
     db = Database(db_url)
-    command.downgrade(alembic_config(db), "0002")
+    command.downgrade(alembic_config(db), BEFORE_REPAIR)
     db.close()
     engine = sa.create_engine(db_url)  # as the old server wrote it
     try:

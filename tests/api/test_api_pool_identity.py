@@ -6,7 +6,6 @@ control plane records from reports, the views (``reconciliation_reason``,
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,7 +26,6 @@ from apihelpers import (
 
 from otherix.store import Database, schema
 from otherix.store.migrate import upgrade
-from support import pg
 
 IDENTITY = ("pool_missing", "pool_identity_mismatch", "pool_device_changed")
 
@@ -327,22 +325,11 @@ def test_reinit_bad_references(api):
 # --- migration 0007 (pool identity) --------------------------------------------------------------
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def old_db(request, tmp_path) -> Iterator[Database]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path}/old.db"
-    else:
-        if not pg.base_url():
-            pytest.skip(f"{pg.ENV} not set")
-        url = pg.create_database()
-    db = Database(url)
-    try:
-        upgrade(db, "0002")
-        yield db
-    finally:
-        db.close()
-        if request.param == "postgresql":
-            pg.drop_database(url)
+@pytest.fixture
+def old_db(fresh_db: Database) -> Database:
+    """A database of its own at revision 0002 (before pool identity)."""
+    upgrade(fresh_db, "0002")
+    return fresh_db
 
 
 def test_migration_adopts_pools_that_were_ready_and_creates_the_rest(old_db):

@@ -3,7 +3,6 @@ and what authenticating a JWT costs (one narrow read), on every backend."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -20,26 +19,8 @@ from otherix.rbac import Role
 from otherix.store import Database
 from otherix.store import users as q
 from otherix.store.migrate import upgrade
-from support import pg
 
 NOW = datetime(2026, 12, 9, 12, 0, tzinfo=UTC)
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def fresh_db(request, tmp_path) -> Iterator[Database]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path}/fresh.db"
-    else:
-        if not pg.base_url():
-            pytest.skip(f"{pg.ENV} not set")
-        url = pg.create_database()
-    db = Database(url)
-    try:
-        yield db
-    finally:
-        db.close()
-        if request.param == "postgresql":
-            pg.drop_database(url)
 
 
 def test_0005_keeps_old_users_and_refresh_tokens_valid(fresh_db, tmp_path):

@@ -97,10 +97,13 @@ def friends(api_url: str, token: str, join_token: str, tmp_path: Path) -> dict[s
         "OTHERIX_BOOTSTRAP_ADMIN_USERNAME": "boot",
         "OTHERIX_BOOTSTRAP_ADMIN_PASSWORD": "boot-pass-1",
         "OTHERIX_JOIN_TOKEN": join_token,
+        "OTHERIX_REJOIN_TOKEN": "otxr_not-used-here",
         "OTHERIX_TEST_POSTGRES_URL": "postgresql+psycopg://nobody@/nowhere",
         "OTHERIX_TEST_WORKERS": "0",
         "OTHERIX_FAULT_SEED": "1",
         "OTHERIX_BENCH_NODES": str(tmp_path / "nodes"),
+        "OTHERIX_FLOOD_MODE": "one",
+        "OTHERIX_FLOOD_DELAY_MS": "0",
     }
     assert set(values) == set(PROGRAM_ENV_VARS)
     return values
@@ -146,9 +149,12 @@ def test_the_programs_own_variables_and_each_others_settings_never_stop_a_start(
     assert code == 0, out
 
     # otherix-agent: bootstrap with OTHERIX_JOIN_TOKEN, then serve until the node is ready
+    # (without OTHERIX_REJOIN_TOKEN: bootstrap takes one of the two tokens, and the
+    # other variable is a token too, refused as a second one, not as unknown)
     data = tmp_path / "agent"
-    boot = run(env, "otherix-agent", "bootstrap", "--server", api.url, "--node-name", "env-node",
-               "--data-dir", str(data))  # fmt: skip
+    join_env = {k: v for k, v in env.items() if k != "OTHERIX_REJOIN_TOKEN"}
+    boot = run(join_env, "otherix-agent", "bootstrap", "--server", api.url, "--node-name",
+               "env-node", "--data-dir", str(data))  # fmt: skip
     assert boot.returncode == 0, boot.stderr
     agent = subprocess.Popen(
         [str(BIN / "otherix-agent"), "serve", "--data-dir", str(data)],

@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import httpx
@@ -27,30 +26,18 @@ from alembic import command
 from otherix.api.services import secrets
 from otherix.store import Database, schema
 from otherix.store.migrate import alembic_config, current_revision, upgrade
-from support import pg
 from support.server import ApiServer, make_settings
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 USER = str(uuid.uuid4())
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def old_url(request, tmp_path) -> Iterator[str]:
-    """A database of its own at revision 0002 (before this branch)."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path}/old.db"
-    else:
-        if not pg.base_url():
-            pytest.skip(f"{pg.ENV} not set")
-        url = pg.create_database()
-    db = Database(url)
-    upgrade(db, "0002")
-    db.close()
-    try:
-        yield url
-    finally:
-        if request.param == "postgresql":
-            pg.drop_database(url)
+@pytest.fixture
+def old_url(fresh_db: Database) -> str:
+    """A database of its own at revision 0002 (before this migration), by URL."""
+    upgrade(fresh_db, "0002")
+    fresh_db.close()
+    return fresh_db.url
 
 
 def _node(conn, name: str, status: str, *, heartbeat: bool, deleted: bool = False) -> str:

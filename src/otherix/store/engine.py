@@ -102,9 +102,13 @@ class DbFile:
         return None
 
     def close(self) -> None:
-        # Only after the engine is disposed: closing any descriptor of a file
-        # drops the process's POSIX locks on it, SQLite's included.
-        os.close(self.fd)
+        """Close the descriptor once (a second close could hit a reused fd number).
+
+        Only after the engine is disposed: closing any descriptor of a file
+        drops the process's POSIX locks on it, SQLite's included."""
+        if self.fd >= 0:
+            fd, self.fd = self.fd, -1
+            os.close(fd)
 
 
 def _sqlite_engine(url: sa.URL) -> Engine:
@@ -280,3 +284,4 @@ class Database:
         self.engine.dispose()
         if self.file is not None:
             self.file.close()
+            self.file = None
