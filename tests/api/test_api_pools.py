@@ -540,6 +540,7 @@ SYNTAX_ACCEPTED = [
     "/srv/trailing/",
     "/srv/trailing//",
 ]
+CONTROL = "path must not contain control characters (newline, tab, escape ...)"
 SYNTAX_REJECTED = [
     ("", "path is required"),
     ("var/lib", ABSOLUTE),
@@ -554,6 +555,9 @@ SYNTAX_REJECTED = [
     ("/" + "a" * 1024, TOO_LONG),
     ("/" + "é" * 512, TOO_LONG),  # 1025 bytes, 513 characters
     # "...\u0000...": refused before the path rule (tests/api/test_api_strict_input.py)
+    ("/var/lib/otherix/pools/a\nb", CONTROL),
+    ("/var/lib/otherix/pools/a\tb", CONTROL),
+    ("/var/lib/otherix/pools/\x1b[2J", CONTROL),
 ]
 
 

@@ -97,6 +97,8 @@ def test_a_uuid_in_the_name_path_is_400(shared_api):
         ({"image_url": "ftp://host/x.img"}, "image_url"),
         ({"image_url": "https://host/"}, "image_url"),
         ({"image_url": "images/x.img"}, "image_url"),
+        ({"image_url": "https://user:secret@host/x.img"}, "image_url"),
+        ({"image_url": "https://token@host/x.img"}, "image_url"),
         ({"image_sha256": "xyz"}, "image_sha256"),
         ({"image_sha256": ""}, "image_sha256"),
         ({"pool": "bad pool"}, "pool"),
@@ -139,3 +141,17 @@ def test_required_fields(shared_api):
 def test_raw_format_and_always_policy_are_kept(shared_api):
     vm = post_vm(shared_api, "raw-1", pool="p", format="raw", pull_policy="always").json()
     assert (vm["format"], vm["pull_policy"]) == ("raw", "always")
+
+
+def test_credentials_in_an_image_url_are_refused_with_a_sentence(shared_api):
+    """A password in the URL would show in every VM view, reach the node and sit
+    beside the cached image (``.source``): it is refused, never stored."""
+    body = vm_body("creds-1", pool="p", image_url="https://user:secret@host/x.img")
+    with shared_api.client("developer") as c:
+        r = c.post("/v1/vms", json=body)
+        listed = c.get("/v1/vms").text
+    err = error_of(r, 400, "validation_failed")
+    assert err["message"] == (
+        "image_url must not carry credentials (user:password@); serve the image without them"
+    )
+    assert "secret" not in listed

@@ -109,6 +109,10 @@ def validate_pool_path(path: str) -> str | None:
         return 'path must be absolute (start with "/")'
     if "\x00" in path:
         return "path must not contain the NUL byte"
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in path):
+        # Legal in a Linux file name, but a newline or an escape sequence in a
+        # pool path breaks every table, log line and script that prints it.
+        return "path must not contain control characters (newline, tab, escape ...)"
     if ".." in path.split("/"):
         return "path must not contain a '..' segment"
     return None

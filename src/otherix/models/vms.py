@@ -177,6 +177,10 @@ def validate_image_url(url: str) -> str | None:
         return "image_url is not a valid URL"
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return "image_url must be an absolute http:// or https:// URL"
+    if parts.username is not None or parts.password is not None:
+        # The URL is shown in every VM view, sent to the node, kept beside the
+        # cached image (.source) and logged: a password in it would leak.
+        return "image_url must not carry credentials (user:password@); serve the image without them"
     if image_basename(url) is None:
         return "image_url must end in a file name (the image cache is keyed by it)"
     return None

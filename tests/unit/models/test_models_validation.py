@@ -22,6 +22,7 @@ from otherix.models.validation import (
 )
 
 PREFIX = "/var/lib/otherix/pools/"
+CONTROL = "path must not contain control characters (newline, tab, escape ...)"
 PROPS = settings(max_examples=200, deadline=None)
 NAME_PATTERN = "[A-Za-z0-9][A-Za-z0-9._-]*"
 
@@ -146,6 +147,10 @@ def test_pool_path_accepted(path):
         ("/var/lib/otherix/pools/../../../etc", "path must not contain a '..' segment"),
         ("/..", "path must not contain a '..' segment"),
         ("/var/lib/../", "path must not contain a '..' segment"),
+        ("/var/lib/otherix/pools/a\nb", CONTROL),
+        ("/var/lib/otherix/pools/a\tb", CONTROL),
+        ("/var/lib/otherix/pools/\x1b[31mred", CONTROL),
+        ("/var/lib/otherix/pools/del\x7f", CONTROL),
     ],
 )
 def test_pool_path_rejected(path, message):
