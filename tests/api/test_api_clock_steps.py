@@ -84,7 +84,7 @@ def test_a_step_forward_marks_no_live_node_unreachable_and_nothing_gone(timeline
     quiet = ready_node(timeline.api, "fwd-quiet")
     timeline.passes(STALE + 0.5, beating=(alive,))
     assert timeline.statuses(alive, quiet) == {"fwd-alive": "ready", "fwd-quiet": "unreachable"}
-    timeline.clock.step(300)  # five minutes forward
+    timeline.clock.step(600)  # ten minutes forward, the step: far past the gone grace
     assert timeline.statuses(alive, quiet) == {"fwd-alive": "ready", "fwd-quiet": "unreachable"}
     timeline.passes(1, beating=(alive,))
     assert timeline.statuses(alive, quiet) == {"fwd-alive": "ready", "fwd-quiet": "unreachable"}
