@@ -1,6 +1,6 @@
 """Roles, permissions and the literal (role, permission) -> scope table.
 
-Every row of contract section 4 is spelled out below; nothing is derived. The
+Every row of docs/rbac.md is spelled out below; nothing is derived. The
 API's route guard (``otherix.api.deps``) asks :func:`scope_for`; invariant
 tests in ``tests/unit/test_rbac.py`` check the table's shape (every role has
 every permission, admin has the widest scope everywhere, viewer writes nothing).
@@ -56,7 +56,7 @@ class Permission(StrEnum):
 _A, _O, _F, _S, _N = Scope.ANY, Scope.OWN, Scope.FULL, Scope.SUMMARY, Scope.NONE
 P = Permission
 
-#: (admin, operator, developer, viewer) for each permission, as in contract section 4.
+#: (admin, operator, developer, viewer) for each permission, as in docs/rbac.md.
 _ROWS: dict[Permission, tuple[Scope, Scope, Scope, Scope]] = {
     P.VM_READ: (_A, _A, _A, _A),
     P.VM_CREATE: (_A, _A, _A, _N),

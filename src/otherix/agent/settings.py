@@ -6,7 +6,7 @@ Loaded by the composition root (``otherix.agent.main``) through
 command-line flags. Invalid values stop the process at start with the key's
 dotted name.
 
-Keys (contract §7.2 where it has them; the rest are ours):
+Keys (docs/configuration.md where it lists them; the rest are ours):
 
 - ``data_dir`` (``/var/lib/otherix/agent``): enrolment state (``node.json``).
 - ``control_plane.url``: unset means the URLs ``bootstrap`` stored in
@@ -37,7 +37,7 @@ Keys (contract §7.2 where it has them; the rest are ours):
 - ``tasks.*``: how ``vm.create`` / ``vm.delete`` run (``otherix.agent.vmtasks``).
 - ``logging.level`` (``info``).
 
-``images`` (limits follow contract §2.5 where it has them):
+``images`` (limits follow docs/pool-contract.md §10.2 where it has them):
 
 ==================================  ===========  ============================================
 key                                 default      meaning

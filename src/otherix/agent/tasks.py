@@ -15,7 +15,7 @@ Task types:
   the same numbers, so the report does not overwrite the scan's result).
   Success carries ``{capacity_bytes, available_bytes, reported_at}``; an
   unregistered pool fails with ``not_found`` "pool does not match a
-  configured pool" (contract §2.3), a pool whose last reconcile failed or
+  configured pool" (docs/pool-contract.md §10.1), a pool whose last reconcile failed or
   whose statfs fails with ``scan_failed``.
 - ``vm.create`` and ``vm.delete``: handed to ``VmTasks``
   (``otherix.agent.vmtasks``) and run in worker threads; they report

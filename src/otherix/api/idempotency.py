@@ -1,4 +1,4 @@
-"""``Idempotency-Key`` for mutating endpoints (contract 1.1 and 3.11).
+"""``Idempotency-Key`` for mutating endpoints (docs/pool-contract.md §1.3).
 
 The same key with the same request (method, path, query, body) within 24 h
 replays the first answer; the same key with a different request gets 409

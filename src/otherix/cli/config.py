@@ -1,4 +1,4 @@
-"""The CLI's ``~/.otherix/config`` file and endpoint/token resolution (§5.1).
+"""The CLI's ``~/.otherix/config`` file and endpoint/token resolution (docs/pool-contract.md §11.5).
 
 Owns the on-disk shape of the kubeconfig-like cluster list (load, atomic
 save, add/remove/use an entry) and the precedence rules that turn global
@@ -28,7 +28,7 @@ File layout::
 ``server`` (written as its first URL) is what older CLIs read. A file with
 only ``server`` is a list of one, as before.
 
-Choices where the contract is silent: empty flag or environment values count
+Choices docs/pool-contract.md leaves open: empty flag or environment values count
 as unset; an explicit ``--cluster`` naming no entry is an error even when
 ``--endpoint``/``--token`` are also given; a ``current-cluster`` naming no
 entry is an error only when the endpoint has to come from it.
@@ -372,7 +372,7 @@ def resolve(
     env: Mapping[str, str],
     cfg: CliConfig,
 ) -> Resolved:
-    """Pick the endpoint and token by the §5.1 precedence.
+    """Pick the endpoint and token by the docs/pool-contract.md §11.5 precedence.
 
     Endpoint: ``--endpoint`` > ``$OTHERIX_SERVER`` > the ``--cluster`` entry
     > the current entry (all of its ``servers``, in ``endpoints``). Token:

@@ -4,7 +4,7 @@ Owns everything a command needs from the outside world, so tests can inject
 it (the httpie/cli ``context.py`` pattern): the stdout/stderr writers, stdin
 (whether it is a TTY, and reading one answer from it), the environment
 mapping, clocks, the config-file path and the resolved endpoint and token
-(§5.1), and the :class:`~otherix.client.api.ApiClient` factory. A config
+(docs/pool-contract.md §11.5), and the :class:`~otherix.client.api.ApiClient` factory. A config
 entry with several ``servers`` gives one client over all of them (failover
 lives in ``otherix.client.base``).
 
@@ -132,7 +132,7 @@ class CliContext:
         return load_config(self.config_path)
 
     def resolve(self) -> Resolved:
-        """Endpoint and token by the §5.1 precedence (flag > env > config)."""
+        """Endpoint and token by precedence, flag > env > config (docs/pool-contract.md §11.5)."""
         return resolve_config(
             self.flag_endpoint, self.flag_token, self.flag_cluster, self.env, self.load_config()
         )

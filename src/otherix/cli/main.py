@@ -1,7 +1,7 @@
 """The ``otherix`` root command: global flags, error rendering, ``main()``.
 
 Owns the composition root of the CLI process: the root click group with the
-global flags of §5.1 (``--endpoint``, ``--token``, ``--cluster``,
+global flags of docs/pool-contract.md §11.5 (``--endpoint``, ``--token``, ``--cluster``,
 ``--config``, ``--debug``, ``--version``), the check that refuses unknown
 ``OTHERIX_`` environment variables before any command runs
 (``otherix.config.check_env``), the registration of one command group per

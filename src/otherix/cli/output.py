@@ -1,7 +1,7 @@
 """Generic CLI output renderers: formats, tables, JSON, YAML, sizes and ages.
 
 Owns every resource-independent piece of presentation in the ``otherix`` CLI
-(contract §5.2/§5.3): ``-o/--output`` validation, kubectl/tabwriter-style
+(docs/pool-contract.md §11.1, §11.2): ``-o/--output`` validation, kubectl/tabwriter-style
 tables, JSON and YAML dumps, IEC byte sizes and the kubectl ``AGE`` column.
 Resource layouts (``otherix.cli.views.*``) and the click command modules call
 these; nothing here does I/O, talks HTTP or knows about click.

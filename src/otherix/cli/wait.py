@@ -4,8 +4,8 @@ Owns the one poll loop the CLI uses (``pool create --wait`` polls the new
 pool, ``pool scan --wait`` polls the task). The first poll happens at once;
 the interval then starts at 0.1 s and grows x1.5 up to 2 s.
 
-Choice where the contract differs: the reference polls every fixed 2 s
-(§3.5). A short first interval lets ``--wait`` return well under a second
+Choice where docs/pool-contract.md differs from the reference: the reference polls every fixed 2 s
+(docs/pool-contract.md §11.3). A short first interval lets ``--wait`` return well under a second
 when the agent is quick, while the 2 s cap keeps a long wait as cheap as the
 reference's. The deadline (60 s for pool create) is unchanged.
 

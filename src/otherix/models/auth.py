@@ -1,4 +1,4 @@
-"""Wire models for login, users and API tokens (contract section 1.2)."""
+"""Wire models for login, users and API tokens (docs/pool-contract.md §2)."""
 
 from __future__ import annotations
 

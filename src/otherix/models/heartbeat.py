@@ -46,7 +46,7 @@ REASON_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
 
 
 class PoolReport(Input):
-    name: str = Field(min_length=1, max_length=255)  # the pool-name limit (contract 3.1)
+    name: str = Field(min_length=1, max_length=255)  # pool-name limit: docs/pool-contract.md §8.1
     reconciliation_status: Literal["ready", "failed"]
     reconciliation_error: str | None = Field(default=None, max_length=4096)
     reconciliation_reason: str | None = Field(default=None, pattern=REASON_PATTERN)

@@ -1,4 +1,4 @@
-"""Wire models for nodes, join tokens and enrolment (contract 1.3)."""
+"""Wire models for nodes, join tokens and enrolment (docs/pool-contract.md §3)."""
 
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ Owns the rule of issue 12 item 1 as the control plane applies it: on one node,
 a pool path that is equal to, inside, or contains another pool's path is
 refused (``pool_path_overlap``), and rows that overlap from before the rule
 get a ``path_overlap`` condition on both pools in the views. Paths are stored
-as typed (the contract) and compared cleaned (:func:`clean_path`),
+as typed (docs/pool-contract.md §8.2) and compared cleaned (:func:`clean_path`),
 boundary-safe (``/p/a`` and ``/p/ab`` do not overlap).
 
 Called by: ``api/services/pools.py`` (the create check, the views'

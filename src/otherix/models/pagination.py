@@ -1,4 +1,4 @@
-"""Opaque keyset cursors and list-limit rules (contract §1.1, Pagination).
+"""Opaque keyset cursors and list-limit rules (docs/pool-contract.md §1.2).
 
 Owns: the cursor wire format for lists ordered by ``(created_at, id)``
 ascending, and the ``limit`` query-parameter rule (default 50, min 1, values

@@ -1,4 +1,4 @@
-"""Wire models for storage pools and the cluster default pool (contract 1.4, 1.5)."""
+"""Wire models for storage pools and the cluster default pool (docs/pool-contract.md §4, §5)."""
 
 from __future__ import annotations
 

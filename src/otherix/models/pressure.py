@@ -1,4 +1,4 @@
-"""Pure pool disk-pressure transition (contract §3.9).
+"""Pure pool disk-pressure transition (docs/pool-contract.md §9).
 
 Owns: the pressure configuration and state value types and
 ``next_pressure``, which folds one scan result into the current state.

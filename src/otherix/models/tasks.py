@@ -1,4 +1,4 @@
-"""Wire model for tasks (contract 1.6)."""
+"""Wire model for tasks (docs/pool-contract.md §6)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Pure input rules for storage pools and nodes (contract §3.1-§3.3).
+"""Pure input rules for storage pools and nodes (docs/pool-contract.md §8).
 
 Owns: pool name/type/path syntax, the path allowlist check, Go's
 ``filepath.Clean`` (ported exactly, because the allowlist is defined in its
@@ -11,7 +11,7 @@ auto-provisioning), the config loader (allowlist validation), the CLI (the
 ``name|uuid`` argument) and the agent (safe path segments).
 
 Every ``validate_*`` function returns ``None`` when the input is valid, or the
-exact user-facing message from the contract otherwise. Nothing here does I/O.
+exact user-facing message of docs/pool-contract.md §4.2 otherwise. Nothing here does I/O.
 """
 
 from __future__ import annotations
@@ -172,11 +172,11 @@ def path_allowed(path: str, prefixes: Sequence[str]) -> bool:
 def pool_path_allowed(path: str, prefixes: Sequence[str]) -> bool:
     """The API's create rule: :func:`path_allowed`, and not an allowed prefix itself.
 
-    Pools live *below* a prefix (issue 12, a departure from contract §3.2,
-    which admits the prefix directory itself): a pool at the prefix would
+    Pools live *below* a prefix (issue 12, docs/pool-contract.md §8.3; an older
+    design admitted the prefix directory itself): a pool at the prefix would
     contain every other pool there, the auto-provisioned default included.
     Compared cleaned, so ``/srv/pools/`` and ``/srv/pools//`` are the prefix
-    ``/srv/pools/`` too. :func:`path_allowed` (the contract's function) keeps
+    ``/srv/pools/`` too. :func:`path_allowed` (docs/pool-contract.md §8.3) keeps
     admitting the prefix; the agent's own allowlist uses it.
     """
     if not path_allowed(path, prefixes):
@@ -216,7 +216,7 @@ def validate_allowed_prefixes(prefixes: Sequence[str]) -> str | None:
 def default_pool_path(prefix: str, name: str) -> str | None:
     """Path for an auto-provisioned pool, or ``None`` when ``name`` is unsafe.
 
-    The guard of contract §3.3: a name containing ``/``, equal to ``.`` or
+    The guard of docs/pool-contract.md §8.4: a name containing ``/``, equal to ``.`` or
     ``..``, or whose cleaned ``prefix+name`` escapes the prefix (or collapses
     onto the prefix itself) is refused. Otherwise the path is ``prefix+name``
     as typed.
@@ -252,12 +252,13 @@ def looks_like_uuid(s: str) -> bool:
     return _UUID_RE.fullmatch(s) is not None
 
 
-#: VM phases (contract 1.7); a VM whose disk is ready is ``stopped``.
+#: VM phases (docs/pool-contract.md §7); a VM whose disk is ready is ``stopped``.
 PHASES: tuple[str, ...] = ("pending", "creating", "stopped", "error", "deleting")
 
 
 def image_basename(url: str) -> str | None:
-    """The cache key of an image URL: its last path segment, query dropped (contract 2.5)."""
+    """The cache key of an image URL: its last path segment, query dropped
+    (docs/pool-contract.md §10.2)."""
     segment = urlsplit(url).path.rsplit("/", 1)[-1]
     if segment in ("", ".", ".."):
         return None

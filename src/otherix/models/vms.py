@@ -1,15 +1,15 @@
-"""Wire models for VMs and their disks (contract 1.7), and the pure VM rules.
+"""Wire models for VMs and their disks (docs/pool-contract.md §7), and the pure VM rules.
 
 Owns: ``VMCreate`` (the ``POST /v1/vms`` body), the ``VM`` read model with its
 ``VMStatus`` and ``VmDisk`` rows, the phase and pull-policy vocabularies, the
 syntax checks the API applies to a VM name and an image URL, and ``decide``,
-the pure placement decision (contract 3.8, below). Called by the API's VM
+the pure placement decision (docs/pool-contract.md §7.2, below). Called by the API's VM
 services, routes and scheduler, and by clients that parse VM answers.
 
 Phases (``status.phase``):
 
 - ``pending``: admitted; not placed yet (``status.reason``/``message`` say
-  why, see contract 3.8), or placed with its ``vm.create`` task not started.
+  why, see docs/pool-contract.md §7.2), or placed with its ``vm.create`` task not started.
 - ``creating``: the node's agent is running the ``vm.create`` task (image
   cache fill, disk materialisation); progress is on the task.
 - ``stopped``: the disk is ready. Booting under QEMU is a later stage, so a
@@ -207,7 +207,7 @@ def disk_missing(
     return None
 
 
-# placement (contract 3.8), pure ----------------------------------------------------------
+# placement (docs/pool-contract.md §7.2), pure -----------------------------------------------------
 #
 # Given what a VM asks for and the pool instances its ``pool`` names:
 # - eligible: the node is ready, not cordoned, of the VM's architecture; the pool

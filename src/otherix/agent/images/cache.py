@@ -6,7 +6,7 @@ I/O on the network, :func:`settle` once a download's sha256 is known), so the
 policy can be table-tested without files. Layout and commit order live in
 ``entries``, the network in ``download``.
 
-``if-not-present`` (default), keyed by basename, per contract §2.5:
+``if-not-present`` (default), keyed by basename, per docs/pool-contract.md §10.2:
 
     pin?  cache state                   action
     no    absent                        download, hash, store

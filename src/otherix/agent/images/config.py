@@ -2,7 +2,7 @@
 
 Owns the knobs of ``otherix.agent.images``. The agent's composition root
 builds one from its own settings and passes it to ``ImageCache``; tests build
-their own. Defaults follow the reference contract (§2.5): 64 GiB cap, 30 s
+their own. Defaults follow docs/pool-contract.md §10.2: 64 GiB cap, 30 s
 connect timeout, 5 redirects, 1 h per download; the read timeout (60 s), the
 free-space margin (256 MiB), the rate floor (64 KiB/s over 30 s) and the SSRF
 switches are ours.
@@ -25,14 +25,14 @@ KiB: Final = 1 << 10
 
 @dataclass(frozen=True)
 class ImageCacheSettings:
-    """Limits of the image cache; defaults follow the reference contract (§2.5)."""
+    """Limits of the image cache; defaults follow docs/pool-contract.md §10.2."""
 
-    #: Largest image accepted, in bytes (contract: 64 GiB).
+    #: Largest image accepted, in bytes (docs/pool-contract.md: 64 GiB).
     max_image_bytes: int = 64 * GiB
     connect_timeout: float = 30.0
     #: Seconds without a single byte from the server before giving up.
     read_timeout: float = 60.0
-    #: Seconds for a whole download (contract: the HTTP client's 1 h).
+    #: Seconds for a whole download (docs/pool-contract.md: the HTTP client's 1 h).
     total_timeout: float = 3600.0
     #: A download slower than this, averaged over ``min_rate_window``, fails
     #: ``download_too_slow`` (0: no floor). Checked from one window after the

@@ -9,7 +9,7 @@ again. ``retryable`` means exactly "the agent tries the ``vm.create`` again"
 (``tasks.vm_create_attempts``): this table is the agent's one retry
 classification, and a raiser overrides it only where one case of a code
 differs (a bad redirect is a permanent ``download_failed``). ``str(err)`` is
-``"<code>: <message>"``, the shape the reference contract prints
+``"<code>: <message>"``, the shape docs/pool-contract.md §10.2 gives
 (``checksum_mismatch: url … served sha …, expected …``).
 
     code                 retryable  raised when

@@ -1,4 +1,4 @@
-"""``/v1/auth/*``, ``/v1/users`` and API tokens (contract 1.2)."""
+"""``/v1/auth/*``, ``/v1/users`` and API tokens (docs/pool-contract.md §2)."""
 
 from __future__ import annotations
 

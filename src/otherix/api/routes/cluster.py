@@ -1,4 +1,4 @@
-"""``/v1/cluster/default-pool`` (contract 1.5)."""
+"""``/v1/cluster/default-pool`` (docs/pool-contract.md §5)."""
 
 from __future__ import annotations
 

@@ -27,7 +27,7 @@ def dry_run_answer(what: str, model: type[Any]) -> dict[str, Any]:
 
 
 def limit_param(limit: int | None) -> int:
-    """``limit`` resolved: above the maximum page it is clamped (contract), but an
+    """``limit`` resolved: above the maximum page it is clamped (docs/pool-contract.md §1.2), but an
     integer no store column could hold is refused like any other (strict input)."""
     if limit is not None and abs(limit) > INT64_MAX:
         raise ValidationFailed(
@@ -44,8 +44,9 @@ def page(data: list[Any], next_cursor: str | None) -> dict[str, Any]:
 
 
 async def json_body(request: Request) -> object:
-    """The raw decoded body, for endpoints whose validation order is contractual
-    (as the input boundary decoded it, strictly: ``api/inputguard.py``)."""
+    """The raw decoded body, for endpoints whose validation order is fixed
+    (docs/pool-contract.md §1.5), as the input boundary decoded it, strictly
+    (``api/inputguard.py``)."""
     raw = await request.body()
     if not raw:
         raise ValidationFailed("invalid request body: empty")

@@ -1,4 +1,4 @@
-"""``/v1/vms`` (contract 1.7): admission, list, get by name, asynchronous delete.
+"""``/v1/vms`` (docs/pool-contract.md §7): admission, list, get by name, asynchronous delete.
 
 VMs are addressed by name only (a UUID in ``{name}`` is a 400). Placement
 happens after admission (``services.placement``, the scheduler worker).

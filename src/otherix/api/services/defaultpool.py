@@ -9,8 +9,9 @@
   gets an instance of that name at ``<first allowed prefix><name>``, **once**:
   at its first promotion to ready (``on_promoted``, from the heartbeat), which
   ``nodes.default_pool_provisioned_at`` records, never at a later return from
-  unreachable (a departure from contract §0 fact 11: a deleted or renamed
-  default pool must not come back at the old path). ``provision`` runs the
+  unreachable (docs/pool-contract.md §5.3; an older design provisioned at every
+  promotion, but a deleted or renamed default pool must not come back at the
+  old path). ``provision`` runs the
   step again on an admin's request (``otherix node provision-default-pool``).
 - It never provisions over a path another pool on the node holds (equal,
   inside or containing, ``models.overlap``): that, like every outcome, is an

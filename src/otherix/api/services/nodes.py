@@ -4,7 +4,7 @@ Liveness status lives in ``nodes.status`` (pending, ready, unreachable, gone);
 cordoning is a separate flag, projected as status ``cordoned`` while the node
 is otherwise ready.
 
-Deleting a node (issue 13 item 9, a departure from contract §1.3, which keeps
+Deleting a node (issue 13 item 9, docs/pool-contract.md §3.3; an older design kept
 orphaned pools) is refused while its pools hold VM disks, and when it would
 remove the last instance of the cluster default pool; otherwise its pool
 instances are deleted with it and the answer lists them. The row is

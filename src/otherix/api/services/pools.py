@@ -2,7 +2,7 @@
 directory per pool, delete gating by VM disks and by the cluster default, and
 the flat and concept views (with their conditions).
 
-The create validation order is the contract's (section 1.4.4): forbidden
+The create validation order is the one of docs/pool-contract.md §4.2: forbidden
 agent-reported keys, decode, node required, name/type/path/config syntax, the
 allowlist (strictly below a prefix: issue 12), then the node lookup, then, in
 the insert's transaction with the node's row locked, the name and the path
@@ -279,7 +279,7 @@ def create(deps: Deps, raw: object, *, dry_run: bool = False) -> StoragePool:
         raise ValidationFailed(
             "agent-reported fields are not accepted", {"forbidden_fields": forbidden}
         )
-    # config is checked last of the fields (contract order: name, type, path, config)
+    # config is checked last of the fields (docs/pool-contract.md §4.2: name, type, path, config)
     body: PoolCreate = _decode(PoolCreate, {k: v for k, v in raw.items() if k != "config"})
     if not body.node:
         raise _bad("node is required", "node")

@@ -2,7 +2,7 @@
 
 The scan task is delivered to the agent in its desired state; when the agent
 reports success, ``apply_scan_result`` stores capacity and available bytes
-and runs the disk-pressure transition (contract 3.9). The reference also ran
+and runs the disk-pressure transition (docs/pool-contract.md §9). An older design also ran
 a periodic 15-minute scan trigger; here the agent re-measures every pool on
 each reconcile pass and reports changes on its own, so no periodic trigger
 is needed (docs/architecture.md).

@@ -19,7 +19,7 @@ Attempts: a task's ``attempts``/``max_attempts`` are what the agent reports
 itself, ``tasks.vm_create_attempts`` times); the control plane never re-sends
 a task. Until the first report a task shows the ``max_attempts`` it was made
 with (``vm.create``: ``placement.VM_CREATE_ATTEMPTS``, 3, the agent's default;
-``vm.delete``: 1; a scan: the contract's 25), and a report without the counts
+``vm.delete``: 1; a scan: docs/pool-contract.md §6: 25), and a report without the counts
 (an older agent) counts one attempt at its first ``running``.
 
 What a user sees of a task (``get``, ``list_tasks``, ``cancel``) goes through
@@ -77,7 +77,7 @@ def new_task(
     max_attempts: int = 25,
 ) -> str:
     """Insert a pending task. ``max_attempts`` is what the task's runner will try
-    (the contract's 25 for a scan; see ``placement.VM_CREATE_ATTEMPTS``)."""
+    (docs/pool-contract.md §6: 25 for a scan; see ``placement.VM_CREATE_ATTEMPTS``)."""
     task_id = str(uuid.uuid4())
     qt.insert_task(
         conn,

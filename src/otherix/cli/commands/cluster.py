@@ -1,4 +1,6 @@
-"""``otherix cluster get-default-pool|set-default-pool|unset-default-pool`` (§5.4).
+"""``otherix cluster get-default-pool|set-default-pool|unset-default-pool``.
+
+The commands of docs/pool-contract.md §11.4.
 
 Owns the cluster-settings commands. The default pool is a pool *name*; the
 server validates that an instance with that name exists and stores its

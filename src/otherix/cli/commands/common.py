@@ -51,7 +51,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 def output_option(default: str, allowed: Sequence[str]) -> Callable[[F], F]:
     """``-o/--output``, checked by :func:`validate_output` inside the command.
 
-    A plain string (not ``click.Choice``) so a bad value gives the contract's
+    A plain string (not ``click.Choice``) so a bad value gives the documented
     ``--output: unknown format "x" (…)`` message (a usage error, exit 2).
     """
     return click.option(

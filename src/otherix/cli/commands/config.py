@@ -1,4 +1,6 @@
-"""``otherix config``: the local cluster list in ``~/.otherix/config`` (§5.1).
+"""``otherix config``: the local cluster list in ``~/.otherix/config``.
+
+The file of docs/pool-contract.md §11.5.
 
 Owns the commands that edit the config file: ``add cluster`` (log in with a
 username and password, mint an ``otx_`` API token named
@@ -6,7 +8,7 @@ username and password, mint an ``otx_`` API token named
 ``list``, ``show`` and ``remove``. File format, atomic saves and precedence
 live in ``otherix.cli.config``; this module adds the prompts and the calls.
 
-Choices where the contract is silent:
+Choices docs/pool-contract.md leaves open:
 
 - ``add cluster`` fails before any request when the entry exists and
   ``--force`` is absent. With ``--force`` the new token is minted and saved

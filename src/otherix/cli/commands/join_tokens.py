@@ -5,7 +5,7 @@ agent enrol a node once (or ``--max-uses`` times) before it expires; its
 secret is shown only at creation. Mounted under ``otherix node`` by
 ``otherix.cli.commands.nodes``.
 
-Choices where the contract is silent: ``--ttl`` takes a duration (``24h``,
+Choices docs/pool-contract.md leaves open: ``--ttl`` takes a duration (``24h``,
 ``7d``, ``90m``; default 24h); ``list`` shows
 ``ID PREFIX DESCRIPTION USES EXPIRES AGE`` with USES as ``used/max``
 (``unlimited`` when there is no cap) and EXPIRES as the server's timestamp

@@ -1,4 +1,4 @@
-"""``otherix create|apply|delete -f``: declarative manifests (contract §6).
+"""``otherix create|apply|delete -f``: declarative manifests (docs/pool-contract.md §12).
 
 Owns the three top-level commands and their flags. Each reads every ``-f``
 input and validates every document first (``otherix.cli.manifest.parse``):
@@ -6,7 +6,7 @@ if any document is invalid, every problem is printed as ``Error: manifest:
 …`` and nothing is sent. Then the items (``.plan``) run through
 ``otherix.cli.manifest.run``.
 
-Choices where the contract is silent (documented in ``--help``, tested):
+Choices docs/pool-contract.md leaves open (documented in ``--help``, tested):
 
 - ``create -f`` counts an object that already exists as a failure (exit 1);
   ``apply -f`` is the idempotent command.

@@ -1,10 +1,10 @@
-"""``otherix node …``: hypervisor nodes (contract §1.3).
+"""``otherix node …``: hypervisor nodes (docs/pool-contract.md §3).
 
 Owns ``node list|get|cordon|uncordon|readmit|delete|provision-default-pool|reset-credentials``
 and mounts the ``node join-token`` group (``otherix.cli.commands.join_tokens``).
 Nodes are addressed by name only; the server rejects a UUID.
 
-Choices where the contract is silent: ``list`` shows
+Choices docs/pool-contract.md leaves open: ``list`` shows
 ``NAME STATUS ARCH VERSION AGE`` (``ID`` first with ``--show-ids``; ``-``
 for an unknown architecture or version, and for VERSION when the caller's
 role only sees the node summary), pages like ``pool list`` (``--limit 20``)

@@ -1,7 +1,7 @@
 """Which pool instance a pool command acts on: UUID, name, or name + ``--node``.
 
 Owns the client-side addressing rules shared by ``pool delete``, ``pool
-update`` and ``pool scan`` (§5.3): an identifier that parses as a UUID
+update`` and ``pool scan`` (docs/pool-contract.md §11.4): an identifier that parses as a UUID
 targets one instance; a name goes to the server as-is (which answers
 ``pool_name_ambiguous`` when it has several instances); a name with
 ``--node`` is resolved here with a GET by name to that node's instance UUID,

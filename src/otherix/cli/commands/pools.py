@@ -1,4 +1,4 @@
-"""``otherix pool``: the storage-pool command group (contract §5.3).
+"""``otherix pool``: the storage-pool command group (docs/pool-contract.md §11.4).
 
 Owns the group and its help text; the commands live in ``pools_read``
 (list, get), ``pools_write`` (create, delete), ``pools_ops`` (update,

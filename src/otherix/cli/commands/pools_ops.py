@@ -1,12 +1,12 @@
 """``otherix pool update`` and ``otherix pool scan``: beyond the reference CLI.
 
-Owns the two pool commands the reference CLI lacks (§5.3 says it has only
+Owns the two pool commands the reference CLI lacks (it had only
 list/get/create/delete) but its API has: ``PATCH /v1/storage-pools/{id}``
 (rename, replace ``config``) and ``POST /v1/storage-pools/{id}/scan`` (a
 task that measures capacity). Both address a pool like ``pool delete``:
 a UUID, a unique name, or a name plus ``--node``.
 
-Choices (the contract is silent): an ambiguous name fails with the nodes it
+Choices (docs/pool-contract.md leaves them open): an ambiguous name fails with the nodes it
 lives on and how to retry; ``update`` with neither ``--name`` nor
 ``--config-json`` is a usage error; ``scan`` prints the task id at once and
 with ``--wait`` polls ``/v1/tasks/{id}`` (same backoff as ``create

@@ -1,4 +1,4 @@
-"""``otherix pool list`` and ``otherix pool get`` (contract §5.3).
+"""``otherix pool list`` and ``otherix pool get`` (docs/pool-contract.md §11.4).
 
 Owns the two read commands. ``list`` pages with ``--limit`` (default 20)
 and ``--cursor`` and filters with ``--node``/``--type``; ``get`` picks the
@@ -6,7 +6,7 @@ flat instance view for a UUID and the aggregated concept view for a name,
 decided client-side by parsing the identifier. Layouts come from
 ``otherix.cli.views.pools``.
 
-Choices where the contract is silent: ``list -o json`` prints the whole
+Choices docs/pool-contract.md leaves open: ``list -o json`` prints the whole
 response body (``data`` and ``meta``, so scripts can page); with ``-o
 yaml`` the paging footer goes to stderr so stdout stays a valid YAML
 stream.

@@ -1,4 +1,4 @@
-"""``otherix pool create`` and ``otherix pool delete`` (contract §5.3, §3.5).
+"""``otherix pool create`` and ``otherix pool delete`` (docs/pool-contract.md §11.3, §11.4).
 
 Owns the two commands that add or remove one (name, node) instance.
 
@@ -14,7 +14,7 @@ rule (``commands.common``: asks ``delete storage pool <label>? [y/N]: `` on
 a TTY, refuses without one, unless ``--force``), and renders the blocked
 (409) and ambiguous (400) answers in text or JSON before failing with exit 1.
 
-Choices where the contract is silent: after a failed or timed-out wait the
+Choices docs/pool-contract.md leaves open: after a failed or timed-out wait the
 created pool is still printed (stdout) before the error (stderr), so the
 operator sees what exists; the delete prompt and the answer echo go to
 stderr.
@@ -49,7 +49,7 @@ from otherix.client.errors import ApiError, ClientError
 
 __all__ = ["WAIT_TIMEOUT", "create_pool", "delete_pool", "vm_names"]
 
-#: How long ``create --wait`` waits for the agent (contract: 60 s).
+#: How long ``create --wait`` waits for the agent (docs/pool-contract.md: 60 s).
 WAIT_TIMEOUT = 60.0
 BLOCKED_CODES = ("conflict", "resource_in_use")
 

@@ -1,11 +1,11 @@
-"""``otherix task``: list, inspect, wait for and cancel tasks (contract §1.6).
+"""``otherix task``: list, inspect, wait for and cancel tasks (docs/pool-contract.md §6).
 
 Owns the task command group. Tasks are the control plane's record of work a
 node's agent does (``vm.create``, ``vm.delete``, ``storage_pool.scan``);
 ``GET /v1/tasks`` pages them with ``--limit``/``--cursor`` and filters by
 ``--status`` and ``--type``. Developers and viewers see only their own.
 
-Choices where the contract is silent:
+Choices docs/pool-contract.md leaves open:
 
 - ``task list`` columns: ``ID TYPE STATUS PROGRESS RESOURCE AGE``, with
   ``RESOURCE`` as ``<resource_type>/<resource_id>``; ``-o yaml`` and ``-o

@@ -1,10 +1,10 @@
-"""``otherix token list|create|revoke``: personal API tokens (contract §1.2).
+"""``otherix token list|create|revoke``: personal API tokens (docs/pool-contract.md §2).
 
 Owns the API-token commands. Tokens are ``otx_…`` secrets shown exactly
 once, at creation. Every role manages its own tokens; an admin may pass
 ``--user <id|username>`` to act on someone else's.
 
-Choices where the contract is silent: ``list`` shows
+Choices docs/pool-contract.md leaves open: ``list`` shows
 ``ID NAME PREFIX STATUS EXPIRES LAST_USED AGE`` where STATUS is ``active``,
 ``revoked`` or ``expired``; ``create`` takes ``--expires-in 30d`` or
 ``--expires-at <RFC3339>`` (never both) and prints the secret on stdout

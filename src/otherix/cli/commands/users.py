@@ -1,4 +1,4 @@
-"""``otherix user list|create|delete|disable|enable``: user accounts (contract §1.2).
+"""``otherix user list|create|delete|disable|enable``: user accounts (docs/pool-contract.md §2).
 
 Owns the user commands. ``list`` needs ``user:read`` (admin, operator);
 ``create``, ``delete``, ``disable`` and ``enable`` need ``user:manage`` (admin).
@@ -6,7 +6,7 @@ Owns the user commands. ``list`` needs ``user:read`` (admin, operator);
 tokens until ``enable`` (``PATCH /v1/users/{id}`` with ``disabled``). The API's
 ``permission_denied`` error is printed as the server words it.
 
-Choices where the contract is silent: ``list`` shows ``NAME ROLE AGE``
+Choices docs/pool-contract.md leaves open: ``list`` shows ``NAME ROLE AGE``
 (``ID`` first with ``--show-ids``); ``create`` takes ``--password``, then
 ``$OTHERIX_NEW_PASSWORD``, then a hidden prompt with confirmation on a TTY;
 ``delete`` accepts a username or id and follows the destructive-command

@@ -1,4 +1,4 @@
-"""``otherix vm``: create, list, get and delete VMs (contract §1.7, §5.5).
+"""``otherix vm``: create, list, get and delete VMs (docs/pool-contract.md §7, §11).
 
 Owns the VM command group. A VM here is the owner of a disk on a pool:
 ``create`` admits it (``POST /v1/vms``, phase ``pending``), the scheduler
@@ -11,7 +11,7 @@ the progress line and task following from ``otherix.cli.progress``.
 task (``otherix.cli.progress.wait_vm_ready``); one ``--wait-timeout``
 covers all of it.
 
-Choices where the contract is silent:
+Choices docs/pool-contract.md leaves open:
 
 - ``--pull-policy``, ``--format`` and ``--disk-gib`` are sent only when
   given, so the server's defaults apply (``if-not-present``, ``qcow2``, 0 =

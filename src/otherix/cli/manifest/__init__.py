@@ -1,4 +1,4 @@
-"""Declarative manifests: ``otherix create|apply|delete -f`` (contract §6).
+"""Declarative manifests: ``otherix create|apply|delete -f`` (docs/pool-contract.md §12).
 
 Owns reading ``apiVersion: otherix/v1`` streams (:mod:`.load`, :mod:`.parse`), turning the
 validated documents into per-object items and pure create/apply/delete plans

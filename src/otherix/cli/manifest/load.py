@@ -1,4 +1,4 @@
-"""Read ``-f`` inputs and split them into YAML documents (contract §6).
+"""Read ``-f`` inputs and split them into YAML documents (docs/pool-contract.md §12).
 
 Owns the raw side of manifests: reading files, directories (their
 ``*.yaml``/``*.yml`` files in name order) and stdin (``-``), and loading a

@@ -1,4 +1,4 @@
-"""Validate loaded manifest documents into typed documents (contract §6).
+"""Validate loaded manifest documents into typed documents (docs/pool-contract.md §12).
 
 Owns the step from loaded documents (``.load``) to validated ones: checking
 each document (``apiVersion``, ``kind``, ``metadata.name``, the allowed keys

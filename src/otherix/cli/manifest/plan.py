@@ -1,4 +1,4 @@
-"""Items and pure plans for ``create|apply|delete -f`` (contract §6).
+"""Items and pure plans for ``create|apply|delete -f`` (docs/pool-contract.md §12).
 
 Owns the step from validated documents to the objects the commands act on:
 a ``StoragePool`` expands to one :class:`PoolItem` per node, a ``VM`` is one

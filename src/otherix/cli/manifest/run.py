@@ -1,4 +1,4 @@
-"""Run manifest plans against the API: create, apply, delete (contract §6).
+"""Run manifest plans against the API: create, apply, delete (docs/pool-contract.md §12).
 
 Owns the I/O half of ``create|apply|delete -f``: observing what exists
 (one ``GET /v1/storage-pools/{name}`` concept view per pool name, one

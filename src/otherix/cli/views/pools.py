@@ -1,4 +1,4 @@
-"""Storage-pool presentation for the CLI (contract §5.3, §5.4).
+"""Storage-pool presentation for the CLI (docs/pool-contract.md §11.4).
 
 Owns how pools look to an operator: the ``STATUS`` and ``AVAILABLE`` cells,
 the ``pool list`` table and paging footer, the ``pool get`` text layouts for
@@ -8,7 +8,7 @@ ambiguous ``pool delete`` messages and the ``cluster get-default-pool`` text.
 The ``pool`` and ``cluster`` command modules call these with bodies exactly as
 the REST API returns them; nothing here does I/O.
 
-Choices where the contract is silent (documented, tested):
+Choices docs/pool-contract.md leaves open (documented, tested):
 
 - An orphaned instance (its node was soft-deleted, so ``node`` is ``""``)
   shows ``<orphaned>`` wherever a node name is printed (list ``NODE`` column,
@@ -20,7 +20,7 @@ Choices where the contract is silent (documented, tested):
 - Blocking resources are listed sorted by kind.
 - ``pool get`` prints ``reconciliation_reason`` after ``reconciliation_error``
   when set, and ``vm_disks: N`` (``N (M missing)`` when some are) when the
-  pool holds VM disks; a pool without disks keeps the contract's layout.
+  pool holds VM disks; a pool without disks keeps the plain layout.
 - Timestamps in the text views are printed as the server sent them.
 - Text says what the JSON says: a null ``disk_pressure`` is ``none`` (no
   pressure recorded; ``-`` before the agent's first report, when nothing is

@@ -1,4 +1,4 @@
-"""VM presentation for the CLI (contract §1.7, §5.5, §6).
+"""VM presentation for the CLI (docs/pool-contract.md §7, §11, §12).
 
 Owns how VMs look to an operator: the phase wording (``stopped`` means the
 disk is ready), the ``vm list`` table, the ``vm get`` and ``vm create`` text
@@ -6,7 +6,7 @@ layouts (disks with their pool and size), and the ``-o yaml`` projection
 into an apply-ready ``VM`` manifest. The ``vm`` command module calls these
 with bodies exactly as the REST API returns them; nothing here does I/O.
 
-Choices where the contract is silent (documented, tested):
+Choices docs/pool-contract.md leaves open (documented, tested):
 
 - A VM whose root disk is missing (its pool failed, or the file is gone)
   keeps phase ``stopped`` and shows ``disk_missing`` in the ``REASON`` column
