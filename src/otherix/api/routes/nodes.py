@@ -8,7 +8,9 @@ import time
 from fastapi import APIRouter, Depends, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from otherix.api.deps import AgentCredential, Deps, Principal, agent_node, get_deps, public, require
+from otherix.api.deps import Deps, Principal
+from otherix.api.guards import AgentCredential, agent_node, public, require
+from otherix.api.provide import get_deps
 from otherix.api.routes.common import limit_param, page
 from otherix.api.services import heartbeat as hb
 from otherix.api.services import nodes, rejoin

@@ -11,7 +11,9 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 
-from otherix.api.deps import Deps, get_deps, require
+from otherix.api.deps import Deps
+from otherix.api.guards import require
+from otherix.api.provide import get_deps
 from otherix.api.routes.common import (
     DRY_RUN_DESCRIPTION,
     dry_run_answer,
