@@ -44,7 +44,7 @@ from typing import Any
 import httpx
 
 from bench.common import free_port, headline, machine, table
-from otherix.agent.images import ImageCache, ImageCacheSettings, materialise_disk
+from otherix.agent.images import ImageCache, ImageCacheSettings, ScratchArea, materialise_disk
 
 MiB = 1 << 20
 
@@ -123,7 +123,9 @@ def _clone_rows(
     def clone(allow_reflink: bool) -> str:
         vm = str(uuid.uuid4())
         vm_ids.append(vm)
-        return materialise_disk(pool, vm, image, "raw", 0, allow_reflink=allow_reflink).method
+        return materialise_disk(
+            pool, vm, image, "raw", 0, allow_reflink=allow_reflink, scratch_area=ScratchArea()
+        ).method
 
     def cleanup() -> None:
         for vm in vm_ids:

@@ -22,7 +22,7 @@ import pytest
 
 from otherix.agent import fs
 from otherix.agent.images.disks import remove_disk
-from otherix.agent.images.scratch import sweep_scratch
+from otherix.agent.images.scratch import ScratchArea
 from otherix.agent.pools import PoolReconciler
 from otherix.agent.report import PoolState
 from otherix.models.heartbeat import DeclaredDisk, DeclaredPool, PoolReport
@@ -364,12 +364,12 @@ def test_the_scratch_sweep_never_enters_another_pool(tmp_path: Path) -> None:
     (outer.root / "scratch" / "leftover.tmp").write_text("x")
     st.reconcile([outer.wire(), inner.wire()])
     assert report(st, "inner").reconciliation_reason == "pool_path_overlap"
-    removed = sweep_scratch(outer.root)
+    removed = ScratchArea().sweep(outer.root)
     assert removed == []
     assert (outer.root / "scratch" / "vms" / "vm-1" / "disk.qcow2").read_text() == "inner's disk"
     # once the inner pool is no longer declared, its directory is the outer pool's scratch again
     st.reconcile([outer.wire()])
-    assert sorted(sweep_scratch(outer.root)) == ["scratch/leftover.tmp", "scratch/vms"]
+    assert sorted(ScratchArea().sweep(outer.root)) == ["scratch/leftover.tmp", "scratch/vms"]
 
 
 def test_a_vm_delete_never_removes_another_pools_root(tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from otherix.agent.images import CachedImage, ImageError
+from otherix.agent.images import CachedImage, ImageError, ScratchArea
 from otherix.agent.outbox import TaskOutbox
 from otherix.agent.pools import PoolReconciler
 from otherix.agent.report import PoolState
@@ -52,6 +52,7 @@ class StubCache:
 
     def __init__(self, image: CachedImage) -> None:
         self.image = image
+        self.scratch = ScratchArea()  # the disk clone after it uses the cache's area
         self.calls: list[dict[str, Any]] = []
         self.script: list[Exception | Callable[[Any], None]] = []
 

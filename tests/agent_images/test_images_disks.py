@@ -10,9 +10,15 @@ from typing import Any
 
 import pytest
 
-from otherix.agent.images import ImageError, materialise_disk, remove_disk
+from otherix.agent.images import DiskResult, ImageError, ScratchArea, remove_disk
+from otherix.agent.images import materialise_disk as materialise
 
 GiB = 1 << 30
+
+
+def materialise_disk(*args: Any, **kwargs: Any) -> DiskResult:
+    """The library call with a scratch area of its own (the agent passes its cache's)."""
+    return materialise(*args, scratch_area=ScratchArea(), **kwargs)
 
 
 def qemu_info(path) -> dict[str, Any]:

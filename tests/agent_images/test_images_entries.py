@@ -13,8 +13,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from otherix.agent.images import list_images, sweep_scratch
-from otherix.agent.images.scratch import scratch_file
+from otherix.agent.images import ScratchArea, list_images
 
 
 def sha(data: bytes) -> str:
@@ -163,10 +162,11 @@ def test_leftover_of_a_killed_download_is_swept_and_never_reported(
     assert leftovers[0].endswith(".tmp")
     assert list_images(pool) == []
     assert os.listdir(pool / "images") == []
-    removed = make_cache().sweep_scratch(pool)
+    cache = make_cache()
+    removed = cache.sweep_scratch(pool)
     assert removed == [f"scratch/{leftovers[0]}"]
     assert os.listdir(pool / "scratch") == []
-    assert sweep_scratch(pool) == []  # idempotent
+    assert cache.sweep_scratch(pool) == []  # idempotent
 
 
 @pytest.mark.security
@@ -180,7 +180,7 @@ def test_sweep_removes_dirs_and_links_but_not_link_targets(pool, tmp_path):
     (pool / "images" / ".x.img.sha256.tmp-0123456789abcdef").write_text("x")
     os.utime(pool / "images" / ".x.img.sha256.tmp-0123456789abcdef", (0, 0))
     (pool / "images" / ".fresh.sha256.tmp-0123456789abcdef").write_text("x")
-    removed = sweep_scratch(pool)
+    removed = ScratchArea().sweep(pool)
     assert sorted(removed) == [
         "images/.x.img.sha256.tmp-0123456789abcdef",
         "scratch/import",
@@ -191,16 +191,24 @@ def test_sweep_removes_dirs_and_links_but_not_link_targets(pool, tmp_path):
 
 
 def test_sweep_leaves_files_in_use_alone(pool):
-    with scratch_file(pool, "busy.img") as busy:
+    area = ScratchArea()
+    with area.file(pool, "busy.img") as busy:
         busy.write_bytes(b"in flight")
         (pool / "scratch" / "stale.img.1.tmp").write_bytes(b"old")
-        assert sweep_scratch(pool) == ["scratch/stale.img.1.tmp"]
+        assert area.sweep(pool) == ["scratch/stale.img.1.tmp"]
         assert busy.exists()
     assert not busy.exists()  # removed when the work ends
 
 
+def test_files_in_use_are_known_to_their_own_area_only(pool):
+    """No process-wide table: what is in use lives in the area the agent built."""
+    with ScratchArea().file(pool, "busy.img") as busy:
+        busy.write_bytes(b"in flight")
+        assert ScratchArea().sweep(pool) == [f"scratch/{busy.name}"]
+
+
 def test_sweep_of_missing_pool_is_a_no_op(tmp_path):
-    assert sweep_scratch(tmp_path / "nowhere") == []
+    assert ScratchArea().sweep(tmp_path / "nowhere") == []
 
 
 @pytest.mark.parametrize("mode", [0o022, 0o077])

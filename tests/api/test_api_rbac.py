@@ -14,7 +14,7 @@ from apihelpers import ROLES, assert_error, http
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 
-from otherix.api import deps as api_deps
+from otherix.api import guards
 from otherix.api.app import create_app, iter_routes
 from otherix.api.bootstrap import open_deps
 from otherix.rbac import TABLE, Permission, Role, Scope, allowed, scope_for
@@ -121,9 +121,9 @@ def _markers(dependant: Dependant) -> list[Any]:
         call = dep.call
         if hasattr(call, "permission"):
             found.append(call.permission)
-        elif call is api_deps.public:
+        elif call is guards.public:
             found.append("public")
-        elif call is api_deps.agent_node:
+        elif call is guards.agent_node:
             found.append("agent")
         found.extend(_markers(dep))
     return found

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from otherix.agent.images import ImageError, materialise_disk, remove_disk
+from otherix.agent.images import ImageError, ScratchArea, materialise_disk, remove_disk
 from otherix.agent.pools import PoolReconciler
 from otherix.agent.report import PoolState
 from otherix.models.heartbeat import DeclaredPool
@@ -140,15 +140,31 @@ def test_vm_disk_tricks_are_refused_and_nothing_outside_changes(sandbox, pool, r
     attempts = 0
     attempts += 1
     with pytest.raises(ImageError) as err:  # the VM's directory leads outside
-        materialise_disk(pool, vm_link, pool / "images" / "base.raw", "raw", 0)
+        materialise_disk(
+            pool, vm_link, pool / "images" / "base.raw", "raw", 0, scratch_area=ScratchArea()
+        )
     assert err.value.code == "clone_failed"
     attempts += 1
     with pytest.raises(ImageError) as err:  # the "image" is a link to a host file
-        materialise_disk(pool, str(uuid.uuid4()), pool / "images" / "secret.raw", "raw", 0)
+        materialise_disk(
+            pool,
+            str(uuid.uuid4()),
+            pool / "images" / "secret.raw",
+            "raw",
+            0,
+            scratch_area=ScratchArea(),
+        )
     assert err.value.code == "image_unavailable"
     attempts += 1
     with pytest.raises(ValueError, match="must be a UUID"):  # a VM id that is a path
-        materialise_disk(pool, "../../outside/etc", pool / "images" / "base.raw", "raw", 0)
+        materialise_disk(
+            pool,
+            "../../outside/etc",
+            pool / "images" / "base.raw",
+            "raw",
+            0,
+            scratch_area=ScratchArea(),
+        )
     attempts += 1
     assert remove_disk(pool, vm_rm) is True  # removes the link, not what it points to
     assert not os.path.lexists(pool / "vms" / vm_rm)

@@ -1,6 +1,6 @@
 """Logins that cannot starve the server (issue 13.5), on the production server.
 
-The server here is built by ``otherix.api.main.make_server``, the uvicorn
+The server here is built by ``otherix.api.server.make_server``, the uvicorn
 configuration ``otherix-api serve`` runs (the test suite's ``ApiServer``
 leaves uvicorn's defaults, which believe ``X-Forwarded-For`` from
 127.0.0.1). An attacker on one client sends parallel wrong-password logins
@@ -30,7 +30,7 @@ from argon2 import PasswordHasher, extract_parameters
 
 from otherix.api.bootstrap import open_deps
 from otherix.api.deps import Deps
-from otherix.api.main import make_server
+from otherix.api.server import make_server
 from otherix.api.services import secrets
 from otherix.api.services.users import ensure_bootstrap_admin
 from support.server import ADMIN, free_port, make_settings

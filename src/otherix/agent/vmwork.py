@@ -224,7 +224,13 @@ def create(
         progress=download,
     )
     disk = materialise_disk(
-        root, args.vm_id, image.path, args.format, args.disk_gib, progress=clone
+        root,
+        args.vm_id,
+        image.path,
+        args.format,
+        args.disk_gib,
+        scratch_area=cache.scratch,
+        progress=clone,
     )
     return {
         "vm_id": args.vm_id,

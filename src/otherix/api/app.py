@@ -1,5 +1,6 @@
 """``create_app(deps)``: the FastAPI application, built the same way by
-``main.py`` and by tests. No import-time globals."""
+``server.py`` and by tests. No import-time globals: the ``Deps`` given and the
+metrics made here reach the routes through the dependencies of ``provide.py``."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from otherix.api.idempotency import IdempotencyMiddleware
 from otherix.api.inputguard import InputGuard
 from otherix.api.loginshield import LoginShield
 from otherix.api.middleware import Metrics, RequestMiddleware
+from otherix.api.provide import provide
 from otherix.api.routes import auth, cluster, health, nodes, pools, tasks, vms
 from otherix.api.workers.runner import Workers
 from otherix.api.workers.scheduler import KickScheduler, SchedulerWake
@@ -62,11 +64,10 @@ def create_app(deps: Deps, *, run_workers: bool | None = None) -> FastAPI:
         docs_url="/docs",
         redoc_url=None,
     )
-    app.state.deps = deps
     metrics = Metrics()
     metrics.watch_waiters.set_function(deps.hub.waiting)
-    app.state.metrics = metrics
-    errors.install(app)
+    provide(app, deps, metrics)  # what the routes' dependencies hand out (api/provide.py)
+    errors.install(app, max_body_bytes=deps.settings.server.max_body_bytes)
     for module in (health, auth, nodes, pools, cluster, tasks, vms):
         app.include_router(module.router)
     # Outermost last: RequestMiddleware (ids, body cap, metrics), then the login

@@ -1,27 +1,25 @@
-"""The dependency bundle every route and service receives, and the auth guards.
+"""The dependency bundle the services receive, and who is calling.
 
-``Deps`` is built once by the composition root (``main.py``) or by a test,
-and stored on ``app.state.deps``. Routes declare what they need with
-``Depends(require(Permission.X))`` (a user with that permission),
-``Depends(public)`` (anonymous) or ``Depends(agent_node)`` (a node
-credential). The RBAC walk test reads these markers from every route.
+``Deps`` is built once by the composition root (``bootstrap.open_deps``, called
+by ``main.py`` and ``quickstart.py``) or by a test, and handed to
+``create_app(deps)``, which gives it to the routes as a FastAPI dependency
+(``api/provide.py``). ``Principal`` (a user) and ``AgentIdentity`` (a node)
+are what the guards of ``api/guards.py`` resolve a credential to.
+
+This module imports no service: services import it.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-
-from fastapi import Request
 
 from otherix.api.claims import Claims
 from otherix.api.clock import Clock
 from otherix.api.loginguard import LoginGuard
 from otherix.api.settings import ApiSettings
 from otherix.api.watch import WatchHub
-from otherix.errors import PermissionDenied, Unauthenticated
 from otherix.rbac import Permission, Role, Scope, scope_for
 from otherix.store import Database
 
@@ -125,6 +123,9 @@ class Deps:
     desired_json_cache: dict[str, tuple[int, bytes]] = field(default_factory=dict)
     #: Idempotency-Key claims of this server (``api/claims.py``)
     claims: Claims = field(default_factory=Claims)
+    #: one placement at a time (``services.placement.schedule_vm``), so a periodic
+    #: pass and an admission never compute a VM's reason from two snapshots at once
+    placement_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
         if self.heartbeats.started is None:
@@ -157,62 +158,3 @@ class Principal:
 class AgentIdentity:
     node_id: str
     name: str
-
-
-def deps_of(request: Request) -> Deps:
-    deps: Deps = request.app.state.deps
-    return deps
-
-
-async def get_deps(request: Request) -> Deps:  # async: no thread hop per request
-    return deps_of(request)
-
-
-def bearer(request: Request) -> str:
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise Unauthenticated("missing or malformed Authorization: Bearer header")
-    return token.strip()
-
-
-def require(permission: Permission) -> Callable[[Request], Principal]:
-    """A dependency: the caller must be a user whose role has ``permission``.
-
-    Only then, authenticated and authorised, is the request's Idempotency-Key
-    claimed or looked up, for this user (``idempotency.claim``): a key never
-    answers a caller who could not make the request itself."""
-
-    def guard(request: Request) -> Principal:
-        from otherix.api import idempotency  # late: it imports deps
-        from otherix.api.services import auth  # late: services import deps
-
-        principal = auth.authenticate(deps_of(request), bearer(request))
-        if principal.scope(permission) is Scope.NONE:
-            raise PermissionDenied(
-                f"role {principal.role} lacks {permission}", {"required": str(permission)}
-            )
-        request.state.principal = principal
-        idempotency.claim(request, principal.user_id)
-        return principal
-
-    guard.permission = permission  # type: ignore[attr-defined]
-    return guard
-
-
-async def public() -> None:
-    """Marker dependency: the route needs no credentials."""
-
-
-@dataclass(frozen=True)
-class AgentCredential:
-    """A node credential as presented; services verify it with one store read."""
-
-    token: str
-
-
-async def agent_node(request: Request) -> AgentCredential:
-    """A dependency (and the RBAC-walk marker): the caller presents a node
-    credential. Verification happens in the service, inside the one worker
-    thread hop of the request, so the heartbeat hot path reads the store once."""
-    return AgentCredential(bearer(request))

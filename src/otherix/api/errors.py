@@ -107,7 +107,10 @@ def _install_store(app: FastAPI) -> None:
         return store_unavailable(exc, _request_id(request))
 
 
-def install(app: FastAPI) -> None:
+def install(app: FastAPI, *, max_body_bytes: int) -> None:
+    """The error handlers; ``max_body_bytes`` is the cap that a 400 for a too-large
+    body names (``server.max_body_bytes``)."""
+
     @app.exception_handler(OtherixError)
     async def _otherix(_request: Request, exc: OtherixError) -> JSONResponse:
         return error_response(exc)
@@ -124,8 +127,8 @@ def install(app: FastAPI) -> None:
         return exc.response()  # a replay, or why the key cannot run now
 
     @app.exception_handler(BodyTooLarge)
-    async def _too_large(request: Request, _exc: BodyTooLarge) -> JSONResponse:
-        limit = request.app.state.deps.settings.server.max_body_bytes
+    async def _too_large(_request: Request, _exc: BodyTooLarge) -> JSONResponse:
+        limit = max_body_bytes
         return error_response(
             ValidationFailed(f"request body too large (max {limit} bytes)", {"max_bytes": limit})
         )

@@ -7,7 +7,7 @@ not stored: the client should retry them.
 A dry run (``?dry_run=true``, which writes nothing) leaves no record either.
 
 Who a key answers. The key is looked up only once the request has
-authenticated and is authorised: the route guard (``deps.require``) calls
+authenticated and is authorised: the route guard (``guards.require``) calls
 :func:`claim` after its permission check, and keys are scoped to the user id.
 So a revoked token, a deleted user or a role that lost the permission gets the
 401/403 any request of theirs gets, and another user's requests never meet
@@ -52,7 +52,8 @@ from fastapi import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from otherix.api.deps import Deps, deps_of
+from otherix.api.deps import Deps
+from otherix.api.provide import deps_of
 from otherix.errors import Conflict, IdempotencyKeyMismatch, OtherixError, ValidationFailed
 from otherix.models.withhold import withhold
 from otherix.store import StoreError, UniqueViolation

@@ -7,7 +7,10 @@ the store, runs migrations, creates the bootstrap admin from
 ``OTHERIX_BOOTSTRAP_ADMIN_USERNAME``/``_PASSWORD``, and serves until SIGTERM
 or SIGINT, which drain in-flight requests (long-poll watches are answered at
 once) and exit 0. A server whose SQLite file was deleted or replaced while it
-ran exits 1 without closing the database (:func:`exit_if_lost`).
+ran exits 1 without closing the database (``server.exit_if_lost``).
+
+The uvicorn server itself is built by ``api/server.py``, which ``quickstart``
+uses too: this module is the top of the process (only ``__main__`` imports it).
 """
 
 from __future__ import annotations
@@ -19,10 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import click
-import uvicorn
 
 from otherix import __version__
-from otherix.api.app import create_app
+from otherix.api import quickstart as qs
 from otherix.api.bootstrap import (
     bootstrap_admin_from_env,
     ensure_admin,
@@ -31,67 +33,10 @@ from otherix.api.bootstrap import (
     open_store,
 )
 from otherix.api.datadir import DataDirMismatch
-from otherix.api.deps import Deps
+from otherix.api.server import exit_if_lost, run_server
 from otherix.config import ConfigError
 from otherix.store import StoreError
 from otherix.store.migrate import current_revision, upgrade
-
-
-class _Server(uvicorn.Server):
-    """Answers open long-polls immediately when asked to stop, and exits 0
-    after a SIGTERM/SIGINT drain (uvicorn would re-raise the signal, which
-    makes the exit status 143/130 and tells service managers it crashed)."""
-
-    def __init__(self, config: uvicorn.Config, deps: Deps) -> None:
-        super().__init__(config)
-        self._deps = deps
-
-    def handle_exit(self, sig: int, frame: Any) -> None:
-        self._deps.hub.close()
-        super().handle_exit(sig, frame)
-        self._captured_signals.clear()
-
-
-def make_server(deps: Deps) -> uvicorn.Server:
-    settings = deps.settings
-    app = create_app(deps)
-    config = uvicorn.Config(
-        app,
-        host=settings.server.host,
-        port=settings.server.port,
-        log_level="info",
-        timeout_graceful_shutdown=int(settings.server.shutdown_grace),
-        access_log=False,
-        lifespan="on",
-        # uvicorn would believe X-Forwarded-For from 127.0.0.1 by default (and
-        # rewrite the client address before we see it): the app decides itself,
-        # from server.trusted_proxies (api/forwarded.py).
-        proxy_headers=False,
-        ssl_certfile=str(settings.server.tls_cert_file) if settings.server.tls_cert_file else None,
-        ssl_keyfile=str(settings.server.tls_key_file) if settings.server.tls_key_file else None,
-    )
-    return _Server(config, deps)
-
-
-def run_server(deps: Deps) -> None:
-    make_server(deps).run()
-
-
-def exit_if_lost(deps: Deps) -> None:
-    """After serving: a lost SQLite file is never closed (closing would checkpoint
-    into it and unlink its WAL by name, which may belong to a restored database
-    now), so the process ends here, without the interpreter's clean-up."""
-    if deps.db.lost is None:
-        return
-    logging.getLogger("otherix.api").error(
-        "exiting without closing the lost database (%s); restore it and start again",
-        deps.db.lost,
-    )
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(1)
-
 
 INIT_HELP = (
     "Start even though the data directory was initialised before and its database is "
@@ -202,8 +147,6 @@ def quickstart(
       otherix node list
     """
     import socket
-
-    from otherix.api import quickstart as qs
 
     qs.run(
         data_dir or qs.default_data_dir(),

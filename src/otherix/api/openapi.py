@@ -26,7 +26,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
-from otherix.api import deps as api_deps
+from otherix.api import guards
 
 ENVELOPE_REF = "#/components/schemas/ErrorEnvelope"
 
@@ -67,9 +67,9 @@ def _guard(route: APIRoute) -> str:
     kinds = set()
     while stack:
         dep = stack.pop()
-        if dep.call is api_deps.public:
+        if dep.call is guards.public:
             kinds.add("public")
-        elif dep.call is api_deps.agent_node or hasattr(dep.call, "permission"):
+        elif dep.call is guards.agent_node or hasattr(dep.call, "permission"):
             kinds.add("guarded")
         stack.extend(dep.dependencies)
     return "guarded" if "guarded" in kinds else "public"

@@ -32,6 +32,7 @@ import click
 from otherix.api import datadir
 from otherix.api.bootstrap import load_settings, open_deps
 from otherix.api.deps import Deps
+from otherix.api.server import exit_if_lost, make_server
 from otherix.api.services import nodes, users
 from otherix.api.settings import ApiSettings
 from otherix.config import ConfigError
@@ -149,8 +150,6 @@ def _open(settings: ApiSettings, init: bool) -> Deps:
 def run(
     data_dir: Path, listen: str, node_name: str, config_file: Path | None, *, init: bool = False
 ) -> None:
-    from otherix.api.main import exit_if_lost, make_server
-
     settings = settings_for(data_dir, listen, config_file)
     deps = _open(settings, init)
     password = ensure_admin(deps)

@@ -7,10 +7,12 @@ pool root (``PoolReconciler.lookup(name).path``):
   pull_policy="if-not-present", progress=None) -> CachedImage`` for a VM
   create (``CachedImage.downloaded`` says whether bytes were fetched);
 - ``materialise_disk(pool_root, vm_id, image.path, format, disk_gib, *,
-  progress=None) -> DiskResult`` right after it, and ``remove_disk`` on delete;
+  scratch_area=cache.scratch, progress=None) -> DiskResult`` right after it,
+  and ``remove_disk`` on delete;
 - ``list_images(pool_root)`` for the heartbeat (``CachedImage.to_wire()``);
-- ``sweep_scratch(pool_root)`` at agent start and when a pool is first
-  registered.
+- ``ImageCache.sweep_scratch(pool_root)`` at agent start and when a pool is
+  first registered (the cache's ``ScratchArea`` knows which scratch files this
+  process is writing).
 
 Every failure is an :class:`ImageError` with ``code`` and ``retryable``.
 
@@ -28,7 +30,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from otherix.agent.images import inventory, scratch
+from otherix.agent.images import inventory
 from otherix.agent.images.cache import PULL_POLICIES, ImageCache, PullPolicy
 from otherix.agent.images.config import ImageCacheSettings
 from otherix.agent.images.disks import DiskResult, materialise_disk, remove_disk
@@ -37,6 +39,7 @@ from otherix.agent.images.formats import ImageFormat
 from otherix.agent.images.inventory import CachedImage
 from otherix.agent.images.locks import KeyedLocks
 from otherix.agent.images.progress import Progress
+from otherix.agent.images.scratch import ScratchArea
 from otherix.agent.images.ssrf import SsrfPolicy
 
 __all__ = [
@@ -51,19 +54,14 @@ __all__ = [
     "KeyedLocks",
     "Progress",
     "PullPolicy",
+    "ScratchArea",
     "SsrfPolicy",
     "list_images",
     "materialise_disk",
     "remove_disk",
-    "sweep_scratch",
 ]
 
 
 def list_images(pool_root: Path | str) -> list[CachedImage]:
     """Present entries of the pool's image cache, sorted by name; never hashes."""
     return inventory.list_images(Path(pool_root))
-
-
-def sweep_scratch(pool_root: Path | str) -> list[str]:
-    """Remove leftovers of interrupted downloads and clones; returns what was removed."""
-    return scratch.sweep_scratch(Path(pool_root))

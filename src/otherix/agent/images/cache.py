@@ -56,6 +56,7 @@ from otherix.agent.images.errors import ImageError, ImageErrorCode
 from otherix.agent.images.inventory import CachedImage
 from otherix.agent.images.locks import DEFAULT_LOCKS, KeyedLocks
 from otherix.agent.images.progress import Progress
+from otherix.agent.images.scratch import ScratchArea
 from otherix.agent.images.transport import parse_url, redact
 
 __all__ = [
@@ -133,8 +134,12 @@ class ImageCache:
         *,
         resolver: ssrf.Resolver = ssrf.system_resolver,
         locks: KeyedLocks = DEFAULT_LOCKS,
+        scratch_area: ScratchArea | None = None,
     ) -> None:
         self.settings = settings or ImageCacheSettings()
+        #: this process's scratch files (``scratch.ScratchArea``); the disk clones
+        #: of ``disks.materialise_disk`` use it too, so one sweep sees every one.
+        self.scratch = scratch_area or ScratchArea()
         self._resolver = resolver
         self._locks = locks
         self._ssl: ssl.SSLContext | None = None  # built on the first https fetch
@@ -189,7 +194,7 @@ class ImageCache:
 
     def sweep_scratch(self, pool_root: Path | str) -> list[str]:
         """Remove leftovers of interrupted work in the pool's ``scratch/``."""
-        return scratch.sweep_scratch(Path(pool_root))
+        return self.scratch.sweep(Path(pool_root))
 
     # -- internals ---------------------------------------------------------------
 
@@ -247,7 +252,7 @@ class ImageCache:
     ) -> CachedImage:
         shown_url = redact(url)
         expected = entry.size_bytes if entry is not None and pin == entry.sha256 else None
-        with scratch.scratch_file(root, name) as tmp:
+        with self.scratch.file(root, name) as tmp:
             got = fetch(
                 url,
                 tmp,

@@ -180,6 +180,7 @@ def materialise_disk(
     format: ImageFormat,
     disk_gib: int,
     *,
+    scratch_area: scratch.ScratchArea,
     progress: Progress | None = None,
     allow_reflink: bool = True,
 ) -> DiskResult:
@@ -215,7 +216,7 @@ def materialise_disk(
         created_dir = not vm_dir.exists()
         final = vm_dir / f"disk.{format}"
         try:
-            with scratch.scratch_file(root, f"disk-{vm}") as tmp:
+            with scratch_area.file(root, f"disk-{vm}") as tmp:
                 method, info = _build(
                     root, tmp, image, src, format, target, throttle, allow_reflink
                 )

@@ -5,7 +5,9 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request, Response
 
 from otherix.api import forwarded
-from otherix.api.deps import Deps, Principal, get_deps, public, require
+from otherix.api.deps import Deps, Principal
+from otherix.api.guards import public, require
+from otherix.api.provide import get_deps
 from otherix.api.services import auth, users
 from otherix.models.auth import (
     ApiToken,

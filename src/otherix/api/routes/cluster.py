@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Response
 
-from otherix.api.deps import Deps, get_deps, require
+from otherix.api.deps import Deps
+from otherix.api.guards import require
+from otherix.api.provide import get_deps
 from otherix.api.services import defaultpool
 from otherix.models.pools import DefaultPool, DefaultPoolSet
 from otherix.rbac import Permission

@@ -10,8 +10,11 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from otherix import __version__
-from otherix.api.deps import Deps, get_deps, public
+from otherix.api.deps import Deps
 from otherix.api.errors import store_unavailable
+from otherix.api.guards import public
+from otherix.api.middleware import Metrics
+from otherix.api.provide import get_deps, get_metrics
 from otherix.store import StoreError, StoreLost, StoreUnavailable
 
 router = APIRouter(tags=["health"])
@@ -42,6 +45,5 @@ def readyz(request: Request, deps: Deps = Depends(get_deps)) -> JSONResponse:
 @router.get(
     "/metrics", operation_id="metrics", dependencies=[Depends(public)], include_in_schema=False
 )
-def metrics(request: Request) -> Response:
-    registry = request.app.state.metrics.registry
-    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+def metrics(collected: Metrics = Depends(get_metrics)) -> Response:
+    return Response(generate_latest(collected.registry), media_type=CONTENT_TYPE_LATEST)

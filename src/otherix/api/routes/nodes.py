@@ -3,15 +3,16 @@ agent endpoints (heartbeat and the long-poll watch)."""
 
 from __future__ import annotations
 
-import time
-
 from fastapi import APIRouter, Depends, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from otherix.api.deps import AgentCredential, Deps, Principal, agent_node, get_deps, public, require
+from otherix.api.deps import Deps, Principal
+from otherix.api.guards import AgentCredential, agent_node, public, require
+from otherix.api.provide import get_deps
 from otherix.api.routes.common import limit_param, page
 from otherix.api.services import heartbeat as hb
-from otherix.api.services import nodes, rejoin
+from otherix.api.services import nodes, rejoin, watching
+from otherix.api.views.heartbeat import heartbeat_reply
 from otherix.api.workers.scheduler import NO_CHANGE
 from otherix.errors import ValidationFailed
 from otherix.models.common import Page
@@ -175,14 +176,12 @@ async def heartbeat(
     heartbeat on PostgreSQL, whose reads cross the network) runs in a worker.
     """
     if deps.db.backend == "sqlite":
-        try:
-            body = hb.heartbeat(deps, cred.token, name, report, read_only=True)
+        answer = hb.heartbeat(deps, cred.token, name, report, read_only=True)
+        if answer is not None:
             setattr(request.state, NO_CHANGE, True)  # nothing written: no scheduler pass
-            return Response(body, media_type="application/json")
-        except hb.NeedsWrite:
-            pass
-    body = await run_in_threadpool(hb.heartbeat, deps, cred.token, name, report)
-    return Response(body, media_type="application/json")
+            return Response(heartbeat_reply(answer), media_type="application/json")
+    written = await run_in_threadpool(hb.heartbeat, deps, cred.token, name, report)
+    return Response(heartbeat_reply(written), media_type="application/json")
 
 
 @router.get("/{name}/watch", operation_id="nodeWatch")
@@ -195,27 +194,4 @@ async def watch(
 ) -> WatchReply:
     """Returns as soon as the node's desired revision passes ``revision``,
     or after ``timeout`` seconds with ``changed: false``."""
-    ident = await run_in_threadpool(nodes.authenticate_agent, deps, cred.token)
-    nodes.bind_agent(ident, name)
-    deadline = time.monotonic() + timeout
-    while True:
-        fut = deps.hub.subscribe(ident.node_id)
-        try:
-            current = await run_in_threadpool(hb.current_revision, deps, ident.node_id)
-            if current is None:  # deleted while the watch was parked
-                raise nodes.removed_error(ident.name)
-            desired = await run_in_threadpool(hb.desired_state, deps, ident.node_id, current)
-            if desired.revision > revision:
-                return WatchReply(changed=True, desired=desired)
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or deps.hub.closed:
-                return WatchReply(changed=False, desired=desired)
-            # With PostgreSQL, re-check the store now and then in case a NOTIFY
-            # from another replica was lost. SQLite has one process and its
-            # wake-ups cannot be lost: re-checking 10,000 parked watches every
-            # few seconds would only load the server (bench/footprint.py).
-            if deps.db.backend == "postgresql":
-                remaining = min(remaining, deps.settings.agents.watch_recheck)
-            await deps.hub.wait_for(fut, remaining)
-        finally:
-            deps.hub.unsubscribe(ident.node_id, fut)
+    return await watching.watch(deps, cred.token, name, revision, timeout)

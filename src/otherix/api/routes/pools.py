@@ -10,8 +10,11 @@ from functools import partial
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
+from starlette.concurrency import run_in_threadpool
 
-from otherix.api.deps import Deps, get_deps, require
+from otherix.api.deps import Deps
+from otherix.api.guards import require
+from otherix.api.provide import get_deps
 from otherix.api.routes.common import (
     DRY_RUN_DESCRIPTION,
     dry_run_answer,
@@ -68,10 +71,8 @@ async def create_pool(
     dry_run: bool = Query(False, description=DRY_RUN_DESCRIPTION),
     deps: Deps = Depends(get_deps),
 ) -> StoragePool:
-    from starlette.concurrency import run_in_threadpool
-
-    raw = await json_body(request)
-    pool = await run_in_threadpool(partial(pools.create, dry_run=dry_run), deps, raw)
+    body = pools.parse_create(await json_body(request))
+    pool = await run_in_threadpool(partial(pools.create, dry_run=dry_run), deps, body)
     if dry_run:
         response.status_code = 200
     return pool
@@ -94,8 +95,6 @@ def get_pool(id: str, deps: Deps = Depends(get_deps)) -> StoragePool | PoolConce
     openapi_extra=_body_schema(PoolUpdate),
 )
 async def update_pool(id: str, request: Request, deps: Deps = Depends(get_deps)) -> StoragePool:
-    from starlette.concurrency import run_in_threadpool
-
     raw = await json_body(request)
     return await run_in_threadpool(pools.update, deps, id, raw)
 

@@ -6,7 +6,9 @@ from typing import Any
 
 from fastapi import APIRouter, Depends
 
-from otherix.api.deps import AgentCredential, Deps, Principal, agent_node, get_deps, require
+from otherix.api.deps import Deps, Principal
+from otherix.api.guards import AgentCredential, agent_node, require
+from otherix.api.provide import get_deps
 from otherix.api.routes.common import limit_param, page
 from otherix.api.services import nodes, scan, tasks
 from otherix.errors import ValidationFailed

@@ -13,7 +13,9 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query, Response
 from fastapi.responses import JSONResponse
 
-from otherix.api.deps import Deps, Principal, get_deps, require
+from otherix.api.deps import Deps, Principal
+from otherix.api.guards import require
+from otherix.api.provide import get_deps
 from otherix.api.routes.common import DRY_RUN_DESCRIPTION, dry_run_answer, limit_param, page
 from otherix.api.services import vms
 from otherix.errors import ValidationFailed

@@ -1,7 +1,7 @@
 """Authentication: login, refresh rotation, logout, bearer-token resolution.
 
 Called by ``routes/auth.py`` (login, refresh, logout) and by the route guard
-(``deps.require`` -> :func:`authenticate`) on every authenticated request.
+(``guards.require`` -> :func:`authenticate`) on every authenticated request.
 
 Access tokens are HS256 JWTs (``sub``, ``role``, ``iat``, ``exp``, ``sid`` the
 refresh family of the session, ``sep`` the user's session epoch); refresh

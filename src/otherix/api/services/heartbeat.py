@@ -23,10 +23,10 @@ clears ``vm_disks.missing_since``.
 
 from __future__ import annotations
 
-import json
 import logging
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal, overload
 
 from otherix.api.deps import AgentIdentity, Deps
 from otherix.api.services import defaultpool, secrets
@@ -255,20 +255,35 @@ def _load_node(deps: Deps, token: str, report: HeartbeatReport) -> dict[str, Any
     return node
 
 
-class NeedsWrite(Exception):
-    """Raised by a read-only heartbeat attempt that turned out to need writes."""
+@dataclass(frozen=True)
+class HeartbeatAnswer:
+    """What a heartbeat answers; ``views.heartbeat.heartbeat_reply`` renders it."""
+
+    received_at: datetime
+    resync: bool
+    heartbeat_interval: float
+    #: the desired state's JSON, serialised once per revision (``desired_json``)
+    desired_json: bytes
 
 
+@overload
+def heartbeat(
+    deps: Deps, token: str, name: str, report: HeartbeatReport, *, read_only: Literal[False] = ...
+) -> HeartbeatAnswer: ...
+@overload
+def heartbeat(
+    deps: Deps, token: str, name: str, report: HeartbeatReport, *, read_only: bool
+) -> HeartbeatAnswer | None: ...
 def heartbeat(
     deps: Deps, token: str, name: str, report: HeartbeatReport, *, read_only: bool = False
-) -> bytes:
-    """Handle one heartbeat; returns the ``HeartbeatReply`` JSON body.
+) -> HeartbeatAnswer | None:
+    """Handle one heartbeat; returns what to answer.
 
-    With ``read_only`` the call raises :class:`NeedsWrite` before touching
-    anything when the report carries a change; the route then runs it again in
-    a worker thread. The common case, an unchanged node, never writes (its time
-    is buffered and flushed in batches), so on SQLite it can be answered on the
-    event loop without a thread handoff.
+    With ``read_only`` the call returns None before touching anything when the
+    report carries a change; the route then runs it again in a worker thread.
+    The common case, an unchanged node, never writes (its time is buffered and
+    flushed in batches), so on SQLite it can be answered on the event loop
+    without a thread handoff.
     """
     now = deps.clock.now()
     node = _load_node(deps, token, report)
@@ -284,7 +299,7 @@ def heartbeat(
         or report.agent_version != node["agent_version"]
         or (report.pools is not None and report.digest != node["observed_digest"])
     ):
-        raise NeedsWrite
+        return None
     # Liveness ages are monotonic (api/workers/liveness.py); noted before any
     # write, so a liveness pass never sees a promoted node without it.
     deps.heartbeats.record(ident.node_id, now, deps.clock.monotonic())
@@ -306,12 +321,7 @@ def heartbeat(
     if identity_recorded:
         deps.hub.publish([ident.node_id])
     desired = desired_json(deps, ident.node_id, None if written else node["desired_revision"])
-    head = {
-        "received_at": now.isoformat().replace("+00:00", "Z"),
-        "resync": resync,
-        "heartbeat_interval_seconds": deps.settings.agents.heartbeat_interval,
-    }
-    return json.dumps(head).encode()[:-1] + b', "desired": ' + desired + b"}"
+    return HeartbeatAnswer(now, resync, deps.settings.agents.heartbeat_interval, desired)
 
 
 def current_revision(deps: Deps, node_id: str) -> int | None:

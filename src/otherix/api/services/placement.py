@@ -21,7 +21,6 @@ as ``status.reason``.
 from __future__ import annotations
 
 import logging
-import threading
 import uuid
 from datetime import datetime
 from typing import Any
@@ -47,9 +46,6 @@ CREATE = "vm.create"
 #: retries the task itself and may report its own count and limit
 #: (``TaskUpdate.attempt``/``max_attempts``), which then replace these.
 VM_CREATE_ATTEMPTS = 3
-#: one placement at a time per process, so a periodic pass and an admission
-#: never compute a VM's reason from two different snapshots at once
-_LOCK = threading.Lock()
 
 
 # I/O: candidates, binding, recording -------------------------------------------------------
@@ -204,7 +200,7 @@ def schedule_vm(
     """One placement attempt: ``bound``, ``unplaceable`` or ``skipped`` (lost a race)."""
     ask = ask_of(vm)
     cache = {} if cache is None else cache
-    with _LOCK:
+    with deps.placement_lock:  # one placement at a time (deps.Deps)
         for _attempt in range(3):
             key = ask.pool.lower()
             if key not in cache:

@@ -270,8 +270,9 @@ def _decode(model: type[PoolCreate] | type[PoolUpdate], raw: dict[str, Any]) -> 
         raise _bad(f"invalid request body: {field}: {first['msg']}", field) from exc
 
 
-def create(deps: Deps, raw: object, *, dry_run: bool = False) -> StoragePool:
-    """Create one pool instance; ``dry_run`` decides the same and writes nothing."""
+def parse_create(raw: object) -> PoolCreate:
+    """The create body, checked in the contract's order (no I/O): agent-reported
+    fields refused, then name, type, path, and config last."""
     if not isinstance(raw, dict):
         raise ValidationFailed("invalid request body: expected a JSON object")
     forbidden = sorted(k for k in AGENT_REPORTED_FIELDS if k in raw)
@@ -293,6 +294,12 @@ def create(deps: Deps, raw: object, *, dry_run: bool = False) -> StoragePool:
     if "config" in raw:
         _check_config(raw["config"])
         body.config = raw["config"]
+    return body
+
+
+def create(deps: Deps, body: PoolCreate, *, dry_run: bool = False) -> StoragePool:
+    """Create one pool instance from a parsed body (:func:`parse_create`);
+    ``dry_run`` decides the same and writes nothing."""
     prefixes = deps.settings.storage_pools.allowed_path_prefixes
     if not pool_path_allowed(body.path, prefixes):
         details = {"allowed_prefixes": list(prefixes), "path": body.path}
