@@ -35,8 +35,8 @@ MAX_VM_NAME_CHARS = 253
 POOL_TYPES: tuple[str, ...] = ("local_dir",)
 
 _POOL_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*", re.ASCII)
-_NODE_NAME_RE = re.compile(r"[a-z0-9A-Z](?:[A-Za-z0-9._-]*[A-Za-z0-9])?", re.ASCII)
-_VM_NAME_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?", re.ASCII)
+#: node and VM names: letters, digits, ``.``, ``_``, ``-``; a letter or digit at both ends
+_LABEL_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?", re.ASCII)
 _UUID_RE = re.compile(
     r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}",
     re.ASCII,
@@ -97,7 +97,7 @@ def validate_node_name(name: str) -> str | None:
         return "node name is required"
     if len(name) > MAX_NODE_NAME_CHARS:
         return f"node name is too long (max {MAX_NODE_NAME_CHARS} characters)"
-    if _NODE_NAME_RE.fullmatch(name) is None:
+    if _LABEL_RE.fullmatch(name) is None:
         return (
             f"invalid node name {go_quote(name)} (letters, digits, '.', '_' and '-', "
             "starting and ending with a letter or digit)"
@@ -111,7 +111,7 @@ def validate_vm_name(name: str) -> str | None:
         return "name is required"
     if len(name) > MAX_VM_NAME_CHARS:
         return f"name is too long (max {MAX_VM_NAME_CHARS} characters)"
-    if _VM_NAME_RE.fullmatch(name) is None:
+    if _LABEL_RE.fullmatch(name) is None:
         return (
             f"invalid VM name {name!r} (letters, digits, '.', '_' and '-', "
             "starting and ending with a letter or digit)"
