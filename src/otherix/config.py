@@ -41,7 +41,7 @@ from typing import Annotated, Any, TypeVar
 import yaml
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, ValidationError
 
-from otherix.models.validation import validate_allowed_prefixes
+from otherix.domain.paths import validate_allowed_prefixes
 
 ENV_PREFIX = "OTHERIX_"
 

@@ -29,7 +29,7 @@ from apihelpers import (
     serve,
 )
 
-from otherix.models.validation import clean_path, paths_overlap
+from otherix.domain.paths import clean_path, paths_overlap
 from otherix.store import pools as qp
 
 PREFIX = "/srv/p/"

@@ -22,17 +22,10 @@ import pytest
 from fuzzhelpers import WHEN, mutated_cursors, run_property
 from hypothesis import strategies as st
 
+from otherix.domain.names import looks_like_uuid, validate_node_name, validate_pool_name
+from otherix.domain.paths import clean_path, default_pool_path, path_allowed, validate_pool_path
+from otherix.domain.vms import image_basename
 from otherix.models.pagination import InvalidCursor, decode_cursor, encode_cursor
-from otherix.models.validation import (
-    clean_path,
-    default_pool_path,
-    image_basename,
-    looks_like_uuid,
-    path_allowed,
-    validate_node_name,
-    validate_pool_name,
-    validate_pool_path,
-)
 
 ALNUM = string.ascii_letters + string.digits
 POOL_PATTERN = "(must match [A-Za-z0-9][A-Za-z0-9._-]*)"

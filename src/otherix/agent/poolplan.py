@@ -56,7 +56,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Final, Literal
 
-from otherix.models.validation import paths_overlap
+from otherix.domain.paths import paths_overlap
 
 __all__ = [
     "LAYOUT",

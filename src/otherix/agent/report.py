@@ -57,8 +57,8 @@ from typing import Final, Protocol
 from pydantic import ValidationError
 
 from otherix.agent import pools
+from otherix.domain.paths import path_allowed
 from otherix.models.heartbeat import DeclaredPool, ImageReport, PoolReport
-from otherix.models.validation import path_allowed
 
 __all__ = [
     "MAX_ERROR_CHARS",

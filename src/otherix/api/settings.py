@@ -13,7 +13,7 @@ from pydantic import Field, field_validator, model_validator
 
 from otherix.api.forwarded import parse_networks
 from otherix.config import AllowedPrefixes, Duration, Section, default_prefixes
-from otherix.models.validation import validate_pool_name
+from otherix.domain.names import validate_pool_name
 
 
 class ServerSection(Section):

@@ -44,7 +44,7 @@ from otherix.cli.views.vms import failure_reason, phase_text
 from otherix.cli.wait import Outcome, poll
 from otherix.client.api import ApiClient
 from otherix.client.errors import ApiError
-from otherix.models.validation import image_basename
+from otherix.domain.vms import image_basename
 
 __all__ = [
     "FINAL",

@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from otherix.models.validation import looks_like_uuid
+from otherix.domain.names import looks_like_uuid
 
 __all__ = [
     "DEFAULT_LIMIT",

@@ -14,6 +14,7 @@ from otherix.api.services import heartbeat as hb
 from otherix.api.services import nodes, rejoin, watching
 from otherix.api.views.heartbeat import heartbeat_reply
 from otherix.api.workers.scheduler import NO_CHANGE
+from otherix.domain.liveness import STATUSES
 from otherix.errors import ValidationFailed
 from otherix.models.common import Page
 from otherix.models.heartbeat import HeartbeatReply, HeartbeatReport, WatchReply
@@ -40,7 +41,6 @@ router = APIRouter(prefix="/v1/nodes", tags=["nodes"])
 MANAGE = require(Permission.NODE_MANAGE)
 MAINT = require(Permission.NODE_MAINTENANCE)
 READ = require(Permission.NODE_READ)
-STATUSES = ("pending", "ready", "cordoned", "unreachable", "gone")
 
 
 def _shape(node: Node, me: Principal) -> Node | NodeSummary:

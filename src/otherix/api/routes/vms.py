@@ -18,9 +18,9 @@ from otherix.api.guards import require
 from otherix.api.provide import get_deps
 from otherix.api.routes.common import DRY_RUN_DESCRIPTION, dry_run_answer, limit_param, page
 from otherix.api.services import vms
+from otherix.domain.vms import PHASES
 from otherix.errors import ValidationFailed
 from otherix.models.common import AsyncTaskAccepted
-from otherix.models.validation import PHASES
 from otherix.models.vms import VM, VMCreate, VMList
 from otherix.rbac import Permission
 

@@ -13,8 +13,10 @@
   promotion, but a deleted or renamed default pool must not come back at the
   old path). ``provision`` runs the
   step again on an admin's request (``otherix node provision-default-pool``).
+- The pure rules (the plan, what blocks it, the last-instance rule) are
+  ``otherix.domain.defaultpool``; this module does the reads, writes and events.
 - It never provisions over a path another pool on the node holds (equal,
-  inside or containing, ``models.overlap``): that, like every outcome, is an
+  inside or containing, ``domain.overlap``): that, like every outcome, is an
   event on the node, not a failure. An empty name opts out; a name that is not
   a valid pool name, escapes the prefix or lands on an allowed prefix itself
   is refused (logged, an event, nothing created).
@@ -24,10 +26,12 @@ from __future__ import annotations
 
 import logging
 import uuid
-from dataclasses import dataclass
 from typing import Any
 
 from otherix.api.deps import Deps
+from otherix.domain import defaultpool as rules
+from otherix.domain.defaultpool import Plan
+from otherix.domain.overlap import PoolPath
 from otherix.errors import (
     DefaultPoolNotSet,
     NotFound,
@@ -35,24 +39,13 @@ from otherix.errors import (
     ValidationFailed,
     not_found_message,
 )
-from otherix.models.nodes import DefaultPoolProvisioned, ProvisionOutcome
-from otherix.models.overlap import PoolPath, first_overlap
+from otherix.models.nodes import DefaultPoolProvisioned
 from otherix.models.pools import DefaultPool
-from otherix.models.validation import default_pool_path, pool_path_allowed, validate_pool_name
 from otherix.store import nodes as qn
 from otherix.store import pools as qp
 from otherix.store import settings as qs
 
 log = logging.getLogger(__name__)
-
-
-def last_default_message(name: str) -> str:
-    """Why a delete that would leave the cluster default dangling is refused."""
-    return (
-        f'storage pool "{name}" is the cluster default and this is its last instance; '
-        f"set another default first ('otherix cluster set-default-pool NAME') or unset it "
-        f"('otherix cluster unset-default-pool'), then delete it"
-    )
 
 
 def seed(deps: Deps) -> None:
@@ -62,40 +55,9 @@ def seed(deps: Deps) -> None:
             qs.put_setting(conn, qs.DEFAULT_POOL_NAME, name or None, deps.clock.now())
 
 
-@dataclass(frozen=True)
-class _Plan:
-    """What the configured name asks for, before looking at the node."""
-
-    outcome: ProvisionOutcome | None  # None: go ahead at ``path``
-    message: str
-    name: str | None = None
-    path: str | None = None
-
-
-def _plan(deps: Deps) -> _Plan:
-    name = deps.settings.storage_pools.default_pool_name
-    if not name:
-        return _Plan(
-            "disabled",
-            "default pool provisioning is off (storage_pools.default_pool_name is empty)",
-        )
-    if problem := validate_pool_name(name):  # the same rule an API create applies
-        return _Plan(
-            "invalid_name",
-            f"storage_pools.default_pool_name {name!r} is not a valid pool name ({problem}); "
-            "nothing provisioned",
-            name,
-        )
-    prefixes = deps.settings.storage_pools.allowed_path_prefixes
-    path = default_pool_path(prefixes[0], name)
-    if path is None or not pool_path_allowed(path, prefixes):
-        return _Plan(
-            "invalid_name",
-            f"storage_pools.default_pool_name {name!r} under prefix {prefixes[0]!r} does not "
-            "give a path below an allowed prefix; nothing provisioned",
-            name,
-        )
-    return _Plan(None, "", name, path)
+def _plan(deps: Deps) -> Plan:
+    cfg = deps.settings.storage_pools
+    return rules.plan(cfg.default_pool_name, cfg.allowed_path_prefixes)
 
 
 def _ref(p: PoolPath) -> dict[str, str]:
@@ -110,7 +72,7 @@ def _event(
     )
 
 
-def _run(deps: Deps, conn: Any, node: dict[str, Any], plan: _Plan) -> DefaultPoolProvisioned:
+def _run(deps: Deps, conn: Any, node: dict[str, Any], plan: Plan) -> DefaultPoolProvisioned:
     """The step on a node whose row the caller has locked or claimed."""
     now = deps.clock.now()
     node_id, node_name = str(node["id"]), str(node["name"])
@@ -125,16 +87,17 @@ def _run(deps: Deps, conn: Any, node: dict[str, Any], plan: _Plan) -> DefaultPoo
         PoolPath(str(r["id"]), str(r["name"]), str(r["path"]))
         for r in qp.paths_on_nodes(conn, [node_id])
     ]
-    same = next((p for p in existing if p.name.lower() == plan.name.lower()), None)
-    if same is not None:
+    found = rules.obstacle(plan.name, plan.path, existing)
+    if isinstance(found, PoolPath):
+        same = found
         message = (
             f'node {node_name} already has a pool named "{same.name}" ({same.id}, path '
             f'"{same.path}"); nothing provisioned'
         )
         _event(conn, node_id, now, "normal", "default_pool_exists", message, pool=_ref(same))
         return DefaultPoolProvisioned(**result, outcome="exists", message=message, pool=_ref(same))
-    hit = first_overlap(plan.path, existing)
-    if hit is not None:
+    if found is not None:
+        hit = found
         message = (
             f'default pool "{plan.name}" not provisioned on node {node_name}: its path '
             f'"{plan.path}" overlaps storage pool "{hit.other.name}" ({hit.other.id}, path '

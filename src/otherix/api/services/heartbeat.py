@@ -31,6 +31,8 @@ from typing import Any, Literal, overload
 from otherix.api.deps import AgentIdentity, Deps
 from otherix.api.services import defaultpool, secrets
 from otherix.api.services.nodes import bind_agent, unknown_credential
+from otherix.domain import liveness
+from otherix.domain.pressure import PressureConfig, PressureState, next_pressure
 from otherix.errors import Conflict, NotFound
 from otherix.models.heartbeat import (
     AgentTask,
@@ -40,7 +42,6 @@ from otherix.models.heartbeat import (
     HeartbeatReport,
     PoolReport,
 )
-from otherix.models.pressure import PressureConfig, PressureState, next_pressure
 from otherix.store import nodes as qn
 from otherix.store import pools as qp
 from otherix.store import tasks as qt
@@ -238,7 +239,7 @@ def _load_node(deps: Deps, token: str, report: HeartbeatReport) -> dict[str, Any
             node = qn.get_node_for_heartbeat(conn, secrets.digest(token))
     if node is None:
         raise unknown_credential(deps, token)  # node_deleted or credential_unknown
-    if node["status"] == "gone":
+    if liveness.heartbeat_refused(node["status"]):
         raise Conflict(
             "node is gone; an operator must readmit it ('otherix node readmit')",
             {"reason": "node_gone"},
@@ -290,7 +291,7 @@ def heartbeat(
     bind_agent(AgentIdentity(node["id"], node["name"]), name)
     ident = AgentIdentity(node["id"], node["name"])
     resync = report.pools is None and report.digest != node["observed_digest"]
-    promote = node["status"] in ("pending", "unreachable")
+    promote = liveness.promotes_on_heartbeat(node["status"])
     if read_only and (
         promote
         or report.pools

@@ -24,6 +24,9 @@ from sqlalchemy.engine import Connection
 
 from otherix.api.deps import AgentIdentity, Deps
 from otherix.api.services import defaultpool, secrets
+from otherix.domain import liveness
+from otherix.domain.defaultpool import last_default_message, removes_last_default
+from otherix.domain.names import looks_like_uuid, validate_node_name
 from otherix.errors import (
     Conflict,
     NotFound,
@@ -44,7 +47,6 @@ from otherix.models.nodes import (
     NodeJoined,
 )
 from otherix.models.pagination import decode_cursor, split_page
-from otherix.models.validation import looks_like_uuid, validate_node_name
 from otherix.store import UniqueViolation
 from otherix.store import nodes as q
 from otherix.store import pools as qp
@@ -52,11 +54,10 @@ from otherix.store import settings as qs
 
 
 def projected_status(row: dict[str, Any]) -> str:
-    if row.get("deleted_at") is not None:
-        return "gone"
-    if row["status"] == "ready" and row["cordoned"]:
-        return "cordoned"
-    return str(row["status"])
+    """``domain.liveness.projected_status`` of a node row."""
+    return liveness.projected_status(
+        str(row["status"]), bool(row["cordoned"]), row.get("deleted_at") is not None
+    )
 
 
 def node_view(row: dict[str, Any]) -> Node:
@@ -249,13 +250,8 @@ def list_nodes(
 
 def set_cordon(deps: Deps, name: str, cordoned: bool) -> Node:
     row = get_node_row(deps, name)
-    if cordoned and row["status"] == "gone":
-        raise Conflict("node is gone", {"current_status": "gone"})
-    if not cordoned and row["status"] != "ready":
-        raise Conflict(
-            f"node is {row['status']}; only a ready node can be uncordoned",
-            {"current_status": row["status"]},
-        )
+    if refusal := liveness.cordon_refusal(row["status"], cordoned):
+        raise Conflict(refusal, {"current_status": row["status"]})
     now = deps.clock.now()
     with deps.db.write() as conn:
         q.update_node(conn, row["id"], {"cordoned": cordoned, "updated_at": now})
@@ -265,8 +261,8 @@ def set_cordon(deps: Deps, name: str, cordoned: bool) -> Node:
 
 def readmit(deps: Deps, name: str) -> Node:
     row = get_node_row(deps, name)
-    if row["status"] != "gone":
-        raise Conflict("only a gone node can be readmitted", {"current_status": row["status"]})
+    if refusal := liveness.readmit_refusal(row["status"]):
+        raise Conflict(refusal, {"current_status": row["status"]})
     now = deps.clock.now()
     with deps.db.write() as conn:
         q.update_node(
@@ -337,15 +333,15 @@ def delete_node(deps: Deps, name: str) -> NodeDeleted:
                     "hint": f"otherix vm list --node {row['name']}",
                 },
             )
-        if default is not None:
-            lowered = default.lower()
-            others = [r for r in locked if r["name_lower"] == lowered and r["node_id"] != row["id"]]
-            if not others and any(r["name_lower"] == lowered for r in mine):
-                raise Conflict(
-                    f"node {row['name']} holds the last instance of the cluster default pool: "
-                    + defaultpool.last_default_message(default),
-                    {"reason": "default_pool_in_use", "name": default},
-                )
+        others = [r["name_lower"] for r in locked if r["node_id"] != row["id"]]
+        if default is not None and removes_last_default(
+            default, [r["name_lower"] for r in mine], others
+        ):
+            raise Conflict(
+                f"node {row['name']} holds the last instance of the cluster default pool: "
+                + last_default_message(default),
+                {"reason": "default_pool_in_use", "name": default},
+            )
         qp.delete_pools(conn, [r["id"] for r in mine])
         q.soft_delete(conn, row["id"], now)
     deps.hub.publish([row["id"]])

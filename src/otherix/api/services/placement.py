@@ -2,7 +2,7 @@
 
 ``schedule_vm`` is one attempt for one VM (the scheduler worker and VM
 admission call it): load the instances its pool names, ``decide`` (pure, in
-``otherix.models.vms``), then ``bind`` in ONE transaction that locks the pool
+``otherix.domain.placement``), then ``bind`` in ONE transaction that locks the pool
 row (``SELECT ... FOR UPDATE`` on PostgreSQL; the disk's foreign key ``ON
 DELETE RESTRICT`` backs it up, and SQLite serialises writers), re-checks the
 decision against the locked row, claims the VM with a compare-and-set, writes
@@ -30,9 +30,9 @@ from sqlalchemy.engine import Connection
 from otherix.api.deps import Deps
 from otherix.api.services import tasks
 from otherix.api.services.nodes import projected_status
+from otherix.domain.names import looks_like_uuid
+from otherix.domain.placement import Ask, Candidate, Unplaceable, decide, effective_bytes
 from otherix.models.heartbeat import TaskUpdate
-from otherix.models.validation import looks_like_uuid
-from otherix.models.vms import GIB, Ask, Candidate, Unplaceable, decide
 from otherix.store import ForeignKeyViolation
 from otherix.store import nodes as qn
 from otherix.store import pools as qp
@@ -52,9 +52,7 @@ VM_CREATE_ATTEMPTS = 3
 
 
 def _candidate(row: dict[str, Any], arch: str | None) -> Candidate:
-    effective = None
-    if row["available_bytes"] is not None:
-        effective = max(0, row["available_bytes"] - int(row["committed_gib"] or 0) * GIB)
+    effective = effective_bytes(row["available_bytes"], row["committed_gib"])
     orphaned = row["node_deleted_at"] is not None
     since = row["pressure_since"]
     return Candidate(

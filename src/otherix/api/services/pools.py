@@ -6,7 +6,7 @@ The create validation order is the one of docs/pool-contract.md §4.2: forbidden
 agent-reported keys, decode, node required, name/type/path/config syntax, the
 allowlist (strictly below a prefix: issue 12), then the node lookup, then, in
 the insert's transaction with the node's row locked, the name and the path
-rules (``models.overlap``): a path equal to, inside or containing another
+rules (``domain.overlap``): a path equal to, inside or containing another
 pool's path on the node is ``409 conflict`` reason ``pool_path_overlap``.
 Creates on one node are serialised by that lock (PostgreSQL ``FOR UPDATE``;
 SQLite's ``BEGIN IMMEDIATE``), so of N concurrent overlapping creates at most
@@ -40,6 +40,17 @@ from otherix.api.services.nodes import (
     node_not_found,
     projected_status,
 )
+from otherix.domain.defaultpool import last_default_message, removes_last_default
+from otherix.domain.names import looks_like_uuid, validate_pool_name, validate_pool_type
+from otherix.domain.overlap import (
+    PoolPath,
+    condition_message,
+    first_overlap,
+    overlaps_by_pool,
+    refusal_message,
+)
+from otherix.domain.paths import path_allowed, pool_path_allowed, validate_pool_path
+from otherix.domain.placement import effective_bytes
 from otherix.errors import (
     Conflict,
     NotFound,
@@ -47,13 +58,6 @@ from otherix.errors import (
     PoolNameAmbiguous,
     ValidationFailed,
     not_found_message,
-)
-from otherix.models.overlap import (
-    PoolPath,
-    condition_message,
-    first_overlap,
-    overlaps_by_pool,
-    refusal_message,
 )
 from otherix.models.pagination import decode_cursor, split_page
 from otherix.models.pools import (
@@ -64,14 +68,6 @@ from otherix.models.pools import (
     PoolUpdate,
     StoragePool,
     VmDiskCounts,
-)
-from otherix.models.validation import (
-    looks_like_uuid,
-    path_allowed,
-    pool_path_allowed,
-    validate_pool_name,
-    validate_pool_path,
-    validate_pool_type,
 )
 from otherix.store import ForeignKeyViolation, UniqueViolation
 from otherix.store import nodes as qn
@@ -93,14 +89,6 @@ ORPHANED = (
     "the node of this pool was deleted while the pool held VM disks; no agent reconciles "
     "or measures it: delete its VMs ('otherix vm delete'), then the pool by its UUID"
 )
-
-
-def last_default_message(name: str) -> str:
-    return (
-        f'storage pool "{name}" is the cluster default and this is its last instance; '
-        f"set another default first ('otherix cluster set-default-pool NAME') or unset it "
-        f"('otherix cluster unset-default-pool'), then delete it"
-    )
 
 
 def pool_path(row: dict[str, Any]) -> PoolPath:
@@ -141,9 +129,7 @@ def pool_view(
 ) -> StoragePool:
     orphaned = row["node_deleted_at"] is not None
     available = row["available_bytes"]
-    effective = None
-    if available is not None:
-        effective = max(0, available - int(row.get("committed_gib") or 0) * (1 << 30))
+    effective = effective_bytes(available, row.get("committed_gib"))
     pressure = None
     if row["pressure_since"] is not None:
         pressure = {"since": row["pressure_since"], "consecutive_count": row["pressure_count"]}
@@ -423,10 +409,9 @@ def delete(deps: Deps, ref: str) -> None:
                 raise Conflict(IN_USE, {"blocking_resources": {"vm_disks": disks}})
             default_name = defaultpool.current_name(conn)
             same_name = [r for r in locked if r["name_lower"] == target["name_lower"]]
-            if (
-                default_name is not None
-                and default_name.lower() == target["name_lower"]
-                and len(same_name) == 1
+            others = [r["name_lower"] for r in same_name if r["id"] != target["id"]]
+            if default_name is not None and removes_last_default(
+                default_name, [target["name_lower"]], others
             ):
                 raise Conflict(
                     last_default_message(default_name),

@@ -19,10 +19,10 @@ from otherix.api.deps import Deps, Principal
 from otherix.api.services import tasks
 from otherix.api.services.heartbeat import pressure_config
 from otherix.api.services.pools import resolve_one
+from otherix.domain.pressure import PressureState, next_pressure
 from otherix.errors import Conflict
 from otherix.models.common import AsyncTaskAccepted
 from otherix.models.heartbeat import TaskUpdate
-from otherix.models.pressure import PressureState, next_pressure
 from otherix.store import nodes as qn
 from otherix.store import pools as qp
 

@@ -6,7 +6,7 @@
   (``placement.schedule_vm``); the scheduler worker retries the rest. A dry
   run (``services.dryrun``) rolls the insert back and answers the VM as the
   first placement attempt would leave it, without binding it.
-- Missing disks (``models.vms.disk_missing``): a made disk on a failed pool,
+- Missing disks (``domain.vms.disk_missing``): a made disk on a failed pool,
   or whose file the agent reports gone, is ``missing`` in the disk view; a
   ``stopped`` VM whose root disk is missing shows ``status.reason
   "disk_missing"`` (phase unchanged), computed at read time, never stored.
@@ -40,6 +40,14 @@ from otherix.api.services import defaultpool, placement, tasks
 from otherix.api.services.dryrun import Rehearsal
 from otherix.api.services.nodes import name_param, node_filter_id
 from otherix.api.services.redaction import redact
+from otherix.domain.names import (
+    looks_like_uuid,
+    validate_node_name,
+    validate_pool_name,
+    validate_vm_name,
+)
+from otherix.domain.placement import Unplaceable, decide
+from otherix.domain.vms import disk_missing, validate_image_url, validate_sha256
 from otherix.errors import (
     DefaultPoolNotSet400,
     NotFound,
@@ -50,19 +58,7 @@ from otherix.errors import (
 from otherix.models.common import AsyncTaskAccepted
 from otherix.models.heartbeat import TaskUpdate
 from otherix.models.pagination import decode_cursor, split_page
-from otherix.models.validation import looks_like_uuid, validate_node_name, validate_pool_name
-from otherix.models.vms import (
-    VM,
-    Unplaceable,
-    VMCreate,
-    VmDisk,
-    VMStatus,
-    decide,
-    disk_missing,
-    validate_image_url,
-    validate_sha256,
-    validate_vm_name,
-)
+from otherix.models.vms import VM, VMCreate, VmDisk, VMStatus
 from otherix.rbac import Permission, Scope
 from otherix.store import StoreError, UniqueViolation
 from otherix.store import nodes as qn

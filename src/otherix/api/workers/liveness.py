@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 
 from otherix.api.deps import Deps
+from otherix.domain import liveness
 from otherix.store import StoreError
 from otherix.store import nodes as qn
 
@@ -68,21 +69,20 @@ def liveness_pass(deps: Deps) -> dict[str, list[str]]:
 def _local_pass(deps: Deps) -> tuple[list[str], list[str]]:
     """One replica: ages by this process's monotonic clock."""
     cfg = deps.settings.workers.heartbeat
+    limits = liveness.LivenessLimits(cfg.stale_threshold, cfg.gone_grace)
     hb = deps.heartbeats
     known = hb.known()  # before the read: every one of them has a row unless deleted
     with deps.db.read() as conn:
         rows = qn.live_statuses(conn, ["ready", "unreachable", "pending"])
     mono = deps.clock.monotonic()
-    stale_ids = [
-        r["id"]
+    moves = {
+        r["id"]: liveness.after_silence(
+            r["status"], hb.age(r["id"], mono), hb.unreachable_for(r["id"], mono), limits
+        )
         for r in rows
-        if r["status"] == "ready" and hb.age(r["id"], mono) > cfg.stale_threshold
-    ]
-    gone_ids = [
-        r["id"]
-        for r in rows
-        if r["status"] == "unreachable" and hb.unreachable_for(r["id"], mono) > cfg.gone_grace
-    ]
+    }
+    stale_ids = [n for n, to in moves.items() if to == "unreachable"]
+    gone_ids = [n for n, to in moves.items() if to == "gone"]
     hb.forget(known - {r["id"] for r in rows})
     if not stale_ids and not gone_ids:
         return [], []  # the common pass: no write transaction at all
@@ -90,7 +90,11 @@ def _local_pass(deps: Deps) -> tuple[list[str], list[str]]:
     # one heard from since the read is left for the next pass.
     now = deps.clock.now()
     with deps.db.write() as conn:
-        stale_ids = [n for n in stale_ids if hb.age(n, mono) > cfg.stale_threshold]
+        stale_ids = [
+            n
+            for n in stale_ids
+            if liveness.after_silence("ready", hb.age(n, mono), 0.0, limits) == "unreachable"
+        ]
         gone = qn.move(conn, gone_ids, from_status="unreachable", to_status="gone", now=now)
         stale = qn.move(conn, stale_ids, from_status="ready", to_status="unreachable", now=now)
     hb.mark_unreachable([r["id"] for r in stale], mono)
@@ -100,12 +104,13 @@ def _local_pass(deps: Deps) -> tuple[list[str], list[str]]:
 def _shared_pass(deps: Deps) -> tuple[list[str], list[str]]:
     """Several replicas: ages by the database server's clock."""
     cfg = deps.settings.workers.heartbeat
+    limits = liveness.LivenessLimits(cfg.stale_threshold, cfg.gone_grace)
     uptime = deps.heartbeats.uptime(deps.clock.monotonic())
-    if uptime <= cfg.stale_threshold:
+    if not liveness.may_mark_unreachable(uptime, limits):
         return [], []
     with deps.db.write() as conn:
         gone = []
-        if uptime > cfg.gone_grace:
+        if liveness.may_mark_gone(uptime, limits):
             gone = qn.transition_db_clock(
                 conn,
                 from_status=["unreachable"],

@@ -32,7 +32,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from otherix.api.deps import Deps
 from otherix.api.services import placement
-from otherix.models.vms import Candidate
+from otherix.domain.placement import Candidate
 from otherix.store import StoreError
 from otherix.store import vms as qv
 

@@ -43,10 +43,10 @@ from otherix.cli.errors import usage_error
 from otherix.cli.output import age, render_table, render_yaml_stream
 from otherix.cli.views.pools import paging_footer
 from otherix.client.errors import ApiError
+from otherix.domain.liveness import STATUSES
 
 __all__ = ["node"]
 
-STATUSES = ("pending", "ready", "cordoned", "unreachable", "gone")
 _TEXT_KEYS = (
     "id",
     "name",

@@ -63,7 +63,7 @@ from otherix.cli.views.vms import (
     vm_text,
 )
 from otherix.client.errors import ApiError
-from otherix.models.validation import PHASES
+from otherix.domain.vms import PHASES
 
 __all__ = ["vm"]
 

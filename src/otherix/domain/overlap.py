@@ -8,7 +8,7 @@ as typed (docs/pool-contract.md §8.2) and compared cleaned (:func:`clean_path`)
 boundary-safe (``/p/a`` and ``/p/ab`` do not overlap).
 
 Called by: ``api/services/pools.py`` (the create check, the views'
-conditions) and ``api/services/defaultpool.py`` (never provision over a held
+conditions) and ``domain/defaultpool.py`` (never provision over a held
 path). The agent applies the same rule to realpaths on its own side.
 """
 
@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from otherix.models.validation import clean_path
+from otherix.domain.paths import clean_path
 
 __all__ = [
     "OverlapHit",

@@ -1,5 +1,5 @@
-"""The one-directory-one-pool rule (``otherix.models.overlap``) and the allowlist's
-"below a prefix" rule (``validation.pool_path_allowed``), as tables."""
+"""The one-directory-one-pool rule (``otherix.domain.overlap``) and the allowlist's
+"below a prefix" rule (``domain.paths.pool_path_allowed``), as tables."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from otherix.models.overlap import (
+from otherix.domain.overlap import (
     OverlapHit,
     PoolPath,
     condition_message,
@@ -16,7 +16,7 @@ from otherix.models.overlap import (
     path_relation,
     refusal_message,
 )
-from otherix.models.validation import path_allowed, paths_overlap, pool_path_allowed
+from otherix.domain.paths import path_allowed, paths_overlap, pool_path_allowed
 
 RELATIONS = [
     ("/srv/p/x", "/srv/p/x", "same"),

@@ -1,4 +1,4 @@
-"""Tests for otherix.models.pressure: the six §8.1 pressure_test cases plus edges."""
+"""Tests for otherix.domain.pressure: the six §8.1 pressure_test cases plus edges."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from otherix.models.pressure import (
+from otherix.domain.pressure import (
     PressureConfig,
     PressureState,
     PressureTransition,

@@ -1,4 +1,4 @@
-"""Tests for otherix.models.validation: contract §3.1-§3.3 examples plus properties."""
+"""Tests for otherix.domain.paths: contract §3.2-§3.3 examples plus properties."""
 
 from __future__ import annotations
 
@@ -8,109 +8,20 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from otherix.models.validation import (
+from otherix.domain.paths import (
     clean_path,
     default_pool_path,
-    looks_like_uuid,
+    has_control_character,
     path_allowed,
     paths_overlap,
+    pool_path_allowed,
     validate_allowed_prefixes,
-    validate_node_name,
-    validate_pool_name,
     validate_pool_path,
-    validate_pool_type,
 )
 
 PREFIX = "/var/lib/otherix/pools/"
 CONTROL = "path must not contain control characters (newline, tab, escape ...)"
 PROPS = settings(max_examples=200, deadline=None)
-NAME_PATTERN = "[A-Za-z0-9][A-Za-z0-9._-]*"
-
-# --- pool names (§3.1) ---
-
-
-@pytest.mark.parametrize(
-    "name",
-    [
-        "default",
-        "ssd-fast",
-        "pool-1",
-        "pool_a",
-        "my_pool",
-        "pool.2",
-        "Pool1",
-        "a" * 255,
-        "0",
-        "a..",
-    ],
-)
-def test_pool_name_accepted(name):
-    assert validate_pool_name(name) is None
-
-
-@pytest.mark.parametrize(
-    "name",
-    [
-        " pool",  # leading space
-        "pool ",  # trailing space
-        "my pool",  # inner space
-        ".hidden",  # leading dot
-        "a/b",
-        "пул",  # Cyrillic
-        "poolé",  # non-ASCII letter after a valid start
-        "pool١",  # Arabic-Indic digit: not ASCII
-        ".",
-        "..",
-        "-pool",
-        "_pool",
-        "pool\n",  # a trailing newline must not slip past "$"
-        "pool\x00",
-    ],
-)
-def test_pool_name_rejected_by_pattern(name):
-    message = validate_pool_name(name)
-    assert message is not None
-    assert message.startswith("invalid pool name ")
-    assert message.endswith(f"(must match {NAME_PATTERN})")
-
-
-def test_pool_name_message_quotes_the_name():
-    assert validate_pool_name("a/b") == f'invalid pool name "a/b" (must match {NAME_PATTERN})'
-    assert validate_pool_name("pool\n") == (
-        f'invalid pool name "pool\\n" (must match {NAME_PATTERN})'
-    )
-    assert validate_pool_name('x"y') == f'invalid pool name "x\\"y" (must match {NAME_PATTERN})'
-
-
-def test_pool_name_required():
-    assert validate_pool_name("") == "name is required"
-
-
-def test_pool_name_too_long():
-    assert validate_pool_name("a" * 256) == "name is too long (max 255 runes)"
-
-
-def test_pool_name_length_counts_runes_not_bytes():
-    # 255 two-byte runes are within the length limit (rejected only by the pattern).
-    message = validate_pool_name("é" * 255)
-    assert message is not None
-    assert message.startswith("invalid pool name")
-    assert validate_pool_name("é" * 256) == "name is too long (max 255 runes)"
-
-
-# --- pool type ---
-
-
-def test_pool_type_local_dir_accepted():
-    assert validate_pool_type("local_dir") is None
-
-
-@pytest.mark.parametrize("value", ["Local_Dir", "LOCAL_DIR", "", "lvm", "local_dir "])
-def test_pool_type_rejected(value):
-    assert validate_pool_type(value) == (
-        f'invalid storage pool type "{value}" (must be one of: local_dir)'
-    )
-
 
 # --- pool path syntax (§3.2) ---
 
@@ -355,74 +266,6 @@ def test_default_pool_path_under_root_prefix():
     assert default_pool_path("/", "default") == "/default"
 
 
-# --- node names ---
-
-
-@pytest.mark.parametrize(
-    "name", ["node-1", "a", "Node.example.com", "n_1", "0", "a" * 253, "a-b.c_d9"]
-)
-def test_node_name_accepted(name):
-    assert validate_node_name(name) is None
-
-
-def test_node_name_required_and_too_long():
-    assert validate_node_name("") == "node name is required"
-    assert validate_node_name("a" * 254) == "node name is too long (max 253 characters)"
-
-
-@pytest.mark.parametrize(
-    "name", ["-node", "node-", "node.", ".node", "no de", "нода", "n/1", "n\n"]
-)
-def test_node_name_rejected(name):
-    message = validate_node_name(name)
-    assert message is not None
-    assert message.startswith("invalid node name ")
-    assert message.endswith(
-        "(letters, digits, '.', '_' and '-', starting and ending with a letter or digit)"
-    )
-
-
-def test_node_name_message_exact():
-    assert validate_node_name("-x") == (
-        "invalid node name \"-x\" (letters, digits, '.', '_' and '-', "
-        "starting and ending with a letter or digit)"
-    )
-
-
-# --- uuid ---
-
-
-@pytest.mark.parametrize(
-    "value",
-    ["0b6f3a52-7c1e-4d2a-9f3b-1a2b3c4d5e6f", "0B6F3A52-7C1E-4D2A-9F3B-1A2B3C4D5E6F"],
-)
-def test_looks_like_uuid_accepted(value):
-    assert looks_like_uuid(value)
-
-
-@pytest.mark.parametrize(
-    "value",
-    [
-        "",
-        "default",
-        "0b6f3a527c1e4d2a9f3b1a2b3c4d5e6f",
-        "{0b6f3a52-7c1e-4d2a-9f3b-1a2b3c4d5e6f}",
-        "0b6f3a52-7c1e-4d2a-9f3b-1a2b3c4d5e6g",
-        "0b6f3a52-7c1e-4d2a-9f3b-1a2b3c4d5e6f\n",
-        " 0b6f3a52-7c1e-4d2a-9f3b-1a2b3c4d5e6f",
-    ],
-)
-def test_looks_like_uuid_rejected(value):
-    assert not looks_like_uuid(value)
-
-
-@PROPS
-@given(st.uuids())
-def test_looks_like_uuid_for_random_uuids(value):
-    assert looks_like_uuid(str(value))
-    assert looks_like_uuid(str(value).upper())
-
-
 # --- paths_overlap ---
 
 
@@ -444,3 +287,55 @@ def test_looks_like_uuid_for_random_uuids(value):
 def test_paths_overlap(a, b, expected):
     assert paths_overlap(a, b) is expected
     assert paths_overlap(b, a) is expected
+
+
+# --- control characters ---
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("/srv/p/a", False),
+        ("", False),
+        ("/srv/p/é", False),
+        ("/srv/p/\u0085", False),  # C1 controls are not refused (only C0 and DEL)
+        ("/srv/p/ a", False),
+        ("/srv/p/\x00", True),
+        ("/srv/p/\n", True),
+        ("/srv/p/\t", True),
+        ("/srv/p/\x1b[31m", True),
+        ("/srv/p/\x1f", True),
+        ("/srv/p/\x7f", True),
+    ],
+)
+def test_has_control_character(text, expected):
+    assert has_control_character(text) is expected
+
+
+# --- the create rule: strictly below a prefix (issue 12) ---
+
+
+@pytest.mark.security
+@pytest.mark.parametrize(
+    ("path", "prefixes", "expected"),
+    [
+        ("/srv/pools/a", ["/srv/pools/"], True),
+        ("/srv/pools/a/b", ["/srv/pools/"], True),
+        ("/srv/pools/", ["/srv/pools/"], False),  # the prefix itself
+        ("/srv/pools", ["/srv/pools/"], False),
+        ("/srv/pools//", ["/srv/pools/"], False),
+        ("/srv/pools/./", ["/srv/pools/"], False),
+        ("/srv/pools/a/..", ["/srv/pools/"], False),
+        ("/srv/pools-evil/a", ["/srv/pools/"], False),
+        ("/srv/pools", ["/srv/", "/srv/pools/"], False),  # below one prefix, another itself
+        ("/srv/pools/a", ["/srv/", "/srv/pools/"], True),
+        ("/srv/other", ["/srv/", "/srv/pools/"], True),
+        ("/a", ["/"], True),
+        ("/", ["/"], False),
+        ("relative/a", ["/srv/pools/"], False),
+        ("/srv/pools/a", ["relative/"], False),
+        ("/srv/pools/a", [], False),
+    ],
+)
+def test_pool_path_allowed_table(path, prefixes, expected):
+    assert pool_path_allowed(path, prefixes) is expected

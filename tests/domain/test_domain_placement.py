@@ -1,10 +1,10 @@
-"""The pure placement decision (``otherix.models.vms.decide``), as a table."""
+"""The pure placement decision (``otherix.domain.placement.decide``), as a table."""
 
 from __future__ import annotations
 
 import pytest
 
-from otherix.models.vms import GIB, Ask, Candidate, Unplaceable, decide
+from otherix.domain.placement import GIB, Ask, Candidate, Unplaceable, decide, effective_bytes
 
 
 def cand(node: str, pool_id: str | None = None, **kw) -> Candidate:
@@ -99,3 +99,67 @@ def test_reasons_carry_the_contract_messages_and_details():
         "required_disk_bytes": 200 * GIB,
         "candidates": [{"node": "a", "pool_id": "id-a", "available_bytes_effective": 100 * GIB}],
     }
+
+
+@pytest.mark.parametrize(
+    ("available", "committed_gib", "expected"),
+    [
+        (None, None, None),  # never reported capacity
+        (None, 5, None),
+        (0, None, 0),
+        (10 * GIB, None, 10 * GIB),
+        (10 * GIB, 0, 10 * GIB),
+        (10 * GIB, 4, 6 * GIB),
+        (10 * GIB, 10, 0),
+        (10 * GIB, 11, 0),  # over-committed: never below 0
+        (GIB + 1, 1, 1),
+    ],
+)
+def test_effective_bytes(available, committed_gib, expected):
+    assert effective_bytes(available, committed_gib) == expected
+
+
+@pytest.mark.parametrize(
+    ("candidate", "excluded"),
+    [
+        (cand("a", node_status="cordoned"), "node_cordoned"),
+        (cand("a", node_status="gone"), "node_gone"),
+        # the node is checked before the architecture, the pool and pressure
+        (cand("a", node_status="pending", architecture="arm64"), "node_pending"),
+        (cand("a", architecture="arm64", reconciliation_status="failed"), "architecture_mismatch"),
+        (cand("a", reconciliation_status="failed", pressure_since="x"), "pool_failed"),
+        (cand("a", reconciliation_status="pending"), "pool_pending"),
+        # a node that never reported its architecture is not excluded for it
+        (cand("a", architecture=None, reconciliation_status="failed"), "pool_failed"),
+    ],
+)
+def test_exclusion_reason_order(candidate, excluded):
+    why = decide(ask(), [candidate])
+    assert isinstance(why, Unplaceable)
+    assert why.reason == "no_eligible_nodes"
+    assert why.details["candidates"] == [{"node": "a", "pool_id": "id-a", "excluded": excluded}]
+
+
+def test_pressure_details_and_hint_to_an_ineligible_instance():
+    why = decide(ask(), [cand("a", pressure_since="2026-01-01T00:00:00Z")])
+    assert why == Unplaceable(
+        "node_pressure",
+        "all candidate nodes under pressure",
+        {
+            "reason": "node_pressure",
+            "filtered_due_to_pressure": [
+                {
+                    "node": "a",
+                    "pool": "fast",
+                    "conditions": ["disk_pressure"],
+                    "disk_pressure_since": "2026-01-01T00:00:00Z",
+                }
+            ],
+        },
+    )
+    why = decide(ask(node="B"), [cand("a"), cand("b", reconciliation_status="failed")])
+    assert why == Unplaceable(
+        "pool_not_on_node",
+        'pool "fast" on node "B" is not eligible (pool_failed)',
+        {"pool": "fast", "node": "B", "excluded": "pool_failed"},
+    )
