@@ -117,7 +117,8 @@ def pool_path_allowed(path: str, prefixes: Sequence[str]) -> bool:
     """The API's create rule: :func:`path_allowed`, and not an allowed prefix itself.
 
     Pools live *below* a prefix (issue 12, a departure from the reference
-    rule of docs/pool-contract.md §8.3, which admits the prefix directory itself): a pool at the prefix would
+    rule of docs/pool-contract.md §8.3, which admits the prefix directory
+    itself): a pool at the prefix would
     contain every other pool there, the auto-provisioned default included.
     Compared cleaned, so ``/srv/pools/`` and ``/srv/pools//`` are the prefix
     ``/srv/pools/`` too. :func:`path_allowed` (the reference rule) keeps
