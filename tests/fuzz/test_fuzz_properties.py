@@ -323,11 +323,18 @@ def test_a_cursor_has_exactly_one_spelling(reliability):
         assert refusal == "invalid cursor"
         return "refused"
 
+    # Real cursors beside the edited ones, so that the accepted side is never empty by
+    # chance (edits alone were accepted 3 to 11 times in 500, varying with test order).
+    real = st.builds(lambda when, ident: encode_cursor(when, str(ident)), WHEN, st.uuids())
     seen = run_property(
-        reliability, "cursor: one spelling per position", mutated_cursors(), body, max_examples=500
+        reliability,
+        "cursor: one spelling per position",
+        st.one_of(mutated_cursors(), real),
+        body,
+        max_examples=500,
     )
     assert seen["refused"] >= 100
-    assert seen["accepted"] >= 5  # edits of the last character's unused bits, case flips, ...
+    assert seen["accepted"] >= 50
 
 
 STAMPS = st.one_of(
