@@ -45,7 +45,6 @@ from otherix.cli.commands.common import (
     write_list_page,
 )
 from otherix.cli.context import CliError, get_context
-from otherix.cli.durations import format_duration
 from otherix.cli.output import render_yaml
 from otherix.cli.progress import (
     StatusLine,
@@ -63,6 +62,7 @@ from otherix.cli.views.vms import (
     vm_text,
 )
 from otherix.client.errors import ApiError
+from otherix.durations import format_duration
 from otherix.models.validation import PHASES
 
 __all__ = ["vm"]
