@@ -22,9 +22,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from apihelpers import Served, assert_error, heartbeat, http, join_node, ready_node, serve
 
-from otherix.api.clock import FakeClock
 from otherix.api.workers.liveness import liveness_pass
 from support import pg
+from support.clock import FakeClock
 
 STALE, GONE = 2.0, 5.0
 SETTINGS = {

@@ -25,8 +25,8 @@ from apihelpers import (
     serve,
 )
 
-from otherix.api.clock import FakeClock
 from otherix.api.workers.liveness import liveness_pass
+from support.clock import FakeClock
 
 
 @pytest.fixture
