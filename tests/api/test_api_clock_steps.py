@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from apihelpers import Served, assert_error, heartbeat, http, join_node, ready_node, serve
+from apihelpers import Api, assert_error, heartbeat, http, join_node, ready_node, serve
 
 from otherix.api.workers.liveness import liveness_pass
 from support import pg
@@ -35,7 +35,7 @@ SETTINGS = {
 
 @dataclass
 class Timeline:
-    api: Served
+    api: Api
     clock: FakeClock
     real_time: bool  # PostgreSQL: the database's clock only moves with real time
 

@@ -21,8 +21,10 @@ from click.testing import CliRunner, Result
 from otherix.cli.context import CliContext
 from otherix.cli.main import cli
 from support import rows
-
-DIGEST = "0" * 64
+from support.factories import DIGEST as DIGEST
+from support.factories import Node as Node
+from support.factories import heartbeat_body
+from support.factories import join_node as join_node
 
 
 @dataclass
@@ -82,26 +84,6 @@ def usage(result: Result) -> str:
 # server state -----------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Node:
-    name: str
-    id: str
-    credential: str
-
-
-def join_node(api: Any, name: str) -> Node:
-    """Enrol a node through the join flow (it stays ``pending`` until a heartbeat)."""
-    with api.client("admin") as c:
-        r = c.post("/v1/nodes/join-tokens", json={})
-        assert r.status_code == 201, r.text
-        join_token = r.json()["token"]
-    with api.client(None) as c:
-        r = c.post("/v1/nodes/join", json={"join_token": join_token, "name": name})
-        assert r.status_code == 201, r.text
-        body = r.json()
-    return Node(name=name, id=body["node_id"], credential=body["credential"])
-
-
 def create_pool(api: Any, name: str, node: str, path: str) -> dict[str, Any]:
     with api.client("admin") as c:
         r = c.post(
@@ -120,18 +102,11 @@ def get_json(api: Any, path: str, role: str = "admin") -> Any:
 
 def heartbeat(api: Any, node: Node, pools: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """Report as the node's agent; a pending node becomes ready (and gets ``default``)."""
-    body: dict[str, Any] = {
-        "agent_version": "t",
-        "architecture": "amd64",
-        "revision": 0,
-        "digest": DIGEST,
-        "pools": pools or [],
-    }
     with api.client(None) as c:
         r = c.post(
             f"/v1/nodes/{node.name}/heartbeat",
-            json=body,
-            headers={"Authorization": f"Bearer {node.credential}"},
+            json=heartbeat_body(pools, digest=DIGEST),
+            headers=node.auth,
         )
         assert r.status_code == 200, r.text
         return dict(r.json())

@@ -21,7 +21,7 @@ from test_vms_helpers import (
     get,
     get_vm,
     heartbeat,
-    join,
+    join_node,
     node_with_pool,
     place,
     ready_node,
@@ -219,7 +219,7 @@ def test_tie_break_most_effective_free_bytes_then_node_name(api, px):
 
 def test_an_instance_that_never_reported_capacity_ranks_last(api, px):
     pool = f"{px}-fast"
-    a = join(api, f"{px}-a")
+    a = join_node(api, f"{px}-a")
     heartbeat(api, a)
     add_pool(api, a, pool, state="pending")
     heartbeat(api, a, {"name": pool, "reconciliation_status": "ready"})
