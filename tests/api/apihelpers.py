@@ -14,7 +14,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ import httpx
 
 from otherix.store import schema
 from otherix.store import users as qu
+from support import rows
 from support.factories import (
     ROLE_PASSWORD as ROLE_PASSWORD,
 )
@@ -181,45 +182,14 @@ def user_id(api: ApiLike, username: str) -> str:
 
 def insert_vm(api: ApiLike, owner: str = "admin", name: str | None = None) -> str:
     """A ``vms`` row owned by user ``owner``, written through the store."""
-    vm_id = str(uuid.uuid4())
-    name = name or f"vm-{vm_id[:8]}"
-    now = datetime.now(UTC)
-    owner_id = user_id(api, owner)
-    with api.server.deps.db.write() as conn:
-        conn.execute(
-            schema.vms.insert().values(
-                id=vm_id,
-                name=name,
-                name_lower=name.lower(),
-                owner_id=owner_id,
-                spec={},
-                phase="pending",
-                created_at=now,
-                updated_at=now,
-            )
-        )
-    return vm_id
+    return rows.insert_vm(api.server.deps.db, user_id(api, owner), name)
 
 
 def insert_disk(
     api: ApiLike, vm_id: str, pool_id: str, size_gib: int = 1, created_at: datetime | None = None
 ) -> str:
     """A ``vm_disks`` row on ``pool_id`` (raises the store's FK error if the pool is gone)."""
-    disk_id = str(uuid.uuid4())
-    now = created_at or datetime.now(UTC)
-    with api.server.deps.db.write() as conn:
-        conn.execute(
-            schema.vm_disks.insert().values(
-                id=disk_id,
-                vm_id=vm_id,
-                storage_pool_id=pool_id,
-                size_gib=size_gib,
-                format="qcow2",
-                created_at=now,
-                updated_at=now,
-            )
-        )
-    return disk_id
+    return rows.insert_disk(api.server.deps.db, vm_id, pool_id, size_gib, at=created_at)
 
 
 def delete_disk(api: ApiLike, disk_id: str) -> None:

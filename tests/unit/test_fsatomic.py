@@ -3,27 +3,13 @@
 from __future__ import annotations
 
 import os
-import stat
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from otherix import fsatomic
-
-
-@pytest.fixture
-def strict_umask() -> Iterator[None]:
-    """A umask that would strip group bits, to prove modes are umask-independent."""
-    old = os.umask(0o077)
-    try:
-        yield
-    finally:
-        os.umask(old)
-
-
-def mode_of(path: Path) -> int:
-    return stat.S_IMODE(path.stat().st_mode)
+from support.modes import mode_of
+from support.modes import strict_umask as strict_umask
 
 
 @pytest.mark.usefixtures("strict_umask")

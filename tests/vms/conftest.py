@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 
 import pytest
@@ -20,3 +21,9 @@ def shared_api(tmp_path_factory) -> Iterator[Api]:
         yield with_roles(server)
     finally:
         server.stop()
+
+
+@pytest.fixture
+def px(request) -> str:
+    """A prefix unique to the test, for names on a module-shared server."""
+    return "t" + hashlib.sha256(request.node.nodeid.encode()).hexdigest()[:8]

@@ -7,7 +7,6 @@ pool, so other tests' nodes never take part in its placements.
 
 from __future__ import annotations
 
-import hashlib
 import time
 
 import pytest
@@ -34,11 +33,6 @@ from otherix.store import nodes as qn
 @pytest.fixture
 def api(shared_api):
     return shared_api
-
-
-@pytest.fixture
-def px(request) -> str:
-    return "t" + hashlib.sha256(request.node.nodeid.encode()).hexdigest()[:8]
 
 
 def _status(api, name):

@@ -6,29 +6,14 @@ The atomic write it re-exports is tested in tests/unit/test_fsatomic.py.
 from __future__ import annotations
 
 import os
-import stat
-from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
 from otherix.agent import fs
-
-
-@pytest.fixture
-def strict_umask() -> Iterator[None]:
-    """A umask that would strip group bits, to prove modes are umask-independent."""
-    old = os.umask(0o077)
-    try:
-        yield
-    finally:
-        os.umask(old)
-
-
-def mode_of(path: Path) -> int:
-    return stat.S_IMODE(path.stat().st_mode)
-
+from support.modes import mode_of
+from support.modes import strict_umask as strict_umask
 
 # --- safe_segment / safe_join -------------------------------------------------
 
