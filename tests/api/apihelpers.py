@@ -40,6 +40,9 @@ from support.factories import (
 from support.factories import (
     join_node as join_node,
 )
+from support.factories import (
+    pool_report as pool_report,
+)
 from support.server import ADMIN as ADMIN
 from support.server import ApiServer, make_settings
 
@@ -97,24 +100,6 @@ def assert_error(
 
 
 # nodes -----------------------------------------------------------------------
-
-
-def pool_report(
-    name: str,
-    status: str = "ready",
-    *,
-    capacity: int | None = 1000,
-    available: int | None = 500,
-    error: str | None = None,
-) -> dict[str, Any]:
-    rep: dict[str, Any] = {"name": name, "reconciliation_status": status}
-    if capacity is not None:
-        rep["capacity_bytes"] = capacity
-    if available is not None:
-        rep["available_bytes"] = available
-    if error is not None:
-        rep["reconciliation_error"] = error
-    return rep
 
 
 def heartbeat(

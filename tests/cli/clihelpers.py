@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from click.testing import CliRunner, Result
 
 from otherix.cli.context import CliContext
 from otherix.cli.main import cli
-from support import rows
+from support import factories, rows
 from support.factories import DIGEST as DIGEST
 from support.factories import Node as Node
 from support.factories import heartbeat_body
@@ -112,20 +113,8 @@ def heartbeat(api: Any, node: Node, pools: list[dict[str, Any]] | None = None) -
         return dict(r.json())
 
 
-def pool_report(
-    name: str,
-    status: str = "ready",
-    error: str | None = None,
-    capacity: int = 100,
-    available: int = 80,
-) -> dict[str, Any]:
-    return {
-        "name": name,
-        "reconciliation_status": status,
-        "reconciliation_error": error,
-        "capacity_bytes": capacity,
-        "available_bytes": available,
-    }
+#: A pool report with the CLI suites' sizes (100 B, 80 free).
+pool_report = partial(factories.pool_report, capacity=100, available=80)
 
 
 def report_when_created(

@@ -31,6 +31,7 @@ __all__ = [
     "heartbeat_body",
     "http",
     "join_node",
+    "pool_report",
     "with_roles",
 ]
 
@@ -131,3 +132,26 @@ def heartbeat_body(
         "pools": pools,
         **extra,
     }
+
+
+def pool_report(
+    name: str,
+    status: str = "ready",
+    error: str | None = None,
+    *,
+    capacity: int | None = 1000,
+    available: int | None = 500,
+    **extra: Any,
+) -> dict[str, Any]:
+    """One pool's entry in a heartbeat; fields given as None are left out.
+
+    Suites that want other default sizes bind them once (``functools.partial``).
+    """
+    rep: dict[str, Any] = {"name": name, "reconciliation_status": status, **extra}
+    if capacity is not None:
+        rep["capacity_bytes"] = capacity
+    if available is not None:
+        rep["available_bytes"] = available
+    if error is not None:
+        rep["reconciliation_error"] = error
+    return rep

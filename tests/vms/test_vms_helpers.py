@@ -7,28 +7,22 @@ node's agent would (``api`` / ``api_any_backend`` from tests/conftest.py);
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import httpx
 
 from otherix.api.workers.scheduler import schedule_pass
 from support.factories import DIGEST as DIGEST
-from support.factories import Node, heartbeat_body, join_node
+from support.factories import Node, heartbeat_body, join_node, pool_report
 
 GIB = 1 << 30
 IMAGE = "https://images.example.test/ubuntu-24.04-minimal-cloudimg-amd64.img"
 SHA = "ab" * 32
 
 
-def report(
-    name: str, *, status: str = "ready", capacity: int = 100 * GIB, available: int = 80 * GIB
-) -> dict[str, Any]:
-    return {
-        "name": name,
-        "reconciliation_status": status,
-        "capacity_bytes": capacity,
-        "available_bytes": available,
-    }
+#: A pool report with the VM suites' sizes (100 GiB, 80 free).
+report = partial(pool_report, capacity=100 * GIB, available=80 * GIB)
 
 
 def heartbeat(api: Any, node: Node, *pools: dict[str, Any], arch: str = "amd64") -> None:
