@@ -1,7 +1,8 @@
 """The one atomic, durable file replace, shared by every process.
 
-Owns :func:`atomic_write`: readers of ``path`` see the old file or the new one,
-never a mix, and after it returns the new file survives a power cut. The steps:
+Owns :func:`atomic_write` (and the fsync and write-all steps it is made of,
+which the agent's large-file code uses too): readers of ``path`` see the old
+file or the new one, never a mix, and after it returns the new file survives a power cut. The steps:
 a temp file ``.{name}.tmp-{16 hex}`` in the same directory, created with
 O_EXCL and O_NOFOLLOW and set to exactly ``mode`` whatever the umask; all of
 the data written; the file fsynced; renamed over ``path``; the directory
@@ -21,7 +22,7 @@ import os
 import secrets
 from pathlib import Path
 
-__all__ = ["atomic_write", "fsync_dir", "write_all"]
+__all__ = ["atomic_write", "fsync_dir", "fsync_path", "write_all"]
 
 _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -34,13 +35,23 @@ def write_all(fd: int, data: bytes | memoryview) -> None:
         view = view[written:]
 
 
-def fsync_dir(path: Path) -> None:
-    """Flush a directory's entries (after a create, rename or unlink in it)."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+def _fsync(path: Path, flags: int) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | flags)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def fsync_dir(path: Path) -> None:
+    """Flush a directory's entries (after a create, rename or unlink in it)."""
+    _fsync(path, os.O_DIRECTORY)
+
+
+def fsync_path(path: Path) -> None:
+    """Flush a finished file's data to disk (e.g. one written by ``qemu-img``); never
+    follows a symlink."""
+    _fsync(path, os.O_NOFOLLOW)
 
 
 def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:

@@ -36,7 +36,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from otherix.fsatomic import atomic_write, fsync_dir, write_all
+from otherix.fsatomic import atomic_write, fsync_dir, fsync_path, write_all
 
 __all__ = [
     "PROTECTED",
@@ -246,15 +246,6 @@ def create_exclusive(path: Path, mode: int = 0o600) -> int:
         os.close(fd)
         raise
     return fd
-
-
-def fsync_path(path: Path) -> None:
-    """Flush a finished file's data to disk (e.g. one written by ``qemu-img``)."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def publish(src: Path, dst: Path, mode: int) -> None:
