@@ -7,31 +7,13 @@ thread.
 from __future__ import annotations
 
 import random
-import threading
 import time
 
 from otherix.agent.outbox import TaskOutbox
 from otherix.client.errors import ApiError, ConnectionRefused
 from otherix.models.heartbeat import TaskUpdate
 from support.clock import FakeClock
-
-
-class SpyReporter:
-    """Records accepted reports; ``errors`` are raised first, one per call."""
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, TaskUpdate]] = []
-        self.errors: list[Exception] = []
-        self.calls = 0
-        self.event = threading.Event()
-
-    def update_task(self, node: str, task_id: str, update: TaskUpdate) -> None:
-        assert node == "n1"
-        self.calls += 1
-        if self.errors:
-            raise self.errors.pop(0)
-        self.sent.append((task_id, update))
-        self.event.set()
+from support.reporters import SpyReporter
 
 
 def running(done: int) -> TaskUpdate:
@@ -52,7 +34,7 @@ def outbox(reporter: SpyReporter, clock: FakeClock, **kw) -> TaskOutbox:
 
 
 def test_progress_is_sent_at_most_twice_a_second_and_newest_wins() -> None:
-    reporter, clock = SpyReporter(), FakeClock(monotonic_start=100.0)
+    reporter, clock = SpyReporter(node="n1"), FakeClock(monotonic_start=100.0)
     box = outbox(reporter, clock, interval=0.5)
     for i in range(201):  # the worker reports every 10 ms for 2 s
         box.progress("t1", running(i * 5))
@@ -65,7 +47,7 @@ def test_progress_is_sent_at_most_twice_a_second_and_newest_wins() -> None:
 
 
 def test_unsent_progress_is_coalesced_to_the_newest() -> None:
-    reporter, clock = SpyReporter(), FakeClock(monotonic_start=100.0)
+    reporter, clock = SpyReporter(node="n1"), FakeClock(monotonic_start=100.0)
     box = outbox(reporter, clock, interval=0.5)
     box.progress("t1", running(0))
     assert box.pump() is None
@@ -78,7 +60,7 @@ def test_unsent_progress_is_coalesced_to_the_newest() -> None:
 
 
 def test_the_outcome_replaces_unsent_progress_and_later_progress_is_ignored() -> None:
-    reporter, clock = SpyReporter(), FakeClock(monotonic_start=100.0)
+    reporter, clock = SpyReporter(node="n1"), FakeClock(monotonic_start=100.0)
     box = outbox(reporter, clock)
     box.progress("t1", running(0))
     box.pump()
@@ -94,7 +76,7 @@ def test_the_outcome_replaces_unsent_progress_and_later_progress_is_ignored() ->
 
 
 def test_a_failed_outcome_report_is_retried_with_backoff_until_accepted() -> None:
-    reporter, clock = SpyReporter(), FakeClock(monotonic_start=100.0)
+    reporter, clock = SpyReporter(node="n1"), FakeClock(monotonic_start=100.0)
     box = outbox(reporter, clock)
     reporter.errors = [ConnectionRefused("down"), ApiError(503, "unavailable", "busy", None)]
     box.finish("t1", SUCCESS)
@@ -115,7 +97,7 @@ def test_a_failed_outcome_report_is_retried_with_backoff_until_accepted() -> Non
 
 
 def test_401_is_retried_but_a_refusal_drops_the_report() -> None:
-    reporter, clock = SpyReporter(), FakeClock(monotonic_start=100.0)
+    reporter, clock = SpyReporter(node="n1"), FakeClock(monotonic_start=100.0)
     box = outbox(reporter, clock)
     reporter.errors = [ApiError(401, "unauthorized", "who?", None)]
     box.finish("t1", SUCCESS)
@@ -133,7 +115,7 @@ def test_401_is_retried_but_a_refusal_drops_the_report() -> None:
 
 
 def test_a_failed_progress_report_is_dropped_not_retried() -> None:
-    reporter, clock = SpyReporter(), FakeClock(monotonic_start=100.0)
+    reporter, clock = SpyReporter(node="n1"), FakeClock(monotonic_start=100.0)
     box = outbox(reporter, clock)
     reporter.errors = [ConnectionRefused("down")]
     box.progress("t1", running(1))
@@ -143,7 +125,7 @@ def test_a_failed_progress_report_is_dropped_not_retried() -> None:
 
 
 def test_forget_drops_reports_of_tasks_no_longer_desired() -> None:
-    reporter, clock = SpyReporter(), FakeClock(monotonic_start=100.0)
+    reporter, clock = SpyReporter(node="n1"), FakeClock(monotonic_start=100.0)
     box = outbox(reporter, clock)
     reporter.errors = [ConnectionRefused("down")]
     box.finish("gone", SUCCESS)
@@ -156,7 +138,7 @@ def test_forget_drops_reports_of_tasks_no_longer_desired() -> None:
 
 
 def test_the_sender_thread_posts_without_being_pumped() -> None:
-    reporter = SpyReporter()
+    reporter = SpyReporter(node="n1")
     box = TaskOutbox(reporter, "n1", interval=0.1).start()
     try:
         box.progress("t1", running(0))
