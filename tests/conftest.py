@@ -4,17 +4,14 @@ and the PostgreSQL switch (``OTHERIX_TEST_POSTGRES_URL``)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pytest
 
-from otherix.rbac import Role
 from otherix.store import Database
 from otherix.store.migrate import upgrade
 from support import pg
-from support.server import ADMIN, ApiServer, make_settings
-
-ROLE_PASSWORD = "role-password-1"
+from support.factories import Api, with_roles
+from support.server import ApiServer, make_settings
 
 # the ``reliability`` fixture and the "reliability figures" summary (README's Reliability section)
 pytest_plugins = ["support.reliability"]
@@ -34,36 +31,12 @@ def _cheap_password_hashing():
     secrets._hasher = saved
 
 
-@dataclass
-class Api:
-    server: ApiServer
-    tokens: dict[str, str]
-
-    @property
-    def url(self) -> str:
-        return self.server.url
-
-    def client(self, role: str | None = "admin"):  # -> httpx.Client
-        return self.server.client(self.tokens[role] if role else None)
-
-
-def _with_roles(server: ApiServer) -> Api:
-    from otherix.api.services.users import ensure_bootstrap_admin
-
-    ensure_bootstrap_admin(server.deps, *ADMIN)
-    tokens = {"admin": server.login(*ADMIN)}
-    for role in (Role.OPERATOR, Role.DEVELOPER, Role.VIEWER):
-        server.add_user(str(role), ROLE_PASSWORD, role)
-        tokens[str(role)] = server.login(str(role), ROLE_PASSWORD)
-    return Api(server, tokens)
-
-
 @pytest.fixture
 def api(tmp_path) -> Iterator[Api]:
     """A running control plane on SQLite with one user per role."""
     server = ApiServer(make_settings(tmp_path / "api")).start()
     try:
-        yield _with_roles(server)
+        yield with_roles(server)
     finally:
         server.stop()
 
@@ -119,6 +92,6 @@ def api_any_backend(tmp_path, db_url) -> Iterator[Api]:
     """A running control plane on each backend in turn."""
     server = ApiServer(make_settings(tmp_path / "api", db_url)).start()
     try:
-        yield _with_roles(server)
+        yield with_roles(server)
     finally:
         server.stop()

@@ -10,7 +10,7 @@ Environment variables are matched against the model: a variable is read
 when its ``__``-separated path names a key of the model (a leaf, or a nested
 section given as a YAML mapping). Values are parsed as YAML scalars, so
 ``[/a/, /b/]``, ``true`` and ``30`` work. Durations accept ``90s``, ``5m``,
-``1h``, ``7d`` or seconds.
+``1h``, ``7d``, ``1h30m`` or seconds (the grammar of :mod:`otherix.durations`).
 
 Unknown variables stop the start (:func:`check_env`), as unknown file keys
 do: an ``OTHERIX_`` variable that none of the three programs knows is an
@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import difflib
 import importlib
-import re
 import types
 import typing
 from collections.abc import Iterator, Mapping
@@ -41,6 +40,7 @@ from typing import Annotated, Any, TypeVar
 import yaml
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, ValidationError
 
+from otherix import durations
 from otherix.domain.paths import validate_allowed_prefixes
 
 ENV_PREFIX = "OTHERIX_"
@@ -84,22 +84,22 @@ PROGRAM_ENV_VARS = frozenset(
     }
 )
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
-
 
 class ConfigError(Exception):
     """The configuration cannot be loaded or is invalid; the message says where."""
 
 
 def parse_duration(value: object) -> float:
-    """``"90s"`` -> 90.0; numbers are seconds."""
+    """``"90s"`` -> 90.0; numbers are seconds. Text follows :mod:`otherix.durations`."""
     if isinstance(value, bool):
         raise ValueError("duration must be a number of seconds or like 30s, 5m, 1h, 7d")
     if isinstance(value, int | float):
         seconds = float(value)
-    elif isinstance(value, str) and (m := _DURATION.match(value)):
-        seconds = float(m.group(1)) * _UNITS[m.group(2)]
+    elif isinstance(value, str):
+        try:
+            seconds = durations.parse_duration(value)
+        except ValueError:
+            raise ValueError(f"invalid duration {value!r} (use e.g. 30s, 5m, 1h, 7d)") from None
     else:
         raise ValueError(f"invalid duration {value!r} (use e.g. 30s, 5m, 1h, 7d)")
     if seconds < 0:

@@ -31,30 +31,11 @@ from otherix.models.heartbeat import (
     TaskUpdate,
     WatchReply,
 )
+from support.clock import FakeClock
 
 NODE = NodeState(
     server="http://cp", node_name="n1", node_id="id-1", credential="otxn_x", architecture="amd64"
 )
-
-
-class FakeClock:
-    def __init__(self, stop: StopToken, until: float) -> None:
-        self.now = 0.0
-        self.stop = stop
-        self.until = until
-        self.sleeps: list[float] = []
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += max(0.0, seconds)
-        if self.now >= self.until:
-            self.stop.set()
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.advance(seconds)
 
 
 class StubControlPlane:
@@ -81,7 +62,7 @@ class StubControlPlane:
         self.changes.sort(key=lambda c: c[0])
 
     def _due_changes(self) -> None:
-        while self.changes and self.changes[0][0] <= self.clock.now:
+        while self.changes and self.changes[0][0] <= self.clock.monotonic():
             self.changes.pop(0)[1]()
 
     def heartbeat(self, node: str, report: HeartbeatReport) -> HeartbeatReply:
@@ -89,7 +70,7 @@ class StubControlPlane:
         self._due_changes()
         if self.errors:
             raise self.errors.pop(0)
-        self.reports.append((self.clock.now, report))
+        self.reports.append((self.clock.monotonic(), report))
         resync, self.resync_next = self.resync_next and report.pools is None, False
         return HeartbeatReply(
             received_at=datetime.now(UTC),
@@ -99,12 +80,12 @@ class StubControlPlane:
         )
 
     def watch(self, node: str, revision: int, timeout: float) -> WatchReply:
-        self.watches.append((self.clock.now, revision, timeout))
+        self.watches.append((self.clock.monotonic(), revision, timeout))
         if self.errors:
             raise self.errors.pop(0)
-        deadline = self.clock.now + timeout
+        deadline = self.clock.monotonic() + timeout
         if self.changes and self.changes[0][0] <= deadline:
-            self.clock.advance(self.changes[0][0] - self.clock.now)
+            self.clock.advance(self.changes[0][0] - self.clock.monotonic())
             self._due_changes()
         else:
             self.clock.advance(timeout)
@@ -123,7 +104,7 @@ class Rig:
     def __init__(self, tmp_path: Path, until: float, **config: float | None) -> None:
         self.prefix = f"{tmp_path}/pools/"
         self.stop = StopToken()
-        self.clock = FakeClock(self.stop, until)
+        self.clock = FakeClock(monotonic_start=0.0, until=until, stop=self.stop)
         self.cp = StubControlPlane(self.clock)
         self.saved: list[NodeState] = []
         pools = PoolState(PoolReconciler(), allowed_prefixes=[self.prefix])
@@ -348,7 +329,7 @@ def test_short_waits_sleep_instead_of_watching(tmp_path: Path) -> None:
 
 def test_early_empty_watch_answer_backs_off(rig: Rig) -> None:
     def shutting_down(node: str, revision: int, timeout: float) -> WatchReply:
-        rig.cp.watches.append((rig.clock.now, revision, timeout))
+        rig.cp.watches.append((rig.clock.monotonic(), revision, timeout))
         return WatchReply(changed=False, desired=rig.cp.desired)  # at once, no change
 
     rig.cp.watch = shutting_down  # type: ignore[method-assign]
@@ -403,7 +384,7 @@ def test_a_failing_task_report_does_not_hold_up_heartbeats(rig: Rig) -> None:
     attempts: list[float] = []
 
     def flaky_update(node: str, task_id: str, update: TaskUpdate) -> None:
-        attempts.append(rig.clock.now)
+        attempts.append(rig.clock.monotonic())
         if len(attempts) < 3:
             raise ApiError(500, "internal", "task store down", None)
         rig.cp.task_updates.append((task_id, update))

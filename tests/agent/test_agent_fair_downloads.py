@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import socket
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -30,23 +29,10 @@ from otherix.agent.report import PoolState
 from otherix.agent.vmtasks import VmTasks
 from otherix.models.heartbeat import AgentTask, DeclaredPool, TaskUpdate
 from support.images import ImageServer
+from support.reporters import SpyReporter
 
 POOL = "/var/lib/otherix/pools/p1"
 FLOOR = {"min_rate_bytes_per_second": 1024, "min_rate_window": 1.5}
-
-
-class SpyReporter:
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, TaskUpdate]] = []
-        self.lock = threading.Lock()
-
-    def update_task(self, node: str, task_id: str, update: TaskUpdate) -> None:
-        with self.lock:
-            self.sent.append((task_id, update))
-
-    def of(self, task_id: str) -> list[TaskUpdate]:
-        with self.lock:
-            return [u for t, u in self.sent if t == task_id]
 
 
 class Node:

@@ -25,6 +25,7 @@ from otherix.agent.runtime import StopToken
 from otherix.agent.state import NodeState
 from otherix.agent.tasks import TaskRunner
 from otherix.client.errors import ApiError
+from support.clock import FakeClock
 from support.harness import FAST, Cluster, ControlPlane, wait_until
 
 NODE = NodeState(
@@ -36,19 +37,6 @@ REMOVED = ApiError(
     "node n1 was removed from the cluster",
     {"reason": "node_deleted", "node": "n1"},
 )
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.sleeps: list[float] = []
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 class Refusing:
@@ -71,8 +59,8 @@ class Refusing:
         raise self.error
 
 
-def _daemon(tmp_path, client) -> tuple[Daemon, Clock]:
-    clock = Clock()
+def _daemon(tmp_path, client) -> tuple[Daemon, FakeClock]:
+    clock = FakeClock(monotonic_start=0.0)
     pools = PoolState(PoolReconciler(), allowed_prefixes=[f"{tmp_path}/pools/"])
     daemon = Daemon(
         client=client,

@@ -7,38 +7,13 @@ thread.
 from __future__ import annotations
 
 import random
-import threading
 import time
 
 from otherix.agent.outbox import TaskOutbox
 from otherix.client.errors import ApiError, ConnectionRefused
 from otherix.models.heartbeat import TaskUpdate
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-class SpyReporter:
-    """Records accepted reports; ``errors`` are raised first, one per call."""
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, TaskUpdate]] = []
-        self.errors: list[Exception] = []
-        self.calls = 0
-        self.event = threading.Event()
-
-    def update_task(self, node: str, task_id: str, update: TaskUpdate) -> None:
-        assert node == "n1"
-        self.calls += 1
-        if self.errors:
-            raise self.errors.pop(0)
-        self.sent.append((task_id, update))
-        self.event.set()
+from support.clock import FakeClock
+from support.reporters import SpyReporter
 
 
 def running(done: int) -> TaskUpdate:
@@ -59,12 +34,12 @@ def outbox(reporter: SpyReporter, clock: FakeClock, **kw) -> TaskOutbox:
 
 
 def test_progress_is_sent_at_most_twice_a_second_and_newest_wins() -> None:
-    reporter, clock = SpyReporter(), FakeClock()
+    reporter, clock = SpyReporter(node="n1"), FakeClock(monotonic_start=100.0)
     box = outbox(reporter, clock, interval=0.5)
     for i in range(201):  # the worker reports every 10 ms for 2 s
         box.progress("t1", running(i * 5))
         box.pump()
-        clock.now += 0.01
+        clock.advance(0.01)
     times = [u.result["bytes_done"] for _, u in reporter.sent]
     assert 4 <= len(times) <= 5  # 2 s at 0.5 s apart, plus the first at once
     assert times[0] == 0
@@ -72,20 +47,20 @@ def test_progress_is_sent_at_most_twice_a_second_and_newest_wins() -> None:
 
 
 def test_unsent_progress_is_coalesced_to_the_newest() -> None:
-    reporter, clock = SpyReporter(), FakeClock()
+    reporter, clock = SpyReporter(node="n1"), FakeClock(monotonic_start=100.0)
     box = outbox(reporter, clock, interval=0.5)
     box.progress("t1", running(0))
     assert box.pump() is None
     for done in (100, 200, 300):
         box.progress("t1", running(done))
     assert box.pump() == 0.5  # throttled: nothing sent, due in 0.5 s
-    clock.now += 0.5
+    clock.advance(0.5)
     box.pump()
     assert [u.result["bytes_done"] for _, u in reporter.sent] == [0, 300]
 
 
 def test_the_outcome_replaces_unsent_progress_and_later_progress_is_ignored() -> None:
-    reporter, clock = SpyReporter(), FakeClock()
+    reporter, clock = SpyReporter(node="n1"), FakeClock(monotonic_start=100.0)
     box = outbox(reporter, clock)
     box.progress("t1", running(0))
     box.pump()
@@ -93,7 +68,7 @@ def test_the_outcome_replaces_unsent_progress_and_later_progress_is_ignored() ->
     box.finish("t1", SUCCESS)  # not held back by the progress throttle
     box.pump()
     box.progress("t1", running(900))
-    clock.now += 5
+    clock.advance(5)
     box.pump()
     assert [u.status for _, u in reporter.sent] == ["running", "success"]
     assert box.settled("t1")
@@ -101,7 +76,7 @@ def test_the_outcome_replaces_unsent_progress_and_later_progress_is_ignored() ->
 
 
 def test_a_failed_outcome_report_is_retried_with_backoff_until_accepted() -> None:
-    reporter, clock = SpyReporter(), FakeClock()
+    reporter, clock = SpyReporter(node="n1"), FakeClock(monotonic_start=100.0)
     box = outbox(reporter, clock)
     reporter.errors = [ConnectionRefused("down"), ApiError(503, "unavailable", "busy", None)]
     box.finish("t1", SUCCESS)
@@ -109,26 +84,26 @@ def test_a_failed_outcome_report_is_retried_with_backoff_until_accepted() -> Non
     assert reporter.calls == 1  # tried once per pump, not in a tight loop
     assert wait is not None
     assert 0.1 <= wait <= 1
-    clock.now += wait
+    clock.advance(wait)
     wait = box.pump()
     assert reporter.calls == 2
     assert wait is not None
     assert wait <= 2
     assert not box.settled("t1")
-    clock.now += wait
+    clock.advance(wait)
     assert box.pump() is None
     assert reporter.sent == [("t1", SUCCESS)]
     assert box.settled("t1")
 
 
 def test_401_is_retried_but_a_refusal_drops_the_report() -> None:
-    reporter, clock = SpyReporter(), FakeClock()
+    reporter, clock = SpyReporter(node="n1"), FakeClock(monotonic_start=100.0)
     box = outbox(reporter, clock)
     reporter.errors = [ApiError(401, "unauthorized", "who?", None)]
     box.finish("t1", SUCCESS)
     box.pump()
     assert not box.settled("t1")
-    clock.now += 10
+    clock.advance(10)
     box.pump()
     assert box.settled("t1")
 
@@ -140,7 +115,7 @@ def test_401_is_retried_but_a_refusal_drops_the_report() -> None:
 
 
 def test_a_failed_progress_report_is_dropped_not_retried() -> None:
-    reporter, clock = SpyReporter(), FakeClock()
+    reporter, clock = SpyReporter(node="n1"), FakeClock(monotonic_start=100.0)
     box = outbox(reporter, clock)
     reporter.errors = [ConnectionRefused("down")]
     box.progress("t1", running(1))
@@ -150,20 +125,20 @@ def test_a_failed_progress_report_is_dropped_not_retried() -> None:
 
 
 def test_forget_drops_reports_of_tasks_no_longer_desired() -> None:
-    reporter, clock = SpyReporter(), FakeClock()
+    reporter, clock = SpyReporter(node="n1"), FakeClock(monotonic_start=100.0)
     box = outbox(reporter, clock)
     reporter.errors = [ConnectionRefused("down")]
     box.finish("gone", SUCCESS)
     box.finish("kept", SUCCESS)
     box.pump()
     box.forget({"kept"})
-    clock.now += 60
+    clock.advance(60)
     box.pump()
     assert [t for t, _ in reporter.sent] == ["kept"]
 
 
 def test_the_sender_thread_posts_without_being_pumped() -> None:
-    reporter = SpyReporter()
+    reporter = SpyReporter(node="n1")
     box = TaskOutbox(reporter, "n1", interval=0.1).start()
     try:
         box.progress("t1", running(0))

@@ -8,7 +8,7 @@ import hashlib
 import random
 from pathlib import Path
 
-from test_agent_daemon import NODE, FakeClock, StubControlPlane
+from test_agent_daemon import NODE, StubControlPlane
 
 from otherix.agent.daemon import Daemon, LoopConfig
 from otherix.agent.images import ImageCache
@@ -17,6 +17,7 @@ from otherix.agent.report import PoolState
 from otherix.agent.runtime import StopToken
 from otherix.agent.tasks import TaskRunner
 from otherix.models.heartbeat import AgentTask, DeclaredPool
+from support.clock import FakeClock
 
 
 class FakeVms:
@@ -40,10 +41,10 @@ class FakeVms:
         self.forgotten.append(keep)
 
     def busy(self) -> bool:
-        return self.clock.now < self.busy_until or self.images_at is not None
+        return self.clock.monotonic() < self.busy_until or self.images_at is not None
 
     def take_images_changed(self) -> bool:
-        if self.images_at is not None and self.clock.now >= self.images_at:
+        if self.images_at is not None and self.clock.monotonic() >= self.images_at:
             self.images_at = None
             return True
         return False
@@ -53,7 +54,7 @@ class Rig:
     def __init__(self, tmp_path: Path) -> None:
         self.host = tmp_path / "host"
         self.stop = StopToken()
-        self.clock = FakeClock(self.stop, 100)
+        self.clock = FakeClock(monotonic_start=0.0, until=100, stop=self.stop)
         self.cp = StubControlPlane(self.clock)
         self.vms = FakeVms(self.clock)
         self.pools = PoolState(
@@ -115,7 +116,7 @@ def test_a_changed_cache_is_in_the_next_heartbeat(tmp_path: Path) -> None:
     def image_lands() -> None:
         (root / "images" / "a.img").write_bytes(data)
         (root / "images" / "a.img.sha256").write_text(hashlib.sha256(data).hexdigest())
-        rig.vms.images_at = rig.clock.now
+        rig.vms.images_at = rig.clock.monotonic()
 
     rig.cp.at(5, image_lands)
     rig.daemon.run()

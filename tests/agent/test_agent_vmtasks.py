@@ -27,23 +27,10 @@ from otherix.agent.report import PoolState
 from otherix.agent.tasks import TaskRunner
 from otherix.agent.vmtasks import VmTasks
 from otherix.models.heartbeat import AgentTask, DeclaredPool, TaskUpdate
+from support.reporters import SpyReporter
 
 POOL = "/var/lib/otherix/pools/p1"
 SHA = "ab" * 32
-
-
-class SpyReporter:
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, TaskUpdate]] = []
-        self.lock = threading.Lock()
-
-    def update_task(self, node: str, task_id: str, update: TaskUpdate) -> None:
-        with self.lock:
-            self.sent.append((task_id, update))
-
-    def of(self, task_id: str) -> list[TaskUpdate]:
-        with self.lock:
-            return [u for t, u in self.sent if t == task_id]
 
 
 class StubCache:

@@ -12,11 +12,11 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from apihelpers import Served, serve
+from apihelpers import Api, serve
 
 
 @pytest.fixture(scope="module")
-def shared_api(tmp_path_factory) -> Iterator[Served]:
+def shared_api(tmp_path_factory) -> Iterator[Api]:
     """One SQLite server for a whole module; tests must use unique names."""
     with serve(tmp_path_factory.mktemp("shared-api")) as api:
         yield api

@@ -11,8 +11,8 @@ import pytest
 from apihelpers import ROLE_PASSWORD, ROLES, assert_error, http, insert_vm, serve, user_id
 
 from otherix.api.bootstrap import bootstrap_admin_from_env
-from otherix.api.clock import FakeClock
 from otherix.config import ConfigError
+from support.clock import FakeClock
 from support.server import ADMIN
 
 pytestmark = pytest.mark.security

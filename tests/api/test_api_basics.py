@@ -15,10 +15,10 @@ import pytest
 from apihelpers import assert_error, http, join_node, pool_body
 
 from otherix import __version__
-from otherix.api.clock import FakeClock
 from otherix.store import idempotency as qi
 from otherix.store import pools as qp
 from otherix.store import settings as qs
+from support.clock import FakeClock
 
 JSON_UTF8 = "application/json; charset=utf-8"
 MIB = 1 << 20

@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from apihelpers import Served, assert_error, heartbeat, http, join_node, ready_node, serve
+from apihelpers import Api, assert_error, heartbeat, http, join_node, ready_node, serve
 
-from otherix.api.clock import FakeClock
 from otherix.api.workers.liveness import liveness_pass
 from support import pg
+from support.clock import FakeClock
 
 STALE, GONE = 2.0, 5.0
 SETTINGS = {
@@ -35,7 +35,7 @@ SETTINGS = {
 
 @dataclass
 class Timeline:
-    api: Served
+    api: Api
     clock: FakeClock
     real_time: bool  # PostgreSQL: the database's clock only moves with real time
 

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 from apihelpers import (
-    Served,
+    Api,
     assert_error,
     create_pool,
     delete_disk,
@@ -49,7 +49,7 @@ TWO_WAYS = (
 
 
 @pytest.fixture
-def xapi(tmp_path, db_url) -> Iterator[Served]:
+def xapi(tmp_path, db_url) -> Iterator[Api]:
     with serve(tmp_path / "api", db_url) as api:
         yield api
 

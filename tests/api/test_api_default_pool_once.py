@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 
 import pytest
 from apihelpers import (
-    Served,
+    Api,
     assert_error,
     create_pool,
     heartbeat,
@@ -25,27 +25,27 @@ from apihelpers import (
     serve,
 )
 
-from otherix.api.clock import FakeClock
 from otherix.api.workers.liveness import liveness_pass
+from support.clock import FakeClock
 
 
 @pytest.fixture
-def dapi(tmp_path, db_url) -> Iterator[Served]:
+def dapi(tmp_path, db_url) -> Iterator[Api]:
     """No background workers: the test moves liveness with a fake clock."""
     with serve(tmp_path / "api", db_url, run_workers=False) as api:
         api.server.deps.clock = FakeClock(datetime.now(UTC))
         yield api
 
 
-def default_path(api: Served) -> str:
+def default_path(api: Api) -> str:
     return api.server.settings.storage_pools.allowed_path_prefixes[0] + "default"
 
 
-def pools_on(api: Served, node: str) -> list[tuple[str, str]]:
+def pools_on(api: Api, node: str) -> list[tuple[str, str]]:
     return sorted((p["name"], p["path"]) for p in list_all(api, {"node": node}))
 
 
-def unreachable_and_back(api: Served, node) -> None:
+def unreachable_and_back(api: Api, node) -> None:
     deps = api.server.deps
     deps.clock.advance(91)  # past workers.heartbeat.stale_threshold (90 s)
     if deps.db.backend == "postgresql":
@@ -65,14 +65,14 @@ def unreachable_and_back(api: Served, node) -> None:
         assert c.get(f"/v1/nodes/{node.name}").json()["status"] == "ready"
 
 
-def events(api: Served, node: str, role: str = "admin") -> list[dict]:
+def events(api: Api, node: str, role: str = "admin") -> list[dict]:
     with http(api, role) as c:
         r = c.get(f"/v1/nodes/{node}")
     assert r.status_code == 200, r.text
     return list(r.json()["events"])
 
 
-def provision(api: Served, node: str, role: str = "admin"):
+def provision(api: Api, node: str, role: str = "admin"):
     with http(api, role) as c:
         return c.post(f"/v1/nodes/{node}/provision-default-pool")
 

@@ -21,7 +21,7 @@ from apihelpers import (
     ADMIN,
     POOLS,
     ROLE_PASSWORD,
-    Served,
+    Api,
     create_pool,
     heartbeat,
     http,
@@ -51,7 +51,7 @@ JSON_COLUMNS = {
 }
 
 
-def build_cluster(api: Served) -> dict[str, Any]:
+def build_cluster(api: Api) -> dict[str, Any]:
     """Two ready nodes with a ready default pool each, a tenant's pool, and a
     developer's VM placed on node-a (its vm.create task is node-a's desired state)."""
     ids: dict[str, Any] = {}
@@ -127,8 +127,8 @@ def raw_json_texts(url: str) -> list[str]:
         engine.dispose()
 
 
-def logged_in(api: Served) -> Served:
-    return Served(
+def logged_in(api: Api) -> Api:
+    return Api(
         api.server,
         {
             "admin": api.server.login(*ADMIN),
@@ -137,7 +137,7 @@ def logged_in(api: Served) -> Served:
     )
 
 
-def all_views(api: Served, ids: dict[str, Any]) -> dict[str, int]:
+def all_views(api: Api, ids: dict[str, Any]) -> dict[str, int]:
     out = {}
     for name in ("node-a", "node-b"):
         node = ids[name]
@@ -146,7 +146,7 @@ def all_views(api: Served, ids: dict[str, Any]) -> dict[str, int]:
     return out
 
 
-def assert_served_repaired(api: Served, ids: dict[str, Any]) -> None:
+def assert_served_repaired(api: Api, ids: dict[str, Any]) -> None:
     assert broken(all_views(api, ids)) == {}
     with http(api) as c:
         pool = c.get(f"/v1/storage-pools/{ids['pool']['id']}").json()

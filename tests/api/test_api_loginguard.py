@@ -9,17 +9,10 @@ import pytest
 
 from otherix.api.loginguard import LoginGuard, default_concurrency
 from otherix.errors import RateLimited
+from support.clock import FakeClock
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def guard(clock: Clock, **limits: int) -> LoginGuard:
+def guard(clock: FakeClock, **limits: int) -> LoginGuard:
     values = {"per_user_client": 3, "per_client": 5, "per_user": 4, "concurrency": 1, "queue": 0}
     values.update(limits)
     return LoginGuard(clock=clock, **values)
@@ -33,7 +26,7 @@ def refused(g: LoginGuard, user: str, client: str) -> str:
 
 
 def test_each_window_refuses_with_its_own_message():
-    clock = Clock()
+    clock = FakeClock(monotonic_start=1000.0)
     g = guard(clock)
     for _ in range(3):
         g.admit("Alice", "c1")
@@ -46,18 +39,18 @@ def test_each_window_refuses_with_its_own_message():
 
 
 def test_a_window_slides():
-    clock = Clock()
+    clock = FakeClock(monotonic_start=1000.0)
     g = guard(clock)
     for _ in range(3):
         g.admit("alice", "c1")
-    clock.now += 59.9
+    clock.advance(59.9)
     refused(g, "alice", "c1")
-    clock.now += 0.2
+    clock.advance(0.2)
     g.admit("alice", "c1")
 
 
 def test_success_clears_its_user_client_window_and_takes_back_its_own_entry():
-    clock = Clock()
+    clock = FakeClock(monotonic_start=1000.0)
     g = guard(clock, per_client=3)
     g.admit("alice", "c1")
     g.admit("alice", "c1")
@@ -69,23 +62,23 @@ def test_success_clears_its_user_client_window_and_takes_back_its_own_entry():
 
 
 def test_a_refund_gives_every_window_its_entry_back():
-    clock = Clock()
+    clock = FakeClock(monotonic_start=1000.0)
     g = guard(clock, per_user_client=1)
     g.refund(g.admit("alice", "c1"))
     g.admit("alice", "c1")
 
 
 def test_stale_keys_are_swept():
-    clock = Clock()
+    clock = FakeClock(monotonic_start=1000.0)
     g = guard(clock, per_client=10**6, per_user=10**6)
     for i in range(5000):
         g.admit(f"user-{i}", "c1")
-        clock.now += 0.1  # 500 s in all: old keys fall out of their window
+        clock.advance(0.1)  # 500 s in all: old keys fall out of their window
     assert g.tracked_keys() < 2 * 5000
 
 
 def test_the_hash_queue_refuses_when_full_and_says_when_to_retry():
-    g = guard(Clock(), concurrency=1, queue=1)
+    g = guard(FakeClock(monotonic_start=1000.0), concurrency=1, queue=1)
     release = threading.Event()
     outcomes: list[object] = []
 
@@ -109,7 +102,7 @@ def test_the_hash_queue_refuses_when_full_and_says_when_to_retry():
 
 
 def test_one_client_holds_at_most_its_share_of_the_queue():
-    g = guard(Clock(), concurrency=1, queue=10, in_flight_per_client=2)
+    g = guard(FakeClock(monotonic_start=1000.0), concurrency=1, queue=10, in_flight_per_client=2)
     release = threading.Event()
     outcomes: list[object] = []
 

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import pytest
 from apihelpers import ROLES, assert_error, heartbeat, http, join_node, random_uuid, ready_node
 
-from otherix.api.clock import FakeClock
+from support.clock import FakeClock
 
 SUMMARY_KEYS = {"id", "name", "status", "architecture", "created_at"}
 FULL_KEYS = SUMMARY_KEYS | {

@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from apihelpers import (
-    Served,
+    Api,
     assert_error,
     create_pool,
     get_pool,
@@ -40,7 +40,7 @@ PREFIX_ITSELF = (
 
 
 @pytest.fixture
-def papi(tmp_path, db_url) -> Iterator[Served]:
+def papi(tmp_path, db_url) -> Iterator[Api]:
     """A server on each backend whose allowlist is ``/srv/p/`` (the issue's example)."""
     with serve(tmp_path / "api", db_url, **{"storage_pools.allowed_path_prefixes": [PREFIX]}) as a:
         yield a
@@ -182,7 +182,7 @@ def test_concurrent_nested_creates_on_one_node_create_one_per_overlapping_set(pa
 # --- rows from before the rule ----------------------------------------------------------
 
 
-def _legacy_pool(api: Served, node_id: str, name: str, path: str, age: int) -> str:
+def _legacy_pool(api: Api, node_id: str, name: str, path: str, age: int) -> str:
     """A pool row written through the store, as an older server could have."""
     pool_id = str(uuid.uuid4())
     at = datetime.now(UTC) - timedelta(seconds=age)

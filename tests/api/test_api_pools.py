@@ -37,9 +37,9 @@ from apihelpers import (
     serve,
 )
 
-from otherix.api.clock import FakeClock
 from otherix.api.workers.liveness import liveness_pass
 from otherix.store import ForeignKeyViolation, schema
+from support.clock import FakeClock
 
 NAME_RULE = "(must match [A-Za-z0-9][A-Za-z0-9._-]*)"
 BAD_TYPE = 'invalid storage pool type "{}" (must be one of: local_dir)'

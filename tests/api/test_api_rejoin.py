@@ -18,7 +18,7 @@ from apihelpers import (
     ready_node,
 )
 
-from otherix.api.clock import FakeClock
+from support.clock import FakeClock
 
 pytestmark = pytest.mark.security
 

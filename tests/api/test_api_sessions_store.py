@@ -9,7 +9,6 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy import event
 
-from otherix.api.clock import FakeClock
 from otherix.api.deps import Deps
 from otherix.api.services import auth, users
 from otherix.api.settings import ApiSettings
@@ -19,6 +18,7 @@ from otherix.rbac import Role
 from otherix.store import Database
 from otherix.store import users as q
 from otherix.store.migrate import upgrade
+from support.clock import FakeClock
 
 NOW = datetime(2026, 12, 9, 12, 0, tzinfo=UTC)
 

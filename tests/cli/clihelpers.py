@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +21,11 @@ from click.testing import CliRunner, Result
 
 from otherix.cli.context import CliContext
 from otherix.cli.main import cli
-from support import rows
-
-DIGEST = "0" * 64
+from support import factories, rows
+from support.factories import DIGEST as DIGEST
+from support.factories import Node as Node
+from support.factories import heartbeat_body
+from support.factories import join_node as join_node
 
 
 @dataclass
@@ -82,26 +85,6 @@ def usage(result: Result) -> str:
 # server state -----------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Node:
-    name: str
-    id: str
-    credential: str
-
-
-def join_node(api: Any, name: str) -> Node:
-    """Enrol a node through the join flow (it stays ``pending`` until a heartbeat)."""
-    with api.client("admin") as c:
-        r = c.post("/v1/nodes/join-tokens", json={})
-        assert r.status_code == 201, r.text
-        join_token = r.json()["token"]
-    with api.client(None) as c:
-        r = c.post("/v1/nodes/join", json={"join_token": join_token, "name": name})
-        assert r.status_code == 201, r.text
-        body = r.json()
-    return Node(name=name, id=body["node_id"], credential=body["credential"])
-
-
 def create_pool(api: Any, name: str, node: str, path: str) -> dict[str, Any]:
     with api.client("admin") as c:
         r = c.post(
@@ -120,37 +103,18 @@ def get_json(api: Any, path: str, role: str = "admin") -> Any:
 
 def heartbeat(api: Any, node: Node, pools: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """Report as the node's agent; a pending node becomes ready (and gets ``default``)."""
-    body: dict[str, Any] = {
-        "agent_version": "t",
-        "architecture": "amd64",
-        "revision": 0,
-        "digest": DIGEST,
-        "pools": pools or [],
-    }
     with api.client(None) as c:
         r = c.post(
             f"/v1/nodes/{node.name}/heartbeat",
-            json=body,
-            headers={"Authorization": f"Bearer {node.credential}"},
+            json=heartbeat_body(pools, digest=DIGEST),
+            headers=node.auth,
         )
         assert r.status_code == 200, r.text
         return dict(r.json())
 
 
-def pool_report(
-    name: str,
-    status: str = "ready",
-    error: str | None = None,
-    capacity: int = 100,
-    available: int = 80,
-) -> dict[str, Any]:
-    return {
-        "name": name,
-        "reconciliation_status": status,
-        "reconciliation_error": error,
-        "capacity_bytes": capacity,
-        "available_bytes": available,
-    }
+#: A pool report with the CLI suites' sizes (100 B, 80 free).
+pool_report = partial(factories.pool_report, capacity=100, available=80)
 
 
 def report_when_created(

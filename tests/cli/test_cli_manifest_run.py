@@ -7,8 +7,6 @@ and ``vm get -o yaml`` of one server into a second, empty one.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from clihelpers import Cli, add_vm_disk, failed, get_json, heartbeat, join_node, ok, pool_report
 from test_cli_vms_helpers import (
     IMAGE,
@@ -23,6 +21,7 @@ from test_cli_vms_helpers import (
 
 from otherix.api.services.users import ensure_bootstrap_admin
 from otherix.cli.context import CliContext
+from support.factories import Api
 from support.server import ADMIN, ApiServer, make_settings
 
 FAST = "/var/lib/otherix/pools/fast"
@@ -222,19 +221,6 @@ def test_create_wait_then_delete_wait_frees_the_pool(cli, api, tmp_path):
     assert instances(api) == {}
 
 
-@dataclass
-class SecondApi:
-    server: ApiServer
-    tokens: dict[str, str]
-
-    @property
-    def url(self) -> str:
-        return self.server.url
-
-    def client(self, role: str | None = "admin"):
-        return self.server.client(self.tokens[role] if role else None)
-
-
 def test_round_trip_into_an_empty_server(cli, api, tmp_path):
     for name in ("node-1", "node-2"):
         ready_node(api, name)
@@ -251,7 +237,7 @@ def test_round_trip_into_an_empty_server(cli, api, tmp_path):
     server = ApiServer(make_settings(tmp_path / "second", **prefixes)).start()
     try:
         ensure_bootstrap_admin(server.deps, *ADMIN)
-        second = SecondApi(server, {"admin": server.login(*ADMIN)})
+        second = Api(server, {"admin": server.login(*ADMIN)})
         home = tmp_path / "home2"
         home.mkdir()
         cli2 = Cli(url=second.url, tokens=second.tokens, home=home)

@@ -8,9 +8,9 @@ from clihelpers import failed, get_json, ok, table
 from test_cli_vms_helpers import (
     GIB,
     MIB,
-    FakeClock,
     PacedAgent,
     agent_report,
+    clock_context,
     created,
     desired_tasks,
     failure,
@@ -20,6 +20,8 @@ from test_cli_vms_helpers import (
     running,
     vm_of,
 )
+
+from support.clock import FakeClock
 
 
 def create_task(api, vm="web-1"):
@@ -123,7 +125,9 @@ def test_wait_piped_is_quiet_and_fails_with_the_error(cli, api):
     agent.join()
     assert failed(result) == f"Error: task {task_id} failed: checksum_mismatch: bad sum\n"
     assert result.stdout == ""
-    again = cli("task", "wait", task_id, context=FakeClock().context())  # finished: no polling
+    again = cli(
+        "task", "wait", task_id, context=clock_context(FakeClock(monotonic_start=0.0))
+    )  # finished: no polling
     assert failed(again) == f"Error: task {task_id} failed: checksum_mismatch: bad sum\n"
 
 
@@ -135,13 +139,13 @@ def test_wait_on_a_finished_task_answers_at_once(cli, api):
 
 def test_wait_timeout_and_cancel(cli, api):
     _, task_id = create_task(api)
-    clock = FakeClock()
-    result = cli("task", "wait", task_id, "--timeout", "2s", context=clock.context())
+    clock = FakeClock(monotonic_start=0.0)
+    result = cli("task", "wait", task_id, "--timeout", "2s", context=clock_context(clock))
     assert failed(result) == (
         f"Error: task {task_id} did not finish within 2s (status pending, 0%); "
         "it goes on in the background\n"
     )
-    assert clock.now == 2.0
+    assert clock.monotonic() == 2.0
 
     assert ok(cli("task", "cancel", task_id)) == f"task {task_id} cancelled\n"
     vm = vm_of(api, "web-1")

@@ -8,8 +8,8 @@ from clihelpers import failed, get_json, ok, usage
 from test_cli_vms_helpers import (
     IMAGE,
     MIB,
-    FakeClock,
     PacedAgent,
+    clock_context,
     created,
     failure,
     frames,
@@ -18,6 +18,8 @@ from test_cli_vms_helpers import (
     running,
     vm_of,
 )
+
+from support.clock import FakeClock
 
 CREATE = ("vm", "create", "web-1", "--image-url", IMAGE)
 
@@ -155,9 +157,9 @@ def test_wait_failure_exits_1_with_the_reason(cli, api):
 
 def test_wait_on_an_unplaceable_vm_prints_the_reason_and_times_out(cli, api):
     ready_node(api, "node-a")
-    clock = FakeClock()
+    clock = FakeClock(monotonic_start=0.0)
     result = cli(
-        *CREATE, "--pool", "ghost", "--wait", "--wait-timeout", "3s", context=clock.context()
+        *CREATE, "--pool", "ghost", "--wait", "--wait-timeout", "3s", context=clock_context(clock)
     )
     why = 'pool_not_found: pool "ghost" not found in cluster'
     assert failed(result) == (
@@ -165,7 +167,7 @@ def test_wait_on_an_unplaceable_vm_prints_the_reason_and_times_out(cli, api):
         f"Error: vm web-1 was not placed within 3s (pending: {why}); the scheduler keeps "
         "trying: check it with 'otherix vm get web-1'\n"
     )
-    assert clock.now == 3.0
+    assert clock.monotonic() == 3.0
     assert result.stdout == f"vm web-1 created\npool: ghost\nnode: -\nphase: pending ({why})\n"
     assert vm_of(api, "web-1")["status"]["phase"] == "pending"  # left admitted
 
@@ -180,7 +182,7 @@ def test_wait_on_a_terminal_shows_the_placement_wait_in_place(cli, api):
         "--wait-timeout",
         "1s",
         tty=True,
-        context=FakeClock().context(),
+        context=clock_context(FakeClock(monotonic_start=0.0)),
     )
     assert result.exit_code == 1
     why = 'pool_not_found: pool "ghost" not found in cluster'

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from clihelpers import failed, get_json, ok, usage
 from test_cli_vms_helpers import (
-    FakeClock,
     PacedAgent,
     agent_report,
+    clock_context,
     created,
     desired_tasks,
     failure,
@@ -16,6 +16,8 @@ from test_cli_vms_helpers import (
     success,
     vm_of,
 )
+
+from support.clock import FakeClock
 
 
 def placed_vm(api, name="web-1"):
@@ -100,7 +102,7 @@ def test_delete_wait_failure_and_timeout(cli, api):
         "--wait",
         "--wait-timeout",
         "1s",
-        context=FakeClock().context(),
+        context=clock_context(FakeClock(monotonic_start=0.0)),
     )
     task_id = vm_of(api, "web-2")["status"]["task_id"]
     assert failed(result) == (

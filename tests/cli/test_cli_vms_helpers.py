@@ -17,6 +17,7 @@ from typing import Any
 from clihelpers import Node, create_pool, get_json, heartbeat, join_node, pool_report
 
 from otherix.cli.context import CliContext
+from support.clock import FakeClock
 
 MIB = 1 << 20
 GIB = 1 << 30
@@ -169,17 +170,9 @@ class PacedAgent:
         assert self._left == 0, f"{self._left} agent steps were never played"
 
 
-class FakeClock:
-    """A CLI clock that advances only when the CLI sleeps (for timeouts)."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
-
-    def context(self) -> CliContext:
-        return CliContext(sleep=self.sleep, monotonic=lambda: self.now)
+def clock_context(clock: FakeClock) -> CliContext:
+    """A CLI context whose clock advances only when the CLI sleeps (for timeouts)."""
+    return CliContext(sleep=clock.sleep, monotonic=clock.monotonic)
 
 
 def frames(stderr: str) -> list[str]:

@@ -5,7 +5,6 @@ served on that port."""
 from __future__ import annotations
 
 import datetime as dt
-import ipaddress
 import os
 import ssl
 import subprocess
@@ -15,13 +14,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from otherix.api.settings import ApiSettings
 from otherix.config import ConfigError, load_config
+from support import tls as support_tls
 from support.server import free_port
 
 BIN = Path(sys.executable).parent
@@ -29,34 +25,14 @@ pytestmark = [pytest.mark.slow]
 
 
 def self_signed(tmp: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "otherix-test")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=1))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
+    return support_tls.self_signed(
+        tmp,
+        "otherix-test",
+        ip="127.0.0.1",
+        cert_name="cp.crt",
+        key_name="cp.key",
+        valid_from=dt.timedelta(minutes=1),
     )
-    cert_path, key_path = tmp / "cp.crt", tmp / "cp.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
 
 
 def test_tls_settings_come_in_pairs(tmp_path):

@@ -33,11 +33,11 @@ from strictcases import (
 
 from otherix.api.services.users import ensure_bootstrap_admin
 from otherix.rbac import Role
+from support.factories import ROLE_PASSWORD
 from support.hostile import broken, views
 from support.server import ADMIN, ApiServer, make_settings
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
-ROLE_PASSWORD = "role-password-1"
 
 
 @dataclass

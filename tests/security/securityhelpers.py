@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
+
+from support.factories import Node as Node
+from support.factories import heartbeat_body as heartbeat_body
 
 #: operations that take no credentials (contract: login, refresh, node join, health)
 PUBLIC = frozenset({"healthz", "readyz", "login", "refresh", "joinNode", "rejoinNode"})
@@ -39,20 +40,9 @@ def fill(path: str, **known: str) -> str:
     return re.sub(r"\{(\w+)\}", lambda m: known.get(m.group(1), str(uuid.uuid4())), path)
 
 
-def heartbeat_body(pools: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    pools = pools or []
-    return {
-        "agent_version": "t",
-        "architecture": "amd64",
-        "revision": 0,
-        "digest": hashlib.sha256(json.dumps(pools, sort_keys=True).encode()).hexdigest(),
-        "pools": pools,
-    }
-
-
 #: valid bodies, so that a refusal is about the credential and not the body
 BODIES: dict[str, dict[str, Any]] = {
-    "nodeHeartbeat": heartbeat_body(),
+    "nodeHeartbeat": heartbeat_body([]),
     "nodeTaskUpdate": {"status": "running"},
 }
 
@@ -66,17 +56,6 @@ def call(client: httpx.Client, op: Operation, path: str) -> httpx.Response:
     return client.request(op.method, path, **kwargs)
 
 
-@dataclass
-class Node:
-    name: str
-    id: str
-    credential: str
-
-    @property
-    def auth(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.credential}"}
-
-
 def join_node(url: str, admin_token: str, name: str) -> Node:
     """Enrol a node through the real join flow and heartbeat once (status ready)."""
     with httpx.Client(base_url=url, timeout=30) as c:
@@ -87,6 +66,6 @@ def join_node(url: str, admin_token: str, name: str) -> Node:
         r = c.post("/v1/nodes/join", json={"join_token": r.json()["token"], "name": name})
         assert r.status_code == 201, r.text
         node = Node(name, r.json()["node_id"], r.json()["credential"])
-        r = c.post(f"/v1/nodes/{name}/heartbeat", json=heartbeat_body(), headers=node.auth)
+        r = c.post(f"/v1/nodes/{name}/heartbeat", json=heartbeat_body([]), headers=node.auth)
         assert r.status_code == 200, r.text
     return node

@@ -29,6 +29,7 @@ from otherix.store import settings as qs
 from otherix.store import tasks as qt
 from otherix.store import users as qu
 from otherix.store.migrate import alembic_config, current_revision, upgrade
+from support import rows as test_rows
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
 
@@ -108,32 +109,9 @@ def add_pool(
 
 
 def add_disk(db: Database, pool_id: str, owner: str) -> str:
-    vm_id, disk_id = new_id(), new_id()
-    with db.write() as conn:
-        conn.execute(
-            schema.vms.insert().values(
-                id=vm_id,
-                name=vm_id,
-                name_lower=vm_id,
-                owner_id=owner,
-                spec={},
-                phase="pending",
-                created_at=T0,
-                updated_at=T0,
-            )
-        )
-        conn.execute(
-            schema.vm_disks.insert().values(
-                id=disk_id,
-                vm_id=vm_id,
-                storage_pool_id=pool_id,
-                size_gib=1,
-                format="qcow2",
-                created_at=T0,
-                updated_at=T0,
-            )
-        )
-    return disk_id
+    vm_id = new_id()
+    test_rows.insert_vm(db, owner, vm_id, vm_id=vm_id, at=T0)
+    return test_rows.insert_disk(db, vm_id, pool_id, at=T0)
 
 
 # migrations -----------------------------------------------------------------------------------

@@ -12,11 +12,12 @@ fuzz and security suites (strict input, issue 13).
 
 from __future__ import annotations
 
-import hashlib
 import json
 from typing import Any
 
 import httpx
+
+from support.factories import heartbeat_body as heartbeat_body
 
 LONE = "\ud800"
 LISTS = ("/v1/storage-pools", "/v1/vms", "/v1/nodes", "/v1/tasks", "/v1/users")
@@ -34,18 +35,6 @@ def nested(depth: int, around: str = "1") -> Any:
 
 def nested_text(depth: int, around: str = "1") -> str:
     return "[" * depth + around + "]" * depth
-
-
-def heartbeat_body(pools: list[dict[str, Any]] | None = None, **extra: Any) -> dict[str, Any]:
-    pools = pools or []
-    return {
-        "agent_version": "t",
-        "architecture": "amd64",
-        "revision": 0,
-        "digest": hashlib.sha256(json.dumps(pools, sort_keys=True).encode()).hexdigest(),
-        "pools": pools,
-        **extra,
-    }
 
 
 def post_raw(

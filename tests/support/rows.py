@@ -1,5 +1,6 @@
 """Store rows written directly by tests, for states a user reaches only through
-a full agent round trip (a VM holding a disk on a pool)."""
+a full agent round trip (a VM holding a disk on a pool): the one place the
+tests write ``vms`` and ``vm_disks`` rows (the api, cli and store suites)."""
 
 from __future__ import annotations
 
@@ -10,37 +11,71 @@ from otherix.store import Database
 from otherix.store.schema import users, vm_disks, vms
 
 
-def add_vm_disk(
-    db: Database, pool_id: str, vm_name: str, owner_id: str | None = None, phase: str = "stopped"
+def insert_vm(
+    db: Database,
+    owner_id: str,
+    name: str | None = None,
+    *,
+    phase: str = "pending",
+    vm_id: str | None = None,
+    at: datetime | None = None,
 ) -> str:
-    """Insert a VM named ``vm_name`` with one disk on ``pool_id``; returns the VM id."""
-    now = datetime.now(UTC)
-    vm_id = str(uuid.uuid4())
+    """A ``vms`` row owned by ``owner_id`` (an empty spec); returns its id."""
+    vm_id = vm_id or str(uuid.uuid4())
+    name = name or f"vm-{vm_id[:8]}"
+    now = at or datetime.now(UTC)
     with db.write() as conn:
-        owner = owner_id or conn.execute(users.select()).first().id
         conn.execute(
             vms.insert().values(
                 id=vm_id,
-                name=vm_name,
-                name_lower=vm_name.lower(),
-                owner_id=owner,
+                name=name,
+                name_lower=name.lower(),
+                owner_id=owner_id,
                 spec={},
                 phase=phase,
                 created_at=now,
                 updated_at=now,
             )
         )
+    return vm_id
+
+
+def insert_disk(
+    db: Database,
+    vm_id: str,
+    pool_id: str,
+    size_gib: int = 1,
+    *,
+    disk_id: str | None = None,
+    at: datetime | None = None,
+) -> str:
+    """A ``vm_disks`` row on ``pool_id`` (raises the store's FK error if the pool is gone)."""
+    disk_id = disk_id or str(uuid.uuid4())
+    now = at or datetime.now(UTC)
+    with db.write() as conn:
         conn.execute(
             vm_disks.insert().values(
-                id=str(uuid.uuid4()),
+                id=disk_id,
                 vm_id=vm_id,
                 storage_pool_id=pool_id,
-                size_gib=1,
+                size_gib=size_gib,
                 format="qcow2",
                 created_at=now,
                 updated_at=now,
             )
         )
+    return disk_id
+
+
+def add_vm_disk(
+    db: Database, pool_id: str, vm_name: str, owner_id: str | None = None, phase: str = "stopped"
+) -> str:
+    """Insert a VM named ``vm_name`` with one disk on ``pool_id``; returns the VM id."""
+    if owner_id is None:
+        with db.read() as conn:
+            owner_id = str(conn.execute(users.select()).first().id)
+    vm_id = insert_vm(db, owner_id, vm_name, phase=phase)
+    insert_disk(db, vm_id, pool_id)
     return vm_id
 
 

@@ -4,34 +4,26 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
-from types import SimpleNamespace
 
 import pytest
 
-from otherix.rbac import Role
-from support.server import ADMIN, ApiServer, make_settings
-
-PASSWORD = "role-password-1"
+from support.factories import Api, with_roles
+from support.server import ApiServer, make_settings
 
 
 @pytest.fixture(scope="module")
-def shared_api(tmp_path_factory) -> Iterator[SimpleNamespace]:
+def shared_api(tmp_path_factory) -> Iterator[Api]:
     """One SQLite server for a whole module; tests must use unique names."""
-    from otherix.api.services.users import ensure_bootstrap_admin
-
     server = ApiServer(make_settings(tmp_path_factory.mktemp("vms-shared"))).start()
     try:
-        ensure_bootstrap_admin(server.deps, *ADMIN)
-        tokens = {"admin": server.login(*ADMIN)}
-        for role in (Role.OPERATOR, Role.DEVELOPER, Role.VIEWER):
-            server.add_user(str(role), PASSWORD, role)
-            tokens[str(role)] = server.login(str(role), PASSWORD)
-        yield SimpleNamespace(
-            server=server,
-            tokens=tokens,
-            url=server.url,
-            client=lambda role="admin": server.client(tokens[role] if role else None),
-        )
+        yield with_roles(server)
     finally:
         server.stop()
+
+
+@pytest.fixture
+def px(request) -> str:
+    """A prefix unique to the test, for names on a module-shared server."""
+    return "t" + hashlib.sha256(request.node.nodeid.encode()).hexdigest()[:8]

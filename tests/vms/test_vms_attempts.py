@@ -3,8 +3,6 @@ control plane showed ``1/25`` for a vm.create the agent tries 3 times at most)."
 
 from __future__ import annotations
 
-import hashlib
-
 import pytest
 from test_vms_helpers import agent_report, create_vm, desired_tasks, get, node_with_pool
 
@@ -12,11 +10,6 @@ from test_vms_helpers import agent_report, create_vm, desired_tasks, get, node_w
 @pytest.fixture
 def api(shared_api):
     return shared_api
-
-
-@pytest.fixture
-def px(request) -> str:
-    return "a" + hashlib.sha256(request.node.nodeid.encode()).hexdigest()[:8]
 
 
 def _task(api, px):

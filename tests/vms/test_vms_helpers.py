@@ -7,63 +7,28 @@ node's agent would (``api`` / ``api_any_backend`` from tests/conftest.py);
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import httpx
 
 from otherix.api.workers.scheduler import schedule_pass
+from support.factories import DIGEST as DIGEST
+from support.factories import Node, heartbeat_body, join_node, pool_report
 
 GIB = 1 << 30
-DIGEST = "0" * 64
 IMAGE = "https://images.example.test/ubuntu-24.04-minimal-cloudimg-amd64.img"
 SHA = "ab" * 32
 
 
-@dataclass(frozen=True)
-class Node:
-    name: str
-    id: str
-    credential: str
-
-    @property
-    def auth(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.credential}"}
-
-
-def join(api: Any, name: str) -> Node:
-    """Enrol a node (it stays ``pending`` until its first heartbeat)."""
-    with api.client("admin") as c:
-        r = c.post("/v1/nodes/join-tokens", json={})
-        assert r.status_code == 201, r.text
-        token = r.json()["token"]
-        r = c.post("/v1/nodes/join", json={"join_token": token, "name": name})
-        assert r.status_code == 201, r.text
-        body = r.json()
-    return Node(name, body["node_id"], body["credential"])
-
-
-def report(
-    name: str, *, status: str = "ready", capacity: int = 100 * GIB, available: int = 80 * GIB
-) -> dict[str, Any]:
-    return {
-        "name": name,
-        "reconciliation_status": status,
-        "capacity_bytes": capacity,
-        "available_bytes": available,
-    }
+#: A pool report with the VM suites' sizes (100 GiB, 80 free).
+report = partial(pool_report, capacity=100 * GIB, available=80 * GIB)
 
 
 def heartbeat(api: Any, node: Node, *pools: dict[str, Any], arch: str = "amd64") -> None:
     """Report as the node's agent; the first one makes the node ready (and gives
     it the ``default`` pool, pending until reported)."""
-    body = {
-        "agent_version": "t",
-        "architecture": arch,
-        "revision": 0,
-        "digest": DIGEST,
-        "pools": list(pools),
-    }
+    body = heartbeat_body(list(pools), architecture=arch, digest=DIGEST)
     with api.client(None) as c:
         r = c.post(f"/v1/nodes/{node.name}/heartbeat", json=body, headers=node.auth)
         assert r.status_code == 200, r.text
@@ -79,7 +44,7 @@ def node_with_pool(api: Any, name: str, pool: str, *, arch: str = "amd64", **roo
 
 def ready_node(api: Any, name: str, *, arch: str = "amd64", **room: int) -> Node:
     """A ready node whose ``default`` pool is reconciled ready with ``room``."""
-    node = join(api, name)
+    node = join_node(api, name)
     heartbeat(api, node, arch=arch)
     heartbeat(api, node, report("default", **room), arch=arch)
     return node

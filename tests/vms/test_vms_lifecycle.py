@@ -6,7 +6,6 @@ VMs with a unique prefix (``px``).
 
 from __future__ import annotations
 
-import hashlib
 from datetime import UTC, datetime
 
 import pytest
@@ -31,11 +30,6 @@ from otherix.store import nodes as qn
 @pytest.fixture
 def api(shared_api):
     return shared_api
-
-
-@pytest.fixture
-def px(request) -> str:
-    return "t" + hashlib.sha256(request.node.nodeid.encode()).hexdigest()[:8]
 
 
 def _bound(api, px, **fields):

@@ -7,7 +7,6 @@ pool, so other tests' nodes never take part in its placements.
 
 from __future__ import annotations
 
-import hashlib
 import time
 
 import pytest
@@ -21,7 +20,7 @@ from test_vms_helpers import (
     get,
     get_vm,
     heartbeat,
-    join,
+    join_node,
     node_with_pool,
     place,
     ready_node,
@@ -34,11 +33,6 @@ from otherix.store import nodes as qn
 @pytest.fixture
 def api(shared_api):
     return shared_api
-
-
-@pytest.fixture
-def px(request) -> str:
-    return "t" + hashlib.sha256(request.node.nodeid.encode()).hexdigest()[:8]
 
 
 def _status(api, name):
@@ -219,7 +213,7 @@ def test_tie_break_most_effective_free_bytes_then_node_name(api, px):
 
 def test_an_instance_that_never_reported_capacity_ranks_last(api, px):
     pool = f"{px}-fast"
-    a = join(api, f"{px}-a")
+    a = join_node(api, f"{px}-a")
     heartbeat(api, a)
     add_pool(api, a, pool, state="pending")
     heartbeat(api, a, {"name": pool, "reconciliation_status": "ready"})

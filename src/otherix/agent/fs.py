@@ -3,8 +3,9 @@
 Owns the safety rules every agent write follows: a name is checked to be one
 safe path segment before it is joined (``safe_segment``/``safe_join``), a
 target's realpath is checked against its root before it is written
-(``ensure_within``), files are replaced atomically (temp file in the same
-directory, fsync, rename, fsync of the directory), directories get an exact
+(``ensure_within``), files are replaced atomically (``atomic_write``, re-exported
+from the shared ``otherix.fsatomic``: temp file in the same directory, fsync,
+rename, fsync of the directory), directories get an exact
 mode whatever the process umask is (``make_dir``).
 
 Callers: the pool reconciler (``otherix.agent.pools``) and the image cache and
@@ -28,13 +29,14 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 import shutil
 import stat
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+
+from otherix.fsatomic import atomic_write, fsync_dir, fsync_path, write_all
 
 __all__ = [
     "PROTECTED",
@@ -178,48 +180,6 @@ def first_symlinked_ancestor(path: Path) -> Path | None:
     return None
 
 
-def fsync_dir(path: Path) -> None:
-    """Flush a directory's entries (after a create, rename or unlink in it)."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
-
-
-def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Replace ``path`` with ``data`` so readers see the old or the new file, never a mix.
-
-    Writes a temp file in the same directory (created with O_EXCL and exactly
-    ``mode``), fsyncs it, renames it over ``path`` and fsyncs the directory.
-    The temp file is removed if anything fails before the rename.
-    """
-    directory = path.parent
-    tmp = directory / f".{path.name}.tmp-{secrets.token_hex(8)}"
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-    fd = os.open(tmp, flags, mode)
-    try:
-        try:
-            os.fchmod(fd, mode)  # exact mode, whatever the umask
-            _write_all(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    fsync_dir(directory)
-
-
 def make_dir(path: Path, mode: int = 0o750) -> None:
     """``mkdir -p path`` and set the final directory to exactly ``mode``; idempotent.
 
@@ -244,7 +204,7 @@ def write_probe(directory: Path) -> None:
         os.unlink(probe)  # ours, stale from an interrupted earlier probe
         fd = os.open(probe, flags, 0o600)
     try:
-        _write_all(fd, b"\x00")
+        write_all(fd, b"\x00")
         os.fsync(fd)
     finally:
         os.close(fd)
@@ -273,14 +233,6 @@ def strerror(exc: OSError) -> str:
 # --- large files: the image cache and VM disks --------------------------------
 
 
-def write_all(fd: int, data: bytes | memoryview) -> None:
-    """Write all of ``data`` to ``fd`` (``os.write`` may write less than asked)."""
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
-
-
 def create_exclusive(path: Path, mode: int = 0o600) -> int:
     """Create ``path`` (which must not exist, and is never followed if a symlink) for writing.
 
@@ -294,15 +246,6 @@ def create_exclusive(path: Path, mode: int = 0o600) -> int:
         os.close(fd)
         raise
     return fd
-
-
-def fsync_path(path: Path) -> None:
-    """Flush a finished file's data to disk (e.g. one written by ``qemu-img``)."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def publish(src: Path, dst: Path, mode: int) -> None:

@@ -1,4 +1,4 @@
-"""Time sources for services: real in production, fake in tests.
+"""Time sources for services: the protocol and the real clock (tests bring a fake).
 
 Two clocks, for two different questions:
 
@@ -13,17 +13,15 @@ Two clocks, for two different questions:
   so a step neither freezes liveness nor marks live nodes unreachable.
   Its origin is arbitrary: only differences mean anything, within one process.
 
-``FakeClock`` lets a test move both (``advance``: time passes) or only the
-wall clock (``step``: the clock is set). Its monotonic reading starts at the
-real ``time.monotonic()`` unless told otherwise, so a test may swap it into a
-running server (``deps.clock = FakeClock(...)``) and the monotonic times the
-server recorded before stay comparable.
+Tests use the suite's one fake clock (``tests/support/clock.py``), which
+speaks this protocol and lets a test move both clocks (``advance``) or only
+the wall clock (``step``).
 """
 
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Protocol
 
 
@@ -43,28 +41,3 @@ class SystemClock:
 
     def monotonic(self) -> float:
         return time.monotonic()
-
-
-class FakeClock:
-    """A clock tests move by hand."""
-
-    def __init__(self, start: datetime | None = None, monotonic_start: float | None = None) -> None:
-        self._now = start or datetime(2026, 1, 1, tzinfo=UTC)
-        self._mono = time.monotonic() if monotonic_start is None else monotonic_start
-
-    def now(self) -> datetime:
-        return self._now
-
-    def monotonic(self) -> float:
-        return self._mono
-
-    def advance(self, seconds: float) -> None:
-        """Let ``seconds`` of time pass: both clocks move."""
-        if seconds < 0:
-            raise ValueError("time does not pass backwards; use step() to set the wall clock")
-        self._now += timedelta(seconds=seconds)
-        self._mono += seconds
-
-    def step(self, seconds: float) -> None:
-        """Set the wall clock ``seconds`` forward (negative: back); monotonic time stays."""
-        self._now += timedelta(seconds=seconds)

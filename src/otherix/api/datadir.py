@@ -16,13 +16,13 @@ accepts the database as it is and rewrites the marker.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import stat
 import time
 import uuid
 from pathlib import Path
+
+from otherix.fsatomic import atomic_write
 
 log = logging.getLogger("otherix.api")
 
@@ -83,23 +83,8 @@ def read_marker(data_dir: Path) -> str | None:
 
 
 def write_marker(data_dir: Path, cluster_id: str) -> None:
-    """Write the marker atomically and durably (temp file, fsync, rename, fsync dir)."""
-    path = data_dir / MARKER
-    tmp = data_dir / f".{MARKER}.tmp"
-    with contextlib.suppress(FileNotFoundError):
-        tmp.unlink()
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-    try:
-        os.write(fd, f"{cluster_id}\n".encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dfd = os.open(data_dir, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    """Write the marker (0600) atomically and durably: ``otherix.fsatomic.atomic_write``."""
+    atomic_write(data_dir / MARKER, f"{cluster_id}\n".encode(), 0o600)
 
 
 def set_aside_leftovers(db_file: Path) -> list[Path]:

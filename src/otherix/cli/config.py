@@ -43,9 +43,6 @@ endpoint would receive the cluster's credential.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +50,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import yaml
+
+from otherix.fsatomic import atomic_write
 
 __all__ = [
     "CliConfig",
@@ -74,7 +73,6 @@ __all__ = [
 ENV_SERVER = "OTHERIX_SERVER"
 ENV_TOKEN = "OTHERIX_API_TOKEN"  # noqa: S105 - an env var name, not a secret
 ENV_CONFIG = "OTHERIX_CONFIG"
-_TEMP_PREFIX = ".otherix-config-"
 NO_ENDPOINT = (
     "no control-plane endpoint: pass --endpoint, set OTHERIX_SERVER, "
     "or run 'otherix config add cluster'"
@@ -257,38 +255,19 @@ def _to_yaml(cfg: CliConfig) -> str:
     return yaml.dump(doc, Dumper=_IndentedDumper, sort_keys=False, default_flow_style=False)
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def save_config(path: Path, cfg: CliConfig) -> None:
     """Write the config atomically, readable by the owner only.
 
-    Creates the directory with mode 0700 if missing, writes a 0600 temp file
-    ``.otherix-config-*`` beside the target, fsyncs it, renames it over the
-    target and fsyncs the directory. The temp file is removed on failure.
+    Creates the directory with mode 0700 if missing, then replaces the file
+    with ``otherix.fsatomic.atomic_write`` (a 0600 temp file beside the
+    target, fsynced, renamed over it, the directory fsynced; the temp file is
+    removed on failure).
     """
     directory = path.parent
     if not directory.is_dir():
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         directory.chmod(0o700)
-    fd, tmp_name = tempfile.mkstemp(prefix=_TEMP_PREFIX, dir=directory)
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(_to_yaml(cfg))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp_name)
-        raise
-    _fsync_dir(directory)
+    atomic_write(path, _to_yaml(cfg).encode("utf-8"), 0o600)
 
 
 def find_cluster(cfg: CliConfig, name: str) -> ClusterEntry | None:

@@ -37,7 +37,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from otherix.cli.context import CliContext, CliError
-from otherix.cli.durations import format_duration, parse_duration
 from otherix.cli.errors import usage_error
 from otherix.cli.output import human_bytes
 from otherix.cli.views.vms import failure_reason, phase_text
@@ -45,6 +44,7 @@ from otherix.cli.wait import Outcome, poll
 from otherix.client.api import ApiClient
 from otherix.client.errors import ApiError
 from otherix.domain.vms import image_basename
+from otherix.durations import format_duration, parse_duration
 
 __all__ = [
     "FINAL",

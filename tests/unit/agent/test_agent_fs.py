@@ -1,31 +1,19 @@
-"""Tests for otherix.agent.fs: safe names, realpath containment, atomic writes, dirs, usage."""
+"""Tests for otherix.agent.fs: safe names, realpath containment, dirs, usage.
+
+The atomic write it re-exports is tested in tests/unit/test_fsatomic.py.
+"""
 
 from __future__ import annotations
 
 import os
-import stat
-from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
 from otherix.agent import fs
-
-
-@pytest.fixture
-def strict_umask() -> Iterator[None]:
-    """A umask that would strip group bits, to prove modes are umask-independent."""
-    old = os.umask(0o077)
-    try:
-        yield
-    finally:
-        os.umask(old)
-
-
-def mode_of(path: Path) -> int:
-    return stat.S_IMODE(path.stat().st_mode)
-
+from support.modes import mode_of
+from support.modes import strict_umask as strict_umask
 
 # --- safe_segment / safe_join -------------------------------------------------
 
@@ -130,55 +118,6 @@ def test_first_symlinked_ancestor(tmp_path: Path) -> None:
     assert fs.first_symlinked_ancestor(tmp_path / "real" / "a" / "b") is None
     # The path itself is not an ancestor.
     assert fs.first_symlinked_ancestor(tmp_path / "link") is None
-
-
-# --- atomic_write ------------------------------------------------------------------
-
-
-@pytest.mark.usefixtures("strict_umask")
-@pytest.mark.parametrize("mode", [0o644, 0o600, 0o640])
-def test_atomic_write_creates_file_with_mode_and_no_temp(tmp_path: Path, mode: int) -> None:
-    target = tmp_path / "state.json"
-    fs.atomic_write(target, b'{"rev": 1}', mode=mode)
-    assert target.read_bytes() == b'{"rev": 1}'
-    assert mode_of(target) == mode
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["state.json"]
-
-
-def test_atomic_write_replaces_existing_file(tmp_path: Path) -> None:
-    target = tmp_path / "state.json"
-    target.write_bytes(b"old content that is longer")
-    fs.atomic_write(target, b"new")
-    assert target.read_bytes() == b"new"
-    assert mode_of(target) == 0o644
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["state.json"]
-
-
-def test_atomic_write_failure_keeps_old_file_and_removes_temp(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    target = tmp_path / "state.json"
-    target.write_bytes(b"old")
-
-    def broken_fsync(fd: int) -> None:
-        raise OSError(5, "Input/output error")
-
-    monkeypatch.setattr(os, "fsync", broken_fsync)
-    with pytest.raises(OSError, match="Input/output error"):
-        fs.atomic_write(target, b"new")
-    monkeypatch.undo()
-    assert target.read_bytes() == b"old"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["state.json"]
-
-
-def test_atomic_write_large_payload(tmp_path: Path) -> None:
-    data = os.urandom(3 * 1024 * 1024 + 7)
-    fs.atomic_write(tmp_path / "blob", data)
-    assert (tmp_path / "blob").read_bytes() == data
-
-
-def test_fsync_dir_accepts_directory(tmp_path: Path) -> None:
-    fs.fsync_dir(tmp_path)
 
 
 # --- make_dir ---------------------------------------------------------------------

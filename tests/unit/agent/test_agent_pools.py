@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import stat
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,6 +20,8 @@ from otherix.agent.pools import (
     ensure_pool,
     plan,
 )
+from support.modes import mode_of
+from support.modes import strict_umask as strict_umask
 
 
 def pool(
@@ -34,18 +34,9 @@ def reg(*names: str) -> dict[str, RegisteredPool]:
     return {n.lower(): RegisteredPool(name=n, path=f"/p/{n}") for n in names}
 
 
-def mode_of(path: Path) -> int:
-    return stat.S_IMODE(path.stat().st_mode)
-
-
 @pytest.fixture(autouse=True)
-def strict_umask() -> Iterator[None]:
-    """Modes must come out exact whatever the umask; 0o077 would strip group bits."""
-    old = os.umask(0o077)
-    try:
-        yield
-    finally:
-        os.umask(old)
+def _strict_umask(strict_umask: None) -> None:
+    """Modes must come out exact whatever the umask (every test here)."""
 
 
 # --- plan (pure, table) ---------------------------------------------------------------

@@ -25,9 +25,9 @@ from otherix.cli.commands.common import (
     validate_output,
 )
 from otherix.cli.context import CliError, get_context
-from otherix.cli.durations import parse_duration
 from otherix.cli.errors import usage_error
 from otherix.cli.output import age, render_table
+from otherix.durations import parse_duration
 
 __all__ = ["join_token"]
 

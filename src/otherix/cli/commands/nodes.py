@@ -38,12 +38,12 @@ from otherix.cli.commands.common import (
 )
 from otherix.cli.commands.join_tokens import join_token
 from otherix.cli.context import CliContext, CliError, get_context
-from otherix.cli.durations import parse_duration
 from otherix.cli.errors import usage_error
 from otherix.cli.output import age, render_table, render_yaml_stream
 from otherix.cli.views.pools import paging_footer
 from otherix.client.errors import ApiError
 from otherix.domain.liveness import STATUSES
+from otherix.durations import parse_duration
 
 __all__ = ["node"]
 

@@ -25,12 +25,12 @@ import click
 from otherix.cli.commands.common import output_option, render_object, validate_output
 from otherix.cli.commands.pool_targets import AMBIGUOUS, ambiguous_error, resolve_target
 from otherix.cli.context import CliContext, CliError, get_context
-from otherix.cli.durations import format_duration
 from otherix.cli.errors import usage_error
 from otherix.cli.output import human_bytes
 from otherix.cli.wait import poll
 from otherix.client.api import ApiClient
 from otherix.client.errors import ApiError
+from otherix.durations import format_duration
 
 __all__ = ["SCAN_WAIT_TIMEOUT", "scan_pool", "update_pool"]
 

@@ -41,11 +41,11 @@ from otherix.cli.commands.pool_targets import (
     resolve_target,
 )
 from otherix.cli.context import CliContext, CliError, get_context
-from otherix.cli.durations import format_duration
 from otherix.cli.views.pools import ambiguous_text, blocked_delete_text
 from otherix.cli.wait import poll
 from otherix.client.api import ApiClient
 from otherix.client.errors import ApiError, ClientError
+from otherix.durations import format_duration
 
 __all__ = ["WAIT_TIMEOUT", "create_pool", "delete_pool", "vm_names"]
 

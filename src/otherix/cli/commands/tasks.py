@@ -34,7 +34,6 @@ from otherix.cli.commands.common import (
     validate_output,
 )
 from otherix.cli.context import CliError, get_context
-from otherix.cli.durations import format_duration
 from otherix.cli.output import age, render_table
 from otherix.cli.progress import (
     FINAL,
@@ -46,6 +45,7 @@ from otherix.cli.progress import (
     task_line,
 )
 from otherix.cli.views.pools import paging_footer
+from otherix.durations import format_duration
 
 __all__ = ["task", "task_text"]
 

@@ -28,9 +28,9 @@ from otherix.cli.commands.common import (
     validate_output,
 )
 from otherix.cli.context import CliError, get_context
-from otherix.cli.durations import parse_duration
 from otherix.cli.errors import usage_error
 from otherix.cli.output import age, parse_timestamp, render_table
+from otherix.durations import parse_duration
 
 __all__ = ["token"]
 

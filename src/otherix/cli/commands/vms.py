@@ -45,7 +45,6 @@ from otherix.cli.commands.common import (
     write_list_page,
 )
 from otherix.cli.context import CliError, get_context
-from otherix.cli.durations import format_duration
 from otherix.cli.output import render_yaml
 from otherix.cli.progress import (
     StatusLine,
@@ -64,6 +63,7 @@ from otherix.cli.views.vms import (
 )
 from otherix.client.errors import ApiError
 from otherix.domain.vms import PHASES
+from otherix.durations import format_duration
 
 __all__ = ["vm"]
 

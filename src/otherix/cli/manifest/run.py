@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from otherix.cli.context import CliContext
-from otherix.cli.durations import format_duration
 from otherix.cli.errors import describe
 from otherix.cli.manifest.plan import (
     Action,
@@ -39,6 +38,7 @@ from otherix.cli.progress import StatusLine, follow_task, live_output, task_erro
 from otherix.cli.wait import poll
 from otherix.client.api import ApiClient
 from otherix.client.errors import ApiError, ClientError
+from otherix.durations import format_duration
 
 __all__ = ["Runner"]
 
