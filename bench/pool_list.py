@@ -25,6 +25,7 @@ from otherix.models.pagination import encode_cursor
 from otherix.store import Database
 from otherix.store import pools as qp
 from otherix.store.schema import storage_pools
+from otherix.store.tx import sql
 
 
 def run_size(total: int, samples: int, limit: int) -> dict[str, Any]:
@@ -39,7 +40,7 @@ def run_size(total: int, samples: int, limit: int) -> dict[str, Any]:
         with db.read() as conn:
             keys = [
                 (r.created_at, r.id)
-                for r in conn.execute(
+                for r in sql(conn).execute(
                     sa.select(storage_pools.c.created_at, storage_pools.c.id).order_by(
                         storage_pools.c.created_at, storage_pools.c.id
                     )
@@ -68,7 +69,7 @@ def run_size(total: int, samples: int, limit: int) -> dict[str, Any]:
                     qp.list_pools(conn, after=keys[d] if d else None, limit=limit + 1)
                     raw.append(time.perf_counter() - t)
                     t = time.perf_counter()
-                    conn.execute(  # the same query, paged with OFFSET instead of a key
+                    sql(conn).execute(  # the same query, paged with OFFSET instead of a key
                         qp._select()
                         .order_by(storage_pools.c.created_at, storage_pools.c.id)
                         .offset(d)

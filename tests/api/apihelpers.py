@@ -23,6 +23,7 @@ import httpx
 from otherix.rbac import Role
 from otherix.store import schema
 from otherix.store import users as qu
+from otherix.store.tx import sql
 from support.server import ADMIN, ApiServer, make_settings
 
 ROLES = ("admin", "operator", "developer", "viewer")
@@ -247,7 +248,7 @@ def insert_vm(api: ApiLike, owner: str = "admin", name: str | None = None) -> st
     now = datetime.now(UTC)
     owner_id = user_id(api, owner)
     with api.server.deps.db.write() as conn:
-        conn.execute(
+        sql(conn).execute(
             schema.vms.insert().values(
                 id=vm_id,
                 name=name,
@@ -269,7 +270,7 @@ def insert_disk(
     disk_id = str(uuid.uuid4())
     now = created_at or datetime.now(UTC)
     with api.server.deps.db.write() as conn:
-        conn.execute(
+        sql(conn).execute(
             schema.vm_disks.insert().values(
                 id=disk_id,
                 vm_id=vm_id,
@@ -285,7 +286,7 @@ def insert_disk(
 
 def delete_disk(api: ApiLike, disk_id: str) -> None:
     with api.server.deps.db.write() as conn:
-        conn.execute(schema.vm_disks.delete().where(schema.vm_disks.c.id == disk_id))
+        sql(conn).execute(schema.vm_disks.delete().where(schema.vm_disks.c.id == disk_id))
 
 
 def random_uuid() -> str:

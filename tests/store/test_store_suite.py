@@ -29,6 +29,7 @@ from otherix.store import settings as qs
 from otherix.store import tasks as qt
 from otherix.store import users as qu
 from otherix.store.migrate import alembic_config, current_revision, upgrade
+from otherix.store.tx import sql
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
 
@@ -110,7 +111,7 @@ def add_pool(
 def add_disk(db: Database, pool_id: str, owner: str) -> str:
     vm_id, disk_id = new_id(), new_id()
     with db.write() as conn:
-        conn.execute(
+        sql(conn).execute(
             schema.vms.insert().values(
                 id=vm_id,
                 name=vm_id,
@@ -122,7 +123,7 @@ def add_disk(db: Database, pool_id: str, owner: str) -> str:
                 updated_at=T0,
             )
         )
-        conn.execute(
+        sql(conn).execute(
             schema.vm_disks.insert().values(
                 id=disk_id,
                 vm_id=vm_id,
@@ -437,15 +438,19 @@ def test_a_pool_with_disks_cannot_be_deleted(db):
         assert qp.get_pool(conn, pid) is not None
         assert qp.count_disks(conn, pid) == 1
     with db.write() as conn:
-        conn.execute(schema.vm_disks.delete().where(schema.vm_disks.c.id == disk))
+        sql(conn).execute(schema.vm_disks.delete().where(schema.vm_disks.c.id == disk))
     with db.write() as conn:
         assert qp.delete_pool(conn, pid) == 1
     with db.read() as conn:
-        leftover = conn.execute(
-            sa.select(sa.func.count())
-            .select_from(schema.pool_status)
-            .where(schema.pool_status.c.pool_id == pid)
-        ).scalar_one()
+        leftover = (
+            sql(conn)
+            .execute(
+                sa.select(sa.func.count())
+                .select_from(schema.pool_status)
+                .where(schema.pool_status.c.pool_id == pid)
+            )
+            .scalar_one()
+        )
     assert leftover == 0
 
 

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 from otherix.store import Database
 from otherix.store.schema import users, vm_disks, vms
+from otherix.store.tx import sql
 
 
 def add_vm_disk(
@@ -17,8 +18,8 @@ def add_vm_disk(
     now = datetime.now(UTC)
     vm_id = str(uuid.uuid4())
     with db.write() as conn:
-        owner = owner_id or conn.execute(users.select()).first().id
-        conn.execute(
+        owner = owner_id or sql(conn).execute(users.select()).first().id
+        sql(conn).execute(
             vms.insert().values(
                 id=vm_id,
                 name=vm_name,
@@ -30,7 +31,7 @@ def add_vm_disk(
                 updated_at=now,
             )
         )
-        conn.execute(
+        sql(conn).execute(
             vm_disks.insert().values(
                 id=str(uuid.uuid4()),
                 vm_id=vm_id,
@@ -46,7 +47,7 @@ def add_vm_disk(
 
 def remove_vm_disks(db: Database, vm_id: str) -> None:
     with db.write() as conn:
-        conn.execute(vm_disks.delete().where(vm_disks.c.vm_id == vm_id))
+        sql(conn).execute(vm_disks.delete().where(vm_disks.c.vm_id == vm_id))
 
 
 #: The tables a create can write (rows, revisions, tasks, Idempotency-Key records).
@@ -77,6 +78,6 @@ def snapshot(db: Database) -> dict[str, list[tuple[object, ...]]]:
         for name in WRITTEN_BY_CREATES:
             table = metadata.tables[name]
             columns = [c for c in table.c if c.name not in _VOLATILE.get(name, set())]
-            rows = conn.execute(table.select().with_only_columns(*columns)).all()
+            rows = sql(conn).execute(table.select().with_only_columns(*columns)).all()
             out[name] = sorted((tuple(r) for r in rows), key=repr)
     return out

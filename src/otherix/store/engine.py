@@ -41,6 +41,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from otherix.store import jsontext
 from otherix.store.errors import StoreError, StoreLost, StoreUnavailable, translate
+from otherix.store.tx import Tx, sql
 
 _WRITE = "otherix_write"
 _SINGLE = "otherix_single_statement"
@@ -232,27 +233,27 @@ class Database:
             raise StoreLost(self._lost)
 
     @contextlib.contextmanager
-    def read(self) -> Iterator[Connection]:
+    def read(self) -> Iterator[Tx]:
         self._usable()
         try:
             with self.engine.connect() as conn, conn.begin():
-                yield conn
+                yield Tx(conn)
         except (sa_exc.DBAPIError, sa_exc.TimeoutError) as exc:
             raise _translated(exc) from exc
 
     @contextlib.contextmanager
-    def read_one(self) -> Iterator[Connection]:
+    def read_one(self) -> Iterator[Tx]:
         """For exactly one SELECT on a hot path: no explicit transaction on
         SQLite (the statement is atomic by itself); a normal one elsewhere."""
         self._usable()
         try:
             with self.engine.connect().execution_options(**{_SINGLE: True}) as conn, conn.begin():
-                yield conn
+                yield Tx(conn)
         except (sa_exc.DBAPIError, sa_exc.TimeoutError) as exc:
             raise _translated(exc) from exc
 
     @contextlib.contextmanager
-    def write(self) -> Iterator[Connection]:
+    def write(self) -> Iterator[Tx]:
         """A read-write transaction; on SQLite it holds the write lock from the start.
 
         The file is checked before (nothing is written to a lost file) and after
@@ -261,7 +262,7 @@ class Database:
         self.check()
         try:
             with self.engine.connect().execution_options(**{_WRITE: True}) as conn, conn.begin():
-                yield conn
+                yield Tx(conn)
         except (sa_exc.DBAPIError, sa_exc.TimeoutError) as exc:
             raise _translated(exc) from exc
         self.check()
@@ -269,8 +270,8 @@ class Database:
     def ping(self) -> bool:
         try:
             self.check()
-            with self.read() as conn:
-                conn.execute(sa.text("SELECT 1"))
+            with self.read() as tx:
+                sql(tx).execute(sa.text("SELECT 1"))
         except StoreError:
             return False
         return True

@@ -13,9 +13,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy.engine import Connection
-
 from otherix.store.schema import idempotency_keys as t
+from otherix.store.tx import Tx, sql
 
 PENDING = 0
 
@@ -24,15 +23,15 @@ def _key(principal: str, key: str) -> Any:
     return (t.c.principal == principal) & (t.c.key == key)
 
 
-def get(conn: Connection, principal: str, key: str) -> dict[str, Any] | None:
-    row = conn.execute(t.select().where(_key(principal, key))).mappings().first()
+def get(tx: Tx, principal: str, key: str) -> dict[str, Any] | None:
+    row = sql(tx).execute(t.select().where(_key(principal, key))).mappings().first()
     return dict(row) if row else None
 
 
 def insert_claim(
-    conn: Connection, principal: str, key: str, request_hash: str, token: str, now: datetime
+    tx: Tx, principal: str, key: str, request_hash: str, token: str, now: datetime
 ) -> None:
-    conn.execute(
+    sql(tx).execute(
         t.insert().values(
             principal=principal,
             key=key,
@@ -46,8 +45,8 @@ def insert_claim(
     )
 
 
-def delete(conn: Connection, principal: str, key: str) -> None:
-    conn.execute(t.delete().where(_key(principal, key)))
+def delete(tx: Tx, principal: str, key: str) -> None:
+    sql(tx).execute(t.delete().where(_key(principal, key)))
 
 
 def _claimed(principal: str, key: str, token: str) -> Any:
@@ -55,7 +54,7 @@ def _claimed(principal: str, key: str, token: str) -> Any:
 
 
 def complete(
-    conn: Connection,
+    tx: Tx,
     principal: str,
     key: str,
     token: str,
@@ -71,9 +70,9 @@ def complete(
         .where(_claimed(principal, key, token))
         .values(status_code=status_code, content_type=content_type, body=body, withheld=withheld)
     )
-    return bool(conn.execute(stmt).rowcount)
+    return bool(sql(tx).execute(stmt).rowcount)
 
 
-def release(conn: Connection, principal: str, key: str, token: str) -> bool:
+def release(tx: Tx, principal: str, key: str, token: str) -> bool:
     """Drop the claim ``token`` (its request gave no answer to replay)."""
-    return bool(conn.execute(t.delete().where(_claimed(principal, key, token))).rowcount)
+    return bool(sql(tx).execute(t.delete().where(_claimed(principal, key, token))).rowcount)

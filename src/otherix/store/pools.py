@@ -21,9 +21,9 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection
 
 from otherix.store.schema import nodes, pool_status, storage_pools, vm_disks, vms
+from otherix.store.tx import Tx, sql
 
 sp, ps = storage_pools, pool_status
 
@@ -82,14 +82,14 @@ def _select() -> sa.Select[Any]:
     ).select_from(sp.join(ps, ps.c.pool_id == sp.c.id).join(nodes, nodes.c.id == sp.c.node_id))
 
 
-def _rows(conn: Connection, stmt: sa.Select[Any]) -> list[dict[str, Any]]:
-    return [dict(r) for r in conn.execute(stmt).mappings()]
+def _rows(tx: Tx, stmt: sa.Select[Any]) -> list[dict[str, Any]]:
+    return [dict(r) for r in sql(tx).execute(stmt).mappings()]
 
 
-def insert_pool(conn: Connection, row: dict[str, Any]) -> None:
+def insert_pool(tx: Tx, row: dict[str, Any]) -> None:
     """A new instance: ``pending``, identity ``create`` with a fresh marker id."""
-    conn.execute(sp.insert().values(**row))
-    conn.execute(
+    sql(tx).execute(sp.insert().values(**row))
+    sql(tx).execute(
         ps.insert().values(
             pool_id=row["id"],
             reconciliation_status="pending",
@@ -100,17 +100,17 @@ def insert_pool(conn: Connection, row: dict[str, Any]) -> None:
     )
 
 
-def get_pool(conn: Connection, pool_id: str) -> dict[str, Any] | None:
-    rows = _rows(conn, _select().where(sp.c.id == pool_id))
+def get_pool(tx: Tx, pool_id: str) -> dict[str, Any] | None:
+    rows = _rows(tx, _select().where(sp.c.id == pool_id))
     return rows[0] if rows else None
 
 
-def get_pools_by_name(conn: Connection, name: str) -> list[dict[str, Any]]:
+def get_pools_by_name(tx: Tx, name: str) -> list[dict[str, Any]]:
     stmt = _select().where(sp.c.name_lower == name.lower()).order_by(nodes.c.name_lower, sp.c.id)
-    return _rows(conn, stmt)
+    return _rows(tx, stmt)
 
 
-def first_name_match(conn: Connection, name: str) -> str | None:
+def first_name_match(tx: Tx, name: str) -> str | None:
     """Canonical spelling of the first instance with this name (oldest first)."""
     stmt = (
         sa.select(sp.c.name)
@@ -118,11 +118,11 @@ def first_name_match(conn: Connection, name: str) -> str | None:
         .order_by(sp.c.created_at, sp.c.id)
         .limit(1)
     )
-    return conn.execute(stmt).scalar_one_or_none()
+    return sql(tx).execute(stmt).scalar_one_or_none()
 
 
 def list_pools(
-    conn: Connection,
+    tx: Tx,
     *,
     after: tuple[datetime, str] | None,
     limit: int,
@@ -136,23 +136,23 @@ def list_pools(
         stmt = stmt.where(sp.c.node_id == node_id)
     if pool_type is not None:
         stmt = stmt.where(sp.c.type == pool_type)
-    return _rows(conn, stmt.order_by(sp.c.created_at, sp.c.id).limit(limit))
+    return _rows(tx, stmt.order_by(sp.c.created_at, sp.c.id).limit(limit))
 
 
-def update_pool(conn: Connection, pool_id: str, values: dict[str, Any]) -> int:
-    return conn.execute(sp.update().where(sp.c.id == pool_id).values(**values)).rowcount
+def update_pool(tx: Tx, pool_id: str, values: dict[str, Any]) -> int:
+    return sql(tx).execute(sp.update().where(sp.c.id == pool_id).values(**values)).rowcount
 
 
-def count_disks(conn: Connection, pool_id: str) -> int:
+def count_disks(tx: Tx, pool_id: str) -> int:
     stmt = (
         sa.select(sa.func.count())
         .select_from(vm_disks)
         .where(vm_disks.c.storage_pool_id == pool_id)
     )
-    return int(conn.execute(stmt).scalar_one())
+    return int(sql(tx).execute(stmt).scalar_one())
 
 
-def vm_names_on_pool(conn: Connection, pool_id: str, limit: int = 200) -> list[str]:
+def vm_names_on_pool(tx: Tx, pool_id: str, limit: int = 200) -> list[str]:
     stmt = (
         sa.select(vms.c.name)
         .select_from(vms.join(vm_disks, vm_disks.c.vm_id == vms.c.id))
@@ -161,20 +161,20 @@ def vm_names_on_pool(conn: Connection, pool_id: str, limit: int = 200) -> list[s
         .order_by(vms.c.name)
         .limit(limit)
     )
-    return list(conn.execute(stmt).scalars())
+    return list(sql(tx).execute(stmt).scalars())
 
 
-def delete_pool(conn: Connection, pool_id: str) -> int:
-    return conn.execute(sp.delete().where(sp.c.id == pool_id)).rowcount
+def delete_pool(tx: Tx, pool_id: str) -> int:
+    return sql(tx).execute(sp.delete().where(sp.c.id == pool_id)).rowcount
 
 
-def lock_pool(conn: Connection, pool_id: str) -> str | None:
+def lock_pool(tx: Tx, pool_id: str) -> str | None:
     """Lock the row for the rest of the transaction (PostgreSQL); returns its node_id."""
     stmt = sa.select(sp.c.node_id).where(sp.c.id == pool_id).with_for_update()
-    return conn.execute(stmt).scalar_one_or_none()
+    return sql(tx).execute(stmt).scalar_one_or_none()
 
 
-def declared_for_node(conn: Connection, node_id: str) -> list[dict[str, Any]]:
+def declared_for_node(tx: Tx, node_id: str) -> list[dict[str, Any]]:
     stmt = (
         sa.select(
             sp.c.id,
@@ -190,10 +190,10 @@ def declared_for_node(conn: Connection, node_id: str) -> list[dict[str, Any]]:
         .where(sp.c.node_id == node_id)
         .order_by(sp.c.name_lower)
     )
-    return _rows(conn, stmt)
+    return _rows(tx, stmt)
 
 
-def disks_to_check(conn: Connection, node_id: str) -> list[dict[str, Any]]:
+def disks_to_check(tx: Tx, node_id: str) -> list[dict[str, Any]]:
     """The node's made VM disks the agent must find: file known, VM not being deleted."""
     stmt = (
         sa.select(
@@ -211,10 +211,10 @@ def disks_to_check(conn: Connection, node_id: str) -> list[dict[str, Any]]:
         .where(vms.c.phase != "deleting")
         .order_by(vm_disks.c.id)
     )
-    return _rows(conn, stmt)
+    return _rows(tx, stmt)
 
 
-def missing_disk_ids(conn: Connection, node_id: str) -> dict[str, set[str]]:
+def missing_disk_ids(tx: Tx, node_id: str) -> dict[str, set[str]]:
     """pool id -> ids of its disks currently recorded missing (the node's pools)."""
     stmt = (
         sa.select(vm_disks.c.storage_pool_id, vm_disks.c.id)
@@ -222,46 +222,46 @@ def missing_disk_ids(conn: Connection, node_id: str) -> dict[str, set[str]]:
         .where(sp.c.node_id == node_id, vm_disks.c.missing_since.is_not(None))
     )
     out: dict[str, set[str]] = {}
-    for pool_id, disk_id in conn.execute(stmt):
+    for pool_id, disk_id in sql(tx).execute(stmt):
         out.setdefault(pool_id, set()).add(disk_id)
     return out
 
 
 def mark_disks_missing(
-    conn: Connection, pool_id: str, disk_ids: Collection[str], since: datetime | None
+    tx: Tx, pool_id: str, disk_ids: Collection[str], since: datetime | None
 ) -> None:
     """Set (``since``) or clear (None) ``missing_since`` of these disks of the pool."""
     if not disk_ids:
         return
-    conn.execute(
+    sql(tx).execute(
         vm_disks.update()
         .where(vm_disks.c.storage_pool_id == pool_id, vm_disks.c.id.in_(list(disk_ids)))
         .values(missing_since=since)
     )
 
 
-def status_for_node(conn: Connection, node_id: str) -> list[dict[str, Any]]:
+def status_for_node(tx: Tx, node_id: str) -> list[dict[str, Any]]:
     stmt = (
         sa.select(sp.c.id, sp.c.name_lower, ps)
         .select_from(sp.join(ps, ps.c.pool_id == sp.c.id))
         .where(sp.c.node_id == node_id)
     )
-    return _rows(conn, stmt)
+    return _rows(tx, stmt)
 
 
-def update_status(conn: Connection, pool_id: str, values: dict[str, Any]) -> None:
-    conn.execute(ps.update().where(ps.c.pool_id == pool_id).values(**values))
+def update_status(tx: Tx, pool_id: str, values: dict[str, Any]) -> None:
+    sql(tx).execute(ps.update().where(ps.c.pool_id == pool_id).values(**values))
 
 
-def node_ids_with_pools(conn: Connection, pool_ids: Sequence[str]) -> list[str]:
+def node_ids_with_pools(tx: Tx, pool_ids: Sequence[str]) -> list[str]:
     stmt = sa.select(sp.c.node_id).where(sp.c.id.in_(list(pool_ids))).distinct()
-    return list(conn.execute(stmt).scalars())
+    return list(sql(tx).execute(stmt).scalars())
 
 
 # one directory, one pool; node removal (0006) ---------------------------------
 
 
-def paths_on_nodes(conn: Connection, node_ids: Sequence[str]) -> list[dict[str, Any]]:
+def paths_on_nodes(tx: Tx, node_ids: Sequence[str]) -> list[dict[str, Any]]:
     """``id, node_id, name, path`` of every pool on these nodes, oldest first (narrow:
     what the overlap rule needs for a page's nodes, in one query)."""
     ids = sorted(set(node_ids))
@@ -272,12 +272,10 @@ def paths_on_nodes(conn: Connection, node_ids: Sequence[str]) -> list[dict[str, 
         .where(sp.c.node_id.in_(ids))
         .order_by(sp.c.created_at, sp.c.id)
     )
-    return _rows(conn, stmt)
+    return _rows(tx, stmt)
 
 
-def lock_for_delete(
-    conn: Connection, *, node_id: str | None, names: Sequence[str]
-) -> list[dict[str, Any]]:
+def lock_for_delete(tx: Tx, *, node_id: str | None, names: Sequence[str]) -> list[dict[str, Any]]:
     """Lock (PostgreSQL; SQLite holds its write lock already) every pool on
     ``node_id`` and every instance of ``names``, in one statement ordered by id,
     so two deletes never lock in opposite orders. Returns ``id, node_id,
@@ -296,10 +294,10 @@ def lock_for_delete(
         .order_by(sp.c.id)
         .with_for_update()
     )
-    return _rows(conn, stmt)
+    return _rows(tx, stmt)
 
 
-def lock_instances(conn: Connection, name: str, also_id: str | None = None) -> list[dict[str, Any]]:
+def lock_instances(tx: Tx, name: str, also_id: str | None = None) -> list[dict[str, Any]]:
     """Lock every instance named ``name`` (and the row ``also_id``), ordered by id."""
     cond = sp.c.name_lower == name.lower()
     if also_id is not None:
@@ -310,19 +308,19 @@ def lock_instances(conn: Connection, name: str, also_id: str | None = None) -> l
         .order_by(sp.c.id)
         .with_for_update()
     )
-    return _rows(conn, stmt)
+    return _rows(tx, stmt)
 
 
-def count_disks_on_node(conn: Connection, node_id: str) -> int:
+def count_disks_on_node(tx: Tx, node_id: str) -> int:
     stmt = (
         sa.select(sa.func.count())
         .select_from(vm_disks.join(sp, sp.c.id == vm_disks.c.storage_pool_id))
         .where(sp.c.node_id == node_id)
     )
-    return int(conn.execute(stmt).scalar_one())
+    return int(sql(tx).execute(stmt).scalar_one())
 
 
-def vm_names_on_node_pools(conn: Connection, node_id: str, limit: int = 20) -> list[str]:
+def vm_names_on_node_pools(tx: Tx, node_id: str, limit: int = 20) -> list[str]:
     """Names of the VMs whose disks live on the node's pools (first ``limit``, by name)."""
     stmt = (
         sa.select(vms.c.name)
@@ -336,21 +334,21 @@ def vm_names_on_node_pools(conn: Connection, node_id: str, limit: int = 20) -> l
         .order_by(vms.c.name)
         .limit(limit)
     )
-    return list(conn.execute(stmt).scalars())
+    return list(sql(tx).execute(stmt).scalars())
 
 
-def delete_pools(conn: Connection, pool_ids: Sequence[str]) -> int:
+def delete_pools(tx: Tx, pool_ids: Sequence[str]) -> int:
     """Delete these pool rows (their ``pool_status`` rows go by cascade)."""
     ids = list(pool_ids)
     if not ids:
         return 0
-    conn.execute(ps.delete().where(ps.c.pool_id.in_(ids)))
-    return conn.execute(sp.delete().where(sp.c.id.in_(ids))).rowcount
+    sql(tx).execute(ps.delete().where(ps.c.pool_id.in_(ids)))
+    return sql(tx).execute(sp.delete().where(sp.c.id.in_(ids))).rowcount
 
 
-def reinit_identity(conn: Connection, pool_id: str, marker_id: str) -> None:
+def reinit_identity(tx: Tx, pool_id: str, marker_id: str) -> None:
     """Forget the pool's identity: a new marker id, ``create``, status ``pending``."""
-    conn.execute(
+    sql(tx).execute(
         ps.update()
         .where(ps.c.pool_id == pool_id)
         .values(

@@ -20,8 +20,6 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy.engine import Connection
-
 from otherix.api.deps import AgentIdentity, Deps
 from otherix.api.services import defaultpool, secrets
 from otherix.errors import (
@@ -45,7 +43,7 @@ from otherix.models.nodes import (
 )
 from otherix.models.pagination import decode_cursor, split_page
 from otherix.models.validation import looks_like_uuid, validate_node_name
-from otherix.store import UniqueViolation
+from otherix.store import Tx, UniqueViolation
 from otherix.store import nodes as q
 from otherix.store import pools as qp
 from otherix.store import settings as qs
@@ -88,7 +86,7 @@ def node_not_found(name: str) -> str:
     return not_found_message("node", name, "otherix node list")
 
 
-def node_filter_id(conn: Connection, node: str | None) -> str | None:
+def node_filter_id(conn: Tx, node: str | None) -> str | None:
     """A list filter ``?node=`` (name or UUID) -> the node's id; unknown -> 400."""
     if node is None:
         return None
@@ -291,7 +289,7 @@ def provision_default_pool(deps: Deps, name: str) -> DefaultPoolProvisioned:
     return defaultpool.provision(deps, get_node_row(deps, name))
 
 
-def _lock_for_delete(conn: Connection, node_id: str) -> tuple[list[dict[str, Any]], str | None]:
+def _lock_for_delete(conn: Tx, node_id: str) -> tuple[list[dict[str, Any]], str | None]:
     """Lock the node's pools and every instance of the cluster default (one
     statement, id order; the order a VM bind and a pool delete use too), then
     the node row. Re-reads the default after locking: once the node's pools

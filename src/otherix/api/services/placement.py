@@ -26,15 +26,13 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy.engine import Connection
-
 from otherix.api.deps import Deps
 from otherix.api.services import tasks
 from otherix.api.services.nodes import projected_status
 from otherix.models.heartbeat import TaskUpdate
 from otherix.models.validation import looks_like_uuid
 from otherix.models.vms import GIB, Ask, Candidate, Unplaceable, decide
-from otherix.store import ForeignKeyViolation
+from otherix.store import ForeignKeyViolation, Tx
 from otherix.store import nodes as qn
 from otherix.store import pools as qp
 from otherix.store import vms as qv
@@ -238,7 +236,7 @@ def _str(value: object, limit: int) -> str | None:
 
 
 def mark_error(
-    conn: Connection, task: dict[str, Any], error: dict[str, Any], now: datetime, phases: list[str]
+    conn: Tx, task: dict[str, Any], error: dict[str, Any], now: datetime, phases: list[str]
 ) -> None:
     """The task's VM moves to ``error`` (if still in one of ``phases``) with the
     task's error code as the reason."""
@@ -249,14 +247,14 @@ def mark_error(
 
 
 def on_create_running(
-    conn: Connection, deps: Deps, task: dict[str, Any], _update: TaskUpdate, now: datetime
+    conn: Tx, deps: Deps, task: dict[str, Any], _update: TaskUpdate, now: datetime
 ) -> None:
     values = {"phase": "creating", "updated_at": now}
     qv.update_vm(conn, task["resource_id"], values, phases=["pending"])
 
 
 def on_create_success(
-    conn: Connection, deps: Deps, task: dict[str, Any], update: TaskUpdate, now: datetime
+    conn: Tx, deps: Deps, task: dict[str, Any], update: TaskUpdate, now: datetime
 ) -> None:
     result = update.result or {}
     disk = {
@@ -272,7 +270,7 @@ def on_create_success(
 
 
 def on_create_failure(
-    conn: Connection, deps: Deps, task: dict[str, Any], error: dict[str, Any], now: datetime
+    conn: Tx, deps: Deps, task: dict[str, Any], error: dict[str, Any], now: datetime
 ) -> None:
     mark_error(conn, task, error, now, phases=["pending", "creating"])
 

@@ -13,8 +13,6 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy.engine import Connection
-
 from otherix.api.deps import Deps, Principal
 from otherix.api.services import tasks
 from otherix.api.services.heartbeat import pressure_config
@@ -23,6 +21,7 @@ from otherix.errors import Conflict
 from otherix.models.common import AsyncTaskAccepted
 from otherix.models.heartbeat import TaskUpdate
 from otherix.models.pressure import PressureState, next_pressure
+from otherix.store import Tx
 from otherix.store import nodes as qn
 from otherix.store import pools as qp
 
@@ -55,7 +54,7 @@ def request_scan(deps: Deps, principal: Principal, ref: str) -> AsyncTaskAccepte
 
 
 def apply_scan_result(
-    conn: Connection, deps: Deps, task: dict[str, Any], update: TaskUpdate, now: datetime
+    conn: Tx, deps: Deps, task: dict[str, Any], update: TaskUpdate, now: datetime
 ) -> None:
     result = update.result or {}
     capacity, available = result.get("capacity_bytes"), result.get("available_bytes")

@@ -35,8 +35,6 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy.engine import Connection
-
 from otherix.api.deps import AgentIdentity, Deps, Principal
 from otherix.api.services.redaction import redact
 from otherix.errors import Conflict, NotFound, not_found_message
@@ -45,18 +43,19 @@ from otherix.models.heartbeat import TaskUpdate
 from otherix.models.pagination import decode_cursor, split_page
 from otherix.models.tasks import Task
 from otherix.rbac import Permission, Scope
+from otherix.store import Tx
 from otherix.store import nodes as qn
 from otherix.store import tasks as qt
 
 FINAL = ("success", "failed", "cancelled")
 #: type -> handler(conn, deps, task row, update, now) applied when the agent reports success
-ResultHandler = Callable[[Connection, Deps, dict[str, Any], TaskUpdate, datetime], None]
+ResultHandler = Callable[[Tx, Deps, dict[str, Any], TaskUpdate, datetime], None]
 RESULT_HANDLERS: dict[str, ResultHandler] = {}
 #: type -> handler(conn, deps, task row, update, now) applied on each ``running`` report
 RUNNING_HANDLERS: dict[str, ResultHandler] = {}
 #: type -> handler(conn, deps, task row, error, now) applied when the task fails or is
 #: cancelled (``error`` is the task's ``{code, message, ...}``; ``cancelled`` on cancel)
-FailureHandler = Callable[[Connection, Deps, dict[str, Any], dict[str, Any], datetime], None]
+FailureHandler = Callable[[Tx, Deps, dict[str, Any], dict[str, Any], datetime], None]
 FAILURE_HANDLERS: dict[str, FailureHandler] = {}
 #: types that can be cancelled while pending or running
 CANCELLABLE: set[str] = set()
@@ -65,7 +64,7 @@ CANCELLABLE_WHILE_PENDING: set[str] = set()
 
 
 def new_task(
-    conn: Connection,
+    conn: Tx,
     *,
     now: datetime,
     type: str,
@@ -178,7 +177,7 @@ def cancel(deps: Deps, principal: Principal, task_id: str) -> Task:
 
 
 def _run_hooks(
-    conn: Connection,
+    conn: Tx,
     deps: Deps,
     row: dict[str, Any],
     update: TaskUpdate,

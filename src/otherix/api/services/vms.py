@@ -33,8 +33,6 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy.engine import Connection
-
 from otherix.api.deps import Deps, Principal
 from otherix.api.services import defaultpool, placement, tasks
 from otherix.api.services.dryrun import Rehearsal
@@ -64,7 +62,7 @@ from otherix.models.vms import (
     validate_vm_name,
 )
 from otherix.rbac import Permission, Scope
-from otherix.store import StoreError, UniqueViolation
+from otherix.store import StoreError, Tx, UniqueViolation
 from otherix.store import nodes as qn
 from otherix.store import tasks as qt
 from otherix.store import vms as qv
@@ -170,7 +168,7 @@ def _check(body: VMCreate) -> None:
         raise _bad(problem, "pool")
 
 
-def _rehearsed(conn: Connection, principal: Principal, stored: dict[str, Any]) -> VM:
+def _rehearsed(conn: Tx, principal: Principal, stored: dict[str, Any]) -> VM:
     """What a dry run answers: the admitted VM as its first placement attempt
     would leave it (bound to an instance, or pending with the reason), unwritten."""
     choice = decide(placement.ask_of(stored), placement.load_candidates(conn, stored["pool_ref"]))
@@ -238,7 +236,7 @@ def _as_seen(principal: Principal, row: dict[str, Any]) -> dict[str, Any]:
     return {**row, **seen}
 
 
-def _visible_row(principal: Principal, name: str, conn: Connection) -> dict[str, Any]:
+def _visible_row(principal: Principal, name: str, conn: Tx) -> dict[str, Any]:
     row = qv.get_vm_by_name(conn, _vm_name(name))
     owner = _owner_filter(principal)
     if row is None or (owner is not None and row["owner_id"] != owner):
@@ -295,7 +293,7 @@ def list_vms(
     return [vm_view(_as_seen(principal, r)) for r in page], nxt
 
 
-def _cancel(conn: Connection, task_id: str | None, now: datetime, *, any_type: bool) -> None:
+def _cancel(conn: Tx, task_id: str | None, now: datetime, *, any_type: bool) -> None:
     """Cancel the VM's pending vm.create (``any_type``: any unfinished task)."""
     task = qt.get_task(conn, task_id) if task_id else None
     if task is None or task["status"] in tasks.FINAL:
@@ -358,13 +356,13 @@ def delete(deps: Deps, principal: Principal, name: str) -> AsyncTaskAccepted | N
 
 
 def on_delete_success(
-    conn: Connection, deps: Deps, task: dict[str, Any], _update: TaskUpdate, now: datetime
+    conn: Tx, deps: Deps, task: dict[str, Any], _update: TaskUpdate, now: datetime
 ) -> None:
     qv.delete_vm(conn, task["resource_id"])
 
 
 def on_delete_failure(
-    conn: Connection, deps: Deps, task: dict[str, Any], error: dict[str, Any], now: datetime
+    conn: Tx, deps: Deps, task: dict[str, Any], error: dict[str, Any], now: datetime
 ) -> None:
     placement.mark_error(conn, task, error, now, phases=["deleting"])
 
