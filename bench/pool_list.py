@@ -23,7 +23,8 @@ import sqlalchemy as sa
 from bench.common import headline, machine, seed_nodes, start_control_plane, summary, table
 from otherix.models.pagination import encode_cursor
 from otherix.store import Database
-from otherix.store import pools as qp
+from otherix.store import pools as store_pools
+from otherix.store.pools import store as qp
 from otherix.store.schema import storage_pools
 from otherix.store.tx import sql
 
@@ -70,7 +71,7 @@ def run_size(total: int, samples: int, limit: int) -> dict[str, Any]:
                     raw.append(time.perf_counter() - t)
                     t = time.perf_counter()
                     sql(conn).execute(  # the same query, paged with OFFSET instead of a key
-                        qp._select()
+                        store_pools._select()
                         .order_by(storage_pools.c.created_at, storage_pools.c.id)
                         .offset(d)
                         .limit(limit + 1)

@@ -32,10 +32,10 @@ from apihelpers import (
 
 from otherix.store import Database, Tx
 from otherix.store import nodes as qn
-from otherix.store import pools as qp
 from otherix.store import tasks as qt
 from otherix.store import vms as qv
 from otherix.store.migrate import alembic_config, current_revision
+from otherix.store.pools import store as qp
 from support.hostile import LONE, broken, nested, views
 
 BAD_URL = f"http://images.invalid/{LONE}.img"

@@ -3,6 +3,7 @@ SQLite always, PostgreSQL when ``OTHERIX_TEST_POSTGRES_URL`` is set)."""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import uuid
 from collections.abc import Iterator
@@ -24,11 +25,12 @@ from otherix.store import (
     schema,
 )
 from otherix.store import nodes as qn
-from otherix.store import pools as qp
 from otherix.store import settings as qs
 from otherix.store import tasks as qt
 from otherix.store import users as qu
 from otherix.store.migrate import alembic_config, current_revision, upgrade
+from otherix.store.pools import store as qp
+from otherix.store.ports.pools import NewPool, PoolRef, PoolRow
 from otherix.store.tx import sql
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
@@ -93,17 +95,15 @@ def add_pool(
     with db.write() as conn:
         qp.insert_pool(
             conn,
-            {
-                "id": pid,
-                "node_id": node_id,
-                "name": name,
-                "name_lower": name.lower(),
-                "type": "local_dir",
-                "path": f"/var/lib/otherix/pools/{name}",
-                "config": {"k": [1, 2]},
-                "created_at": at,
-                "updated_at": at,
-            },
+            NewPool(
+                id=pid,
+                node_id=node_id,
+                name=name,
+                type="local_dir",
+                path=f"/var/lib/otherix/pools/{name}",
+                config={"k": [1, 2]},
+                created_at=at,
+            ),
         )
     return pid
 
@@ -418,13 +418,13 @@ def test_pool_names_are_unique_per_node_case_insensitively(db):
     with db.read() as conn:
         row = qp.get_pool(conn, p1)
         rows = qp.get_pools_by_name(conn, "FaSt")
-    assert row["name"] == "Fast"
-    assert row["config"] == {"k": [1, 2]}
-    assert row["reconciliation_status"] == "pending"
-    assert row["images"] == []
-    assert row["node_name"] == "n1"
-    assert row["node_liveness"] == "ready"
-    assert [r["node_name"] for r in rows] == ["n1", "n2"]
+    assert row.name == "Fast"
+    assert row.config == {"k": [1, 2]}
+    assert row.reconciliation_status == "pending"
+    assert row.images == []
+    assert row.node_name == "n1"
+    assert row.node_liveness == "ready"
+    assert [r.node_name for r in rows] == ["n1", "n2"]
 
 
 def test_a_pool_with_disks_cannot_be_deleted(db):
@@ -477,15 +477,15 @@ def test_list_pools_is_keyset_ordered_by_created_at_then_id(db):
     while True:
         with db.read() as conn:
             page = qp.list_pools(conn, after=after, limit=4)
-        got += [(r["created_at"], r["id"]) for r in page]
+        got += [(r.created_at, r.id) for r in page]
         if len(page) < 4:
             break
-        after = (page[-1]["created_at"], page[-1]["id"])
+        after = (page[-1].created_at, page[-1].id)
     assert got == expected
     with db.read() as conn:
         only = qp.list_pools(conn, after=None, limit=50, node_id=nid, pool_type="local_dir")
         none = qp.list_pools(conn, after=None, limit=50, pool_type="nfs")
-    assert [r["id"] for r in only] == [pid for _, pid in expected if pid in on_nid]
+    assert [r.id for r in only] == [pid for _, pid in expected if pid in on_nid]
     assert len(only) == 4
     assert none == []
 
@@ -516,10 +516,10 @@ def test_pool_status_updates_and_declared_state(db):
         )
     with db.read() as conn:
         declared = qp.declared_for_node(conn, nid)
-        status = {r["name_lower"]: r for r in qp.status_for_node(conn, nid)}
-    assert [d["name"] for d in declared] == ["A-pool", "b-pool"]
-    assert status["b-pool"]["reconciliation_status"] == "ready"
-    assert status["b-pool"]["capacity_bytes"] == 10
+        status = {r.name_lower: r for r in qp.status_for_node(conn, nid)}
+    assert [d.name for d in declared] == ["A-pool", "b-pool"]
+    assert status["b-pool"].reconciliation_status == "ready"
+    assert status["b-pool"].capacity_bytes == 10
 
 
 # settings, idempotency, tasks -----------------------------------------------------------------
@@ -654,3 +654,16 @@ def test_an_unreachable_database_is_store_unavailable():
             pass
     finally:
         db.close()
+
+
+def test_pool_rows_are_frozen_and_typed(db):
+    nid = add_node(db, "frozen")
+    pid = add_pool(db, nid, "cold")
+    with db.read() as conn:
+        row = db.pools.get_pool(conn, pid)
+        refs = db.pools.paths_on_nodes(conn, [nid])
+    assert isinstance(row, PoolRow)
+    assert (row.id, row.node_id, row.vm_disks_total, row.pressure_count) == (pid, nid, 0, 0)
+    assert refs == [PoolRef(pid, nid, "cold", "cold", "/var/lib/otherix/pools/cold")]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        row.name = "warm"  # type: ignore[misc]

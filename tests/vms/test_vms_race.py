@@ -18,8 +18,8 @@ from test_vms_helpers import add_pool, create_vm, get_vm, place, ready_node
 
 from otherix.api.services import placement, pools
 from otherix.errors import Conflict
-from otherix.store import pools as qp
 from otherix.store import vms as qv
+from otherix.store.pools import store as qp
 from otherix.store.schema import storage_pools, tasks, vm_disks, vms
 from otherix.store.tx import sql
 

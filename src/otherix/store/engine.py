@@ -41,6 +41,8 @@ from sqlalchemy.engine import Connection, Engine
 
 from otherix.store import jsontext
 from otherix.store.errors import StoreError, StoreLost, StoreUnavailable, translate
+from otherix.store.pools import store as pool_store
+from otherix.store.ports.pools import PoolStore
 from otherix.store.tx import Tx, sql
 
 _WRITE = "otherix_write"
@@ -182,7 +184,8 @@ def _translated(exc: Exception) -> StoreError:
 
 
 class Database:
-    """An engine plus the two transaction shapes every caller uses."""
+    """An engine plus the two transaction shapes every caller uses, and the
+    aggregate stores (``pools``, ...) a composition root hands to services."""
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -198,6 +201,7 @@ class Database:
         self.backend = self.engine.dialect.name
         self._lost: str | None = None
         self._lost_lock = threading.Lock()
+        self.pools: PoolStore = pool_store
 
     @property
     def lost(self) -> str | None:

@@ -39,8 +39,9 @@ from otherix.models.overlap import PoolPath, first_overlap
 from otherix.models.pools import DefaultPool
 from otherix.models.validation import default_pool_path, pool_path_allowed, validate_pool_name
 from otherix.store import nodes as qn
-from otherix.store import pools as qp
 from otherix.store import settings as qs
+from otherix.store.pools import store as qp
+from otherix.store.ports.pools import NewPool
 
 log = logging.getLogger(__name__)
 
@@ -120,10 +121,7 @@ def _run(deps: Deps, conn: Any, node: dict[str, Any], plan: _Plan) -> DefaultPoo
         return DefaultPoolProvisioned(**result, outcome=plan.outcome, message=plan.message)
     assert plan.name is not None
     assert plan.path is not None
-    existing = [
-        PoolPath(str(r["id"]), str(r["name"]), str(r["path"]))
-        for r in qp.paths_on_nodes(conn, [node_id])
-    ]
+    existing = [PoolPath(r.id, r.name, r.path) for r in qp.paths_on_nodes(conn, [node_id])]
     same = next((p for p in existing if p.name.lower() == plan.name.lower()), None)
     if same is not None:
         message = (
@@ -150,17 +148,15 @@ def _run(deps: Deps, conn: Any, node: dict[str, Any], plan: _Plan) -> DefaultPoo
     pool_id = str(uuid.uuid4())
     qp.insert_pool(
         conn,
-        {
-            "id": pool_id,
-            "node_id": node_id,
-            "name": plan.name,
-            "name_lower": plan.name.lower(),
-            "type": "local_dir",
-            "path": plan.path,
-            "config": {},
-            "created_at": now,
-            "updated_at": now,
-        },
+        NewPool(
+            id=pool_id,
+            node_id=node_id,
+            name=plan.name,
+            type="local_dir",
+            path=plan.path,
+            config={},
+            created_at=now,
+        ),
     )
     qn.bump_revision(conn, node_id)
     created = {"id": pool_id, "name": plan.name, "path": plan.path}

@@ -45,8 +45,9 @@ from otherix.models.pagination import decode_cursor, split_page
 from otherix.models.validation import looks_like_uuid, validate_node_name
 from otherix.store import Tx, UniqueViolation
 from otherix.store import nodes as q
-from otherix.store import pools as qp
 from otherix.store import settings as qs
+from otherix.store.pools import store as qp
+from otherix.store.ports.pools import PoolRef
 
 
 def projected_status(row: dict[str, Any]) -> str:
@@ -289,7 +290,7 @@ def provision_default_pool(deps: Deps, name: str) -> DefaultPoolProvisioned:
     return defaultpool.provision(deps, get_node_row(deps, name))
 
 
-def _lock_for_delete(conn: Tx, node_id: str) -> tuple[list[dict[str, Any]], str | None]:
+def _lock_for_delete(conn: Tx, node_id: str) -> tuple[list[PoolRef], str | None]:
     """Lock the node's pools and every instance of the cluster default (one
     statement, id order; the order a VM bind and a pool delete use too), then
     the node row. Re-reads the default after locking: once the node's pools
@@ -313,11 +314,11 @@ def delete_node(deps: Deps, name: str) -> NodeDeleted:
     now = deps.clock.now()
     with deps.db.write() as conn:
         locked, default = _lock_for_delete(conn, row["id"])
-        mine = [r for r in locked if r["node_id"] == row["id"]]
+        mine = [r for r in locked if r.node_id == row["id"]]
         if not q.lock_node(conn, row["id"]):
             raise NotFound(node_not_found(name), {"node": name})
-        current = {r["id"] for r in qp.paths_on_nodes(conn, [row["id"]])}
-        if current != {r["id"] for r in mine}:
+        current = {r.id for r in qp.paths_on_nodes(conn, [row["id"]])}
+        if current != {r.id for r in mine}:
             raise Conflict(
                 f"pools were created on node {row['name']} while it was being deleted; "
                 "retry the delete"
@@ -337,14 +338,14 @@ def delete_node(deps: Deps, name: str) -> NodeDeleted:
             )
         if default is not None:
             lowered = default.lower()
-            others = [r for r in locked if r["name_lower"] == lowered and r["node_id"] != row["id"]]
-            if not others and any(r["name_lower"] == lowered for r in mine):
+            others = [r for r in locked if r.name_lower == lowered and r.node_id != row["id"]]
+            if not others and any(r.name_lower == lowered for r in mine):
                 raise Conflict(
                     f"node {row['name']} holds the last instance of the cluster default pool: "
                     + defaultpool.last_default_message(default),
                     {"reason": "default_pool_in_use", "name": default},
                 )
-        qp.delete_pools(conn, [r["id"] for r in mine])
+        qp.delete_pools(conn, [r.id for r in mine])
         q.soft_delete(conn, row["id"], now)
     deps.hub.publish([row["id"]])
     return NodeDeleted.model_validate(
@@ -352,8 +353,8 @@ def delete_node(deps: Deps, name: str) -> NodeDeleted:
             "id": row["id"],
             "name": row["name"],
             "deleted_pools": [
-                {"id": r["id"], "name": r["name"], "path": r["path"]}
-                for r in sorted(mine, key=lambda r: (r["name_lower"], r["id"]))
+                {"id": r.id, "name": r.name, "path": r.path}
+                for r in sorted(mine, key=lambda r: (r.name_lower, r.id))
             ],
         }
     )

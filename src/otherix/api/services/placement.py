@@ -34,8 +34,9 @@ from otherix.models.validation import looks_like_uuid
 from otherix.models.vms import GIB, Ask, Candidate, Unplaceable, decide
 from otherix.store import ForeignKeyViolation, Tx
 from otherix.store import nodes as qn
-from otherix.store import pools as qp
 from otherix.store import vms as qv
+from otherix.store.pools import store as qp
+from otherix.store.ports.pools import PoolRow
 
 log = logging.getLogger(__name__)
 
@@ -53,23 +54,23 @@ _LOCK = threading.Lock()
 # I/O: candidates, binding, recording -------------------------------------------------------
 
 
-def _candidate(row: dict[str, Any], arch: str | None) -> Candidate:
+def _candidate(row: PoolRow, arch: str | None) -> Candidate:
     effective = None
-    if row["available_bytes"] is not None:
-        effective = max(0, row["available_bytes"] - int(row["committed_gib"] or 0) * GIB)
-    orphaned = row["node_deleted_at"] is not None
-    since = row["pressure_since"]
+    if row.available_bytes is not None:
+        effective = max(0, row.available_bytes - row.committed_gib * GIB)
+    orphaned = row.node_deleted_at is not None
+    since = row.pressure_since
     return Candidate(
-        pool_id=row["id"],
-        pool_name=row["name"],
-        pool_path=row["path"],
-        node_id=row["node_id"],
-        node=row["node_name"],
+        pool_id=row.id,
+        pool_name=row.name,
+        pool_path=row.path,
+        node_id=row.node_id,
+        node=row.node_name,
         node_status="gone"
         if orphaned
-        else projected_status({"status": row["node_liveness"], "cordoned": row["node_cordoned"]}),
+        else projected_status({"status": row.node_liveness, "cordoned": row.node_cordoned}),
         architecture=arch,
-        reconciliation_status=row["reconciliation_status"],
+        reconciliation_status=row.reconciliation_status,
         pressure_since=since.isoformat().replace("+00:00", "Z") if since else None,
         effective_bytes=effective,
     )
@@ -81,8 +82,8 @@ def load_candidates(conn: Any, pool_ref: str) -> list[Candidate]:
         rows = [row] if row else []
     else:
         rows = qp.get_pools_by_name(conn, pool_ref)
-    archs = qv.node_architectures(conn, (r["node_id"] for r in rows))
-    return [_candidate(r, archs.get(r["node_id"])) for r in rows]
+    archs = qv.node_architectures(conn, (r.node_id for r in rows))
+    return [_candidate(r, archs.get(r.node_id)) for r in rows]
 
 
 def ask_of(vm: dict[str, Any]) -> Ask:

@@ -23,7 +23,7 @@ from otherix.models.heartbeat import TaskUpdate
 from otherix.models.pressure import PressureState, next_pressure
 from otherix.store import Tx
 from otherix.store import nodes as qn
-from otherix.store import pools as qp
+from otherix.store.pools import store as qp
 
 SCANNABLE = ("pending", "ready")
 TYPE = "storage_pool.scan"
@@ -31,25 +31,23 @@ TYPE = "storage_pool.scan"
 
 def request_scan(deps: Deps, principal: Principal, ref: str) -> AsyncTaskAccepted:
     pool = resolve_one(deps, ref)
-    if pool["node_deleted_at"] is not None:
+    if pool.node_deleted_at is not None:
         raise Conflict("owning node is gone", {"current_status": "gone"})
-    if pool["node_liveness"] not in SCANNABLE:
-        raise Conflict(
-            "node is not in a scannable state", {"current_status": pool["node_liveness"]}
-        )
+    if pool.node_liveness not in SCANNABLE:
+        raise Conflict("node is not in a scannable state", {"current_status": pool.node_liveness})
     with deps.db.write() as conn:
         task_id = tasks.new_task(
             conn,
             now=deps.clock.now(),
             type=TYPE,
             resource_type="storage_pool",
-            resource_id=pool["id"],
-            node_id=pool["node_id"],
-            args={"pool": pool["name"], "path": pool["path"]},
+            resource_id=pool.id,
+            node_id=pool.node_id,
+            args={"pool": pool.name, "path": pool.path},
             created_by=principal.user_id,
         )
-        qn.bump_revision(conn, pool["node_id"])
-    deps.hub.publish([pool["node_id"]])
+        qn.bump_revision(conn, pool.node_id)
+    deps.hub.publish([pool.node_id])
     return tasks.accepted(task_id)
 
 
@@ -64,7 +62,7 @@ def apply_scan_result(
     if row is None:
         return
     state, _ = next_pressure(
-        PressureState(row["pressure_since"], row["pressure_count"]),
+        PressureState(row.pressure_since, row.pressure_count),
         available,
         capacity,
         pressure_config(deps),
@@ -72,7 +70,7 @@ def apply_scan_result(
     )
     qp.update_status(
         conn,
-        row["id"],
+        row.id,
         {
             "capacity_bytes": capacity,
             "available_bytes": available,
