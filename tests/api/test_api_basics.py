@@ -16,8 +16,8 @@ from apihelpers import assert_error, http, join_node, pool_body
 
 from otherix import __version__
 from otherix.api.clock import FakeClock
-from otherix.store import idempotency as qi
 from otherix.store import settings as qs
+from otherix.store.idempotency import store as qi
 from otherix.store.pools import store as qp
 from otherix.store.ports.pools import NewPool
 

@@ -30,6 +30,7 @@ from otherix.store import tasks as qt
 from otherix.store import users as qu
 from otherix.store.migrate import alembic_config, current_revision, upgrade
 from otherix.store.pools import store as qp
+from otherix.store.ports.idempotency import IdempotencyRow
 from otherix.store.ports.pools import NewPool, PoolRef, PoolRow
 from otherix.store.tx import sql
 
@@ -667,3 +668,38 @@ def test_pool_rows_are_frozen_and_typed(db):
     assert refs == [PoolRef(pid, nid, "cold", "cold", "/var/lib/otherix/pools/cold")]
     with pytest.raises(dataclasses.FrozenInstanceError):
         row.name = "warm"  # type: ignore[misc]
+
+
+def test_idempotency_claims_are_touched_only_by_their_token(db):
+    store = db.idempotency
+    with db.write() as conn:
+        store.insert_claim(conn, "user:u", "k", "hash", "token-a", T0)
+    with db.write() as conn:
+        assert not store.complete(
+            conn,
+            "user:u",
+            "k",
+            "token-b",
+            status_code=201,
+            content_type="x",
+            body=b"",
+            withheld=None,
+        )
+        assert not store.release(conn, "user:u", "k", "token-b")
+        assert store.complete(
+            conn,
+            "user:u",
+            "k",
+            "token-a",
+            status_code=201,
+            content_type="application/json",
+            body=b"{}",
+            withheld="token",
+        )
+    with db.read() as conn:
+        row = store.get(conn, "user:u", "k")
+    assert row == IdempotencyRow("user:u", "k", "hash", 201, "application/json", b"{}", "token", T0)
+    with db.write() as conn:
+        assert not store.release(conn, "user:u", "k", "token-a")  # answered: no longer a claim
+        store.delete(conn, "user:u", "k")
+        assert store.get(conn, "user:u", "k") is None

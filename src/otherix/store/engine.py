@@ -41,7 +41,9 @@ from sqlalchemy.engine import Connection, Engine
 
 from otherix.store import jsontext
 from otherix.store.errors import StoreError, StoreLost, StoreUnavailable, translate
+from otherix.store.idempotency import store as idempotency_store
 from otherix.store.pools import store as pool_store
+from otherix.store.ports.idempotency import IdempotencyStore
 from otherix.store.ports.pools import PoolStore
 from otherix.store.tx import Tx, sql
 
@@ -202,6 +204,7 @@ class Database:
         self._lost: str | None = None
         self._lost_lock = threading.Lock()
         self.pools: PoolStore = pool_store
+        self.idempotency: IdempotencyStore = idempotency_store
 
     @property
     def lost(self) -> str | None:
