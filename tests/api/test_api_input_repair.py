@@ -32,10 +32,10 @@ from apihelpers import (
 
 from otherix.store import Database, Tx
 from otherix.store import nodes as qn
-from otherix.store import tasks as qt
 from otherix.store import vms as qv
 from otherix.store.migrate import alembic_config, current_revision
 from otherix.store.pools import store as qp
+from otherix.store.tasks import store as qt
 from support.hostile import LONE, broken, nested, views
 
 BAD_URL = f"http://images.invalid/{LONE}.img"
@@ -99,7 +99,7 @@ def write_bad_rows(url: str, ids: dict[str, Any]) -> None:
             qv.update_vm(conn, ids["vm"], {"spec": {**vm["spec"], "image_url": BAD_URL}})
             task = qt.get_task(conn, ids["task"])
             assert task is not None
-            qt.update_task(conn, ids["task"], {"args": {**task["args"], "image_url": BAD_URL}})
+            qt.update_task(conn, ids["task"], {"args": {**task.args, "image_url": BAD_URL}})
             qn.update_observed(conn, ids["node-b"].id, {"capabilities": {"k": f"a{LONE}"}})
             image = {"name": f"{LONE}.img", "sha256": "0" * 64, "size_bytes": 1, "format": "raw"}
             qp.update_status(

@@ -26,12 +26,13 @@ from otherix.store import (
 )
 from otherix.store import nodes as qn
 from otherix.store import settings as qs
-from otherix.store import tasks as qt
 from otherix.store import users as qu
 from otherix.store.migrate import alembic_config, current_revision, upgrade
 from otherix.store.pools import store as qp
 from otherix.store.ports.idempotency import IdempotencyRow
 from otherix.store.ports.pools import NewPool, PoolRef, PoolRow
+from otherix.store.ports.tasks import NewTask
+from otherix.store.tasks import store as qt
 from otherix.store.tx import sql
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
@@ -597,22 +598,27 @@ def test_task_updates_are_conditional_on_status(db):
     with db.write() as conn:
         qt.insert_task(
             conn,
-            {
-                "id": tid,
-                "type": "storage_pool.scan",
-                "status": "pending",
-                "args": {},
-                "node_id": "n",
-                "created_at": T0,
-            },
+            NewTask(
+                id=tid,
+                type="storage_pool.scan",
+                resource_type="storage_pool",
+                resource_id=new_id(),
+                node_id="n",
+                args={},
+                max_attempts=25,
+                created_by=None,
+                created_at=T0,
+            ),
         )
     with db.write() as conn:
         assert qt.update_task(conn, tid, {"status": "success"}, only_if_status=["pending"]) == 1
         assert qt.update_task(conn, tid, {"status": "failed"}, only_if_status=["pending"]) == 0
-        assert qt.get_task(conn, tid)["status"] == "success"
+        task = qt.get_task(conn, tid)
+        assert task is not None
+        assert (task.status, task.progress, task.attempts, task.node_id) == ("success", 0, 0, "n")
         assert qt.pending_for_node(conn, "n") == []
         assert [
-            t["id"]
+            t.id
             for t in qt.list_tasks(conn, after=None, limit=5, filters={"type": "storage_pool.scan"})
         ] == [tid]
 

@@ -45,6 +45,8 @@ from otherix.store.idempotency import store as idempotency_store
 from otherix.store.pools import store as pool_store
 from otherix.store.ports.idempotency import IdempotencyStore
 from otherix.store.ports.pools import PoolStore
+from otherix.store.ports.tasks import TaskStore
+from otherix.store.tasks import store as task_store
 from otherix.store.tx import Tx, sql
 
 _WRITE = "otherix_write"
@@ -205,6 +207,7 @@ class Database:
         self._lost_lock = threading.Lock()
         self.pools: PoolStore = pool_store
         self.idempotency: IdempotencyStore = idempotency_store
+        self.tasks: TaskStore = task_store
 
     @property
     def lost(self) -> str | None:

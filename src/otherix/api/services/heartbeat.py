@@ -42,7 +42,6 @@ from otherix.models.heartbeat import (
 )
 from otherix.models.pressure import PressureConfig, PressureState, next_pressure
 from otherix.store import nodes as qn
-from otherix.store import tasks as qt
 from otherix.store.pools import store as qp
 from otherix.store.ports import JSONValue
 from otherix.store.ports.pools import (
@@ -51,6 +50,7 @@ from otherix.store.ports.pools import (
     PoolStatusChange,
     PoolStatusRow,
 )
+from otherix.store.tasks import store as qt
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ def desired_state(deps: Deps, node_id: str, revision: int | None = None) -> Desi
     state = DesiredState(
         revision=revision,
         declared_pools=_declared(deps, declared, disks),
-        tasks=[AgentTask.model_validate(t) for t in pending],
+        tasks=[AgentTask(id=t.id, type=t.type, args=t.args) for t in pending],
     )
     deps.desired_cache[node_id] = (revision, state)
     return state

@@ -37,6 +37,7 @@ from otherix.store import nodes as qn
 from otherix.store import vms as qv
 from otherix.store.pools import store as qp
 from otherix.store.ports.pools import PoolRow
+from otherix.store.ports.tasks import TaskRow
 
 log = logging.getLogger(__name__)
 
@@ -237,25 +238,25 @@ def _str(value: object, limit: int) -> str | None:
 
 
 def mark_error(
-    conn: Tx, task: dict[str, Any], error: dict[str, Any], now: datetime, phases: list[str]
+    conn: Tx, task: TaskRow, error: dict[str, Any], now: datetime, phases: list[str]
 ) -> None:
     """The task's VM moves to ``error`` (if still in one of ``phases``) with the
     task's error code as the reason."""
     code = _str(error.get("code"), 64) or "internal"
-    message = str(error.get("message") or f"{task['type']} failed")
+    message = str(error.get("message") or f"{task.type} failed")
     values = {"phase": "error", "reason": code, "message": message, "updated_at": now}
-    qv.update_vm(conn, task["resource_id"], values, phases=phases)
+    qv.update_vm(conn, task.resource_id or "", values, phases=phases)
 
 
 def on_create_running(
-    conn: Tx, deps: Deps, task: dict[str, Any], _update: TaskUpdate, now: datetime
+    conn: Tx, deps: Deps, task: TaskRow, _update: TaskUpdate, now: datetime
 ) -> None:
     values = {"phase": "creating", "updated_at": now}
-    qv.update_vm(conn, task["resource_id"], values, phases=["pending"])
+    qv.update_vm(conn, task.resource_id or "", values, phases=["pending"])
 
 
 def on_create_success(
-    conn: Tx, deps: Deps, task: dict[str, Any], update: TaskUpdate, now: datetime
+    conn: Tx, deps: Deps, task: TaskRow, update: TaskUpdate, now: datetime
 ) -> None:
     result = update.result or {}
     disk = {
@@ -265,13 +266,13 @@ def on_create_success(
         "image_sha256": _str(result.get("image_sha256"), 64),
         "updated_at": now,
     }
-    qv.update_root_disk(conn, task["resource_id"], disk)
+    qv.update_root_disk(conn, task.resource_id or "", disk)
     values = {"phase": "stopped", "reason": None, "message": None, "updated_at": now}
-    qv.update_vm(conn, task["resource_id"], values, phases=["pending", "creating"])
+    qv.update_vm(conn, task.resource_id or "", values, phases=["pending", "creating"])
 
 
 def on_create_failure(
-    conn: Tx, deps: Deps, task: dict[str, Any], error: dict[str, Any], now: datetime
+    conn: Tx, deps: Deps, task: TaskRow, error: dict[str, Any], now: datetime
 ) -> None:
     mark_error(conn, task, error, now, phases=["pending", "creating"])
 

@@ -11,7 +11,6 @@ is needed (docs/architecture.md).
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 from otherix.api.deps import Deps, Principal
 from otherix.api.services import tasks
@@ -24,6 +23,7 @@ from otherix.models.pressure import PressureState, next_pressure
 from otherix.store import Tx
 from otherix.store import nodes as qn
 from otherix.store.pools import store as qp
+from otherix.store.ports.tasks import TaskRow
 
 SCANNABLE = ("pending", "ready")
 TYPE = "storage_pool.scan"
@@ -52,13 +52,13 @@ def request_scan(deps: Deps, principal: Principal, ref: str) -> AsyncTaskAccepte
 
 
 def apply_scan_result(
-    conn: Tx, deps: Deps, task: dict[str, Any], update: TaskUpdate, now: datetime
+    conn: Tx, deps: Deps, task: TaskRow, update: TaskUpdate, now: datetime
 ) -> None:
     result = update.result or {}
     capacity, available = result.get("capacity_bytes"), result.get("available_bytes")
     if not isinstance(capacity, int) or not isinstance(available, int):
         return
-    row = qp.get_pool(conn, task["resource_id"])
+    row = qp.get_pool(conn, task.resource_id or "")
     if row is None:
         return
     state, _ = next_pressure(

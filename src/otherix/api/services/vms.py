@@ -64,8 +64,9 @@ from otherix.models.vms import (
 from otherix.rbac import Permission, Scope
 from otherix.store import StoreError, Tx, UniqueViolation
 from otherix.store import nodes as qn
-from otherix.store import tasks as qt
 from otherix.store import vms as qv
+from otherix.store.ports.tasks import TaskChange, TaskRow
+from otherix.store.tasks import store as qt
 
 log = logging.getLogger(__name__)
 
@@ -296,12 +297,15 @@ def list_vms(
 def _cancel(conn: Tx, task_id: str | None, now: datetime, *, any_type: bool) -> None:
     """Cancel the VM's pending vm.create (``any_type``: any unfinished task)."""
     task = qt.get_task(conn, task_id) if task_id else None
-    if task is None or task["status"] in tasks.FINAL:
+    if task is None or task.status in tasks.FINAL:
         return
-    if any_type or (task["type"] == placement.CREATE and task["status"] == "pending"):
-        error = {"code": "cancelled", "message": "the VM was deleted"}
-        values = {"status": "cancelled", "error": error, "finished_at": now}
-        qt.update_task(conn, task["id"], values, only_if_status=["pending", "running"])
+    if any_type or (task.type == placement.CREATE and task.status == "pending"):
+        values: TaskChange = {
+            "status": "cancelled",
+            "error": {"code": "cancelled", "message": "the VM was deleted"},
+            "finished_at": now,
+        }
+        qt.update_task(conn, task.id, values, only_if_status=["pending", "running"])
 
 
 def delete(deps: Deps, principal: Principal, name: str) -> AsyncTaskAccepted | None:
@@ -321,9 +325,9 @@ def delete(deps: Deps, principal: Principal, name: str) -> AsyncTaskAccepted | N
             qv.delete_vm(conn, vm["id"])
             return None
         current = qt.get_task(conn, vm["task_id"]) if vm["task_id"] else None
-        if vm["phase"] == "deleting" and current and current["status"] not in tasks.FINAL:
+        if vm["phase"] == "deleting" and current and current.status not in tasks.FINAL:
             return AsyncTaskAccepted.model_validate(
-                {**tasks.accepted(current["id"]).model_dump(), "status": current["status"]}
+                {**tasks.accepted(current.id).model_dump(), "status": current.status}
             )
         _cancel(conn, vm["task_id"], now, any_type=False)  # placed since the first read
         disk = next(iter(qv.disks_for_vm(conn, vm["id"])), None)
@@ -356,13 +360,13 @@ def delete(deps: Deps, principal: Principal, name: str) -> AsyncTaskAccepted | N
 
 
 def on_delete_success(
-    conn: Tx, deps: Deps, task: dict[str, Any], _update: TaskUpdate, now: datetime
+    conn: Tx, deps: Deps, task: TaskRow, _update: TaskUpdate, now: datetime
 ) -> None:
-    qv.delete_vm(conn, task["resource_id"])
+    qv.delete_vm(conn, task.resource_id or "")
 
 
 def on_delete_failure(
-    conn: Tx, deps: Deps, task: dict[str, Any], error: dict[str, Any], now: datetime
+    conn: Tx, deps: Deps, task: TaskRow, error: dict[str, Any], now: datetime
 ) -> None:
     placement.mark_error(conn, task, error, now, phases=["deleting"])
 
