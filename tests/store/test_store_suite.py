@@ -29,6 +29,7 @@ from otherix.store import settings as qs
 from otherix.store import users as qu
 from otherix.store.migrate import alembic_config, current_revision, upgrade
 from otherix.store.pools import store as qp
+from otherix.store.ports.events import EventRow
 from otherix.store.ports.idempotency import IdempotencyRow
 from otherix.store.ports.pools import NewPool, PoolRef, PoolRow
 from otherix.store.ports.tasks import NewTask
@@ -709,3 +710,28 @@ def test_idempotency_claims_are_touched_only_by_their_token(db):
         assert not store.release(conn, "user:u", "k", "token-a")  # answered: no longer a claim
         store.delete(conn, "user:u", "k")
         assert store.get(conn, "user:u", "k") is None
+
+
+def test_node_events_are_bounded_and_read_oldest_first(db):
+    nid = add_node(db, "eventful")
+    with db.write() as conn:
+        for i in range(4):
+            db.events.add_event(
+                conn,
+                nid,
+                type_="normal",
+                reason=f"r{i}",
+                message=f"m{i}",
+                details={"i": i},
+                now=T0 + timedelta(seconds=i),
+                keep=3,
+            )
+    with db.read() as conn:
+        events = db.events.list_events(conn, nid)
+    assert [(e.reason, e.details, e.node_id) for e in events] == [
+        ("r1", {"i": 1}, nid),
+        ("r2", {"i": 2}, nid),
+        ("r3", {"i": 3}, nid),
+    ]
+    assert isinstance(events[0], EventRow)
+    assert events[-1].created_at == T0 + timedelta(seconds=3)

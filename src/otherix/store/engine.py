@@ -41,8 +41,10 @@ from sqlalchemy.engine import Connection, Engine
 
 from otherix.store import jsontext
 from otherix.store.errors import StoreError, StoreLost, StoreUnavailable, translate
+from otherix.store.events import store as event_store
 from otherix.store.idempotency import store as idempotency_store
 from otherix.store.pools import store as pool_store
+from otherix.store.ports.events import EventStore
 from otherix.store.ports.idempotency import IdempotencyStore
 from otherix.store.ports.pools import PoolStore
 from otherix.store.ports.tasks import TaskStore
@@ -208,6 +210,7 @@ class Database:
         self.pools: PoolStore = pool_store
         self.idempotency: IdempotencyStore = idempotency_store
         self.tasks: TaskStore = task_store
+        self.events: EventStore = event_store
 
     @property
     def lost(self) -> str | None:

@@ -18,13 +18,12 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from otherix.store.schema import join_tokens, node_events, node_observed, node_rejoin_tokens, nodes
+from otherix.store.schema import join_tokens, node_observed, node_rejoin_tokens, nodes
 from otherix.store.tx import Tx, sql
 
 _live = nodes.c.deleted_at.is_(None)
 
 #: How many events a node keeps (the newest; older ones are pruned on insert).
-EVENTS_KEPT = 50
 
 
 def _rows(tx: Tx, stmt: sa.Select[Any]) -> list[dict[str, Any]]:
@@ -347,54 +346,6 @@ def set_default_pool_step(tx: Tx, node_id: str, now: datetime) -> None:
     sql(tx).execute(
         nodes.update().where(nodes.c.id == node_id).values(default_pool_provisioned_at=now)
     )
-
-
-def add_event(
-    tx: Tx,
-    node_id: str,
-    *,
-    type_: str,
-    reason: str,
-    message: str,
-    details: dict[str, Any],
-    now: datetime,
-    keep: int = EVENTS_KEPT,
-) -> None:
-    """Append an event and prune the node's log to its newest ``keep`` entries."""
-    sql(tx).execute(
-        node_events.insert().values(
-            node_id=node_id,
-            type=type_,
-            reason=reason,
-            message=message,
-            details=details,
-            created_at=now,
-        )
-    )
-    newest = (
-        sa.select(node_events.c.seq)
-        .where(node_events.c.node_id == node_id)
-        .order_by(node_events.c.seq.desc())
-        .limit(keep)
-        .scalar_subquery()
-    )
-    sql(tx).execute(
-        node_events.delete().where(
-            node_events.c.node_id == node_id, node_events.c.seq.not_in(newest)
-        )
-    )
-
-
-def list_events(tx: Tx, node_id: str, limit: int = EVENTS_KEPT) -> list[dict[str, Any]]:
-    """The node's newest ``limit`` events, oldest first."""
-    newest = (
-        sa.select(node_events)
-        .where(node_events.c.node_id == node_id)
-        .order_by(node_events.c.seq.desc())
-        .limit(limit)
-        .subquery()
-    )
-    return _rows(tx, sa.select(newest).order_by(newest.c.seq))
 
 
 # join tokens -----------------------------------------------------------------

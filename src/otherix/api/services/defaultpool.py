@@ -40,6 +40,7 @@ from otherix.models.pools import DefaultPool
 from otherix.models.validation import default_pool_path, pool_path_allowed, validate_pool_name
 from otherix.store import nodes as qn
 from otherix.store import settings as qs
+from otherix.store.events import store as qe
 from otherix.store.pools import store as qp
 from otherix.store.ports.pools import NewPool
 
@@ -105,7 +106,7 @@ def _ref(p: PoolPath) -> dict[str, str]:
 def _event(
     conn: Any, node_id: str, now: Any, type_: str, reason: str, message: str, **details: Any
 ) -> None:
-    qn.add_event(
+    qe.add_event(
         conn, node_id, type_=type_, reason=reason, message=message, details=details, now=now
     )
 

@@ -46,7 +46,9 @@ from otherix.models.validation import looks_like_uuid, validate_node_name
 from otherix.store import Tx, UniqueViolation
 from otherix.store import nodes as q
 from otherix.store import settings as qs
+from otherix.store.events import store as qe
 from otherix.store.pools import store as qp
+from otherix.store.ports.events import EventRow
 from otherix.store.ports.pools import PoolRef
 
 
@@ -275,13 +277,25 @@ def readmit(deps: Deps, name: str) -> Node:
     return node_view(row)
 
 
+def _event_view(e: EventRow) -> NodeEvent:
+    return NodeEvent.model_validate(
+        {
+            "type": e.type,
+            "reason": e.reason,
+            "message": e.message,
+            "details": e.details,
+            "created_at": e.created_at,
+        }
+    )
+
+
 def node_detail(deps: Deps, name: str) -> NodeDetail:
     """The full view with the node's events (admins and operators)."""
     row = get_node_row(deps, name)
     with deps.db.read() as conn:
-        events = q.list_events(conn, row["id"])
+        events = qe.list_events(conn, row["id"])
     return NodeDetail.model_validate(
-        {**node_view(row).model_dump(), "events": [NodeEvent.model_validate(e) for e in events]}
+        {**node_view(row).model_dump(), "events": [_event_view(e) for e in events]}
     )
 
 
