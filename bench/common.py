@@ -22,6 +22,7 @@ import httpx
 from otherix.api.services import secrets
 from otherix.store import Database
 from otherix.store.migrate import upgrade
+from otherix.store.tx import sql
 
 ADMIN = ("admin", "bench-password-1")
 
@@ -221,7 +222,7 @@ def seed_nodes(
             (pool_status, status_rows),
         ):
             for k in range(0, len(rows), 5000):
-                conn.execute(table_.insert(), rows[k : k + 5000])
+                sql(conn).execute(table_.insert(), rows[k : k + 5000])
     db.close()
     return out
 

@@ -23,8 +23,10 @@ import sqlalchemy as sa
 from bench.common import headline, machine, seed_nodes, start_control_plane, summary, table
 from otherix.models.pagination import encode_cursor
 from otherix.store import Database
-from otherix.store import pools as qp
+from otherix.store import pools as store_pools
+from otherix.store.pools import store as qp
 from otherix.store.schema import storage_pools
+from otherix.store.tx import sql
 
 
 def run_size(total: int, samples: int, limit: int) -> dict[str, Any]:
@@ -39,7 +41,7 @@ def run_size(total: int, samples: int, limit: int) -> dict[str, Any]:
         with db.read() as conn:
             keys = [
                 (r.created_at, r.id)
-                for r in conn.execute(
+                for r in sql(conn).execute(
                     sa.select(storage_pools.c.created_at, storage_pools.c.id).order_by(
                         storage_pools.c.created_at, storage_pools.c.id
                     )
@@ -68,8 +70,8 @@ def run_size(total: int, samples: int, limit: int) -> dict[str, Any]:
                     qp.list_pools(conn, after=keys[d] if d else None, limit=limit + 1)
                     raw.append(time.perf_counter() - t)
                     t = time.perf_counter()
-                    conn.execute(  # the same query, paged with OFFSET instead of a key
-                        qp._select()
+                    sql(conn).execute(  # the same query, paged with OFFSET instead of a key
+                        store_pools._select()
                         .order_by(storage_pools.c.created_at, storage_pools.c.id)
                         .offset(d)
                         .limit(limit + 1)

@@ -22,6 +22,7 @@ import httpx
 
 from otherix.store import schema
 from otherix.store import users as qu
+from otherix.store.tx import sql
 from support import rows
 from support.factories import (
     ROLE_PASSWORD as ROLE_PASSWORD,
@@ -179,7 +180,7 @@ def insert_disk(
 
 def delete_disk(api: ApiLike, disk_id: str) -> None:
     with api.server.deps.db.write() as conn:
-        conn.execute(schema.vm_disks.delete().where(schema.vm_disks.c.id == disk_id))
+        sql(conn).execute(schema.vm_disks.delete().where(schema.vm_disks.c.id == disk_id))
 
 
 def random_uuid() -> str:

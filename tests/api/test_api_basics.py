@@ -15,9 +15,10 @@ import pytest
 from apihelpers import assert_error, http, join_node, pool_body
 
 from otherix import __version__
-from otherix.store import idempotency as qi
-from otherix.store import pools as qp
 from otherix.store import settings as qs
+from otherix.store.idempotency import store as qi
+from otherix.store.pools import store as qp
+from otherix.store.ports.pools import NewPool
 from support.clock import FakeClock
 
 JSON_UTF8 = "application/json; charset=utf-8"
@@ -176,17 +177,15 @@ def test_limit_default_is_50_and_above_200_is_clamped(api):
             at = start + timedelta(seconds=i)
             qp.insert_pool(
                 conn,
-                {
-                    "id": str(uuid.uuid4()),
-                    "node_id": node.id,
-                    "name": f"p{i:03d}",
-                    "name_lower": f"p{i:03d}",
-                    "type": "local_dir",
-                    "path": f"/var/lib/otherix/pools/p{i:03d}",
-                    "config": {},
-                    "created_at": at,
-                    "updated_at": at,
-                },
+                NewPool(
+                    id=str(uuid.uuid4()),
+                    node_id=node.id,
+                    name=f"p{i:03d}",
+                    type="local_dir",
+                    path=f"/var/lib/otherix/pools/p{i:03d}",
+                    config={},
+                    created_at=at,
+                ),
             )
     with http(api, "viewer") as c:
         default = c.get("/v1/storage-pools").json()

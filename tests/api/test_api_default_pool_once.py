@@ -26,6 +26,7 @@ from apihelpers import (
 )
 
 from otherix.api.workers.liveness import liveness_pass
+from otherix.store.tx import sql
 from support.clock import FakeClock
 
 
@@ -52,7 +53,7 @@ def unreachable_and_back(api: Api, node) -> None:
         # several replicas age nodes by the database's clock, which only real
         # time moves: put the node's last heartbeat 91 s back on that clock
         with deps.db.write() as conn:
-            conn.exec_driver_sql(
+            sql(conn).exec_driver_sql(
                 "UPDATE nodes SET last_heartbeat_at = now() - interval '91 seconds'"
                 " WHERE name_lower = %(n)s",
                 {"n": node.name.lower()},

@@ -30,12 +30,12 @@ from apihelpers import (
     serve,
 )
 
-from otherix.store import Database
+from otherix.store import Database, Tx
 from otherix.store import nodes as qn
-from otherix.store import pools as qp
-from otherix.store import tasks as qt
 from otherix.store import vms as qv
 from otherix.store.migrate import alembic_config, current_revision
+from otherix.store.pools import store as qp
+from otherix.store.tasks import store as qt
 from support.hostile import LONE, broken, nested, views
 
 BAD_URL = f"http://images.invalid/{LONE}.img"
@@ -87,7 +87,8 @@ def write_bad_rows(url: str, ids: dict[str, Any]) -> None:
     """As the old server stored them: the store's functions, plain ``json.dumps``."""
     engine = sa.create_engine(url)
     try:
-        with engine.begin() as conn:
+        with engine.begin() as raw:
+            conn = Tx(raw)
             qp.update_pool(
                 conn,
                 ids["pool"]["id"],
@@ -98,7 +99,7 @@ def write_bad_rows(url: str, ids: dict[str, Any]) -> None:
             qv.update_vm(conn, ids["vm"], {"spec": {**vm["spec"], "image_url": BAD_URL}})
             task = qt.get_task(conn, ids["task"])
             assert task is not None
-            qt.update_task(conn, ids["task"], {"args": {**task["args"], "image_url": BAD_URL}})
+            qt.update_task(conn, ids["task"], {"args": {**task.args, "image_url": BAD_URL}})
             qn.update_observed(conn, ids["node-b"].id, {"capabilities": {"k": f"a{LONE}"}})
             image = {"name": f"{LONE}.img", "sha256": "0" * 64, "size_bytes": 1, "format": "raw"}
             qp.update_status(
@@ -233,8 +234,8 @@ def test_migration_0008_cuts_deep_values_on_both_backends(tmp_path, db_url, capl
     db.close()
     engine = sa.create_engine(db_url)  # as the old server wrote it
     try:
-        with engine.begin() as conn:
-            qp.update_pool(conn, pool["id"], {"config": {"ok": 1, "deep": nested(300)}})
+        with engine.begin() as raw:
+            qp.update_pool(Tx(raw), pool["id"], {"config": {"ok": 1, "deep": nested(300)}})
     finally:
         engine.dispose()
     migrations = caplog.at_level(logging.WARNING, "otherix.store.migrations")

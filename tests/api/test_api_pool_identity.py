@@ -26,6 +26,7 @@ from apihelpers import (
 
 from otherix.store import Database, schema
 from otherix.store.migrate import upgrade
+from otherix.store.tx import sql
 
 IDENTITY = ("pool_missing", "pool_identity_mismatch", "pool_device_changed")
 
@@ -68,10 +69,10 @@ def made_vm(api, pool_id: str, node: Node, name: str, phase: str = "stopped") ->
     vm_id = insert_vm(api, name=name)
     disk_id = insert_disk(api, vm_id, pool_id)
     with api.server.deps.db.write() as conn:
-        conn.execute(
+        sql(conn).execute(
             schema.vms.update().where(schema.vms.c.id == vm_id).values(phase=phase, node_id=node.id)
         )
-        conn.execute(
+        sql(conn).execute(
             schema.vm_disks.update()
             .where(schema.vm_disks.c.id == disk_id)
             .values(file_path=f"/var/lib/otherix/pools/x/vms/{vm_id}/disk.qcow2")
@@ -223,13 +224,17 @@ def test_every_made_disk_of_a_failed_pool_is_missing_and_summed_by_name(api_any_
 
 def identity_row(api, pool_id: str) -> tuple[str, str, str]:
     with api.server.deps.db.read() as conn:
-        row = conn.execute(
-            sa.select(
-                schema.pool_status.c.identity_mode,
-                schema.pool_status.c.marker_id,
-                schema.pool_status.c.reconciliation_status,
-            ).where(schema.pool_status.c.pool_id == pool_id)
-        ).one()
+        row = (
+            sql(conn)
+            .execute(
+                sa.select(
+                    schema.pool_status.c.identity_mode,
+                    schema.pool_status.c.marker_id,
+                    schema.pool_status.c.reconciliation_status,
+                ).where(schema.pool_status.c.pool_id == pool_id)
+            )
+            .one()
+        )
     return tuple(row)  # type: ignore[return-value]
 
 
@@ -337,7 +342,7 @@ def test_migration_adopts_pools_that_were_ready_and_creates_the_rest(old_db):
     node_id = str(uuid.uuid4())
     rows = {"was-ready": ("ready", 10), "was-failed": ("failed", 10), "never": ("pending", None)}
     with old_db.write() as conn:
-        conn.execute(
+        sql(conn).execute(
             schema.nodes.insert().values(
                 id=node_id,
                 name="n",
@@ -351,7 +356,7 @@ def test_migration_adopts_pools_that_were_ready_and_creates_the_rest(old_db):
         )
         for name, (status, capacity) in rows.items():
             pool_id = str(uuid.uuid5(uuid.NAMESPACE_DNS, name))
-            conn.execute(
+            sql(conn).execute(
                 sa.text(
                     "INSERT INTO storage_pools (id, node_id, name, name_lower, type, path, config,"
                     " created_at, updated_at) VALUES (:id, :node, :name, :name, 'local_dir', :path,"
@@ -359,7 +364,7 @@ def test_migration_adopts_pools_that_were_ready_and_creates_the_rest(old_db):
                 ),
                 {"id": pool_id, "node": node_id, "name": name, "path": f"/p/{name}", "now": now},
             )
-            conn.execute(
+            sql(conn).execute(
                 sa.text(
                     "INSERT INTO pool_status (pool_id, reconciliation_status, capacity_bytes,"
                     " pressure_count, images) VALUES (:id, :status, :cap, 0, '[]')"
@@ -370,7 +375,7 @@ def test_migration_adopts_pools_that_were_ready_and_creates_the_rest(old_db):
     with old_db.read() as conn:
         got = {
             r.name: (r.identity_mode, r.marker_id, r.reconciliation_reason)
-            for r in conn.execute(
+            for r in sql(conn).execute(
                 sa.select(
                     schema.storage_pools.c.name,
                     schema.pool_status.c.identity_mode,

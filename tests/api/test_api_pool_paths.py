@@ -30,7 +30,8 @@ from apihelpers import (
 )
 
 from otherix.domain.paths import clean_path, paths_overlap
-from otherix.store import pools as qp
+from otherix.store.pools import store as qp
+from otherix.store.ports.pools import NewPool
 
 PREFIX = "/srv/p/"
 PREFIX_ITSELF = (
@@ -189,17 +190,15 @@ def _legacy_pool(api: Api, node_id: str, name: str, path: str, age: int) -> str:
     with api.server.deps.db.write() as conn:
         qp.insert_pool(
             conn,
-            {
-                "id": pool_id,
-                "node_id": node_id,
-                "name": name,
-                "name_lower": name.lower(),
-                "type": "local_dir",
-                "path": path,
-                "config": {},
-                "created_at": at,
-                "updated_at": at,
-            },
+            NewPool(
+                id=pool_id,
+                node_id=node_id,
+                name=name,
+                type="local_dir",
+                path=path,
+                config={},
+                created_at=at,
+            ),
         )
     return pool_id
 

@@ -39,6 +39,7 @@ from apihelpers import (
 
 from otherix.api.workers.liveness import liveness_pass
 from otherix.store import ForeignKeyViolation, schema
+from otherix.store.tx import sql
 from support.clock import FakeClock
 
 NAME_RULE = "(must match [A-Za-z0-9][A-Za-z0-9._-]*)"
@@ -1202,7 +1203,7 @@ def _disks_on(api, pool_id: str) -> int:
             .select_from(schema.vm_disks)
             .where(schema.vm_disks.c.storage_pool_id == pool_id)
         )
-        return int(conn.execute(stmt).scalar_one())
+        return int(sql(conn).execute(stmt).scalar_one())
 
 
 def _orphan_disks(api) -> int:
@@ -1213,7 +1214,7 @@ def _orphan_disks(api) -> int:
             .select_from(disks.outerjoin(pools, pools.c.id == disks.c.storage_pool_id))
             .where(pools.c.id.is_(None))
         )
-        return int(conn.execute(stmt).scalar_one())
+        return int(sql(conn).execute(stmt).scalar_one())
 
 
 def test_pool_delete_racing_disk_inserts_never_orphans_a_disk(api_any_backend):

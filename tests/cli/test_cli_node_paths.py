@@ -10,7 +10,8 @@ from datetime import UTC, datetime
 
 from clihelpers import add_vm_disk, create_pool, failed, get_json, heartbeat, join_node, ok
 
-from otherix.store import pools as qp
+from otherix.store.pools import store as qp
+from otherix.store.ports.pools import NewPool
 
 
 def default_path(api) -> str:
@@ -119,11 +120,11 @@ def test_pool_get_shows_the_conditions_of_legacy_overlapping_rows(cli, api):
             ids[name] = str(uuid.uuid4())
             qp.insert_pool(
                 conn,
-                {
-                    "id": ids[name], "node_id": node.id, "name": name, "name_lower": name,
-                    "type": "local_dir", "path": path, "config": {},
-                    "created_at": now, "updated_at": now,
-                },
+                NewPool(
+                    id=ids[name], node_id=node.id, name=name,
+                    type="local_dir", path=path, config={},
+                    created_at=now,
+                ),
             )  # fmt: skip
     flat = ok(cli("pool", "get", ids["outer"]))
     assert "conditions:\n  - path_overlap: this pool's directory contains the directory of " in flat

@@ -8,6 +8,7 @@ import json
 from clihelpers import create_pool, failed, get_json, heartbeat, join_node, ok, pool_report, table
 
 from otherix.store.schema import vm_disks, vms
+from otherix.store.tx import sql
 from support import rows
 
 FAST = "/var/lib/otherix/pools/fast"
@@ -28,8 +29,10 @@ def stopped_vm_with_made_disk(api, pool_id: str, node_id: str, name: str) -> Non
     """A stopped VM on the node whose root disk on the pool is made (file_path known)."""
     vm_id = rows.add_vm_disk(api.server.deps.db, pool_id, name)
     with api.server.deps.db.write() as conn:
-        conn.execute(vm_disks.update().where(vm_disks.c.vm_id == vm_id).values(file_path="/p/d"))
-        conn.execute(vms.update().where(vms.c.id == vm_id).values(node_id=node_id))
+        sql(conn).execute(
+            vm_disks.update().where(vm_disks.c.vm_id == vm_id).values(file_path="/p/d")
+        )
+        sql(conn).execute(vms.update().where(vms.c.id == vm_id).values(node_id=node_id))
 
 
 def test_reinit_a_failed_pool_with_force(cli, api):

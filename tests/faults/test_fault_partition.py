@@ -24,6 +24,7 @@ import pytest
 import sqlalchemy as sa
 
 from otherix.store.schema import pool_status, storage_pools
+from otherix.store.tx import sql
 from support.harness import FAST, NODE_ROOT, Cluster, ControlPlane
 
 pytestmark = [
@@ -57,12 +58,16 @@ def _create(cluster: Cluster, name: str) -> dict:
 def _store_rows(cp: ControlPlane, pool_id: str) -> tuple[int, int]:
     assert cp.server is not None
     with cp.server.deps.db.read() as conn:
-        pools = conn.execute(
-            sa.select(sa.func.count()).where(storage_pools.c.id == pool_id)
-        ).scalar_one()
-        statuses = conn.execute(
-            sa.select(sa.func.count()).where(pool_status.c.pool_id == pool_id)
-        ).scalar_one()
+        pools = (
+            sql(conn)
+            .execute(sa.select(sa.func.count()).where(storage_pools.c.id == pool_id))
+            .scalar_one()
+        )
+        statuses = (
+            sql(conn)
+            .execute(sa.select(sa.func.count()).where(pool_status.c.pool_id == pool_id))
+            .scalar_one()
+        )
     return int(pools), int(statuses)
 
 

@@ -32,6 +32,7 @@ from click.testing import CliRunner
 from otherix.cli.context import CliContext
 from otherix.cli.main import cli
 from otherix.client.api import ApiClient
+from otherix.store.tx import sql
 
 pytestmark = pytest.mark.security
 
@@ -196,7 +197,7 @@ def test_replays_of_secret_bearing_creates_withhold_the_secret(api, reliability)
         r = anon.post("/v1/nodes/join", json={"join_token": secrets[1], "name": "withheld-node"})
     assert r.status_code == 201, r.text
     with api.server.deps.db.read() as conn:
-        rows = conn.exec_driver_sql("SELECT body FROM idempotency_keys").fetchall()
+        rows = sql(conn).exec_driver_sql("SELECT body FROM idempotency_keys").fetchall()
     in_table = [bytes(row[0]) for row in rows if SECRET.search(bytes(row[0]))]
     on_disk = [s for s in secrets if s.encode() in _database_bytes(api)]
     reliability.record(

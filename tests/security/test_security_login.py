@@ -22,6 +22,7 @@ from argon2 import PasswordHasher
 
 from otherix.api.services.users import ensure_bootstrap_admin
 from otherix.store import schema
+from otherix.store.tx import sql
 from support.server import ADMIN, ApiServer, make_settings
 
 pytestmark = pytest.mark.security
@@ -31,7 +32,7 @@ def start(tmp_path, **overrides) -> ApiServer:
     server = ApiServer(make_settings(tmp_path / "api", **overrides)).start()
     ensure_bootstrap_admin(server.deps, *ADMIN)
     with server.deps.db.write() as conn:  # a production-cost hash, as a real user has
-        conn.execute(
+        sql(conn).execute(
             schema.users.update()
             .where(schema.users.c.username == ADMIN[0])
             .values(password_hash=PasswordHasher().hash(ADMIN[1]))

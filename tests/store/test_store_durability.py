@@ -25,6 +25,7 @@ import sqlalchemy as sa
 from otherix.store import Database, StoreLost
 from otherix.store import settings as qs
 from otherix.store.migrate import upgrade
+from otherix.store.tx import sql
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -67,8 +68,8 @@ def keys_in(path: Path) -> set[str]:
 
 def test_synchronous_is_full_on_every_connection(db):
     with db.read() as conn:
-        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
-        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert sql(conn).exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
+        assert sql(conn).exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
 
 
 @pytest.mark.parametrize("mask", [0o000, 0o022, 0o077])
@@ -79,7 +80,7 @@ def test_new_database_files_are_0600_and_a_new_directory_0700(tmp_path, mask):
             upgrade(database)
             put(database, "x")
             with database.read() as conn:  # -shm exists once a reader mapped it
-                conn.execute(sa.text("SELECT 1"))
+                sql(conn).execute(sa.text("SELECT 1"))
             files = {p.name: mode(p) for p in (tmp_path / "new").iterdir()}
         finally:
             database.close()

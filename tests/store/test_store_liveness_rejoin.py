@@ -15,6 +15,7 @@ from otherix.store import Database, UniqueViolation
 from otherix.store import nodes as qn
 from otherix.store.migrate import upgrade
 from otherix.store.schema import node_rejoin_tokens
+from otherix.store.tx import sql
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 
@@ -51,7 +52,7 @@ def add_node(db: Database, name: str, **values: Any) -> str:
 
 def db_now(db: Database) -> datetime:
     with db.read() as conn:
-        value = conn.execute(sa.select(sa.func.now())).scalar_one()
+        value = sql(conn).execute(sa.select(sa.func.now())).scalar_one()
     assert isinstance(value, datetime)
     return value.astimezone(UTC)
 
@@ -191,7 +192,7 @@ def test_a_newer_rejoin_token_replaces_the_older_one(db):
     with db.read() as conn:
         assert qn.get_rejoin_token_by_hash(conn, "h-old") is None
         row = qn.get_rejoin_token_by_hash(conn, "h-new")
-        count = conn.execute(sa.select(sa.func.count()).select_from(node_rejoin_tokens))
+        count = sql(conn).execute(sa.select(sa.func.count()).select_from(node_rejoin_tokens))
         assert count.scalar_one() == 1
     assert row is not None
     assert (row["node_id"], row["used_at"], row["expires_at"]) == (
@@ -230,7 +231,7 @@ def test_deleting_a_node_row_takes_its_rejoin_token(db):
     nid = add_node(db, "rj-cascade")
     with db.write() as conn:
         qn.put_rejoin_token(conn, token_row(nid, "h-cascade"))
-        conn.execute(sa.text("DELETE FROM node_observed WHERE node_id = :n"), {"n": nid})
-        conn.execute(sa.text("DELETE FROM nodes WHERE id = :n"), {"n": nid})
+        sql(conn).execute(sa.text("DELETE FROM node_observed WHERE node_id = :n"), {"n": nid})
+        sql(conn).execute(sa.text("DELETE FROM nodes WHERE id = :n"), {"n": nid})
     with db.read() as conn:
         assert qn.get_rejoin_token_by_hash(conn, "h-cascade") is None

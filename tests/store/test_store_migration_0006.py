@@ -26,6 +26,7 @@ from alembic import command
 from otherix.api.services import secrets
 from otherix.store import Database, schema
 from otherix.store.migrate import alembic_config, current_revision, upgrade
+from otherix.store.tx import sql
 from support.server import ApiServer, make_settings
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -42,7 +43,7 @@ def old_url(fresh_db: Database) -> str:
 
 def _node(conn, name: str, status: str, *, heartbeat: bool, deleted: bool = False) -> str:
     node_id = str(uuid.uuid4())
-    conn.execute(
+    sql(conn).execute(
         sa.text(
             "INSERT INTO nodes (id, name, name_lower, status, cordoned, architecture, "
             "credential_hash, desired_revision, created_at, updated_at, status_changed_at, "
@@ -59,7 +60,7 @@ def _node(conn, name: str, status: str, *, heartbeat: bool, deleted: bool = Fals
             "del": T0.replace(tzinfo=None) if deleted else None,
         },
     )
-    conn.execute(
+    sql(conn).execute(
         sa.text(
             "INSERT INTO node_observed (node_id, capabilities, resources, updated_at) "
             "VALUES (:id, '{}', '{}', :t)"
@@ -71,7 +72,7 @@ def _node(conn, name: str, status: str, *, heartbeat: bool, deleted: bool = Fals
 
 def _pool(conn, node_id: str, name: str) -> str:
     pool_id = str(uuid.uuid4())
-    conn.execute(
+    sql(conn).execute(
         sa.text(
             "INSERT INTO storage_pools (id, node_id, name, name_lower, type, path, config, "
             "created_at, updated_at) VALUES (:id, :node, :name, :name, 'local_dir', :path, "
@@ -85,7 +86,7 @@ def _pool(conn, node_id: str, name: str) -> str:
             "t": T0.replace(tzinfo=None),
         },
     )
-    conn.execute(
+    sql(conn).execute(
         sa.text(
             "INSERT INTO pool_status (pool_id, reconciliation_status, capacity_bytes, "
             "available_bytes, pressure_count, images) VALUES (:id, 'ready', 100, 90, 0, '[]')"
@@ -97,14 +98,14 @@ def _pool(conn, node_id: str, name: str) -> str:
 
 def _disk(conn, pool_id: str) -> None:
     vm_id = str(uuid.uuid4())
-    conn.execute(
+    sql(conn).execute(
         sa.text(
             "INSERT INTO vms (id, name, name_lower, owner_id, spec, phase, created_at, "
             "updated_at) VALUES (:id, :id, :id, :owner, '{}', 'stopped', :t, :t)"
         ),
         {"id": vm_id, "owner": USER, "t": T0.replace(tzinfo=None)},
     )
-    conn.execute(
+    sql(conn).execute(
         sa.text(
             "INSERT INTO vm_disks (id, vm_id, storage_pool_id, device_order, size_gib, format, "
             "created_at, updated_at) VALUES (:id, :vm, :pool, 0, 1, 'qcow2', :t, :t)"
@@ -117,7 +118,7 @@ def _seed(url: str) -> dict[str, str]:
     db = Database(url)
     try:
         with db.write() as conn:
-            conn.execute(
+            sql(conn).execute(
                 sa.text(
                     "INSERT INTO users (id, username, username_lower, password_hash, role, "
                     "created_at, updated_at) VALUES (:id, 'u', 'u', 'x', 'admin', :t, :t)"
@@ -146,10 +147,10 @@ def _state(url: str) -> tuple[dict[str, object], set[str], set[str]]:
         with db.read() as conn:
             marks = {
                 r["name"]: r["default_pool_provisioned_at"]
-                for r in conn.execute(sa.select(schema.nodes)).mappings()
+                for r in sql(conn).execute(sa.select(schema.nodes)).mappings()
             }
-            pools = set(conn.execute(sa.select(schema.storage_pools.c.id)).scalars())
-            status = set(conn.execute(sa.select(schema.pool_status.c.pool_id)).scalars())
+            pools = set(sql(conn).execute(sa.select(schema.storage_pools.c.id)).scalars())
+            status = set(sql(conn).execute(sa.select(schema.pool_status.c.pool_id)).scalars())
     finally:
         db.close()
     return marks, pools, status
@@ -205,9 +206,11 @@ def test_after_0006_only_a_node_never_seen_gets_a_default_pool(old_url, tmp_path
         for name in ("never", "away", "readmitted"):
             assert _heartbeat(server.url, name).status_code == 200, name  # all promoted
         with server.deps.db.read() as conn:
-            rows = conn.execute(
-                sa.select(schema.storage_pools.c.node_id, schema.storage_pools.c.name)
-            ).all()
+            rows = (
+                sql(conn)
+                .execute(sa.select(schema.storage_pools.c.node_id, schema.storage_pools.c.name))
+                .all()
+            )
     finally:
         server.stop()
     by_node = {}

@@ -3,6 +3,7 @@ SQLite always, PostgreSQL when ``OTHERIX_TEST_POSTGRES_URL`` is set)."""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import uuid
 from collections.abc import Iterator
@@ -24,11 +25,16 @@ from otherix.store import (
     schema,
 )
 from otherix.store import nodes as qn
-from otherix.store import pools as qp
 from otherix.store import settings as qs
-from otherix.store import tasks as qt
 from otherix.store import users as qu
 from otherix.store.migrate import alembic_config, current_revision, upgrade
+from otherix.store.pools import store as qp
+from otherix.store.ports.events import EventRow
+from otherix.store.ports.idempotency import IdempotencyRow
+from otherix.store.ports.pools import NewPool, PoolRef, PoolRow
+from otherix.store.ports.tasks import NewTask
+from otherix.store.tasks import store as qt
+from otherix.store.tx import sql
 from support import rows as test_rows
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
@@ -93,17 +99,15 @@ def add_pool(
     with db.write() as conn:
         qp.insert_pool(
             conn,
-            {
-                "id": pid,
-                "node_id": node_id,
-                "name": name,
-                "name_lower": name.lower(),
-                "type": "local_dir",
-                "path": f"/var/lib/otherix/pools/{name}",
-                "config": {"k": [1, 2]},
-                "created_at": at,
-                "updated_at": at,
-            },
+            NewPool(
+                id=pid,
+                node_id=node_id,
+                name=name,
+                type="local_dir",
+                path=f"/var/lib/otherix/pools/{name}",
+                config={"k": [1, 2]},
+                created_at=at,
+            ),
         )
     return pid
 
@@ -395,13 +399,13 @@ def test_pool_names_are_unique_per_node_case_insensitively(db):
     with db.read() as conn:
         row = qp.get_pool(conn, p1)
         rows = qp.get_pools_by_name(conn, "FaSt")
-    assert row["name"] == "Fast"
-    assert row["config"] == {"k": [1, 2]}
-    assert row["reconciliation_status"] == "pending"
-    assert row["images"] == []
-    assert row["node_name"] == "n1"
-    assert row["node_liveness"] == "ready"
-    assert [r["node_name"] for r in rows] == ["n1", "n2"]
+    assert row.name == "Fast"
+    assert row.config == {"k": [1, 2]}
+    assert row.reconciliation_status == "pending"
+    assert row.images == []
+    assert row.node_name == "n1"
+    assert row.node_liveness == "ready"
+    assert [r.node_name for r in rows] == ["n1", "n2"]
 
 
 def test_a_pool_with_disks_cannot_be_deleted(db):
@@ -415,15 +419,19 @@ def test_a_pool_with_disks_cannot_be_deleted(db):
         assert qp.get_pool(conn, pid) is not None
         assert qp.count_disks(conn, pid) == 1
     with db.write() as conn:
-        conn.execute(schema.vm_disks.delete().where(schema.vm_disks.c.id == disk))
+        sql(conn).execute(schema.vm_disks.delete().where(schema.vm_disks.c.id == disk))
     with db.write() as conn:
         assert qp.delete_pool(conn, pid) == 1
     with db.read() as conn:
-        leftover = conn.execute(
-            sa.select(sa.func.count())
-            .select_from(schema.pool_status)
-            .where(schema.pool_status.c.pool_id == pid)
-        ).scalar_one()
+        leftover = (
+            sql(conn)
+            .execute(
+                sa.select(sa.func.count())
+                .select_from(schema.pool_status)
+                .where(schema.pool_status.c.pool_id == pid)
+            )
+            .scalar_one()
+        )
     assert leftover == 0
 
 
@@ -450,15 +458,15 @@ def test_list_pools_is_keyset_ordered_by_created_at_then_id(db):
     while True:
         with db.read() as conn:
             page = qp.list_pools(conn, after=after, limit=4)
-        got += [(r["created_at"], r["id"]) for r in page]
+        got += [(r.created_at, r.id) for r in page]
         if len(page) < 4:
             break
-        after = (page[-1]["created_at"], page[-1]["id"])
+        after = (page[-1].created_at, page[-1].id)
     assert got == expected
     with db.read() as conn:
         only = qp.list_pools(conn, after=None, limit=50, node_id=nid, pool_type="local_dir")
         none = qp.list_pools(conn, after=None, limit=50, pool_type="nfs")
-    assert [r["id"] for r in only] == [pid for _, pid in expected if pid in on_nid]
+    assert [r.id for r in only] == [pid for _, pid in expected if pid in on_nid]
     assert len(only) == 4
     assert none == []
 
@@ -489,10 +497,10 @@ def test_pool_status_updates_and_declared_state(db):
         )
     with db.read() as conn:
         declared = qp.declared_for_node(conn, nid)
-        status = {r["name_lower"]: r for r in qp.status_for_node(conn, nid)}
-    assert [d["name"] for d in declared] == ["A-pool", "b-pool"]
-    assert status["b-pool"]["reconciliation_status"] == "ready"
-    assert status["b-pool"]["capacity_bytes"] == 10
+        status = {r.name_lower: r for r in qp.status_for_node(conn, nid)}
+    assert [d.name for d in declared] == ["A-pool", "b-pool"]
+    assert status["b-pool"].reconciliation_status == "ready"
+    assert status["b-pool"].capacity_bytes == 10
 
 
 # settings, idempotency, tasks -----------------------------------------------------------------
@@ -569,22 +577,27 @@ def test_task_updates_are_conditional_on_status(db):
     with db.write() as conn:
         qt.insert_task(
             conn,
-            {
-                "id": tid,
-                "type": "storage_pool.scan",
-                "status": "pending",
-                "args": {},
-                "node_id": "n",
-                "created_at": T0,
-            },
+            NewTask(
+                id=tid,
+                type="storage_pool.scan",
+                resource_type="storage_pool",
+                resource_id=new_id(),
+                node_id="n",
+                args={},
+                max_attempts=25,
+                created_by=None,
+                created_at=T0,
+            ),
         )
     with db.write() as conn:
         assert qt.update_task(conn, tid, {"status": "success"}, only_if_status=["pending"]) == 1
         assert qt.update_task(conn, tid, {"status": "failed"}, only_if_status=["pending"]) == 0
-        assert qt.get_task(conn, tid)["status"] == "success"
+        task = qt.get_task(conn, tid)
+        assert task is not None
+        assert (task.status, task.progress, task.attempts, task.node_id) == ("success", 0, 0, "n")
         assert qt.pending_for_node(conn, "n") == []
         assert [
-            t["id"]
+            t.id
             for t in qt.list_tasks(conn, after=None, limit=5, filters={"type": "storage_pool.scan"})
         ] == [tid]
 
@@ -627,3 +640,76 @@ def test_an_unreachable_database_is_store_unavailable():
             pass
     finally:
         db.close()
+
+
+def test_pool_rows_are_frozen_and_typed(db):
+    nid = add_node(db, "frozen")
+    pid = add_pool(db, nid, "cold")
+    with db.read() as conn:
+        row = db.pools.get_pool(conn, pid)
+        refs = db.pools.paths_on_nodes(conn, [nid])
+    assert isinstance(row, PoolRow)
+    assert (row.id, row.node_id, row.vm_disks_total, row.pressure_count) == (pid, nid, 0, 0)
+    assert refs == [PoolRef(pid, nid, "cold", "cold", "/var/lib/otherix/pools/cold")]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        row.name = "warm"  # type: ignore[misc]
+
+
+def test_idempotency_claims_are_touched_only_by_their_token(db):
+    store = db.idempotency
+    with db.write() as conn:
+        store.insert_claim(conn, "user:u", "k", "hash", "token-a", T0)
+    with db.write() as conn:
+        assert not store.complete(
+            conn,
+            "user:u",
+            "k",
+            "token-b",
+            status_code=201,
+            content_type="x",
+            body=b"",
+            withheld=None,
+        )
+        assert not store.release(conn, "user:u", "k", "token-b")
+        assert store.complete(
+            conn,
+            "user:u",
+            "k",
+            "token-a",
+            status_code=201,
+            content_type="application/json",
+            body=b"{}",
+            withheld="token",
+        )
+    with db.read() as conn:
+        row = store.get(conn, "user:u", "k")
+    assert row == IdempotencyRow("user:u", "k", "hash", 201, "application/json", b"{}", "token", T0)
+    with db.write() as conn:
+        assert not store.release(conn, "user:u", "k", "token-a")  # answered: no longer a claim
+        store.delete(conn, "user:u", "k")
+        assert store.get(conn, "user:u", "k") is None
+
+
+def test_node_events_are_bounded_and_read_oldest_first(db):
+    nid = add_node(db, "eventful")
+    with db.write() as conn:
+        for i in range(4):
+            db.events.add_event(
+                conn,
+                nid,
+                type_="normal",
+                reason=f"r{i}",
+                message=f"m{i}",
+                details={"i": i},
+                now=T0 + timedelta(seconds=i),
+                keep=3,
+            )
+    with db.read() as conn:
+        events = db.events.list_events(conn, nid)
+    assert [(e.reason, e.details, e.node_id) for e in events] == [
+        ("r1", {"i": 1}, nid),
+        ("r2", {"i": 2}, nid),
+        ("r3", {"i": 3}, nid),
+    ]
+    assert isinstance(events[0], EventRow)
+    assert events[-1].created_at == T0 + timedelta(seconds=3)

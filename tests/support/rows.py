@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 from otherix.store import Database
 from otherix.store.schema import users, vm_disks, vms
+from otherix.store.tx import sql
 
 
 def insert_vm(
@@ -25,7 +26,7 @@ def insert_vm(
     name = name or f"vm-{vm_id[:8]}"
     now = at or datetime.now(UTC)
     with db.write() as conn:
-        conn.execute(
+        sql(conn).execute(
             vms.insert().values(
                 id=vm_id,
                 name=name,
@@ -53,7 +54,7 @@ def insert_disk(
     disk_id = disk_id or str(uuid.uuid4())
     now = at or datetime.now(UTC)
     with db.write() as conn:
-        conn.execute(
+        sql(conn).execute(
             vm_disks.insert().values(
                 id=disk_id,
                 vm_id=vm_id,
@@ -73,7 +74,7 @@ def add_vm_disk(
     """Insert a VM named ``vm_name`` with one disk on ``pool_id``; returns the VM id."""
     if owner_id is None:
         with db.read() as conn:
-            owner_id = str(conn.execute(users.select()).first().id)
+            owner_id = str(sql(conn).execute(users.select()).first().id)
     vm_id = insert_vm(db, owner_id, vm_name, phase=phase)
     insert_disk(db, vm_id, pool_id)
     return vm_id
@@ -81,7 +82,7 @@ def add_vm_disk(
 
 def remove_vm_disks(db: Database, vm_id: str) -> None:
     with db.write() as conn:
-        conn.execute(vm_disks.delete().where(vm_disks.c.vm_id == vm_id))
+        sql(conn).execute(vm_disks.delete().where(vm_disks.c.vm_id == vm_id))
 
 
 #: The tables a create can write (rows, revisions, tasks, Idempotency-Key records).
@@ -112,6 +113,6 @@ def snapshot(db: Database) -> dict[str, list[tuple[object, ...]]]:
         for name in WRITTEN_BY_CREATES:
             table = metadata.tables[name]
             columns = [c for c in table.c if c.name not in _VOLATILE.get(name, set())]
-            rows = conn.execute(table.select().with_only_columns(*columns)).all()
+            rows = sql(conn).execute(table.select().with_only_columns(*columns)).all()
             out[name] = sorted((tuple(r) for r in rows), key=repr)
     return out

@@ -18,9 +18,10 @@ from test_vms_helpers import add_pool, create_vm, get_vm, place, ready_node
 
 from otherix.api.services import placement, pools
 from otherix.errors import Conflict
-from otherix.store import pools as qp
 from otherix.store import vms as qv
+from otherix.store.pools import store as qp
 from otherix.store.schema import storage_pools, tasks, vm_disks, vms
+from otherix.store.tx import sql
 
 ROUNDS = 4
 VMS = 6
@@ -92,20 +93,30 @@ def _check_consistent(api, pool_id, vm_ids):
         .scalar_subquery()
     )
     with api.server.deps.db.read() as conn:
-        orphans = conn.execute(
-            sa.select(sa.func.count())
-            .select_from(vm_disks.outerjoin(storage_pools))
-            .where(storage_pools.c.id.is_(None))
-        ).scalar_one()
-        assert orphans == 0
-        rows = conn.execute(
-            sa.select(vms.c.name, vms.c.node_id, vms.c.task_id, disks, here, creates).where(
-                vms.c.id.in_(vm_ids)
+        orphans = (
+            sql(conn)
+            .execute(
+                sa.select(sa.func.count())
+                .select_from(vm_disks.outerjoin(storage_pools))
+                .where(storage_pools.c.id.is_(None))
             )
-        ).all()
-        pool_alive = conn.execute(
-            sa.select(sa.func.count()).where(storage_pools.c.id == pool_id)
-        ).scalar_one()
+            .scalar_one()
+        )
+        assert orphans == 0
+        rows = (
+            sql(conn)
+            .execute(
+                sa.select(vms.c.name, vms.c.node_id, vms.c.task_id, disks, here, creates).where(
+                    vms.c.id.in_(vm_ids)
+                )
+            )
+            .all()
+        )
+        pool_alive = (
+            sql(conn)
+            .execute(sa.select(sa.func.count()).where(storage_pools.c.id == pool_id))
+            .scalar_one()
+        )
     bound = 0
     for name, node_id, task_id, n_disks, n_here, n_creates in rows:
         placed = node_id is not None

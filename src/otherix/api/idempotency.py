@@ -44,7 +44,6 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 from urllib.parse import parse_qs
 
 import anyio
@@ -57,12 +56,12 @@ from otherix.api.provide import deps_of
 from otherix.errors import Conflict, IdempotencyKeyMismatch, OtherixError, ValidationFailed
 from otherix.models.withhold import withhold
 from otherix.store import StoreError, UniqueViolation
-from otherix.store import idempotency as qi
+from otherix.store.idempotency import store as qi
+from otherix.store.ports.idempotency import PENDING, IdempotencyRow
 
 MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
 TTL = timedelta(hours=24)
 UNCACHED = {401, 403, 429}
-PENDING = qi.PENDING
 REPLAY_HEADER = "Idempotent-Replay"
 WITHHELD_HEADER = "Idempotent-Replay-Withheld"
 #: seconds between two passes of the ``store-watch`` worker (file check, releases)
@@ -100,38 +99,39 @@ def _error(exc: OtherixError, **headers: str) -> HeldKey:
     )
 
 
-def _held_answer(row: dict[str, Any], request_hash: str) -> HeldKey:
-    if row["request_hash"] != request_hash:
+def _held_answer(row: IdempotencyRow, request_hash: str) -> HeldKey:
+    if row.request_hash != request_hash:
         return _error(IdempotencyKeyMismatch())
-    if row["status_code"] == PENDING:
+    if row.status_code == PENDING:
         busy = Conflict(
             "a request with this Idempotency-Key is still in progress; retry when it has finished",
             {"reason": "idempotency_key_in_progress", "retry_after_seconds": 1},
         )
         return _error(busy, **{"retry-after": "1"})
-    headers = {"content-type": row["content_type"], REPLAY_HEADER: "true"}
-    if row.get("withheld"):
-        headers[WITHHELD_HEADER] = row["withheld"]
-    return HeldKey(row["status_code"], row["body"], headers)
+    headers = {"content-type": row.content_type, REPLAY_HEADER: "true"}
+    if row.withheld:
+        headers[WITHHELD_HEADER] = row.withheld
+    return HeldKey(row.status_code, row.body, headers)
 
 
-def _running(ticket: Ticket) -> dict[str, Any]:
+def _running(ticket: Ticket, pk: tuple[str, str], now: datetime) -> IdempotencyRow:
     """A claim that is being written right now (its row is not visible yet)."""
-    return {"request_hash": ticket.request_hash, "status_code": PENDING}
+    principal, key = pk
+    return IdempotencyRow(principal, key, ticket.request_hash, PENDING, "", b"", None, now)
 
 
-def _alive(deps: Deps, row: dict[str, Any], now: datetime) -> bool:
-    if row["status_code"] != PENDING:
-        return bool(row["created_at"] > now - TTL)
-    if deps.claims.mine(row["content_type"]):
+def _alive(deps: Deps, row: IdempotencyRow, now: datetime) -> bool:
+    if row.status_code != PENDING:
+        return bool(row.created_at > now - TTL)
+    if deps.claims.mine(row.content_type):
         return False  # ours and not in flight (the caller entered it): abandoned
     if deps.db.backend == "sqlite":
         return False  # one process: a claim of an earlier process is dead
     timeout = timedelta(seconds=deps.settings.server.idempotency_claim_timeout)
-    return bool(row["created_at"] > now - timeout)
+    return bool(row.created_at > now - timeout)
 
 
-def _claim_row(deps: Deps, ticket: Ticket, pk: tuple[str, str]) -> dict[str, Any] | None:
+def _claim_row(deps: Deps, ticket: Ticket, pk: tuple[str, str]) -> IdempotencyRow | None:
     """Claim the key with a pending row, or return the row that holds it."""
     principal, key = pk
     now = deps.clock.now()
@@ -145,7 +145,7 @@ def _claim_row(deps: Deps, ticket: Ticket, pk: tuple[str, str]) -> dict[str, Any
             qi.insert_claim(conn, principal, key, ticket.request_hash, ticket.token, now)
     except UniqueViolation:  # a concurrent request claimed it first (PostgreSQL)
         with deps.db.read() as conn:
-            return qi.get(conn, principal, key) or _running(ticket)
+            return qi.get(conn, principal, key) or _running(ticket, pk, now)
     deps.claims.forget_release(pk)  # the row it was owed for is gone
     return None
 
@@ -161,7 +161,7 @@ def claim(request: Request, user_id: str) -> None:
     pk = (f"user:{user_id}", ticket.key)
     if not deps.claims.enter(pk):  # a request of this server runs it right now
         with deps.db.read() as conn:
-            running = qi.get(conn, *pk) or _running(ticket)
+            running = qi.get(conn, *pk) or _running(ticket, pk, deps.clock.now())
         raise _held_answer(running, ticket.request_hash)
     ticket.token = deps.claims.token()
     try:

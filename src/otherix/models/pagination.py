@@ -22,7 +22,7 @@ import binascii
 import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from otherix.domain.names import looks_like_uuid
 
@@ -103,7 +103,16 @@ def clamp_limit(limit: int | None, default: int = DEFAULT_LIMIT, maximum: int = 
     return min(limit, maximum)
 
 
-R = TypeVar("R", bound=Mapping[str, Any])
+class Keyed(Protocol):
+    """A row with the keys a page is ordered by (the store's frozen rows)."""
+
+    @property
+    def created_at(self) -> datetime: ...
+    @property
+    def id(self) -> str: ...
+
+
+R = TypeVar("R", bound=Mapping[str, Any] | Keyed)
 
 
 def split_page(rows: Sequence[R], limit: int) -> tuple[list[R], str | None]:
@@ -111,4 +120,6 @@ def split_page(rows: Sequence[R], limit: int) -> tuple[list[R], str | None]:
     if len(rows) <= limit:
         return list(rows), None
     last = rows[limit - 1]
-    return list(rows[:limit]), encode_cursor(last["created_at"], last["id"])
+    if isinstance(last, Mapping):
+        return list(rows[:limit]), encode_cursor(last["created_at"], last["id"])
+    return list(rows[:limit]), encode_cursor(last.created_at, last.id)

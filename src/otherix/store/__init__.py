@@ -3,7 +3,8 @@
 ``Database`` (engine.py) opens SQLite or PostgreSQL by URL scheme and hands out
 read and write transactions. One module per noun holds the shared Core
 statements (users, nodes, pools, tasks, settings, idempotency), used by both
-backends. ``migrate.upgrade`` runs the Alembic migrations.
+backends. ``migrate.upgrade`` runs the Alembic migrations. Transactions are
+opaque ``Tx`` handles (tx.py): callers never see a SQLAlchemy connection.
 """
 
 from otherix.store.engine import Database
@@ -14,6 +15,7 @@ from otherix.store.errors import (
     StoreUnavailable,
     UniqueViolation,
 )
+from otherix.store.tx import Tx
 
 __all__ = [
     "Database",
@@ -21,5 +23,6 @@ __all__ = [
     "StoreError",
     "StoreLost",
     "StoreUnavailable",
+    "Tx",
     "UniqueViolation",
 ]

@@ -11,12 +11,13 @@ import sqlalchemy as sa
 
 from otherix.store.engine import Database
 from otherix.store.settings import CLUSTER_ID, get_setting
+from otherix.store.tx import sql
 
 
 def stored_cluster_id(db: Database) -> str | None:
     """The database's ``cluster_settings.cluster_id``; None when it has none
     (no tables yet: a new, dropped or wrong database)."""
-    with db.read() as conn:
-        if not sa.inspect(conn).has_table("cluster_settings"):
+    with db.read() as tx:
+        if not sa.inspect(sql(tx)).has_table("cluster_settings"):
             return None
-        return get_setting(conn, CLUSTER_ID)
+        return get_setting(tx, CLUSTER_ID)

@@ -41,6 +41,15 @@ from sqlalchemy.engine import Connection, Engine
 
 from otherix.store import jsontext
 from otherix.store.errors import StoreError, StoreLost, StoreUnavailable, translate
+from otherix.store.events import store as event_store
+from otherix.store.idempotency import store as idempotency_store
+from otherix.store.pools import store as pool_store
+from otherix.store.ports.events import EventStore
+from otherix.store.ports.idempotency import IdempotencyStore
+from otherix.store.ports.pools import PoolStore
+from otherix.store.ports.tasks import TaskStore
+from otherix.store.tasks import store as task_store
+from otherix.store.tx import Tx, sql
 
 _WRITE = "otherix_write"
 _SINGLE = "otherix_single_statement"
@@ -181,7 +190,8 @@ def _translated(exc: Exception) -> StoreError:
 
 
 class Database:
-    """An engine plus the two transaction shapes every caller uses."""
+    """An engine plus the two transaction shapes every caller uses, and the
+    aggregate stores (``pools``, ...) a composition root hands to services."""
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -197,6 +207,10 @@ class Database:
         self.backend = self.engine.dialect.name
         self._lost: str | None = None
         self._lost_lock = threading.Lock()
+        self.pools: PoolStore = pool_store
+        self.idempotency: IdempotencyStore = idempotency_store
+        self.tasks: TaskStore = task_store
+        self.events: EventStore = event_store
 
     @property
     def lost(self) -> str | None:
@@ -232,27 +246,27 @@ class Database:
             raise StoreLost(self._lost)
 
     @contextlib.contextmanager
-    def read(self) -> Iterator[Connection]:
+    def read(self) -> Iterator[Tx]:
         self._usable()
         try:
             with self.engine.connect() as conn, conn.begin():
-                yield conn
+                yield Tx(conn)
         except (sa_exc.DBAPIError, sa_exc.TimeoutError) as exc:
             raise _translated(exc) from exc
 
     @contextlib.contextmanager
-    def read_one(self) -> Iterator[Connection]:
+    def read_one(self) -> Iterator[Tx]:
         """For exactly one SELECT on a hot path: no explicit transaction on
         SQLite (the statement is atomic by itself); a normal one elsewhere."""
         self._usable()
         try:
             with self.engine.connect().execution_options(**{_SINGLE: True}) as conn, conn.begin():
-                yield conn
+                yield Tx(conn)
         except (sa_exc.DBAPIError, sa_exc.TimeoutError) as exc:
             raise _translated(exc) from exc
 
     @contextlib.contextmanager
-    def write(self) -> Iterator[Connection]:
+    def write(self) -> Iterator[Tx]:
         """A read-write transaction; on SQLite it holds the write lock from the start.
 
         The file is checked before (nothing is written to a lost file) and after
@@ -261,7 +275,7 @@ class Database:
         self.check()
         try:
             with self.engine.connect().execution_options(**{_WRITE: True}) as conn, conn.begin():
-                yield conn
+                yield Tx(conn)
         except (sa_exc.DBAPIError, sa_exc.TimeoutError) as exc:
             raise _translated(exc) from exc
         self.check()
@@ -269,8 +283,8 @@ class Database:
     def ping(self) -> bool:
         try:
             self.check()
-            with self.read() as conn:
-                conn.execute(sa.text("SELECT 1"))
+            with self.read() as tx:
+                sql(tx).execute(sa.text("SELECT 1"))
         except StoreError:
             return False
         return True

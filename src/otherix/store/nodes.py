@@ -17,18 +17,17 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection
 
-from otherix.store.schema import join_tokens, node_events, node_observed, node_rejoin_tokens, nodes
+from otherix.store.schema import join_tokens, node_observed, node_rejoin_tokens, nodes
+from otherix.store.tx import Tx, sql
 
 _live = nodes.c.deleted_at.is_(None)
 
 #: How many events a node keeps (the newest; older ones are pruned on insert).
-EVENTS_KEPT = 50
 
 
-def _rows(conn: Connection, stmt: sa.Select[Any]) -> list[dict[str, Any]]:
-    return [dict(r) for r in conn.execute(stmt).mappings()]
+def _rows(tx: Tx, stmt: sa.Select[Any]) -> list[dict[str, Any]]:
+    return [dict(r) for r in sql(tx).execute(stmt).mappings()]
 
 
 def _select() -> sa.Select[Any]:
@@ -40,31 +39,29 @@ def _select() -> sa.Select[Any]:
     ).select_from(nodes.outerjoin(node_observed, node_observed.c.node_id == nodes.c.id))
 
 
-def insert_node(conn: Connection, row: dict[str, Any]) -> None:
-    conn.execute(nodes.insert().values(**row))
-    conn.execute(
+def insert_node(tx: Tx, row: dict[str, Any]) -> None:
+    sql(tx).execute(nodes.insert().values(**row))
+    sql(tx).execute(
         node_observed.insert().values(
             node_id=row["id"], capabilities={}, resources={}, updated_at=row["created_at"]
         )
     )
 
 
-def get_node_by_name(conn: Connection, name: str) -> dict[str, Any] | None:
-    rows = _rows(conn, _select().where(nodes.c.name_lower == name.lower(), _live))
+def get_node_by_name(tx: Tx, name: str) -> dict[str, Any] | None:
+    rows = _rows(tx, _select().where(nodes.c.name_lower == name.lower(), _live))
     return rows[0] if rows else None
 
 
-def get_node(
-    conn: Connection, node_id: str, include_deleted: bool = False
-) -> dict[str, Any] | None:
+def get_node(tx: Tx, node_id: str, include_deleted: bool = False) -> dict[str, Any] | None:
     stmt = _select().where(nodes.c.id == node_id)
     if not include_deleted:
         stmt = stmt.where(_live)
-    rows = _rows(conn, stmt)
+    rows = _rows(tx, stmt)
     return rows[0] if rows else None
 
 
-def get_node_for_heartbeat(conn: Connection, credential_hash: str) -> dict[str, Any] | None:
+def get_node_for_heartbeat(tx: Tx, credential_hash: str) -> dict[str, Any] | None:
     """The hot-path read: only the narrow columns a heartbeat needs, no JSON."""
     stmt = (
         sa.select(
@@ -79,26 +76,26 @@ def get_node_for_heartbeat(conn: Connection, credential_hash: str) -> dict[str, 
         .select_from(nodes.outerjoin(node_observed, node_observed.c.node_id == nodes.c.id))
         .where(nodes.c.credential_hash == credential_hash, _live)
     )
-    row = conn.execute(stmt).mappings().first()
+    row = sql(tx).execute(stmt).mappings().first()
     return dict(row) if row else None
 
 
-def get_observed(conn: Connection, node_id: str) -> dict[str, Any]:
+def get_observed(tx: Tx, node_id: str) -> dict[str, Any]:
     stmt = sa.select(node_observed.c.capabilities, node_observed.c.resources).where(
         node_observed.c.node_id == node_id
     )
-    row = conn.execute(stmt).mappings().first()
+    row = sql(tx).execute(stmt).mappings().first()
     return dict(row) if row else {"capabilities": {}, "resources": {}}
 
 
-def get_node_by_credential(conn: Connection, credential_hash: str) -> dict[str, Any] | None:
+def get_node_by_credential(tx: Tx, credential_hash: str) -> dict[str, Any] | None:
     """The full node row (with observed facts) for a credential: one query per heartbeat."""
-    rows = _rows(conn, _select().where(nodes.c.credential_hash == credential_hash, _live))
+    rows = _rows(tx, _select().where(nodes.c.credential_hash == credential_hash, _live))
     return rows[0] if rows else None
 
 
 def list_nodes(
-    conn: Connection,
+    tx: Tx,
     *,
     after: tuple[datetime, str] | None,
     limit: int,
@@ -116,50 +113,52 @@ def list_nodes(
         stmt = stmt.where(nodes.c.status == status)
         if status == "ready":
             stmt = stmt.where(nodes.c.cordoned.is_(False))
-    return _rows(conn, stmt.order_by(nodes.c.created_at, nodes.c.id).limit(limit))
+    return _rows(tx, stmt.order_by(nodes.c.created_at, nodes.c.id).limit(limit))
 
 
-def names_by_id(conn: Connection, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+def names_by_id(tx: Tx, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
     ids = list(set(ids))
     if not ids:
         return {}
     stmt = sa.select(
         nodes.c.id, nodes.c.name, nodes.c.status, nodes.c.cordoned, nodes.c.deleted_at
     ).where(nodes.c.id.in_(ids))
-    return {r["id"]: dict(r) for r in conn.execute(stmt).mappings()}
+    return {r["id"]: dict(r) for r in sql(tx).execute(stmt).mappings()}
 
 
-def _db_clock(conn: Connection) -> bool:
-    return conn.dialect.name == "postgresql"
+def _db_clock(tx: Tx) -> bool:
+    return sql(tx).dialect.name == "postgresql"
 
 
-def update_node(conn: Connection, node_id: str, values: dict[str, Any]) -> int:
+def update_node(tx: Tx, node_id: str, values: dict[str, Any]) -> int:
     """Update one node row. On PostgreSQL a ``last_heartbeat_at`` in ``values``
     is stamped with the database server's clock (``now()``) instead of the
     caller's: it is liveness state that other replicas compare with that clock."""
-    if "last_heartbeat_at" in values and _db_clock(conn):
+    if "last_heartbeat_at" in values and _db_clock(tx):
         values = {**values, "last_heartbeat_at": sa.func.now()}
-    return conn.execute(nodes.update().where(nodes.c.id == node_id).values(**values)).rowcount
+    return sql(tx).execute(nodes.update().where(nodes.c.id == node_id).values(**values)).rowcount
 
 
-def bump_revision(conn: Connection, node_id: str) -> None:
-    conn.execute(
+def bump_revision(tx: Tx, node_id: str) -> None:
+    sql(tx).execute(
         nodes.update()
         .where(nodes.c.id == node_id)
         .values(desired_revision=nodes.c.desired_revision + 1, observed_digest=None)
     )
 
 
-def get_revision(conn: Connection, node_id: str) -> int | None:
+def get_revision(tx: Tx, node_id: str) -> int | None:
     stmt = sa.select(nodes.c.desired_revision).where(nodes.c.id == node_id, _live)
-    return conn.execute(stmt).scalar_one_or_none()
+    return sql(tx).execute(stmt).scalar_one_or_none()
 
 
-def update_observed(conn: Connection, node_id: str, values: dict[str, Any]) -> None:
-    conn.execute(node_observed.update().where(node_observed.c.node_id == node_id).values(**values))
+def update_observed(tx: Tx, node_id: str, values: dict[str, Any]) -> None:
+    sql(tx).execute(
+        node_observed.update().where(node_observed.c.node_id == node_id).values(**values)
+    )
 
 
-def record_heartbeats(conn: Connection, seen: Sequence[tuple[str, datetime]]) -> None:
+def record_heartbeats(tx: Tx, seen: Sequence[tuple[str, datetime]]) -> None:
     """Write-behind flush of last_heartbeat_at (one statement per batch)."""
     if not seen:
         return
@@ -174,17 +173,17 @@ def record_heartbeats(conn: Connection, seen: Sequence[tuple[str, datetime]]) ->
         )
         .values(last_heartbeat_at=sa.bindparam("b_at"))
     )
-    conn.execute(stmt, [{"b_id": i, "b_at": t} for i, t in seen])
+    sql(tx).execute(stmt, [{"b_id": i, "b_at": t} for i, t in seen])
 
 
-def record_heartbeats_db_clock(conn: Connection, ages: Sequence[tuple[str, float]]) -> None:
+def record_heartbeats_db_clock(tx: Tx, ages: Sequence[tuple[str, float]]) -> None:
     """PostgreSQL: ``last_heartbeat_at = now() - age`` for each (node id, seconds
     since the heartbeat, by the replica's monotonic clock). Never moves a time
     backwards, except one in the database's future (written by a clock that ran
     ahead), which is replaced."""
     if not ages:
         return
-    if not _db_clock(conn):
+    if not _db_clock(tx):
         raise NotImplementedError("the database clock is used on PostgreSQL only")
     seen = sa.func.now() - sa.func.make_interval(
         0, 0, 0, 0, 0, 0, sa.bindparam("b_age", type_=sa.Float)
@@ -199,7 +198,7 @@ def record_heartbeats_db_clock(conn: Connection, ages: Sequence[tuple[str, float
             )
         )
     )
-    conn.execute(stmt, [{"b_id": i, "b_age": max(0.0, float(a))} for i, a in ages])
+    sql(tx).execute(stmt, [{"b_id": i, "b_age": max(0.0, float(a))} for i, a in ages])
 
 
 def _older_than(seconds: float) -> sa.ColumnElement[Any]:
@@ -209,7 +208,7 @@ def _older_than(seconds: float) -> sa.ColumnElement[Any]:
 
 
 def transition_db_clock(
-    conn: Connection,
+    tx: Tx,
     *,
     from_status: Sequence[str],
     to_status: str,
@@ -218,7 +217,7 @@ def transition_db_clock(
 ) -> list[dict[str, Any]]:
     """PostgreSQL: ``transition`` with ages measured by the database server's
     clock (``now()``), which also stamps ``status_changed_at``."""
-    if not _db_clock(conn):
+    if not _db_clock(tx):
         raise NotImplementedError("the database clock is used on PostgreSQL only")
     cond: list[sa.ColumnElement[bool]] = [_live, nodes.c.status.in_(list(from_status))]
     if heartbeat_older_than is not None:
@@ -237,19 +236,19 @@ def transition_db_clock(
         .values(status=to_status, status_changed_at=sa.func.now(), updated_at=sa.func.now())
         .returning(nodes.c.id, nodes.c.name)
     )
-    return [dict(r) for r in conn.execute(stmt).mappings()]
+    return [dict(r) for r in sql(tx).execute(stmt).mappings()]
 
 
-def live_statuses(conn: Connection, statuses: Sequence[str]) -> list[dict[str, Any]]:
+def live_statuses(tx: Tx, statuses: Sequence[str]) -> list[dict[str, Any]]:
     """``id``, ``name``, ``status`` of every live node in one of ``statuses``."""
     stmt = sa.select(nodes.c.id, nodes.c.name, nodes.c.status).where(
         _live, nodes.c.status.in_(list(statuses))
     )
-    return _rows(conn, stmt)
+    return _rows(tx, stmt)
 
 
 def move(
-    conn: Connection,
+    tx: Tx,
     node_ids: Sequence[str],
     *,
     from_status: str,
@@ -260,9 +259,9 @@ def move(
     if not node_ids:
         return []
     cond = [_live, nodes.c.id.in_(list(node_ids)), nodes.c.status == from_status]
-    moved = _rows(conn, sa.select(nodes.c.id, nodes.c.name).where(*cond))
+    moved = _rows(tx, sa.select(nodes.c.id, nodes.c.name).where(*cond))
     if moved:
-        conn.execute(
+        sql(tx).execute(
             nodes.update()
             .where(nodes.c.id.in_([m["id"] for m in moved]))
             .values(status=to_status, status_changed_at=now, updated_at=now)
@@ -271,7 +270,7 @@ def move(
 
 
 def transition(
-    conn: Connection,
+    tx: Tx,
     *,
     from_status: Sequence[str],
     to_status: str,
@@ -290,9 +289,9 @@ def transition(
         )
     if changed_before is not None:
         cond.append(nodes.c.status_changed_at < changed_before)
-    moved = _rows(conn, sa.select(nodes.c.id, nodes.c.name).where(*cond))
+    moved = _rows(tx, sa.select(nodes.c.id, nodes.c.name).where(*cond))
     if moved:
-        conn.execute(
+        sql(tx).execute(
             nodes.update()
             .where(nodes.c.id.in_([m["id"] for m in moved]))
             .values(status=to_status, status_changed_at=now, updated_at=now)
@@ -303,16 +302,16 @@ def transition(
 # removal, the default-pool step, events (0006) ------------------------------
 
 
-def lock_node(conn: Connection, node_id: str) -> bool:
+def lock_node(tx: Tx, node_id: str) -> bool:
     """Lock a live node's row for the rest of the transaction (PostgreSQL
     ``FOR UPDATE``; SQLite write transactions hold the database write lock
     from ``BEGIN IMMEDIATE``). Serialises pool creates on one node; False when
     the node is gone or deleted meanwhile."""
     stmt = sa.select(nodes.c.id).where(nodes.c.id == node_id, _live).with_for_update()
-    return conn.execute(stmt).scalar_one_or_none() is not None
+    return sql(tx).execute(stmt).scalar_one_or_none() is not None
 
 
-def get_deleted_node_by_credential(conn: Connection, credential_hash: str) -> dict[str, Any] | None:
+def get_deleted_node_by_credential(tx: Tx, credential_hash: str) -> dict[str, Any] | None:
     """A deleted node that held this credential (the newest), for a 401 that says so."""
     stmt = (
         sa.select(nodes.c.id, nodes.c.name, nodes.c.deleted_at)
@@ -320,19 +319,19 @@ def get_deleted_node_by_credential(conn: Connection, credential_hash: str) -> di
         .order_by(nodes.c.deleted_at.desc())
         .limit(1)
     )
-    row = conn.execute(stmt).mappings().first()
+    row = sql(tx).execute(stmt).mappings().first()
     return dict(row) if row else None
 
 
-def soft_delete(conn: Connection, node_id: str, now: datetime) -> int:
+def soft_delete(tx: Tx, node_id: str, now: datetime) -> int:
     """Mark the node deleted. Its credential hash stays on the row (a deleted row
     never authenticates: every lookup filters live rows) so that the agent can
     be told its node was removed instead of "unknown credential"."""
     stmt = nodes.update().where(nodes.c.id == node_id, _live).values(deleted_at=now, updated_at=now)
-    return conn.execute(stmt).rowcount
+    return sql(tx).execute(stmt).rowcount
 
 
-def claim_default_pool_step(conn: Connection, node_id: str, now: datetime) -> bool:
+def claim_default_pool_step(tx: Tx, node_id: str, now: datetime) -> bool:
     """Compare-and-set ``default_pool_provisioned_at`` from NULL: True for the one
     caller (of any replica) that runs the automatic default-pool step."""
     stmt = (
@@ -340,80 +339,33 @@ def claim_default_pool_step(conn: Connection, node_id: str, now: datetime) -> bo
         .where(nodes.c.id == node_id, nodes.c.default_pool_provisioned_at.is_(None))
         .values(default_pool_provisioned_at=now)
     )
-    return conn.execute(stmt).rowcount == 1
+    return sql(tx).execute(stmt).rowcount == 1
 
 
-def set_default_pool_step(conn: Connection, node_id: str, now: datetime) -> None:
-    conn.execute(
+def set_default_pool_step(tx: Tx, node_id: str, now: datetime) -> None:
+    sql(tx).execute(
         nodes.update().where(nodes.c.id == node_id).values(default_pool_provisioned_at=now)
     )
-
-
-def add_event(
-    conn: Connection,
-    node_id: str,
-    *,
-    type_: str,
-    reason: str,
-    message: str,
-    details: dict[str, Any],
-    now: datetime,
-    keep: int = EVENTS_KEPT,
-) -> None:
-    """Append an event and prune the node's log to its newest ``keep`` entries."""
-    conn.execute(
-        node_events.insert().values(
-            node_id=node_id,
-            type=type_,
-            reason=reason,
-            message=message,
-            details=details,
-            created_at=now,
-        )
-    )
-    newest = (
-        sa.select(node_events.c.seq)
-        .where(node_events.c.node_id == node_id)
-        .order_by(node_events.c.seq.desc())
-        .limit(keep)
-        .scalar_subquery()
-    )
-    conn.execute(
-        node_events.delete().where(
-            node_events.c.node_id == node_id, node_events.c.seq.not_in(newest)
-        )
-    )
-
-
-def list_events(conn: Connection, node_id: str, limit: int = EVENTS_KEPT) -> list[dict[str, Any]]:
-    """The node's newest ``limit`` events, oldest first."""
-    newest = (
-        sa.select(node_events)
-        .where(node_events.c.node_id == node_id)
-        .order_by(node_events.c.seq.desc())
-        .limit(limit)
-        .subquery()
-    )
-    return _rows(conn, sa.select(newest).order_by(newest.c.seq))
 
 
 # join tokens -----------------------------------------------------------------
 
 
-def insert_join_token(conn: Connection, row: dict[str, Any]) -> None:
-    conn.execute(join_tokens.insert().values(**row))
+def insert_join_token(tx: Tx, row: dict[str, Any]) -> None:
+    sql(tx).execute(join_tokens.insert().values(**row))
 
 
-def get_join_token_by_hash(conn: Connection, token_hash: str) -> dict[str, Any] | None:
+def get_join_token_by_hash(tx: Tx, token_hash: str) -> dict[str, Any] | None:
     row = (
-        conn.execute(sa.select(join_tokens).where(join_tokens.c.token_hash == token_hash))
+        sql(tx)
+        .execute(sa.select(join_tokens).where(join_tokens.c.token_hash == token_hash))
         .mappings()
         .first()
     )
     return dict(row) if row else None
 
 
-def consume_join_token(conn: Connection, token_id: str) -> int:
+def consume_join_token(tx: Tx, token_id: str) -> int:
     """Compare-and-set use counter: 0 rows means it was exhausted concurrently."""
     stmt = (
         join_tokens.update()
@@ -423,15 +375,15 @@ def consume_join_token(conn: Connection, token_id: str) -> int:
         )
         .values(uses=join_tokens.c.uses + 1)
     )
-    return conn.execute(stmt).rowcount
+    return sql(tx).execute(stmt).rowcount
 
 
-def list_join_tokens(conn: Connection) -> list[dict[str, Any]]:
-    return _rows(conn, sa.select(join_tokens).order_by(join_tokens.c.created_at, join_tokens.c.id))
+def list_join_tokens(tx: Tx) -> list[dict[str, Any]]:
+    return _rows(tx, sa.select(join_tokens).order_by(join_tokens.c.created_at, join_tokens.c.id))
 
 
-def delete_join_token(conn: Connection, token_id: str) -> int:
-    return conn.execute(join_tokens.delete().where(join_tokens.c.id == token_id)).rowcount
+def delete_join_token(tx: Tx, token_id: str) -> int:
+    return sql(tx).execute(join_tokens.delete().where(join_tokens.c.id == token_id)).rowcount
 
 
 # re-enrol tokens ----------------------------------------------------------------
@@ -439,19 +391,21 @@ def delete_join_token(conn: Connection, token_id: str) -> int:
 # an older one. Only the sha256 of the token is stored, like join tokens.
 
 
-def put_rejoin_token(conn: Connection, row: dict[str, Any]) -> None:
+def put_rejoin_token(tx: Tx, row: dict[str, Any]) -> None:
     """Store ``row`` as the node's only re-enrol token, replacing any older one."""
-    conn.execute(node_rejoin_tokens.delete().where(node_rejoin_tokens.c.node_id == row["node_id"]))
-    conn.execute(node_rejoin_tokens.insert().values(**row))
+    sql(tx).execute(
+        node_rejoin_tokens.delete().where(node_rejoin_tokens.c.node_id == row["node_id"])
+    )
+    sql(tx).execute(node_rejoin_tokens.insert().values(**row))
 
 
-def get_rejoin_token_by_hash(conn: Connection, token_hash: str) -> dict[str, Any] | None:
+def get_rejoin_token_by_hash(tx: Tx, token_hash: str) -> dict[str, Any] | None:
     stmt = sa.select(node_rejoin_tokens).where(node_rejoin_tokens.c.token_hash == token_hash)
-    row = conn.execute(stmt).mappings().first()
+    row = sql(tx).execute(stmt).mappings().first()
     return dict(row) if row else None
 
 
-def use_rejoin_token(conn: Connection, token_hash: str, now: datetime) -> int:
+def use_rejoin_token(tx: Tx, token_hash: str, now: datetime) -> int:
     """Compare-and-set: 1 when this call used the token, 0 when it was used (or
     replaced) concurrently."""
     stmt = (
@@ -461,12 +415,10 @@ def use_rejoin_token(conn: Connection, token_hash: str, now: datetime) -> int:
         )
         .values(used_at=now)
     )
-    return conn.execute(stmt).rowcount
+    return sql(tx).execute(stmt).rowcount
 
 
-def replace_credential(
-    conn: Connection, node_id: str, old_hash: str, new_hash: str, now: datetime
-) -> int:
+def replace_credential(tx: Tx, node_id: str, old_hash: str, new_hash: str, now: datetime) -> int:
     """Swap a live node's credential hash (compare-and-set on the old one); the
     old credential stops working in the same transaction. Clears the stored
     digest so the agent's next report is complete."""
@@ -475,4 +427,4 @@ def replace_credential(
         .where(nodes.c.id == node_id, nodes.c.credential_hash == old_hash, _live)
         .values(credential_hash=new_hash, observed_digest=None, updated_at=now)
     )
-    return conn.execute(stmt).rowcount
+    return sql(tx).execute(stmt).rowcount

@@ -182,7 +182,7 @@ node_observed = sa.Table(
 
 #: 0006: a small, bounded log of what the control plane did or declined to do
 #: for a node (e.g. a default pool not provisioned over a held path); the store
-#: keeps the newest ``store.nodes.EVENTS_KEPT`` per node.
+#: keeps the newest ``store.events.EVENTS_KEPT`` per node.
 node_events = sa.Table(
     "node_events",
     metadata,

@@ -16,17 +16,17 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection
 
 from otherix.store.schema import nodes, pool_status, storage_pools, users, vm_disks, vms
+from otherix.store.tx import Tx, sql
 
 _root = vm_disks.alias("root_disk")
 _root_pool = storage_pools.alias("root_pool")
 _root_status = pool_status.alias("root_pool_status")
 
 
-def _rows(conn: Connection, stmt: sa.Select[Any]) -> list[dict[str, Any]]:
-    return [dict(r) for r in conn.execute(stmt).mappings()]
+def _rows(tx: Tx, stmt: sa.Select[Any]) -> list[dict[str, Any]]:
+    return [dict(r) for r in sql(tx).execute(stmt).mappings()]
 
 
 def _select() -> sa.Select[Any]:
@@ -49,23 +49,23 @@ def _select() -> sa.Select[Any]:
     )
 
 
-def insert_vm(conn: Connection, row: dict[str, Any]) -> None:
-    conn.execute(vms.insert().values(**row))
+def insert_vm(tx: Tx, row: dict[str, Any]) -> None:
+    sql(tx).execute(vms.insert().values(**row))
 
 
-def get_vm(conn: Connection, vm_id: str) -> dict[str, Any] | None:
-    rows = _rows(conn, _select().where(vms.c.id == vm_id))
+def get_vm(tx: Tx, vm_id: str) -> dict[str, Any] | None:
+    rows = _rows(tx, _select().where(vms.c.id == vm_id))
     return rows[0] if rows else None
 
 
-def get_vm_by_name(conn: Connection, name: str) -> dict[str, Any] | None:
-    rows = _rows(conn, _select().where(vms.c.name_lower == name.lower()))
+def get_vm_by_name(tx: Tx, name: str) -> dict[str, Any] | None:
+    rows = _rows(tx, _select().where(vms.c.name_lower == name.lower()))
     return rows[0] if rows else None
 
 
-def lock_vm(conn: Connection, vm_id: str) -> dict[str, Any] | None:
+def lock_vm(tx: Tx, vm_id: str) -> dict[str, Any] | None:
     """The bare row, locked for the rest of the transaction (PostgreSQL)."""
-    row = conn.execute(sa.select(vms).where(vms.c.id == vm_id).with_for_update()).mappings()
+    row = sql(tx).execute(sa.select(vms).where(vms.c.id == vm_id).with_for_update()).mappings()
     first = row.first()
     return dict(first) if first else None
 
@@ -86,7 +86,7 @@ def _on_pool(pool_id: str | None, pool_name: str | None) -> sa.ColumnElement[boo
 
 
 def list_vms(
-    conn: Connection,
+    tx: Tx,
     *,
     after: tuple[datetime, str] | None,
     limit: int,
@@ -107,10 +107,10 @@ def list_vms(
         stmt = stmt.where(vms.c.phase == phase)
     if pool_id is not None or pool_name is not None:
         stmt = stmt.where(_on_pool(pool_id, pool_name))
-    return _rows(conn, stmt.order_by(vms.c.created_at, vms.c.id).limit(limit))
+    return _rows(tx, stmt.order_by(vms.c.created_at, vms.c.id).limit(limit))
 
 
-def unscheduled(conn: Connection, limit: int) -> list[dict[str, Any]]:
+def unscheduled(tx: Tx, limit: int) -> list[dict[str, Any]]:
     """Pending VMs not placed yet, oldest first (rows without a requested pool,
     which no API call writes, are left alone)."""
     stmt = (
@@ -119,11 +119,11 @@ def unscheduled(conn: Connection, limit: int) -> list[dict[str, Any]]:
         .order_by(vms.c.created_at, vms.c.id)
         .limit(limit)
     )
-    return _rows(conn, stmt)
+    return _rows(tx, stmt)
 
 
 def update_vm(
-    conn: Connection,
+    tx: Tx,
     vm_id: str,
     values: dict[str, Any],
     *,
@@ -137,22 +137,22 @@ def update_vm(
         stmt = stmt.where(vms.c.phase.in_(list(phases)))
     if unbound:
         stmt = stmt.where(vms.c.node_id.is_(None))
-    return conn.execute(stmt.values(**values)).rowcount
+    return sql(tx).execute(stmt.values(**values)).rowcount
 
 
-def delete_vm(conn: Connection, vm_id: str) -> int:
-    conn.execute(vm_disks.delete().where(vm_disks.c.vm_id == vm_id))
-    return conn.execute(vms.delete().where(vms.c.id == vm_id)).rowcount
+def delete_vm(tx: Tx, vm_id: str) -> int:
+    sql(tx).execute(vm_disks.delete().where(vm_disks.c.vm_id == vm_id))
+    return sql(tx).execute(vms.delete().where(vms.c.id == vm_id)).rowcount
 
 
 # disks -----------------------------------------------------------------------------------
 
 
-def insert_disk(conn: Connection, row: dict[str, Any]) -> None:
-    conn.execute(vm_disks.insert().values(**row))
+def insert_disk(tx: Tx, row: dict[str, Any]) -> None:
+    sql(tx).execute(vm_disks.insert().values(**row))
 
 
-def disks_for_vm(conn: Connection, vm_id: str) -> list[dict[str, Any]]:
+def disks_for_vm(tx: Tx, vm_id: str) -> list[dict[str, Any]]:
     stmt = (
         sa.select(
             vm_disks,
@@ -169,21 +169,21 @@ def disks_for_vm(conn: Connection, vm_id: str) -> list[dict[str, Any]]:
         .where(vm_disks.c.vm_id == vm_id)
         .order_by(vm_disks.c.device_order, vm_disks.c.id)
     )
-    return _rows(conn, stmt)
+    return _rows(tx, stmt)
 
 
-def update_root_disk(conn: Connection, vm_id: str, values: dict[str, Any]) -> int:
+def update_root_disk(tx: Tx, vm_id: str, values: dict[str, Any]) -> int:
     stmt = (
         vm_disks.update()
         .where(vm_disks.c.vm_id == vm_id, vm_disks.c.device_order == 0)
         .values(**values)
     )
-    return conn.execute(stmt).rowcount
+    return sql(tx).execute(stmt).rowcount
 
 
-def node_architectures(conn: Connection, node_ids: Iterable[str]) -> dict[str, str | None]:
+def node_architectures(tx: Tx, node_ids: Iterable[str]) -> dict[str, str | None]:
     ids = list(set(node_ids))
     if not ids:
         return {}
     stmt = sa.select(nodes.c.id, nodes.c.architecture).where(nodes.c.id.in_(ids))
-    return {r.id: r.architecture for r in conn.execute(stmt)}
+    return {r.id: r.architecture for r in sql(tx).execute(stmt)}

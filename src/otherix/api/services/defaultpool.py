@@ -42,8 +42,10 @@ from otherix.errors import (
 from otherix.models.nodes import DefaultPoolProvisioned
 from otherix.models.pools import DefaultPool
 from otherix.store import nodes as qn
-from otherix.store import pools as qp
 from otherix.store import settings as qs
+from otherix.store.events import store as qe
+from otherix.store.pools import store as qp
+from otherix.store.ports.pools import NewPool
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +69,7 @@ def _ref(p: PoolPath) -> dict[str, str]:
 def _event(
     conn: Any, node_id: str, now: Any, type_: str, reason: str, message: str, **details: Any
 ) -> None:
-    qn.add_event(
+    qe.add_event(
         conn, node_id, type_=type_, reason=reason, message=message, details=details, now=now
     )
 
@@ -83,10 +85,7 @@ def _run(deps: Deps, conn: Any, node: dict[str, Any], plan: Plan) -> DefaultPool
         return DefaultPoolProvisioned(**result, outcome=plan.outcome, message=plan.message)
     assert plan.name is not None
     assert plan.path is not None
-    existing = [
-        PoolPath(str(r["id"]), str(r["name"]), str(r["path"]))
-        for r in qp.paths_on_nodes(conn, [node_id])
-    ]
+    existing = [PoolPath(r.id, r.name, r.path) for r in qp.paths_on_nodes(conn, [node_id])]
     found = rules.obstacle(plan.name, plan.path, existing)
     if isinstance(found, PoolPath):
         same = found
@@ -114,17 +113,15 @@ def _run(deps: Deps, conn: Any, node: dict[str, Any], plan: Plan) -> DefaultPool
     pool_id = str(uuid.uuid4())
     qp.insert_pool(
         conn,
-        {
-            "id": pool_id,
-            "node_id": node_id,
-            "name": plan.name,
-            "name_lower": plan.name.lower(),
-            "type": "local_dir",
-            "path": plan.path,
-            "config": {},
-            "created_at": now,
-            "updated_at": now,
-        },
+        NewPool(
+            id=pool_id,
+            node_id=node_id,
+            name=plan.name,
+            type="local_dir",
+            path=plan.path,
+            config={},
+            created_at=now,
+        ),
     )
     qn.bump_revision(conn, node_id)
     created = {"id": pool_id, "name": plan.name, "path": plan.path}

@@ -43,8 +43,15 @@ from otherix.models.heartbeat import (
     PoolReport,
 )
 from otherix.store import nodes as qn
-from otherix.store import pools as qp
-from otherix.store import tasks as qt
+from otherix.store.pools import store as qp
+from otherix.store.ports import JSONValue
+from otherix.store.ports.pools import (
+    DeclaredPoolRow,
+    DiskToCheck,
+    PoolStatusChange,
+    PoolStatusRow,
+)
+from otherix.store.tasks import store as qt
 
 log = logging.getLogger(__name__)
 
@@ -76,26 +83,32 @@ def desired_state(deps: Deps, node_id: str, revision: int | None = None) -> Desi
     state = DesiredState(
         revision=revision,
         declared_pools=_declared(deps, declared, disks),
-        tasks=[AgentTask.model_validate(t) for t in pending],
+        tasks=[AgentTask(id=t.id, type=t.type, args=t.args) for t in pending],
     )
     deps.desired_cache[node_id] = (revision, state)
     return state
 
 
 def _declared(
-    deps: Deps, pools: list[dict[str, Any]], disks: list[dict[str, Any]]
+    deps: Deps, pools: list[DeclaredPoolRow], disks: list[DiskToCheck]
 ) -> list[DeclaredPool]:
     by_pool: dict[str, list[DeclaredDisk]] = {}
     for d in disks:
-        by_pool.setdefault(d["storage_pool_id"], []).append(DeclaredDisk.model_validate(d))
+        disk = DeclaredDisk(id=d.id, vm_id=d.vm_id, file_path=d.file_path)
+        by_pool.setdefault(d.storage_pool_id, []).append(disk)
     return [
         DeclaredPool.model_validate(
             {
-                **p,
+                "id": p.id,
+                "name": p.name,
+                "type": p.type,
+                "path": p.path,
+                "config": p.config,
+                "created_at": p.created_at,
                 "cluster_id": deps.cluster_id,
-                "identity": p["identity_mode"],
-                "marker_id": p["marker_id"] or "",
-                "disks": by_pool.get(p["id"], []),
+                "identity": p.identity_mode,
+                "marker_id": p.marker_id or "",
+                "disks": by_pool.get(p.id, []),
             }
         )
         for p in pools
@@ -108,54 +121,52 @@ def pressure_config(deps: Deps) -> PressureConfig:
 
 
 def _pool_changes(
-    deps: Deps, stored: dict[str, Any], rep: PoolReport, now: datetime
-) -> dict[str, Any]:
-    values: dict[str, Any] = {}
-    if stored["reconciliation_status"] != rep.reconciliation_status:
+    deps: Deps, stored: PoolStatusRow, rep: PoolReport, now: datetime
+) -> PoolStatusChange:
+    values: PoolStatusChange = {}
+    if stored.reconciliation_status != rep.reconciliation_status:
         values["reconciliation_status"] = rep.reconciliation_status
-    if stored["reconciliation_error"] != rep.reconciliation_error:
+    if stored.reconciliation_error != rep.reconciliation_error:
         values["reconciliation_error"] = rep.reconciliation_error
-    if stored["reconciliation_reason"] != rep.reconciliation_reason:
+    if stored.reconciliation_reason != rep.reconciliation_reason:
         values["reconciliation_reason"] = rep.reconciliation_reason
     if (
         rep.capacity_bytes is not None
         and rep.available_bytes is not None
         and (
-            stored["capacity_bytes"] != rep.capacity_bytes
-            or stored["available_bytes"] != rep.available_bytes
+            stored.capacity_bytes != rep.capacity_bytes
+            or stored.available_bytes != rep.available_bytes
         )
     ):
-        values.update(
-            capacity_bytes=rep.capacity_bytes, available_bytes=rep.available_bytes, reported_at=now
-        )
+        values["capacity_bytes"] = rep.capacity_bytes
+        values["available_bytes"] = rep.available_bytes
+        values["reported_at"] = now
         state, _ = next_pressure(
-            PressureState(stored["pressure_since"], stored["pressure_count"]),
+            PressureState(stored.pressure_since, stored.pressure_count),
             rep.available_bytes,
             rep.capacity_bytes,
             pressure_config(deps),
             now,
         )
-        if (
-            state.since != stored["pressure_since"]
-            or state.consecutive_count != stored["pressure_count"]
-        ):
-            values.update(pressure_since=state.since, pressure_count=state.consecutive_count)
+        if state.since != stored.pressure_since or state.consecutive_count != stored.pressure_count:
+            values["pressure_since"] = state.since
+            values["pressure_count"] = state.consecutive_count
     if rep.images is not None:
-        images = [i.model_dump(mode="json") for i in rep.images]
-        if images != stored["images"]:
+        images: list[JSONValue] = [i.model_dump(mode="json") for i in rep.images]
+        if images != stored.images:
             values["images"] = images
     if values:
         values["last_reconciled_at"] = now
     return values
 
 
-def _identity_recorded(stored: dict[str, Any], rep: PoolReport) -> bool:
+def _identity_recorded(stored: PoolStatusRow, rep: PoolReport) -> bool:
     """The agent reports the pool ready with the marker the control plane chose."""
     return (
-        stored["identity_mode"] != "verify"
+        stored.identity_mode != "verify"
         and rep.reconciliation_status == "ready"
         and rep.marker_id is not None
-        and rep.marker_id == stored["marker_id"]
+        and rep.marker_id == stored.marker_id
     )
 
 
@@ -174,7 +185,7 @@ def apply_pool_reports(
     Returns True when a pool's identity got recorded: the revision was bumped
     (the node's declared pools changed) and the caller must wake its watchers.
     """
-    stored = {r["name_lower"]: r for r in qp.status_for_node(conn, node_id)}
+    stored = {r.name_lower: r for r in qp.status_for_node(conn, node_id)}
     recorded_missing = (
         qp.missing_disk_ids(conn, node_id)
         if any(r.missing_disks is not None for r in reports)
@@ -191,10 +202,10 @@ def apply_pool_reports(
             bump = True
             log.info("pool identity recorded: %s (marker %s)", rep.name, rep.marker_id)
         if values:
-            qp.update_status(conn, row["pool_id"], values)
+            qp.update_status(conn, row.pool_id, values)
         if rep.missing_disks is not None:
-            recorded = recorded_missing.get(row["pool_id"], set())
-            _apply_missing(conn, row["pool_id"], set(rep.missing_disks), recorded, now)
+            recorded = recorded_missing.get(row.pool_id, set())
+            _apply_missing(conn, row.pool_id, set(rep.missing_disks), recorded, now)
     if bump:
         qn.bump_revision(conn, node_id)
     return bump

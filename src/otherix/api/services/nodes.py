@@ -20,8 +20,6 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy.engine import Connection
-
 from otherix.api.deps import AgentIdentity, Deps
 from otherix.api.services import defaultpool, secrets
 from otherix.domain import liveness
@@ -47,10 +45,13 @@ from otherix.models.nodes import (
     NodeJoined,
 )
 from otherix.models.pagination import decode_cursor, split_page
-from otherix.store import UniqueViolation
+from otherix.store import Tx, UniqueViolation
 from otherix.store import nodes as q
-from otherix.store import pools as qp
 from otherix.store import settings as qs
+from otherix.store.events import store as qe
+from otherix.store.pools import store as qp
+from otherix.store.ports.events import EventRow
+from otherix.store.ports.pools import PoolRef
 
 
 def projected_status(row: dict[str, Any]) -> str:
@@ -89,7 +90,7 @@ def node_not_found(name: str) -> str:
     return not_found_message("node", name, "otherix node list")
 
 
-def node_filter_id(conn: Connection, node: str | None) -> str | None:
+def node_filter_id(conn: Tx, node: str | None) -> str | None:
     """A list filter ``?node=`` (name or UUID) -> the node's id; unknown -> 400."""
     if node is None:
         return None
@@ -272,13 +273,25 @@ def readmit(deps: Deps, name: str) -> Node:
     return node_view(row)
 
 
+def _event_view(e: EventRow) -> NodeEvent:
+    return NodeEvent.model_validate(
+        {
+            "type": e.type,
+            "reason": e.reason,
+            "message": e.message,
+            "details": e.details,
+            "created_at": e.created_at,
+        }
+    )
+
+
 def node_detail(deps: Deps, name: str) -> NodeDetail:
     """The full view with the node's events (admins and operators)."""
     row = get_node_row(deps, name)
     with deps.db.read() as conn:
-        events = q.list_events(conn, row["id"])
+        events = qe.list_events(conn, row["id"])
     return NodeDetail.model_validate(
-        {**node_view(row).model_dump(), "events": [NodeEvent.model_validate(e) for e in events]}
+        {**node_view(row).model_dump(), "events": [_event_view(e) for e in events]}
     )
 
 
@@ -287,7 +300,7 @@ def provision_default_pool(deps: Deps, name: str) -> DefaultPoolProvisioned:
     return defaultpool.provision(deps, get_node_row(deps, name))
 
 
-def _lock_for_delete(conn: Connection, node_id: str) -> tuple[list[dict[str, Any]], str | None]:
+def _lock_for_delete(conn: Tx, node_id: str) -> tuple[list[PoolRef], str | None]:
     """Lock the node's pools and every instance of the cluster default (one
     statement, id order; the order a VM bind and a pool delete use too), then
     the node row. Re-reads the default after locking: once the node's pools
@@ -311,11 +324,11 @@ def delete_node(deps: Deps, name: str) -> NodeDeleted:
     now = deps.clock.now()
     with deps.db.write() as conn:
         locked, default = _lock_for_delete(conn, row["id"])
-        mine = [r for r in locked if r["node_id"] == row["id"]]
+        mine = [r for r in locked if r.node_id == row["id"]]
         if not q.lock_node(conn, row["id"]):
             raise NotFound(node_not_found(name), {"node": name})
-        current = {r["id"] for r in qp.paths_on_nodes(conn, [row["id"]])}
-        if current != {r["id"] for r in mine}:
+        current = {r.id for r in qp.paths_on_nodes(conn, [row["id"]])}
+        if current != {r.id for r in mine}:
             raise Conflict(
                 f"pools were created on node {row['name']} while it was being deleted; "
                 "retry the delete"
@@ -333,16 +346,16 @@ def delete_node(deps: Deps, name: str) -> NodeDeleted:
                     "hint": f"otherix vm list --node {row['name']}",
                 },
             )
-        others = [r["name_lower"] for r in locked if r["node_id"] != row["id"]]
+        others = [r.name_lower for r in locked if r.node_id != row["id"]]
         if default is not None and removes_last_default(
-            default, [r["name_lower"] for r in mine], others
+            default, [r.name_lower for r in mine], others
         ):
             raise Conflict(
                 f"node {row['name']} holds the last instance of the cluster default pool: "
                 + last_default_message(default),
                 {"reason": "default_pool_in_use", "name": default},
             )
-        qp.delete_pools(conn, [r["id"] for r in mine])
+        qp.delete_pools(conn, [r.id for r in mine])
         q.soft_delete(conn, row["id"], now)
     deps.hub.publish([row["id"]])
     return NodeDeleted.model_validate(
@@ -350,8 +363,8 @@ def delete_node(deps: Deps, name: str) -> NodeDeleted:
             "id": row["id"],
             "name": row["name"],
             "deleted_pools": [
-                {"id": r["id"], "name": r["name"], "path": r["path"]}
-                for r in sorted(mine, key=lambda r: (r["name_lower"], r["id"]))
+                {"id": r.id, "name": r.name, "path": r.path}
+                for r in sorted(mine, key=lambda r: (r.name_lower, r.id))
             ],
         }
     )

@@ -25,18 +25,18 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy.engine import Connection
-
 from otherix.api.deps import Deps
 from otherix.api.services import tasks
 from otherix.api.services.nodes import projected_status
 from otherix.domain.names import looks_like_uuid
 from otherix.domain.placement import Ask, Candidate, Unplaceable, decide, effective_bytes
 from otherix.models.heartbeat import TaskUpdate
-from otherix.store import ForeignKeyViolation
+from otherix.store import ForeignKeyViolation, Tx
 from otherix.store import nodes as qn
-from otherix.store import pools as qp
 from otherix.store import vms as qv
+from otherix.store.pools import store as qp
+from otherix.store.ports.pools import PoolRow
+from otherix.store.ports.tasks import TaskRow
 
 log = logging.getLogger(__name__)
 
@@ -51,21 +51,21 @@ VM_CREATE_ATTEMPTS = 3
 # I/O: candidates, binding, recording -------------------------------------------------------
 
 
-def _candidate(row: dict[str, Any], arch: str | None) -> Candidate:
-    effective = effective_bytes(row["available_bytes"], row["committed_gib"])
-    orphaned = row["node_deleted_at"] is not None
-    since = row["pressure_since"]
+def _candidate(row: PoolRow, arch: str | None) -> Candidate:
+    effective = effective_bytes(row.available_bytes, row.committed_gib)
+    orphaned = row.node_deleted_at is not None
+    since = row.pressure_since
     return Candidate(
-        pool_id=row["id"],
-        pool_name=row["name"],
-        pool_path=row["path"],
-        node_id=row["node_id"],
-        node=row["node_name"],
+        pool_id=row.id,
+        pool_name=row.name,
+        pool_path=row.path,
+        node_id=row.node_id,
+        node=row.node_name,
         node_status="gone"
         if orphaned
-        else projected_status({"status": row["node_liveness"], "cordoned": row["node_cordoned"]}),
+        else projected_status({"status": row.node_liveness, "cordoned": row.node_cordoned}),
         architecture=arch,
-        reconciliation_status=row["reconciliation_status"],
+        reconciliation_status=row.reconciliation_status,
         pressure_since=since.isoformat().replace("+00:00", "Z") if since else None,
         effective_bytes=effective,
     )
@@ -77,8 +77,8 @@ def load_candidates(conn: Any, pool_ref: str) -> list[Candidate]:
         rows = [row] if row else []
     else:
         rows = qp.get_pools_by_name(conn, pool_ref)
-    archs = qv.node_architectures(conn, (r["node_id"] for r in rows))
-    return [_candidate(r, archs.get(r["node_id"])) for r in rows]
+    archs = qv.node_architectures(conn, (r.node_id for r in rows))
+    return [_candidate(r, archs.get(r.node_id)) for r in rows]
 
 
 def ask_of(vm: dict[str, Any]) -> Ask:
@@ -232,25 +232,25 @@ def _str(value: object, limit: int) -> str | None:
 
 
 def mark_error(
-    conn: Connection, task: dict[str, Any], error: dict[str, Any], now: datetime, phases: list[str]
+    conn: Tx, task: TaskRow, error: dict[str, Any], now: datetime, phases: list[str]
 ) -> None:
     """The task's VM moves to ``error`` (if still in one of ``phases``) with the
     task's error code as the reason."""
     code = _str(error.get("code"), 64) or "internal"
-    message = str(error.get("message") or f"{task['type']} failed")
+    message = str(error.get("message") or f"{task.type} failed")
     values = {"phase": "error", "reason": code, "message": message, "updated_at": now}
-    qv.update_vm(conn, task["resource_id"], values, phases=phases)
+    qv.update_vm(conn, task.resource_id or "", values, phases=phases)
 
 
 def on_create_running(
-    conn: Connection, deps: Deps, task: dict[str, Any], _update: TaskUpdate, now: datetime
+    conn: Tx, deps: Deps, task: TaskRow, _update: TaskUpdate, now: datetime
 ) -> None:
     values = {"phase": "creating", "updated_at": now}
-    qv.update_vm(conn, task["resource_id"], values, phases=["pending"])
+    qv.update_vm(conn, task.resource_id or "", values, phases=["pending"])
 
 
 def on_create_success(
-    conn: Connection, deps: Deps, task: dict[str, Any], update: TaskUpdate, now: datetime
+    conn: Tx, deps: Deps, task: TaskRow, update: TaskUpdate, now: datetime
 ) -> None:
     result = update.result or {}
     disk = {
@@ -260,13 +260,13 @@ def on_create_success(
         "image_sha256": _str(result.get("image_sha256"), 64),
         "updated_at": now,
     }
-    qv.update_root_disk(conn, task["resource_id"], disk)
+    qv.update_root_disk(conn, task.resource_id or "", disk)
     values = {"phase": "stopped", "reason": None, "message": None, "updated_at": now}
-    qv.update_vm(conn, task["resource_id"], values, phases=["pending", "creating"])
+    qv.update_vm(conn, task.resource_id or "", values, phases=["pending", "creating"])
 
 
 def on_create_failure(
-    conn: Connection, deps: Deps, task: dict[str, Any], error: dict[str, Any], now: datetime
+    conn: Tx, deps: Deps, task: TaskRow, error: dict[str, Any], now: datetime
 ) -> None:
     mark_error(conn, task, error, now, phases=["pending", "creating"])
 

@@ -40,7 +40,8 @@ from otherix.api.services.pools import pool_not_found, pool_view, resolve_one
 from otherix.errors import Conflict, NotFound
 from otherix.models.pools import StoragePool
 from otherix.store import nodes as qn
-from otherix.store import pools as qp
+from otherix.store.pools import store as qp
+from otherix.store.ports.pools import PoolRow
 
 __all__ = ["IDENTITY_REASONS", "reinit"]
 
@@ -54,8 +55,8 @@ IN_USE: Final = (
 )
 
 
-def _refuse_state(row: dict[str, object]) -> None:
-    status, reason = row["reconciliation_status"], row["reconciliation_reason"]
+def _refuse_state(row: PoolRow) -> None:
+    status, reason = row.reconciliation_status, row.reconciliation_reason
     if status == "failed" and reason in IDENTITY_REASONS:
         return
     why = f"failed with {reason}" if status == "failed" else str(status)
@@ -71,27 +72,27 @@ def reinit(deps: Deps, ref: str) -> StoragePool:
     target = resolve_one(deps, ref)
     marker_id = str(uuid.uuid4())
     with deps.db.write() as conn:
-        if qp.lock_pool(conn, target["id"]) is None:
+        if qp.lock_pool(conn, target.id) is None:
             raise NotFound(pool_not_found(ref))
-        row = qp.get_pool(conn, target["id"])
+        row = qp.get_pool(conn, target.id)
         if row is None:
             raise NotFound(pool_not_found(ref))
-        if row["node_deleted_at"] is not None:
+        if row.node_deleted_at is not None:
             raise Conflict("owning node is gone", {"current_status": "gone"})
-        disks = qp.count_disks(conn, row["id"])
+        disks = qp.count_disks(conn, row.id)
         if disks:
             raise Conflict(IN_USE, {"blocking_resources": {"vm_disks": disks}})
         _refuse_state(row)
-        qp.reinit_identity(conn, row["id"], marker_id)
-        qn.bump_revision(conn, row["node_id"])
-        row = qp.get_pool(conn, row["id"])
+        qp.reinit_identity(conn, row.id, marker_id)
+        qn.bump_revision(conn, row.node_id)
+        row = qp.get_pool(conn, row.id)
         default_name = defaultpool.current_name(conn)
     assert row is not None
-    deps.hub.publish([row["node_id"]])
+    deps.hub.publish([row.node_id])
     log.info(
         "pool reinitialised: %s on node %s (new marker %s)",
-        row["name"],
-        row["node_name"],
+        row.name,
+        row.node_name,
         marker_id,
     )
     return pool_view(row, default_name, with_images=False)

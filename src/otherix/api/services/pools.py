@@ -69,9 +69,10 @@ from otherix.models.pools import (
     StoragePool,
     VmDiskCounts,
 )
-from otherix.store import ForeignKeyViolation, UniqueViolation
+from otherix.store import ForeignKeyViolation, Tx, UniqueViolation
 from otherix.store import nodes as qn
-from otherix.store import pools as qp
+from otherix.store.pools import store as qp
+from otherix.store.ports.pools import NewPool, PoolChange, PoolRef, PoolRow
 
 DUPLICATE = "another storage pool with this name already exists on the target node"
 
@@ -91,17 +92,17 @@ ORPHANED = (
 )
 
 
-def pool_path(row: dict[str, Any]) -> PoolPath:
-    return PoolPath(str(row["id"]), str(row["name"]), str(row["path"]))
+def pool_path(row: PoolRef) -> PoolPath:
+    return PoolPath(row.id, row.name, row.path)
 
 
-def conditions_for(conn: Any, rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+def conditions_for(conn: Tx, rows: list[PoolRow]) -> dict[str, list[dict[str, Any]]]:
     """``path_overlap`` conditions for ``rows``: one narrow query for all their nodes."""
-    wanted = {str(r["id"]) for r in rows}
-    on_nodes = qp.paths_on_nodes(conn, [str(r["node_id"]) for r in rows])
+    wanted = {r.id for r in rows}
+    on_nodes = qp.paths_on_nodes(conn, [r.node_id for r in rows])
     by_node: dict[str, list[PoolPath]] = {}
     for r in on_nodes:
-        by_node.setdefault(str(r["node_id"]), []).append(pool_path(r))
+        by_node.setdefault(r.node_id, []).append(pool_path(r))
     out: dict[str, list[dict[str, Any]]] = {}
     for paths in by_node.values():
         for pool_id, hits in overlaps_by_pool(paths).items():
@@ -122,18 +123,18 @@ def conditions_for(conn: Any, rows: list[dict[str, Any]]) -> dict[str, list[dict
 
 
 def pool_view(
-    row: dict[str, Any],
+    row: PoolRow,
     default_name: str | None,
     with_images: bool,
     conditions: dict[str, list[dict[str, Any]]] | None = None,
 ) -> StoragePool:
-    orphaned = row["node_deleted_at"] is not None
-    available = row["available_bytes"]
-    effective = effective_bytes(available, row.get("committed_gib"))
+    orphaned = row.node_deleted_at is not None
+    available = row.available_bytes
+    effective = effective_bytes(available, row.committed_gib)
     pressure = None
-    if row["pressure_since"] is not None:
-        pressure = {"since": row["pressure_since"], "consecutive_count": row["pressure_count"]}
-    found = list((conditions or {}).get(str(row["id"]), []))
+    if row.pressure_since is not None:
+        pressure = {"since": row.pressure_since, "consecutive_count": row.pressure_count}
+    found = list((conditions or {}).get(row.id, []))
     stale: dict[str, Any] = {}
     if orphaned:  # nothing measures it any more: no capacity, no stale "ready"
         found.append({"type": "orphaned", "message": ORPHANED})
@@ -147,26 +148,36 @@ def pool_view(
         effective, pressure = None, None
     return StoragePool.model_validate(
         {
-            **row,
+            "id": row.id,
+            "name": row.name,
+            "type": row.type,
+            "path": row.path,
+            "config": row.config,
+            "capacity_bytes": row.capacity_bytes,
+            "available_bytes": row.available_bytes,
+            "reported_at": row.reported_at,
+            "reconciliation_status": row.reconciliation_status,
+            "last_reconciled_at": row.last_reconciled_at,
+            "reconciliation_error": row.reconciliation_error,
+            "created_at": row.created_at,
+            "updated_at": row.updated_at,
             **stale,
             "conditions": found,
-            "node": "" if orphaned else row["node_name"],
+            "node": "" if orphaned else row.node_name,
             "node_status": None
             if orphaned
-            else projected_status(
-                {"status": row["node_liveness"], "cordoned": row["node_cordoned"]}
-            ),
+            else projected_status({"status": row.node_liveness, "cordoned": row.node_cordoned}),
             "available_bytes_effective": effective,
             "is_cluster_default": default_name is not None
-            and row["name_lower"] == default_name.lower(),
+            and row.name_lower == default_name.lower(),
             "disk_pressure": pressure,
-            "images": row["images"] if with_images else [],
-            "reconciliation_reason": row["reconciliation_reason"]
-            if row["reconciliation_status"] == "failed"
+            "images": row.images if with_images else [],
+            "reconciliation_reason": row.reconciliation_reason
+            if row.reconciliation_status == "failed"
             else None,
             "vm_disks": {
-                "total": int(row.get("vm_disks_total") or 0),
-                "missing": int(row.get("vm_disks_missing") or 0),
+                "total": row.vm_disks_total,
+                "missing": row.vm_disks_missing,
             },
         }
     )
@@ -176,7 +187,7 @@ def _bad(message: str, field: str) -> ValidationFailed:
     return ValidationFailed(message, {"field": field})
 
 
-def _resolve_rows(deps: Deps, ref: str) -> list[dict[str, Any]]:
+def _resolve_rows(deps: Deps, ref: str) -> list[PoolRow]:
     with deps.db.read() as conn:
         if looks_like_uuid(ref):
             row = qp.get_pool(conn, ref.lower())
@@ -184,7 +195,7 @@ def _resolve_rows(deps: Deps, ref: str) -> list[dict[str, Any]]:
         return qp.get_pools_by_name(conn, ref)
 
 
-def resolve_one(deps: Deps, ref: str) -> dict[str, Any]:
+def resolve_one(deps: Deps, ref: str) -> PoolRow:
     """A UUID, or a name that maps to exactly one instance (else 404 / ambiguous)."""
     rows = _resolve_rows(deps, ref)
     if not rows:
@@ -192,7 +203,7 @@ def resolve_one(deps: Deps, ref: str) -> dict[str, Any]:
     if len(rows) > 1:
         raise PoolNameAmbiguous(
             f"pool name {ref!r} maps to {len(rows)} instances; use the instance UUID",
-            {"name": ref, "instances": [{"id": r["id"], "node": r["node_name"]} for r in rows]},
+            {"name": ref, "instances": [{"id": r.id, "node": r.node_name} for r in rows]},
         )
     return rows[0]
 
@@ -208,8 +219,8 @@ def get(deps: Deps, ref: str) -> StoragePool | PoolConceptView:
         return pool_view(rows[0], default_name, with_images=True, conditions=conditions)
     instances = [pool_view(r, default_name, True, conditions) for r in rows]
     return PoolConceptView(
-        name=rows[0]["name"],
-        type=rows[0]["type"],
+        name=rows[0].name,
+        type=rows[0].type,
         is_cluster_default=instances[0].is_cluster_default,
         vm_disks=VmDiskCounts(
             total=sum(i.vm_disks.total for i in instances),
@@ -303,17 +314,15 @@ def create(deps: Deps, body: PoolCreate, *, dry_run: bool = False) -> StoragePoo
             check_node_paths(conn, node, body.name, body.path)
             qp.insert_pool(
                 conn,
-                {
-                    "id": pool_id,
-                    "node_id": node["id"],
-                    "name": body.name,
-                    "name_lower": body.name.lower(),
-                    "type": body.type,
-                    "path": body.path,
-                    "config": body.config,
-                    "created_at": now,
-                    "updated_at": now,
-                },
+                NewPool(
+                    id=pool_id,
+                    node_id=node["id"],
+                    name=body.name,
+                    type=body.type,
+                    path=body.path,
+                    config=body.config,
+                    created_at=now,
+                ),
             )
             qn.bump_revision(conn, node["id"])
             row = qp.get_pool(conn, pool_id)
@@ -326,11 +335,11 @@ def create(deps: Deps, body: PoolCreate, *, dry_run: bool = False) -> StoragePoo
     except Rehearsal as rehearsal:
         return rehearsal.answer  # type: ignore[no-any-return]
     assert row is not None
-    deps.hub.publish([row["node_id"]])
+    deps.hub.publish([row.node_id])
     return pool_view(row, default_name, with_images=False)
 
 
-def check_node_paths(conn: Any, node: dict[str, Any], name: str, path: str) -> None:
+def check_node_paths(conn: Tx, node: dict[str, Any], name: str, path: str) -> None:
     """The name and path rules against the node's pools; call with the node locked.
 
     A name already on the node keeps its old answer (``field: name``), so a
@@ -362,11 +371,12 @@ def update(deps: Deps, ref: str, raw: object) -> StoragePool:
         )
     target = resolve_one(deps, ref)
     body: PoolUpdate = _decode(PoolUpdate, {k: v for k, v in raw.items() if k != "config"})
-    values: dict[str, Any] = {}
+    values: PoolChange = {}
     if body.name is not None:
         if problem := validate_pool_name(body.name):
             raise _bad(problem, "name")
-        values.update(name=body.name, name_lower=body.name.lower())
+        values["name"] = body.name
+        values["name_lower"] = body.name.lower()
     if "config" in raw:
         _check_config(raw["config"])
         values["config"] = raw["config"]
@@ -374,17 +384,17 @@ def update(deps: Deps, ref: str, raw: object) -> StoragePool:
         with deps.db.write() as conn:
             if values:
                 values["updated_at"] = deps.clock.now()
-                if not qp.update_pool(conn, target["id"], values):
+                if not qp.update_pool(conn, target.id, values):
                     raise NotFound(pool_not_found(ref))
-                qn.bump_revision(conn, target["node_id"])
-            row = qp.get_pool(conn, target["id"])
+                qn.bump_revision(conn, target.node_id)
+            row = qp.get_pool(conn, target.id)
             default_name = defaultpool.current_name(conn)
             conditions = conditions_for(conn, [row]) if row is not None else {}
     except UniqueViolation as exc:
         raise Conflict(DUPLICATE, {"field": "name"}) from exc
     assert row is not None
     if values:
-        deps.hub.publish([row["node_id"]])
+        deps.hub.publish([row.node_id])
     return pool_view(row, default_name, False, conditions)
 
 
@@ -398,27 +408,27 @@ def delete(deps: Deps, ref: str) -> None:
     target = resolve_one(deps, ref)
     try:
         with deps.db.write() as conn:
-            locked = qp.lock_instances(conn, target["name"], also_id=target["id"])
-            mine = next((r for r in locked if r["id"] == target["id"]), None)
+            locked = qp.lock_instances(conn, target.name, also_id=target.id)
+            mine = next((r for r in locked if r.id == target.id), None)
             if mine is None:
                 raise NotFound(pool_not_found(ref))
-            if mine["name_lower"] != target["name_lower"]:
+            if mine.name_lower != target.name_lower:
                 raise Conflict("the storage pool was renamed meanwhile; retry the delete")
-            disks = qp.count_disks(conn, target["id"])
+            disks = qp.count_disks(conn, target.id)
             if disks:
                 raise Conflict(IN_USE, {"blocking_resources": {"vm_disks": disks}})
             default_name = defaultpool.current_name(conn)
-            same_name = [r for r in locked if r["name_lower"] == target["name_lower"]]
-            others = [r["name_lower"] for r in same_name if r["id"] != target["id"]]
+            same_name = [r for r in locked if r.name_lower == target.name_lower]
+            others = [r.name_lower for r in same_name if r.id != target.id]
             if default_name is not None and removes_last_default(
-                default_name, [target["name_lower"]], others
+                default_name, [target.name_lower], others
             ):
                 raise Conflict(
                     last_default_message(default_name),
                     {"reason": "default_pool_in_use", "name": default_name},
                 )
-            qp.delete_pool(conn, target["id"])
-            qn.bump_revision(conn, target["node_id"])
+            qp.delete_pool(conn, target.id)
+            qn.bump_revision(conn, target.node_id)
     except ForeignKeyViolation as exc:  # a disk landed between count and delete
         raise Conflict(IN_USE, {"blocking_resources": {"vm_disks": 1}}) from exc
-    deps.hub.publish([target["node_id"]])
+    deps.hub.publish([target.node_id])

@@ -11,9 +11,6 @@ is needed (docs/architecture.md).
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
-
-from sqlalchemy.engine import Connection
 
 from otherix.api.deps import Deps, Principal
 from otherix.api.services import tasks
@@ -23,8 +20,10 @@ from otherix.domain.pressure import PressureState, next_pressure
 from otherix.errors import Conflict
 from otherix.models.common import AsyncTaskAccepted
 from otherix.models.heartbeat import TaskUpdate
+from otherix.store import Tx
 from otherix.store import nodes as qn
-from otherix.store import pools as qp
+from otherix.store.pools import store as qp
+from otherix.store.ports.tasks import TaskRow
 
 SCANNABLE = ("pending", "ready")
 TYPE = "storage_pool.scan"
@@ -32,40 +31,38 @@ TYPE = "storage_pool.scan"
 
 def request_scan(deps: Deps, principal: Principal, ref: str) -> AsyncTaskAccepted:
     pool = resolve_one(deps, ref)
-    if pool["node_deleted_at"] is not None:
+    if pool.node_deleted_at is not None:
         raise Conflict("owning node is gone", {"current_status": "gone"})
-    if pool["node_liveness"] not in SCANNABLE:
-        raise Conflict(
-            "node is not in a scannable state", {"current_status": pool["node_liveness"]}
-        )
+    if pool.node_liveness not in SCANNABLE:
+        raise Conflict("node is not in a scannable state", {"current_status": pool.node_liveness})
     with deps.db.write() as conn:
         task_id = tasks.new_task(
             conn,
             now=deps.clock.now(),
             type=TYPE,
             resource_type="storage_pool",
-            resource_id=pool["id"],
-            node_id=pool["node_id"],
-            args={"pool": pool["name"], "path": pool["path"]},
+            resource_id=pool.id,
+            node_id=pool.node_id,
+            args={"pool": pool.name, "path": pool.path},
             created_by=principal.user_id,
         )
-        qn.bump_revision(conn, pool["node_id"])
-    deps.hub.publish([pool["node_id"]])
+        qn.bump_revision(conn, pool.node_id)
+    deps.hub.publish([pool.node_id])
     return tasks.accepted(task_id)
 
 
 def apply_scan_result(
-    conn: Connection, deps: Deps, task: dict[str, Any], update: TaskUpdate, now: datetime
+    conn: Tx, deps: Deps, task: TaskRow, update: TaskUpdate, now: datetime
 ) -> None:
     result = update.result or {}
     capacity, available = result.get("capacity_bytes"), result.get("available_bytes")
     if not isinstance(capacity, int) or not isinstance(available, int):
         return
-    row = qp.get_pool(conn, task["resource_id"])
+    row = qp.get_pool(conn, task.resource_id or "")
     if row is None:
         return
     state, _ = next_pressure(
-        PressureState(row["pressure_since"], row["pressure_count"]),
+        PressureState(row.pressure_since, row.pressure_count),
         available,
         capacity,
         pressure_config(deps),
@@ -73,7 +70,7 @@ def apply_scan_result(
     )
     qp.update_status(
         conn,
-        row["id"],
+        row.id,
         {
             "capacity_bytes": capacity,
             "available_bytes": available,

@@ -35,8 +35,6 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy.engine import Connection
-
 from otherix.api.deps import AgentIdentity, Deps, Principal
 from otherix.api.services.redaction import redact
 from otherix.errors import Conflict, NotFound, not_found_message
@@ -45,18 +43,20 @@ from otherix.models.heartbeat import TaskUpdate
 from otherix.models.pagination import decode_cursor, split_page
 from otherix.models.tasks import Task
 from otherix.rbac import Permission, Scope
+from otherix.store import Tx
 from otherix.store import nodes as qn
-from otherix.store import tasks as qt
+from otherix.store.ports.tasks import NewTask, TaskChange, TaskRow
+from otherix.store.tasks import store as qt
 
 FINAL = ("success", "failed", "cancelled")
 #: type -> handler(conn, deps, task row, update, now) applied when the agent reports success
-ResultHandler = Callable[[Connection, Deps, dict[str, Any], TaskUpdate, datetime], None]
+ResultHandler = Callable[[Tx, Deps, TaskRow, TaskUpdate, datetime], None]
 RESULT_HANDLERS: dict[str, ResultHandler] = {}
 #: type -> handler(conn, deps, task row, update, now) applied on each ``running`` report
 RUNNING_HANDLERS: dict[str, ResultHandler] = {}
 #: type -> handler(conn, deps, task row, error, now) applied when the task fails or is
 #: cancelled (``error`` is the task's ``{code, message, ...}``; ``cancelled`` on cancel)
-FailureHandler = Callable[[Connection, Deps, dict[str, Any], dict[str, Any], datetime], None]
+FailureHandler = Callable[[Tx, Deps, TaskRow, dict[str, Any], datetime], None]
 FAILURE_HANDLERS: dict[str, FailureHandler] = {}
 #: types that can be cancelled while pending or running
 CANCELLABLE: set[str] = set()
@@ -65,7 +65,7 @@ CANCELLABLE_WHILE_PENDING: set[str] = set()
 
 
 def new_task(
-    conn: Connection,
+    conn: Tx,
     *,
     now: datetime,
     type: str,
@@ -81,20 +81,17 @@ def new_task(
     task_id = str(uuid.uuid4())
     qt.insert_task(
         conn,
-        {
-            "id": task_id,
-            "type": type,
-            "status": "pending",
-            "progress": 0,
-            "resource_type": resource_type,
-            "resource_id": resource_id,
-            "node_id": node_id,
-            "args": args,
-            "attempts": 0,
-            "max_attempts": max_attempts,
-            "created_by": created_by,
-            "created_at": now,
-        },
+        NewTask(
+            id=task_id,
+            type=type,
+            resource_type=resource_type,
+            resource_id=resource_id,
+            node_id=node_id,
+            args=args,
+            max_attempts=max_attempts,
+            created_by=created_by,
+            created_at=now,
+        ),
     )
     return task_id
 
@@ -105,19 +102,43 @@ def accepted(task_id: str) -> AsyncTaskAccepted:
     )
 
 
-def task_view(principal: Principal, row: dict[str, Any]) -> Task:
+def _task(row: TaskRow, result: object, error: object) -> Task:
+    return Task.model_validate(
+        {
+            "id": row.id,
+            "type": row.type,
+            "status": row.status,
+            "progress": row.progress,
+            "resource_type": row.resource_type,
+            "resource_id": row.resource_id,
+            "result": result,
+            "error": error,
+            "attempts": row.attempts,
+            "max_attempts": row.max_attempts,
+            "created_at": row.created_at,
+            "started_at": row.started_at,
+            "finished_at": row.finished_at,
+        }
+    )
+
+
+def task_row_view(row: TaskRow) -> Task:
+    """The task as stored (what its agent sees)."""
+    return _task(row, row.result, row.error)
+
+
+def task_view(principal: Principal, row: TaskRow) -> Task:
     """The task as ``principal`` may see it: agent-reported fields redacted."""
-    seen = {k: redact(principal, row[k]) for k in ("result", "error")}
-    return Task.model_validate({**row, **seen})
+    return _task(row, redact(principal, row.result), redact(principal, row.error))
 
 
 def task_not_found(task_id: str) -> str:
     return not_found_message("task", task_id, "otherix task list")
 
 
-def _visible(principal: Principal, row: dict[str, Any], permission: Permission) -> bool:
+def _visible(principal: Principal, row: TaskRow, permission: Permission) -> bool:
     scope = principal.scope(permission)
-    return scope is Scope.ANY or (scope is Scope.OWN and row["created_by"] == principal.user_id)
+    return scope is Scope.ANY or (scope is Scope.OWN and row.created_by == principal.user_id)
 
 
 def get(deps: Deps, principal: Principal, task_id: str) -> Task:
@@ -145,87 +166,87 @@ def cancel(deps: Deps, principal: Principal, task_id: str) -> Task:
         row = qt.get_task(conn, task_id)
         if row is None or not _visible(principal, row, Permission.TASK_CANCEL):
             raise NotFound(task_not_found(task_id))
-        if row["status"] in FINAL:
-            raise Conflict("task is already finished", {"current_status": row["status"]})
-        if row["type"] in CANCELLABLE:
+        if row.status in FINAL:
+            raise Conflict("task is already finished", {"current_status": row.status})
+        if row.type in CANCELLABLE:
             states = ["pending", "running"]
-        elif row["type"] in CANCELLABLE_WHILE_PENDING:
+        elif row.type in CANCELLABLE_WHILE_PENDING:
             states = ["pending"]
         else:
-            raise Conflict(
-                f"tasks of type {row['type']} cannot be cancelled", {"type": row["type"]}
-            )
+            raise Conflict(f"tasks of type {row.type} cannot be cancelled", {"type": row.type})
         now = deps.clock.now()
         if not qt.update_task(
             conn, task_id, {"status": "cancelled", "finished_at": now}, only_if_status=states
         ):
             current = qt.get_task(conn, task_id) or row
             message = (
-                f"tasks of type {row['type']} can only be cancelled while pending"
+                f"tasks of type {row.type} can only be cancelled while pending"
                 if states == ["pending"]
                 else "task is already finished"
             )
-            raise Conflict(message, {"current_status": current["status"], "type": row["type"]})
-        on_failure = FAILURE_HANDLERS.get(row["type"])
+            raise Conflict(message, {"current_status": current.status, "type": row.type})
+        on_failure = FAILURE_HANDLERS.get(row.type)
         if on_failure is not None:
             on_failure(conn, deps, row, {"code": "cancelled", "message": "task cancelled"}, now)
-        if row["node_id"]:
-            qn.bump_revision(conn, row["node_id"])
+        if row.node_id:
+            qn.bump_revision(conn, row.node_id)
         row = qt.get_task(conn, task_id) or row
-    if row["node_id"]:
-        deps.hub.publish([row["node_id"]])
+    if row.node_id:
+        deps.hub.publish([row.node_id])
     return task_view(principal, row)
 
 
 def _run_hooks(
-    conn: Connection,
+    conn: Tx,
     deps: Deps,
-    row: dict[str, Any],
+    row: TaskRow,
     update: TaskUpdate,
-    values: dict[str, Any],
+    values: TaskChange,
     now: datetime,
 ) -> None:
     if update.status == "running":
-        if (on_running := RUNNING_HANDLERS.get(row["type"])) is not None:
+        if (on_running := RUNNING_HANDLERS.get(row.type)) is not None:
             on_running(conn, deps, row, update, now)
     elif update.status == "success":
-        if (on_success := RESULT_HANDLERS.get(row["type"])) is not None:
+        if (on_success := RESULT_HANDLERS.get(row.type)) is not None:
             on_success(conn, deps, row, update, now)
-    elif (on_failure := FAILURE_HANDLERS.get(row["type"])) is not None:
-        on_failure(conn, deps, row, values["error"], now)
+    elif (on_failure := FAILURE_HANDLERS.get(row.type)) is not None:
+        on_failure(conn, deps, row, values.get("error") or {}, now)
 
 
 def agent_update(deps: Deps, ident: AgentIdentity, task_id: str, update: TaskUpdate) -> Task:
     now = deps.clock.now()
     with deps.db.write() as conn:
         row = qt.get_task(conn, task_id)
-        if row is None or row["node_id"] != ident.node_id:
+        if row is None or row.node_id != ident.node_id:
             raise NotFound("task not found")
-        if row["status"] in FINAL:
-            return Task.model_validate(row)  # a retried report after completion: no-op
-        values: dict[str, Any] = {"progress": update.progress}
+        if row.status in FINAL:
+            return task_row_view(row)  # a retried report after completion: no-op
+        values: TaskChange = {"progress": update.progress}
         if update.status == "running":
             values["status"] = "running"
             if update.result is not None:  # progress detail, e.g. bytes_done/bytes_total
                 values["result"] = update.result
-            if row["started_at"] is None:
-                values.update(started_at=now, attempts=row["attempts"] + 1)
+            if row.started_at is None:
+                values["started_at"] = now
+                values["attempts"] = row.attempts + 1
         elif update.status == "success":
-            values.update(status="success", progress=100, result=update.result, finished_at=now)
+            values["status"] = "success"
+            values["progress"] = 100
+            values["result"] = update.result
+            values["finished_at"] = now
         else:
-            values.update(
-                status="failed",
-                error=update.error or {"code": "internal", "message": "task failed"},
-                finished_at=now,
-            )
-        values.setdefault("started_at", row["started_at"] or now)
+            values["status"] = "failed"
+            values["error"] = update.error or {"code": "internal", "message": "task failed"}
+            values["finished_at"] = now
+        values.setdefault("started_at", row.started_at or now)
         if update.attempt is not None:  # the agent counts its own tries (vm.create retries)
             values["attempts"] = update.attempt
         if update.max_attempts is not None:
             values["max_attempts"] = max(update.max_attempts, update.attempt or 1)
         # The conditional update decides a race with a cancel; hooks run only for the winner.
         if not qt.update_task(conn, task_id, values, only_if_status=["pending", "running"]):
-            return Task.model_validate(qt.get_task(conn, task_id) or row)
+            return task_row_view(qt.get_task(conn, task_id) or row)
         _run_hooks(conn, deps, row, update, values, now)
         finished = values.get("status") in FINAL
         if finished:
@@ -233,4 +254,4 @@ def agent_update(deps: Deps, ident: AgentIdentity, task_id: str, update: TaskUpd
         row = qt.get_task(conn, task_id) or row
     if finished:
         deps.hub.publish([ident.node_id])  # the node's watch sees the new desired state now
-    return Task.model_validate(row)
+    return task_row_view(row)

@@ -33,8 +33,6 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy.engine import Connection
-
 from otherix.api.deps import Deps, Principal
 from otherix.api.services import defaultpool, placement, tasks
 from otherix.api.services.dryrun import Rehearsal
@@ -60,10 +58,11 @@ from otherix.models.heartbeat import TaskUpdate
 from otherix.models.pagination import decode_cursor, split_page
 from otherix.models.vms import VM, VMCreate, VmDisk, VMStatus
 from otherix.rbac import Permission, Scope
-from otherix.store import StoreError, UniqueViolation
+from otherix.store import StoreError, Tx, UniqueViolation
 from otherix.store import nodes as qn
-from otherix.store import tasks as qt
 from otherix.store import vms as qv
+from otherix.store.ports.tasks import TaskChange, TaskRow
+from otherix.store.tasks import store as qt
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +165,7 @@ def _check(body: VMCreate) -> None:
         raise _bad(problem, "pool")
 
 
-def _rehearsed(conn: Connection, principal: Principal, stored: dict[str, Any]) -> VM:
+def _rehearsed(conn: Tx, principal: Principal, stored: dict[str, Any]) -> VM:
     """What a dry run answers: the admitted VM as its first placement attempt
     would leave it (bound to an instance, or pending with the reason), unwritten."""
     choice = decide(placement.ask_of(stored), placement.load_candidates(conn, stored["pool_ref"]))
@@ -234,7 +233,7 @@ def _as_seen(principal: Principal, row: dict[str, Any]) -> dict[str, Any]:
     return {**row, **seen}
 
 
-def _visible_row(principal: Principal, name: str, conn: Connection) -> dict[str, Any]:
+def _visible_row(principal: Principal, name: str, conn: Tx) -> dict[str, Any]:
     row = qv.get_vm_by_name(conn, _vm_name(name))
     owner = _owner_filter(principal)
     if row is None or (owner is not None and row["owner_id"] != owner):
@@ -291,15 +290,18 @@ def list_vms(
     return [vm_view(_as_seen(principal, r)) for r in page], nxt
 
 
-def _cancel(conn: Connection, task_id: str | None, now: datetime, *, any_type: bool) -> None:
+def _cancel(conn: Tx, task_id: str | None, now: datetime, *, any_type: bool) -> None:
     """Cancel the VM's pending vm.create (``any_type``: any unfinished task)."""
     task = qt.get_task(conn, task_id) if task_id else None
-    if task is None or task["status"] in tasks.FINAL:
+    if task is None or task.status in tasks.FINAL:
         return
-    if any_type or (task["type"] == placement.CREATE and task["status"] == "pending"):
-        error = {"code": "cancelled", "message": "the VM was deleted"}
-        values = {"status": "cancelled", "error": error, "finished_at": now}
-        qt.update_task(conn, task["id"], values, only_if_status=["pending", "running"])
+    if any_type or (task.type == placement.CREATE and task.status == "pending"):
+        values: TaskChange = {
+            "status": "cancelled",
+            "error": {"code": "cancelled", "message": "the VM was deleted"},
+            "finished_at": now,
+        }
+        qt.update_task(conn, task.id, values, only_if_status=["pending", "running"])
 
 
 def delete(deps: Deps, principal: Principal, name: str) -> AsyncTaskAccepted | None:
@@ -319,9 +321,9 @@ def delete(deps: Deps, principal: Principal, name: str) -> AsyncTaskAccepted | N
             qv.delete_vm(conn, vm["id"])
             return None
         current = qt.get_task(conn, vm["task_id"]) if vm["task_id"] else None
-        if vm["phase"] == "deleting" and current and current["status"] not in tasks.FINAL:
+        if vm["phase"] == "deleting" and current and current.status not in tasks.FINAL:
             return AsyncTaskAccepted.model_validate(
-                {**tasks.accepted(current["id"]).model_dump(), "status": current["status"]}
+                {**tasks.accepted(current.id).model_dump(), "status": current.status}
             )
         _cancel(conn, vm["task_id"], now, any_type=False)  # placed since the first read
         disk = next(iter(qv.disks_for_vm(conn, vm["id"])), None)
@@ -354,13 +356,13 @@ def delete(deps: Deps, principal: Principal, name: str) -> AsyncTaskAccepted | N
 
 
 def on_delete_success(
-    conn: Connection, deps: Deps, task: dict[str, Any], _update: TaskUpdate, now: datetime
+    conn: Tx, deps: Deps, task: TaskRow, _update: TaskUpdate, now: datetime
 ) -> None:
-    qv.delete_vm(conn, task["resource_id"])
+    qv.delete_vm(conn, task.resource_id or "")
 
 
 def on_delete_failure(
-    conn: Connection, deps: Deps, task: dict[str, Any], error: dict[str, Any], now: datetime
+    conn: Tx, deps: Deps, task: TaskRow, error: dict[str, Any], now: datetime
 ) -> None:
     placement.mark_error(conn, task, error, now, phases=["deleting"])
 
