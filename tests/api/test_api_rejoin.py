@@ -5,6 +5,7 @@ credential still heartbeats, the node and its pools are unchanged."""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from datetime import UTC, datetime, timedelta
 
@@ -61,7 +62,7 @@ def test_a_rejoined_node_keeps_its_id_and_pools_and_the_old_credential_stops(api
     assert_error(
         heartbeat(api, node), 401, "unauthenticated", details={"reason": "credential_unknown"}
     )
-    node.credential = body["credential"]
+    node = dataclasses.replace(node, credential=body["credential"])
     assert heartbeat(api, node).status_code == 200
     assert snapshot(api, "rj-node") == before
     assert pool["id"] in {p for p, _ in before[2]}
@@ -114,7 +115,7 @@ def test_bad_tokens_change_nothing(api):
     _refused(api, a, token_a, 401, "rejoin_token_unknown")
     r = rejoin(api, newer)
     assert r.status_code == 200, r.text
-    a.credential = r.json()["credential"]
+    a = dataclasses.replace(a, credential=r.json()["credential"])
     _refused(api, a, newer, 401, "rejoin_token_used")
 
 
