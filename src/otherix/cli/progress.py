@@ -43,7 +43,7 @@ from otherix.cli.output import human_bytes
 from otherix.cli.views.vms import failure_reason, phase_text
 from otherix.cli.wait import Outcome, poll
 from otherix.client.api import ApiClient
-from otherix.client.errors import ApiError
+from otherix.client.errors import NotFoundError
 from otherix.models.validation import image_basename
 
 __all__ = [
@@ -310,10 +310,8 @@ def wait_vm_ready(
                     f"{task.get('status')} ({task.get('progress') or 0}%); it goes on in the "
                     f"background: follow it with 'otherix task wait {task_id}'"
                 )
-    except ApiError as exc:
-        if exc.status == 404:
-            raise CliError(f"vm {name} was deleted while waiting") from exc
-        raise
+    except NotFoundError as exc:
+        raise CliError(f"vm {name} was deleted while waiting") from exc
     finally:
         line.clear()
     if _phase(vm) == "stopped":

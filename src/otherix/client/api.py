@@ -6,6 +6,7 @@ from typing import Any
 from urllib.parse import quote
 
 from otherix.client.base import HttpClient
+from otherix.client.errors import DefaultPoolMissing
 
 
 def _seg(value: str) -> str:
@@ -120,14 +121,10 @@ class ApiClient(HttpClient):
 
     # cluster ----------------------------------------------------------------
     def get_default_pool(self) -> str | None:
-        from otherix.client.errors import ApiError
-
         try:
             return str(self.json("GET", "/v1/cluster/default-pool")["name"])
-        except ApiError as exc:
-            if exc.status == 404 and exc.code == "default_pool_not_set":
-                return None
-            raise
+        except DefaultPoolMissing:
+            return None
 
     def set_default_pool(self, name: str) -> str:
         return str(self.json("PUT", "/v1/cluster/default-pool", json={"name": name})["name"])

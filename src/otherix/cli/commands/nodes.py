@@ -42,7 +42,7 @@ from otherix.cli.durations import parse_duration
 from otherix.cli.errors import usage_error
 from otherix.cli.output import age, render_table, render_yaml_stream
 from otherix.cli.views.pools import paging_footer
-from otherix.client.errors import ApiError
+from otherix.client.errors import ApiError, ConflictError
 
 __all__ = ["node"]
 
@@ -247,9 +247,9 @@ def delete_node(name: str, force: bool, output: str) -> None:
     require_confirmation(ctx, f"delete node {name}", force=force)
     try:
         body = ctx.client().delete_node(name)
-    except ApiError as exc:
+    except ConflictError as exc:
         blocking = exc.details.get("blocking_resources")
-        if exc.status == 409 and isinstance(blocking, dict):
+        if isinstance(blocking, dict):
             _blocked(ctx, name, exc, blocking, fmt)
         raise
     if fmt == "json":

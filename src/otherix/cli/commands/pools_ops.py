@@ -23,14 +23,14 @@ from typing import Any
 import click
 
 from otherix.cli.commands.common import output_option, render_object, validate_output
-from otherix.cli.commands.pool_targets import AMBIGUOUS, ambiguous_error, resolve_target
+from otherix.cli.commands.pool_targets import ambiguous_error, resolve_target
 from otherix.cli.context import CliContext, CliError, get_context
 from otherix.cli.durations import format_duration
 from otherix.cli.errors import usage_error
 from otherix.cli.output import human_bytes
 from otherix.cli.wait import poll
 from otherix.client.api import ApiClient
-from otherix.client.errors import ApiError
+from otherix.client.errors import PoolNameAmbiguousError
 
 __all__ = ["SCAN_WAIT_TIMEOUT", "scan_pool", "update_pool"]
 
@@ -80,10 +80,8 @@ def update_pool(
     target = resolve_target(api, ref, node)
     try:
         pool = api.update_pool(target.ref, body)
-    except ApiError as exc:
-        if exc.code == AMBIGUOUS:
-            raise ambiguous_error(api, target.ref, exc) from exc
-        raise
+    except PoolNameAmbiguousError as exc:
+        raise ambiguous_error(api, target.ref, exc) from exc
     if fmt == "json":
         ctx.write(render_object(pool, fmt))
         return
@@ -139,10 +137,8 @@ def scan_pool(ref: str, node: str | None, wait: bool, output: str) -> None:
     target = resolve_target(api, ref, node)
     try:
         accepted = api.scan_pool(target.ref)
-    except ApiError as exc:
-        if exc.code == AMBIGUOUS:
-            raise ambiguous_error(api, target.ref, exc) from exc
-        raise
+    except PoolNameAmbiguousError as exc:
+        raise ambiguous_error(api, target.ref, exc) from exc
     task_id = str(accepted.get("task_id", ""))
     if fmt == "text":
         ctx.line(f"scan of pool {target.label} queued: task {task_id}")

@@ -62,7 +62,7 @@ from otherix.cli.views.vms import (
     vm_manifest,
     vm_text,
 )
-from otherix.client.errors import ApiError
+from otherix.client.errors import DefaultPoolNotSetError
 from otherix.models.validation import PHASES
 
 __all__ = ["vm"]
@@ -175,10 +175,8 @@ def create_vm(
     api = ctx.client()
     try:
         created = api.create_vm(body)
-    except ApiError as exc:
-        if exc.code == "default_pool_not_set":
-            raise CliError(NO_DEFAULT) from exc
-        raise
+    except DefaultPoolNotSetError as exc:
+        raise CliError(NO_DEFAULT) from exc
     failure = ""
     if wait:
         created, failure = wait_vm_ready(ctx, api, created, timeout)

@@ -38,11 +38,15 @@ from otherix.cli.manifest.plan import (
 from otherix.cli.progress import StatusLine, follow_task, live_output, task_error, wait_vm_ready
 from otherix.cli.wait import poll
 from otherix.client.api import ApiClient
-from otherix.client.errors import ApiError, ClientError
+from otherix.client.errors import (
+    ApiError,
+    ClientError,
+    ConflictError,
+    DeleteBlockedError,
+    NotFoundError,
+)
 
 __all__ = ["Runner"]
-
-BLOCKED_CODES = ("conflict", "resource_in_use")
 
 
 @dataclass
@@ -73,19 +77,15 @@ class Runner:
         if name not in self._concepts:
             try:
                 self._concepts[name] = self.api.get_pool(name)
-            except ApiError as exc:
-                if exc.status != 404:
-                    raise
+            except NotFoundError:
                 self._concepts[name] = None
         return self._concepts[name]
 
     def vm(self, name: str) -> dict[str, Any] | None:
         try:
             return self.api.get_vm(name)
-        except ApiError as exc:
-            if exc.status == 404:
-                return None
-            raise
+        except NotFoundError:
+            return None
 
     def plan(self, items: Sequence[Item]) -> list[Action]:
         """The apply plan: one action per item, from the server's current state."""
@@ -106,8 +106,8 @@ class Runner:
                     body = self.api.create_pool(item.body())
                 else:
                     body = self.api.create_vm(item.spec.body(item.name))
-            except ApiError as exc:
-                self.fail(item, "already exists" if exc.status == 409 else describe(exc))
+            except ConflictError:
+                self.fail(item, "already exists")
                 continue
             except ClientError as exc:
                 self.fail(item, describe(exc))
@@ -134,7 +134,7 @@ class Runner:
             try:
                 body = self._send(item, dry_run=True)
             except ApiError as exc:
-                problem = "already exists" if exc.status == 409 else describe(exc)
+                problem = "already exists" if isinstance(exc, ConflictError) else describe(exc)
                 self.fail(item, f"refused: {problem}")
                 continue
             except ClientError as exc:
@@ -207,24 +207,20 @@ class Runner:
             return
         try:
             self.api.delete_pool(str(inst["id"]))
-        except ApiError as exc:
-            if exc.status == 409 and exc.code in BLOCKED_CODES:
-                blocking = exc.details.get("blocking_resources") or {}
-                what = ", ".join(f"{k}: {v}" for k, v in sorted(blocking.items()))
-                self.fail(item, f"blocked by {what or exc.code} (skipped, not forced)")
-                return
-            raise
+        except DeleteBlockedError as exc:
+            blocking = exc.details.get("blocking_resources") or {}
+            what = ", ".join(f"{k}: {v}" for k, v in sorted(blocking.items()))
+            self.fail(item, f"blocked by {what or exc.code} (skipped, not forced)")
+            return
         self._concepts.pop(item.name, None)
         self.ctx.line(f"deleted {item.label}")
 
     def _delete_vm(self, item: VmItem) -> None:
         try:
             accepted = self.api.delete_vm(item.name)
-        except ApiError as exc:
-            if exc.status == 404:
-                self.fail(item, "not found")
-                return
-            raise
+        except NotFoundError:
+            self.fail(item, "not found")
+            return
         if accepted is None:
             self.ctx.line(f"deleted {item.label}")
             return
