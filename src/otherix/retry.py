@@ -3,7 +3,7 @@
 What may be retried is a type, not a status code compared at each call site:
 
 - :class:`Retryable`: the same request may succeed later (nothing reached a
-  server, 408/429, 502/503/504, ``rate_limited``, ``request_timeout``,
+  server, 408/429, a 5xx other than 500, ``rate_limited``, ``request_timeout``,
   ``store_unavailable``);
 - :class:`Permanent`: sending it again gets the same answer (every other
   4xx, and 500 ``internal``: a bug on the server does not go away by asking

@@ -34,7 +34,7 @@ Failures (``otherix.client`` errors) end the loop only when the node was
 removed:
 
 - a retryable error (``otherix.retry.Retryable``: transport errors,
-  408/429/502/503/504): exponential backoff with full jitter
+  408/429, a 5xx other than 500): exponential backoff with full jitter
   (``backoff_initial`` doubling up to ``backoff_max``), forever;
 - 401 reason ``node_deleted`` (an operator ran ``otherix node delete``): the
   one failure that ends the loop. It logs once that the node was removed and

@@ -15,7 +15,7 @@ Rules, per task:
 - ``finish(id, update)``: the outcome (``success`` or ``failed``). It
   replaces unsent progress, and progress handed in after it is ignored. It
   is sent as soon as the sender is free. A failure that may pass (an
-  ``otherix.retry.Retryable`` one: transport error, 408, 429, 502-504; and
+  ``otherix.retry.Retryable`` one: transport error, 408, 429, 5xx but 500; and
   401) is retried with exponential backoff and full jitter until accepted,
   without redoing the work; a refusal (404: the task was cancelled or is
   gone; other 4xx; 500 ``internal``, a bug on the server) drops it with a

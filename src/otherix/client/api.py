@@ -1,4 +1,16 @@
-"""``ApiClient``: the user-facing REST calls, returning decoded JSON."""
+"""``ApiClient``: the user-facing REST calls.
+
+A call whose answer has one wire model returns it parsed into that model
+(``otherix.models``): ``login`` a ``TokenPair``, ``create_user``/``update_user``
+a ``User``, ``reset_node_credentials`` a ``NodeRejoinToken``,
+``provision_default_pool`` a ``DefaultPoolProvisioned``, ``scan_pool`` and
+``delete_vm`` an ``AsyncTaskAccepted``, the default-pool calls the name of a
+``DefaultPool``. The others still return the decoded JSON: their answers have
+several shapes (a concept view or an instance, ``view=`` variants) or their
+callers render the body as it came.
+
+Errors are the typed classes of ``otherix.client.errors``.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +19,10 @@ from urllib.parse import quote
 
 from otherix.client.base import HttpClient
 from otherix.client.errors import DefaultPoolMissing
+from otherix.models.auth import TokenPair, User
+from otherix.models.common import AsyncTaskAccepted
+from otherix.models.nodes import DefaultPoolProvisioned, NodeRejoinToken
+from otherix.models.pools import DefaultPool
 
 
 def _seg(value: str) -> str:
@@ -15,10 +31,9 @@ def _seg(value: str) -> str:
 
 class ApiClient(HttpClient):
     # auth and users ---------------------------------------------------------
-    def login(self, username: str, password: str) -> dict[str, Any]:
-        return dict(
-            self.json("POST", "/v1/auth/login", json={"username": username, "password": password})
-        )
+    def login(self, username: str, password: str) -> TokenPair:
+        body = {"username": username, "password": password}
+        return TokenPair.model_validate(self.json("POST", "/v1/auth/login", json=body))
 
     def logout(self, refresh_token: str | None = None, all_sessions: bool = False) -> None:
         body = {"refresh_token": refresh_token, "all_sessions": all_sessions}
@@ -30,12 +45,12 @@ class ApiClient(HttpClient):
     def list_users(self) -> dict[str, Any]:
         return dict(self.json("GET", "/v1/users"))
 
-    def create_user(self, username: str, password: str, role: str) -> dict[str, Any]:
+    def create_user(self, username: str, password: str, role: str) -> User:
         body = {"username": username, "password": password, "role": role}
-        return dict(self.json("POST", "/v1/users", json=body))
+        return User.model_validate(self.json("POST", "/v1/users", json=body))
 
-    def update_user(self, user: str, body: dict[str, Any]) -> dict[str, Any]:
-        return dict(self.json("PATCH", f"/v1/users/{_seg(user)}", json=body))
+    def update_user(self, user: str, body: dict[str, Any]) -> User:
+        return User.model_validate(self.json("PATCH", f"/v1/users/{_seg(user)}", json=body))
 
     def delete_user(self, user: str) -> None:
         self.json("DELETE", f"/v1/users/{_seg(user)}")
@@ -77,18 +92,20 @@ class ApiClient(HttpClient):
     def node_action(self, name: str, action: str) -> dict[str, Any]:
         return dict(self.json("POST", f"/v1/nodes/{_seg(name)}/{action}"))
 
-    def reset_node_credentials(self, name: str, ttl_seconds: int | None = None) -> dict[str, Any]:
+    def reset_node_credentials(self, name: str, ttl_seconds: int | None = None) -> NodeRejoinToken:
         """A one-time re-enrol token for the node (``otxr_…``, shown once)."""
         body = {"ttl_seconds": ttl_seconds}
-        return dict(self.json("POST", f"/v1/nodes/{_seg(name)}/reset-credentials", json=body))
+        data = self.json("POST", f"/v1/nodes/{_seg(name)}/reset-credentials", json=body)
+        return NodeRejoinToken.model_validate(data)
 
     def delete_node(self, name: str) -> dict[str, Any]:
         """The deleted node and its deleted pool instances (``{}`` from an older
         server, which answered 204 and kept the pools)."""
         return dict(self.json("DELETE", f"/v1/nodes/{_seg(name)}") or {})
 
-    def provision_default_pool(self, name: str) -> dict[str, Any]:
-        return dict(self.json("POST", f"/v1/nodes/{_seg(name)}/provision-default-pool"))
+    def provision_default_pool(self, name: str) -> DefaultPoolProvisioned:
+        data = self.json("POST", f"/v1/nodes/{_seg(name)}/provision-default-pool")
+        return DefaultPoolProvisioned.model_validate(data)
 
     # storage pools ----------------------------------------------------------
     def list_pools(self, **params: Any) -> dict[str, Any]:
@@ -113,8 +130,9 @@ class ApiClient(HttpClient):
     def delete_pool(self, ref: str) -> None:
         self.json("DELETE", f"/v1/storage-pools/{_seg(ref)}")
 
-    def scan_pool(self, ref: str) -> dict[str, Any]:
-        return dict(self.json("POST", f"/v1/storage-pools/{_seg(ref)}/scan"))
+    def scan_pool(self, ref: str) -> AsyncTaskAccepted:
+        data = self.json("POST", f"/v1/storage-pools/{_seg(ref)}/scan")
+        return AsyncTaskAccepted.model_validate(data)
 
     def reinit_pool(self, ref: str) -> dict[str, Any]:
         return dict(self.json("POST", f"/v1/storage-pools/{_seg(ref)}/reinit"))
@@ -122,12 +140,14 @@ class ApiClient(HttpClient):
     # cluster ----------------------------------------------------------------
     def get_default_pool(self) -> str | None:
         try:
-            return str(self.json("GET", "/v1/cluster/default-pool")["name"])
+            data = self.json("GET", "/v1/cluster/default-pool")
         except DefaultPoolMissing:
             return None
+        return DefaultPool.model_validate(data).name
 
     def set_default_pool(self, name: str) -> str:
-        return str(self.json("PUT", "/v1/cluster/default-pool", json={"name": name})["name"])
+        data = self.json("PUT", "/v1/cluster/default-pool", json={"name": name})
+        return DefaultPool.model_validate(data).name
 
     def unset_default_pool(self) -> None:
         self.json("DELETE", "/v1/cluster/default-pool")
@@ -147,10 +167,10 @@ class ApiClient(HttpClient):
     def get_vm(self, name: str) -> dict[str, Any]:
         return dict(self.json("GET", f"/v1/vms/{_seg(name)}"))
 
-    def delete_vm(self, name: str) -> dict[str, Any] | None:
+    def delete_vm(self, name: str) -> AsyncTaskAccepted | None:
         """None when the VM is gone at once (204); else the accepted vm.delete task (202)."""
         body = self.json("DELETE", f"/v1/vms/{_seg(name)}")
-        return dict(body) if body else None
+        return AsyncTaskAccepted.model_validate(body) if body else None
 
     # tasks ------------------------------------------------------------------
     def get_task(self, task_id: str) -> dict[str, Any]:

@@ -13,7 +13,7 @@
     │   ├── MethodNotAllowedError        405 (Permanent)
     │   ├── ConflictError                409 (Permanent)
     │   │   └── DeleteBlockedError           errors.DELETE_BLOCKING_CODES
-    │   ├── UnavailableError             408, 429, 502-504 (Retryable)
+    │   ├── UnavailableError             408, 429, 5xx but 500 (Retryable)
     │   └── InternalServerError          500 internal (Permanent)
     └── TransportError               no usable answer (Retryable)
         ├── ConnectionRefused    "connection_refused: ..."
@@ -115,7 +115,7 @@ class DeleteBlockedError(ConflictError):
 
 
 class UnavailableError(ApiError, Retryable):
-    """408, 429, 502, 503, 504: the same request may succeed later."""
+    """408, 429, a 5xx other than 500: the same request may succeed later."""
 
 
 class InternalServerError(ApiError, Permanent):
@@ -177,7 +177,9 @@ def api_error(
     status: int, code: str | None, message: str, details: dict[str, Any] | None = None
 ) -> ApiError:
     """The typed error for an answer of ``status`` with ``code`` (module docstring)."""
-    cls = BY_WIRE.get((status, code or "")) or BY_STATUS.get(status, ApiError)
+    cls = BY_WIRE.get((status, code or "")) or BY_STATUS.get(status)
+    if cls is None:  # another 5xx (a proxy, a gateway) may pass; an unknown 4xx will not
+        cls = UnavailableError if status > 500 else ApiError
     return cls(status, code, message, details)
 
 

@@ -109,6 +109,7 @@ def test_an_unknown_code_falls_back_on_its_status() -> None:
     assert type(got) is NotFoundError
     assert got.code == "some_new_code"
     assert type(api_error(418, None, "teapot")) is ApiError
+    assert type(api_error(507, None, "full")) is UnavailableError
     assert str(api_error(404, "not_found", "gone")) == "api_error: not_found: gone"
 
 

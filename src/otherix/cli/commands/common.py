@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 
 import click
 from click.core import ParameterSource
+from pydantic import BaseModel
 
 from otherix.cli.context import CliContext
 from otherix.cli.errors import Declined, NeedsForce, usage_error
@@ -42,6 +43,7 @@ __all__ = [
     "require_confirmation",
     "show_ids_option",
     "validate_output",
+    "wire",
     "write_list_page",
 ]
 
@@ -121,8 +123,15 @@ def require_confirmation(
         raise Declined(f"aborted: did not {action}")
 
 
+def wire(model: BaseModel) -> dict[str, Any]:
+    """``model`` as its JSON body (times as the server writes them, ``...Z``)."""
+    return model.model_dump(mode="json")
+
+
 def render_object(obj: Any, fmt: str) -> str:
-    """Dump a decoded body as ``json`` or ``yaml``."""
+    """Dump a decoded body, or a wire model as the server sends it, as ``json`` or ``yaml``."""
+    if isinstance(obj, BaseModel):
+        obj = wire(obj)
     return render_yaml(obj) if fmt == "yaml" else render_json(obj)
 
 

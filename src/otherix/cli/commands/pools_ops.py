@@ -139,7 +139,7 @@ def scan_pool(ref: str, node: str | None, wait: bool, output: str) -> None:
         accepted = api.scan_pool(target.ref)
     except PoolNameAmbiguousError as exc:
         raise ambiguous_error(api, target.ref, exc) from exc
-    task_id = str(accepted.get("task_id", ""))
+    task_id = accepted.task_id
     if fmt == "text":
         ctx.line(f"scan of pool {target.label} queued: task {task_id}")
     if not wait:

@@ -98,7 +98,7 @@ def create_user(username: str, role: str, password: str | None, output: str) -> 
     if fmt == "json":
         ctx.write(render_object(created, fmt))
         return
-    ctx.line(f"user {created.get('username', username)} created (role {created.get('role')})")
+    ctx.line(f"user {created.username} created (role {created.role})")
 
 
 @user.command("delete")
@@ -131,7 +131,7 @@ def disable_user(user_ref: str) -> None:
     """
     ctx = get_context()
     body = ctx.client().update_user(user_ref, {"disabled": True})
-    ctx.line(f"user {body.get('username', user_ref)} disabled; every session ended")
+    ctx.line(f"user {body.username} disabled; every session ended")
 
 
 @user.command("enable")
@@ -147,4 +147,4 @@ def enable_user(user_ref: str) -> None:
     """
     ctx = get_context()
     body = ctx.client().update_user(user_ref, {"disabled": False})
-    ctx.line(f"user {body.get('username', user_ref)} enabled")
+    ctx.line(f"user {body.username} enabled")

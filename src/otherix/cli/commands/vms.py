@@ -286,7 +286,7 @@ def delete_vm(name: str, force: bool, wait: bool, wait_timeout: str) -> None:
     if accepted is None:
         ctx.line(f"vm {name} deleted")
         return
-    task_id = str(accepted.get("task_id", ""))
+    task_id = accepted.task_id
     if not wait:
         ctx.line(f"vm {name} deleting (task {task_id})")
         return

@@ -224,7 +224,7 @@ class Runner:
         if accepted is None:
             self.ctx.line(f"deleted {item.label}")
             return
-        task_id = str(accepted.get("task_id", ""))
+        task_id = accepted.task_id
         if not self.wait:
             self.ctx.line(f"deleting {item.label} (task {task_id})")
             return
