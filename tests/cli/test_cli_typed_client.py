@@ -100,3 +100,17 @@ def test_a_blocked_pool_delete_is_delete_blocked(api, client: ApiClient) -> None
     with pytest.raises(DeleteBlockedError) as info:
         client.delete_pool("fast")
     assert info.value.details.get("reason") == "default_pool_in_use"
+
+
+def test_tasks_are_typed_and_dump_to_the_body_the_server_sent(api, client: ApiClient) -> None:
+    node = ready_node(api, "node-a")
+    ready_pool(api, node, "fast")
+    scan = client.scan_pool("fast")
+    task = client.get_task(scan.task_id)
+    assert task.type == "storage_pool.scan"
+    _, raw = get_json(api, f"/v1/tasks/{scan.task_id}")
+    assert task.model_dump(mode="json") == raw
+    page = client.list_tasks(limit=200)
+    _, raw_page = get_json(api, "/v1/tasks?limit=200")
+    assert page.model_dump(mode="json") == raw_page
+    assert scan.task_id in [t.id for t in page.data]

@@ -39,7 +39,7 @@ from typing import Any
 from otherix.cli.context import CliContext, CliError
 from otherix.cli.durations import format_duration, parse_duration
 from otherix.cli.errors import usage_error
-from otherix.cli.output import human_bytes
+from otherix.cli.output import human_bytes, wire
 from otherix.cli.views.vms import failure_reason, phase_text
 from otherix.cli.wait import Outcome, poll
 from otherix.client.api import ApiClient
@@ -210,7 +210,7 @@ def follow_task(
     meter = RateMeter()
 
     def fetch() -> dict[str, Any]:
-        task = api.get_task(task_id)
+        task = wire(api.get_task(task_id))
         if task.get("status") in FINAL:
             return task
         result = task.get("result") or {}
@@ -244,7 +244,7 @@ def _task_of(api: ApiClient, vm: VmBody) -> str | None:
         return str(task_id)
     if not vm.get("node"):
         return None
-    body = api.list_tasks(resource_id=vm["id"], type=CREATE_TASK, limit=200)
+    body = wire(api.list_tasks(resource_id=vm["id"], type=CREATE_TASK, limit=200))
     found = body.get("data") or []
     return str(found[-1]["id"]) if found else None
 

@@ -4,10 +4,11 @@ A call whose answer has one wire model returns it parsed into that model
 (``otherix.models``): ``login`` a ``TokenPair``, ``create_user``/``update_user``
 a ``User``, ``reset_node_credentials`` a ``NodeRejoinToken``,
 ``provision_default_pool`` a ``DefaultPoolProvisioned``, ``scan_pool`` and
-``delete_vm`` an ``AsyncTaskAccepted``, the default-pool calls the name of a
-``DefaultPool``. The others still return the decoded JSON: their answers have
-several shapes (a concept view or an instance, ``view=`` variants) or their
-callers render the body as it came.
+``delete_vm`` an ``AsyncTaskAccepted``, the task calls a ``Task`` (a
+``Page[Task]``), the default-pool calls the name of a ``DefaultPool``. The
+others still return the decoded JSON: their answers have several shapes (a
+concept view or an instance, ``view=`` variants), or a replay may lack a
+field the model requires (a token's secret), or they are not converted yet.
 
 Errors are the typed classes of ``otherix.client.errors``.
 """
@@ -20,9 +21,10 @@ from urllib.parse import quote
 from otherix.client.base import HttpClient
 from otherix.client.errors import DefaultPoolMissing
 from otherix.models.auth import TokenPair, User
-from otherix.models.common import AsyncTaskAccepted
+from otherix.models.common import AsyncTaskAccepted, Page
 from otherix.models.nodes import DefaultPoolProvisioned, NodeRejoinToken
 from otherix.models.pools import DefaultPool
+from otherix.models.tasks import Task
 
 
 def _seg(value: str) -> str:
@@ -173,11 +175,11 @@ class ApiClient(HttpClient):
         return AsyncTaskAccepted.model_validate(body) if body else None
 
     # tasks ------------------------------------------------------------------
-    def get_task(self, task_id: str) -> dict[str, Any]:
-        return dict(self.json("GET", f"/v1/tasks/{_seg(task_id)}"))
+    def get_task(self, task_id: str) -> Task:
+        return Task.model_validate(self.json("GET", f"/v1/tasks/{_seg(task_id)}"))
 
-    def list_tasks(self, **params: Any) -> dict[str, Any]:
-        return dict(self.json("GET", "/v1/tasks", params=params))
+    def list_tasks(self, **params: Any) -> Page[Task]:
+        return Page[Task].model_validate(self.json("GET", "/v1/tasks", params=params))
 
-    def cancel_task(self, task_id: str) -> dict[str, Any]:
-        return dict(self.json("POST", f"/v1/tasks/{_seg(task_id)}/cancel"))
+    def cancel_task(self, task_id: str) -> Task:
+        return Task.model_validate(self.json("POST", f"/v1/tasks/{_seg(task_id)}/cancel"))

@@ -31,7 +31,7 @@ from pydantic import BaseModel
 
 from otherix.cli.context import CliContext
 from otherix.cli.errors import Declined, NeedsForce, usage_error
-from otherix.cli.output import check_format, render_json, render_yaml, render_yaml_stream
+from otherix.cli.output import check_format, render_json, render_yaml, render_yaml_stream, wire
 from otherix.cli.views.pools import paging_footer
 
 __all__ = [
@@ -121,11 +121,6 @@ def require_confirmation(
         )
     if not confirm(ctx, question or f"{action}?", accept_yes_word=accept_yes_word):
         raise Declined(f"aborted: did not {action}")
-
-
-def wire(model: BaseModel) -> dict[str, Any]:
-    """``model`` as its JSON body (times as the server writes them, ``...Z``)."""
-    return model.model_dump(mode="json")
 
 
 def render_object(obj: Any, fmt: str) -> str:

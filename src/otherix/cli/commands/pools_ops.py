@@ -27,7 +27,7 @@ from otherix.cli.commands.pool_targets import ambiguous_error, resolve_target
 from otherix.cli.context import CliContext, CliError, get_context
 from otherix.cli.durations import format_duration
 from otherix.cli.errors import usage_error
-from otherix.cli.output import human_bytes
+from otherix.cli.output import human_bytes, wire
 from otherix.cli.wait import poll
 from otherix.client.api import ApiClient
 from otherix.client.errors import PoolNameAmbiguousError
@@ -95,7 +95,7 @@ def _wait_task(ctx: CliContext, api: ApiClient, task_id: str) -> dict[str, Any]:
     timeout = format_duration(SCAN_WAIT_TIMEOUT)
     ctx.warn(f"waiting for scan task {task_id} (timeout {timeout})…")
     outcome = poll(
-        lambda: api.get_task(task_id),
+        lambda: wire(api.get_task(task_id)),
         lambda t: t.get("status") in TERMINAL,
         timeout=SCAN_WAIT_TIMEOUT,
         sleep=ctx.sleep,
