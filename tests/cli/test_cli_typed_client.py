@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 from clihelpers import get_json
-from test_cli_vms_helpers import make_vm, ready_node, ready_pool
+from test_cli_vms_helpers import IMAGE, make_vm, ready_node, ready_pool
 from tests.support.server import ADMIN
 
 from otherix.client.api import ApiClient
@@ -26,6 +26,7 @@ from otherix.client.errors import (
 from otherix.models.auth import TokenPair, User
 from otherix.models.common import AsyncTaskAccepted
 from otherix.models.nodes import DefaultPoolProvisioned
+from otherix.models.vms import VM
 
 
 @pytest.fixture
@@ -114,3 +115,18 @@ def test_tasks_are_typed_and_dump_to_the_body_the_server_sent(api, client: ApiCl
     _, raw_page = get_json(api, "/v1/tasks?limit=200")
     assert page.model_dump(mode="json") == raw_page
     assert scan.task_id in [t.id for t in page.data]
+
+
+def test_vms_are_typed_and_dump_to_the_body_the_server_sent(api, client: ApiClient) -> None:
+    ready_node(api, "node-a")
+    make_vm(api, "web-1")
+    vm = client.get_vm("web-1")
+    assert isinstance(vm, VM)
+    _, raw = get_json(api, "/v1/vms/web-1")
+    assert vm.model_dump(mode="json") == raw
+    page = client.list_vms(limit=200)
+    _, raw_page = get_json(api, "/v1/vms?limit=200")
+    assert page.model_dump(mode="json") == raw_page
+    body = {"name": "web-2", "image_url": IMAGE, "arch": "amd64", "vcpus": 2, "memory_mb": 2048}
+    rehearsed = client.create_vm(body, dry_run=True)
+    assert rehearsed.name == "web-2"

@@ -256,7 +256,7 @@ def _wait_placed(
     said = {"why": ""}
 
     def fetch() -> tuple[VmBody, str | None]:
-        current = api.get_vm(name)
+        current = wire(api.get_vm(name))
         task_id = _task_of(api, current)
         if _phase(current) == "pending" and task_id is None:
             why = failure_reason(current)
@@ -302,7 +302,7 @@ def wait_vm_ready(
         if task_id is not None and _phase(vm) in ("pending", "creating"):
             left = max(0.0, deadline - ctx.monotonic())
             outcome = follow_task(ctx, api, task_id, timeout=left, line=line, label=label)
-            vm = api.get_vm(name)
+            vm = wire(api.get_vm(name))
             if not outcome.done:
                 task = outcome.value
                 return vm, (

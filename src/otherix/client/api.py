@@ -5,10 +5,11 @@ A call whose answer has one wire model returns it parsed into that model
 a ``User``, ``reset_node_credentials`` a ``NodeRejoinToken``,
 ``provision_default_pool`` a ``DefaultPoolProvisioned``, ``scan_pool`` and
 ``delete_vm`` an ``AsyncTaskAccepted``, the task calls a ``Task`` (a
-``Page[Task]``), the default-pool calls the name of a ``DefaultPool``. The
-others still return the decoded JSON: their answers have several shapes (a
-concept view or an instance, ``view=`` variants), or a replay may lack a
-field the model requires (a token's secret), or they are not converted yet.
+``Page[Task]``), the VM calls a ``VM`` (a ``Page[VM]``), the default-pool
+calls the name of a ``DefaultPool``. The others still return the decoded
+JSON: their answers have several shapes (a concept view or an instance,
+``view=`` variants), or a replay may lack a field the model requires (a
+token's secret), or they are not converted yet.
 
 Errors are the typed classes of ``otherix.client.errors``.
 """
@@ -25,6 +26,7 @@ from otherix.models.common import AsyncTaskAccepted, Page
 from otherix.models.nodes import DefaultPoolProvisioned, NodeRejoinToken
 from otherix.models.pools import DefaultPool
 from otherix.models.tasks import Task
+from otherix.models.vms import VM
 
 
 def _seg(value: str) -> str:
@@ -155,19 +157,20 @@ class ApiClient(HttpClient):
         self.json("DELETE", "/v1/cluster/default-pool")
 
     # VMs --------------------------------------------------------------------
-    def list_vms(self, **params: Any) -> dict[str, Any]:
-        return dict(self.json("GET", "/v1/vms", params=params))
+    def list_vms(self, **params: Any) -> Page[VM]:
+        return Page[VM].model_validate(self.json("GET", "/v1/vms", params=params))
 
     def create_vm(
         self, body: dict[str, Any], idempotency_key: str | None = None, *, dry_run: bool = False
-    ) -> dict[str, Any]:
+    ) -> VM:
         """``dry_run``: the server checks everything and answers the would-be VM."""
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
         params = {"dry_run": "true"} if dry_run else None
-        return dict(self.json("POST", "/v1/vms", json=body, headers=headers, params=params))
+        data = self.json("POST", "/v1/vms", json=body, headers=headers, params=params)
+        return VM.model_validate(data)
 
-    def get_vm(self, name: str) -> dict[str, Any]:
-        return dict(self.json("GET", f"/v1/vms/{_seg(name)}"))
+    def get_vm(self, name: str) -> VM:
+        return VM.model_validate(self.json("GET", f"/v1/vms/{_seg(name)}"))
 
     def delete_vm(self, name: str) -> AsyncTaskAccepted | None:
         """None when the VM is gone at once (204); else the accepted vm.delete task (202)."""

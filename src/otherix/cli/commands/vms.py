@@ -46,7 +46,7 @@ from otherix.cli.commands.common import (
 )
 from otherix.cli.context import CliError, get_context
 from otherix.cli.durations import format_duration
-from otherix.cli.output import render_yaml
+from otherix.cli.output import render_yaml, wire
 from otherix.cli.progress import (
     StatusLine,
     follow_task,
@@ -174,7 +174,7 @@ def create_vm(
     ctx = get_context()
     api = ctx.client()
     try:
-        created = api.create_vm(body)
+        created = wire(api.create_vm(body))
     except DefaultPoolNotSetError as exc:
         raise CliError(NO_DEFAULT) from exc
     failure = ""
@@ -218,7 +218,9 @@ def list_vms(
     """
     fmt = validate_output(output, ("table", "json", "yaml"))
     ctx = get_context()
-    body = ctx.client().list_vms(limit=limit, cursor=cursor, pool=pool, node=node, status=status)
+    body = wire(
+        ctx.client().list_vms(limit=limit, cursor=cursor, pool=pool, node=node, status=status)
+    )
     write_list_page(
         ctx,
         next_page_command(cctx),
@@ -247,7 +249,7 @@ def get_vm(name: str, output: str) -> None:
     """
     fmt = validate_output(output, ("text", "json", "yaml"))
     ctx = get_context()
-    body = ctx.client().get_vm(name)
+    body = wire(ctx.client().get_vm(name))
     if fmt == "json":
         ctx.write(render_object(body, fmt))
     elif fmt == "yaml":

@@ -35,6 +35,7 @@ from otherix.cli.manifest.plan import (
     pool_action,
     vm_action,
 )
+from otherix.cli.output import wire
 from otherix.cli.progress import StatusLine, follow_task, live_output, task_error, wait_vm_ready
 from otherix.cli.wait import poll
 from otherix.client.api import ApiClient
@@ -83,7 +84,7 @@ class Runner:
 
     def vm(self, name: str) -> dict[str, Any] | None:
         try:
-            return self.api.get_vm(name)
+            return wire(self.api.get_vm(name))
         except NotFoundError:
             return None
 
@@ -105,7 +106,7 @@ class Runner:
                 if isinstance(item, PoolItem):
                     body = self.api.create_pool(item.body())
                 else:
-                    body = self.api.create_vm(item.spec.body(item.name))
+                    body = wire(self.api.create_vm(item.spec.body(item.name)))
             except ConflictError:
                 self.fail(item, "already exists")
                 continue
@@ -121,7 +122,7 @@ class Runner:
     def _send(self, item: Item, *, dry_run: bool) -> dict[str, Any]:
         if isinstance(item, PoolItem):
             return self.api.create_pool(item.body(), dry_run=dry_run)
-        return self.api.create_vm(item.spec.body(item.name), dry_run=dry_run)
+        return wire(self.api.create_vm(item.spec.body(item.name), dry_run=dry_run))
 
     def rehearse(self, items: Sequence[Item], verb: str = "would create") -> None:
         """Ask the server to dry-run every create; print its verdict per item.
