@@ -130,3 +130,18 @@ def test_vms_are_typed_and_dump_to_the_body_the_server_sent(api, client: ApiClie
     body = {"name": "web-2", "image_url": IMAGE, "arch": "amd64", "vcpus": 2, "memory_mb": 2048}
     rehearsed = client.create_vm(body, dry_run=True)
     assert rehearsed.name == "web-2"
+
+
+def test_user_and_token_lists_dump_to_the_body_the_server_sent(api, client: ApiClient) -> None:
+    assert client.me().username == ADMIN[0]
+    for path, page in [
+        ("/v1/users", client.list_users()),
+        ("/v1/users/me/api-tokens", client.list_tokens()),
+        ("/v1/nodes/join-tokens", client.list_join_tokens()),
+    ]:
+        _, raw = get_json(api, path)
+        assert page.model_dump(mode="json") == raw, path
+    ready_node(api, "node-a")  # a join token, used
+    _, raw = get_json(api, "/v1/nodes/join-tokens")
+    assert raw["data"]
+    assert client.list_join_tokens().model_dump(mode="json") == raw

@@ -1,8 +1,9 @@
 """``ApiClient``: the user-facing REST calls.
 
 A call whose answer has one wire model returns it parsed into that model
-(``otherix.models``): ``login`` a ``TokenPair``, ``create_user``/``update_user``
-a ``User``, ``reset_node_credentials`` a ``NodeRejoinToken``,
+(``otherix.models``): ``login`` a ``TokenPair``, ``me``/``create_user``/
+``update_user`` a ``User``, the lists of users, API tokens and join tokens a
+``Page`` of them, ``reset_node_credentials`` a ``NodeRejoinToken``,
 ``provision_default_pool`` a ``DefaultPoolProvisioned``, ``scan_pool`` and
 ``delete_vm`` an ``AsyncTaskAccepted``, the task calls a ``Task`` (a
 ``Page[Task]``), the VM calls a ``VM`` (a ``Page[VM]``), the default-pool
@@ -21,9 +22,9 @@ from urllib.parse import quote
 
 from otherix.client.base import HttpClient
 from otherix.client.errors import DefaultPoolMissing
-from otherix.models.auth import TokenPair, User
+from otherix.models.auth import ApiToken, TokenPair, User
 from otherix.models.common import AsyncTaskAccepted, Page
-from otherix.models.nodes import DefaultPoolProvisioned, NodeRejoinToken
+from otherix.models.nodes import DefaultPoolProvisioned, JoinToken, NodeRejoinToken
 from otherix.models.pools import DefaultPool
 from otherix.models.tasks import Task
 from otherix.models.vms import VM
@@ -43,11 +44,11 @@ class ApiClient(HttpClient):
         body = {"refresh_token": refresh_token, "all_sessions": all_sessions}
         self.json("POST", "/v1/auth/logout", json=body)
 
-    def me(self) -> dict[str, Any]:
-        return dict(self.json("GET", "/v1/users/me"))
+    def me(self) -> User:
+        return User.model_validate(self.json("GET", "/v1/users/me"))
 
-    def list_users(self) -> dict[str, Any]:
-        return dict(self.json("GET", "/v1/users"))
+    def list_users(self) -> Page[User]:
+        return Page[User].model_validate(self.json("GET", "/v1/users"))
 
     def create_user(self, username: str, password: str, role: str) -> User:
         body = {"username": username, "password": password, "role": role}
@@ -59,9 +60,10 @@ class ApiClient(HttpClient):
     def delete_user(self, user: str) -> None:
         self.json("DELETE", f"/v1/users/{_seg(user)}")
 
-    def list_tokens(self, user: str = "me", include_revoked: bool = False) -> dict[str, Any]:
+    def list_tokens(self, user: str = "me", include_revoked: bool = False) -> Page[ApiToken]:
         params = {"include_revoked": "true" if include_revoked else None}
-        return dict(self.json("GET", f"/v1/users/{_seg(user)}/api-tokens", params=params))
+        data = self.json("GET", f"/v1/users/{_seg(user)}/api-tokens", params=params)
+        return Page[ApiToken].model_validate(data)
 
     def create_token(
         self, name: str, expires_at: str | None = None, user: str = "me"
@@ -81,8 +83,8 @@ class ApiClient(HttpClient):
         body = {"ttl_seconds": ttl_seconds, "max_uses": max_uses, "description": description}
         return dict(self.json("POST", "/v1/nodes/join-tokens", json=body))
 
-    def list_join_tokens(self) -> dict[str, Any]:
-        return dict(self.json("GET", "/v1/nodes/join-tokens"))
+    def list_join_tokens(self) -> Page[JoinToken]:
+        return Page[JoinToken].model_validate(self.json("GET", "/v1/nodes/join-tokens"))
 
     def delete_join_token(self, token_id: str) -> None:
         self.json("DELETE", f"/v1/nodes/join-tokens/{_seg(token_id)}")

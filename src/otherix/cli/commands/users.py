@@ -28,7 +28,7 @@ from otherix.cli.commands.common import (
 )
 from otherix.cli.context import get_context
 from otherix.cli.errors import usage_error
-from otherix.cli.output import age, render_table
+from otherix.cli.output import age, render_table, wire
 
 __all__ = ["user"]
 
@@ -59,7 +59,7 @@ def list_users(output: str, show_ids: bool) -> None:
     """
     fmt = validate_output(output, ("table", "json", "yaml"))
     ctx = get_context()
-    body = ctx.client().list_users()
+    body = wire(ctx.client().list_users())
     if fmt != "table":
         ctx.write(render_object(body, fmt))
         return
