@@ -30,8 +30,16 @@ checks that every code here is listed there.
     ├── DatabaseUnavailable           503 store_unavailable
     └── Internal                      500 internal
 
-Retryable vs permanent is a type: :class:`TemporaryError` marks what a caller
-may retry (``is_retryable``), everything else is permanent.
+Retryable vs permanent is a type (``otherix.retry``): :class:`TemporaryError`
+(``rate_limited``, ``request_timeout``, ``store_unavailable``) is
+:class:`~otherix.retry.Retryable`, everything else is
+:class:`~otherix.retry.Permanent`, ``internal`` included: a bug on the server
+does not go away by asking again. The client raises its own class per family,
+from this tree (``otherix.client.errors``).
+
+:data:`DELETE_BLOCKING_CODES` are the codes a delete answers while something
+still uses the resource (VM disks on a pool, the cluster default pool, a
+node's pools); the client raises them as one class, the CLI matches on it.
 """
 
 from __future__ import annotations
@@ -39,6 +47,8 @@ from __future__ import annotations
 import json
 from enum import StrEnum
 from typing import Any, ClassVar
+
+from otherix.retry import Permanent, Retryable
 
 
 class ErrorCode(StrEnum):
@@ -84,7 +94,7 @@ class OtherixError(Exception):
 
     @property
     def is_retryable(self) -> bool:
-        return isinstance(self, TemporaryError)
+        return isinstance(self, Retryable)
 
     def envelope(self) -> dict[str, Any]:
         body: dict[str, Any] = {"code": str(self.code), "message": self.message}
@@ -93,11 +103,15 @@ class OtherixError(Exception):
         return {"error": body}
 
 
-class TemporaryError(OtherixError):
-    """Mixin-style base: the same request may succeed later."""
+class TemporaryError(OtherixError, Retryable):
+    """Base of the errors where the same request may succeed later."""
 
 
-class ValidationFailed(OtherixError):
+class PermanentError(OtherixError, Permanent):
+    """Base of the errors where the same request gets the same answer."""
+
+
+class ValidationFailed(PermanentError):
     code = ErrorCode.VALIDATION_FAILED
     http_status = 400
     default_message = "validation failed"
@@ -123,7 +137,7 @@ class DefaultPoolNotSet400(ValidationFailed):
     default_message = "cluster default pool is not set; pass a pool or set a default"
 
 
-class Unauthenticated(OtherixError):
+class Unauthenticated(PermanentError):
     code = ErrorCode.UNAUTHENTICATED
     http_status = 401
     default_message = "authentication required"
@@ -144,13 +158,13 @@ class AccountDisabled(Unauthenticated):
     default_message = "this account is disabled; ask an administrator"
 
 
-class PermissionDenied(OtherixError):
+class PermissionDenied(PermanentError):
     code = ErrorCode.PERMISSION_DENIED
     http_status = 403
     default_message = "permission denied"
 
 
-class NotFound(OtherixError):
+class NotFound(PermanentError):
     code = ErrorCode.NOT_FOUND
     http_status = 404
     default_message = "the requested resource was not found"
@@ -161,13 +175,13 @@ class DefaultPoolNotSet(NotFound):
     default_message = "cluster default pool is not set"
 
 
-class MethodNotAllowed(OtherixError):
+class MethodNotAllowed(PermanentError):
     code = ErrorCode.METHOD_NOT_ALLOWED
     http_status = 405
     default_message = "method not allowed for this resource"
 
 
-class Conflict(OtherixError):
+class Conflict(PermanentError):
     code = ErrorCode.CONFLICT
     http_status = 409
     default_message = "conflict"
@@ -214,10 +228,14 @@ class DatabaseUnavailable(TemporaryError):
     default_message = "the database is unavailable; retry later"
 
 
-class Internal(TemporaryError):
+class Internal(PermanentError):
     code = ErrorCode.INTERNAL
     http_status = 500
     default_message = "internal error"
+
+
+#: The codes a delete is refused with while something still uses the resource.
+DELETE_BLOCKING_CODES: frozenset[str] = frozenset({ErrorCode.CONFLICT, ErrorCode.RESOURCE_IN_USE})
 
 
 def all_error_classes() -> list[type[OtherixError]]:

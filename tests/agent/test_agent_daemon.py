@@ -21,7 +21,7 @@ from otherix.agent.report import PoolState, digest_of
 from otherix.agent.runtime import StopToken
 from otherix.agent.state import NodeState
 from otherix.agent.tasks import TaskRunner
-from otherix.client.errors import ApiError, ConnectionRefused
+from otherix.client.errors import ConnectionRefused, api_error
 from otherix.models.heartbeat import (
     AgentTask,
     DeclaredPool,
@@ -264,7 +264,7 @@ def test_recovery_after_an_outage_resets_backoff_and_logs_once(rig: Rig, caplog)
 
 
 def test_5xx_is_retried_with_backoff(rig: Rig) -> None:
-    rig.cp.errors = [ApiError(503, "internal", "db down", None)] * 3
+    rig.cp.errors = [api_error(503, "internal", "db down", None)] * 3
     rig.clock.until = 10
     rig.run()
     assert all(s <= 2.0 for s in rig.clock.sleeps[:3])
@@ -272,7 +272,7 @@ def test_5xx_is_retried_with_backoff(rig: Rig) -> None:
 
 
 def test_401_is_logged_loudly_once_and_retried_slowly(rig: Rig, caplog) -> None:
-    _fail_forever(rig, ApiError(401, "unauthenticated", "unknown or revoked node credential", {}))
+    _fail_forever(rig, api_error(401, "unauthenticated", "unknown or revoked node credential", {}))
     rig.clock.until = 300
     with caplog.at_level(logging.WARNING, "otherix.agent.daemon"):
         rig.run()
@@ -285,7 +285,7 @@ def test_401_is_logged_loudly_once_and_retried_slowly(rig: Rig, caplog) -> None:
 
 
 def test_gone_node_waits_for_readmit_then_carries_on(rig: Rig, caplog) -> None:
-    gone = ApiError(409, "conflict", "node is gone", {"reason": "node_gone"})
+    gone = api_error(409, "conflict", "node is gone", {"reason": "node_gone"})
     rig.cp.errors = [gone] * 4
     rig.clock.until = 200
     with caplog.at_level(logging.INFO, "otherix.agent.daemon"):
@@ -298,8 +298,38 @@ def test_gone_node_waits_for_readmit_then_carries_on(rig: Rig, caplog) -> None:
     assert sum("connected" in m for m in messages) == 1
 
 
+def test_internal_error_is_permanent_retried_slowly_not_with_backoff(rig: Rig, caplog) -> None:
+    """A 500 ``internal`` is a bug on the server: the loop does not hammer it with
+    backoff (which would start at 0.5 s), it asks again once per heartbeat interval."""
+    bug = api_error(500, "internal", "internal error", {"request_id": "r1"})
+    rig.cp.errors = [bug] * 3
+    rig.clock.until = 120
+    with caplog.at_level(logging.ERROR, "otherix.agent.daemon"):
+        rig.run()
+    assert all(27 <= s <= 33 for s in rig.clock.sleeps[:3])
+    assert rig.daemon.backoff.failures == 0
+    assert [r.getMessage() for r in caplog.records if "rejected" in r.getMessage()]
+
+
+def test_a_task_report_answered_internal_is_dropped(rig: Rig, caplog) -> None:
+    attempts: list[float] = []
+
+    def broken_update(node: str, task_id: str, update: TaskUpdate) -> None:
+        attempts.append(rig.clock.now)
+        raise api_error(500, "internal", "internal error", None)
+
+    rig.cp.update_task = broken_update  # type: ignore[method-assign]
+    rig.cp.declare(
+        rig.pool("a"), tasks=[AgentTask(id="t1", type="storage_pool.scan", args={"pool": "a"})]
+    )
+    with caplog.at_level(logging.WARNING, "otherix.agent.tasks"):
+        rig.run()
+    assert attempts == [0]  # permanent: reported once, not once per heartbeat interval
+    assert any("refused" in r.getMessage() for r in caplog.records)
+
+
 def test_other_4xx_is_retried_slowly(rig: Rig, caplog) -> None:
-    mismatch = ApiError(409, "conflict", "architecture mismatch", {"reason": "x"})
+    mismatch = api_error(409, "conflict", "architecture mismatch", {"reason": "x"})
     rig.cp.errors = [mismatch] * 3
     rig.clock.until = 120
     with caplog.at_level(logging.ERROR, "otherix.agent.daemon"):
@@ -386,7 +416,7 @@ def test_a_failing_task_report_does_not_hold_up_heartbeats(rig: Rig) -> None:
     def flaky_update(node: str, task_id: str, update: TaskUpdate) -> None:
         attempts.append(rig.clock.monotonic())
         if len(attempts) < 3:
-            raise ApiError(500, "internal", "task store down", None)
+            raise api_error(503, "store_unavailable", "task store down", None)
         rig.cp.task_updates.append((task_id, update))
 
     rig.cp.update_task = flaky_update  # type: ignore[method-assign]

@@ -24,14 +24,14 @@ from otherix.agent.report import PoolState
 from otherix.agent.runtime import StopToken
 from otherix.agent.state import NodeState
 from otherix.agent.tasks import TaskRunner
-from otherix.client.errors import ApiError
+from otherix.client.errors import api_error
 from support.clock import FakeClock
 from support.harness import FAST, Cluster, ControlPlane, wait_until
 
 NODE = NodeState(
     server="http://cp", node_name="n1", node_id="id-1", credential="otxn_x", architecture="amd64"
 )
-REMOVED = ApiError(
+REMOVED = api_error(
     401,
     "unauthenticated",
     "node n1 was removed from the cluster",
@@ -93,7 +93,7 @@ def test_node_deleted_ends_the_loop_with_one_message(tmp_path, caplog):
 
 
 def test_an_unknown_credential_is_still_retried(tmp_path):
-    cp = Refusing(ApiError(401, "unauthenticated", "unknown", {"reason": "credential_unknown"}))
+    cp = Refusing(api_error(401, "unauthenticated", "unknown", {"reason": "credential_unknown"}))
     daemon, clock = _daemon(tmp_path, cp)
     for _ in range(3):
         daemon.step()  # never raises

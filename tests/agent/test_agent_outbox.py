@@ -10,7 +10,7 @@ import random
 import time
 
 from otherix.agent.outbox import TaskOutbox
-from otherix.client.errors import ApiError, ConnectionRefused
+from otherix.client.errors import ConnectionRefused, api_error
 from otherix.models.heartbeat import TaskUpdate
 from support.clock import FakeClock
 from support.reporters import SpyReporter
@@ -78,7 +78,7 @@ def test_the_outcome_replaces_unsent_progress_and_later_progress_is_ignored() ->
 def test_a_failed_outcome_report_is_retried_with_backoff_until_accepted() -> None:
     reporter, clock = SpyReporter(node="n1"), FakeClock(monotonic_start=100.0)
     box = outbox(reporter, clock)
-    reporter.errors = [ConnectionRefused("down"), ApiError(503, "unavailable", "busy", None)]
+    reporter.errors = [ConnectionRefused("down"), api_error(503, "unavailable", "busy", None)]
     box.finish("t1", SUCCESS)
     wait = box.pump()
     assert reporter.calls == 1  # tried once per pump, not in a tight loop
@@ -99,7 +99,7 @@ def test_a_failed_outcome_report_is_retried_with_backoff_until_accepted() -> Non
 def test_401_is_retried_but_a_refusal_drops_the_report() -> None:
     reporter, clock = SpyReporter(node="n1"), FakeClock(monotonic_start=100.0)
     box = outbox(reporter, clock)
-    reporter.errors = [ApiError(401, "unauthorized", "who?", None)]
+    reporter.errors = [api_error(401, "unauthorized", "who?", None)]
     box.finish("t1", SUCCESS)
     box.pump()
     assert not box.settled("t1")
@@ -107,11 +107,21 @@ def test_401_is_retried_but_a_refusal_drops_the_report() -> None:
     box.pump()
     assert box.settled("t1")
 
-    reporter.errors = [ApiError(404, "not_found", "task not found", None)]
+    reporter.errors = [api_error(404, "not_found", "task not found", None)]
     box.finish("t2", SUCCESS)
     assert box.pump() is None
     assert box.settled("t2")
     assert ("t2", SUCCESS) not in reporter.sent
+
+
+def test_an_internal_error_is_permanent_and_drops_the_outcome() -> None:
+    reporter, clock = SpyReporter(), FakeClock()
+    box = outbox(reporter, clock)
+    reporter.errors = [api_error(500, "internal", "internal error", None)]
+    box.finish("t1", SUCCESS)
+    assert box.pump() is None  # nothing to retry
+    assert box.settled("t1")
+    assert reporter.calls == 1
 
 
 def test_a_failed_progress_report_is_dropped_not_retried() -> None:

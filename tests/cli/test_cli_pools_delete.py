@@ -199,9 +199,9 @@ class LegacyInUseApi(ApiClient):
     """An older server: a blocked delete answers ``resource_in_use``."""
 
     def delete_pool(self, ref):
-        from otherix.client.errors import ApiError
+        from otherix.client.errors import api_error
 
-        raise ApiError(
+        raise api_error(
             409,
             "resource_in_use",
             "in use",

@@ -1,10 +1,10 @@
-"""Retry pacing and connection-state logging for the agent's loop.
+"""Connection-state logging for the agent's loop.
 
-``Backoff`` is exponential backoff with full jitter (the AWS architecture
-blog's "full jitter"): the n-th consecutive failure waits a uniform random
-time in ``[0, min(cap, initial * 2**n)]``. Many agents losing the same control
-plane therefore spread their retries instead of arriving together when it is
-back. ``reset()`` after any success.
+The pacing of its retries is ``otherix.retry`` (the one retry policy of the
+agent, the client and the CLI): ``agent_backoff`` is exponential backoff with
+full jitter, the n-th consecutive failure waiting a uniform random time in
+``[0, min(cap, initial * 2**n)]``, so many agents losing the same control plane
+spread their retries instead of arriving together when it is back.
 
 ``Link`` remembers what the loop last knew about its control plane
 (``connected``, ``unreachable``, ``unauthorized``, ``gone``, ``rejected``) and
@@ -17,31 +17,8 @@ Used by ``otherix.agent.daemon`` only.
 from __future__ import annotations
 
 import logging
-import random
 
-__all__ = ["Backoff", "Link"]
-
-
-class Backoff:
-    def __init__(self, initial: float, cap: float, rng: random.Random) -> None:
-        self.initial = initial
-        self.cap = cap
-        self._rng = rng
-        self.failures = 0
-
-    def ceiling(self) -> float:
-        """Upper bound of the next delay."""
-        # 2**failures overflows a float after ~1000 failures; cap the exponent.
-        return float(min(self.cap, self.initial * 2 ** min(self.failures, 62)))
-
-    def next(self) -> float:
-        """The delay before the next attempt; counts one more failure."""
-        delay = self._rng.uniform(0, self.ceiling())
-        self.failures += 1
-        return delay
-
-    def reset(self) -> None:
-        self.failures = 0
+__all__ = ["Link"]
 
 
 class Link:

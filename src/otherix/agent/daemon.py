@@ -33,7 +33,8 @@ One step of the loop does exactly one of these, in this order of priority:
 Failures (``otherix.client`` errors) end the loop only when the node was
 removed:
 
-- transport errors, 408/429/5xx: exponential backoff with full jitter
+- a retryable error (``otherix.retry.Retryable``: transport errors,
+  408/429, a 5xx other than 500): exponential backoff with full jitter
   (``backoff_initial`` doubling up to ``backoff_max``), forever;
 - 401 reason ``node_deleted`` (an operator ran ``otherix node delete``): the
   one failure that ends the loop. It logs once that the node was removed and
@@ -44,7 +45,8 @@ removed:
   (waiting for an operator's readmit): retried slowly, once per heartbeat
   interval (±10%);
 - any other 4xx is a mismatch an operator must fix (e.g.
-  ``architecture_mismatch``); also retried once per heartbeat interval.
+  ``architecture_mismatch``), and a 500 ``internal`` is a bug on the server:
+  both are permanent, retried only once per heartbeat interval.
 
 Each is logged once when the connection state changes, not per retry.
 Shutdown (``StopToken``) is checked between steps, so the current step
@@ -59,13 +61,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from otherix.agent.backoff import Backoff, Link
+from otherix.agent.backoff import Link
 from otherix.agent.report import PoolState
 from otherix.agent.runtime import Clock, Interrupted, StopToken
 from otherix.agent.settings import DEFAULT_HEARTBEAT_INTERVAL
 from otherix.agent.state import NodeState
 from otherix.agent.tasks import TaskRunner
-from otherix.client.errors import ApiError, ClientError
+from otherix.client.errors import ApiError, ClientError, UnauthenticatedError
 from otherix.models.heartbeat import (
     DesiredState,
     HeartbeatReply,
@@ -73,6 +75,7 @@ from otherix.models.heartbeat import (
     TaskUpdate,
     WatchReply,
 )
+from otherix.retry import agent_backoff, is_retryable, steady
 
 __all__ = ["EXIT_NODE_REMOVED", "ControlPlane", "Daemon", "LoopConfig", "NodeRemoved"]
 
@@ -137,7 +140,7 @@ class Daemon:
         self._persist = persist
         self._capabilities = dict(capabilities) if capabilities else None
         self.interval = config.heartbeat_interval or DEFAULT_HEARTBEAT_INTERVAL
-        self.backoff = Backoff(config.backoff_initial, config.backoff_max, self._rng)
+        self.backoff = agent_backoff(config.backoff_initial, config.backoff_max).backoff(self._rng)
         self.link = Link(_log)
         self.desired: DesiredState | None = None
         #: (digest, revision) of the last full report the control plane acknowledged.
@@ -273,15 +276,11 @@ class Daemon:
         )
 
     def _slow(self) -> float:
-        return self.interval * self._rng.uniform(0.9, 1.1)
+        return steady(self.interval).delay(0, self._rng)
 
     def _failed(self, exc: ClientError) -> None:
         node = self.state.node_name
-        if (
-            isinstance(exc, ApiError)
-            and exc.status == 401
-            and exc.details.get("reason") == "node_deleted"
-        ):
+        if isinstance(exc, UnauthenticatedError) and exc.details.get("reason") == "node_deleted":
             _log.error(
                 "node %s was removed from the cluster (otherix node delete); this agent stops "
                 "and will not retry. To join again: on an admin's machine run 'otherix node "
@@ -291,7 +290,7 @@ class Daemon:
                 node,
             )
             raise NodeRemoved(node) from exc
-        if isinstance(exc, ApiError) and exc.status == 401:
+        if isinstance(exc, UnauthenticatedError):
             self.link.set(
                 "unauthorized",
                 logging.ERROR,
@@ -314,7 +313,7 @@ class Daemon:
                 self.interval,
             )
             self._clock.sleep(self._slow())
-        elif exc.is_retryable:
+        elif is_retryable(exc):
             self.link.set(
                 "unreachable",
                 logging.WARNING,

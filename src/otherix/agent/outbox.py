@@ -14,10 +14,12 @@ Rules, per task:
   fails is dropped: the next carries newer numbers.
 - ``finish(id, update)``: the outcome (``success`` or ``failed``). It
   replaces unsent progress, and progress handed in after it is ignored. It
-  is sent as soon as the sender is free. A failure that may pass (transport
-  error, 401, 408, 429, 5xx) is retried with exponential backoff and full
-  jitter until accepted, without redoing the work; a refusal (404: the task
-  was cancelled or is gone; other 4xx) drops it with a warning.
+  is sent as soon as the sender is free. A failure that may pass (an
+  ``otherix.retry.Retryable`` one: transport error, 408, 429, 5xx but 500; and
+  401) is retried with exponential backoff and full jitter until accepted,
+  without redoing the work; a refusal (404: the task was cancelled or is
+  gone; other 4xx; 500 ``internal``, a bug on the server) drops it with a
+  warning.
 - ``forget(keep)``: tasks no longer in the desired state are dropped, unsent
   reports included (the control plane finalised them some other way).
 
@@ -36,9 +38,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
-from otherix.agent.backoff import Backoff
-from otherix.client.errors import ApiError, ClientError
+from otherix.client.errors import ClientError, UnauthenticatedError
 from otherix.models.heartbeat import TaskUpdate
+from otherix.retry import Backoff, agent_backoff, is_retryable
 
 __all__ = ["TaskOutbox", "TaskReporter"]
 
@@ -61,7 +63,7 @@ class _Slot:
 
 
 def _retry_report(exc: ClientError) -> bool:
-    return exc.is_retryable or (isinstance(exc, ApiError) and exc.status == 401)
+    return is_retryable(exc) or isinstance(exc, UnauthenticatedError)
 
 
 class TaskOutbox:
@@ -81,7 +83,7 @@ class TaskOutbox:
         self._reporter = reporter
         self._node = node
         self.interval = interval
-        self._backoff = (backoff_initial, backoff_max)
+        self._policy = agent_backoff(backoff_initial, backoff_max)
         self._clock = clock
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not crypto
         self._slots: dict[str, _Slot] = {}
@@ -94,7 +96,7 @@ class TaskOutbox:
     def _slot(self, task_id: str) -> _Slot:
         slot = self._slots.get(task_id)
         if slot is None:
-            slot = _Slot(Backoff(*self._backoff, self._rng))
+            slot = _Slot(self._policy.backoff(self._rng))
             self._slots[task_id] = slot
         return slot
 

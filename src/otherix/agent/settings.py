@@ -23,7 +23,8 @@ Keys (docs/configuration.md where it lists them; the rest are ours):
 - ``control_plane.request_timeout`` (10 s): per request; a watch gets its
   timeout plus this much.
 - ``control_plane.backoff_initial`` / ``backoff_max`` (0.5 s / 30 s):
-  exponential backoff with full jitter after a transport error or a 5xx.
+  exponential backoff with full jitter after a retryable failure
+  (``otherix.retry``: a transport error, 408, 429, a 5xx other than 500).
 - ``control_plane.ca_file``: CA bundle to verify the control plane's TLS
   certificate (default: the system store).
 - ``storage.allowed_path_prefixes`` (``["/var/lib/otherix/pools/"]``): defense

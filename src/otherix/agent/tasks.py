@@ -6,7 +6,7 @@ outcome posted to ``POST /v1/nodes/{name}/tasks/{id}``; the control plane then
 finalises it and drops it from the node's desired state. A report that fails
 with a retryable error is tried again on the next step (the task id is not
 marked done); one the control plane refuses for good (404: cancelled or gone;
-other 4xx) is logged and dropped.
+other 4xx; 500 ``internal``) is logged and dropped.
 
 Task types:
 
@@ -38,8 +38,9 @@ from typing import Protocol
 from otherix.agent.outbox import TaskReporter
 from otherix.agent.pools import PoolReport, PoolUnknownError
 from otherix.agent.vmtasks import VmTasks
-from otherix.client.errors import ApiError
+from otherix.client.errors import ApiError, UnauthenticatedError
 from otherix.models.heartbeat import AgentTask, TaskUpdate
+from otherix.retry import is_retryable
 
 __all__ = ["SCAN", "Scanner", "TaskReporter", "TaskRunner", "execute"]
 
@@ -139,7 +140,7 @@ class TaskRunner:
             try:
                 reporter.update_task(node, task.id, update)
             except ApiError as exc:
-                if exc.is_retryable or exc.status == 401:
+                if is_retryable(exc) or isinstance(exc, UnauthenticatedError):
                     raise
                 _log.warning(
                     "task report refused; dropping the task",

@@ -58,6 +58,7 @@ from otherix.agent.outbox import TaskOutbox
 from otherix.agent.vmline import CreateLine, source_of
 from otherix.agent.vmwork import VM_CREATE, VM_DELETE, CreateArgs, DeleteArgs, TaskFailure
 from otherix.models.heartbeat import AgentTask, TaskUpdate
+from otherix.retry import RetryPolicy
 
 __all__ = ["VM_TASK_TYPES", "VmTasks"]
 
@@ -113,7 +114,8 @@ class VmTasks:
         self._pools = pools
         self._outbox = outbox
         self._attempts = attempts
-        self._retry_delay = retry_delay
+        #: ``vm.create`` retries: ``retry_delay`` doubling, no jitter, ``attempts`` tries.
+        self._retry = RetryPolicy(initial=retry_delay, factor=2.0, attempts=attempts)
         self._lock = threading.Lock()
         self._jobs: dict[str, _Job] = {}
         self._images_changed = threading.Event()
@@ -283,8 +285,12 @@ class VmTasks:
         return None
 
     def _failed_try(self, job: _Job, failure: TaskFailure) -> float | None:
-        if job.task.type == VM_CREATE and failure.retryable and job.attempt < self._attempts:
-            delay: float = self._retry_delay * 2.0 ** (job.attempt - 1)
+        if (
+            job.task.type == VM_CREATE
+            and failure.retryable
+            and not self._retry.exhausted(job.attempt)
+        ):
+            delay = self._retry.delay(job.attempt - 1)
             _log.warning(
                 "vm create failed; retrying in %.0fs",
                 delay,

@@ -32,6 +32,8 @@ from otherix.client.errors import (
     ApiError,
     ClientError,
     ConnectionRefused,
+    PathNotAllowedError,
+    PermissionDeniedError,
     RequestTimedOut,
     TlsFailed,
     TransportError,
@@ -79,11 +81,11 @@ def _transport(exc: TransportError) -> str:
 
 def _api(exc: ApiError) -> str:
     message = exc.message.strip() or f"the control plane answered HTTP {exc.status}"
-    if exc.code == "path_not_allowed":
+    if isinstance(exc, PathNotAllowedError):
         prefixes = exc.details.get("allowed_prefixes")
         if isinstance(prefixes, list) and prefixes:
             message += f" (allowed prefixes: {', '.join(str(p) for p in prefixes)})"
-    elif exc.code == "permission_denied" and not message.startswith("permission denied"):
+    elif isinstance(exc, PermissionDeniedError) and not message.startswith("permission denied"):
         message = f"permission denied: {message}"
     fields = exc.details.get("fields")
     if isinstance(fields, list) and fields:  # the server's per-field reasons

@@ -16,8 +16,10 @@ import json
 import re
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import yaml
+from pydantic import BaseModel
 
 __all__ = [
     "age",
@@ -28,6 +30,7 @@ __all__ = [
     "render_table",
     "render_yaml",
     "render_yaml_stream",
+    "wire",
 ]
 
 _PADDING = 2
@@ -77,6 +80,12 @@ def render_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
         cells.append(line[-1] if line else "")
         out.append("".join(cells).rstrip() + "\n")
     return "".join(out)
+
+
+def wire(model: BaseModel) -> dict[str, Any]:
+    """``model`` as its JSON body (times as the server writes them, ``...Z``), for
+    the views, which read bodies."""
+    return model.model_dump(mode="json")
 
 
 def render_json(obj: object) -> str:

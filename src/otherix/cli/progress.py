@@ -38,11 +38,11 @@ from typing import Any
 
 from otherix.cli.context import CliContext, CliError
 from otherix.cli.errors import usage_error
-from otherix.cli.output import human_bytes
+from otherix.cli.output import human_bytes, wire
 from otherix.cli.views.vms import failure_reason, phase_text
 from otherix.cli.wait import Outcome, poll
 from otherix.client.api import ApiClient
-from otherix.client.errors import ApiError
+from otherix.client.errors import NotFoundError
 from otherix.domain.vms import image_basename
 from otherix.durations import format_duration, parse_duration
 
@@ -210,7 +210,7 @@ def follow_task(
     meter = RateMeter()
 
     def fetch() -> dict[str, Any]:
-        task = api.get_task(task_id)
+        task = wire(api.get_task(task_id))
         if task.get("status") in FINAL:
             return task
         result = task.get("result") or {}
@@ -244,7 +244,7 @@ def _task_of(api: ApiClient, vm: VmBody) -> str | None:
         return str(task_id)
     if not vm.get("node"):
         return None
-    body = api.list_tasks(resource_id=vm["id"], type=CREATE_TASK, limit=200)
+    body = wire(api.list_tasks(resource_id=vm["id"], type=CREATE_TASK, limit=200))
     found = body.get("data") or []
     return str(found[-1]["id"]) if found else None
 
@@ -256,7 +256,7 @@ def _wait_placed(
     said = {"why": ""}
 
     def fetch() -> tuple[VmBody, str | None]:
-        current = api.get_vm(name)
+        current = wire(api.get_vm(name))
         task_id = _task_of(api, current)
         if _phase(current) == "pending" and task_id is None:
             why = failure_reason(current)
@@ -302,7 +302,7 @@ def wait_vm_ready(
         if task_id is not None and _phase(vm) in ("pending", "creating"):
             left = max(0.0, deadline - ctx.monotonic())
             outcome = follow_task(ctx, api, task_id, timeout=left, line=line, label=label)
-            vm = api.get_vm(name)
+            vm = wire(api.get_vm(name))
             if not outcome.done:
                 task = outcome.value
                 return vm, (
@@ -310,10 +310,8 @@ def wait_vm_ready(
                     f"{task.get('status')} ({task.get('progress') or 0}%); it goes on in the "
                     f"background: follow it with 'otherix task wait {task_id}'"
                 )
-    except ApiError as exc:
-        if exc.status == 404:
-            raise CliError(f"vm {name} was deleted while waiting") from exc
-        raise
+    except NotFoundError as exc:
+        raise CliError(f"vm {name} was deleted while waiting") from exc
     finally:
         line.clear()
     if _phase(vm) == "stopped":

@@ -2,7 +2,8 @@
 
 Owns the one poll loop the CLI uses (``pool create --wait`` polls the new
 pool, ``pool scan --wait`` polls the task). The first poll happens at once;
-the interval then starts at 0.1 s and grows x1.5 up to 2 s.
+the interval then starts at 0.1 s and grows x1.5 up to 2 s
+(``otherix.retry.CLI_POLL``, the one retry policy).
 
 Choice where docs/pool-contract.md differs from the reference: the reference polls every fixed 2 s
 (docs/pool-contract.md §11.3). A short first interval lets ``--wait`` return well under a second
@@ -19,13 +20,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from otherix.retry import CLI_POLL, RetryPolicy
+
 __all__ = ["FIRST_INTERVAL", "MAX_INTERVAL", "Outcome", "poll"]
 
 T = TypeVar("T")
 
-FIRST_INTERVAL = 0.1
-BACKOFF = 1.5
-MAX_INTERVAL = 2.0
+FIRST_INTERVAL = CLI_POLL.initial
+MAX_INTERVAL = CLI_POLL.max
 
 
 @dataclass(frozen=True)
@@ -43,20 +45,22 @@ def poll(
     timeout: float,
     sleep: Callable[[float], None],
     monotonic: Callable[[], float],
+    policy: RetryPolicy = CLI_POLL,
 ) -> Outcome[T]:
     """Call ``fetch`` until ``done(value)`` or ``timeout`` seconds have passed.
 
     Errors from ``fetch`` propagate (a failed GET ends the wait). Never
-    sleeps past the deadline; a last fetch is made at the deadline.
+    sleeps past the deadline; a last fetch is made at the deadline. The
+    pacing is ``policy`` (``otherix.retry.CLI_POLL``), its deadline ``timeout``.
     """
-    deadline = monotonic() + timeout
-    delay = FIRST_INTERVAL
+    policy = policy.with_deadline(timeout)
+    started = monotonic()
+    backoff = policy.backoff()
     while True:
         value = fetch()
         if done(value):
             return Outcome(value, True)
-        remaining = deadline - monotonic()
+        remaining = policy.remaining(started, monotonic())
         if remaining <= 0:
             return Outcome(value, False)
-        sleep(min(delay, remaining))
-        delay = min(delay * BACKOFF, MAX_INTERVAL)
+        sleep(min(backoff.next(), remaining))

@@ -1,11 +1,44 @@
 """The one HTTP client, shared by the CLI and the agent (never by the API).
 
 ``errors`` turns transport failures and the server's error envelope into
-typed exceptions at one choke point; ``base.HttpClient`` does the requests;
+typed exceptions at one choke point (one class per error family, from the
+server's tree in ``otherix.errors``); ``base.HttpClient`` does the requests;
 ``api.ApiClient`` has the user-facing calls, ``agent.AgentClient`` the
 node's (join, heartbeat, watch).
 """
 
-from otherix.client.errors import ApiError, ClientError, TransportError
+from otherix.client.errors import (
+    ApiError,
+    ClientError,
+    ConflictError,
+    DefaultPoolNotSetError,
+    DeleteBlockedError,
+    InternalServerError,
+    MethodNotAllowedError,
+    NotFoundError,
+    PathNotAllowedError,
+    PermissionDeniedError,
+    PoolNameAmbiguousError,
+    TransportError,
+    UnauthenticatedError,
+    UnavailableError,
+    ValidationFailedError,
+)
 
-__all__ = ["ApiError", "ClientError", "TransportError"]
+__all__ = [
+    "ApiError",
+    "ClientError",
+    "ConflictError",
+    "DefaultPoolNotSetError",
+    "DeleteBlockedError",
+    "InternalServerError",
+    "MethodNotAllowedError",
+    "NotFoundError",
+    "PathNotAllowedError",
+    "PermissionDeniedError",
+    "PoolNameAmbiguousError",
+    "TransportError",
+    "UnauthenticatedError",
+    "UnavailableError",
+    "ValidationFailedError",
+]

@@ -20,6 +20,11 @@ Which failures move a request on:
   agent's heartbeat and task reports). Any other request raises, and the
   *next* request starts at the next URL.
 
+Failing over is the client's part of the one retry vocabulary
+(``otherix.retry``): only a transport failure (a ``Retryable``
+``TransportError``) moves a request on, at once, each URL once per request;
+pacing repeated requests is the caller's (the agent's ``Backoff``).
+
 With a single URL nothing changes from a plain client: same requests, same
 errors. With several, a request that fails everywhere raises the last URL's
 error, naming every URL tried.

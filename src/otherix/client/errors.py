@@ -1,14 +1,34 @@
 """Client-side errors. httpx exceptions are translated here and only here.
 
     ClientError
-    ├── ApiError             the server answered with an error envelope
-    └── TransportError       no usable answer
+    ├── ApiError                     the server answered with an error
+    │   ├── ValidationFailedError        400 (Permanent)
+    │   │   ├── PathNotAllowedError          path_not_allowed
+    │   │   ├── PoolNameAmbiguousError       pool_name_ambiguous
+    │   │   └── DefaultPoolMissingInput      default_pool_not_set (400)
+    │   ├── UnauthenticatedError         401 (Permanent)
+    │   ├── PermissionDeniedError        403 (Permanent)
+    │   ├── NotFoundError                404 (Permanent)
+    │   │   └── DefaultPoolMissing           default_pool_not_set (404)
+    │   ├── MethodNotAllowedError        405 (Permanent)
+    │   ├── ConflictError                409 (Permanent)
+    │   │   └── DeleteBlockedError           errors.DELETE_BLOCKING_CODES
+    │   ├── UnavailableError             408, 429, 5xx but 500 (Retryable)
+    │   └── InternalServerError          500 internal (Permanent)
+    └── TransportError               no usable answer (Retryable)
         ├── ConnectionRefused    "connection_refused: ..."
         ├── RequestTimedOut      "request_timeout: ..."
         ├── TlsFailed            "tls_handshake_failed: ..."
         └── RequestFailed        "request_failed: ..."
 
-``is_retryable``: transport errors, and API errors with status 408, 429 or >= 500.
+:class:`DefaultPoolNotSetError` is the marker both ``default_pool_not_set``
+classes share. :func:`api_error` picks the class of an answer from one table,
+:data:`BY_WIRE`, built from the server's tree (``otherix.errors``): the class
+whose ``(http_status, code)`` the answer carries decides the family; an
+answer no class of the tree produces (a proxy's 502, an older server) falls
+back on its status (:data:`BY_STATUS`).
+
+``is_retryable`` is ``isinstance(exc, otherix.retry.Retryable)``.
 """
 
 from __future__ import annotations
@@ -19,11 +39,14 @@ from typing import Any
 
 import httpx
 
+from otherix import errors
+from otherix.retry import Permanent, Retryable
+
 
 class ClientError(Exception):
     @property
     def is_retryable(self) -> bool:
-        return False
+        return isinstance(self, Retryable)
 
 
 class ApiError(ClientError):
@@ -41,12 +64,126 @@ class ApiError(ClientError):
             return f"api_error: {self.code}: {self.message}"
         return f"api_error: status {self.status}"
 
-    @property
-    def is_retryable(self) -> bool:
-        return self.status in (408, 429) or self.status >= 500
+
+class ValidationFailedError(ApiError, Permanent):
+    """400: the request is wrong (a field, a path, a name)."""
 
 
-class TransportError(ClientError):
+class PathNotAllowedError(ValidationFailedError):
+    """400 ``path_not_allowed``; ``details.allowed_prefixes`` lists the allowlist."""
+
+
+class PoolNameAmbiguousError(ValidationFailedError):
+    """400 ``pool_name_ambiguous``: the name is on several nodes; use a UUID or a node."""
+
+
+class DefaultPoolNotSetError(ApiError):
+    """Marker: ``default_pool_not_set``, as a 400 (a create needing it) or a 404 (a get)."""
+
+
+class DefaultPoolMissingInput(ValidationFailedError, DefaultPoolNotSetError):
+    """400 ``default_pool_not_set``."""
+
+
+class UnauthenticatedError(ApiError, Permanent):
+    """401: no credential, or one the server does not accept."""
+
+
+class PermissionDeniedError(ApiError, Permanent):
+    """403."""
+
+
+class NotFoundError(ApiError, Permanent):
+    """404."""
+
+
+class DefaultPoolMissing(NotFoundError, DefaultPoolNotSetError):
+    """404 ``default_pool_not_set``."""
+
+
+class MethodNotAllowedError(ApiError, Permanent):
+    """405."""
+
+
+class ConflictError(ApiError, Permanent):
+    """409."""
+
+
+class DeleteBlockedError(ConflictError):
+    """409 with a code of ``errors.DELETE_BLOCKING_CODES``: something still uses
+    the resource (``details.blocking_resources`` says what)."""
+
+
+class UnavailableError(ApiError, Retryable):
+    """408, 429, a 5xx other than 500: the same request may succeed later."""
+
+
+class InternalServerError(ApiError, Permanent):
+    """500 ``internal``: a bug on the server; asking again gets the same answer."""
+
+
+#: The client class of each family of the server's tree, nearest ancestor wins.
+_FAMILIES: dict[type[errors.OtherixError], type[ApiError]] = {
+    errors.ValidationFailed: ValidationFailedError,
+    errors.PathNotAllowed: PathNotAllowedError,
+    errors.PoolNameAmbiguous: PoolNameAmbiguousError,
+    errors.DefaultPoolNotSet400: DefaultPoolMissingInput,
+    errors.Unauthenticated: UnauthenticatedError,
+    errors.PermissionDenied: PermissionDeniedError,
+    errors.NotFound: NotFoundError,
+    errors.DefaultPoolNotSet: DefaultPoolMissing,
+    errors.MethodNotAllowed: MethodNotAllowedError,
+    errors.Conflict: ConflictError,
+    errors.TemporaryError: UnavailableError,
+    errors.Internal: InternalServerError,
+}
+
+
+def _family(server: type[errors.OtherixError]) -> type[ApiError]:
+    if server.http_status == 409 and server.code in errors.DELETE_BLOCKING_CODES:
+        return DeleteBlockedError
+    for base in server.__mro__:
+        if base in _FAMILIES:
+            return _FAMILIES[base]
+    raise LookupError(f"{server.__name__} has no client family")  # a test keeps this unreachable
+
+
+#: ``(http_status, code)`` of every class of the server's tree -> the class raised.
+BY_WIRE: dict[tuple[int, str], type[ApiError]] = {
+    (cls.http_status, str(cls.code)): _family(cls)
+    for cls in errors.all_error_classes()
+    if "code" in vars(cls)  # the classes that name a code (not the abstract bases)
+    and cls is not errors.OtherixError
+}
+
+#: An answer no class of the tree produces: its status decides.
+BY_STATUS: dict[int, type[ApiError]] = {
+    400: ValidationFailedError,
+    401: UnauthenticatedError,
+    403: PermissionDeniedError,
+    404: NotFoundError,
+    405: MethodNotAllowedError,
+    408: UnavailableError,
+    409: ConflictError,
+    429: UnavailableError,
+    500: InternalServerError,
+    502: UnavailableError,
+    503: UnavailableError,
+    504: UnavailableError,
+}
+
+
+def api_error(
+    status: int, code: str | None, message: str, details: dict[str, Any] | None = None
+) -> ApiError:
+    """The typed error for an answer of ``status`` with ``code`` (module docstring)."""
+    cls = BY_WIRE.get((status, code or "")) or BY_STATUS.get(status)
+    if cls is None:  # another 5xx (a proxy, a gateway) may pass; an unknown 4xx will not
+        cls = UnavailableError if status > 500 else ApiError
+    return cls(status, code, message, details)
+
+
+class TransportError(ClientError, Retryable):
     """``str()`` is ``<kind>: <url>: <reason>`` (agent logs); ``url`` is the
     request's URL and ``reason`` what went wrong, for callers that word it
     themselves (the CLI); ``tried`` lists every control-plane URL tried when
@@ -62,10 +199,6 @@ class TransportError(ClientError):
         self.reason = reason or detail
         self.tried = tried
         super().__init__(f"{self.kind}: {detail}")
-
-    @property
-    def is_retryable(self) -> bool:
-        return True
 
 
 class ConnectionRefused(TransportError):
@@ -92,13 +225,13 @@ def from_response(resp: httpx.Response) -> ApiError:
         err = None
     if isinstance(err, dict):
         details = err.get("details")
-        return ApiError(
+        return api_error(
             resp.status_code,
             str(err.get("code") or "") or None,
             str(err.get("message") or ""),
             details if isinstance(details, dict) else None,
         )
-    return ApiError(resp.status_code, None, resp.text[:200], None)
+    return api_error(resp.status_code, None, resp.text[:200], None)
 
 
 def from_httpx(exc: httpx.HTTPError, url: str) -> TransportError:

@@ -27,10 +27,11 @@ from typing import Any, TypeVar
 
 import click
 from click.core import ParameterSource
+from pydantic import BaseModel
 
 from otherix.cli.context import CliContext
 from otherix.cli.errors import Declined, NeedsForce, usage_error
-from otherix.cli.output import check_format, render_json, render_yaml, render_yaml_stream
+from otherix.cli.output import check_format, render_json, render_yaml, render_yaml_stream, wire
 from otherix.cli.views.pools import paging_footer
 
 __all__ = [
@@ -42,6 +43,7 @@ __all__ = [
     "require_confirmation",
     "show_ids_option",
     "validate_output",
+    "wire",
     "write_list_page",
 ]
 
@@ -122,7 +124,9 @@ def require_confirmation(
 
 
 def render_object(obj: Any, fmt: str) -> str:
-    """Dump a decoded body as ``json`` or ``yaml``."""
+    """Dump a decoded body, or a wire model as the server sends it, as ``json`` or ``yaml``."""
+    if isinstance(obj, BaseModel):
+        obj = wire(obj)
     return render_yaml(obj) if fmt == "yaml" else render_json(obj)
 
 

@@ -104,7 +104,7 @@ def token_name() -> str:
     return f"otherix-cli@{socket.gethostname() or 'localhost'}"[:TOKEN_NAME_MAX]
 
 
-def _logout(api: ApiClient, refresh_token: Any) -> None:
+def _logout(api: ApiClient, refresh_token: str | None) -> None:
     with contextlib.suppress(ClientError):
         api.json("POST", "/v1/auth/logout", json={"refresh_token": refresh_token})
 
@@ -184,13 +184,13 @@ def add_cluster_cmd(
 
     api = ctx.client_for(target, None)
     session = api.login(login, password)
-    access = str(session["access_token"])
+    access = session.access_token
     # The same client mints the API token: it stays on the replica that answered
     # the login, which issued the JWT (replicas should share auth.jwt_secret, but
     # adding a cluster must not depend on it).
     api.token = access
     minted = api.create_token(token_name())
-    _logout(api, session.get("refresh_token"))
+    _logout(api, session.refresh_token)
 
     entry = ClusterEntry(
         name=name,
@@ -203,8 +203,7 @@ def add_cluster_cmd(
     save_config(ctx.config_path, cfg)
     if old is not None:
         _revoke_old(ctx, old, urls, access)
-    user = session.get("user") or {}
-    ctx.line(f'cluster "{name}" added: {", ".join(urls)} as {user.get("username", login)}')
+    ctx.line(f'cluster "{name}" added: {", ".join(urls)} as {session.user.username}')
     if set_current:
         ctx.line(f'current cluster is now "{name}"')
 

@@ -26,7 +26,7 @@ from otherix.cli.commands.common import (
 )
 from otherix.cli.context import CliError, get_context
 from otherix.cli.errors import usage_error
-from otherix.cli.output import age, render_table
+from otherix.cli.output import age, render_table, wire
 from otherix.durations import parse_duration
 
 __all__ = ["join_token"]
@@ -92,7 +92,7 @@ def list_cmd(output: str) -> None:
     """
     fmt = validate_output(output, ("table", "json", "yaml"))
     ctx = get_context()
-    body = ctx.client().list_join_tokens()
+    body = wire(ctx.client().list_join_tokens())
     if fmt != "table":
         ctx.write(render_object(body, fmt))
         return

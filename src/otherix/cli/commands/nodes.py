@@ -35,13 +35,14 @@ from otherix.cli.commands.common import (
     require_confirmation,
     show_ids_option,
     validate_output,
+    wire,
 )
 from otherix.cli.commands.join_tokens import join_token
 from otherix.cli.context import CliContext, CliError, get_context
 from otherix.cli.errors import usage_error
 from otherix.cli.output import age, render_table, render_yaml_stream
 from otherix.cli.views.pools import paging_footer
-from otherix.client.errors import ApiError
+from otherix.client.errors import ApiError, ConflictError
 from otherix.domain.liveness import STATUSES
 from otherix.durations import parse_duration
 
@@ -247,9 +248,9 @@ def delete_node(name: str, force: bool, output: str) -> None:
     require_confirmation(ctx, f"delete node {name}", force=force)
     try:
         body = ctx.client().delete_node(name)
-    except ApiError as exc:
+    except ConflictError as exc:
         blocking = exc.details.get("blocking_resources")
-        if exc.status == 409 and isinstance(blocking, dict):
+        if isinstance(blocking, dict):
             _blocked(ctx, name, exc, blocking, fmt)
         raise
     if fmt == "json":
@@ -299,13 +300,13 @@ def provision_default_pool(name: str, output: str) -> None:
     fmt = validate_output(output, ("text", "json"))
     ctx = get_context()
     body = ctx.client().provision_default_pool(name)
-    outcome = str(body.get("outcome", ""))
+    outcome = body.outcome
     if fmt == "json":
         ctx.write(render_object(body, fmt))
     elif outcome in ("created", "exists"):
-        ctx.line(str(body.get("message", "")))
+        ctx.line(body.message)
     if outcome not in ("created", "exists"):
-        raise CliError(str(body.get("message") or f"default pool not provisioned ({outcome})"))
+        raise CliError(body.message or f"default pool not provisioned ({outcome})")
 
 
 @node.command("reset-credentials")
@@ -339,9 +340,10 @@ def reset_credentials(name: str, ttl: str | None, output: str) -> None:
     if fmt == "json":
         ctx.write(render_object(made, fmt))
     else:
-        ctx.line(f"node: {made.get('node', name)} ({made.get('node_id', '')})")
-        ctx.line(f"expires_at: {made.get('expires_at', '')}")
-        ctx.line(f"token: {made.get('token', '')}")
+        shown = wire(made)  # times as the server wrote them
+        ctx.line(f"node: {made.node} ({made.node_id})")
+        ctx.line(f"expires_at: {shown['expires_at']}")
+        ctx.line(f"token: {made.token}")
     servers = " ".join(f"--server {url}" for url in api.base_urls)
     ctx.warn("store this token now: it cannot be shown again. On the node, run:")
-    ctx.warn(f"  otherix-agent bootstrap {servers} --rejoin-token {made.get('token', '')}")
+    ctx.warn(f"  otherix-agent bootstrap {servers} --rejoin-token {made.token}")

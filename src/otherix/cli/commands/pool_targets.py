@@ -19,6 +19,7 @@ from otherix.cli.errors import usage_error
 from otherix.cli.views.pools import ORPHANED
 from otherix.client.api import ApiClient
 from otherix.client.errors import ApiError, ClientError
+from otherix.errors import ErrorCode
 
 __all__ = [
     "AMBIGUOUS",
@@ -29,7 +30,8 @@ __all__ = [
     "resolve_target",
 ]
 
-AMBIGUOUS = "pool_name_ambiguous"
+#: The code a JSON answer names for an ambiguous pool name (the server's own).
+AMBIGUOUS = str(ErrorCode.POOL_NAME_AMBIGUOUS)
 
 
 def is_uuid(ref: str) -> bool:

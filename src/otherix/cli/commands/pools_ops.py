@@ -23,13 +23,13 @@ from typing import Any
 import click
 
 from otherix.cli.commands.common import output_option, render_object, validate_output
-from otherix.cli.commands.pool_targets import AMBIGUOUS, ambiguous_error, resolve_target
+from otherix.cli.commands.pool_targets import ambiguous_error, resolve_target
 from otherix.cli.context import CliContext, CliError, get_context
 from otherix.cli.errors import usage_error
-from otherix.cli.output import human_bytes
+from otherix.cli.output import human_bytes, wire
 from otherix.cli.wait import poll
 from otherix.client.api import ApiClient
-from otherix.client.errors import ApiError
+from otherix.client.errors import PoolNameAmbiguousError
 from otherix.durations import format_duration
 
 __all__ = ["SCAN_WAIT_TIMEOUT", "scan_pool", "update_pool"]
@@ -80,10 +80,8 @@ def update_pool(
     target = resolve_target(api, ref, node)
     try:
         pool = api.update_pool(target.ref, body)
-    except ApiError as exc:
-        if exc.code == AMBIGUOUS:
-            raise ambiguous_error(api, target.ref, exc) from exc
-        raise
+    except PoolNameAmbiguousError as exc:
+        raise ambiguous_error(api, target.ref, exc) from exc
     if fmt == "json":
         ctx.write(render_object(pool, fmt))
         return
@@ -97,7 +95,7 @@ def _wait_task(ctx: CliContext, api: ApiClient, task_id: str) -> dict[str, Any]:
     timeout = format_duration(SCAN_WAIT_TIMEOUT)
     ctx.warn(f"waiting for scan task {task_id} (timeout {timeout})…")
     outcome = poll(
-        lambda: api.get_task(task_id),
+        lambda: wire(api.get_task(task_id)),
         lambda t: t.get("status") in TERMINAL,
         timeout=SCAN_WAIT_TIMEOUT,
         sleep=ctx.sleep,
@@ -139,11 +137,9 @@ def scan_pool(ref: str, node: str | None, wait: bool, output: str) -> None:
     target = resolve_target(api, ref, node)
     try:
         accepted = api.scan_pool(target.ref)
-    except ApiError as exc:
-        if exc.code == AMBIGUOUS:
-            raise ambiguous_error(api, target.ref, exc) from exc
-        raise
-    task_id = str(accepted.get("task_id", ""))
+    except PoolNameAmbiguousError as exc:
+        raise ambiguous_error(api, target.ref, exc) from exc
+    task_id = accepted.task_id
     if fmt == "text":
         ctx.line(f"scan of pool {target.label} queued: task {task_id}")
     if not wait:

@@ -23,10 +23,10 @@ from otherix.cli.commands.common import (
     require_confirmation,
     validate_output,
 )
-from otherix.cli.commands.pool_targets import AMBIGUOUS, ambiguous_error, resolve_target
+from otherix.cli.commands.pool_targets import ambiguous_error, resolve_target
 from otherix.cli.commands.pools_write import vm_names
 from otherix.cli.context import CliError, get_context
-from otherix.client.errors import ApiError
+from otherix.client.errors import ApiError, ConflictError, PoolNameAmbiguousError
 
 __all__ = ["reinit_pool"]
 
@@ -73,9 +73,9 @@ def reinit_pool(ref: str, node: str | None, force: bool, output: str) -> None:
     try:
         pool: dict[str, Any] = api.reinit_pool(target.ref)
     except ApiError as exc:
-        if exc.status == 400 and exc.code == AMBIGUOUS:
+        if isinstance(exc, PoolNameAmbiguousError):
             raise ambiguous_error(api, target.ref, exc) from exc
-        if exc.status == 409:
+        if isinstance(exc, ConflictError):
             blocked = bool(exc.details.get("blocking_resources"))
             vms = vm_names(api, target.ref) if blocked else []
             raise CliError(_refusal(exc, target.label, vms)) from exc

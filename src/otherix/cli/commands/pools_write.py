@@ -44,14 +44,19 @@ from otherix.cli.context import CliContext, CliError, get_context
 from otherix.cli.views.pools import ambiguous_text, blocked_delete_text
 from otherix.cli.wait import poll
 from otherix.client.api import ApiClient
-from otherix.client.errors import ApiError, ClientError
+from otherix.client.errors import (
+    ApiError,
+    ClientError,
+    ConflictError,
+    DeleteBlockedError,
+    PoolNameAmbiguousError,
+)
 from otherix.durations import format_duration
 
 __all__ = ["WAIT_TIMEOUT", "create_pool", "delete_pool", "vm_names"]
 
 #: How long ``create --wait`` waits for the agent (docs/pool-contract.md: 60 s).
 WAIT_TIMEOUT = 60.0
-BLOCKED_CODES = ("conflict", "resource_in_use")
 
 
 def _created_text(pool: dict[str, Any], name: str, node: str, show_ids: bool, wait: bool) -> str:
@@ -122,13 +127,11 @@ def create_pool(
     body = {"node": node, "name": name, "type": pool_type, "path": path}
     try:
         pool = api.create_pool(body)
-    except ApiError as exc:
-        if exc.status == 409:
-            raise CliError(
-                f'pool "{name}" already exists on node "{node}" '
-                f"(inspect it with 'otherix pool get {name}' or choose a different name)"
-            ) from exc
-        raise
+    except ConflictError as exc:
+        raise CliError(
+            f'pool "{name}" already exists on node "{node}" '
+            f"(inspect it with 'otherix pool get {name}' or choose a different name)"
+        ) from exc
     failure = ""
     if wait:
         pool, failure = _wait_ready(ctx, api, pool)
@@ -222,16 +225,12 @@ def delete_pool(ref: str, node: str | None, force: bool, output: str) -> None:
     )
     try:
         api.delete_pool(target.ref)
-    except ApiError as exc:
-        if (
-            exc.status == 409
-            and exc.code in BLOCKED_CODES
-            and exc.details.get("reason") != "default_pool_in_use"  # message says the way on
-        ):
+    except DeleteBlockedError as exc:
+        if exc.details.get("reason") != "default_pool_in_use":  # its message says the way on
             _blocked(ctx, api, target, exc, fmt)
-        if exc.status == 400 and exc.code == AMBIGUOUS:
-            _ambiguous(ctx, api, target, exc, fmt)
         raise
+    except PoolNameAmbiguousError as exc:
+        _ambiguous(ctx, api, target, exc, fmt)
     if fmt == "json":
         ctx.write(render_object({"deleted": True, "identifier": target.label}, fmt))
     else:

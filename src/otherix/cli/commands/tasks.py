@@ -34,7 +34,7 @@ from otherix.cli.commands.common import (
     validate_output,
 )
 from otherix.cli.context import CliError, get_context
-from otherix.cli.output import age, render_table
+from otherix.cli.output import age, render_table, wire
 from otherix.cli.progress import (
     FINAL,
     StatusLine,
@@ -141,7 +141,7 @@ def list_tasks(
     """
     fmt = validate_output(output, ("table", "json", "yaml"))
     ctx = get_context()
-    body = ctx.client().list_tasks(limit=limit, cursor=cursor, status=status, type=task_type)
+    body = wire(ctx.client().list_tasks(limit=limit, cursor=cursor, status=status, type=task_type))
     if fmt != "table":
         ctx.write(render_object(body, fmt))
         return
@@ -165,7 +165,7 @@ def get_task(task_id: str, output: str) -> None:
     """
     fmt = validate_output(output, ("text", "json"))
     ctx = get_context()
-    body = ctx.client().get_task(task_id)
+    body = wire(ctx.client().get_task(task_id))
     ctx.write(render_object(body, fmt) if fmt == "json" else task_text(body))
 
 
@@ -225,7 +225,7 @@ def cancel_task(task_id: str, output: str) -> None:
     """
     fmt = validate_output(output, ("text", "json"))
     ctx = get_context()
-    body = ctx.client().cancel_task(task_id)
+    body = wire(ctx.client().cancel_task(task_id))
     if fmt == "json":
         ctx.write(render_object(body, fmt))
     else:

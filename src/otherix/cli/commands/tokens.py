@@ -29,7 +29,7 @@ from otherix.cli.commands.common import (
 )
 from otherix.cli.context import CliError, get_context
 from otherix.cli.errors import usage_error
-from otherix.cli.output import age, parse_timestamp, render_table
+from otherix.cli.output import age, parse_timestamp, render_table, wire
 from otherix.durations import parse_duration
 
 __all__ = ["token"]
@@ -77,7 +77,7 @@ def list_tokens(user_ref: str, include_revoked: bool, output: str) -> None:
     """
     fmt = validate_output(output, ("table", "json", "yaml"))
     ctx = get_context()
-    body = ctx.client().list_tokens(user_ref, include_revoked=include_revoked)
+    body = wire(ctx.client().list_tokens(user_ref, include_revoked=include_revoked))
     if fmt != "table":
         ctx.write(render_object(body, fmt))
         return

@@ -28,7 +28,7 @@ from otherix.cli.commands.common import (
 )
 from otherix.cli.context import get_context
 from otherix.cli.errors import usage_error
-from otherix.cli.output import age, render_table
+from otherix.cli.output import age, render_table, wire
 
 __all__ = ["user"]
 
@@ -59,7 +59,7 @@ def list_users(output: str, show_ids: bool) -> None:
     """
     fmt = validate_output(output, ("table", "json", "yaml"))
     ctx = get_context()
-    body = ctx.client().list_users()
+    body = wire(ctx.client().list_users())
     if fmt != "table":
         ctx.write(render_object(body, fmt))
         return
@@ -98,7 +98,7 @@ def create_user(username: str, role: str, password: str | None, output: str) -> 
     if fmt == "json":
         ctx.write(render_object(created, fmt))
         return
-    ctx.line(f"user {created.get('username', username)} created (role {created.get('role')})")
+    ctx.line(f"user {created.username} created (role {created.role})")
 
 
 @user.command("delete")
@@ -131,7 +131,7 @@ def disable_user(user_ref: str) -> None:
     """
     ctx = get_context()
     body = ctx.client().update_user(user_ref, {"disabled": True})
-    ctx.line(f"user {body.get('username', user_ref)} disabled; every session ended")
+    ctx.line(f"user {body.username} disabled; every session ended")
 
 
 @user.command("enable")
@@ -147,4 +147,4 @@ def enable_user(user_ref: str) -> None:
     """
     ctx = get_context()
     body = ctx.client().update_user(user_ref, {"disabled": False})
-    ctx.line(f"user {body.get('username', user_ref)} enabled")
+    ctx.line(f"user {body.username} enabled")

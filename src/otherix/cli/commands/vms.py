@@ -45,7 +45,7 @@ from otherix.cli.commands.common import (
     write_list_page,
 )
 from otherix.cli.context import CliError, get_context
-from otherix.cli.output import render_yaml
+from otherix.cli.output import render_yaml, wire
 from otherix.cli.progress import (
     StatusLine,
     follow_task,
@@ -61,7 +61,7 @@ from otherix.cli.views.vms import (
     vm_manifest,
     vm_text,
 )
-from otherix.client.errors import ApiError
+from otherix.client.errors import DefaultPoolNotSetError
 from otherix.domain.vms import PHASES
 from otherix.durations import format_duration
 
@@ -174,11 +174,9 @@ def create_vm(
     ctx = get_context()
     api = ctx.client()
     try:
-        created = api.create_vm(body)
-    except ApiError as exc:
-        if exc.code == "default_pool_not_set":
-            raise CliError(NO_DEFAULT) from exc
-        raise
+        created = wire(api.create_vm(body))
+    except DefaultPoolNotSetError as exc:
+        raise CliError(NO_DEFAULT) from exc
     failure = ""
     if wait:
         created, failure = wait_vm_ready(ctx, api, created, timeout)
@@ -220,7 +218,9 @@ def list_vms(
     """
     fmt = validate_output(output, ("table", "json", "yaml"))
     ctx = get_context()
-    body = ctx.client().list_vms(limit=limit, cursor=cursor, pool=pool, node=node, status=status)
+    body = wire(
+        ctx.client().list_vms(limit=limit, cursor=cursor, pool=pool, node=node, status=status)
+    )
     write_list_page(
         ctx,
         next_page_command(cctx),
@@ -249,7 +249,7 @@ def get_vm(name: str, output: str) -> None:
     """
     fmt = validate_output(output, ("text", "json", "yaml"))
     ctx = get_context()
-    body = ctx.client().get_vm(name)
+    body = wire(ctx.client().get_vm(name))
     if fmt == "json":
         ctx.write(render_object(body, fmt))
     elif fmt == "yaml":
@@ -288,7 +288,7 @@ def delete_vm(name: str, force: bool, wait: bool, wait_timeout: str) -> None:
     if accepted is None:
         ctx.line(f"vm {name} deleted")
         return
-    task_id = str(accepted.get("task_id", ""))
+    task_id = accepted.task_id
     if not wait:
         ctx.line(f"vm {name} deleting (task {task_id})")
         return

@@ -34,15 +34,20 @@ from otherix.cli.manifest.plan import (
     pool_action,
     vm_action,
 )
+from otherix.cli.output import wire
 from otherix.cli.progress import StatusLine, follow_task, live_output, task_error, wait_vm_ready
 from otherix.cli.wait import poll
 from otherix.client.api import ApiClient
-from otherix.client.errors import ApiError, ClientError
+from otherix.client.errors import (
+    ApiError,
+    ClientError,
+    ConflictError,
+    DeleteBlockedError,
+    NotFoundError,
+)
 from otherix.durations import format_duration
 
 __all__ = ["Runner"]
-
-BLOCKED_CODES = ("conflict", "resource_in_use")
 
 
 @dataclass
@@ -73,19 +78,15 @@ class Runner:
         if name not in self._concepts:
             try:
                 self._concepts[name] = self.api.get_pool(name)
-            except ApiError as exc:
-                if exc.status != 404:
-                    raise
+            except NotFoundError:
                 self._concepts[name] = None
         return self._concepts[name]
 
     def vm(self, name: str) -> dict[str, Any] | None:
         try:
-            return self.api.get_vm(name)
-        except ApiError as exc:
-            if exc.status == 404:
-                return None
-            raise
+            return wire(self.api.get_vm(name))
+        except NotFoundError:
+            return None
 
     def plan(self, items: Sequence[Item]) -> list[Action]:
         """The apply plan: one action per item, from the server's current state."""
@@ -105,9 +106,9 @@ class Runner:
                 if isinstance(item, PoolItem):
                     body = self.api.create_pool(item.body())
                 else:
-                    body = self.api.create_vm(item.spec.body(item.name))
-            except ApiError as exc:
-                self.fail(item, "already exists" if exc.status == 409 else describe(exc))
+                    body = wire(self.api.create_vm(item.spec.body(item.name)))
+            except ConflictError:
+                self.fail(item, "already exists")
                 continue
             except ClientError as exc:
                 self.fail(item, describe(exc))
@@ -121,7 +122,7 @@ class Runner:
     def _send(self, item: Item, *, dry_run: bool) -> dict[str, Any]:
         if isinstance(item, PoolItem):
             return self.api.create_pool(item.body(), dry_run=dry_run)
-        return self.api.create_vm(item.spec.body(item.name), dry_run=dry_run)
+        return wire(self.api.create_vm(item.spec.body(item.name), dry_run=dry_run))
 
     def rehearse(self, items: Sequence[Item], verb: str = "would create") -> None:
         """Ask the server to dry-run every create; print its verdict per item.
@@ -134,7 +135,7 @@ class Runner:
             try:
                 body = self._send(item, dry_run=True)
             except ApiError as exc:
-                problem = "already exists" if exc.status == 409 else describe(exc)
+                problem = "already exists" if isinstance(exc, ConflictError) else describe(exc)
                 self.fail(item, f"refused: {problem}")
                 continue
             except ClientError as exc:
@@ -207,28 +208,24 @@ class Runner:
             return
         try:
             self.api.delete_pool(str(inst["id"]))
-        except ApiError as exc:
-            if exc.status == 409 and exc.code in BLOCKED_CODES:
-                blocking = exc.details.get("blocking_resources") or {}
-                what = ", ".join(f"{k}: {v}" for k, v in sorted(blocking.items()))
-                self.fail(item, f"blocked by {what or exc.code} (skipped, not forced)")
-                return
-            raise
+        except DeleteBlockedError as exc:
+            blocking = exc.details.get("blocking_resources") or {}
+            what = ", ".join(f"{k}: {v}" for k, v in sorted(blocking.items()))
+            self.fail(item, f"blocked by {what or exc.code} (skipped, not forced)")
+            return
         self._concepts.pop(item.name, None)
         self.ctx.line(f"deleted {item.label}")
 
     def _delete_vm(self, item: VmItem) -> None:
         try:
             accepted = self.api.delete_vm(item.name)
-        except ApiError as exc:
-            if exc.status == 404:
-                self.fail(item, "not found")
-                return
-            raise
+        except NotFoundError:
+            self.fail(item, "not found")
+            return
         if accepted is None:
             self.ctx.line(f"deleted {item.label}")
             return
-        task_id = str(accepted.get("task_id", ""))
+        task_id = accepted.task_id
         if not self.wait:
             self.ctx.line(f"deleting {item.label} (task {task_id})")
             return
