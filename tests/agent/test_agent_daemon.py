@@ -315,7 +315,7 @@ def test_a_task_report_answered_internal_is_dropped(rig: Rig, caplog) -> None:
     attempts: list[float] = []
 
     def broken_update(node: str, task_id: str, update: TaskUpdate) -> None:
-        attempts.append(rig.clock.now)
+        attempts.append(rig.clock.monotonic())
         raise api_error(500, "internal", "internal error", None)
 
     rig.cp.update_task = broken_update  # type: ignore[method-assign]

@@ -114,14 +114,26 @@ def test_401_is_retried_but_a_refusal_drops_the_report() -> None:
     assert ("t2", SUCCESS) not in reporter.sent
 
 
-def test_an_internal_error_is_permanent_and_drops_the_outcome() -> None:
+def test_an_internal_error_is_not_retried_at_once_but_the_outcome_is_kept() -> None:
+    """500 is permanent (no backoff from 0.5 s), yet the outcome is the only record
+    of the work: it is offered again at the backoff cap, never dropped."""
     reporter, clock = SpyReporter(), FakeClock()
     box = outbox(reporter, clock)
     reporter.errors = [api_error(500, "internal", "internal error", None)]
     box.finish("t1", SUCCESS)
-    assert box.pump() is None  # nothing to retry
-    assert box.settled("t1")
+    wait = box.pump()
+    assert wait is not None
+    assert wait >= 8 - 1e-9  # the cap (outbox() sets backoff_max=8)
+    assert not box.settled("t1")
     assert reporter.calls == 1
+    clock.advance(7)
+    box.pump()
+    assert reporter.calls == 1  # not before the cap
+    clock.advance(1)
+    box.pump()
+    assert reporter.calls == 2
+    assert box.settled("t1")
+    assert ("t1", SUCCESS) in reporter.sent
 
 
 def test_a_failed_progress_report_is_dropped_not_retried() -> None:

@@ -17,9 +17,12 @@ Rules, per task:
   is sent as soon as the sender is free. A failure that may pass (an
   ``otherix.retry.Retryable`` one: transport error, 408, 429, 5xx but 500; and
   401) is retried with exponential backoff and full jitter until accepted,
-  without redoing the work; a refusal (404: the task was cancelled or is
-  gone; other 4xx; 500 ``internal``, a bug on the server) drops it with a
-  warning.
+  without redoing the work. A 500 ``internal`` is permanent (a bug on the
+  server: asking again at once gets the same answer), but an outcome is the
+  only record of work done on this node, so it is kept and offered again at
+  the backoff cap (``control_plane.backoff_max``) until a fixed server takes
+  it or the task leaves the desired state. A refusal (404: the task was
+  cancelled or is gone; other 4xx) drops it with a warning.
 - ``forget(keep)``: tasks no longer in the desired state are dropped, unsent
   reports included (the control plane finalised them some other way).
 
@@ -38,7 +41,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
-from otherix.client.errors import ClientError, UnauthenticatedError
+from otherix.client.errors import ClientError, InternalServerError, UnauthenticatedError
 from otherix.models.heartbeat import TaskUpdate
 from otherix.retry import Backoff, agent_backoff, is_retryable
 
@@ -196,6 +199,15 @@ class TaskOutbox:
                 slot.retry_at = self._clock() + delay
                 _log.warning(
                     "task report failed; retrying in %.1fs",
+                    delay,
+                    extra={"task": task_id, "error": str(exc)},
+                )
+            elif isinstance(exc, InternalServerError):
+                delay = max(slot.backoff.cap, _MIN_RETRY)
+                slot.retry_at = self._clock() + delay
+                _log.warning(
+                    "task report hit a server error; keeping the outcome, offering it again"
+                    " in %.1fs",
                     delay,
                     extra={"task": task_id, "error": str(exc)},
                 )
