@@ -122,3 +122,16 @@ def api_any_backend(tmp_path, db_url) -> Iterator[Api]:
         yield _with_roles(server)
     finally:
         server.stop()
+
+
+_SLOW_FOLDERS = ("faults",)
+
+
+def pytest_collection_modifyitems(config, items):
+    """The tiers (tests/README.md): the whole fault suite is slow tier, whatever its
+    modules say; every other slow test carries ``@pytest.mark.slow`` itself."""
+    tests = config.rootpath / "tests"
+    for item in items:
+        parts = item.path.relative_to(tests).parts if item.path.is_relative_to(tests) else ()
+        if parts and parts[0] in _SLOW_FOLDERS:
+            item.add_marker(pytest.mark.slow)
