@@ -124,12 +124,14 @@ def api_any_backend(tmp_path, db_url) -> Iterator[Api]:
         server.stop()
 
 
-_SLOW_FOLDERS = ("faults",)
+# the folders that are slow tier as a whole (tests/README.md): the real programs as
+# processes (e2e), injected faults, fuzzing campaigns
+_SLOW_FOLDERS = ("e2e", "faults", "fuzz")
 
 
 def pytest_collection_modifyitems(config, items):
-    """The tiers (tests/README.md): the whole fault suite is slow tier, whatever its
-    modules say; every other slow test carries ``@pytest.mark.slow`` itself."""
+    """The tiers (tests/README.md): every test in a slow folder is slow tier, whatever
+    its module says; any other slow test carries ``@pytest.mark.slow`` itself."""
     tests = config.rootpath / "tests"
     for item in items:
         parts = item.path.relative_to(tests).parts if item.path.is_relative_to(tests) else ()
