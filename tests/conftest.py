@@ -95,3 +95,18 @@ def api_any_backend(tmp_path, db_url) -> Iterator[Api]:
         yield with_roles(server)
     finally:
         server.stop()
+
+
+# the folders that are slow tier as a whole (tests/README.md): the real programs as
+# processes (e2e), injected faults, fuzzing campaigns
+_SLOW_FOLDERS = ("e2e", "faults", "fuzz")
+
+
+def pytest_collection_modifyitems(config, items):
+    """The tiers (tests/README.md): every test in a slow folder is slow tier, whatever
+    its module says; any other slow test carries ``@pytest.mark.slow`` itself."""
+    tests = config.rootpath / "tests"
+    for item in items:
+        parts = item.path.relative_to(tests).parts if item.path.is_relative_to(tests) else ()
+        if parts and parts[0] in _SLOW_FOLDERS:
+            item.add_marker(pytest.mark.slow)

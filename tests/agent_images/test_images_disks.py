@@ -160,7 +160,7 @@ def test_vm_id_must_be_a_uuid(pool, cached_qcow2, bad):
 
 def test_bad_format_and_size(pool, vm, cached_qcow2):
     with pytest.raises(ImageError) as err:
-        materialise_disk(pool, vm, cached_qcow2.path, "vmdk", 0)  # type: ignore[arg-type]
+        materialise_disk(pool, vm, cached_qcow2.path, "vmdk", 0)
     assert err.value.code == "unsupported_format"
     with pytest.raises(ValueError, match="disk_gib"):
         materialise_disk(pool, vm, cached_qcow2.path, "qcow2", -1)

@@ -101,7 +101,12 @@ def write_bad_rows(url: str, ids: dict[str, Any]) -> None:
             assert task is not None
             qt.update_task(conn, ids["task"], {"args": {**task.args, "image_url": BAD_URL}})
             qn.update_observed(conn, ids["node-b"].id, {"capabilities": {"k": f"a{LONE}"}})
-            image = {"name": f"{LONE}.img", "sha256": "0" * 64, "size_bytes": 1, "format": "raw"}
+            image: dict[str, Any] = {
+                "name": f"{LONE}.img",
+                "sha256": "0" * 64,
+                "size_bytes": 1,
+                "format": "raw",
+            }
             qp.update_status(
                 conn,
                 ids["default-a"],

@@ -10,8 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 from clihelpers import get_json
+from pydantic import BaseModel
 from test_cli_vms_helpers import IMAGE, make_vm, ready_node, ready_pool
-from tests.support.server import ADMIN
 
 from otherix.client.api import ApiClient
 from otherix.client.errors import (
@@ -27,11 +27,13 @@ from otherix.models.auth import TokenPair, User
 from otherix.models.common import AsyncTaskAccepted
 from otherix.models.nodes import DefaultPoolProvisioned
 from otherix.models.vms import VM
+from support.server import ADMIN
 
 
 @pytest.fixture
 def client(api) -> Iterator[ApiClient]:
-    with ApiClient(api.url, api.tokens["admin"]) as c:
+    c = ApiClient(api.url, api.tokens["admin"])
+    with c:
         yield c
 
 
@@ -134,11 +136,12 @@ def test_vms_are_typed_and_dump_to_the_body_the_server_sent(api, client: ApiClie
 
 def test_user_and_token_lists_dump_to_the_body_the_server_sent(api, client: ApiClient) -> None:
     assert client.me().username == ADMIN[0]
-    for path, page in [
+    pages: list[tuple[str, BaseModel]] = [
         ("/v1/users", client.list_users()),
         ("/v1/users/me/api-tokens", client.list_tokens()),
         ("/v1/nodes/join-tokens", client.list_join_tokens()),
-    ]:
+    ]
+    for path, page in pages:
         _, raw = get_json(api, path)
         assert page.model_dump(mode="json") == raw, path
     ready_node(api, "node-a")  # a join token, used

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from otherix.domain.placement import GIB, Ask, Candidate, Unplaceable, decide, effective_bytes
 
 
 def cand(node: str, pool_id: str | None = None, **kw) -> Candidate:
-    fields = {
+    fields: dict[str, Any] = {
         "pool_id": pool_id or f"id-{node}",
         "pool_name": "fast",
         "pool_path": f"/pools/{node}",
@@ -25,7 +27,7 @@ def cand(node: str, pool_id: str | None = None, **kw) -> Candidate:
 
 
 def ask(**kw) -> Ask:
-    fields = {"pool": "fast", "node": None, "disk_gib": 0, "arch": "amd64"}
+    fields: dict[str, Any] = {"pool": "fast", "node": None, "disk_gib": 0, "arch": "amd64"}
     fields.update(kw)
     return Ask(**fields)
 

@@ -374,7 +374,7 @@ def _check_store(db_url: str, report: StoreReport) -> None:
                 if orphans:
                     problems.append(
                         f"{orphans} {table.name}.{child.name} value(s) match no "
-                        f"{parent.table.name}.{parent.name}"  # type: ignore[attr-defined]
+                        f"{parent.table.name}.{parent.name}"
                     )
         no_status = conn.execute(
             sa.select(sa.func.count())

@@ -77,11 +77,11 @@ class PrivatePostgres:
 
     def execute(self, sql: str) -> None:
         with psycopg.connect(self.dsn(), autocommit=True) as conn:
-            conn.execute(sql)  # type: ignore[arg-type]
+            conn.execute(sql)
 
     def rows(self, sql: str) -> list[tuple[object, ...]]:
         with psycopg.connect(self.dsn(), autocommit=True) as conn:
-            return list(conn.execute(sql).fetchall())  # type: ignore[arg-type]
+            return list(conn.execute(sql).fetchall())
 
 
 @contextlib.contextmanager

@@ -144,6 +144,7 @@ def test_a_node_that_lost_its_state_comes_back_as_itself(tmp_path: Path, reliabi
                 doomed = reset(env, gone_node.name)
                 run(env, "node", "delete", gone_node.name, "--force")
                 short = reset(env, NODE, "--ttl", "1m")  # made before the clock step
+                assert cp.server is not None
                 cp.server.deps.clock = SteppedClock(timedelta(minutes=2))
                 try:
                     expired = rejoin(node, cp.url, short)

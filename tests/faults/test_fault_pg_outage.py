@@ -102,7 +102,7 @@ def _walk(cp: CpProcess, credential: str) -> list[tuple[str, str, int, str]]:
     return out
 
 
-def _pending(pg, key: str) -> list[tuple[object, ...]]:  # type: ignore[no-untyped-def]
+def _pending(pg, key: str) -> list[tuple[object, ...]]:
     return pg.rows(f"SELECT status_code FROM idempotency_keys WHERE key = '{key}'")
 
 

@@ -4,7 +4,7 @@ the default-pool guard and pagination cursors (``otherix.models``).
 Each property compares the code with a small reference written differently (a
 component list instead of string prefixes, ``uuid.UUID`` instead of a regex,
 ``strptime`` instead of a pattern, ``ast.literal_eval`` to read a quoted name
-back) or states an invariant. ``tests/unit/models`` already has the example
+back) or states an invariant. ``tests/models`` already has the example
 tables and the plain round trips (``clean_path`` against ``posixpath.normpath``,
 cursor encode/decode, random text raising only ``InvalidCursor``); these do not
 repeat them.

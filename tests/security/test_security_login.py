@@ -46,6 +46,7 @@ def attempt(url: str, password: str, username: str = ADMIN[0]) -> httpx.Response
     )
 
 
+@pytest.mark.slow
 def test_the_default_limit_is_ten_failed_logins_a_minute(tmp_path, reliability):
     server = start(tmp_path)
     try:

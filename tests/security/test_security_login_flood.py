@@ -220,6 +220,7 @@ def test_guesses_for_one_user_from_many_addresses_hit_the_user_limit(tmp_path, r
     assert messages(answers) == {USER_LIMIT: 10}
 
 
+@pytest.mark.slow
 def test_a_full_hash_queue_refuses_at_once_with_retry_after(tmp_path, reliability, monkeypatch):
     # one verification at a time, nobody waiting, and a slow hash: parallel logins overlap
     monkeypatch.setattr(secrets, "_hasher", PasswordHasher(time_cost=12, parallelism=1))

@@ -65,6 +65,7 @@ def dead_credentials(api) -> dict[str, str]:
     }
 
 
+@pytest.mark.slow
 def test_dead_credentials_are_refused_on_every_guarded_operation(api, reliability):
     join_node(api.url, api.tokens["admin"], "walk-node")  # agent routes: a real node name too
     ops = [op for op in operations(api.url) if op.operation_id not in PUBLIC]

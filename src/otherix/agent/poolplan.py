@@ -2,7 +2,7 @@
 
 Called by the pool reconciler (``otherix.agent.pools``), which observes the
 disk (``otherix.agent.marker``) and applies what these functions decide;
-table-tested in ``tests/unit/agent/test_agent_poolplan.py``.
+table-tested in ``tests/agent/test_agent_poolplan.py``.
 
 Identity (``decide_identity``). The control plane says per pool which
 ``identity`` mode applies (``otherix.models.heartbeat``):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
 import sqlalchemy as sa
 from test_vms_helpers import add_pool, create_vm, get_vm, place, ready_node
 
@@ -129,6 +130,7 @@ def _check_consistent(api, pool_id, vm_ids):
     return bool(pool_alive), bound
 
 
+@pytest.mark.slow
 def test_a_pool_delete_racing_bindings_never_leaves_a_disk_on_a_deleted_pool(api_any_backend):
     api = api_any_backend
     node = ready_node(api, "node-a")

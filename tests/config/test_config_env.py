@@ -23,7 +23,7 @@ from otherix.config import (
 
 ROOT = Path(__file__).resolve().parents[2]
 #: Modules that name unknown variables on purpose (to see them refused).
-DELIBERATE = {"tests/unit/test_config_env.py", "tests/e2e/test_e2e_careless_env.py"}
+DELIBERATE = {"tests/config/test_config_env.py", "tests/e2e/test_e2e_careless_env.py"}
 
 
 @pytest.mark.parametrize(

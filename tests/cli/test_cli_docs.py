@@ -3,13 +3,15 @@
 import importlib.util
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_cli_reference_is_up_to_date():
     spec = importlib.util.spec_from_file_location(
         "gen_cli_docs", ROOT / "scripts" / "gen_cli_docs.py"
     )
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     current = (ROOT / "docs" / "cli.md").read_text()
