@@ -226,14 +226,14 @@ def test_the_client_covers_the_vm_calls(api, px):
     with ApiClient(api.url, api.tokens["developer"]) as client:
         created = client.create_vm(vm_body(f"{px}-1", pool=f"{px}-p"), idempotency_key=f"k-{px}")
         assert (
-            client.create_vm(vm_body(f"{px}-1", pool=f"{px}-p"), idempotency_key=f"k-{px}")["id"]
-            == created["id"]
+            client.create_vm(vm_body(f"{px}-1", pool=f"{px}-p"), idempotency_key=f"k-{px}").id
+            == created.id
         )
-        assert client.get_vm(f"{px}-1")["node"] == f"{px}-a"
-        assert [vm["name"] for vm in client.list_vms(pool=f"{px}-p")["data"]] == [f"{px}-1"]
+        assert client.get_vm(f"{px}-1").node == f"{px}-a"
+        assert [vm.name for vm in client.list_vms(pool=f"{px}-p").data] == [f"{px}-1"]
         accepted = client.delete_vm(f"{px}-1")
         assert accepted is not None
-        assert accepted["task_id"] == desired_tasks(api, node)[0]["id"]
+        assert accepted.task_id == desired_tasks(api, node)[0]["id"]
         client.create_vm(vm_body(f"{px}-2", pool="nowhere"))
         assert client.delete_vm(f"{px}-2") is None
         with pytest.raises(ApiError) as info:
