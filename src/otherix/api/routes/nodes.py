@@ -146,8 +146,8 @@ def reset_credentials(
 
 @router.delete("/{name}", operation_id="deleteNode", dependencies=[Depends(MANAGE)])
 def delete_node(name: str, deps: Deps = Depends(get_deps)) -> NodeDeleted:
-    """200 with the pool instances deleted with the node (the contract's 204
-    kept orphaned pools; issue 13 item 9 deletes them)."""
+    """200 with the pool instances deleted with the node (docs/pool-contract.md
+    §3.3; a bare 204 used to leave them orphaned)."""
     return nodes.delete_node(deps, name)
 
 

@@ -268,7 +268,7 @@ def _decode(model: type[PoolCreate] | type[PoolUpdate], raw: dict[str, Any]) -> 
 
 
 def parse_create(raw: object) -> PoolCreate:
-    """The create body, checked in the contract's order (no I/O): agent-reported
+    """The create body, checked in the order of docs/pool-contract.md §4.2 (no I/O): agent-reported
     fields refused, then name, type, path, and config last."""
     if not isinstance(raw, dict):
         raise ValidationFailed("invalid request body: expected a JSON object")
