@@ -73,6 +73,24 @@ def test_create_expands_node_list_and_a_second_create_fails(cli, api, tmp_path):
     )
 
 
+def test_an_overlapping_pool_says_why_not_already_exists(cli, api, tmp_path):
+    join_node(api, "node-1")
+    ok(
+        cli(
+            "create",
+            "-f",
+            write(tmp_path, "fast.yaml", FAST_POOL.replace("node-1, node-2", "node-1")),
+        )
+    )
+    inner = FAST_POOL.replace("name: fast", "name: inner").replace("node-1, node-2", "node-1")
+    path = write(tmp_path, "inner.yaml", inner.replace(f"path: {FAST}", f"path: {FAST}/inner"))
+    for args in (("create", "-f", path, "--dry-run"), ("create", "-f", path)):
+        err = failed(cli(*args))
+        assert "already exists" not in err, args
+        assert f'path "{FAST}/inner" is inside the directory of storage pool "fast"' in err, args
+    assert instances(api, "inner") == {}
+
+
 def test_create_is_best_effort(cli, api, tmp_path):
     join_node(api, "node-1")
     path = write(tmp_path, "fast.yaml", FAST_POOL)  # node-2 does not exist

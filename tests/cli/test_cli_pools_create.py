@@ -58,6 +58,17 @@ def test_duplicate_is_an_already_exists_error(cli, api):
     assert len(pools_named(api, "fast")) == 1
 
 
+def test_a_path_inside_another_pool_shows_the_overlap_not_already_exists(cli, api):
+    join_node(api, "node-a")
+    ok(cli("pool", "create", "fast", "--node", "node-a", "--path", FAST))
+    result = cli("pool", "create", "inner", "--node", "node-a", "--path", FAST + "/inner")
+    err = failed(result)
+    assert "already exists" not in err
+    inside = f'Error: path "{FAST}/inner" is inside the directory of storage pool "fast"'
+    assert err.startswith(inside)
+    assert pools_named(api, "inner") == []
+
+
 def test_path_outside_the_allowlist(cli, api):
     join_node(api, "node-a")
     prefixes = f"{api.server.settings.data_dir}/pools/, /var/lib/otherix/pools/"

@@ -108,6 +108,13 @@ class MethodNotAllowedError(ApiError, Permanent):
 class ConflictError(ApiError, Permanent):
     """409."""
 
+    @property
+    def name_taken(self) -> bool:
+        """The conflict is the name (``details.field == "name"``): the object already
+        exists. Other 409s (a path overlapping another pool's, a lock) say their own
+        reason and must not read as "already exists"."""
+        return self.details.get("field") == "name"
+
 
 class DeleteBlockedError(ConflictError):
     """409 with a code of ``errors.DELETE_BLOCKING_CODES``: something still uses

@@ -2,8 +2,10 @@
 
 Owns the two commands that add or remove one (name, node) instance.
 
-``create`` sends ``{node, name, type, path}`` (no ``config``), turns any 409
-into an "already exists" error that points at ``otherix pool get <name>``,
+``create`` sends ``{node, name, type, path}`` (no ``config``), turns a 409 on
+the name into an "already exists" error that points at ``otherix pool get
+<name>`` (any other 409, such as ``pool_path_overlap``, shows the server's
+sentence),
 and with ``--wait`` polls the new instance by id until its reconciliation
 status is ``ready`` or ``failed`` (60 s; backoff in ``otherix.cli.wait``).
 The ``waiting for agent reconciliation (timeout 1m0s)…`` line goes to stderr
@@ -128,6 +130,8 @@ def create_pool(
     try:
         pool = api.create_pool(body)
     except ConflictError as exc:
+        if not exc.name_taken:
+            raise  # e.g. pool_path_overlap: the server's sentence names the other pool
         raise CliError(
             f'pool "{name}" already exists on node "{node}" '
             f"(inspect it with 'otherix pool get {name}' or choose a different name)"

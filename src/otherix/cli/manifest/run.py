@@ -99,7 +99,7 @@ class Runner:
 
     # creating -------------------------------------------------------------------------
     def create(self, items: Sequence[Item]) -> None:
-        """POST every item (409 is ``already exists``), then wait if asked."""
+        """POST every item (a 409 on the name is ``already exists``), then wait if asked."""
         made: list[tuple[Item, dict[str, Any]]] = []
         for item in items:
             try:
@@ -107,8 +107,8 @@ class Runner:
                     body = self.api.create_pool(item.body())
                 else:
                     body = wire(self.api.create_vm(item.spec.body(item.name)))
-            except ConflictError:
-                self.fail(item, "already exists")
+            except ConflictError as exc:
+                self.fail(item, "already exists" if exc.name_taken else describe(exc))
                 continue
             except ClientError as exc:
                 self.fail(item, describe(exc))
@@ -135,7 +135,8 @@ class Runner:
             try:
                 body = self._send(item, dry_run=True)
             except ApiError as exc:
-                problem = "already exists" if isinstance(exc, ConflictError) else describe(exc)
+                taken = isinstance(exc, ConflictError) and exc.name_taken
+                problem = "already exists" if taken else describe(exc)
                 self.fail(item, f"refused: {problem}")
                 continue
             except ClientError as exc:
