@@ -58,7 +58,7 @@ class Pool:
             id=self.id,
             cluster_id=CLUSTER,
             created_at=self.created_at,
-            identity=self.identity,  # type: ignore[arg-type]
+            identity=self.identity,
             marker_id=self.marker_id,
             disks=self.disks,
         )

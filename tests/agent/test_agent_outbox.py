@@ -27,6 +27,11 @@ def running(done: int) -> TaskUpdate:
 SUCCESS = TaskUpdate(status="success", progress=100, result={"vm_id": "x"})
 
 
+def bytes_done(update: TaskUpdate) -> int:
+    assert update.result is not None, update
+    return update.result["bytes_done"]
+
+
 def outbox(reporter: SpyReporter, clock: FakeClock, **kw) -> TaskOutbox:
     return TaskOutbox(
         reporter, "n1", clock=clock, rng=random.Random(1), backoff_initial=1, backoff_max=8, **kw
@@ -40,7 +45,7 @@ def test_progress_is_sent_at_most_twice_a_second_and_newest_wins() -> None:
         box.progress("t1", running(i * 5))
         box.pump()
         clock.advance(0.01)
-    times = [u.result["bytes_done"] for _, u in reporter.sent]
+    times = [bytes_done(u) for _, u in reporter.sent]
     assert 4 <= len(times) <= 5  # 2 s at 0.5 s apart, plus the first at once
     assert times[0] == 0
     assert times == sorted(times)
@@ -56,7 +61,7 @@ def test_unsent_progress_is_coalesced_to_the_newest() -> None:
     assert box.pump() == 0.5  # throttled: nothing sent, due in 0.5 s
     clock.advance(0.5)
     box.pump()
-    assert [u.result["bytes_done"] for _, u in reporter.sent] == [0, 300]
+    assert [bytes_done(u) for _, u in reporter.sent] == [0, 300]
 
 
 def test_the_outcome_replaces_unsent_progress_and_later_progress_is_ignored() -> None:

@@ -117,7 +117,9 @@ def test_host_root_rebases_declared_paths(tmp_path: Path) -> None:
     state.reconcile([declared("default", "/var/lib/otherix/pools/default")])
     assert state.reports[0].reconciliation_status == "ready"
     assert (root / "var/lib/otherix/pools/default/scratch").is_dir()
-    assert state.reconciler.lookup("default").path == f"{root}/var/lib/otherix/pools/default"
+    registered = state.reconciler.lookup("default")
+    assert registered is not None
+    assert registered.path == f"{root}/var/lib/otherix/pools/default"
 
 
 def test_long_errors_are_cut_to_the_wire_limit() -> None:

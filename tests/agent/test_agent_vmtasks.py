@@ -16,11 +16,11 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
-from otherix.agent.images import CachedImage, ImageError, ScratchArea
+from otherix.agent.images import CachedImage, ImageCache, ImageError, ScratchArea
 from otherix.agent.outbox import TaskOutbox
 from otherix.agent.pools import PoolReconciler
 from otherix.agent.report import PoolState
@@ -41,7 +41,7 @@ class StubCache:
         self.image = image
         self.scratch = ScratchArea()  # the disk clone after it uses the cache's area
         self.calls: list[dict[str, Any]] = []
-        self.script: list[Exception | Callable[[Any], None]] = []
+        self.script: list[Exception | Callable[[Any], object]] = []
 
     def ensure_image(self, pool_root, url, *, sha256=None, pull_policy="if-not-present", progress):
         self.calls.append({"root": Path(pool_root), "url": url, "sha256": sha256})
@@ -84,7 +84,9 @@ class Env:
 
     def start(self, **kw: Any) -> VmTasks:
         kw.setdefault("retry_delay", 0.0)
-        self.vms = VmTasks(cache=self.cache, pools=self.pools, outbox=self.outbox, **kw)
+        self.vms = VmTasks(
+            cache=cast(ImageCache, self.cache), pools=self.pools, outbox=self.outbox, **kw
+        )
         return self.vms
 
     def outcome(self, task_id: str, timeout: float = 10.0) -> TaskUpdate:
@@ -134,6 +136,7 @@ def test_create_reports_running_then_the_disk(env: Env) -> None:
     assert done.status == "success"
     assert done.progress == 100
     vm = task.args["vm_id"]
+    assert done.result is not None
     assert done.result == {
         "vm_id": vm,
         "image_sha256": SHA,
@@ -197,6 +200,7 @@ def test_a_task_is_started_once_and_a_restart_reruns_it_idempotently(env: Env) -
     runner.run(env.reporter, "n1", [task])  # done, still desired: not started again
     time.sleep(0.1)
     assert len(env.cache.calls) == 1
+    assert first.result is not None
     disk = Path(str(env.host_root) + first.result["file_path"])
     mtime = disk.stat().st_mtime_ns
 
@@ -291,7 +295,9 @@ def test_disk_too_small_comes_from_the_disk_library(env: Env, tmp_path: Path) ->
     env.cache.image = CachedImage(**{**env.cache.image.__dict__, "path": big})
     task = create_task(disk_gib=1)
     env.start().submit(task)
-    assert env.outcome(task.id).error["code"] == "disk_too_small"
+    error = env.outcome(task.id).error
+    assert error is not None
+    assert error["code"] == "disk_too_small"
 
 
 def test_delete_removes_the_disk_keeps_the_cache_and_is_idempotent(env: Env) -> None:
@@ -319,7 +325,9 @@ def test_delete_of_a_vm_without_a_disk_succeeds(env: Env) -> None:
 def test_delete_on_an_unknown_pool_fails(env: Env) -> None:
     task = delete_task(str(uuid.uuid4()), pool_name="gone")
     env.start().submit(task)
-    assert env.outcome(task.id).error["code"] == "pool_not_found"
+    error = env.outcome(task.id).error
+    assert error is not None
+    assert error["code"] == "pool_not_found"
 
 
 def downloading_forever(started: threading.Event) -> Callable[[Any], None]:
@@ -345,6 +353,7 @@ def test_delete_cancels_the_same_vms_create_then_removes(env: Env) -> None:
     assert env.outcome(delete.id).status == "success"
     cancelled = env.outcome(create.id)
     assert cancelled.status == "failed"
+    assert cancelled.error is not None
     assert cancelled.error["code"] == "cancelled"
     assert not (env.root / "vms" / create.args["vm_id"]).exists()
 

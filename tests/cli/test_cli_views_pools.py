@@ -85,7 +85,7 @@ def test_status_each_level_alone(overrides, expected):
     assert pool_status(make_pool(**overrides)) == expected
 
 
-LEVELS = [
+LEVELS: list[tuple[str, dict[str, Any]]] = [
     ("failed", {"reconciliation_status": "failed"}),
     ("unreachable", {"node_status": "unreachable"}),
     ("cordoned", {"node_status": "cordoned"}),

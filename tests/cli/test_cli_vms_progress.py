@@ -8,7 +8,6 @@ import os
 import click
 import pytest
 
-from otherix.cli import progress
 from otherix.cli.context import CliContext
 from otherix.cli.progress import RateMeter, StatusLine, live_output, parse_timeout, task_line
 from otherix.cli.views.vms import phase_text, vm_manifest
@@ -114,7 +113,7 @@ def test_status_line_rewrites_in_place_and_pads_over_longer_text():
 
 def test_status_line_is_cut_to_the_terminal_width(monkeypatch):
     size = os.terminal_size((30, 24))
-    monkeypatch.setattr(progress.shutil, "get_terminal_size", lambda fallback: size)
+    monkeypatch.setattr("otherix.cli.progress.shutil.get_terminal_size", lambda fallback: size)
     ctx, written = capture()
     StatusLine(ctx, live=True).show("x" * 100)
     assert written == ["\r" + "x" * 29]
@@ -142,8 +141,8 @@ class Stream(io.StringIO):
     ("out", "err", "live"), [(True, True, True), (False, True, False), (True, False, False)]
 )
 def test_live_output_needs_both_streams_on_a_terminal(monkeypatch, out, err, live):
-    monkeypatch.setattr(progress.sys, "stdout", Stream(out))
-    monkeypatch.setattr(progress.sys, "stderr", Stream(err))
+    monkeypatch.setattr("otherix.cli.progress.sys.stdout", Stream(out))
+    monkeypatch.setattr("otherix.cli.progress.sys.stderr", Stream(err))
     assert live_output(CliContext()) is live
     assert live_output(CliContext(is_tty=True)) is True  # an explicit setting decides
 
