@@ -237,7 +237,7 @@ def test_forged_tokens_are_401(shared_api):
     admin = me(shared_api, shared_api.tokens["admin"]).json()
     claims = {"sub": admin["id"], "role": "admin", "iat": now, "exp": now + 60}
     other_key = jwt.encode(claims, "x" * 48, algorithm="HS256")
-    unsigned = jwt.encode(claims, None, algorithm="none")
+    unsigned = jwt.encode(claims, "", algorithm="none")  # PyJWT: "" is no key for "none"
     secret = shared_api.server.deps.jwt_secret
     bad_role = jwt.encode({**claims, "role": "root"}, secret, algorithm="HS256")
     no_exp = jwt.encode({"sub": admin["id"], "role": "admin", "iat": now}, secret, "HS256")

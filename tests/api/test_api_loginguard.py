@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import anyio
 import pytest
@@ -104,7 +105,7 @@ def test_the_hash_queue_refuses_when_full_and_says_when_to_retry():
 def test_one_client_holds_at_most_its_share_of_the_queue():
     g = guard(FakeClock(monotonic_start=1000.0), concurrency=1, queue=10, in_flight_per_client=2)
     release = threading.Event()
-    outcomes: list[object] = []
+    outcomes: list[tuple[str, Any]] = []
 
     async def main() -> None:
         async def one(client: str) -> None:

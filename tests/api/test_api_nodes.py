@@ -33,7 +33,7 @@ def new_join_token(api, **body) -> dict:
     with http(api) as c:
         r = c.post("/v1/nodes/join-tokens", json=body)
     assert r.status_code == 201, r.text
-    return r.json()  # type: ignore[no-any-return]
+    return r.json()
 
 
 # join tokens and enrolment -----------------------------------------------------------------

@@ -46,7 +46,7 @@ def schema_text(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="module")
 def schema(schema_text) -> dict[str, Any]:
-    return json.loads(schema_text)  # type: ignore[no-any-return]
+    return json.loads(schema_text)
 
 
 def _operations(schema: dict[str, Any]):

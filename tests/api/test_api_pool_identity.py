@@ -45,7 +45,7 @@ def report(api, node: Node, name: str, status: str = "ready", **fields: Any) -> 
     rep.update(fields)
     r = heartbeat(api, node, [rep])
     assert r.status_code == 200, r.text
-    return r.json()  # type: ignore[no-any-return]
+    return r.json()
 
 
 def failed(api, node: Node, name: str, reason: str = "pool_missing") -> None:
@@ -84,7 +84,7 @@ def get_vm(api, name: str, role: str = "admin") -> dict[str, Any]:
     with http(api, role) as c:
         r = c.get(f"/v1/vms/{name}")
     assert r.status_code == 200, r.text
-    return r.json()  # type: ignore[no-any-return]
+    return r.json()
 
 
 def bump(api, node: Node) -> None:
@@ -235,7 +235,7 @@ def identity_row(api, pool_id: str) -> tuple[str, str, str]:
             )
             .one()
         )
-    return tuple(row)  # type: ignore[return-value]
+    return tuple(row)
 
 
 @pytest.mark.parametrize("reason", IDENTITY)

@@ -141,7 +141,7 @@ def test_happy_create_is_201_with_the_flat_view(shared_api, node):
     assert set(pool) == FLAT_KEYS
     uuid.UUID(pool["id"])
     assert pool["id"] == pool["id"].lower()
-    expected = {
+    expected: dict[str, object] = {
         "node": "pool-node",
         "node_status": "pending",
         "name": "Happy",

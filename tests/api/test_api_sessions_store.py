@@ -13,6 +13,7 @@ from otherix.api.deps import Deps
 from otherix.api.services import auth, users
 from otherix.api.settings import ApiSettings
 from otherix.config import load_config
+from otherix.errors import TokenRevoked
 from otherix.models.auth import SelfUpdate, UserCreate, UserUpdate
 from otherix.rbac import Role
 from otherix.store import Database
@@ -89,11 +90,11 @@ def test_an_epoch_bump_refuses_the_old_jwt_and_keeps_the_named_family(fresh_db, 
     me = auth.authenticate(deps, kept.access_token)
     users.update_self(deps, me, SelfUpdate(password="pass-word-2"))
     assert auth.authenticate(deps, kept.access_token).user_id == dev.id
-    with pytest.raises(auth.TokenRevoked):
+    with pytest.raises(TokenRevoked):
         auth.authenticate(deps, other.access_token)
     boss = auth.authenticate(deps, auth._issue(deps, _row(fresh_db, admin.id)).access_token)
     users.update_user(deps, boss, dev.id, UserUpdate(password="pass-word-3"))
-    with pytest.raises(auth.TokenRevoked):
+    with pytest.raises(TokenRevoked):
         auth.authenticate(deps, kept.access_token)  # an admin's reset keeps nothing
 
 

@@ -98,11 +98,11 @@ def send(w: World, role: str | None, method: str, path: str, body: bytes) -> htt
         return post_raw(c, method, path, body)
 
 
-def surrogate_cases(w: World) -> list[tuple[str, str, str, Any, str]]:
+def surrogate_cases(w: World) -> list[tuple[str | None, str, str, Any, str]]:
     """(role, method, path, body with a lone surrogate, the field it names)."""
     node, bad = w.node.name, f"x{LONE}y"
     pool = {"node": node, "name": "p-ok", "path": POOLS + "p-ok"}
-    vm = {"name": "vm-ok", "image_url": "http://h.invalid/a.img", "arch": "amd64"}
+    vm: dict[str, Any] = {"name": "vm-ok", "image_url": "http://h.invalid/a.img", "arch": "amd64"}
     vm |= {"vcpus": 1, "memory_mb": 128}
     hb = heartbeat_body
     task = f"/v1/nodes/{node}/tasks/{w.task_id}"
@@ -244,7 +244,7 @@ def test_nesting_is_limited_to_64_levels(api_any_backend):
     """``{"node", "name", "path", "config": {"a": [...]}}``: the body is level 1,
     config level 2, so ``k`` arrays under ``config.a`` make a depth of 2 + k."""
     w = world(api_any_backend)
-    problems = {}
+    problems: dict[int | str, str] = {}
     for depth in (63, 64, 65, 10_000):
         arrays = depth - 2
         body = (
@@ -282,7 +282,7 @@ def test_numbers_must_be_finite_and_integers_fit_64_bits(api_any_backend):
             f'"config": {{"x": {value}}}}}'
         ).encode()
 
-    problems = {}
+    problems: dict[str, str] = {}
     for value, ok in [
         ("NaN", False),
         ("Infinity", False),

@@ -34,7 +34,7 @@ def heartbeat(api: Any, node: Node, *pools: dict[str, Any], arch: str = "amd64")
         assert r.status_code == 200, r.text
 
 
-def node_with_pool(api: Any, name: str, pool: str, *, arch: str = "amd64", **room: int) -> Node:
+def node_with_pool(api: Any, name: str, pool: str, *, arch: str = "amd64", **room: Any) -> Node:
     """A ready node with a ready instance of ``pool`` holding ``room`` (on a shared
     server, a test-unique pool keeps other tests' nodes out of its placements)."""
     node = ready_node(api, name, arch=arch)
@@ -42,7 +42,7 @@ def node_with_pool(api: Any, name: str, pool: str, *, arch: str = "amd64", **roo
     return node
 
 
-def ready_node(api: Any, name: str, *, arch: str = "amd64", **room: int) -> Node:
+def ready_node(api: Any, name: str, *, arch: str = "amd64", **room: Any) -> Node:
     """A ready node whose ``default`` pool is reconciled ready with ``room``."""
     node = join_node(api, name)
     heartbeat(api, node, arch=arch)
@@ -51,7 +51,7 @@ def ready_node(api: Any, name: str, *, arch: str = "amd64", **room: int) -> Node
 
 
 def add_pool(
-    api: Any, node: Node, name: str, *, state: str = "ready", arch: str = "amd64", **room: int
+    api: Any, node: Node, name: str, *, state: str = "ready", arch: str = "amd64", **room: Any
 ) -> dict[str, Any]:
     """A pool instance on ``node`` under ``{data_dir}/pools/``, reported ``state``."""
     prefix = f"{api.server.settings.data_dir}/pools/"
