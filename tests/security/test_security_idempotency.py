@@ -62,7 +62,7 @@ def _api_token(api, jwt: str, name: str) -> dict:
     with _client(api, jwt) as c:
         r = c.post("/v1/users/me/api-tokens", json={"name": name})
     assert r.status_code == 201, r.text
-    return r.json()  # type: ignore[no-any-return]
+    return r.json()
 
 
 def _node(api) -> str:
@@ -245,7 +245,7 @@ class _KeyedTransport(httpx.HTTPTransport):
 def test_the_cli_says_a_replayed_token_create_has_no_secret(api, tmp_path):
     key = f"k-{uuid.uuid4()}"
 
-    def run():  # type: ignore[no-untyped-def]
+    def run():
         ctx = CliContext()
         ctx.env = {"HOME": str(tmp_path)}
         ctx.client_factory = lambda url, token, timeout: ApiClient(

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import pytest
@@ -263,7 +263,7 @@ class SpyHasher(PasswordHasher):
         super().__init__(time_cost=2, memory_cost=1024, parallelism=2)
         self.verified: list[Any] = []
 
-    def verify(self, hash: str | bytes, password: str | bytes) -> bool:
+    def verify(self, hash: str | bytes, password: str | bytes) -> Literal[True]:
         self.verified.append(extract_parameters(hash if isinstance(hash, str) else hash.decode()))
         return super().verify(hash, password)
 

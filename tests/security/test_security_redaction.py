@@ -57,7 +57,7 @@ def _vm(api, name: str, pool: str) -> dict[str, Any]:
     assert r.status_code == 201, r.text
     vm = r.json()
     assert vm["status"]["task_id"], vm  # placed: a vm.create task for the node
-    return vm  # type: ignore[no-any-return]
+    return vm
 
 
 def _report(api, node, task_id: str, update: dict[str, Any]) -> None:

@@ -28,7 +28,7 @@ NEW_PASSWORD = "victim-pass-2"
 def login(url: str, username: str, password: str = PASSWORD) -> dict[str, Any]:
     r = httpx.post(f"{url}/v1/auth/login", json={"username": username, "password": password})
     assert r.status_code == 200, r.text
-    return r.json()  # type: ignore[no-any-return]
+    return r.json()
 
 
 def refresh(url: str, token: str) -> httpx.Response:

@@ -224,7 +224,9 @@ def test_replace_credential_is_compare_and_set_on_live_nodes(db):
         assert qn.replace_credential(conn, nid, f"cred-{nid}", "h2", T0) == 1
     with db.read() as conn:
         assert qn.get_node_by_credential(conn, f"cred-{nid}") is None
-        assert qn.get_node_by_credential(conn, "h2")["id"] == nid
+        found = qn.get_node_by_credential(conn, "h2")
+        assert found is not None
+        assert found["id"] == nid
 
 
 def test_deleting_a_node_row_takes_its_rejoin_token(db):

@@ -17,6 +17,7 @@ import hashlib
 import json
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 import httpx
 import pytest
@@ -213,7 +214,7 @@ def test_after_0006_only_a_node_never_seen_gets_a_default_pool(old_url, tmp_path
             )
     finally:
         server.stop()
-    by_node = {}
+    by_node: dict[Any, list[str]] = {}
     for node_id, name in rows:
         by_node.setdefault(node_id, []).append(name)
     assert by_node[ids["never"]] == ["default"]

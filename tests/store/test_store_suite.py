@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta, timezone
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import sqlalchemy as sa
@@ -38,6 +38,13 @@ from otherix.store.tx import sql
 from support import rows as test_rows
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
+R = TypeVar("R")
+
+
+def found(row: R | None) -> R:
+    """``row``, which the test expects the store to have found."""
+    assert row is not None, "not found"
+    return row
 
 
 @pytest.fixture
@@ -155,8 +162,8 @@ def test_a_failed_write_rolls_back(db):
 def test_users_are_unique_case_insensitively(db):
     uid = add_user(db, "Alice")
     with db.read() as conn:
-        assert qu.get_user(conn, uid)["username"] == "Alice"
-        assert qu.get_user_by_name(conn, "ALICE")["id"] == uid
+        assert found(qu.get_user(conn, uid))["username"] == "Alice"
+        assert found(qu.get_user_by_name(conn, "ALICE"))["id"] == uid
         assert qu.count_users(conn) == 1
     with pytest.raises(UniqueViolation) as info:
         add_user(db, "alice")
@@ -230,8 +237,8 @@ def test_api_tokens_revoke_once_and_list(db):
     with db.read() as conn:
         assert [t["id"] for t in qu.list_api_tokens(conn, uid, False)] == [ids[1]]
         assert [t["id"] for t in qu.list_api_tokens(conn, uid, True)] == ids
-        assert qu.get_api_token(conn, ids[1])["last_used_at"] == T0 + timedelta(minutes=1)
-        assert qu.get_api_token(conn, ids[0])["revoked_at"] == T0
+        assert found(qu.get_api_token(conn, ids[1]))["last_used_at"] == T0 + timedelta(minutes=1)
+        assert found(qu.get_api_token(conn, ids[0]))["revoked_at"] == T0
 
 
 def test_refresh_rotation_is_compare_and_set(db):
@@ -259,12 +266,12 @@ def test_refresh_rotation_is_compare_and_set(db):
         assert qu.mark_refresh_rotated(conn, a1, T0) == 1
     with db.write() as conn:
         assert qu.mark_refresh_rotated(conn, a1, T0 + timedelta(seconds=1)) == 0
-        assert qu.get_refresh_by_hash(conn, "a1")["rotated_at"] == T0
+        assert found(qu.get_refresh_by_hash(conn, "a1"))["rotated_at"] == T0
         assert qu.revoke_refresh_family(conn, "fam-a", T0) == 2
         assert qu.revoke_refresh_family(conn, "fam-a", T0) == 0
     with db.read() as conn:
-        assert qu.get_refresh_by_hash(conn, "a2")["revoked_at"] == T0
-        assert qu.get_refresh_by_hash(conn, "b1")["revoked_at"] is None
+        assert found(qu.get_refresh_by_hash(conn, "a2"))["revoked_at"] == T0
+        assert found(qu.get_refresh_by_hash(conn, "b1"))["revoked_at"] is None
     with db.write() as conn:
         assert qu.revoke_user_refresh(conn, uid, T0) == 1
 
@@ -275,16 +282,16 @@ def test_refresh_rotation_is_compare_and_set(db):
 def test_node_names_are_unique_among_live_nodes_only(db):
     first = add_node(db, "Worker-1")
     with db.read() as conn:
-        assert qn.get_node_by_name(conn, "worker-1")["id"] == first
+        assert found(qn.get_node_by_name(conn, "worker-1"))["id"] == first
     with pytest.raises(UniqueViolation):
         add_node(db, "WORKER-1")
     with db.write() as conn:
         qn.update_node(conn, first, {"deleted_at": T0})
     second = add_node(db, "worker-1")  # a soft-deleted node's name can be reused
     with db.read() as conn:
-        assert qn.get_node_by_name(conn, "worker-1")["id"] == second
+        assert found(qn.get_node_by_name(conn, "worker-1"))["id"] == second
         assert qn.get_node(conn, first) is None
-        assert qn.get_node(conn, first, include_deleted=True)["deleted_at"] == T0
+        assert found(qn.get_node(conn, first, include_deleted=True))["deleted_at"] == T0
     with pytest.raises(UniqueViolation):
         add_node(db, "worker-1")
 
@@ -296,7 +303,7 @@ def test_desired_revision_bumps_and_clears_the_digest(db):
         qn.bump_revision(conn, nid)
     with db.read() as conn:
         assert qn.get_revision(conn, nid) == 3
-        assert qn.get_node(conn, nid)["observed_digest"] is None
+        assert found(qn.get_node(conn, nid))["observed_digest"] is None
 
 
 def test_record_heartbeats_never_moves_backwards(db):
@@ -310,7 +317,7 @@ def test_record_heartbeats_never_moves_backwards(db):
         )
         qn.record_heartbeats(conn, [])
     with db.read() as conn:
-        seen = {n: qn.get_node(conn, n)["last_heartbeat_at"] for n in (a, b, c)}
+        seen = {n: found(qn.get_node(conn, n))["last_heartbeat_at"] for n in (a, b, c)}
     assert seen == {a: t, b: t + timedelta(microseconds=1), c: t}
 
 
@@ -330,10 +337,10 @@ def test_transition_moves_exactly_the_stale_rows(db):
     assert sorted(m["id"] for m in moved) == sorted([stale, never_old])
     with db.read() as conn:
         status = {
-            n: qn.get_node(conn, n, include_deleted=True)["status"]
+            n: found(qn.get_node(conn, n, include_deleted=True))["status"]
             for n in (stale, fresh, never_old, never_new, pending, deleted)
         }
-        assert qn.get_node(conn, stale)["status_changed_at"] == now
+        assert found(qn.get_node(conn, stale))["status_changed_at"] == now
     assert status == {
         stale: "unreachable",
         fresh: "ready",
@@ -381,7 +388,7 @@ def test_join_tokens_are_consumed_with_compare_and_set(db):
         )
     with db.write() as conn:
         assert [qn.consume_join_token(conn, tid) for _ in range(3)] == [1, 1, 0]
-        assert qn.get_join_token_by_hash(conn, "jt")["uses"] == 2
+        assert found(qn.get_join_token_by_hash(conn, "jt"))["uses"] == 2
         assert qn.delete_join_token(conn, tid) == 1
         assert qn.delete_join_token(conn, tid) == 0
 
@@ -397,7 +404,7 @@ def test_pool_names_are_unique_per_node_case_insensitively(db):
         add_pool(db, n1, "FAST")
     assert info.value.table == "storage_pools"
     with db.read() as conn:
-        row = qp.get_pool(conn, p1)
+        row = found(qp.get_pool(conn, p1))
         rows = qp.get_pools_by_name(conn, "FaSt")
     assert row.name == "Fast"
     assert row.config == {"k": [1, 2]}
@@ -610,7 +617,7 @@ def test_timestamps_come_back_aware_utc_with_microseconds(db):
     local = datetime(2026, 3, 1, 14, 0, 0, 654321, tzinfo=plus_two)
     uid = add_user(db, "tz", at=local)
     with db.read() as conn:
-        row = qu.get_user(conn, uid)
+        row = found(qu.get_user(conn, uid))
     for value in (row["created_at"], row["updated_at"]):
         assert value == local
         assert value.tzinfo is not None
