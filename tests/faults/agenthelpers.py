@@ -299,10 +299,13 @@ def finished_task(cluster: Cluster, vm: dict[str, Any], timeout: float = 10) -> 
     """The VM's latest task once it is final."""
     task_id = vm["status"]["task_id"]
     assert task_id, f"vm {vm['name']} has no task"
+
+    def final() -> dict[str, Any] | None:
+        t = get_task(cluster, task_id)
+        return t if t["status"] in ("success", "failed", "cancelled") else None
+
     return wait_until(
-        lambda: (
-            (t := get_task(cluster, task_id))["status"] in ("success", "failed", "cancelled") and t
-        ),
+        final,
         timeout,
         f"task {task_id} final",
     )

@@ -37,6 +37,7 @@ import os
 import signal
 import time
 from datetime import UTC, datetime
+from functools import partial
 
 import pytest
 from cphelpers import POOLS_PREFIX, CountingProxy, CpProcess, cluster_target
@@ -146,7 +147,7 @@ def test_agents_back_off_through_a_2_minute_outage_and_reconverge(tmp_path, reli
             # --- reconnect and converge ------------------------------------------------
             for name in NODES:
                 wait_until(
-                    lambda n=name: _fresh_and_ready(cluster, n, restarted_at),
+                    partial(_fresh_and_ready, cluster, name, restarted_at),
                     SHIPPED.backoff_max + 30,
                     f"{name} to heartbeat again and be ready",
                 )

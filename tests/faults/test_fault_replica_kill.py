@@ -153,8 +153,12 @@ def test_killing_either_of_two_replicas_leaves_every_node_ready(tmp_path: Path, 
                 found = watch_through(survivor, before)
                 if served(survivor, "/v1/nodes/{name}/heartbeat") < beats + len(NODES):
                     found.append("the survivor did not take over the heartbeats")
+
+                def took_the_watches(s: CpProcess = survivor, w: float = watches) -> bool:
+                    return served(s, "/v1/nodes/{name}/watch") > w
+
                 wait_until(
-                    lambda s=survivor, w=watches: served(s, "/v1/nodes/{name}/watch") > w,
+                    took_the_watches,
                     10,
                     "a watch answered by the survivor",
                 )

@@ -25,7 +25,7 @@ import itertools
 import json
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import requests
@@ -35,6 +35,7 @@ from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.core.failures import FailureGroup, ServerError
+from schemathesis.core.result import Err, Ok
 from schemathesis.openapi.checks import UndefinedStatusCode
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
@@ -44,6 +45,14 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from otherix.errors import OtherixError
+
+
+def _loaded(result: Ok[Any] | Err[Any]) -> Any:
+    """The operation of one ``get_all_operations`` result; raises what failed to load."""
+    if isinstance(result, Err):
+        raise result.err()
+    return result.ok()
+
 
 CHECKS = [
     not_a_server_error,
@@ -88,7 +97,7 @@ def is_error_envelope(status: int, body: bytes) -> bool:
     err = doc["error"]
     return (
         set(err) <= {"code", "message", "details"}
-        and status in ERROR_STATUSES.get(err.get("code"), set())
+        and status in ERROR_STATUSES.get(cast(str, err.get("code")), set())
         and isinstance(err.get("message"), str)
         and bool(err["message"])
         and isinstance(err.get("details", {}), dict)
@@ -350,7 +359,7 @@ class Campaign:
         config = schemathesis.Config.from_dict({"generation": {"deterministic": True}})
         schema = schemathesis.openapi.from_url(f"{base_url}/openapi.json", config=config)
         results = list(schema.get_all_operations())
-        operations = [r.ok() for r in results]  # raises on a schema schemathesis cannot load
+        operations = [_loaded(r) for r in results]  # raises on a schema schemathesis cannot load
         self.operations = [op.label for op in operations]
         self.credential_operations = {
             op.label for op in operations if schema.get_operation_id(op) in CREDENTIAL_OPERATIONS

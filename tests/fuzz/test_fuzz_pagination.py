@@ -97,8 +97,8 @@ def test_following_next_cursor_yields_every_row_once_in_order(api, reliability):
     with api.client("admin") as client:
         for i in range(23):
             node = nodes[i % 3 % 2]  # 16 on one node, 7 on the other, interleaved
-            body = {"node": node, "name": f"page-{i:02d}", "path": f"{POOLS}page-{i:02d}"}
-            assert client.post("/v1/storage-pools", json=body).status_code == 201
+            pool = {"node": node, "name": f"page-{i:02d}", "path": f"{POOLS}page-{i:02d}"}
+            assert client.post("/v1/storage-pools", json=pool).status_code == 201
 
         def listing(params: dict[str, object]) -> list[dict[str, object]]:
             r = client.get("/v1/storage-pools", params={**params, "limit": 200})
@@ -106,7 +106,10 @@ def test_following_next_cursor_yields_every_row_once_in_order(api, reliability):
             assert r.json()["meta"]["next_cursor"] is None
             return list(r.json()["data"])
 
-        full = {None: listing({}), **{n: listing({"node": n}) for n in nodes}}
+        full: dict[str | None, list[dict[str, object]]] = {
+            None: listing({}),
+            **{n: listing({"node": n}) for n in nodes},
+        }
         assert len(full[None]) >= 23
         pages_seen = []
 

@@ -351,7 +351,7 @@ class Cluster:
         api = self._api
         server = api.server if isinstance(api, ControlPlane) or hasattr(api, "tokens") else api
         assert server is not None, "the control plane is not running"
-        return server  # type: ignore[no-any-return]
+        return server
 
     def _url(self, host_if_netns: str | None = None) -> str:
         server = self._server()

@@ -29,7 +29,7 @@ import platform
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -116,7 +116,7 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
         return
     for key, value in report.user_properties:
         if key == _KEY:
-            fields = dict(value)
+            fields = dict(cast(dict[str, Any], value))
             _RECORDER.add(fields.pop("suite"), fields.pop("name"), **fields)
 
 

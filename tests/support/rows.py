@@ -74,7 +74,9 @@ def add_vm_disk(
     """Insert a VM named ``vm_name`` with one disk on ``pool_id``; returns the VM id."""
     if owner_id is None:
         with db.read() as conn:
-            owner_id = str(sql(conn).execute(users.select()).first().id)
+            first = sql(conn).execute(users.select()).first()
+        assert first is not None, "no user to own the VM"
+        owner_id = str(first.id)
     vm_id = insert_vm(db, owner_id, vm_name, phase=phase)
     insert_disk(db, vm_id, pool_id)
     return vm_id
