@@ -521,25 +521,8 @@ def test_settings_and_idempotency_cache(db):
         assert qs.has_setting(conn, "x")
         assert qs.get_setting(conn, "x") is None
         qs.put_setting(conn, "x", "v", T0)
-        row = {
-            "principal": "p",
-            "key": "k",
-            "request_hash": "h",
-            "status_code": 201,
-            "content_type": "application/json",
-            "body": b"\x00{}",
-            "withheld": None,
-            "created_at": T0,
-        }
-        qs.put_idempotent(conn, row)
     with db.read() as conn:
         assert qs.get_setting(conn, "x") == "v"
-        assert qs.get_idempotent(conn, "p", "k") == row
-    with pytest.raises(UniqueViolation), db.write() as conn:
-        qs.put_idempotent(conn, row)
-    with db.write() as conn:
-        assert qs.delete_idempotent_before(conn, T0) == 0
-        assert qs.delete_idempotent_before(conn, T0 + timedelta(microseconds=1)) == 1
 
 
 def test_concurrent_first_writes_of_a_setting_all_succeed(db):

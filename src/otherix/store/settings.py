@@ -1,14 +1,14 @@
-"""Cluster settings (a key/value singleton) and the Idempotency-Key cache."""
+"""Cluster settings (a key/value singleton). The Idempotency-Key records are
+``store/idempotency.py``'s."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 import sqlalchemy as sa
 import sqlalchemy.exc as sa_exc
 
-from otherix.store.schema import cluster_settings, idempotency_keys
+from otherix.store.schema import cluster_settings
 from otherix.store.tx import Tx, sql
 
 DEFAULT_POOL_NAME = "default_pool_name"
@@ -60,39 +60,3 @@ def ensure_setting(tx: Tx, key: str, value: str, now: datetime) -> str:
     stored = get_setting(tx, key)
     assert stored is not None
     return stored
-
-
-def get_idempotent(tx: Tx, principal: str, key: str) -> dict[str, Any] | None:
-    stmt = sa.select(idempotency_keys).where(
-        idempotency_keys.c.principal == principal, idempotency_keys.c.key == key
-    )
-    row = sql(tx).execute(stmt).mappings().first()
-    return dict(row) if row else None
-
-
-def put_idempotent(tx: Tx, row: dict[str, Any]) -> None:
-    sql(tx).execute(idempotency_keys.insert().values(**row))
-
-
-def complete_idempotent(
-    tx: Tx, principal: str, key: str, status_code: int, content_type: str, body: bytes
-) -> None:
-    """Store the answer into a claimed (pending) key."""
-    sql(tx).execute(
-        idempotency_keys.update()
-        .where(idempotency_keys.c.principal == principal, idempotency_keys.c.key == key)
-        .values(status_code=status_code, content_type=content_type, body=body)
-    )
-
-
-def delete_idempotent(tx: Tx, principal: str, key: str) -> None:
-    sql(tx).execute(
-        idempotency_keys.delete().where(
-            idempotency_keys.c.principal == principal, idempotency_keys.c.key == key
-        )
-    )
-
-
-def delete_idempotent_before(tx: Tx, cutoff: datetime) -> int:
-    stmt = idempotency_keys.delete().where(idempotency_keys.c.created_at < cutoff)
-    return sql(tx).execute(stmt).rowcount
