@@ -466,7 +466,7 @@ def test_scan_errors(api):
     assert_error(other, 409, "idempotency_key_mismatch")
 
 
-# --- names (contract 3.1) ------------------------------------------------------------------------
+# --- names (docs/pool-contract.md §8.1) ---------------------------------------------------
 
 ACCEPTED_NAMES = [
     "default",

@@ -18,7 +18,7 @@ from otherix.domain.names import (
 PROPS = settings(max_examples=200, deadline=None)
 NAME_PATTERN = "[A-Za-z0-9][A-Za-z0-9._-]*"
 
-# --- pool names (§3.1) ---
+# --- pool names (docs/pool-contract.md §8.1) ---
 
 
 @pytest.mark.parametrize(
