@@ -124,7 +124,7 @@ def _one_side(mode: str, base: Path, args: argparse.Namespace, round_: int) -> d
 
 
 def _write_ms(db: Any, n: int = 200) -> float:
-    from otherix.store import settings as qs
+    from otherix.store.settings import store as qs
 
     times = []
     for i in range(n):

@@ -15,10 +15,11 @@ import pytest
 from apihelpers import assert_error, http, join_node, pool_body
 
 from otherix import __version__
-from otherix.store import settings as qs
 from otherix.store.idempotency import store as qi
 from otherix.store.pools import store as qp
 from otherix.store.ports.pools import NewPool
+from otherix.store.ports.settings import CLUSTER_ID
+from otherix.store.settings import store as qs
 from support.clock import FakeClock
 
 JSON_UTF8 = "application/json; charset=utf-8"
@@ -479,6 +480,6 @@ def test_the_cluster_id_is_made_once_and_kept_across_restarts(tmp_path):
         uuid.UUID(first.cluster_id)
         assert second.cluster_id == first.cluster_id
         with second.db.read() as conn:
-            assert qs.get_setting(conn, qs.CLUSTER_ID) == first.cluster_id
+            assert qs.get_setting(conn, CLUSTER_ID) == first.cluster_id
     finally:
         second.db.close()

@@ -23,8 +23,8 @@ import pytest
 import sqlalchemy as sa
 
 from otherix.store import Database, StoreLost
-from otherix.store import settings as qs
 from otherix.store.migrate import upgrade
+from otherix.store.settings import store as qs
 from otherix.store.tx import sql
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

@@ -25,7 +25,6 @@ from otherix.store import (
     schema,
 )
 from otherix.store import nodes as qn
-from otherix.store import settings as qs
 from otherix.store import users as qu
 from otherix.store.migrate import alembic_config, current_revision, upgrade
 from otherix.store.pools import store as qp
@@ -33,6 +32,7 @@ from otherix.store.ports.events import EventRow
 from otherix.store.ports.idempotency import IdempotencyRow
 from otherix.store.ports.pools import NewPool, PoolRef, PoolRow
 from otherix.store.ports.tasks import NewTask
+from otherix.store.settings import store as qs
 from otherix.store.tasks import store as qt
 from otherix.store.tx import sql
 from support import rows as test_rows

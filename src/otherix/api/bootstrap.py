@@ -19,10 +19,11 @@ from otherix.api.services import defaultpool, users
 from otherix.api.settings import ApiSettings
 from otherix.config import ConfigError, load_config
 from otherix.store import Database
-from otherix.store import settings as qs
 from otherix.store.clusterid import stored_cluster_id
 from otherix.store.engine import display_url, sqlite_path
 from otherix.store.migrate import upgrade
+from otherix.store.ports.settings import CLUSTER_ID
+from otherix.store.settings import store as qs
 
 log = logging.getLogger("otherix.api")
 
@@ -110,7 +111,7 @@ def open_deps(settings: ApiSettings, *, migrate: bool = True, init: bool = False
         defaultpool.seed(deps)
         with db.write() as conn:
             deps.cluster_id = qs.ensure_setting(
-                conn, qs.CLUSTER_ID, str(uuid.uuid4()), deps.clock.now()
+                conn, CLUSTER_ID, str(uuid.uuid4()), deps.clock.now()
             )
         if marker != deps.cluster_id:
             if marker is not None:

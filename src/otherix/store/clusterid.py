@@ -10,7 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from otherix.store.engine import Database
-from otherix.store.settings import CLUSTER_ID, get_setting
+from otherix.store.ports.settings import CLUSTER_ID
+from otherix.store.settings import store as settings
 from otherix.store.tx import sql
 
 
@@ -20,4 +21,4 @@ def stored_cluster_id(db: Database) -> str | None:
     with db.read() as tx:
         if not sa.inspect(sql(tx)).has_table("cluster_settings"):
             return None
-        return get_setting(tx, CLUSTER_ID)
+        return settings.get_setting(tx, CLUSTER_ID)

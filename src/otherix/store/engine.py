@@ -47,7 +47,9 @@ from otherix.store.pools import store as pool_store
 from otherix.store.ports.events import EventStore
 from otherix.store.ports.idempotency import IdempotencyStore
 from otherix.store.ports.pools import PoolStore
+from otherix.store.ports.settings import SettingsStore
 from otherix.store.ports.tasks import TaskStore
+from otherix.store.settings import store as settings_store
 from otherix.store.tasks import store as task_store
 from otherix.store.tx import Tx, sql
 
@@ -211,6 +213,7 @@ class Database:
         self.idempotency: IdempotencyStore = idempotency_store
         self.tasks: TaskStore = task_store
         self.events: EventStore = event_store
+        self.settings: SettingsStore = settings_store
 
     @property
     def lost(self) -> str | None:

@@ -41,11 +41,13 @@ from otherix.errors import (
 )
 from otherix.models.nodes import DefaultPoolProvisioned
 from otherix.models.pools import DefaultPool
+from otherix.store import Tx
 from otherix.store import nodes as qn
-from otherix.store import settings as qs
 from otherix.store.events import store as qe
 from otherix.store.pools import store as qp
 from otherix.store.ports.pools import NewPool
+from otherix.store.ports.settings import DEFAULT_POOL_NAME
+from otherix.store.settings import store as qs
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +55,8 @@ log = logging.getLogger(__name__)
 def seed(deps: Deps) -> None:
     name = deps.settings.storage_pools.default_pool_name
     with deps.db.write() as conn:
-        if not qs.has_setting(conn, qs.DEFAULT_POOL_NAME):
-            qs.put_setting(conn, qs.DEFAULT_POOL_NAME, name or None, deps.clock.now())
+        if not qs.has_setting(conn, DEFAULT_POOL_NAME):
+            qs.put_setting(conn, DEFAULT_POOL_NAME, name or None, deps.clock.now())
 
 
 def _plan(deps: Deps) -> Plan:
@@ -182,7 +184,7 @@ def provision(deps: Deps, node: dict[str, Any]) -> DefaultPoolProvisioned:
 
 def get(deps: Deps) -> DefaultPool:
     with deps.db.read() as conn:
-        name = qs.get_setting(conn, qs.DEFAULT_POOL_NAME)
+        name = qs.get_setting(conn, DEFAULT_POOL_NAME)
     if not name:
         raise DefaultPoolNotSet()
     return DefaultPool(name=name)
@@ -201,14 +203,14 @@ def put(deps: Deps, raw_name: str) -> DefaultPool:
             raise PoolNotFoundForName(
                 not_found_message("pool", name, "otherix pool list"), {"name": name}
             )
-        qs.put_setting(conn, qs.DEFAULT_POOL_NAME, canonical, deps.clock.now())
+        qs.put_setting(conn, DEFAULT_POOL_NAME, canonical, deps.clock.now())
     return DefaultPool(name=canonical)
 
 
 def clear(deps: Deps) -> None:
     with deps.db.write() as conn:
-        qs.put_setting(conn, qs.DEFAULT_POOL_NAME, None, deps.clock.now())
+        qs.put_setting(conn, DEFAULT_POOL_NAME, None, deps.clock.now())
 
 
-def current_name(conn: object) -> str | None:
-    return qs.get_setting(conn, qs.DEFAULT_POOL_NAME)  # type: ignore[arg-type]
+def current_name(conn: Tx) -> str | None:
+    return qs.get_setting(conn, DEFAULT_POOL_NAME)

@@ -47,11 +47,12 @@ from otherix.models.nodes import (
 from otherix.models.pagination import decode_cursor, split_page
 from otherix.store import Tx, UniqueViolation
 from otherix.store import nodes as q
-from otherix.store import settings as qs
 from otherix.store.events import store as qe
 from otherix.store.pools import store as qp
 from otherix.store.ports.events import EventRow
 from otherix.store.ports.pools import PoolRef
+from otherix.store.ports.settings import DEFAULT_POOL_NAME
+from otherix.store.settings import store as qs
 
 
 def projected_status(row: dict[str, Any]) -> str:
@@ -306,10 +307,10 @@ def _lock_for_delete(conn: Tx, node_id: str) -> tuple[list[PoolRef], str | None]
     the node row. Re-reads the default after locking: once the node's pools
     are held, no ``set-default-pool`` of a name with an instance here can
     commit, so the answer is stable for this transaction."""
-    default = qs.get_setting(conn, qs.DEFAULT_POOL_NAME)
+    default = qs.get_setting(conn, DEFAULT_POOL_NAME)
     rows = qp.lock_for_delete(conn, node_id=node_id, names=[default] if default else [])
     for _ in range(3):  # the default changed before our locks were in place
-        again = qs.get_setting(conn, qs.DEFAULT_POOL_NAME)
+        again = qs.get_setting(conn, DEFAULT_POOL_NAME)
         if (again or "").lower() == (default or "").lower():
             break
         default = again
