@@ -283,6 +283,24 @@ class Database:
             raise _translated(exc) from exc
         self.check()
 
+    @contextlib.contextmanager
+    def rehearse(self) -> Iterator[Tx]:
+        """A write transaction that is always rolled back: a dry run.
+
+        It takes the same locks and runs into the same constraints as
+        :meth:`write` (a unique violation raises as there), so a dry run decides
+        exactly as the real write would; at the end of the block nothing is kept."""
+        self.check()
+        try:
+            with self.engine.connect().execution_options(**{_WRITE: True}) as conn:
+                trans = conn.begin()
+                try:
+                    yield Tx(conn)
+                finally:
+                    trans.rollback()
+        except (sa_exc.DBAPIError, sa_exc.TimeoutError) as exc:
+            raise _translated(exc) from exc
+
     def ping(self) -> bool:
         try:
             self.check()
