@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import argon2
 from pydantic import Field, field_validator, model_validator
 
 from otherix.api.forwarded import parse_networks
@@ -81,6 +82,13 @@ class AuthSection(Section):
     password_hash_queue: int = Field(default=16, ge=0, le=10_000)
     #: places one client address may hold in the hash queue (running or waiting)
     login_in_flight_per_client: int = Field(default=2, ge=1)
+    #: argon2id cost of new password hashes (and of the dummy an unknown user is
+    #: verified against); the defaults are argon2-cffi's (RFC 9106, low memory)
+    password_hash_time_cost: int = Field(default=argon2.DEFAULT_TIME_COST, ge=1, le=100)
+    password_hash_memory_kib: int = Field(
+        default=argon2.DEFAULT_MEMORY_COST, ge=8, le=4 * 1024 * 1024
+    )
+    password_hash_parallelism: int = Field(default=argon2.DEFAULT_PARALLELISM, ge=1, le=64)
 
     @field_validator("jwt_secret")
     @classmethod
@@ -88,6 +96,15 @@ class AuthSection(Section):
         if v and len(v.encode()) < 32:
             raise ValueError("must be at least 32 bytes")
         return v
+
+    @model_validator(mode="after")
+    def _argon2_memory(self) -> AuthSection:
+        if self.password_hash_memory_kib < 8 * self.password_hash_parallelism:
+            raise ValueError(
+                "auth.password_hash_memory_kib must be at least 8 x "
+                "auth.password_hash_parallelism (argon2)"
+            )
+        return self
 
 
 class StoragePoolsSection(Section):
