@@ -21,8 +21,8 @@ from typing import Any
 import httpx
 
 from otherix.store import schema
-from otherix.store import users as qu
 from otherix.store.tx import sql
+from otherix.store.users import store as qu
 from support import rows
 from support.factories import (
     ROLE_PASSWORD as ROLE_PASSWORD,
@@ -163,7 +163,7 @@ def user_id(api: ApiLike, username: str) -> str:
     with api.server.deps.db.read() as conn:
         row = qu.get_user_by_name(conn, username)
     assert row is not None
-    return str(row["id"])
+    return row.id
 
 
 def insert_vm(api: ApiLike, owner: str = "admin", name: str | None = None) -> str:

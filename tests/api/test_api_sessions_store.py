@@ -17,8 +17,9 @@ from otherix.errors import TokenRevoked
 from otherix.models.auth import SelfUpdate, UserCreate, UserUpdate
 from otherix.rbac import Role
 from otherix.store import Database
-from otherix.store import users as q
 from otherix.store.migrate import upgrade
+from otherix.store.ports.users import UserRow
+from otherix.store.users import store as q
 from support.clock import FakeClock
 
 NOW = datetime(2026, 12, 9, 12, 0, tzinfo=UTC)
@@ -98,7 +99,7 @@ def test_an_epoch_bump_refuses_the_old_jwt_and_keeps_the_named_family(fresh_db, 
         auth.authenticate(deps, kept.access_token)  # an admin's reset keeps nothing
 
 
-def _row(db: Database, user_id: str) -> dict:
+def _row(db: Database, user_id: str) -> UserRow:
     with db.read() as conn:
         row = q.get_user(conn, user_id)
     assert row is not None

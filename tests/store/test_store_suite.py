@@ -25,16 +25,17 @@ from otherix.store import (
     schema,
 )
 from otherix.store import nodes as qn
-from otherix.store import users as qu
 from otherix.store.migrate import alembic_config, current_revision, upgrade
 from otherix.store.pools import store as qp
 from otherix.store.ports.events import EventRow
 from otherix.store.ports.idempotency import IdempotencyRow
 from otherix.store.ports.pools import NewPool, PoolRef, PoolRow
 from otherix.store.ports.tasks import NewTask
+from otherix.store.ports.users import NewApiToken, NewRefreshToken, NewUser
 from otherix.store.settings import store as qs
 from otherix.store.tasks import store as qt
 from otherix.store.tx import sql
+from otherix.store.users import store as qu
 from support import rows as test_rows
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
@@ -66,15 +67,7 @@ def add_user(db: Database, name: str = "alice", at: datetime = T0) -> str:
     with db.write() as conn:
         qu.insert_user(
             conn,
-            {
-                "id": uid,
-                "username": name,
-                "username_lower": name.lower(),
-                "password_hash": "x",
-                "role": "viewer",
-                "created_at": at,
-                "updated_at": at,
-            },
+            NewUser(id=uid, username=name, password_hash="x", role="viewer", created_at=at),
         )
     return uid
 
@@ -162,8 +155,8 @@ def test_a_failed_write_rolls_back(db):
 def test_users_are_unique_case_insensitively(db):
     uid = add_user(db, "Alice")
     with db.read() as conn:
-        assert found(qu.get_user(conn, uid))["username"] == "Alice"
-        assert found(qu.get_user_by_name(conn, "ALICE"))["id"] == uid
+        assert found(qu.get_user(conn, uid)).username == "Alice"
+        assert found(qu.get_user_by_name(conn, "ALICE")).id == uid
         assert qu.count_users(conn) == 1
     with pytest.raises(UniqueViolation) as info:
         add_user(db, "alice")
@@ -175,25 +168,27 @@ def test_deleting_a_user_cascades_to_tokens(db):
     with db.write() as conn:
         qu.insert_api_token(
             conn,
-            {
-                "id": new_id(),
-                "user_id": uid,
-                "name": "t",
-                "prefix": "otx_abcd",
-                "token_hash": "h1",
-                "created_at": T0,
-            },
+            NewApiToken(
+                id=new_id(),
+                user_id=uid,
+                name="t",
+                prefix="otx_abcd",
+                token_hash="h1",
+                created_at=T0,
+                expires_at=None,
+            ),
         )
         qu.insert_refresh(
             conn,
-            {
-                "id": new_id(),
-                "user_id": uid,
-                "family_id": "f",
-                "token_hash": "r1",
-                "created_at": T0,
-                "expires_at": T0 + timedelta(days=30),
-            },
+            NewRefreshToken(
+                id=new_id(),
+                user_id=uid,
+                family_id="f",
+                token_hash="r1",
+                created_at=T0,
+                expires_at=T0 + timedelta(days=30),
+                session_epoch=0,
+            ),
         )
     with db.write() as conn:
         assert qu.delete_user(conn, uid) == 1
@@ -209,36 +204,38 @@ def test_api_tokens_revoke_once_and_list(db):
         for i, tid in enumerate(ids):
             qu.insert_api_token(
                 conn,
-                {
-                    "id": tid,
-                    "user_id": uid,
-                    "name": f"t{i}",
-                    "prefix": "otx_abcd",
-                    "token_hash": f"hash-{i}",
-                    "created_at": T0 + timedelta(seconds=i),
-                },
+                NewApiToken(
+                    id=tid,
+                    user_id=uid,
+                    name=f"t{i}",
+                    prefix="otx_abcd",
+                    token_hash=f"hash-{i}",
+                    created_at=T0 + timedelta(seconds=i),
+                    expires_at=None,
+                ),
             )
     with pytest.raises(UniqueViolation), db.write() as conn:
         qu.insert_api_token(
             conn,
-            {
-                "id": new_id(),
-                "user_id": uid,
-                "name": "dup",
-                "prefix": "otx_abcd",
-                "token_hash": "hash-0",
-                "created_at": T0,
-            },
+            NewApiToken(
+                id=new_id(),
+                user_id=uid,
+                name="dup",
+                prefix="otx_abcd",
+                token_hash="hash-0",
+                created_at=T0,
+                expires_at=None,
+            ),
         )
     with db.write() as conn:
         assert qu.revoke_api_token(conn, ids[0], T0) == 1
         assert qu.revoke_api_token(conn, ids[0], T0) == 0
         qu.touch_api_token(conn, ids[1], T0 + timedelta(minutes=1))
     with db.read() as conn:
-        assert [t["id"] for t in qu.list_api_tokens(conn, uid, False)] == [ids[1]]
-        assert [t["id"] for t in qu.list_api_tokens(conn, uid, True)] == ids
-        assert found(qu.get_api_token(conn, ids[1]))["last_used_at"] == T0 + timedelta(minutes=1)
-        assert found(qu.get_api_token(conn, ids[0]))["revoked_at"] == T0
+        assert [t.id for t in qu.list_api_tokens(conn, uid, False)] == [ids[1]]
+        assert [t.id for t in qu.list_api_tokens(conn, uid, True)] == ids
+        assert found(qu.get_api_token(conn, ids[1])).last_used_at == T0 + timedelta(minutes=1)
+        assert found(qu.get_api_token(conn, ids[0])).revoked_at == T0
 
 
 def test_refresh_rotation_is_compare_and_set(db):
@@ -252,26 +249,27 @@ def test_refresh_rotation_is_compare_and_set(db):
         for token_hash, (family, rid) in rows.items():
             qu.insert_refresh(
                 conn,
-                {
-                    "id": rid,
-                    "user_id": uid,
-                    "family_id": family,
-                    "token_hash": token_hash,
-                    "created_at": T0,
-                    "expires_at": T0 + timedelta(days=30),
-                },
+                NewRefreshToken(
+                    id=rid,
+                    user_id=uid,
+                    family_id=family,
+                    token_hash=token_hash,
+                    created_at=T0,
+                    expires_at=T0 + timedelta(days=30),
+                    session_epoch=0,
+                ),
             )
     a1 = rows["a1"][1]
     with db.write() as conn:
         assert qu.mark_refresh_rotated(conn, a1, T0) == 1
     with db.write() as conn:
         assert qu.mark_refresh_rotated(conn, a1, T0 + timedelta(seconds=1)) == 0
-        assert found(qu.get_refresh_by_hash(conn, "a1"))["rotated_at"] == T0
+        assert found(qu.get_refresh_by_hash(conn, "a1")).rotated_at == T0
         assert qu.revoke_refresh_family(conn, "fam-a", T0) == 2
         assert qu.revoke_refresh_family(conn, "fam-a", T0) == 0
     with db.read() as conn:
-        assert found(qu.get_refresh_by_hash(conn, "a2"))["revoked_at"] == T0
-        assert found(qu.get_refresh_by_hash(conn, "b1"))["revoked_at"] is None
+        assert found(qu.get_refresh_by_hash(conn, "a2")).revoked_at == T0
+        assert found(qu.get_refresh_by_hash(conn, "b1")).revoked_at is None
     with db.write() as conn:
         assert qu.revoke_user_refresh(conn, uid, T0) == 1
 
@@ -601,7 +599,7 @@ def test_timestamps_come_back_aware_utc_with_microseconds(db):
     uid = add_user(db, "tz", at=local)
     with db.read() as conn:
         row = found(qu.get_user(conn, uid))
-    for value in (row["created_at"], row["updated_at"]):
+    for value in (row.created_at, row.updated_at):
         assert value == local
         assert value.tzinfo is not None
         assert value.utcoffset() == timedelta(0)

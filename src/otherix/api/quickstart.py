@@ -39,7 +39,7 @@ from otherix.config import ConfigError
 from otherix.models.auth import UserCreate
 from otherix.models.nodes import JoinTokenCreate
 from otherix.rbac import Role
-from otherix.store import users as qu
+from otherix.store.users import store as qu
 
 ADMIN = "admin"
 

@@ -49,9 +49,11 @@ from otherix.store.ports.idempotency import IdempotencyStore
 from otherix.store.ports.pools import PoolStore
 from otherix.store.ports.settings import SettingsStore
 from otherix.store.ports.tasks import TaskStore
+from otherix.store.ports.users import UserStore
 from otherix.store.settings import store as settings_store
 from otherix.store.tasks import store as task_store
 from otherix.store.tx import Tx, sql
+from otherix.store.users import store as user_store
 
 _WRITE = "otherix_write"
 _SINGLE = "otherix_single_statement"
@@ -214,6 +216,7 @@ class Database:
         self.tasks: TaskStore = task_store
         self.events: EventStore = event_store
         self.settings: SettingsStore = settings_store
+        self.users: UserStore = user_store
 
     @property
     def lost(self) -> str | None:

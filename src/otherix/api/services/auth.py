@@ -43,54 +43,62 @@ from otherix.errors import (
 )
 from otherix.models.auth import TokenPair, User
 from otherix.rbac import Role
-from otherix.store import users as q
+from otherix.store.ports.users import NewRefreshToken, UserAuthRow, UserRow
+from otherix.store.users import store as q
 
 ALGORITHM = "HS256"
 SESSION_ENDED = "this session has ended (the password, role or account changed); log in again"
 
 
-def user_view(row: dict[str, Any]) -> User:
-    return User.model_validate(row)
+def user_view(row: UserRow) -> User:
+    return User(
+        id=row.id,
+        username=row.username,
+        role=Role(row.role),
+        disabled_at=row.disabled_at,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
 
 
-def _issue(deps: Deps, user: dict[str, Any], family_id: str | None = None) -> TokenPair:
+def _issue(deps: Deps, user: UserRow, family_id: str | None = None) -> TokenPair:
     now = deps.clock.now()
     ttl = int(deps.settings.auth.jwt_access_ttl)
     family = family_id or str(uuid.uuid4())
     claims = {
-        "sub": user["id"],
-        "role": user["role"],
+        "sub": user.id,
+        "role": user.role,
         "iat": int(now.timestamp()),
         "exp": int(now.timestamp()) + ttl,
         "sid": family,
-        "sep": int(user["session_epoch"]),
+        "sep": user.session_epoch,
     }
     access = jwt.encode(claims, deps.jwt_secret, algorithm=ALGORITHM)
     refresh = secrets.new_token()
     with deps.db.write() as conn:
         q.insert_refresh(
             conn,
-            {
-                "id": str(uuid.uuid4()),
-                "user_id": user["id"],
-                "family_id": family,
-                "token_hash": secrets.digest(refresh),
-                "created_at": now,
-                "expires_at": now + timedelta(seconds=deps.settings.auth.jwt_refresh_ttl),
-                "session_epoch": int(user["session_epoch"]),
-            },
+            NewRefreshToken(
+                id=str(uuid.uuid4()),
+                user_id=user.id,
+                family_id=family,
+                token_hash=secrets.digest(refresh),
+                created_at=now,
+                expires_at=now + timedelta(seconds=deps.settings.auth.jwt_refresh_ttl),
+                session_epoch=user.session_epoch,
+            ),
         )
     return TokenPair(
         access_token=access, refresh_token=refresh, expires_in=ttl, user=user_view(user)
     )
 
 
-def _check_password(deps: Deps, username: str, password: str) -> dict[str, Any] | None:
+def _check_password(deps: Deps, username: str, password: str) -> UserRow | None:
     """The user when the password is right; None otherwise (an unknown name
     costs one verification too). Runs in a hash worker thread."""
     with deps.db.read() as conn:
         user = q.get_user_by_name(conn, username)
-    ok = secrets.verify_password(user["password_hash"] if user else None, password)
+    ok = secrets.verify_password(user.password_hash if user else None, password)
     return user if ok else None
 
 
@@ -109,7 +117,7 @@ async def login(deps: Deps, username: str, password: str, client: str) -> TokenP
     if user is None:
         raise InvalidCredentials()
     guard.succeeded(attempt)
-    if user["disabled_at"] is not None:
+    if user.disabled_at is not None:
         raise AccountDisabled()
     return await anyio.to_thread.run_sync(_issue, deps, user)
 
@@ -120,29 +128,29 @@ def refresh(deps: Deps, token: str) -> TokenPair:
         row = q.get_refresh_by_hash(conn, secrets.digest(token))
         if row is None:
             raise Unauthenticated("invalid refresh token")
-        if row["revoked_at"] is not None:
+        if row.revoked_at is not None:
             raise TokenRevoked("refresh token has been revoked")
         reused = False
-        if row["rotated_at"] is not None:
+        if row.rotated_at is not None:
             reused = True
-        elif not q.mark_refresh_rotated(conn, row["id"], now):
+        elif not q.mark_refresh_rotated(conn, row.id, now):
             # Lost a race: to another refresh (reuse) or to a revocation (session ended).
-            current = q.get_refresh_by_hash(conn, row["token_hash"]) or row
-            if current["revoked_at"] is not None:
+            current = q.get_refresh_by_hash(conn, row.token_hash) or row
+            if current.revoked_at is not None:
                 raise TokenRevoked("refresh token has been revoked")
             reused = True
         if reused:
-            q.revoke_refresh_family(conn, row["family_id"], now)
-        user = q.get_user(conn, row["user_id"])
+            q.revoke_refresh_family(conn, row.family_id, now)
+        user = q.get_user(conn, row.user_id)
     if reused:
         raise TokenRevoked("refresh token was already used; all sessions of this login ended")
-    if row["expires_at"] <= now or user is None:
+    if row.expires_at <= now or user is None:
         raise Unauthenticated("refresh token expired")
-    if user["disabled_at"] is not None:
+    if user.disabled_at is not None:
         raise AccountDisabled()
-    if row["session_epoch"] != user["session_epoch"]:
+    if row.session_epoch != user.session_epoch:
         raise TokenRevoked(SESSION_ENDED)
-    return _issue(deps, user, family_id=row["family_id"])
+    return _issue(deps, user, family_id=row.family_id)
 
 
 def logout(deps: Deps, principal: Principal, token: str | None, all_sessions: bool) -> None:
@@ -152,37 +160,37 @@ def logout(deps: Deps, principal: Principal, token: str | None, all_sessions: bo
             q.revoke_user_refresh(conn, principal.user_id, now)
         elif token:
             row = q.get_refresh_by_hash(conn, secrets.digest(token))
-            if row is not None and row["user_id"] == principal.user_id:
-                q.revoke_refresh_family(conn, row["family_id"], now)
+            if row is not None and row.user_id == principal.user_id:
+                q.revoke_refresh_family(conn, row.family_id, now)
 
 
 def _api_token(deps: Deps, token: str) -> Principal:
     now = deps.clock.now()
     with deps.db.read() as conn:
         row = q.get_api_token_by_hash(conn, secrets.digest(token))
-        user = q.get_user_auth(conn, row["user_id"]) if row else None
+        user = q.get_user_auth(conn, row.user_id) if row else None
     if row is None or user is None:
         raise Unauthenticated("invalid API token")
-    if row["revoked_at"] is not None:
+    if row.revoked_at is not None:
         raise TokenRevoked("API token has been revoked")
-    if row["expires_at"] is not None and row["expires_at"] <= now:
+    if row.expires_at is not None and row.expires_at <= now:
         raise Unauthenticated("API token has expired")
-    if user["disabled_at"] is not None:
+    if user.disabled_at is not None:
         raise AccountDisabled()
-    last = row["last_used_at"]
+    last = row.last_used_at
     if last is None or (now - last).total_seconds() > 60:  # bounded write amplification
         with deps.db.write() as conn:
-            q.touch_api_token(conn, row["id"], now)
-    return Principal(user["id"], user["username"], Role(user["role"]), "api_token")
+            q.touch_api_token(conn, row.id, now)
+    return Principal(user.id, user.username, Role(user.role), "api_token")
 
 
-def _session_alive(claims: dict[str, Any], user: dict[str, Any]) -> bool:
+def _session_alive(claims: dict[str, Any], user: UserAuthRow) -> bool:
     """The token's epoch is the user's, or it belongs to the session the last
     bump kept (the one that changed its own password)."""
     epoch, sid = claims.get("sep"), claims.get("sid")
-    if isinstance(epoch, int) and not isinstance(epoch, bool) and epoch == user["session_epoch"]:
+    if isinstance(epoch, int) and not isinstance(epoch, bool) and epoch == user.session_epoch:
         return True
-    return isinstance(sid, str) and sid == user["kept_session_id"]
+    return isinstance(sid, str) and sid == user.kept_session_id
 
 
 def authenticate(deps: Deps, token: str) -> Principal:
@@ -212,16 +220,16 @@ def authenticate(deps: Deps, token: str) -> Principal:
         user = q.get_user_auth(conn, str(claims["sub"]))
     if user is None:
         raise Unauthenticated("user no longer exists")
-    if user["disabled_at"] is not None:
+    if user.disabled_at is not None:
         raise AccountDisabled()
     if not _session_alive(claims, user):
         raise TokenRevoked(SESSION_ENDED)
     # The role is the user's current one (a role change also ends the session).
     sid = claims.get("sid")
     return Principal(
-        user["id"],
-        user["username"],
-        Role(user["role"]),
+        user.id,
+        user.username,
+        Role(user.role),
         "jwt",
         session_id=sid if isinstance(sid, str) else None,
     )

@@ -16,10 +16,10 @@ disabled user's API tokens are refused until the user is enabled again.
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
 from otherix.api.deps import Deps, Principal
 from otherix.api.services import secrets
+from otherix.api.services.auth import user_view
 from otherix.errors import (
     Conflict,
     NotFound,
@@ -40,26 +40,25 @@ from otherix.models.auth import (
 )
 from otherix.rbac import Permission, Role, Scope
 from otherix.store import UniqueViolation
-from otherix.store import users as q
+from otherix.store.ports.users import ApiTokenRow, NewApiToken, NewUser, UserChange
+from otherix.store.users import store as q
 
 
 def create_user(deps: Deps, body: UserCreate) -> User:
     now = deps.clock.now()
-    row = {
-        "id": str(uuid.uuid4()),
-        "username": body.username,
-        "username_lower": body.username.lower(),
-        "password_hash": secrets.hash_password(body.password),
-        "role": str(body.role),
-        "created_at": now,
-        "updated_at": now,
-    }
+    row = NewUser(
+        id=str(uuid.uuid4()),
+        username=body.username,
+        password_hash=secrets.hash_password(body.password),
+        role=str(body.role),
+        created_at=now,
+    )
     try:
         with deps.db.write() as conn:
             q.insert_user(conn, row)
     except UniqueViolation as exc:
         raise Conflict(f"user {body.username!r} already exists", {"field": "username"}) from exc
-    return User.model_validate(row)
+    return User(id=row.id, username=row.username, role=body.role, created_at=now, updated_at=now)
 
 
 def ensure_bootstrap_admin(deps: Deps, username: str, password: str) -> bool:
@@ -80,7 +79,7 @@ def user_not_found(ref: str) -> str:
 
 def list_users(deps: Deps) -> list[User]:
     with deps.db.read() as conn:
-        return [User.model_validate(r) for r in q.list_users(conn)]
+        return [user_view(r) for r in q.list_users(conn)]
 
 
 def get_user(deps: Deps, user_id: str) -> User:
@@ -88,7 +87,7 @@ def get_user(deps: Deps, user_id: str) -> User:
         row = q.get_user(conn, user_id) or q.get_user_by_name(conn, user_id)
     if row is None:
         raise NotFound(user_not_found(user_id))
-    return User.model_validate(row)
+    return user_view(row)
 
 
 def update_user(deps: Deps, principal: Principal, user_id: str, body: UserUpdate) -> User:
@@ -99,7 +98,7 @@ def update_user(deps: Deps, principal: Principal, user_id: str, body: UserUpdate
     if own and body.disabled:
         raise ValidationFailed("you cannot disable yourself", {"field": "disabled"})
     now = deps.clock.now()
-    values: dict[str, Any] = {"updated_at": now}
+    values: UserChange = {"updated_at": now}
     end = False
     if body.password is not None:
         values["password_hash"] = secrets.hash_password(body.password)
@@ -156,19 +155,40 @@ def create_token(
     if body.expires_at is not None and body.expires_at <= now:
         raise ValidationFailed("expires_at must be in the future", {"field": "expires_at"})
     token = secrets.new_token(secrets.API_TOKEN_PREFIX)
-    row = {
-        "id": str(uuid.uuid4()),
-        "user_id": owner,
-        "name": body.name,
-        "prefix": token[:8],
-        "token_hash": secrets.digest(token),
-        "created_at": now,
-        "expires_at": body.expires_at,
-    }
+    row = NewApiToken(
+        id=str(uuid.uuid4()),
+        user_id=owner,
+        name=body.name,
+        prefix=token[:8],
+        token_hash=secrets.digest(token),
+        created_at=now,
+        expires_at=body.expires_at,
+    )
     with deps.db.write() as conn:
         q.insert_api_token(conn, row)
-    return ApiTokenCreated.model_validate(
-        {**row, "token": token, "revoked_at": None, "last_used_at": None}
+    return ApiTokenCreated(
+        id=row.id,
+        user_id=row.user_id,
+        name=row.name,
+        prefix=row.prefix,
+        last_used_at=None,
+        expires_at=row.expires_at,
+        revoked_at=None,
+        created_at=row.created_at,
+        token=token,
+    )
+
+
+def _token_view(row: ApiTokenRow) -> ApiToken:
+    return ApiToken(
+        id=row.id,
+        user_id=row.user_id,
+        name=row.name,
+        prefix=row.prefix,
+        last_used_at=row.last_used_at,
+        expires_at=row.expires_at,
+        revoked_at=row.revoked_at,
+        created_at=row.created_at,
     )
 
 
@@ -177,14 +197,14 @@ def list_tokens(
 ) -> list[ApiToken]:
     owner = _token_owner(deps, principal, user_ref)
     with deps.db.read() as conn:
-        return [ApiToken.model_validate(r) for r in q.list_api_tokens(conn, owner, include_revoked)]
+        return [_token_view(r) for r in q.list_api_tokens(conn, owner, include_revoked)]
 
 
 def revoke_token(deps: Deps, principal: Principal, user_ref: str, token_id: str) -> None:
     owner = _token_owner(deps, principal, user_ref)
     with deps.db.write() as conn:
         row = q.get_api_token(conn, token_id)
-        if row is None or row["user_id"] != owner:
+        if row is None or row.user_id != owner:
             listing = "otherix token list" + ("" if user_ref == "me" else f" --user {user_ref}")
             raise NotFound(not_found_message("API token", token_id, listing))
         q.revoke_api_token(conn, token_id, deps.clock.now())
