@@ -229,7 +229,7 @@ def delete_pool(ref: str, node: str | None, force: bool, output: str) -> None:
     try:
         api.delete_pool(target.ref)
     except DeleteBlockedError as exc:
-        if exc.details.get("reason") != "default_pool_in_use":  # its message says the way on
+        if not exc.default_pool_in_use:  # its message says the way on
             _blocked(ctx, api, target, exc, fmt)
         raise
     except PoolNameAmbiguousError as exc:
