@@ -5,14 +5,14 @@ server renders (``otherix.models``), the lists a ``Page`` of them: ``login`` a
 ``TokenPair``; ``me``/``create_user``/``update_user`` a ``User``; the nodes
 calls a ``Node`` (``node_action``), a ``NodeDetail`` or, for a role that sees
 only summaries, a ``NodeSummary`` (``get_node``; ``list_nodes`` a
-``Page[Node]`` or a ``Page[NodeSummary]``), a ``NodeDeleted`` (``delete_node``),
-a ``NodeRejoinToken``, a ``DefaultPoolProvisioned``; the pool calls a
-``StoragePool`` (create, update, reinit, ``list_pools`` a ``Page``), and
-``get_pool`` a ``StoragePool`` for a UUID or a ``PoolConceptView`` for a name
-(the caller matches with ``isinstance``; ``get_pool_instance`` is the UUID
-case alone); ``scan_pool`` and ``delete_vm`` an
-``AsyncTaskAccepted``; the task calls a ``Task``, the VM calls a ``VM``; the
-default-pool calls the name of a ``DefaultPool``.
+``Page[Node]`` or a ``Page[NodeSummary]``), a ``NodeDeleted`` (``delete_node``;
+None from an older server, which answered 204), a ``NodeRejoinToken``, a
+``DefaultPoolProvisioned``; the pool calls a ``StoragePool`` (create, update,
+reinit, ``list_pools`` a ``Page``), and ``get_pool`` a ``StoragePool`` for a
+UUID or a ``PoolConceptView`` for a name (the caller matches with
+``isinstance``; ``get_pool_instance`` is the UUID case alone); ``scan_pool``
+and ``delete_vm`` an ``AsyncTaskAccepted``; the task calls a ``Task``, the VM
+calls a ``VM``; the default-pool calls the name of a ``DefaultPool``.
 
 Two answers use client-side models (``otherix.client.answers``): a created
 API token or join token, whose secret is ``None`` on an Idempotency-Key
