@@ -102,7 +102,7 @@ def test_a_blocked_pool_delete_is_delete_blocked(api, client: ApiClient) -> None
     client.set_default_pool("fast")
     with pytest.raises(DeleteBlockedError) as info:
         client.delete_pool("fast")
-    assert info.value.details.get("reason") == "default_pool_in_use"
+    assert info.value.default_pool_in_use
 
 
 def test_tasks_are_typed_and_dump_to_the_body_the_server_sent(api, client: ApiClient) -> None:

@@ -125,3 +125,17 @@ def test_every_client_api_error_class_is_marked_retryable_or_permanent() -> None
     assert classes
     for cls in classes:
         assert issubclass(cls, Retryable) != issubclass(cls, Permanent), cls.__name__
+
+
+@pytest.mark.parametrize(
+    ("details", "default_in_use"),
+    [
+        ({"reason": "default_pool_in_use", "name": "default"}, True),
+        ({"blocking_resources": {"vm_disks": 2}}, False),
+        (None, False),
+    ],
+)
+def test_a_delete_blocked_by_the_default_pool_says_so(details, default_in_use) -> None:
+    exc = api_error(409, "conflict", "blocked", details)
+    assert isinstance(exc, DeleteBlockedError)
+    assert exc.default_pool_in_use is default_in_use

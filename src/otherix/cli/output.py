@@ -159,16 +159,20 @@ def _parse_offset(tz: str | None) -> timezone:
     return timezone(-delta if tz[0] == "-" else delta)
 
 
-def age(ts: str | None, now: datetime) -> str:
+def age(ts: datetime | str | None, now: datetime) -> str:
     """Return the kubectl-style age of ``ts`` relative to ``now``.
 
-    ``Ns`` under a minute, ``Nm`` under an hour, ``Nh`` under a day, else
+    ``ts`` is a time as the server wrote it (RFC3339) or as a wire model holds
+    it. ``Ns`` under a minute, ``Nm`` under an hour, ``Nh`` under a day, else
     ``Nd`` (all truncated). ``-`` when ``ts`` is None or unparsable; ``0s``
-    when ``ts`` is in the future (clock skew). A naive ``now`` is taken as UTC.
+    when ``ts`` is in the future (clock skew). A naive ``now`` or ``ts`` is
+    taken as UTC.
     """
-    then = parse_timestamp(ts)
+    then = ts if isinstance(ts, datetime) else parse_timestamp(ts)
     if then is None:
         return "-"
+    if then.tzinfo is None:
+        then = then.replace(tzinfo=UTC)
     if now.tzinfo is None:
         now = now.replace(tzinfo=UTC)
     seconds = int((now - then).total_seconds())

@@ -1,33 +1,66 @@
 """``ApiClient``: the user-facing REST calls.
 
-A call whose answer has one wire model returns it parsed into that model
-(``otherix.models``): ``login`` a ``TokenPair``, ``me``/``create_user``/
-``update_user`` a ``User``, the lists of users, API tokens and join tokens a
-``Page`` of them, ``reset_node_credentials`` a ``NodeRejoinToken``,
-``provision_default_pool`` a ``DefaultPoolProvisioned``, ``scan_pool`` and
-``delete_vm`` an ``AsyncTaskAccepted``, the task calls a ``Task`` (a
-``Page[Task]``), the VM calls a ``VM`` (a ``Page[VM]``), the default-pool
-calls the name of a ``DefaultPool``. The others still return the decoded
-JSON: their answers have several shapes (a concept view or an instance,
-``view=`` variants), or a replay may lack a field the model requires (a
-token's secret), or they are not converted yet.
+Every call that answers a body returns it parsed into the wire model the
+server renders (``otherix.models``), the lists a ``Page`` of them: ``login`` a
+``TokenPair``; ``me``/``create_user``/``update_user`` a ``User``; the nodes
+calls a ``Node`` (``node_action``), a ``NodeDetail`` or, for a role that sees
+only summaries, a ``NodeSummary`` (``get_node``; ``list_nodes`` a
+``Page[Node]`` or a ``Page[NodeSummary]``), a ``NodeDeleted`` (``delete_node``;
+None from an older server, which answered 204), a ``NodeRejoinToken``, a
+``DefaultPoolProvisioned``; the pool calls a ``StoragePool`` (create, update,
+reinit, ``list_pools`` a ``Page``), and ``get_pool`` a ``StoragePool`` for a
+UUID or a ``PoolConceptView`` for a name (the caller matches with
+``isinstance``; ``get_pool_instance`` is the UUID case alone); ``scan_pool``
+and ``delete_vm`` an ``AsyncTaskAccepted``; the task calls a ``Task``, the VM
+calls a ``VM``; the default-pool calls the name of a ``DefaultPool``.
+
+Two answers use client-side models (``otherix.client.answers``): a created
+API token or join token, whose secret is ``None`` on an Idempotency-Key
+replay (the server withholds it; its wire model requires it). Calls that
+answer nothing (204) return ``None``.
 
 Errors are the typed classes of ``otherix.client.errors``.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import quote
 
+from pydantic import Field, TypeAdapter
+
+from otherix.client.answers import ApiTokenIssued, JoinTokenIssued
 from otherix.client.base import HttpClient
 from otherix.client.errors import DefaultPoolMissing
 from otherix.models.auth import ApiToken, TokenPair, User
 from otherix.models.common import AsyncTaskAccepted, Page
-from otherix.models.nodes import DefaultPoolProvisioned, JoinToken, NodeRejoinToken
-from otherix.models.pools import DefaultPool
+from otherix.models.nodes import (
+    DefaultPoolProvisioned,
+    JoinToken,
+    Node,
+    NodeDeleted,
+    NodeDetail,
+    NodeRejoinToken,
+    NodeSummary,
+)
+from otherix.models.pools import DefaultPool, PoolConceptView, PoolList, StoragePool
 from otherix.models.tasks import Task
 from otherix.models.vms import VM
+
+#: ``GET /v1/nodes``: full nodes for admins and operators, summaries for the
+#: others. Left to right: a full node also parses as a summary (extras ignored).
+_NODE_PAGE: TypeAdapter[Page[Node] | Page[NodeSummary]] = TypeAdapter(
+    Annotated[Page[Node] | Page[NodeSummary], Field(union_mode="left_to_right")]
+)
+#: ``GET /v1/nodes/{name}``: the node with its events, or its summary.
+_NODE_VIEW: TypeAdapter[NodeDetail | NodeSummary] = TypeAdapter(
+    Annotated[NodeDetail | NodeSummary, Field(union_mode="left_to_right")]
+)
+#: ``GET /v1/storage-pools/{id}``: one instance for a UUID, the concept view for
+#: a name (an instance has no ``instances``, a concept view no ``id``).
+_POOL_VIEW: TypeAdapter[StoragePool | PoolConceptView] = TypeAdapter(
+    Annotated[StoragePool | PoolConceptView, Field(union_mode="left_to_right")]
+)
 
 
 def _seg(value: str) -> str:
@@ -67,11 +100,14 @@ class ApiClient(HttpClient):
 
     def create_token(
         self, name: str, expires_at: str | None = None, user: str = "me"
-    ) -> dict[str, Any]:
+    ) -> ApiTokenIssued:
+        """The new token with its secret (``token``), which is None on an
+        Idempotency-Key replay (the secret is shown once)."""
         body: dict[str, Any] = {"name": name}
         if expires_at:
             body["expires_at"] = expires_at
-        return dict(self.json("POST", f"/v1/users/{_seg(user)}/api-tokens", json=body))
+        data = self.json("POST", f"/v1/users/{_seg(user)}/api-tokens", json=body)
+        return ApiTokenIssued.model_validate(data)
 
     def revoke_token(self, token_id: str, user: str = "me") -> None:
         self.json("DELETE", f"/v1/users/{_seg(user)}/api-tokens/{_seg(token_id)}")
@@ -79,9 +115,11 @@ class ApiClient(HttpClient):
     # nodes ------------------------------------------------------------------
     def create_join_token(
         self, ttl_seconds: int | None, max_uses: int | None, description: str = ""
-    ) -> dict[str, Any]:
+    ) -> JoinTokenIssued:
+        """The new join token with its secret (``token``), which is None on an
+        Idempotency-Key replay (the secret is shown once)."""
         body = {"ttl_seconds": ttl_seconds, "max_uses": max_uses, "description": description}
-        return dict(self.json("POST", "/v1/nodes/join-tokens", json=body))
+        return JoinTokenIssued.model_validate(self.json("POST", "/v1/nodes/join-tokens", json=body))
 
     def list_join_tokens(self) -> Page[JoinToken]:
         return Page[JoinToken].model_validate(self.json("GET", "/v1/nodes/join-tokens"))
@@ -89,14 +127,17 @@ class ApiClient(HttpClient):
     def delete_join_token(self, token_id: str) -> None:
         self.json("DELETE", f"/v1/nodes/join-tokens/{_seg(token_id)}")
 
-    def list_nodes(self, **params: Any) -> dict[str, Any]:
-        return dict(self.json("GET", "/v1/nodes", params=params))
+    def list_nodes(self, **params: Any) -> Page[Node] | Page[NodeSummary]:
+        """Full nodes for a role that reads them in full, else summaries."""
+        return _NODE_PAGE.validate_python(self.json("GET", "/v1/nodes", params=params))
 
-    def get_node(self, name: str) -> dict[str, Any]:
-        return dict(self.json("GET", f"/v1/nodes/{_seg(name)}"))
+    def get_node(self, name: str) -> NodeDetail | NodeSummary:
+        """The node with its events for admins and operators, else its summary."""
+        return _NODE_VIEW.validate_python(self.json("GET", f"/v1/nodes/{_seg(name)}"))
 
-    def node_action(self, name: str, action: str) -> dict[str, Any]:
-        return dict(self.json("POST", f"/v1/nodes/{_seg(name)}/{action}"))
+    def node_action(self, name: str, action: str) -> Node:
+        """``action``: ``cordon``, ``uncordon`` or ``readmit``; the node after it."""
+        return Node.model_validate(self.json("POST", f"/v1/nodes/{_seg(name)}/{action}"))
 
     def reset_node_credentials(self, name: str, ttl_seconds: int | None = None) -> NodeRejoinToken:
         """A one-time re-enrol token for the node (``otxr_…``, shown once)."""
@@ -104,34 +145,41 @@ class ApiClient(HttpClient):
         data = self.json("POST", f"/v1/nodes/{_seg(name)}/reset-credentials", json=body)
         return NodeRejoinToken.model_validate(data)
 
-    def delete_node(self, name: str) -> dict[str, Any]:
-        """The deleted node and its deleted pool instances (``{}`` from an older
+    def delete_node(self, name: str) -> NodeDeleted | None:
+        """The deleted node and its deleted pool instances (None from an older
         server, which answered 204 and kept the pools)."""
-        return dict(self.json("DELETE", f"/v1/nodes/{_seg(name)}") or {})
+        data = self.json("DELETE", f"/v1/nodes/{_seg(name)}")
+        return NodeDeleted.model_validate(data) if data else None
 
     def provision_default_pool(self, name: str) -> DefaultPoolProvisioned:
         data = self.json("POST", f"/v1/nodes/{_seg(name)}/provision-default-pool")
         return DefaultPoolProvisioned.model_validate(data)
 
     # storage pools ----------------------------------------------------------
-    def list_pools(self, **params: Any) -> dict[str, Any]:
-        return dict(self.json("GET", "/v1/storage-pools", params=params))
+    def list_pools(self, **params: Any) -> PoolList:
+        return PoolList.model_validate(self.json("GET", "/v1/storage-pools", params=params))
 
-    def get_pool(self, ref: str) -> dict[str, Any]:
-        return dict(self.json("GET", f"/v1/storage-pools/{_seg(ref)}"))
+    def get_pool(self, ref: str) -> StoragePool | PoolConceptView:
+        """One instance (``StoragePool``) for a UUID, the concept view (every
+        instance of the name, ``PoolConceptView``) for a name."""
+        return _POOL_VIEW.validate_python(self.json("GET", f"/v1/storage-pools/{_seg(ref)}"))
+
+    def get_pool_instance(self, pool_id: str) -> StoragePool:
+        """One instance by its UUID (what ``get_pool`` answers for a UUID)."""
+        return StoragePool.model_validate(self.json("GET", f"/v1/storage-pools/{_seg(pool_id)}"))
 
     def create_pool(
         self, body: dict[str, Any], idempotency_key: str | None = None, *, dry_run: bool = False
-    ) -> dict[str, Any]:
+    ) -> StoragePool:
         """``dry_run``: the server checks everything and answers the would-be pool."""
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
         params = {"dry_run": "true"} if dry_run else None
-        return dict(
-            self.json("POST", "/v1/storage-pools", json=body, headers=headers, params=params)
-        )
+        data = self.json("POST", "/v1/storage-pools", json=body, headers=headers, params=params)
+        return StoragePool.model_validate(data)
 
-    def update_pool(self, ref: str, body: dict[str, Any]) -> dict[str, Any]:
-        return dict(self.json("PATCH", f"/v1/storage-pools/{_seg(ref)}", json=body))
+    def update_pool(self, ref: str, body: dict[str, Any]) -> StoragePool:
+        data = self.json("PATCH", f"/v1/storage-pools/{_seg(ref)}", json=body)
+        return StoragePool.model_validate(data)
 
     def delete_pool(self, ref: str) -> None:
         self.json("DELETE", f"/v1/storage-pools/{_seg(ref)}")
@@ -140,8 +188,9 @@ class ApiClient(HttpClient):
         data = self.json("POST", f"/v1/storage-pools/{_seg(ref)}/scan")
         return AsyncTaskAccepted.model_validate(data)
 
-    def reinit_pool(self, ref: str) -> dict[str, Any]:
-        return dict(self.json("POST", f"/v1/storage-pools/{_seg(ref)}/reinit"))
+    def reinit_pool(self, ref: str) -> StoragePool:
+        data = self.json("POST", f"/v1/storage-pools/{_seg(ref)}/reinit")
+        return StoragePool.model_validate(data)
 
     # cluster ----------------------------------------------------------------
     def get_default_pool(self) -> str | None:

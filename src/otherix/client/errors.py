@@ -120,6 +120,13 @@ class DeleteBlockedError(ConflictError):
     """409 with a code of ``errors.DELETE_BLOCKING_CODES``: something still uses
     the resource (``details.blocking_resources`` says what)."""
 
+    @property
+    def default_pool_in_use(self) -> bool:
+        """What blocks is the cluster default pool (``details.reason ==
+        "default_pool_in_use"``): its last instance, or a pool VMs created without
+        a pool would land on. The message says how to set another default."""
+        return self.details.get("reason") == "default_pool_in_use"
+
 
 class UnavailableError(ApiError, Retryable):
     """408, 429, a 5xx other than 500: the same request may succeed later."""

@@ -195,8 +195,8 @@ def add_cluster_cmd(
     entry = ClusterEntry(
         name=name,
         server=urls[0],
-        token=str(minted["token"]),
-        token_id=str(minted["id"]),
+        token=str(minted.token),
+        token_id=minted.id,
         servers=urls if len(urls) > 1 else [],
     )
     add_cluster(cfg, entry, force=force, set_current=set_current)

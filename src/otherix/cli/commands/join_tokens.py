@@ -63,9 +63,9 @@ def create(ttl: str, max_uses: int, description: str, output: str) -> None:
         raise usage_error(f"--ttl: {exc}") from exc
     ctx = get_context()
     created = ctx.client().create_join_token(seconds, max_uses, description)
-    if not created.get("token"):
+    if not created.token:
         # an Idempotency-Key replay: the secret was shown once and is not kept
-        tid = created.get("id", "")
+        tid = created.id
         raise CliError(
             f"join token {tid} was already created by an earlier request with this "
             "Idempotency-Key, and its secret is shown only once: delete it with "
@@ -74,10 +74,11 @@ def create(ttl: str, max_uses: int, description: str, output: str) -> None:
     if fmt == "json":
         ctx.write(render_object(created, fmt))
     else:
-        ctx.line(f"id: {created.get('id', '')}")
-        ctx.line(f"expires_at: {created.get('expires_at') or 'never'}")
-        ctx.line(f"max_uses: {created.get('max_uses') or 'unlimited'}")
-        ctx.line(f"token: {created.get('token', '')}")
+        shown = wire(created)  # times as the server wrote them
+        ctx.line(f"id: {created.id}")
+        ctx.line(f"expires_at: {shown['expires_at'] or 'never'}")
+        ctx.line(f"max_uses: {created.max_uses or 'unlimited'}")
+        ctx.line(f"token: {created.token}")
     ctx.warn("store this token now: it cannot be shown again")
 
 

@@ -42,9 +42,10 @@ from otherix.cli.context import CliContext, CliError, get_context
 from otherix.cli.errors import usage_error
 from otherix.cli.output import age, render_table, render_yaml_stream
 from otherix.cli.views.pools import paging_footer
-from otherix.client.errors import ApiError, ConflictError
+from otherix.client.errors import ApiError, DeleteBlockedError
 from otherix.domain.liveness import STATUSES
 from otherix.durations import parse_duration
+from otherix.models.nodes import Node, NodeDetail, NodeSummary
 
 __all__ = ["node"]
 
@@ -104,36 +105,39 @@ def list_nodes(
     """
     fmt = validate_output(output, ("table", "json", "yaml"))
     ctx = get_context()
-    body = ctx.client().list_nodes(
+    page = ctx.client().list_nodes(
         status=status, architecture=architecture, limit=limit, cursor=cursor
     )
-    data: list[dict[str, Any]] = body.get("data") or []
-    next_cursor = (body.get("meta") or {}).get("next_cursor")
+    next_cursor = page.meta.next_cursor
     if fmt == "json":
-        ctx.write(render_object(body, fmt))
+        ctx.write(render_object(page, fmt))
         return
     if fmt == "yaml":
-        ctx.write(render_yaml_stream(data))
+        ctx.write(render_yaml_stream([wire(n) for n in page.data]))
         ctx.err(paging_footer(next_page_command(cctx), next_cursor))
         return
     now = ctx.now()
     rows = []
-    for n in data:
+    for n in page.data:
+        version = n.agent_version if isinstance(n, Node) else None  # a summary has none
         row = [
-            str(n.get("name", "")),
-            str(n.get("status", "")),
-            str(n.get("architecture") or "-"),
-            str(n.get("agent_version") or "-"),
-            age(n.get("created_at"), now),
+            n.name,
+            n.status,
+            n.architecture or "-",
+            version or "-",
+            age(n.created_at, now),
         ]
-        rows.append([str(n.get("id", "")), *row] if show_ids else row)
+        rows.append([n.id, *row] if show_ids else row)
     headers = ("NAME", "STATUS", "ARCH", "VERSION", "AGE")
     ctx.write(render_table(("ID", *headers) if show_ids else headers, rows))
     ctx.write(paging_footer(next_page_command(cctx), next_cursor))
 
 
-def node_text(n: dict[str, Any]) -> str:
-    """``key: value`` lines for ``node get``; nested maps are indented."""
+def node_text(node: NodeSummary) -> str:
+    """``key: value`` lines for ``node get``, values as the server wrote them
+    (a summary has fewer keys); nested maps are indented; the events of a
+    ``NodeDetail`` (admins, operators) last."""
+    n = wire(node)
     lines: list[str] = []
     for key in _TEXT_KEYS:
         if key not in n:
@@ -148,13 +152,11 @@ def node_text(n: dict[str, Any]) -> str:
             continue
         lines.append(f"{key}:")
         lines.extend(f"  {k}: {v}" for k, v in sorted(section.items()))
-    events = n.get("events")
-    if isinstance(events, list):  # only in the full view (admins, operators)
+    if isinstance(node, NodeDetail):  # only in the full view (admins, operators)
+        events = n["events"]
         lines.append("events:" if events else "events: <none>")
         lines.extend(
-            f"  {e.get('created_at', '')}  {e.get('type', '')}  {e.get('reason', '')}: "
-            f"{e.get('message', '')}"
-            for e in events
+            f"  {e['created_at']}  {e['type']}  {e['reason']}: {e['message']}" for e in events
         )
     return "".join(f"{line}\n" for line in lines)
 
@@ -175,18 +177,18 @@ def get_node(name: str, output: str) -> None:
     """
     fmt = validate_output(output, ("text", "json", "yaml"))
     ctx = get_context()
-    body = ctx.client().get_node(name)
-    ctx.write(node_text(body) if fmt == "text" else render_object(body, fmt))
+    found = ctx.client().get_node(name)
+    ctx.write(node_text(found) if fmt == "text" else render_object(found, fmt))
 
 
 def _action(name: str, action: str, done: str, output: str) -> None:
     fmt = validate_output(output, ("text", "json"))
     ctx = get_context()
-    body = ctx.client().node_action(name, action)
+    after = ctx.client().node_action(name, action)
     if fmt == "json":
-        ctx.write(render_object(body, fmt))
+        ctx.write(render_object(after, fmt))
     else:
-        ctx.line(f"node {body.get('name', name)} {done} (status {body.get('status', '')})")
+        ctx.line(f"node {after.name} {done} (status {after.status})")
 
 
 @node.command("cordon")
@@ -247,19 +249,19 @@ def delete_node(name: str, force: bool, output: str) -> None:
     ctx = get_context()
     require_confirmation(ctx, f"delete node {name}", force=force)
     try:
-        body = ctx.client().delete_node(name)
-    except ConflictError as exc:
+        deleted = ctx.client().delete_node(name)
+    except DeleteBlockedError as exc:
         blocking = exc.details.get("blocking_resources")
         if isinstance(blocking, dict):
             _blocked(ctx, name, exc, blocking, fmt)
         raise
     if fmt == "json":
-        ctx.write(render_object({"deleted": True, **body}, fmt))
+        ctx.write(render_object({"deleted": True, **(wire(deleted) if deleted else {})}, fmt))
         return
-    pools = body.get("deleted_pools") or []
+    pools = deleted.deleted_pools if deleted else []
     ctx.line(f"node {name} deleted")
     for p in pools:
-        ctx.line(f"  storage pool {p.get('name', '')} ({p.get('id', '')}) {p.get('path', '')}")
+        ctx.line(f"  storage pool {p.name} ({p.id}) {p.path}")
     if pools:
         ctx.line(f"{len(pools)} storage pool instance(s) deleted with it; their files are kept")
 

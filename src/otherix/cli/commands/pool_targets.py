@@ -16,16 +16,19 @@ from typing import Any
 
 from otherix.cli.context import CliError
 from otherix.cli.errors import usage_error
+from otherix.cli.output import wire
 from otherix.cli.views.pools import ORPHANED
 from otherix.client.api import ApiClient
 from otherix.client.errors import ApiError, ClientError
 from otherix.errors import ErrorCode
+from otherix.models.pools import PoolConceptView, StoragePool
 
 __all__ = [
     "AMBIGUOUS",
     "Target",
     "ambiguous_error",
     "ambiguous_instances",
+    "instances_of",
     "is_uuid",
     "resolve_target",
 ]
@@ -55,6 +58,12 @@ def _node(inst: dict[str, Any]) -> str:
     return str(inst.get("node") or ORPHANED)
 
 
+def instances_of(found: StoragePool | PoolConceptView) -> list[StoragePool]:
+    """The instances of a name's concept view; none when the server answered one
+    instance (it took the name for a UUID)."""
+    return found.instances if isinstance(found, PoolConceptView) else []
+
+
 def resolve_target(api: ApiClient, ref: str, node: str | None) -> Target:
     """Turn ``<name|uuid> [--node N]`` into the identifier to send.
 
@@ -68,21 +77,21 @@ def resolve_target(api: ApiClient, ref: str, node: str | None) -> Target:
         raise usage_error(
             "--node cannot be combined with an instance UUID: a UUID already targets one instance"
         )
-    concept = api.get_pool(ref)
-    instances: list[dict[str, Any]] = concept.get("instances") or []
+    instances = instances_of(api.get_pool(ref))
     for inst in instances:
-        if str(inst.get("node") or "").lower() == node.lower():
-            return Target(str(inst["id"]), f"{ref} on node {inst['node']}")
-    where = ", ".join(_node(i) for i in instances) or "<none>"
+        if inst.node.lower() == node.lower():
+            return Target(inst.id, f"{ref} on node {inst.node}")
+    where = ", ".join(inst.node or ORPHANED for inst in instances) or "<none>"
     raise CliError(f'pool "{ref}" has no instance on node "{node}"; instances exist on: {where}')
 
 
 def ambiguous_instances(api: ApiClient, name: str, exc: ApiError) -> list[dict[str, Any]]:
-    """The instances behind an ambiguous name: a GET by name, else the error's details."""
+    """The instances behind an ambiguous name, as bodies: a GET by name, else the
+    error's details."""
     try:
-        instances = api.get_pool(name).get("instances")
-        if isinstance(instances, list) and instances:
-            return instances
+        instances = instances_of(api.get_pool(name))
+        if instances:
+            return [wire(inst) for inst in instances]
     except ClientError:
         pass
     fallback = exc.details.get("instances")

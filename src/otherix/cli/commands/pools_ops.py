@@ -86,9 +86,9 @@ def update_pool(
         ctx.write(render_object(pool, fmt))
         return
     ctx.line(f"pool {target.label} updated")
-    ctx.line(f"name: {pool.get('name', '')}")
-    ctx.line(f"node: {pool.get('node', '')}")
-    ctx.line(f"config: {json.dumps(pool.get('config') or {}, sort_keys=True)}")
+    ctx.line(f"name: {pool.name}")
+    ctx.line(f"node: {pool.node}")
+    ctx.line(f"config: {json.dumps(pool.config, sort_keys=True)}")
 
 
 def _wait_task(ctx: CliContext, api: ApiClient, task_id: str) -> dict[str, Any]:

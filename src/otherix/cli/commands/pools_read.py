@@ -1,10 +1,11 @@
 """``otherix pool list`` and ``otherix pool get`` (docs/pool-contract.md §11.4).
 
 Owns the two read commands. ``list`` pages with ``--limit`` (default 20)
-and ``--cursor`` and filters with ``--node``/``--type``; ``get`` picks the
+and ``--cursor`` and filters with ``--node``/``--type``; ``get`` prints the
 flat instance view for a UUID and the aggregated concept view for a name,
-decided client-side by parsing the identifier. Layouts come from
-``otherix.cli.views.pools``.
+matching on the model the client returns (``StoragePool`` or
+``PoolConceptView``). Layouts come from ``otherix.cli.views.pools``, which
+read the bodies as the server sent them (``output.wire``).
 
 Choices docs/pool-contract.md leaves open: ``list -o json`` prints the whole
 response body (``data`` and ``meta``, so scripts can page); with ``-o
@@ -24,9 +25,8 @@ from otherix.cli.commands.common import (
     validate_output,
     write_list_page,
 )
-from otherix.cli.commands.pool_targets import is_uuid
 from otherix.cli.context import CliError, get_context
-from otherix.cli.output import render_yaml_stream
+from otherix.cli.output import render_yaml_stream, wire
 from otherix.cli.views.pools import (
     concept_text,
     list_manifests,
@@ -34,6 +34,7 @@ from otherix.cli.views.pools import (
     pool_manifests,
     pool_text,
 )
+from otherix.models.pools import StoragePool
 
 __all__ = ["get_pool", "list_pools"]
 
@@ -68,11 +69,11 @@ def list_pools(
     """
     fmt = validate_output(output, ("table", "json", "yaml"))
     ctx = get_context()
-    body = ctx.client().list_pools(limit=limit, cursor=cursor, node=node, type=pool_type)
+    page = ctx.client().list_pools(limit=limit, cursor=cursor, node=node, type=pool_type)
     write_list_page(
         ctx,
         next_page_command(cctx),
-        body,
+        wire(page),
         fmt,
         table=lambda rows: pool_list_table(rows, ctx.now(), show_ids),
         manifests=list_manifests,
@@ -100,15 +101,15 @@ def get_pool(ref: str, output: str) -> None:
     """
     fmt = validate_output(output, ("text", "json", "yaml"))
     ctx = get_context()
-    body = ctx.client().get_pool(ref)
+    found = ctx.client().get_pool(ref)
     if fmt == "json":
-        ctx.write(render_object(body, fmt))
+        ctx.write(render_object(found, fmt))
     elif fmt == "yaml":
         try:
-            ctx.write(render_yaml_stream(pool_manifests(body)))
+            ctx.write(render_yaml_stream(pool_manifests(wire(found))))
         except ValueError as exc:
             raise CliError(str(exc)) from exc
-    elif is_uuid(ref):
-        ctx.write(pool_text(body, ctx.now()))
+    elif isinstance(found, StoragePool):  # a UUID: one instance
+        ctx.write(pool_text(wire(found), ctx.now()))
     else:
-        ctx.write(concept_text(body, ctx.now()))
+        ctx.write(concept_text(wire(found), ctx.now()))

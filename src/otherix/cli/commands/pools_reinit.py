@@ -12,8 +12,6 @@ command prints it and how to watch it.
 
 from __future__ import annotations
 
-from typing import Any
-
 import click
 
 from otherix.cli.commands.common import (
@@ -71,7 +69,7 @@ def reinit_pool(ref: str, node: str | None, force: bool, output: str) -> None:
     target = resolve_target(api, ref, node)
     require_confirmation(ctx, f"reinitialise storage pool {target.label}", force=force)
     try:
-        pool: dict[str, Any] = api.reinit_pool(target.ref)
+        pool = api.reinit_pool(target.ref)
     except ApiError as exc:
         if isinstance(exc, PoolNameAmbiguousError):
             raise ambiguous_error(api, target.ref, exc) from exc
@@ -84,5 +82,5 @@ def reinit_pool(ref: str, node: str | None, force: bool, output: str) -> None:
         ctx.write(render_object(pool, fmt))
         return
     ctx.line(f"pool {target.label} reinitialised")
-    ctx.line(f"reconciliation_status: {pool.get('reconciliation_status', '')}")
-    ctx.line(f"watch it with: otherix pool get {pool.get('id', target.ref)}")
+    ctx.line(f"reconciliation_status: {pool.reconciliation_status}")
+    ctx.line(f"watch it with: otherix pool get {pool.id}")

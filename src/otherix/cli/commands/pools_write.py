@@ -43,6 +43,7 @@ from otherix.cli.commands.pool_targets import (
     resolve_target,
 )
 from otherix.cli.context import CliContext, CliError, get_context
+from otherix.cli.output import wire
 from otherix.cli.views.pools import ambiguous_text, blocked_delete_text
 from otherix.cli.wait import poll
 from otherix.client.api import ApiClient
@@ -54,6 +55,7 @@ from otherix.client.errors import (
     PoolNameAmbiguousError,
 )
 from otherix.durations import format_duration
+from otherix.models.pools import StoragePool
 
 __all__ = ["WAIT_TIMEOUT", "create_pool", "delete_pool", "vm_names"]
 
@@ -61,40 +63,37 @@ __all__ = ["WAIT_TIMEOUT", "create_pool", "delete_pool", "vm_names"]
 WAIT_TIMEOUT = 60.0
 
 
-def _created_text(pool: dict[str, Any], name: str, node: str, show_ids: bool, wait: bool) -> str:
-    lines = [f"pool {pool.get('name', name)} created on node {pool.get('node') or node}"]
+def _created_text(pool: StoragePool, node: str, show_ids: bool) -> str:
+    shown = wire(pool)  # times as the server wrote them
+    lines = [f"pool {pool.name} created on node {pool.node or node}"]
     if show_ids:
-        lines.append(f"id: {pool.get('id', '')}")
-    lines.append(f"type: {pool.get('type', '')}")
-    lines.append(f"path: {pool.get('path', '')}")
-    status = pool.get("reconciliation_status")
-    if wait or status:
-        lines.append(f"reconciliation_status: {status or ''}")
-        for key in ("last_reconciled_at", "reconciliation_error"):
-            if pool.get(key):
-                lines.append(f"{key}: {pool[key]}")
+        lines.append(f"id: {pool.id}")
+    lines.append(f"type: {pool.type}")
+    lines.append(f"path: {pool.path}")
+    lines.append(f"reconciliation_status: {pool.reconciliation_status}")
+    for key in ("last_reconciled_at", "reconciliation_error"):
+        if shown[key]:
+            lines.append(f"{key}: {shown[key]}")
     return "".join(f"{line}\n" for line in lines)
 
 
-def _wait_ready(
-    ctx: CliContext, api: ApiClient, pool: dict[str, Any]
-) -> tuple[dict[str, Any], str]:
+def _wait_ready(ctx: CliContext, api: ApiClient, pool: StoragePool) -> tuple[StoragePool, str]:
     """Poll until ready/failed; returns the last view and an error ("" if ready)."""
     timeout = format_duration(WAIT_TIMEOUT)
     ctx.warn(f"waiting for agent reconciliation (timeout {timeout})…")
     outcome = poll(
-        lambda: api.get_pool(str(pool["id"])),
-        lambda p: p.get("reconciliation_status") in ("ready", "failed"),
+        lambda: api.get_pool_instance(pool.id),
+        lambda p: p.reconciliation_status in ("ready", "failed"),
         timeout=WAIT_TIMEOUT,
         sleep=ctx.sleep,
         monotonic=ctx.monotonic,
     )
     last = outcome.value
-    status = last.get("reconciliation_status")
+    status = last.reconciliation_status
     if status == "failed":
-        return last, f"pool reconciliation failed: {last.get('reconciliation_error') or 'unknown'}"
+        return last, f"pool reconciliation failed: {last.reconciliation_error or 'unknown'}"
     if not outcome.done:
-        name = last.get("name", "")
+        name = last.name
         return last, (
             f"pool {name} did not reach 'ready' within {timeout} "
             f"(last status \"{status}\"); check it with 'otherix pool get {name}'"
@@ -142,7 +141,7 @@ def create_pool(
     if fmt == "json":
         ctx.write(render_object(pool, fmt))
     else:
-        ctx.write(_created_text(pool, name, node, show_ids, wait))
+        ctx.write(_created_text(pool, node, show_ids))
     if failure:
         raise CliError(failure)
 
@@ -230,7 +229,7 @@ def delete_pool(ref: str, node: str | None, force: bool, output: str) -> None:
     try:
         api.delete_pool(target.ref)
     except DeleteBlockedError as exc:
-        if exc.details.get("reason") != "default_pool_in_use":  # its message says the way on
+        if not exc.default_pool_in_use:  # its message says the way on
             _blocked(ctx, api, target, exc, fmt)
         raise
     except PoolNameAmbiguousError as exc:

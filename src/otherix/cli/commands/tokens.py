@@ -125,9 +125,9 @@ def create_token(
             raise usage_error(f"--expires-in: {exc}") from exc
         expires_at = (ctx.now() + timedelta(seconds=seconds)).isoformat()
     created = ctx.client().create_token(name, expires_at, user=user_ref)
-    if not created.get("token"):
+    if not created.token:
         # an Idempotency-Key replay: the secret was shown once and is not kept
-        tid = created.get("id", "")
+        tid = created.id
         raise CliError(
             f"token {tid} was already created by an earlier request with this "
             "Idempotency-Key, and its secret is shown only once: revoke it with "
@@ -136,10 +136,11 @@ def create_token(
     if fmt == "json":
         ctx.write(render_object(created, fmt))
     else:
-        ctx.line(f"id: {created.get('id', '')}")
-        ctx.line(f"name: {created.get('name', '')}")
-        ctx.line(f"expires_at: {created.get('expires_at') or 'never'}")
-        ctx.line(f"token: {created.get('token', '')}")
+        shown = wire(created)  # times as the server wrote them
+        ctx.line(f"id: {created.id}")
+        ctx.line(f"name: {created.name}")
+        ctx.line(f"expires_at: {shown['expires_at'] or 'never'}")
+        ctx.line(f"token: {created.token}")
     ctx.warn("store this token now: it cannot be shown again")
 
 

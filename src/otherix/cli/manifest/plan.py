@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from otherix.cli.manifest.parse import Document, PoolSpec, VmSpec
+from otherix.models.pools import PoolConceptView, StoragePool
 
 __all__ = [
     "Action",
@@ -105,24 +106,24 @@ def expand(docs: Sequence[Document], *, reverse: bool = False) -> list[Item]:
     return items[::-1] if reverse else items
 
 
-def find_instance(concept: Mapping[str, Any] | None, node: str) -> Mapping[str, Any] | None:
+def find_instance(concept: PoolConceptView | None, node: str) -> StoragePool | None:
     """The instance of a concept view (``GET /v1/storage-pools/{name}``) on ``node``."""
     if concept is None:
         return None
-    for inst in concept.get("instances") or []:
-        if str(inst.get("node") or "").lower() == node.lower():
-            return dict(inst)
+    for inst in concept.instances:
+        if inst.node.lower() == node.lower():
+            return inst
     return None
 
 
-def pool_action(item: PoolItem, concept: Mapping[str, Any] | None) -> Action:
+def pool_action(item: PoolItem, concept: PoolConceptView | None) -> Action:
     """Plan one pool instance against the concept view of its name (None: absent)."""
     inst = find_instance(concept, item.node)
     if inst is None:
         return Action("create", item)
     reasons: list[str] = []
-    have_path = str(inst.get("path", ""))
-    have_type = str(inst.get("type") or (concept or {}).get("type") or "")
+    have_path = inst.path
+    have_type = inst.type or (concept.type if concept else "")
     immutable = "(immutable; delete and re-create to change)"
     if have_path != item.path:
         reasons.append(f"path is {have_path}, manifest says {item.path} {immutable}")

@@ -46,6 +46,7 @@ from otherix.client.errors import (
     NotFoundError,
 )
 from otherix.durations import format_duration
+from otherix.models.pools import PoolConceptView, StoragePool
 
 __all__ = ["Runner"]
 
@@ -60,7 +61,7 @@ class Runner:
     timeout: float = 300.0
     failures: int = 0
     _deadline: float = 0.0
-    _concepts: dict[str, dict[str, Any] | None] = field(default_factory=dict)
+    _concepts: dict[str, PoolConceptView | None] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._deadline = self.ctx.monotonic() + self.timeout
@@ -73,13 +74,15 @@ class Runner:
         return max(0.0, self._deadline - self.ctx.monotonic())
 
     # observing ------------------------------------------------------------------------
-    def concept(self, name: str) -> dict[str, Any] | None:
-        """The concept view of pool ``name`` (None when absent), fetched once."""
+    def concept(self, name: str) -> PoolConceptView | None:
+        """The concept view of pool ``name`` (None when absent), fetched once.
+        A name the server takes for a UUID answers one instance: no concept."""
         if name not in self._concepts:
             try:
-                self._concepts[name] = self.api.get_pool(name)
+                found = self.api.get_pool(name)
             except NotFoundError:
-                self._concepts[name] = None
+                found = None
+            self._concepts[name] = found if isinstance(found, PoolConceptView) else None
         return self._concepts[name]
 
     def vm(self, name: str) -> dict[str, Any] | None:
@@ -100,8 +103,9 @@ class Runner:
     # creating -------------------------------------------------------------------------
     def create(self, items: Sequence[Item]) -> None:
         """POST every item (a 409 on the name is ``already exists``), then wait if asked."""
-        made: list[tuple[Item, dict[str, Any]]] = []
+        made: list[tuple[Item, StoragePool | dict[str, Any]]] = []
         for item in items:
+            body: StoragePool | dict[str, Any]
             try:
                 if isinstance(item, PoolItem):
                     body = self.api.create_pool(item.body())
@@ -119,7 +123,7 @@ class Runner:
             for item, body in made:
                 self._wait_created(item, body)
 
-    def _send(self, item: Item, *, dry_run: bool) -> dict[str, Any]:
+    def _send(self, item: Item, *, dry_run: bool) -> StoragePool | dict[str, Any]:
         if isinstance(item, PoolItem):
             return self.api.create_pool(item.body(), dry_run=dry_run)
         return wire(self.api.create_vm(item.spec.body(item.name), dry_run=dry_run))
@@ -142,13 +146,12 @@ class Runner:
             except ClientError as exc:
                 self.fail(item, describe(exc))
                 continue
-            self.ctx.line(
-                f"{verb} {item.label}{_verdict(body) if isinstance(item, VmItem) else ''}"
-            )
+            verdict = "" if isinstance(body, StoragePool) else _verdict(body)
+            self.ctx.line(f"{verb} {item.label}{verdict}")
 
-    def _wait_created(self, item: Item, body: dict[str, Any]) -> None:
+    def _wait_created(self, item: Item, body: StoragePool | dict[str, Any]) -> None:
         try:
-            if isinstance(item, PoolItem):
+            if isinstance(body, StoragePool):
                 problem = self._wait_pool(body)
             else:
                 _, problem = wait_vm_ready(self.ctx, self.api, body, self._left())
@@ -159,21 +162,21 @@ class Runner:
         else:
             self.ctx.line(f"ready {item.label}")
 
-    def _wait_pool(self, pool: dict[str, Any]) -> str:
+    def _wait_pool(self, pool: StoragePool) -> str:
         outcome = poll(
-            lambda: self.api.get_pool(str(pool["id"])),
-            lambda p: p.get("reconciliation_status") in ("ready", "failed"),
+            lambda: self.api.get_pool_instance(pool.id),
+            lambda p: p.reconciliation_status in ("ready", "failed"),
             timeout=self._left(),
             sleep=self.ctx.sleep,
             monotonic=self.ctx.monotonic,
         )
         last = outcome.value
-        if last.get("reconciliation_status") == "failed":
-            return f"reconciliation failed: {last.get('reconciliation_error') or 'unknown'}"
+        if last.reconciliation_status == "failed":
+            return f"reconciliation failed: {last.reconciliation_error or 'unknown'}"
         if not outcome.done:
             return (
                 f"not ready within {format_duration(self.timeout)} "
-                f'(last status "{last.get("reconciliation_status")}")'
+                f'(last status "{last.reconciliation_status}")'
             )
         return ""
 
@@ -208,7 +211,7 @@ class Runner:
             self.fail(item, "not found")
             return
         try:
-            self.api.delete_pool(str(inst["id"]))
+            self.api.delete_pool(inst.id)
         except DeleteBlockedError as exc:
             blocking = exc.details.get("blocking_resources") or {}
             what = ", ".join(f"{k}: {v}" for k, v in sorted(blocking.items()))
