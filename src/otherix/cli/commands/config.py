@@ -191,11 +191,16 @@ def add_cluster_cmd(
     api.token = access
     minted = api.create_token(token_name())
     _logout(api, session.refresh_token)
+    if minted.token is None:  # a replayed answer carries no secret: nothing usable to save
+        raise ConfigError(
+            "the server answered without the new token's secret (a replayed request); "
+            "nothing was saved: run the command again"
+        )
 
     entry = ClusterEntry(
         name=name,
         server=urls[0],
-        token=str(minted.token),
+        token=minted.token,
         token_id=minted.id,
         servers=urls if len(urls) > 1 else [],
     )
