@@ -44,7 +44,14 @@ from typing import Any
 import httpx
 
 from bench.common import free_port, headline, machine, table
-from otherix.agent.images import ImageCache, ImageCacheSettings, ScratchArea, materialise_disk
+from otherix.agent.fs import ProtectedRoots
+from otherix.agent.images import (
+    ImageCache,
+    ImageCacheSettings,
+    KeyedLocks,
+    ScratchArea,
+    materialise_disk,
+)
 
 MiB = 1 << 20
 
@@ -120,11 +127,21 @@ def _clone_rows(
     rows: list[dict[str, Any]] = []
     vm_ids: list[str] = []
 
+    protected, locks = ProtectedRoots(), KeyedLocks()  # no other pool: nothing protected
+
     def clone(allow_reflink: bool) -> str:
         vm = str(uuid.uuid4())
         vm_ids.append(vm)
         return materialise_disk(
-            pool, vm, image, "raw", 0, allow_reflink=allow_reflink, scratch_area=ScratchArea()
+            pool,
+            vm,
+            image,
+            "raw",
+            0,
+            allow_reflink=allow_reflink,
+            scratch_area=ScratchArea(protected),
+            locks=locks,
+            protected=protected,
         ).method
 
     def cleanup() -> None:
@@ -200,11 +217,16 @@ def _cpu(who: int) -> float:
     return r.ru_utime + r.ru_stime
 
 
+def _cache(settings: ImageCacheSettings) -> ImageCache:
+    """An image cache with its own lock table and no protected roots (no reconciler here)."""
+    return ImageCache(settings, locks=KeyedLocks(), protected=ProtectedRoots())
+
+
 def _fill_rows(
     where: Path, url: str, settings: ImageCacheSettings, size: int, repeat: int
 ) -> tuple[dict[str, Any], dict[str, float]]:
     """Cache fill into a pool under ``where`` against curl (with and without fsync) there."""
-    cache = ImageCache(settings)  # one per process, as the agent keeps it
+    cache = _cache(settings)  # one per process, as the agent keeps it
     with tempfile.TemporaryDirectory(dir=where) as tmp:
         pool, out = Path(tmp) / "pool", Path(tmp) / "curl.out"
 
@@ -349,7 +371,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
             # cache hit, unpinned, small vs big
             reset()
-            cache = ImageCache(settings)
+            cache = _cache(settings)
             cache.ensure_image(pool, url)
             cache.ensure_image(pool, f"{base}/image-64M.raw")
             hits: dict[str, float] = {}
@@ -384,7 +406,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             # 20 concurrent ensures on an empty pool
             reset()
             gets_before = _gets(log, big)
-            cache = ImageCache(settings)
+            cache = _cache(settings)
             results: list[bool] = []
             barrier = threading.Barrier(20)
 
@@ -429,7 +451,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 with _xfs(work, size) as mnt:
                     if mnt is not None:
                         xpool = _fresh_pool(mnt / "pool")
-                        ImageCache(settings).ensure_image(xpool, url)
+                        _cache(settings).ensure_image(xpool, url)
                         rows += _clone_rows(
                             "xfs loop", xpool, xpool / "images" / big, size, args.repeat
                         )

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from otherix.agent.daemon import Daemon, LoopConfig
+from otherix.agent.fs import ProtectedRoots
 from otherix.agent.pools import PoolReconciler
 from otherix.agent.report import PoolState, digest_of
 from otherix.agent.runtime import StopToken
@@ -107,7 +108,9 @@ class Rig:
         self.clock = FakeClock(monotonic_start=0.0, until=until, stop=self.stop)
         self.cp = StubControlPlane(self.clock)
         self.saved: list[NodeState] = []
-        pools = PoolState(PoolReconciler(), allowed_prefixes=[self.prefix])
+        pools = PoolState(
+            PoolReconciler(protected=ProtectedRoots()), allowed_prefixes=[self.prefix]
+        )
         self.daemon = Daemon(
             client=self.cp,
             pools=pools,

@@ -22,7 +22,8 @@ from typing import Any
 
 import pytest
 
-from otherix.agent.images import ImageCache, ImageCacheSettings
+from otherix.agent.fs import ProtectedRoots
+from otherix.agent.images import ImageCache, ImageCacheSettings, KeyedLocks
 from otherix.agent.outbox import TaskOutbox
 from otherix.agent.pools import PoolReconciler
 from otherix.agent.report import PoolState
@@ -40,8 +41,12 @@ class Node:
 
     def __init__(self, tmp_path: Path) -> None:
         host_root = tmp_path / "host"
+        #: shared by the reconciler and the cache, as the agent's composition root does
+        self.protected = ProtectedRoots()
         self.pools = PoolState(
-            PoolReconciler(), allowed_prefixes=["/var/lib/otherix/pools/"], host_root=host_root
+            PoolReconciler(protected=self.protected),
+            allowed_prefixes=["/var/lib/otherix/pools/"],
+            host_root=host_root,
         )
         self.pools.reconcile([DeclaredPool(name="p1", type="local_dir", path=POOL)])
         self.root = Path(str(host_root) + POOL)
@@ -49,8 +54,10 @@ class Node:
         self.outbox = TaskOutbox(self.reporter, "n1", interval=0.0).start()
         self.vms: VmTasks | None = None
 
-    def start(self, cache: ImageCache, **kw: Any) -> VmTasks:
+    def start(self, settings: ImageCacheSettings, **kw: Any) -> VmTasks:
+        """VM task workers over a real ``ImageCache`` with ``settings``."""
         kw.setdefault("retry_delay", 0.0)
+        cache = ImageCache(settings, locks=KeyedLocks(), protected=self.protected)
         self.vms = VmTasks(cache=cache, pools=self.pools, outbox=self.outbox, **kw)
         return self.vms
 
@@ -81,9 +88,9 @@ def node(tmp_path: Path) -> Iterator[Node]:
     n.close()
 
 
-def cache(**kw: Any) -> ImageCache:
+def cache_settings(**kw: Any) -> ImageCacheSettings:
     base: dict[str, Any] = {"allowed_networks": ("127.0.0.1/32",), "progress_interval": 0.0}
-    return ImageCache(ImageCacheSettings(**{**base, **kw}))
+    return ImageCacheSettings(**{**base, **kw})
 
 
 def create(url: str) -> AgentTask:
@@ -121,7 +128,7 @@ def test_a_small_image_from_another_source_goes_through_while_two_slow_downloads
         ImageServer(image_file, drip=0.05) as slow,  # 20 B/s, under the 1 KiB/s floor
         ImageServer(image_file) as fast,
     ):
-        vms = node.start(cache(**FLOOR), create_workers=3, per_source=2, attempts=3)
+        vms = node.start(cache_settings(**FLOOR), create_workers=3, per_source=2, attempts=3)
         slow_tasks = [create(slow.url_for(f"slow-{i}.raw")) for i in range(3)]
         for task in slow_tasks:
             vms.submit(task)
@@ -156,7 +163,7 @@ def test_a_small_image_from_another_source_goes_through_while_two_slow_downloads
 
 def test_a_source_that_stalls_after_its_headers_fails_its_vm(node: Node, image_file: Path) -> None:
     with ImageServer(image_file, stall=True) as stalled:
-        vms = node.start(cache(**FLOOR, read_timeout=60.0))
+        vms = node.start(cache_settings(**FLOOR, read_timeout=60.0))
         task = create(stalled.url_for("stalled.raw"))
         vms.submit(task)
         done = node.wait_outcome(task.id)
@@ -172,7 +179,7 @@ def test_progress_reports_bytes_and_the_rate(node: Node, tmp_path: Path) -> None
     path = tmp_path / "steady.raw"
     path.write_bytes(os.urandom(2048))
     with ImageServer(path, drip=0.001) as steady:  # under 1000 B/s: about 2.5 s
-        vms = node.start(cache(min_rate_bytes_per_second=0))
+        vms = node.start(cache_settings(min_rate_bytes_per_second=0))
         task = create(steady.url_for("steady.raw"))
         vms.submit(task)
         assert node.wait_outcome(task.id).status == "success"
@@ -193,7 +200,7 @@ def test_loopback_and_link_local_fail_at_once_naming_the_key(
     node: Node, image_file: Path, host: str, kind: str
 ) -> None:
     with ImageServer(image_file) as server:
-        vms = node.start(ImageCache(ImageCacheSettings()), attempts=3)  # the default policy
+        vms = node.start(ImageCacheSettings(), attempts=3)  # the default policy
         url = server.url_for("local.raw").replace("127.0.0.1", host)
         task = create(url)
         vms.submit(task)
@@ -216,7 +223,7 @@ def test_loopback_and_link_local_fail_at_once_naming_the_key(
 
 
 def test_metadata_names_only_allowed_networks(node: Node) -> None:
-    vms = node.start(ImageCache(ImageCacheSettings(allow_loopback_and_link_local=True)))
+    vms = node.start(ImageCacheSettings(allow_loopback_and_link_local=True))
     task = create("http://169.254.169.254/latest/x.raw")
     vms.submit(task)
     done = node.wait_outcome(task.id)
@@ -230,7 +237,7 @@ def test_metadata_names_only_allowed_networks(node: Node) -> None:
 
 def test_the_same_loopback_url_works_when_the_key_allows_it(node: Node, image_file: Path) -> None:
     with ImageServer(image_file) as server:
-        allowed = ImageCache(ImageCacheSettings(allow_loopback_and_link_local=True))
+        allowed = ImageCacheSettings(allow_loopback_and_link_local=True)
         vms = node.start(allowed)
         task = create(server.url_for("local.raw"))
         vms.submit(task)
@@ -247,7 +254,7 @@ def test_a_retryable_failure_is_retried_with_the_attempts_reported(node: Node) -
     # could after closing a server's socket.
     with socket.socket() as refusing:
         refusing.bind(("127.0.0.1", 0))
-        vms = node.start(cache(), attempts=3)
+        vms = node.start(cache_settings(), attempts=3)
         task = create(f"http://127.0.0.1:{refusing.getsockname()[1]}/gone.raw")
         vms.submit(task)
         done = node.wait_outcome(task.id)

@@ -14,14 +14,14 @@ import os
 import stat
 import subprocess
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from otherix.agent import fs
+from otherix.agent.fs import ProtectedRoots
 from otherix.agent.images.disks import remove_disk
+from otherix.agent.images.locks import KeyedLocks
 from otherix.agent.images.scratch import ScratchArea
 from otherix.agent.pools import PoolReconciler
 from otherix.agent.report import PoolState
@@ -30,12 +30,6 @@ from otherix.models.heartbeat import DeclaredDisk, DeclaredPool, PoolReport
 CLUSTER = str(uuid.uuid4())
 T0 = datetime(2027, 1, 1, tzinfo=UTC)
 MARKER = ".otherix-pool.json"
-
-
-@pytest.fixture(autouse=True)
-def _no_protected_roots_left() -> Iterator[None]:
-    yield
-    fs.PROTECTED.set([])
 
 
 class Pool:
@@ -67,8 +61,10 @@ class Pool:
         return json.loads((self.root / MARKER).read_text())
 
 
-def state(tmp_path: Path) -> PoolState:
-    return PoolState(PoolReconciler(), allowed_prefixes=[f"{tmp_path}/"])
+def state(tmp_path: Path, protected: ProtectedRoots | None = None) -> PoolState:
+    """A pool state; ``protected`` shared with the removals a test makes, as the agent does."""
+    roots = ProtectedRoots() if protected is None else protected
+    return PoolState(PoolReconciler(protected=roots), allowed_prefixes=[f"{tmp_path}/"])
 
 
 def report(st: PoolState, name: str) -> PoolReport:
@@ -136,13 +132,17 @@ def test_the_agent_remembers_its_markers_across_a_restart(tmp_path: Path) -> Non
     memory = tmp_path / "agent" / "pools.json"
     memory.parent.mkdir()
     p = Pool(tmp_path / "pools" / "fast", "fast")
-    first = PoolState(PoolReconciler(memory), allowed_prefixes=[f"{tmp_path}/"])
+    first = PoolState(
+        PoolReconciler(memory, protected=ProtectedRoots()), allowed_prefixes=[f"{tmp_path}/"]
+    )
     first.reconcile([p.wire()])
     assert json.loads(memory.read_text()) == {p.id: p.marker_id}
     assert stat.S_IMODE(os.stat(memory).st_mode) == 0o600
     subprocess.run(["rm", "-rf", str(p.root)], check=True)
     # a restarted agent, the control plane still saying "create" (it never got the report)
-    again = PoolState(PoolReconciler(memory), allowed_prefixes=[f"{tmp_path}/"])
+    again = PoolState(
+        PoolReconciler(memory, protected=ProtectedRoots()), allowed_prefixes=[f"{tmp_path}/"]
+    )
     again.reconcile([p.wire()])
     assert report(again, "fast").reconciliation_reason == "pool_missing"
     assert not p.root.exists()
@@ -296,7 +296,11 @@ def test_disk_paths_are_re_rooted_with_host_root(tmp_path: Path) -> None:
     p = Pool(Path("/var/lib/otherix/pools/fast"), "fast")
     vm = str(uuid.uuid4())
     p.disks = [DeclaredDisk(id="d1", vm_id=vm, file_path=f"{p.root}/vms/{vm}/disk.qcow2")]
-    st = PoolState(PoolReconciler(), allowed_prefixes=["/var/lib/otherix/pools/"], host_root=host)
+    st = PoolState(
+        PoolReconciler(protected=ProtectedRoots()),
+        allowed_prefixes=["/var/lib/otherix/pools/"],
+        host_root=host,
+    )
     st.reconcile([p.wire()])
     assert report(st, "fast").missing_disks == ["d1"]
     real = host / "var/lib/otherix/pools/fast"
@@ -356,7 +360,8 @@ def test_a_bind_mount_cannot_make_two_pools_one_directory(tmp_path: Path) -> Non
 def test_the_scratch_sweep_never_enters_another_pool(tmp_path: Path) -> None:
     outer = Pool(tmp_path / "pools" / "outer", "outer", minutes=0)
     inner = Pool(tmp_path / "pools" / "outer" / "scratch", "inner", minutes=5)  # a pre-fix row
-    st = state(tmp_path)
+    protected = ProtectedRoots()
+    st = state(tmp_path, protected)
     st.reconcile([outer.wire()])
     # the inner pool's data, from before the overlap rule
     (outer.root / "scratch" / "vms" / "vm-1").mkdir(parents=True)
@@ -364,23 +369,27 @@ def test_the_scratch_sweep_never_enters_another_pool(tmp_path: Path) -> None:
     (outer.root / "scratch" / "leftover.tmp").write_text("x")
     st.reconcile([outer.wire(), inner.wire()])
     assert report(st, "inner").reconciliation_reason == "pool_path_overlap"
-    removed = ScratchArea().sweep(outer.root)
+    removed = ScratchArea(protected).sweep(outer.root)
     assert removed == []
     assert (outer.root / "scratch" / "vms" / "vm-1" / "disk.qcow2").read_text() == "inner's disk"
     # once the inner pool is no longer declared, its directory is the outer pool's scratch again
     st.reconcile([outer.wire()])
-    assert sorted(ScratchArea().sweep(outer.root)) == ["scratch/leftover.tmp", "scratch/vms"]
+    assert sorted(ScratchArea(protected).sweep(outer.root)) == [
+        "scratch/leftover.tmp",
+        "scratch/vms",
+    ]
 
 
 def test_a_vm_delete_never_removes_another_pools_root(tmp_path: Path) -> None:
     outer = Pool(tmp_path / "pools" / "outer", "outer", minutes=0)
     vm = str(uuid.uuid4())
     inner = Pool(tmp_path / "pools" / "outer" / "vms" / vm / "inner", "inner", minutes=5)
-    st = state(tmp_path)
+    protected = ProtectedRoots()
+    st = state(tmp_path, protected)
     st.reconcile([outer.wire()])
     (inner.root / "vms").mkdir(parents=True)
     (inner.root / "vms" / "data").write_text("inner's")
     st.reconcile([outer.wire(), inner.wire()])
     with pytest.raises(Exception, match="root of another pool"):
-        remove_disk(outer.root, vm)
+        remove_disk(outer.root, vm, locks=KeyedLocks(), protected=protected)
     assert (inner.root / "vms" / "data").read_text() == "inner's"

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from otherix.agent.images import ImageCache, ImageCacheSettings
+from otherix.agent.fs import ProtectedRoots
+from otherix.agent.images import ImageCache, ImageCacheSettings, KeyedLocks
 from otherix.agent.pools import PoolReconciler, PoolUnknownError
 from otherix.agent.report import PoolState
 from otherix.agent.settings import AgentSettings, parse_bytes
@@ -29,11 +30,12 @@ def host(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def state(host: Path) -> PoolState:
+    protected = ProtectedRoots()  # shared, as the agent's composition root does
     return PoolState(
-        PoolReconciler(),
+        PoolReconciler(protected=protected),
         allowed_prefixes=["/var/lib/otherix/pools/"],
         host_root=host,
-        images=ImageCache(),
+        images=ImageCache(locks=KeyedLocks(), protected=protected),
     )
 
 
@@ -113,7 +115,9 @@ def test_resolve_refuses_a_failed_pool(host: Path) -> None:
     host.mkdir(parents=True)
     (host / "var").symlink_to(host)  # a symlinked ancestor: the pool fails
     state = PoolState(
-        PoolReconciler(), allowed_prefixes=["/var/lib/otherix/pools/"], host_root=host
+        PoolReconciler(protected=ProtectedRoots()),
+        allowed_prefixes=["/var/lib/otherix/pools/"],
+        host_root=host,
     )
     state.reconcile([declared()])
     with pytest.raises(PoolUnknownError, match="not ready"):

@@ -19,6 +19,7 @@ import time
 import pytest
 
 from otherix.agent.daemon import EXIT_NODE_REMOVED, Daemon, LoopConfig, NodeRemoved
+from otherix.agent.fs import ProtectedRoots
 from otherix.agent.pools import PoolReconciler
 from otherix.agent.report import PoolState
 from otherix.agent.runtime import StopToken
@@ -61,7 +62,9 @@ class Refusing:
 
 def _daemon(tmp_path, client) -> tuple[Daemon, FakeClock]:
     clock = FakeClock(monotonic_start=0.0)
-    pools = PoolState(PoolReconciler(), allowed_prefixes=[f"{tmp_path}/pools/"])
+    pools = PoolState(
+        PoolReconciler(protected=ProtectedRoots()), allowed_prefixes=[f"{tmp_path}/pools/"]
+    )
     daemon = Daemon(
         client=client,
         pools=pools,

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from otherix.agent import fs
+from otherix.agent.fs import ProtectedRoots
 from otherix.agent.pools import (
     POOL_SUBDIRS,
     DeclaredPool,
@@ -214,7 +215,7 @@ def test_ensure_pool_rejects_bad_declarations(declared: DeclaredPool, message: s
 
 def test_declared_pool_becomes_ready_with_subdirs(tmp_path: Path) -> None:
     root = tmp_path / "pools" / "fast"
-    rec = PoolReconciler()
+    rec = PoolReconciler(protected=ProtectedRoots())
     [report] = rec.reconcile([pool("fast", str(root))])
     assert report.reconciliation_status == "ready"
     assert report.reconciliation_error is None
@@ -228,7 +229,7 @@ def test_declared_pool_becomes_ready_with_subdirs(tmp_path: Path) -> None:
 
 def test_second_reconcile_is_a_noop_and_still_ready(tmp_path: Path) -> None:
     root = tmp_path / "fast"
-    rec = PoolReconciler()
+    rec = PoolReconciler(protected=ProtectedRoots())
     declared = [pool("fast", str(root))]
     rec.reconcile(declared)
     (root / "images" / "ubuntu.img").write_bytes(b"image")
@@ -243,7 +244,7 @@ def test_undeclared_pool_is_unregistered_and_files_stay(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     keep, gone = tmp_path / "keep", tmp_path / "gone"
-    rec = PoolReconciler()
+    rec = PoolReconciler(protected=ProtectedRoots())
     rec.reconcile([pool("keep", str(keep)), pool("Gone", str(gone))])
     (gone / "vms" / "disk.qcow2").write_bytes(b"disk")
     with caplog.at_level(logging.INFO, logger="otherix.agent.pools"):
@@ -257,7 +258,7 @@ def test_undeclared_pool_is_unregistered_and_files_stay(
 
 
 def test_relative_path_fails_with_exact_message() -> None:
-    rec = PoolReconciler()
+    rec = PoolReconciler(protected=ProtectedRoots())
     [report] = rec.reconcile([pool("rel", "pools/rel")])
     assert report.reconciliation_status == "failed"
     assert report.reconciliation_error == 'pool "rel": root must be absolute (got "pools/rel")'
@@ -267,7 +268,7 @@ def test_relative_path_fails_with_exact_message() -> None:
 def test_file_at_path_fails_with_mkdir_message(tmp_path: Path) -> None:
     root = tmp_path / "pool"
     root.write_text("not a dir")
-    [report] = PoolReconciler().reconcile([pool("p", str(root))])
+    [report] = PoolReconciler(protected=ProtectedRoots()).reconcile([pool("p", str(root))])
     assert report.reconciliation_status == "failed"
     assert report.reconciliation_error == f'pool "p" root: mkdir {root}: File exists'
     assert root.read_text() == "not a dir"
@@ -276,7 +277,7 @@ def test_file_at_path_fails_with_mkdir_message(tmp_path: Path) -> None:
 def test_path_under_a_file_fails_unwritable(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("x")
     root = tmp_path / "file" / "pool"
-    [report] = PoolReconciler().reconcile([pool("p", str(root))])
+    [report] = PoolReconciler(protected=ProtectedRoots()).reconcile([pool("p", str(root))])
     assert report.reconciliation_status == "failed"
     assert report.reconciliation_error == f'pool "p" root: mkdir {root}: Not a directory'
 
@@ -292,7 +293,7 @@ def test_read_only_directory_fails(tmp_path: Path) -> None:
     parent.chmod(0o500)
     root = parent / "pool"
     try:
-        [report] = PoolReconciler().reconcile([pool("p", str(root))])
+        [report] = PoolReconciler(protected=ProtectedRoots()).reconcile([pool("p", str(root))])
     finally:
         parent.chmod(0o700)
     assert report == PoolReport(
@@ -307,7 +308,7 @@ def test_symlink_at_pool_path_pointing_outside_fails(tmp_path: Path) -> None:
     (tmp_path / "pools").mkdir()
     root = tmp_path / "pools" / "p"
     root.symlink_to(outside)
-    [report] = PoolReconciler().reconcile([pool("p", str(root))])
+    [report] = PoolReconciler(protected=ProtectedRoots()).reconcile([pool("p", str(root))])
     assert report.reconciliation_status == "failed"
     assert report.reconciliation_error == f'pool "p": {root} is a symlink that escapes the pool'
     assert list(outside.iterdir()) == []
@@ -319,7 +320,7 @@ def test_dangling_symlink_at_pool_path_fails_without_creating_target(tmp_path: P
     target = tmp_path / "elsewhere"
     root = tmp_path / "p"
     root.symlink_to(target)
-    [report] = PoolReconciler().reconcile([pool("p", str(root))])
+    [report] = PoolReconciler(protected=ProtectedRoots()).reconcile([pool("p", str(root))])
     assert report.reconciliation_error == f'pool "p": {root} is a symlink that escapes the pool'
     assert not target.exists()
 
@@ -331,7 +332,7 @@ def test_images_symlink_to_outside_fails(tmp_path: Path) -> None:
     root = tmp_path / "p"
     root.mkdir()
     (root / "images").symlink_to(outside)
-    [report] = PoolReconciler().reconcile([pool("p", str(root))])
+    [report] = PoolReconciler(protected=ProtectedRoots()).reconcile([pool("p", str(root))])
     assert report.reconciliation_status == "failed"
     assert report.reconciliation_error == (
         f'pool "p": {root / "images"} is a symlink that escapes the pool'
@@ -345,7 +346,7 @@ def test_subdir_symlink_staying_inside_is_accepted(tmp_path: Path) -> None:
     root = tmp_path / "p"
     (root / "real-vms").mkdir(parents=True)
     (root / "vms").symlink_to(root / "real-vms")
-    [report] = PoolReconciler().reconcile([pool("p", str(root))])
+    [report] = PoolReconciler(protected=ProtectedRoots()).reconcile([pool("p", str(root))])
     assert report.reconciliation_status == "ready"
 
 
@@ -356,7 +357,7 @@ def test_symlinked_ancestor_fails(tmp_path: Path) -> None:
     link = tmp_path / "pools"
     link.symlink_to(real)
     root = link / "p"
-    [report] = PoolReconciler().reconcile([pool("p", str(root))])
+    [report] = PoolReconciler(protected=ProtectedRoots()).reconcile([pool("p", str(root))])
     assert report.reconciliation_status == "failed"
     assert report.reconciliation_error == f'pool "p": {root} traverses a symlink ({link})'
     assert list(real.iterdir()) == []
@@ -365,7 +366,7 @@ def test_symlinked_ancestor_fails(tmp_path: Path) -> None:
 def test_failed_pool_recovers_when_cause_removed(tmp_path: Path) -> None:
     root = tmp_path / "p"
     root.write_text("blocker")
-    rec = PoolReconciler()
+    rec = PoolReconciler(protected=ProtectedRoots())
     declared = [pool("p", str(root))]
     [first] = rec.reconcile(declared)
     assert first.reconciliation_status == "failed"
@@ -379,7 +380,7 @@ def test_failed_pool_recovers_when_cause_removed(tmp_path: Path) -> None:
 
 def test_capacity_and_available_match_statvfs(tmp_path: Path) -> None:
     root = tmp_path / "p"
-    [report] = PoolReconciler().reconcile([pool("p", str(root))])
+    [report] = PoolReconciler(protected=ProtectedRoots()).reconcile([pool("p", str(root))])
     st = os.statvfs(root)
     assert isinstance(report.capacity_bytes, int)
     assert isinstance(report.available_bytes, int)
@@ -390,12 +391,14 @@ def test_capacity_and_available_match_statvfs(tmp_path: Path) -> None:
 
 def test_usage_comes_from_statvfs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(fs, "disk_usage", lambda path: fs.Usage(4096 * 10, 4096 * 3))
-    [report] = PoolReconciler().reconcile([pool("p", str(tmp_path / "p"))])
+    [report] = PoolReconciler(protected=ProtectedRoots()).reconcile(
+        [pool("p", str(tmp_path / "p"))]
+    )
     assert (report.capacity_bytes, report.available_bytes) == (40960, 12288)
 
 
 def test_names_are_case_insensitive_in_registry(tmp_path: Path) -> None:
-    rec = PoolReconciler()
+    rec = PoolReconciler(protected=ProtectedRoots())
     rec.reconcile([pool("Fast", str(tmp_path / "fast"))])
     assert set(rec.registered) == {"fast"}
     assert rec.lookup("FAST") == RegisteredPool("Fast", str(tmp_path / "fast"))
@@ -408,12 +411,14 @@ def test_names_are_case_insensitive_in_registry(tmp_path: Path) -> None:
 
 def test_reports_sorted_by_lower_name(tmp_path: Path) -> None:
     names = ["b", "A", "c", "a2"]
-    reports = PoolReconciler().reconcile([pool(n, str(tmp_path / n)) for n in names])
+    reports = PoolReconciler(protected=ProtectedRoots()).reconcile(
+        [pool(n, str(tmp_path / n)) for n in names]
+    )
     assert [r.name for r in reports] == ["A", "a2", "b", "c"]
 
 
 def test_changed_root_replaces_registry_entry_and_moves_nothing(tmp_path: Path) -> None:
-    rec = PoolReconciler()
+    rec = PoolReconciler(protected=ProtectedRoots())
     rec.reconcile([pool("p", str(tmp_path / "one"))])
     rec.reconcile([pool("p", str(tmp_path / "two"))])
     assert rec.lookup("p") == RegisteredPool("p", str(tmp_path / "two"))
@@ -423,7 +428,7 @@ def test_changed_root_replaces_registry_entry_and_moves_nothing(tmp_path: Path) 
 
 def test_no_probe_left_behind(tmp_path: Path) -> None:
     root = tmp_path / "p"
-    PoolReconciler().reconcile([pool("p", str(root))])
+    PoolReconciler(protected=ProtectedRoots()).reconcile([pool("p", str(root))])
     assert not (root / fs.WRITE_PROBE_NAME).exists()
 
 
@@ -431,14 +436,14 @@ def test_no_probe_left_behind(tmp_path: Path) -> None:
 
 
 def test_scan_rereads_usage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    rec = PoolReconciler()
+    rec = PoolReconciler(protected=ProtectedRoots())
     rec.reconcile([pool("p", str(tmp_path / "p"))])
     monkeypatch.setattr(fs, "disk_usage", lambda path: fs.Usage(100, 7))
     assert rec.scan("P") == PoolReport("p", "ready", None, 100, 7)
 
 
 def test_scan_unknown_or_unregistered_pool_raises(tmp_path: Path) -> None:
-    rec = PoolReconciler()
+    rec = PoolReconciler(protected=ProtectedRoots())
     with pytest.raises(PoolUnknownError):
         rec.scan("nope")
     rec.reconcile([pool("p", str(tmp_path / "p"))])
@@ -448,6 +453,6 @@ def test_scan_unknown_or_unregistered_pool_raises(tmp_path: Path) -> None:
 
 
 def test_scan_of_failed_pool_keeps_failure() -> None:
-    rec = PoolReconciler()
+    rec = PoolReconciler(protected=ProtectedRoots())
     [report] = rec.reconcile([pool("rel", "relative")])
     assert rec.scan("rel") == report

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from otherix.agent import pools
+from otherix.agent.fs import ProtectedRoots
 from otherix.agent.pools import PoolReconciler
 from otherix.agent.report import (
     MAX_ERROR_CHARS,
@@ -74,7 +75,7 @@ def declared(name: str, path: str) -> DeclaredPool:
 
 
 def test_reports_sorted_case_insensitively_and_changes_detected(tmp_path: Path) -> None:
-    state = PoolState(PoolReconciler(), allowed_prefixes=[f"{tmp_path}/"])
+    state = PoolState(PoolReconciler(protected=ProtectedRoots()), allowed_prefixes=[f"{tmp_path}/"])
     pools = [declared("beta", f"{tmp_path}/b"), declared("Alpha", f"{tmp_path}/a")]
     assert state.reconcile(pools) is True
     assert [r.name for r in state.reports] == ["Alpha", "beta"]
@@ -87,7 +88,9 @@ def test_reports_sorted_case_insensitively_and_changes_detected(tmp_path: Path) 
 
 @pytest.mark.security
 def test_path_outside_the_allowlist_is_refused(tmp_path: Path) -> None:
-    state = PoolState(PoolReconciler(), allowed_prefixes=[f"{tmp_path}/pools/"])
+    state = PoolState(
+        PoolReconciler(protected=ProtectedRoots()), allowed_prefixes=[f"{tmp_path}/pools/"]
+    )
     state.reconcile([declared("evil", f"{tmp_path}/pools-evil/x")])
     (report,) = state.reports
     assert report.reconciliation_status == "failed"
@@ -100,7 +103,7 @@ def test_path_outside_the_allowlist_is_refused(tmp_path: Path) -> None:
 
 
 def test_relative_path_gets_the_reconcilers_message(tmp_path: Path) -> None:
-    state = PoolState(PoolReconciler(), allowed_prefixes=[f"{tmp_path}/"])
+    state = PoolState(PoolReconciler(protected=ProtectedRoots()), allowed_prefixes=[f"{tmp_path}/"])
     state.reconcile([declared("r", "relative/x")])
     assert (
         state.reports[0].reconciliation_error
@@ -112,7 +115,9 @@ def test_host_root_rebases_declared_paths(tmp_path: Path) -> None:
     root = tmp_path / "host"
     root.mkdir()
     state = PoolState(
-        PoolReconciler(), allowed_prefixes=["/var/lib/otherix/pools/"], host_root=root
+        PoolReconciler(protected=ProtectedRoots()),
+        allowed_prefixes=["/var/lib/otherix/pools/"],
+        host_root=root,
     )
     state.reconcile([declared("default", "/var/lib/otherix/pools/default")])
     assert state.reports[0].reconciliation_status == "ready"
@@ -128,7 +133,7 @@ def test_long_errors_are_cut_to_the_wire_limit() -> None:
 
 
 def test_scan_adopts_fresh_numbers_past_the_hysteresis(tmp_path: Path, monkeypatch) -> None:
-    state = PoolState(PoolReconciler(), allowed_prefixes=[f"{tmp_path}/"])
+    state = PoolState(PoolReconciler(protected=ProtectedRoots()), allowed_prefixes=[f"{tmp_path}/"])
     state.reconcile([declared("p", f"{tmp_path}/p")])
     before = state.digest
     fresh = pools.PoolReport("p", "ready", None, 100 * GiB, 50 * GiB - MiB)  # a 1 MiB drift
@@ -142,7 +147,7 @@ def test_scan_adopts_fresh_numbers_past_the_hysteresis(tmp_path: Path, monkeypat
 
 
 def test_scan_of_an_unregistered_pool_raises(tmp_path: Path) -> None:
-    state = PoolState(PoolReconciler(), allowed_prefixes=[f"{tmp_path}/"])
+    state = PoolState(PoolReconciler(protected=ProtectedRoots()), allowed_prefixes=[f"{tmp_path}/"])
     with pytest.raises(pools.PoolUnknownError):
         state.scan("nope")
 
@@ -150,7 +155,7 @@ def test_scan_of_an_unregistered_pool_raises(tmp_path: Path) -> None:
 def test_an_unreportable_pool_is_left_out_instead_of_breaking_the_pass(
     tmp_path: Path, caplog
 ) -> None:
-    state = PoolState(PoolReconciler(), allowed_prefixes=[f"{tmp_path}/"])
+    state = PoolState(PoolReconciler(protected=ProtectedRoots()), allowed_prefixes=[f"{tmp_path}/"])
     long_name = "n" * 256  # over the heartbeat model's 255-character limit
     state.reconcile([declared(long_name, f"{tmp_path}/long"), declared("ok", f"{tmp_path}/ok")])
     assert [r.name for r in state.reports] == ["ok"]

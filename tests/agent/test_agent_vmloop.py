@@ -11,7 +11,8 @@ from pathlib import Path
 from test_agent_daemon import NODE, StubControlPlane
 
 from otherix.agent.daemon import Daemon, LoopConfig
-from otherix.agent.images import ImageCache
+from otherix.agent.fs import ProtectedRoots
+from otherix.agent.images import ImageCache, KeyedLocks
 from otherix.agent.pools import PoolReconciler
 from otherix.agent.report import PoolState
 from otherix.agent.runtime import StopToken
@@ -57,11 +58,12 @@ class Rig:
         self.clock = FakeClock(monotonic_start=0.0, until=100, stop=self.stop)
         self.cp = StubControlPlane(self.clock)
         self.vms = FakeVms(self.clock)
+        protected = ProtectedRoots()  # shared, as the agent's composition root does
         self.pools = PoolState(
-            PoolReconciler(),
+            PoolReconciler(protected=protected),
             allowed_prefixes=["/var/lib/otherix/pools/"],
             host_root=self.host,
-            images=ImageCache(),
+            images=ImageCache(locks=KeyedLocks(), protected=protected),
         )
         self.daemon = Daemon(
             client=self.cp,

@@ -20,7 +20,8 @@ from typing import Any, cast
 
 import pytest
 
-from otherix.agent.images import CachedImage, ImageCache, ImageError, ScratchArea
+from otherix.agent.fs import ProtectedRoots
+from otherix.agent.images import CachedImage, ImageCache, ImageError, KeyedLocks, ScratchArea
 from otherix.agent.outbox import TaskOutbox
 from otherix.agent.pools import PoolReconciler
 from otherix.agent.report import PoolState
@@ -37,9 +38,12 @@ class StubCache:
     """``ensure_image`` returns ``image``; ``script`` items run first, one per call:
     an exception is raised, a callable gets the progress callback."""
 
-    def __init__(self, image: CachedImage) -> None:
+    def __init__(self, image: CachedImage, protected: ProtectedRoots) -> None:
         self.image = image
-        self.scratch = ScratchArea()  # the disk clone after it uses the cache's area
+        # the disk clone after it uses the cache's area, locks and protected roots
+        self.protected = protected
+        self.locks = KeyedLocks()
+        self.scratch = ScratchArea(self.protected)
         self.calls: list[dict[str, Any]] = []
         self.script: list[Exception | Callable[[Any], object]] = []
 
@@ -58,8 +62,11 @@ class StubCache:
 class Env:
     def __init__(self, tmp_path: Path) -> None:
         self.host_root = tmp_path / "host"
+        protected = ProtectedRoots()  # shared, as the agent's composition root does
         self.pools = PoolState(
-            PoolReconciler(), allowed_prefixes=["/var/lib/otherix/pools/"], host_root=self.host_root
+            PoolReconciler(protected=protected),
+            allowed_prefixes=["/var/lib/otherix/pools/"],
+            host_root=self.host_root,
         )
         self.pools.reconcile([DeclaredPool(name="p1", type="local_dir", path=POOL)])
         self.root = Path(str(self.host_root) + POOL)
@@ -76,7 +83,8 @@ class Env:
                 virtual_size_bytes=1 << 20,
                 format="qcow2",
                 imported_at="2026-01-01T00:00:00Z",
-            )
+            ),
+            protected,
         )
         self.reporter = SpyReporter()
         self.outbox = TaskOutbox(self.reporter, "n1", interval=0.0)

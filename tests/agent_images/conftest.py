@@ -21,7 +21,8 @@ from typing import Any
 
 import pytest
 
-from otherix.agent.images import ImageCache, ImageCacheSettings
+from otherix.agent.fs import ProtectedRoots
+from otherix.agent.images import ImageCache, ImageCacheSettings, KeyedLocks
 from otherix.agent.images.ssrf import Resolver
 from support.tls import self_signed
 
@@ -187,12 +188,17 @@ def _settings(**kw) -> ImageCacheSettings:
 
 @pytest.fixture
 def make_cache() -> Callable[..., ImageCache]:
-    """``make_cache(resolver=None, **settings)``: an ImageCache allowed to reach 127.0.0.1 only."""
+    """``make_cache(resolver=None, **settings)``: an ImageCache allowed to reach 127.0.0.1 only.
+
+    The caches one test makes share one lock table and one set of protected
+    roots, as everything in one agent process does.
+    """
+    locks, protected = KeyedLocks(), ProtectedRoots()
 
     def make(resolver: Resolver | None = None, **kw: Any) -> ImageCache:
         if resolver is None:
-            return ImageCache(_settings(**kw))
-        return ImageCache(_settings(**kw), resolver=resolver)
+            return ImageCache(_settings(**kw), locks=locks, protected=protected)
+        return ImageCache(_settings(**kw), locks=locks, protected=protected, resolver=resolver)
 
     return make
 

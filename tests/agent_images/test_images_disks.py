@@ -10,15 +10,30 @@ from typing import Any
 
 import pytest
 
-from otherix.agent.images import DiskResult, ImageError, ScratchArea, remove_disk
+from otherix.agent.fs import ProtectedRoots
+from otherix.agent.images import DiskResult, ImageError, KeyedLocks, ScratchArea
 from otherix.agent.images import materialise_disk as materialise
+from otherix.agent.images import remove_disk as remove
 
 GiB = 1 << 30
 
 
 def materialise_disk(*args: Any, **kwargs: Any) -> DiskResult:
-    """The library call with a scratch area of its own (the agent passes its cache's)."""
-    return materialise(*args, scratch_area=ScratchArea(), **kwargs)
+    """The library call with a scratch area, locks and protected roots of its own
+    (the agent passes its cache's)."""
+    protected = ProtectedRoots()
+    return materialise(
+        *args,
+        scratch_area=ScratchArea(protected),
+        locks=KeyedLocks(),
+        protected=protected,
+        **kwargs,
+    )
+
+
+def remove_disk(pool_root: Any, vm_id: str) -> bool:
+    """The library call with locks and protected roots of its own (no other pool)."""
+    return remove(pool_root, vm_id, locks=KeyedLocks(), protected=ProtectedRoots())
 
 
 def qemu_info(path) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from otherix.agent.fs import ProtectedRoots
 from otherix.agent.images import ScratchArea, list_images
 
 
@@ -141,8 +142,13 @@ def test_leftover_of_a_killed_download_is_swept_and_never_reported(
     script = textwrap.dedent(
         f"""
         from pathlib import Path
-        from otherix.agent.images import ImageCache, ImageCacheSettings
-        cache = ImageCache(ImageCacheSettings(allowed_networks=("127.0.0.1/32",)))
+        from otherix.agent.fs import ProtectedRoots
+        from otherix.agent.images import ImageCache, ImageCacheSettings, KeyedLocks
+        cache = ImageCache(
+            ImageCacheSettings(allowed_networks=("127.0.0.1/32",)),
+            locks=KeyedLocks(),
+            protected=ProtectedRoots(),
+        )
         cache.ensure_image(Path({str(pool)!r}), {url!r})
         """
     )
@@ -180,7 +186,7 @@ def test_sweep_removes_dirs_and_links_but_not_link_targets(pool, tmp_path):
     (pool / "images" / ".x.img.sha256.tmp-0123456789abcdef").write_text("x")
     os.utime(pool / "images" / ".x.img.sha256.tmp-0123456789abcdef", (0, 0))
     (pool / "images" / ".fresh.sha256.tmp-0123456789abcdef").write_text("x")
-    removed = ScratchArea().sweep(pool)
+    removed = ScratchArea(ProtectedRoots()).sweep(pool)
     assert sorted(removed) == [
         "images/.x.img.sha256.tmp-0123456789abcdef",
         "scratch/import",
@@ -191,7 +197,7 @@ def test_sweep_removes_dirs_and_links_but_not_link_targets(pool, tmp_path):
 
 
 def test_sweep_leaves_files_in_use_alone(pool):
-    area = ScratchArea()
+    area = ScratchArea(ProtectedRoots())
     with area.file(pool, "busy.img") as busy:
         busy.write_bytes(b"in flight")
         (pool / "scratch" / "stale.img.1.tmp").write_bytes(b"old")
@@ -202,13 +208,13 @@ def test_sweep_leaves_files_in_use_alone(pool):
 
 def test_files_in_use_are_known_to_their_own_area_only(pool):
     """No process-wide table: what is in use lives in the area the agent built."""
-    with ScratchArea().file(pool, "busy.img") as busy:
+    with ScratchArea(ProtectedRoots()).file(pool, "busy.img") as busy:
         busy.write_bytes(b"in flight")
-        assert ScratchArea().sweep(pool) == [f"scratch/{busy.name}"]
+        assert ScratchArea(ProtectedRoots()).sweep(pool) == [f"scratch/{busy.name}"]
 
 
 def test_sweep_of_missing_pool_is_a_no_op(tmp_path):
-    assert ScratchArea().sweep(tmp_path / "nowhere") == []
+    assert ScratchArea(ProtectedRoots()).sweep(tmp_path / "nowhere") == []
 
 
 @pytest.mark.parametrize("mode", [0o022, 0o077])

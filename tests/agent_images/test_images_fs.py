@@ -92,6 +92,7 @@ def test_copy_data_without_copy_file_range(tmp_path, monkeypatch):
 
 @pytest.mark.security
 def test_remove_tree_stays_inside_root(tmp_path):
+    protected = fs.ProtectedRoots()
     root = tmp_path / "root"
     (root / "vm" / "sub").mkdir(parents=True)
     (root / "vm" / "sub" / "f").write_text("x")
@@ -100,14 +101,16 @@ def test_remove_tree_stays_inside_root(tmp_path):
     (outside / "keep").write_text("keep")
     (root / "vm" / "escape").symlink_to(outside)
     (root / "link").symlink_to(outside)
-    assert fs.remove_tree(root, root / "vm") is True
-    assert fs.remove_tree(root, root / "vm") is False
-    assert fs.remove_tree(root, root / "link") is True  # the link, not its target
+    assert fs.remove_tree(root, root / "vm", protected=protected) is True
+    assert fs.remove_tree(root, root / "vm", protected=protected) is False
+    assert (
+        fs.remove_tree(root, root / "link", protected=protected) is True
+    )  # the link, not its target
     assert (outside / "keep").read_text() == "keep"
     with pytest.raises(fs.UnsafePath):
-        fs.remove_tree(root, root)
+        fs.remove_tree(root, root, protected=protected)
     with pytest.raises(fs.UnsafePath):
-        fs.remove_tree(root, outside / "keep")
+        fs.remove_tree(root, outside / "keep", protected=protected)
     assert root.is_dir()
 
 

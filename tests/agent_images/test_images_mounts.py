@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from otherix.agent import fs
-from otherix.agent.images import ImageError, ScratchArea, materialise_disk
+from otherix.agent.images import ImageError, materialise_disk
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to mount")
 
@@ -70,7 +70,16 @@ def test_disk_copy_on_a_full_pool(make_cache, origin, small_pool):
     img = cache.ensure_image(small_pool, origin.serve("/half.img", os.urandom(5 << 20)))
     vm = str(uuid.uuid4())
     with pytest.raises(ImageError) as err:
-        materialise_disk(small_pool, vm, img.path, "raw", 0, scratch_area=ScratchArea())
+        materialise_disk(
+            small_pool,
+            vm,
+            img.path,
+            "raw",
+            0,
+            scratch_area=cache.scratch,
+            locks=cache.locks,
+            protected=cache.protected,
+        )
     assert err.value.code == "pool_full"
     assert not (small_pool / "vms" / vm).exists()
     assert os.listdir(small_pool / "scratch") == []
@@ -97,7 +106,16 @@ def test_reflink_clone_on_xfs(make_cache, origin, xfs_pool):
     cache = make_cache(space_margin_bytes=0)
     img = cache.ensure_image(xfs_pool, origin.serve("/r.img", os.urandom(8 << 20)))
     vm = str(uuid.uuid4())
-    disk = materialise_disk(xfs_pool, vm, img.path, "raw", 0, scratch_area=ScratchArea())
+    disk = materialise_disk(
+        xfs_pool,
+        vm,
+        img.path,
+        "raw",
+        0,
+        scratch_area=cache.scratch,
+        locks=cache.locks,
+        protected=cache.protected,
+    )
     assert disk.method == "reflink"
     assert disk.path.read_bytes() == img.path.read_bytes()
     # Writing to the disk does not change the cached image.
@@ -111,6 +129,8 @@ def test_reflink_clone_on_xfs(make_cache, origin, xfs_pool):
         "raw",
         0,
         allow_reflink=False,
-        scratch_area=ScratchArea(),
+        scratch_area=cache.scratch,
+        locks=cache.locks,
+        protected=cache.protected,
     )
     assert copy.method == "copy"

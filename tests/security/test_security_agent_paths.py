@@ -17,7 +17,14 @@ from pathlib import Path
 
 import pytest
 
-from otherix.agent.images import ImageError, ScratchArea, materialise_disk, remove_disk
+from otherix.agent.fs import ProtectedRoots
+from otherix.agent.images import (
+    ImageError,
+    KeyedLocks,
+    ScratchArea,
+    materialise_disk,
+    remove_disk,
+)
 from otherix.agent.pools import PoolReconciler
 from otherix.agent.report import PoolState
 from otherix.models.heartbeat import DeclaredPool
@@ -89,7 +96,9 @@ def pool_tricks(t: Path) -> list[tuple[str, str, str]]:
 def test_pool_path_tricks_are_refused_and_nothing_outside_changes(sandbox, reliability):
     tricks = pool_tricks(sandbox)
     outside_before = tree(sandbox / "outside")
-    state = PoolState(PoolReconciler(), allowed_prefixes=[f"{sandbox}/pools/"])
+    state = PoolState(
+        PoolReconciler(protected=ProtectedRoots()), allowed_prefixes=[f"{sandbox}/pools/"]
+    )
     declared = [
         DeclaredPool(name=f"p{i}", type="local_dir", path=p) for i, (_, p, _) in enumerate(tricks)
     ]
@@ -137,11 +146,20 @@ def test_vm_disk_tricks_are_refused_and_nothing_outside_changes(sandbox, pool, r
     (pool / "vms" / vm_link).symlink_to(outside / "vmdir")
     (pool / "vms" / vm_rm).symlink_to(outside / "vmdir")
     (pool / "images" / "secret.raw").symlink_to(outside / "etc" / "secret")
+    protected, locks = ProtectedRoots(), KeyedLocks()
+    area = ScratchArea(protected)
     attempts = 0
     attempts += 1
     with pytest.raises(ImageError) as err:  # the VM's directory leads outside
         materialise_disk(
-            pool, vm_link, pool / "images" / "base.raw", "raw", 0, scratch_area=ScratchArea()
+            pool,
+            vm_link,
+            pool / "images" / "base.raw",
+            "raw",
+            0,
+            scratch_area=area,
+            locks=locks,
+            protected=protected,
         )
     assert err.value.code == "clone_failed"
     attempts += 1
@@ -152,7 +170,9 @@ def test_vm_disk_tricks_are_refused_and_nothing_outside_changes(sandbox, pool, r
             pool / "images" / "secret.raw",
             "raw",
             0,
-            scratch_area=ScratchArea(),
+            scratch_area=area,
+            locks=locks,
+            protected=protected,
         )
     assert err.value.code == "image_unavailable"
     attempts += 1
@@ -163,10 +183,13 @@ def test_vm_disk_tricks_are_refused_and_nothing_outside_changes(sandbox, pool, r
             pool / "images" / "base.raw",
             "raw",
             0,
-            scratch_area=ScratchArea(),
+            scratch_area=area,
+            locks=locks,
+            protected=protected,
         )
     attempts += 1
-    assert remove_disk(pool, vm_rm) is True  # removes the link, not what it points to
+    removed = remove_disk(pool, vm_rm, locks=locks, protected=protected)
+    assert removed is True  # removes the link, not what it points to
     assert not os.path.lexists(pool / "vms" / vm_rm)
     after = tree(outside)
     reliability.record(

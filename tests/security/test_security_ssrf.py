@@ -26,7 +26,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from otherix.agent.images import ImageCache, ImageCacheSettings, ImageError
+from otherix.agent.fs import ProtectedRoots
+from otherix.agent.images import ImageCache, ImageCacheSettings, ImageError, KeyedLocks
 
 pytestmark = pytest.mark.security
 
@@ -145,6 +146,8 @@ def test_every_forbidden_address_is_refused_every_way(
             read_timeout=2.0,
             progress_interval=0.0,
         ),
+        locks=KeyedLocks(),
+        protected=ProtectedRoots(),
         resolver=resolver,
     )
     pool = tmp_path / "pool"
@@ -180,6 +183,8 @@ def test_metadata_stays_refused_in_development_mode(tmp_path, connections, relia
     """``allow_loopback_and_link_local`` opens loopback and link-local, never metadata."""
     cache = ImageCache(
         ImageCacheSettings(allow_loopback_and_link_local=True, connect_timeout=2.0),
+        locks=KeyedLocks(),
+        protected=ProtectedRoots(),
         resolver=lambda host, port: ["169.254.169.254"],
     )
     pool = tmp_path / "pool"
@@ -207,7 +212,11 @@ def test_metadata_stays_refused_in_development_mode(tmp_path, connections, relia
 
 def test_the_spy_sees_a_real_download(tmp_path, redirector, connections):
     """The watch on ``create_connection`` is live: an allowed fetch shows up in it."""
-    cache = ImageCache(ImageCacheSettings(allowed_networks=("127.0.0.1/32",)))
+    cache = ImageCache(
+        ImageCacheSettings(allowed_networks=("127.0.0.1/32",)),
+        locks=KeyedLocks(),
+        protected=ProtectedRoots(),
+    )
     pool = tmp_path / "pool"
     for sub in ("images", "scratch", "vms"):
         (pool / sub).mkdir(parents=True)

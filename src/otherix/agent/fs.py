@@ -17,12 +17,16 @@ uses this module. Apart from its own temp and probe files, this module deletes
 only what a caller names explicitly: one file (``remove_file``) or one tree
 checked to lie inside a root (``remove_tree``).
 
-Other pools are never removed from under: the pool reconciler tells
-``PROTECTED`` the real roots of every pool declared on this node on each
-pass, and ``remove_tree`` refuses (``UnsafePath``) a path that is, holds or
+Other pools are never removed from under: the agent's composition root
+(``otherix.agent.main``) builds one :class:`ProtectedRoots` per process and
+hands it to the pool reconciler, which sets in it the real roots of every
+pool declared on this node on each pass, and to the image cache, scratch
+sweep and VM disk code, which pass it to ``remove_tree`` (a required
+argument). ``remove_tree`` refuses (``UnsafePath``) a path that is, holds or
 lies inside another pool's root. So the scratch sweep or a VM delete of one
 pool cannot remove a pool nested inside it, or what such a pool holds (rows
-that overlap from before the one-directory-one-pool rule).
+that overlap from before the one-directory-one-pool rule). This module keeps
+no state of its own.
 """
 
 from __future__ import annotations
@@ -39,7 +43,6 @@ from pathlib import Path
 from otherix.fsatomic import atomic_write, fsync_dir, fsync_path, write_all
 
 __all__ = [
-    "PROTECTED",
     "WRITE_PROBE_NAME",
     "ProtectedRoots",
     "UnsafePath",
@@ -73,7 +76,11 @@ class UnsafePath(ValueError):
 
 
 class ProtectedRoots:
-    """Real paths of the pool roots declared on this node (see the module docstring)."""
+    """Real paths of the pool roots declared on this node (see the module docstring).
+
+    One per agent process, shared by the pool reconciler (``set``) and every
+    removal (``held_by``, through ``remove_tree``); thread-safe.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -105,10 +112,6 @@ class ProtectedRoots:
 def _inside(path: str, root: str) -> bool:
     """``path`` equals ``root`` or lies below it (both normalised, absolute)."""
     return path == root or path.startswith(root.rstrip("/") + "/")
-
-
-#: The one registry the agent process uses (the pool reconciler fills it).
-PROTECTED = ProtectedRoots()
 
 
 @dataclass(frozen=True)
@@ -276,14 +279,14 @@ def remove_file(path: Path) -> bool:
     return True
 
 
-def remove_tree(root: Path, target: Path) -> bool:
+def remove_tree(root: Path, target: Path, *, protected: ProtectedRoots) -> bool:
     """Remove ``target`` (a directory tree, a file or a symlink) if it lies inside ``root``.
 
     ``target``'s parent must resolve inside ``root``'s realpath and ``target``
     must not be ``root`` itself; raises UnsafePath otherwise. A symlink is
     removed, not followed; ``shutil.rmtree`` never follows symlinks inside the
     tree. Idempotent: False if nothing was there. A path that is, holds or
-    lies inside the root of another declared pool (``PROTECTED``) raises
+    lies inside the root of another declared pool (``protected``) raises
     UnsafePath and stays: ``root`` should be the pool subdirectory the removal
     is confined to (``scratch/``, ``vms/``), never the pool root itself.
     """
@@ -293,7 +296,7 @@ def remove_tree(root: Path, target: Path) -> bool:
         st = os.lstat(victim)
     except FileNotFoundError:
         return False
-    held = PROTECTED.held_by(victim, os.path.realpath(root))
+    held = protected.held_by(victim, os.path.realpath(root))
     if held is not None:
         raise UnsafePath(f"{victim} overlaps the root of another pool ({held}); not removed")
     if stat.S_ISDIR(st.st_mode):

@@ -7,7 +7,10 @@ The composition root of the agent process: it loads ``AgentSettings``
 with failover), the pool
 reconciler, the image cache, the VM task workers and their report outbox,
 and the loop (``otherix.agent.daemon``) and installs the signal handlers.
-Nothing here runs at import time.
+``build_pools`` also builds the process's one ``fs.ProtectedRoots`` (declared
+pool roots, filled by the reconciler, checked by every removal) and one
+``KeyedLocks`` (single flight for cache entries and VM disks) and passes them
+to the reconciler and the image cache. Nothing here runs at import time.
 
 Errors print ``error: <message>`` on stderr and exit 1.
 """
@@ -30,7 +33,8 @@ from otherix import __version__
 from otherix.agent import enrol
 from otherix.agent import state as node_state
 from otherix.agent.daemon import EXIT_NODE_REMOVED, Daemon, LoopConfig, NodeRemoved
-from otherix.agent.images import ImageCache
+from otherix.agent.fs import ProtectedRoots
+from otherix.agent.images import ImageCache, KeyedLocks
 from otherix.agent.logs import setup_logging
 from otherix.agent.outbox import TaskOutbox
 from otherix.agent.pools import PoolReconciler
@@ -44,7 +48,7 @@ from otherix.client.base import url_list
 from otherix.config import ConfigError, load_config
 from otherix.models.nodes import Architecture
 
-__all__ = ["cli", "main"]
+__all__ = ["build_pools", "cli", "main"]
 
 _log = logging.getLogger("otherix.agent")
 
@@ -238,6 +242,29 @@ def bootstrap(
     click.echo(done)
 
 
+def build_pools(settings: AgentSettings) -> tuple[PoolState, ImageCache]:
+    """The pool state (over the pool reconciler) and the image cache of one agent process.
+
+    Builds the process's two shared registries, here and nowhere else: one
+    ``ProtectedRoots``, which the reconciler fills with every declared pool's
+    real root and every removal (scratch sweep, VM disk) checks, and one
+    ``KeyedLocks``, single flight for cache entries and VM disk directories.
+    """
+    protected = ProtectedRoots()
+    cache = ImageCache(
+        settings.images.cache_settings(f"otherix-agent/{__version__}"),
+        locks=KeyedLocks(),
+        protected=protected,
+    )
+    pool_state = PoolState(
+        PoolReconciler(settings.data_dir / "pools.json", protected=protected),
+        allowed_prefixes=settings.storage.allowed_path_prefixes,
+        host_root=settings.storage.host_root,
+        images=cache,
+    )
+    return pool_state, cache
+
+
 @cli.command()
 @_DATA_DIR_OPTION
 @_CONFIG_OPTION
@@ -272,13 +299,7 @@ def serve(data_dir: Path | None, config_file: Path | None) -> None:
     urls = url_list(cp.configured_urls() or enrolled.urls)
     stop = StopToken()
     stop.install()
-    cache = ImageCache(settings.images.cache_settings(f"otherix-agent/{__version__}"))
-    pool_state = PoolState(
-        PoolReconciler(settings.data_dir / "pools.json"),
-        allowed_prefixes=settings.storage.allowed_path_prefixes,
-        host_root=settings.storage.host_root,
-        images=cache,
-    )
+    pool_state, cache = build_pools(settings)
     client = _client(settings, urls, enrolled.credential)
     # Task reports get their own connection pool: a held watch never delays them.
     report_client = _client(settings, urls, enrolled.credential)

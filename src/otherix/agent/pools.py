@@ -20,8 +20,10 @@ their own path rules (a root that is invalid or reached through a symlink
 fails with that, more specific, reason): a pool whose root equals, contains
 or lies inside an earlier pool's (``created_at``, then id), or is the same
 directory (device and inode: a bind mount), fails ``pool_path_overlap`` and
-nothing is created for it; those real roots go to ``fs.PROTECTED``, so no
-removal in one pool ever touches another.
+nothing is created for it; those real roots go to the node's
+``fs.ProtectedRoots`` (a required constructor argument, the one instance the
+composition root also gives the image cache), so no removal in one pool ever
+touches another.
 
 ``ensure_pool`` (``otherix.agent.materialise``) applies one pool; its rules,
 and why a symlinked ancestor is refused, are written down there.
@@ -145,9 +147,13 @@ class PoolReconciler:
     as known after a restart (``poolplan``: ``remembered``). Written through
     ``fs.atomic_write`` (0600) when it changes; entries of pools no longer
     declared are dropped.
+
+    ``protected`` is the node's ``fs.ProtectedRoots``: each pass sets in it the
+    real roots of every declared pool, which every removal checks.
     """
 
-    def __init__(self, memory: Path | None = None) -> None:
+    def __init__(self, memory: Path | None = None, *, protected: fs.ProtectedRoots) -> None:
+        self._protected = protected
         #: lower(name) -> pool; starts empty at boot, filled only by ``reconcile``.
         self.registered: dict[str, RegisteredPool] = {}
         self._last: dict[str, PoolReport] = {}
@@ -167,7 +173,7 @@ class PoolReconciler:
         """
         the_plan = plan(declared, self.registered)
         roots = _roots(the_plan.ensure)
-        fs.PROTECTED.set(r.realpath for r in roots)
+        self._protected.set(r.realpath for r in roots)
         overlaps = later_overlaps(roots)
         by_key = {r.key: r for r in roots}
         reports: list[PoolReport] = []

@@ -35,7 +35,8 @@ heartbeat, changes when the inventory does. A failed pool carries
 registered (at agent start, or again after it was undeclared), its
 ``scratch/`` is swept: leftovers of downloads and clones a killed agent
 left behind are removed before anything reads the pool (never an entry that
-is, holds or lies inside another declared pool's root: ``fs.PROTECTED``).
+is, holds or lies inside another declared pool's root: the node's
+``fs.ProtectedRoots``, which the reconciler and the image cache share).
 
 ``resolve`` is how the VM tasks find a pool's root on this host: the pool
 must be registered, ready, and declared at the path the task names.

@@ -269,7 +269,7 @@ class VmTasks:
                 if task.type == VM_CREATE:
                     result = self._create(job)
                 else:
-                    result = vmwork.delete(self._pools, DeleteArgs.parse(task.args))
+                    result = vmwork.delete(self._cache, self._pools, DeleteArgs.parse(task.args))
             except Exception as exc:
                 if not job.cancelled.is_set():
                     return self._failed_try(job, vmwork.failure_of(exc))

@@ -230,6 +230,8 @@ def create(
         args.format,
         args.disk_gib,
         scratch_area=cache.scratch,
+        locks=cache.locks,
+        protected=cache.protected,
         progress=clone,
     )
     return {
@@ -241,12 +243,14 @@ def create(
     }
 
 
-def delete(pools: PoolResolver, args: DeleteArgs) -> dict[str, Any]:
-    """Remove the VM's disk directory (idempotent); the task's result."""
+def delete(cache: ImageCache, pools: PoolResolver, args: DeleteArgs) -> dict[str, Any]:
+    """Remove the VM's disk directory (idempotent); the task's result. ``cache``
+    gives the process's disk locks and protected pool roots; the images stay."""
     if args.pool_name is None:  # never got a disk: nothing on this node
         return {"vm_id": args.vm_id, "removed": False}
     root = _root(pools, args.pool_name, args.pool_path)
-    return {"vm_id": args.vm_id, "removed": remove_disk(root, args.vm_id)}
+    removed = remove_disk(root, args.vm_id, locks=cache.locks, protected=cache.protected)
+    return {"vm_id": args.vm_id, "removed": removed}
 
 
 def failure_of(exc: Exception) -> TaskFailure:

@@ -1,14 +1,18 @@
 """The node agent's per-pool image cache and VM disk materialisation (a library).
 
-The agent daemon keeps one :class:`ImageCache` for the process and calls, per
-pool root (``PoolReconciler.lookup(name).path``):
+The agent daemon keeps one :class:`ImageCache` for the process, built by the
+composition root with the process's one :class:`KeyedLocks` and
+``fs.ProtectedRoots`` (``ImageCache(settings, locks=..., protected=...)``;
+there are no module-level registries), and calls, per pool root
+(``PoolReconciler.lookup(name).path``):
 
 - ``ImageCache.ensure_image(pool_root, url, *, sha256=None,
   pull_policy="if-not-present", progress=None) -> CachedImage`` for a VM
   create (``CachedImage.downloaded`` says whether bytes were fetched);
 - ``materialise_disk(pool_root, vm_id, image.path, format, disk_gib, *,
-  scratch_area=cache.scratch, progress=None) -> DiskResult`` right after it,
-  and ``remove_disk`` on delete;
+  scratch_area=cache.scratch, locks=cache.locks, protected=cache.protected,
+  progress=None) -> DiskResult`` right after it, and ``remove_disk(pool_root,
+  vm_id, *, locks=cache.locks, protected=cache.protected)`` on delete;
 - ``list_images(pool_root)`` for the heartbeat (``CachedImage.to_wire()``);
 - ``ImageCache.sweep_scratch(pool_root)`` at agent start and when a pool is
   first registered (the cache's ``ScratchArea`` knows which scratch files this

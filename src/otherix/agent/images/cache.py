@@ -29,9 +29,14 @@ its operators asked for *that* name. Replacing under the same URL is safe
 because disks are full copies, never qcow2 overlays on the cache.
 
 Single flight: one operation per (realpath(pool), basename) at a time in this
-process (``locks.KeyedLocks``, shared by every ``ImageCache`` by default). N
-concurrent ``ensure_image`` calls for an absent image cause one download; the
-others wait, then hit.
+process (the process's one ``locks.KeyedLocks``, given by the composition
+root and shared with the disk code). N concurrent ``ensure_image`` calls for
+an absent image cause one download; the others wait, then hit.
+
+The cache keeps no process-wide state of its own: its lock table and the
+node's ``fs.ProtectedRoots`` (which every removal in a pool checks) are
+required constructor arguments, and it hands both, with its
+``scratch.ScratchArea``, to the VM disk code (``vmwork``).
 """
 
 from __future__ import annotations
@@ -54,7 +59,7 @@ from otherix.agent.images.download import fetch, make_ssl_context
 from otherix.agent.images.entries import Entry, Source
 from otherix.agent.images.errors import ImageError, ImageErrorCode
 from otherix.agent.images.inventory import CachedImage
-from otherix.agent.images.locks import DEFAULT_LOCKS, KeyedLocks
+from otherix.agent.images.locks import KeyedLocks
 from otherix.agent.images.progress import Progress
 from otherix.agent.images.scratch import ScratchArea
 from otherix.agent.images.transport import parse_url, redact
@@ -132,16 +137,20 @@ class ImageCache:
         self,
         settings: ImageCacheSettings | None = None,
         *,
+        locks: KeyedLocks,
+        protected: fs.ProtectedRoots,
         resolver: ssrf.Resolver = ssrf.system_resolver,
-        locks: KeyedLocks = DEFAULT_LOCKS,
-        scratch_area: ScratchArea | None = None,
     ) -> None:
         self.settings = settings or ImageCacheSettings()
+        #: the process's one lock table; ``disks`` takes it too (key ``vm:<uuid>``).
+        self.locks = locks
+        #: the node's declared pool roots, filled by the pool reconciler; every
+        #: removal in a pool (scratch sweep, VM disk) checks it.
+        self.protected = protected
         #: this process's scratch files (``scratch.ScratchArea``); the disk clones
         #: of ``disks.materialise_disk`` use it too, so one sweep sees every one.
-        self.scratch = scratch_area or ScratchArea()
+        self.scratch = ScratchArea(protected)
         self._resolver = resolver
-        self._locks = locks
         self._ssl: ssl.SSLContext | None = None  # built on the first https fetch
         self._ssl_lock = threading.Lock()
 
@@ -170,7 +179,7 @@ class ImageCache:
         name = entries.basename_from_url(url)
         images = self._images_dir(root)
         shown_url = redact(url)
-        with self._locks.hold((os.path.realpath(root), name)):
+        with self.locks.hold((os.path.realpath(root), name)):
             entry = entries.read_entry(images, name)
             action = decide(entry, shown_url, sha256, pull_policy)
             if action == "collision":

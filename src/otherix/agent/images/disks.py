@@ -45,7 +45,7 @@ from otherix.agent import fs, fs_clone
 from otherix.agent.images import entries, formats, scratch
 from otherix.agent.images.errors import ImageError, ImageErrorCode
 from otherix.agent.images.formats import ImageFormat
-from otherix.agent.images.locks import DEFAULT_LOCKS
+from otherix.agent.images.locks import KeyedLocks
 from otherix.agent.images.progress import Progress, Throttle
 
 __all__ = ["VMS_DIR", "DiskResult", "canonical_vm_id", "materialise_disk", "remove_disk"]
@@ -181,6 +181,8 @@ def materialise_disk(
     disk_gib: int,
     *,
     scratch_area: scratch.ScratchArea,
+    locks: KeyedLocks,
+    protected: fs.ProtectedRoots,
     progress: Progress | None = None,
     allow_reflink: bool = True,
 ) -> DiskResult:
@@ -198,7 +200,7 @@ def materialise_disk(
     if isinstance(disk_gib, bool) or not isinstance(disk_gib, int) or disk_gib < 0:
         raise ValueError(f"disk_gib must be a non-negative integer, got {disk_gib!r}")
     vm_dir = _vm_dir(root, vm)
-    with DEFAULT_LOCKS.hold((os.path.realpath(root), f"vm:{vm}")):
+    with locks.hold((os.path.realpath(root), f"vm:{vm}")):
         found = _existing(vm_dir, format)
         if found is not None:
             return found
@@ -224,7 +226,7 @@ def materialise_disk(
                 fs.publish(tmp, final, DISK_MODE)
         except BaseException as exc:
             if created_dir:
-                fs.remove_tree(root / VMS_DIR, vm_dir)
+                fs.remove_tree(root / VMS_DIR, vm_dir, protected=protected)
             if isinstance(exc, OSError):
                 code: ImageErrorCode = "pool_full" if exc.errno in _NO_SPACE else "clone_failed"
                 raise ImageError(code, f"making disk for vm {vm}: {fs.strerror(exc)}") from exc
@@ -233,15 +235,21 @@ def materialise_disk(
         return DiskResult(final, format, info.virtual_size_bytes, info.actual_size_bytes, method)
 
 
-def remove_disk(pool_root: Path | str, vm_id: str) -> bool:
-    """Remove ``{pool}/vms/{vm-id}/`` and everything in it; False if it was not there."""
+def remove_disk(
+    pool_root: Path | str, vm_id: str, *, locks: KeyedLocks, protected: fs.ProtectedRoots
+) -> bool:
+    """Remove ``{pool}/vms/{vm-id}/`` and everything in it; False if it was not there.
+
+    Refused (``clone_failed``, not retryable) when the directory is, holds or
+    lies inside the root of another pool declared on this node (``protected``).
+    """
     root = Path(pool_root)
     vm = canonical_vm_id(vm_id)
     vms = root / VMS_DIR
     if not vms.is_dir():
         return False
-    with DEFAULT_LOCKS.hold((os.path.realpath(root), f"vm:{vm}")):
+    with locks.hold((os.path.realpath(root), f"vm:{vm}")):
         try:
-            return fs.remove_tree(vms, fs.safe_join(vms, vm))
+            return fs.remove_tree(vms, fs.safe_join(vms, vm), protected=protected)
         except fs.UnsafePath as exc:
             raise ImageError("clone_failed", str(exc), retryable=False) from exc

@@ -1,10 +1,11 @@
-"""Process-wide keyed locks: single flight for cache entries and VM disks.
+"""Keyed locks: single flight for cache entries and VM disks.
 
-Owns :class:`KeyedLocks` and :data:`DEFAULT_LOCKS`, the one table every
-``ImageCache`` (key ``(realpath(pool), basename)``) and the disk code (key
-``(realpath(pool), "vm:<uuid>")``) share, so single flight holds across
-instances in this process. Other processes are not coordinated: one agent
-owns a node's pools.
+Owns :class:`KeyedLocks`. The agent's composition root (``otherix.agent.main``)
+builds one table per process and passes it to the ``ImageCache`` (key
+``(realpath(pool), basename)``) and, through it, to the disk code (key
+``(realpath(pool), "vm:<uuid>")``), so single flight holds across every user
+in this process. Other processes are not coordinated: one agent owns a
+node's pools.
 """
 
 from __future__ import annotations
@@ -12,9 +13,8 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Iterator
-from typing import Final
 
-__all__ = ["DEFAULT_LOCKS", "KeyedLocks"]
+__all__ = ["KeyedLocks"]
 
 
 class KeyedLocks:
@@ -39,7 +39,3 @@ class KeyedLocks:
                     del self._locks[key]
                 else:
                     self._locks[key] = (lock, users - 1)
-
-
-#: The process-wide lock table: single flight holds across ImageCache instances.
-DEFAULT_LOCKS: Final = KeyedLocks()

@@ -14,7 +14,8 @@ process is using (tracked by the process's one :class:`ScratchArea`, which its
 away), plus stray ``fs.atomic_write`` temps
 (``.B.sha256.tmp-<hex>``) in ``images/`` untouched for a minute. It never
 sweeps inside another pool: an entry that is, holds or lies inside the root
-of another pool declared on this node (``fs.PROTECTED``; rows that overlap
+of another pool declared on this node (the node's ``fs.ProtectedRoots``, a
+required constructor argument the pool reconciler fills; rows that overlap
 from before the one-directory-one-pool rule) is skipped with a warning.
 """
 
@@ -47,9 +48,11 @@ _log = logging.getLogger(__name__)
 class ScratchArea:
     """The scratch files this process is writing: one per agent process (its
     ``ImageCache`` holds it), shared by the downloads, the disk clones and the
-    sweep, so the sweep never removes a file in use."""
+    sweep, so the sweep never removes a file in use. ``protected`` is the
+    node's declared pool roots, which the sweep never removes from under."""
 
-    def __init__(self) -> None:
+    def __init__(self, protected: fs.ProtectedRoots) -> None:
+        self.protected = protected
         self._lock = threading.Lock()
         #: realpaths of scratch files some operation of this process is writing.
         self._active: set[str] = set()
@@ -107,24 +110,24 @@ class ScratchArea:
             if self.busy(os.path.join(scratch_real, name)):
                 continue
             try:
-                if fs.remove_tree(scratch, scratch / name):
+                if fs.remove_tree(scratch, scratch / name, protected=self.protected):
                     removed.append(f"{SCRATCH_DIR}/{name}")
             except fs.UnsafePath as exc:  # another pool's root: never swept
                 _log.warning(
                     "scratch entry kept", extra={"pool": str(pool_root), "error": str(exc)}
                 )
-        removed.extend(_sweep_atomic_temps(pool_root))
+        removed.extend(_sweep_atomic_temps(pool_root, self.protected))
         return removed
 
 
-def _sweep_atomic_temps(pool_root: Path) -> list[str]:
+def _sweep_atomic_temps(pool_root: Path, protected: fs.ProtectedRoots) -> list[str]:
     """Stray ``fs.atomic_write`` temps in ``images/`` untouched for a minute."""
     removed: list[str] = []
     images = pool_root / IMAGES_DIR
     with contextlib.suppress(FileNotFoundError, NotADirectoryError):
         cutoff = time.time() - _ATOMIC_TMP_AGE
         for name in sorted(os.listdir(images)):
-            if not _ATOMIC_TMP_RE.fullmatch(name) or fs.PROTECTED.held_by(
+            if not _ATOMIC_TMP_RE.fullmatch(name) or protected.held_by(
                 os.path.join(os.path.realpath(images), name), os.path.realpath(images)
             ):
                 continue
