@@ -43,9 +43,11 @@ from otherix.store import jsontext
 from otherix.store.errors import StoreError, StoreLost, StoreUnavailable, translate
 from otherix.store.events import store as event_store
 from otherix.store.idempotency import store as idempotency_store
+from otherix.store.nodes import store as node_store
 from otherix.store.pools import store as pool_store
 from otherix.store.ports.events import EventStore
 from otherix.store.ports.idempotency import IdempotencyStore
+from otherix.store.ports.nodes import NodeStore
 from otherix.store.ports.pools import PoolStore
 from otherix.store.ports.tasks import TaskStore
 from otherix.store.tasks import store as task_store
@@ -211,6 +213,7 @@ class Database:
         self.idempotency: IdempotencyStore = idempotency_store
         self.tasks: TaskStore = task_store
         self.events: EventStore = event_store
+        self.nodes: NodeStore = node_store
 
     @property
     def lost(self) -> str | None:
