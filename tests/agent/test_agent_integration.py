@@ -60,21 +60,21 @@ def join_token(cp: ControlPlane, **body) -> str:
 
 def expired_join_token(cp: ControlPlane) -> str:
     from otherix.api.services import secrets
-    from otherix.store import nodes as qn
+    from otherix.store.nodes import store as qn
+    from otherix.store.ports.nodes import NewJoinToken
 
     token = secrets.new_token(secrets.JOIN_TOKEN_PREFIX)
     now = datetime.now(UTC)
-    row = {
-        "id": str(uuid.uuid4()),
-        "token_hash": secrets.digest(token),
-        "prefix": token[:12],
-        "description": "expired",
-        "created_by": None,
-        "max_uses": 1,
-        "uses": 0,
-        "created_at": now - timedelta(hours=2),
-        "expires_at": now - timedelta(hours=1),
-    }
+    row = NewJoinToken(
+        id=str(uuid.uuid4()),
+        token_hash=secrets.digest(token),
+        prefix=token[:12],
+        description="expired",
+        created_by=None,
+        max_uses=1,
+        created_at=now - timedelta(hours=2),
+        expires_at=now - timedelta(hours=1),
+    )
     assert cp.server is not None
     with cp.server.deps.db.write() as conn:
         qn.insert_join_token(conn, row)

@@ -38,7 +38,7 @@ from apihelpers import (
     serve,
 )
 
-from otherix.store import nodes as qn
+from otherix.store.nodes import store as qn
 from support.harness import wait_until
 
 TWO_WAYS = (

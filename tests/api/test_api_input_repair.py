@@ -31,9 +31,9 @@ from apihelpers import (
 )
 
 from otherix.store import Database, Tx
-from otherix.store import nodes as qn
 from otherix.store import vms as qv
 from otherix.store.migrate import alembic_config, current_revision
+from otherix.store.nodes import store as qn
 from otherix.store.pools import store as qp
 from otherix.store.tasks import store as qt
 from support.hostile import LONE, broken, nested, views

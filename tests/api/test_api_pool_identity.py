@@ -89,7 +89,7 @@ def get_vm(api, name: str, role: str = "admin") -> dict[str, Any]:
 
 def bump(api, node: Node) -> None:
     """What every transaction that changes a node's disks does (task outcomes, deletes)."""
-    from otherix.store import nodes as qn
+    from otherix.store.nodes import store as qn
 
     with api.server.deps.db.write() as conn:
         qn.bump_revision(conn, node.id)

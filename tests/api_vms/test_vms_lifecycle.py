@@ -24,7 +24,7 @@ from test_vms_helpers import (
     vm_body,
 )
 
-from otherix.store import nodes as qn
+from otherix.store.nodes import store as qn
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ from test_vms_helpers import (
     report,
 )
 
-from otherix.store import nodes as qn
+from otherix.store.nodes import store as qn
 
 
 @pytest.fixture

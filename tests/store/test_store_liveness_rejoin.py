@@ -12,9 +12,10 @@ import pytest
 import sqlalchemy as sa
 
 from otherix.store import Database, UniqueViolation
-from otherix.store import nodes as qn
 from otherix.store.migrate import upgrade
-from otherix.store.schema import node_rejoin_tokens
+from otherix.store.nodes import store as qn
+from otherix.store.ports.nodes import NewNode, NewRejoinToken, NodeRow
+from otherix.store.schema import node_rejoin_tokens, nodes
 from otherix.store.tx import sql
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
@@ -31,22 +32,22 @@ def db(db_url) -> Iterator[Database]:
 
 
 def add_node(db: Database, name: str, **values: Any) -> str:
+    """A node as a join makes it, then the test's columns (``ready`` unless
+    ``status`` says otherwise) written straight to the table: raw values, so a
+    ``last_heartbeat_at`` is not stamped with the database clock."""
     nid = str(uuid.uuid4())
-    row = {
-        "id": nid,
-        "name": name,
-        "name_lower": name.lower(),
-        "status": "ready",
-        "cordoned": False,
-        "credential_hash": f"cred-{nid}",
-        "desired_revision": 1,
-        "created_at": T0,
-        "updated_at": T0,
-        "status_changed_at": T0,
-        **values,
-    }
+    created_at = values.pop("created_at", T0)
+    new = NewNode(
+        id=nid,
+        name=name,
+        architecture=values.pop("architecture", None),
+        credential_hash=values.pop("credential_hash", f"cred-{nid}"),
+        created_at=created_at,
+    )
+    columns = {"status": "ready", "updated_at": T0, "status_changed_at": T0, **values}
     with db.write() as conn:
-        qn.insert_node(conn, row)
+        qn.insert_node(conn, new)
+        sql(conn).execute(nodes.update().where(nodes.c.id == nid).values(**columns))
     return nid
 
 
@@ -57,11 +58,17 @@ def db_now(db: Database) -> datetime:
     return value.astimezone(UTC)
 
 
-def node(db: Database, nid: str) -> dict[str, Any]:
+def node(db: Database, nid: str) -> NodeRow:
     with db.read() as conn:
         row = qn.get_node(conn, nid, include_deleted=True)
     assert row is not None
     return row
+
+
+def last_heartbeat(db: Database, nid: str) -> datetime:
+    at = node(db, nid).last_heartbeat_at
+    assert at is not None
+    return at
 
 
 def pg_only(db: Database) -> None:
@@ -77,17 +84,17 @@ def test_live_statuses_and_move_only_touch_live_nodes_still_in_the_status(db):
     b = add_node(db, "mv-b", status="pending")
     gone = add_node(db, "mv-del", deleted_at=T0)
     with db.read() as conn:
-        listed = {r["id"]: r["status"] for r in qn.live_statuses(conn, ["ready", "pending"])}
+        listed = {r.id: r.status for r in qn.live_statuses(conn, ["ready", "pending"])}
     assert listed == {a: "ready", b: "pending"}
     later = T0 + timedelta(minutes=1)
     with db.write() as conn:
         moved = qn.move(conn, [a, b, gone], from_status="ready", to_status="unreachable", now=later)
         assert qn.move(conn, [], from_status="ready", to_status="unreachable", now=later) == []
-    assert [m["id"] for m in moved] == [a]
-    assert node(db, a)["status"] == "unreachable"
-    assert node(db, a)["status_changed_at"] == later
-    assert node(db, b)["status"] == "pending"
-    assert node(db, gone)["status"] == "ready"
+    assert [m.id for m in moved] == [a]
+    assert node(db, a).status == "unreachable"
+    assert node(db, a).status_changed_at == later
+    assert node(db, b).status == "pending"
+    assert node(db, gone).status == "ready"
 
 
 # liveness: several replicas (database clock) ---------------------------------------------
@@ -101,7 +108,7 @@ def test_heartbeat_flush_writes_the_database_clock_minus_the_age(db):
     with db.write() as conn:
         qn.record_heartbeats_db_clock(conn, [(a, 0.0), (b, 30.0)])
     after = db_now(db)
-    seen_a, seen_b = node(db, a)["last_heartbeat_at"], node(db, b)["last_heartbeat_at"]
+    seen_a, seen_b = last_heartbeat(db, a), last_heartbeat(db, b)
     assert before <= seen_a <= after
     assert before - timedelta(seconds=30) <= seen_b <= after - timedelta(seconds=30)
 
@@ -113,12 +120,12 @@ def test_heartbeat_flush_never_moves_back_but_replaces_a_time_in_the_future(db):
     fresh = add_node(db, "dbc-fresh")
     with db.write() as conn:
         qn.record_heartbeats_db_clock(conn, [(fresh, 0.0)])
-    newest = node(db, fresh)["last_heartbeat_at"]
+    newest = last_heartbeat(db, fresh)
     with db.write() as conn:
         # an older heartbeat flushed late (another replica) does not move it back
         qn.record_heartbeats_db_clock(conn, [(fresh, 60.0), (ahead, 0.0)])
-    assert node(db, fresh)["last_heartbeat_at"] == newest
-    assert node(db, ahead)["last_heartbeat_at"] < future - timedelta(minutes=9)
+    assert last_heartbeat(db, fresh) == newest
+    assert last_heartbeat(db, ahead) < future - timedelta(minutes=9)
 
 
 def test_update_node_stamps_last_heartbeat_with_the_database_clock(db):
@@ -127,7 +134,7 @@ def test_update_node_stamps_last_heartbeat_with_the_database_clock(db):
     stepped_back = db_now(db) - timedelta(minutes=10)
     with db.write() as conn:
         qn.update_node(conn, nid, {"status": "ready", "last_heartbeat_at": stepped_back})
-    assert node(db, nid)["last_heartbeat_at"] > stepped_back + timedelta(minutes=9)
+    assert last_heartbeat(db, nid) > stepped_back + timedelta(minutes=9)
 
 
 def test_transition_by_the_database_clock(db):
@@ -149,16 +156,16 @@ def test_transition_by_the_database_clock(db):
         gone = qn.transition_db_clock(
             conn, from_status=["unreachable"], to_status="gone", changed_older_than=300
         )
-    assert [m["id"] for m in moved] == [stale]
-    assert [g["id"] for g in gone] == [old_unreachable]
-    status = {n: node(db, n)["status"] for n in (stale, fresh, pending, new_unreachable)}
+    assert [m.id for m in moved] == [stale]
+    assert [g.id for g in gone] == [old_unreachable]
+    status = {n: node(db, n).status for n in (stale, fresh, pending, new_unreachable)}
     assert status == {
         stale: "unreachable",
         fresh: "ready",
         pending: "pending",
         new_unreachable: "unreachable",
     }
-    assert node(db, stale)["status_changed_at"] >= now  # stamped by the database too
+    assert node(db, stale).status_changed_at >= now  # stamped by the database too
 
 
 def test_database_clock_variants_refuse_sqlite(db):
@@ -171,16 +178,15 @@ def test_database_clock_variants_refuse_sqlite(db):
 # re-enrol tokens -------------------------------------------------------------------------
 
 
-def token_row(node_id: str, token_hash: str, **values: Any) -> dict[str, Any]:
-    return {
-        "node_id": node_id,
-        "token_hash": token_hash,
-        "prefix": token_hash[:12],
-        "created_by": None,
-        "created_at": T0,
-        "expires_at": T0 + timedelta(hours=1),
-        **values,
-    }
+def token_row(node_id: str, token_hash: str) -> NewRejoinToken:
+    return NewRejoinToken(
+        node_id=node_id,
+        token_hash=token_hash,
+        prefix=token_hash[:12],
+        created_by=None,
+        created_at=T0,
+        expires_at=T0 + timedelta(hours=1),
+    )
 
 
 def test_a_newer_rejoin_token_replaces_the_older_one(db):
@@ -195,7 +201,7 @@ def test_a_newer_rejoin_token_replaces_the_older_one(db):
         count = sql(conn).execute(sa.select(sa.func.count()).select_from(node_rejoin_tokens))
         assert count.scalar_one() == 1
     assert row is not None
-    assert (row["node_id"], row["used_at"], row["expires_at"]) == (
+    assert (row.node_id, row.used_at, row.expires_at) == (
         nid,
         None,
         T0 + timedelta(hours=1),
@@ -226,7 +232,7 @@ def test_replace_credential_is_compare_and_set_on_live_nodes(db):
         assert qn.get_node_by_credential(conn, f"cred-{nid}") is None
         found = qn.get_node_by_credential(conn, "h2")
         assert found is not None
-        assert found["id"] == nid
+        assert found.id == nid
 
 
 def test_deleting_a_node_row_takes_its_rejoin_token(db):

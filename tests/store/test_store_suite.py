@@ -24,11 +24,12 @@ from otherix.store import (
     UniqueViolation,
     schema,
 )
-from otherix.store import nodes as qn
 from otherix.store.migrate import alembic_config, current_revision, upgrade
+from otherix.store.nodes import store as qn
 from otherix.store.pools import store as qp
 from otherix.store.ports.events import EventRow
 from otherix.store.ports.idempotency import IdempotencyRow
+from otherix.store.ports.nodes import NewJoinToken, NewNode
 from otherix.store.ports.pools import NewPool, PoolRef, PoolRow
 from otherix.store.ports.tasks import NewTask
 from otherix.store.ports.users import NewApiToken, NewRefreshToken, NewUser
@@ -73,22 +74,22 @@ def add_user(db: Database, name: str = "alice", at: datetime = T0) -> str:
 
 
 def add_node(db: Database, name: str, **values: Any) -> str:
+    """A node as a join makes it, then the test's columns (``ready`` unless
+    ``status`` says otherwise) written straight to the table: raw values, so a
+    ``last_heartbeat_at`` is not stamped with the database clock."""
     nid = new_id()
-    row = {
-        "id": nid,
-        "name": name,
-        "name_lower": name.lower(),
-        "status": "ready",
-        "cordoned": False,
-        "credential_hash": uuid.uuid4().hex,
-        "desired_revision": 1,
-        "created_at": T0,
-        "updated_at": T0,
-        "status_changed_at": T0,
-    }
-    row.update(values)
+    created_at = values.pop("created_at", T0)
+    new = NewNode(
+        id=nid,
+        name=name,
+        architecture=values.pop("architecture", None),
+        credential_hash=values.pop("credential_hash", uuid.uuid4().hex),
+        created_at=created_at,
+    )
+    columns = {"status": "ready", "updated_at": T0, "status_changed_at": T0, **values}
     with db.write() as conn:
-        qn.insert_node(conn, row)
+        qn.insert_node(conn, new)
+        sql(conn).execute(schema.nodes.update().where(schema.nodes.c.id == nid).values(**columns))
     return nid
 
 
@@ -280,16 +281,16 @@ def test_refresh_rotation_is_compare_and_set(db):
 def test_node_names_are_unique_among_live_nodes_only(db):
     first = add_node(db, "Worker-1")
     with db.read() as conn:
-        assert found(qn.get_node_by_name(conn, "worker-1"))["id"] == first
+        assert found(qn.get_node_by_name(conn, "worker-1")).id == first
     with pytest.raises(UniqueViolation):
         add_node(db, "WORKER-1")
     with db.write() as conn:
-        qn.update_node(conn, first, {"deleted_at": T0})
+        assert qn.soft_delete(conn, first, T0) == 1
     second = add_node(db, "worker-1")  # a soft-deleted node's name can be reused
     with db.read() as conn:
-        assert found(qn.get_node_by_name(conn, "worker-1"))["id"] == second
+        assert found(qn.get_node_by_name(conn, "worker-1")).id == second
         assert qn.get_node(conn, first) is None
-        assert found(qn.get_node(conn, first, include_deleted=True))["deleted_at"] == T0
+        assert found(qn.get_node(conn, first, include_deleted=True)).deleted_at == T0
     with pytest.raises(UniqueViolation):
         add_node(db, "worker-1")
 
@@ -301,7 +302,7 @@ def test_desired_revision_bumps_and_clears_the_digest(db):
         qn.bump_revision(conn, nid)
     with db.read() as conn:
         assert qn.get_revision(conn, nid) == 3
-        assert found(qn.get_node(conn, nid))["observed_digest"] is None
+        assert found(qn.get_node(conn, nid)).observed_digest is None
 
 
 def test_record_heartbeats_never_moves_backwards(db):
@@ -315,59 +316,8 @@ def test_record_heartbeats_never_moves_backwards(db):
         )
         qn.record_heartbeats(conn, [])
     with db.read() as conn:
-        seen = {n: found(qn.get_node(conn, n))["last_heartbeat_at"] for n in (a, b, c)}
+        seen = {n: found(qn.get_node(conn, n)).last_heartbeat_at for n in (a, b, c)}
     assert seen == {a: t, b: t + timedelta(microseconds=1), c: t}
-
-
-def test_transition_moves_exactly_the_stale_rows(db):
-    now = T0 + timedelta(hours=1)
-    cutoff = now - timedelta(seconds=90)
-    stale = add_node(db, "stale", last_heartbeat_at=cutoff - timedelta(microseconds=1))
-    fresh = add_node(db, "fresh", last_heartbeat_at=cutoff + timedelta(seconds=1))
-    never_old = add_node(db, "never-old")  # no heartbeat, created long ago
-    never_new = add_node(db, "never-new", created_at=now)  # no heartbeat, just created
-    pending = add_node(db, "pending", status="pending", last_heartbeat_at=T0)
-    deleted = add_node(db, "deleted", last_heartbeat_at=T0, deleted_at=T0)
-    with db.write() as conn:
-        moved = qn.transition(
-            conn, from_status=["ready"], to_status="unreachable", heartbeat_before=cutoff, now=now
-        )
-    assert sorted(m["id"] for m in moved) == sorted([stale, never_old])
-    with db.read() as conn:
-        status = {
-            n: found(qn.get_node(conn, n, include_deleted=True))["status"]
-            for n in (stale, fresh, never_old, never_new, pending, deleted)
-        }
-        assert found(qn.get_node(conn, stale))["status_changed_at"] == now
-    assert status == {
-        stale: "unreachable",
-        fresh: "ready",
-        never_old: "unreachable",
-        never_new: "ready",
-        pending: "pending",
-        deleted: "ready",
-    }
-
-    later = now + timedelta(minutes=5)
-    with db.write() as conn:
-        assert (
-            qn.transition(
-                conn,
-                from_status=["unreachable"],
-                to_status="gone",
-                changed_before=later - timedelta(seconds=300),
-                now=later,
-            )
-            == []
-        )
-        gone = qn.transition(
-            conn,
-            from_status=["unreachable"],
-            to_status="gone",
-            changed_before=later - timedelta(seconds=299),
-            now=later,
-        )
-    assert sorted(m["id"] for m in gone) == sorted([stale, never_old])
 
 
 def test_join_tokens_are_consumed_with_compare_and_set(db):
@@ -375,18 +325,20 @@ def test_join_tokens_are_consumed_with_compare_and_set(db):
     with db.write() as conn:
         qn.insert_join_token(
             conn,
-            {
-                "id": tid,
-                "token_hash": "jt",
-                "prefix": "otxj_abc",
-                "max_uses": 2,
-                "uses": 0,
-                "created_at": T0,
-            },
+            NewJoinToken(
+                id=tid,
+                token_hash="jt",
+                prefix="otxj_abc",
+                description="",
+                created_by=None,
+                max_uses=2,
+                created_at=T0,
+                expires_at=None,
+            ),
         )
     with db.write() as conn:
         assert [qn.consume_join_token(conn, tid) for _ in range(3)] == [1, 1, 0]
-        assert found(qn.get_join_token_by_hash(conn, "jt"))["uses"] == 2
+        assert found(qn.get_join_token_by_hash(conn, "jt")).uses == 2
         assert qn.delete_join_token(conn, tid) == 1
         assert qn.delete_join_token(conn, tid) == 0
 

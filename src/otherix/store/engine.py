@@ -43,9 +43,11 @@ from otherix.store import jsontext
 from otherix.store.errors import StoreError, StoreLost, StoreUnavailable, translate
 from otherix.store.events import store as event_store
 from otherix.store.idempotency import store as idempotency_store
+from otherix.store.nodes import store as node_store
 from otherix.store.pools import store as pool_store
 from otherix.store.ports.events import EventStore
 from otherix.store.ports.idempotency import IdempotencyStore
+from otherix.store.ports.nodes import NodeStore
 from otherix.store.ports.pools import PoolStore
 from otherix.store.ports.settings import SettingsStore
 from otherix.store.ports.tasks import TaskStore
@@ -217,6 +219,7 @@ class Database:
         self.events: EventStore = event_store
         self.settings: SettingsStore = settings_store
         self.users: UserStore = user_store
+        self.nodes: NodeStore = node_store
 
     @property
     def lost(self) -> str | None:

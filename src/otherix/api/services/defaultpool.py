@@ -42,9 +42,10 @@ from otherix.errors import (
 from otherix.models.nodes import DefaultPoolProvisioned
 from otherix.models.pools import DefaultPool
 from otherix.store import Tx
-from otherix.store import nodes as qn
 from otherix.store.events import store as qe
+from otherix.store.nodes import store as qn
 from otherix.store.pools import store as qp
+from otherix.store.ports.nodes import NodeRow
 from otherix.store.ports.pools import NewPool
 from otherix.store.ports.settings import DEFAULT_POOL_NAME
 from otherix.store.settings import store as qs
@@ -76,10 +77,9 @@ def _event(
     )
 
 
-def _run(deps: Deps, conn: Any, node: dict[str, Any], plan: Plan) -> DefaultPoolProvisioned:
+def _run(deps: Deps, conn: Any, node_id: str, node_name: str, plan: Plan) -> DefaultPoolProvisioned:
     """The step on a node whose row the caller has locked or claimed."""
     now = deps.clock.now()
-    node_id, node_name = str(node["id"]), str(node["name"])
     result: dict[str, Any] = {"node": node_name, "name": plan.name, "path": plan.path}
     if plan.outcome is not None:
         if plan.outcome == "invalid_name":
@@ -152,33 +152,32 @@ def on_promoted(deps: Deps, node_id: str, node_name: str) -> bool:
     plan = _plan(deps)
     with deps.db.write() as conn:
         if plan.outcome == "invalid_name":
-            node = {"id": node_id, "name": node_name}
-            result = _run(deps, conn, node, plan)
+            result = _run(deps, conn, node_id, node_name, plan)
         elif not qn.claim_default_pool_step(conn, node_id, deps.clock.now()):
             return False
         else:
-            result = _run(deps, conn, {"id": node_id, "name": node_name}, plan)
+            result = _run(deps, conn, node_id, node_name, plan)
     _log(result)
     if result.outcome == "created":
         deps.hub.publish([node_id])
     return result.outcome == "created"
 
 
-def provision(deps: Deps, node: dict[str, Any]) -> DefaultPoolProvisioned:
+def provision(deps: Deps, node: NodeRow) -> DefaultPoolProvisioned:
     """Run the step now on a live node (an admin's request) and record it as done."""
     plan = _plan(deps)
     with deps.db.write() as conn:
-        if not qn.lock_node(conn, str(node["id"])):
+        if not qn.lock_node(conn, node.id):
             raise NotFound(
-                not_found_message("node", node["name"], "otherix node list"),
-                {"node": node["name"]},
+                not_found_message("node", node.name, "otherix node list"),
+                {"node": node.name},
             )
-        result = _run(deps, conn, node, plan)
+        result = _run(deps, conn, node.id, node.name, plan)
         if plan.outcome != "invalid_name":
-            qn.set_default_pool_step(conn, str(node["id"]), deps.clock.now())
+            qn.set_default_pool_step(conn, node.id, deps.clock.now())
     _log(result)
     if result.outcome == "created":
-        deps.hub.publish([str(node["id"])])
+        deps.hub.publish([node.id])
     return result
 
 

@@ -42,9 +42,10 @@ from otherix.models.heartbeat import (
     HeartbeatReport,
     PoolReport,
 )
-from otherix.store import nodes as qn
+from otherix.store.nodes import store as qn
 from otherix.store.pools import store as qp
 from otherix.store.ports import JSONValue
+from otherix.store.ports.nodes import HeartbeatNode, NodeChange, ObservedChange
 from otherix.store.ports.pools import (
     DeclaredPoolRow,
     DiskToCheck,
@@ -211,56 +212,63 @@ def apply_pool_reports(
     return bump
 
 
-def _observed_changes(deps: Deps, node: dict[str, Any], report: HeartbeatReport) -> dict[str, Any]:
+def _observed_changes(deps: Deps, node: HeartbeatNode, report: HeartbeatReport) -> ObservedChange:
     """Agents send capabilities/resources only when they change, so the stored
     JSON is read only then."""
-    observed: dict[str, Any] = {}
-    if report.agent_version != node["agent_version"]:
+    observed: ObservedChange = {}
+    if report.agent_version != node.agent_version:
         observed["agent_version"] = report.agent_version
     if report.capabilities is None and report.resources is None:
         return observed
     with deps.db.read() as conn:
-        stored = qn.get_observed(conn, node["id"])
-    if report.capabilities is not None and report.capabilities != stored["capabilities"]:
+        stored = qn.get_observed(conn, node.id)
+    if report.capabilities is not None and report.capabilities != stored.capabilities:
         observed["capabilities"] = report.capabilities
     if report.resources is not None:
         res = report.resources.model_dump(exclude_none=True)
-        if res != stored["resources"]:
+        if res != stored.resources:
             observed["resources"] = res
     return observed
 
 
 def _node_changes(
-    node: dict[str, Any], report: HeartbeatReport, promote: bool, now: datetime
-) -> dict[str, Any]:
-    values: dict[str, Any] = {}
-    if report.pools is not None and report.digest != node["observed_digest"]:
+    node: HeartbeatNode, report: HeartbeatReport, promote: bool, now: datetime
+) -> NodeChange:
+    values: NodeChange = {}
+    if report.pools is not None and report.digest != node.observed_digest:
         values["observed_digest"] = report.digest
-    if node["architecture"] is None:
+    if node.architecture is None:
         values["architecture"] = report.architecture
     if promote:
-        values.update(status="ready", status_changed_at=now, updated_at=now, last_heartbeat_at=now)
+        values.update(
+            {
+                "status": "ready",
+                "status_changed_at": now,
+                "updated_at": now,
+                "last_heartbeat_at": now,
+            }
+        )
     return values
 
 
-def _load_node(deps: Deps, token: str, report: HeartbeatReport) -> dict[str, Any]:
+def _load_node(deps: Deps, token: str, report: HeartbeatReport) -> HeartbeatNode:
     node = None
     if token.startswith(secrets.NODE_CREDENTIAL_PREFIX):
         with deps.db.read_one() as conn:
             node = qn.get_node_for_heartbeat(conn, secrets.digest(token))
     if node is None:
         raise unknown_credential(deps, token)  # node_deleted or credential_unknown
-    if liveness.heartbeat_refused(node["status"]):
+    if liveness.heartbeat_refused(node.status):
         raise Conflict(
             "node is gone; an operator must readmit it ('otherix node readmit')",
             {"reason": "node_gone"},
         )
-    if node["architecture"] and node["architecture"] != report.architecture:
+    if node.architecture and node.architecture != report.architecture:
         raise Conflict(
             "architecture mismatch",
             {
                 "reason": "architecture_mismatch",
-                "registered": node["architecture"],
+                "registered": node.architecture,
                 "reported": report.architecture,
             },
         )
@@ -299,17 +307,17 @@ def heartbeat(
     """
     now = deps.clock.now()
     node = _load_node(deps, token, report)
-    bind_agent(AgentIdentity(node["id"], node["name"]), name)
-    ident = AgentIdentity(node["id"], node["name"])
-    resync = report.pools is None and report.digest != node["observed_digest"]
-    promote = liveness.promotes_on_heartbeat(node["status"])
+    bind_agent(AgentIdentity(node.id, node.name), name)
+    ident = AgentIdentity(node.id, node.name)
+    resync = report.pools is None and report.digest != node.observed_digest
+    promote = liveness.promotes_on_heartbeat(node.status)
     if read_only and (
         promote
         or report.pools
         or report.capabilities is not None
         or report.resources is not None
-        or report.agent_version != node["agent_version"]
-        or (report.pools is not None and report.digest != node["observed_digest"])
+        or report.agent_version != node.agent_version
+        or (report.pools is not None and report.digest != node.observed_digest)
     ):
         return None
     # Liveness ages are monotonic (api/workers/liveness.py); noted before any
@@ -328,11 +336,11 @@ def heartbeat(
             if node_values:
                 qn.update_node(conn, ident.node_id, node_values)
     if promote:
-        log.info("node promoted to ready: %s", node["name"])
-        written = defaultpool.on_promoted(deps, ident.node_id, node["name"]) or written
+        log.info("node promoted to ready: %s", node.name)
+        written = defaultpool.on_promoted(deps, ident.node_id, node.name) or written
     if identity_recorded:
         deps.hub.publish([ident.node_id])
-    desired = desired_json(deps, ident.node_id, None if written else node["desired_revision"])
+    desired = desired_json(deps, ident.node_id, None if written else node.desired_revision)
     return HeartbeatAnswer(now, resync, deps.settings.agents.heartbeat_interval, desired)
 
 

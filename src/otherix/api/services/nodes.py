@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import uuid
 from datetime import timedelta
-from typing import Any
 
 from otherix.api.deps import AgentIdentity, Deps
 from otherix.api.services import defaultpool, secrets
 from otherix.domain import liveness
 from otherix.domain.defaultpool import last_default_message, removes_last_default
+from otherix.domain.liveness import projected_status
 from otherix.domain.names import looks_like_uuid, validate_node_name
 from otherix.errors import (
     Conflict,
@@ -46,30 +46,31 @@ from otherix.models.nodes import (
 )
 from otherix.models.pagination import decode_cursor, split_page
 from otherix.store import Tx, UniqueViolation
-from otherix.store import nodes as q
 from otherix.store.events import store as qe
+from otherix.store.nodes import store as q
 from otherix.store.pools import store as qp
 from otherix.store.ports.events import EventRow
+from otherix.store.ports.nodes import NewJoinToken, NewNode, NodeRow
 from otherix.store.ports.pools import PoolRef
 from otherix.store.ports.settings import DEFAULT_POOL_NAME
 from otherix.store.settings import store as qs
 
 
-def projected_status(row: dict[str, Any]) -> str:
-    """``domain.liveness.projected_status`` of a node row."""
-    return liveness.projected_status(
-        str(row["status"]), bool(row["cordoned"]), row.get("deleted_at") is not None
-    )
-
-
-def node_view(row: dict[str, Any]) -> Node:
-    return Node.model_validate(
-        {
-            **row,
-            "status": projected_status(row),
-            "capabilities": row.get("capabilities") or {},
-            "resources": row.get("resources") or {},
-        }
+def node_view(row: NodeRow) -> Node:
+    return Node(
+        id=row.id,
+        name=row.name,
+        status=projected_status(row.status, row.cordoned, row.deleted_at is not None),
+        architecture=row.architecture,
+        created_at=row.created_at,
+        cordoned=row.cordoned,
+        agent_version=row.agent_version,
+        capabilities=row.capabilities or {},
+        resources=row.resources or {},
+        last_heartbeat_at=row.last_heartbeat_at,
+        status_changed_at=row.status_changed_at,
+        desired_revision=row.desired_revision,
+        updated_at=row.updated_at,
     )
 
 
@@ -100,10 +101,10 @@ def node_filter_id(conn: Tx, node: str | None) -> str | None:
     )
     if row is None:
         raise ValidationFailed(node_not_found(node), {"node": node})
-    return str(row["id"])
+    return row.id
 
 
-def get_node_row(deps: Deps, name: str) -> dict[str, Any]:
+def get_node_row(deps: Deps, name: str) -> NodeRow:
     name_param(name)
     with deps.db.read() as conn:
         row = q.get_node_by_name(conn, name)
@@ -118,25 +119,44 @@ def get_node_row(deps: Deps, name: str) -> dict[str, Any]:
 def create_join_token(deps: Deps, created_by: str, body: JoinTokenCreate) -> JoinTokenCreated:
     now = deps.clock.now()
     token = secrets.new_token(secrets.JOIN_TOKEN_PREFIX)
-    row = {
-        "id": str(uuid.uuid4()),
-        "token_hash": secrets.digest(token),
-        "prefix": token[:12],
-        "description": body.description,
-        "created_by": created_by,
-        "max_uses": body.max_uses,
-        "uses": 0,
-        "created_at": now,
-        "expires_at": now + timedelta(seconds=body.ttl_seconds) if body.ttl_seconds else None,
-    }
+    row = NewJoinToken(
+        id=str(uuid.uuid4()),
+        token_hash=secrets.digest(token),
+        prefix=token[:12],
+        description=body.description,
+        created_by=created_by,
+        max_uses=body.max_uses,
+        created_at=now,
+        expires_at=now + timedelta(seconds=body.ttl_seconds) if body.ttl_seconds else None,
+    )
     with deps.db.write() as conn:
         q.insert_join_token(conn, row)
-    return JoinTokenCreated.model_validate({**row, "token": token})
+    return JoinTokenCreated(
+        id=row.id,
+        prefix=row.prefix,
+        description=row.description,
+        max_uses=row.max_uses,
+        uses=0,
+        created_at=row.created_at,
+        expires_at=row.expires_at,
+        token=token,
+    )
 
 
 def list_join_tokens(deps: Deps) -> list[JoinToken]:
     with deps.db.read() as conn:
-        return [JoinToken.model_validate(r) for r in q.list_join_tokens(conn)]
+        return [
+            JoinToken(
+                id=r.id,
+                prefix=r.prefix,
+                description=r.description,
+                max_uses=r.max_uses,
+                uses=r.uses,
+                created_at=r.created_at,
+                expires_at=r.expires_at,
+            )
+            for r in q.list_join_tokens(conn)
+        ]
 
 
 def delete_join_token(deps: Deps, token_id: str) -> None:
@@ -161,27 +181,21 @@ def join(deps: Deps, body: NodeJoin) -> NodeJoined:
             tok = q.get_join_token_by_hash(conn, secrets.digest(body.join_token))
             if tok is None:
                 raise Unauthenticated("unknown join token", {"reason": "join_token_unknown"})
-            if tok["expires_at"] is not None and tok["expires_at"] <= now:
+            if tok.expires_at is not None and tok.expires_at <= now:
                 raise Unauthenticated("join token has expired", {"reason": "join_token_expired"})
-            if not q.consume_join_token(conn, tok["id"]):
+            if not q.consume_join_token(conn, tok.id):
                 raise Unauthenticated(
                     "join token has no uses left", {"reason": "join_token_exhausted"}
                 )
             q.insert_node(
                 conn,
-                {
-                    "id": node_id,
-                    "name": body.name,
-                    "name_lower": body.name.lower(),
-                    "status": "pending",
-                    "cordoned": False,
-                    "architecture": body.architecture,
-                    "credential_hash": secrets.digest(credential),
-                    "desired_revision": 1,
-                    "created_at": now,
-                    "updated_at": now,
-                    "status_changed_at": now,
-                },
+                NewNode(
+                    id=node_id,
+                    name=body.name,
+                    architecture=body.architecture,
+                    credential_hash=secrets.digest(credential),
+                    created_at=now,
+                ),
             )
     except UniqueViolation as exc:
         raise Conflict(
@@ -213,7 +227,7 @@ def unknown_credential(deps: Deps, token: str) -> Unauthenticated:
         with deps.db.read() as conn:
             gone = q.get_deleted_node_by_credential(conn, secrets.digest(token))
         if gone is not None:
-            return removed_error(str(gone["name"]))
+            return removed_error(gone.name)
     return Unauthenticated("unknown or revoked node credential", {"reason": "credential_unknown"})
 
 
@@ -224,7 +238,7 @@ def authenticate_agent(deps: Deps, token: str) -> AgentIdentity:
         row = q.get_node_by_credential(conn, secrets.digest(token))
     if row is None:
         raise unknown_credential(deps, token)
-    return AgentIdentity(row["id"], row["name"])
+    return AgentIdentity(row.id, row.name)
 
 
 def bind_agent(ident: AgentIdentity, name: str) -> None:
@@ -252,25 +266,25 @@ def list_nodes(
 
 def set_cordon(deps: Deps, name: str, cordoned: bool) -> Node:
     row = get_node_row(deps, name)
-    if refusal := liveness.cordon_refusal(row["status"], cordoned):
-        raise Conflict(refusal, {"current_status": row["status"]})
+    if refusal := liveness.cordon_refusal(row.status, cordoned):
+        raise Conflict(refusal, {"current_status": row.status})
     now = deps.clock.now()
     with deps.db.write() as conn:
-        q.update_node(conn, row["id"], {"cordoned": cordoned, "updated_at": now})
-        row = q.get_node(conn, row["id"]) or row
+        q.update_node(conn, row.id, {"cordoned": cordoned, "updated_at": now})
+        row = q.get_node(conn, row.id) or row
     return node_view(row)
 
 
 def readmit(deps: Deps, name: str) -> Node:
     row = get_node_row(deps, name)
-    if refusal := liveness.readmit_refusal(row["status"]):
-        raise Conflict(refusal, {"current_status": row["status"]})
+    if refusal := liveness.readmit_refusal(row.status):
+        raise Conflict(refusal, {"current_status": row.status})
     now = deps.clock.now()
     with deps.db.write() as conn:
         q.update_node(
-            conn, row["id"], {"status": "pending", "status_changed_at": now, "updated_at": now}
+            conn, row.id, {"status": "pending", "status_changed_at": now, "updated_at": now}
         )
-        row = q.get_node(conn, row["id"]) or row
+        row = q.get_node(conn, row.id) or row
     return node_view(row)
 
 
@@ -290,7 +304,7 @@ def node_detail(deps: Deps, name: str) -> NodeDetail:
     """The full view with the node's events (admins and operators)."""
     row = get_node_row(deps, name)
     with deps.db.read() as conn:
-        events = qe.list_events(conn, row["id"])
+        events = qe.list_events(conn, row.id)
     return NodeDetail.model_validate(
         {**node_view(row).model_dump(), "events": [_event_view(e) for e in events]}
     )
@@ -324,45 +338,45 @@ def delete_node(deps: Deps, name: str) -> NodeDeleted:
     row = get_node_row(deps, name)
     now = deps.clock.now()
     with deps.db.write() as conn:
-        locked, default = _lock_for_delete(conn, row["id"])
-        mine = [r for r in locked if r.node_id == row["id"]]
-        if not q.lock_node(conn, row["id"]):
+        locked, default = _lock_for_delete(conn, row.id)
+        mine = [r for r in locked if r.node_id == row.id]
+        if not q.lock_node(conn, row.id):
             raise NotFound(node_not_found(name), {"node": name})
-        current = {r.id for r in qp.paths_on_nodes(conn, [row["id"]])}
+        current = {r.id for r in qp.paths_on_nodes(conn, [row.id])}
         if current != {r.id for r in mine}:
             raise Conflict(
-                f"pools were created on node {row['name']} while it was being deleted; "
+                f"pools were created on node {row.name} while it was being deleted; "
                 "retry the delete"
             )
-        disks = qp.count_disks_on_node(conn, row["id"])
+        disks = qp.count_disks_on_node(conn, row.id)
         if disks:
-            vms = qp.vm_names_on_node_pools(conn, row["id"])
+            vms = qp.vm_names_on_node_pools(conn, row.id)
             raise Conflict(
-                f"node {row['name']} cannot be deleted: its storage pools hold {disks} VM "
+                f"node {row.name} cannot be deleted: its storage pools hold {disks} VM "
                 f"disk(s) ({', '.join(vms)}); delete those VMs first ('otherix vm list "
-                f"--node {row['name']}')",
+                f"--node {row.name}')",
                 {
                     "blocking_resources": {"vm_disks": disks},
                     "vms": vms,
-                    "hint": f"otherix vm list --node {row['name']}",
+                    "hint": f"otherix vm list --node {row.name}",
                 },
             )
-        others = [r.name_lower for r in locked if r.node_id != row["id"]]
+        others = [r.name_lower for r in locked if r.node_id != row.id]
         if default is not None and removes_last_default(
             default, [r.name_lower for r in mine], others
         ):
             raise Conflict(
-                f"node {row['name']} holds the last instance of the cluster default pool: "
+                f"node {row.name} holds the last instance of the cluster default pool: "
                 + last_default_message(default),
                 {"reason": "default_pool_in_use", "name": default},
             )
         qp.delete_pools(conn, [r.id for r in mine])
-        q.soft_delete(conn, row["id"], now)
-    deps.hub.publish([row["id"]])
+        q.soft_delete(conn, row.id, now)
+    deps.hub.publish([row.id])
     return NodeDeleted.model_validate(
         {
-            "id": row["id"],
-            "name": row["name"],
+            "id": row.id,
+            "name": row.name,
             "deleted_pools": [
                 {"id": r.id, "name": r.name, "path": r.path}
                 for r in sorted(mine, key=lambda r: (r.name_lower, r.id))

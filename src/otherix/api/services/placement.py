@@ -27,13 +27,13 @@ from typing import Any
 
 from otherix.api.deps import Deps
 from otherix.api.services import tasks
-from otherix.api.services.nodes import projected_status
+from otherix.domain.liveness import projected_status
 from otherix.domain.names import looks_like_uuid
 from otherix.domain.placement import Ask, Candidate, Unplaceable, decide, effective_bytes
 from otherix.models.heartbeat import TaskUpdate
 from otherix.store import ForeignKeyViolation, Tx
-from otherix.store import nodes as qn
 from otherix.store import vms as qv
+from otherix.store.nodes import store as qn
 from otherix.store.pools import store as qp
 from otherix.store.ports.pools import PoolRow
 from otherix.store.ports.tasks import TaskRow
@@ -61,9 +61,7 @@ def _candidate(row: PoolRow, arch: str | None) -> Candidate:
         pool_path=row.path,
         node_id=row.node_id,
         node=row.node_name,
-        node_status="gone"
-        if orphaned
-        else projected_status({"status": row.node_liveness, "cordoned": row.node_cordoned}),
+        node_status="gone" if orphaned else projected_status(row.node_liveness, row.node_cordoned),
         architecture=arch,
         reconciliation_status=row.reconciliation_status,
         pressure_since=since.isoformat().replace("+00:00", "Z") if since else None,

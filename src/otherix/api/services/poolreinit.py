@@ -39,7 +39,7 @@ from otherix.api.services import defaultpool
 from otherix.api.services.pools import pool_not_found, pool_view, resolve_one
 from otherix.errors import Conflict, NotFound
 from otherix.models.pools import StoragePool
-from otherix.store import nodes as qn
+from otherix.store.nodes import store as qn
 from otherix.store.pools import store as qp
 from otherix.store.ports.pools import PoolRow
 

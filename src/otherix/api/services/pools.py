@@ -38,9 +38,9 @@ from otherix.api.services.nodes import (
     name_param,
     node_filter_id,
     node_not_found,
-    projected_status,
 )
 from otherix.domain.defaultpool import last_default_message, removes_last_default
+from otherix.domain.liveness import projected_status
 from otherix.domain.names import looks_like_uuid, validate_pool_name, validate_pool_type
 from otherix.domain.overlap import (
     PoolPath,
@@ -70,8 +70,9 @@ from otherix.models.pools import (
     VmDiskCounts,
 )
 from otherix.store import ForeignKeyViolation, Tx, UniqueViolation
-from otherix.store import nodes as qn
+from otherix.store.nodes import store as qn
 from otherix.store.pools import store as qp
+from otherix.store.ports.nodes import NodeRow
 from otherix.store.ports.pools import NewPool, PoolChange, PoolRef, PoolRow
 
 DUPLICATE = "another storage pool with this name already exists on the target node"
@@ -166,7 +167,7 @@ def pool_view(
             "node": "" if orphaned else row.node_name,
             "node_status": None
             if orphaned
-            else projected_status({"status": row.node_liveness, "cordoned": row.node_cordoned}),
+            else projected_status(row.node_liveness, row.node_cordoned),
             "available_bytes_effective": effective,
             "is_cluster_default": default_name is not None
             and row.name_lower == default_name.lower(),
@@ -309,14 +310,14 @@ def create(deps: Deps, body: PoolCreate, *, dry_run: bool = False) -> StoragePoo
     try:
         with deps.db.write() as conn:
             node = qn.get_node_by_name(conn, body.node)
-            if node is None or not qn.lock_node(conn, node["id"]):
+            if node is None or not qn.lock_node(conn, node.id):
                 raise NotFound(node_not_found(body.node), {"node": body.node})
             check_node_paths(conn, node, body.name, body.path)
             qp.insert_pool(
                 conn,
                 NewPool(
                     id=pool_id,
-                    node_id=node["id"],
+                    node_id=node.id,
                     name=body.name,
                     type=body.type,
                     path=body.path,
@@ -324,7 +325,7 @@ def create(deps: Deps, body: PoolCreate, *, dry_run: bool = False) -> StoragePoo
                     created_at=now,
                 ),
             )
-            qn.bump_revision(conn, node["id"])
+            qn.bump_revision(conn, node.id)
             row = qp.get_pool(conn, pool_id)
             default_name = defaultpool.current_name(conn)
             if dry_run:
@@ -339,19 +340,19 @@ def create(deps: Deps, body: PoolCreate, *, dry_run: bool = False) -> StoragePoo
     return pool_view(row, default_name, with_images=False)
 
 
-def check_node_paths(conn: Tx, node: dict[str, Any], name: str, path: str) -> None:
+def check_node_paths(conn: Tx, node: NodeRow, name: str, path: str) -> None:
     """The name and path rules against the node's pools; call with the node locked.
 
     A name already on the node keeps its old answer (``field: name``), so a
     repeated create reads as before; then the one-directory-one-pool rule.
     """
-    existing = [pool_path(r) for r in qp.paths_on_nodes(conn, [node["id"]])]
+    existing = [pool_path(r) for r in qp.paths_on_nodes(conn, [node.id])]
     if any(p.name.lower() == name.lower() for p in existing):
         raise Conflict(DUPLICATE, {"field": "name"})
     hit = first_overlap(path, existing)
     if hit is not None:
         raise Conflict(
-            refusal_message(path, hit, node["name"]),
+            refusal_message(path, hit, node.name),
             {
                 "reason": "pool_path_overlap",
                 "path": path,

@@ -25,7 +25,8 @@ from otherix.api.services import secrets
 from otherix.api.services.nodes import get_node_row
 from otherix.errors import Conflict, Unauthenticated
 from otherix.models.nodes import NodeCredentialReset, NodeJoined, NodeRejoin, NodeRejoinToken
-from otherix.store import nodes as q
+from otherix.store.nodes import store as q
+from otherix.store.ports.nodes import NewRejoinToken
 
 log = logging.getLogger(__name__)
 
@@ -41,18 +42,25 @@ def reset_credentials(
     now = deps.clock.now()
     ttl = body.ttl_seconds or deps.settings.agents.rejoin_token_ttl
     token = secrets.new_token(secrets.REJOIN_TOKEN_PREFIX)
-    stored = {
-        "node_id": row["id"],
-        "token_hash": secrets.digest(token),
-        "prefix": token[:12],
-        "created_by": created_by,
-        "created_at": now,
-        "expires_at": now + timedelta(seconds=ttl),
-    }
+    stored = NewRejoinToken(
+        node_id=row.id,
+        token_hash=secrets.digest(token),
+        prefix=token[:12],
+        created_by=created_by,
+        created_at=now,
+        expires_at=now + timedelta(seconds=ttl),
+    )
     with deps.db.write() as conn:
         q.put_rejoin_token(conn, stored)
-    log.info("re-enrol token made for node %s by user %s", row["name"], created_by)
-    return NodeRejoinToken.model_validate({**stored, "node": row["name"], "token": token})
+    log.info("re-enrol token made for node %s by user %s", row.name, created_by)
+    return NodeRejoinToken(
+        node_id=stored.node_id,
+        node=row.name,
+        token=token,
+        prefix=stored.prefix,
+        created_at=stored.created_at,
+        expires_at=stored.expires_at,
+    )
 
 
 def _refused(message: str, reason: str, **details: Any) -> Unauthenticated:
@@ -74,20 +82,20 @@ def rejoin(deps: Deps, body: NodeRejoin) -> NodeJoined:
                 "unknown re-enrol token (a newer one replaces an older one)",
                 "rejoin_token_unknown",
             )
-        if tok["used_at"] is not None:
+        if tok.used_at is not None:
             raise _refused("re-enrol token has been used already", "rejoin_token_used")
-        if tok["expires_at"] <= now:
+        if tok.expires_at <= now:
             raise _refused("re-enrol token has expired", "rejoin_token_expired")
-        node = q.get_node(conn, tok["node_id"], include_deleted=True)
-        if node is None or node["deleted_at"] is not None:
+        node = q.get_node(conn, tok.node_id, include_deleted=True)
+        if node is None or node.deleted_at is not None:
             raise _refused("the node of this re-enrol token has been deleted", "node_deleted")
-        if body.name is not None and body.name.lower() != node["name"].lower():
+        if body.name is not None and body.name.lower() != node.name.lower():
             raise _refused(
-                f"this re-enrol token is for node {node['name']!r}, not {body.name!r}",
+                f"this re-enrol token is for node {node.name!r}, not {body.name!r}",
                 "rejoin_token_node_mismatch",
-                node=node["name"],
+                node=node.name,
             )
-        registered = node["architecture"]
+        registered = node.architecture
         if registered and body.architecture and registered != body.architecture:
             raise Conflict(
                 "architecture mismatch",
@@ -99,14 +107,14 @@ def rejoin(deps: Deps, body: NodeRejoin) -> NodeJoined:
             )
         # Both compare-and-set: a concurrent redemption of the same token wins once.
         if not q.use_rejoin_token(conn, token_hash, now) or not q.replace_credential(
-            conn, node["id"], node["credential_hash"], secrets.digest(credential), now
+            conn, node.id, node.credential_hash, secrets.digest(credential), now
         ):
             raise _refused("re-enrol token has been used already", "rejoin_token_used")
-    log.warning("node %s re-enrolled with a new credential; the old one is revoked", node["name"])
-    deps.hub.publish([node["id"]])  # a watch held with the old credential answers now
+    log.warning("node %s re-enrolled with a new credential; the old one is revoked", node.name)
+    deps.hub.publish([node.id])  # a watch held with the old credential answers now
     return NodeJoined(
-        node_id=node["id"],
-        name=node["name"],
+        node_id=node.id,
+        name=node.name,
         credential=credential,
         heartbeat_interval_seconds=deps.settings.agents.heartbeat_interval,
     )

@@ -21,7 +21,7 @@ from otherix.errors import Conflict
 from otherix.models.common import AsyncTaskAccepted
 from otherix.models.heartbeat import TaskUpdate
 from otherix.store import Tx
-from otherix.store import nodes as qn
+from otherix.store.nodes import store as qn
 from otherix.store.pools import store as qp
 from otherix.store.ports.tasks import TaskRow
 

@@ -44,7 +44,7 @@ from otherix.models.pagination import decode_cursor, split_page
 from otherix.models.tasks import Task
 from otherix.rbac import Permission, Scope
 from otherix.store import Tx
-from otherix.store import nodes as qn
+from otherix.store.nodes import store as qn
 from otherix.store.ports.tasks import NewTask, TaskChange, TaskRow
 from otherix.store.tasks import store as qt
 

@@ -59,8 +59,8 @@ from otherix.models.pagination import decode_cursor, split_page
 from otherix.models.vms import VM, VMCreate, VmDisk, VMStatus
 from otherix.rbac import Permission, Scope
 from otherix.store import StoreError, Tx, UniqueViolation
-from otherix.store import nodes as qn
 from otherix.store import vms as qv
+from otherix.store.nodes import store as qn
 from otherix.store.ports.tasks import TaskChange, TaskRow
 from otherix.store.tasks import store as qt
 
@@ -340,15 +340,15 @@ def delete(deps: Deps, principal: Principal, name: str) -> AsyncTaskAccepted | N
             type=DELETE,
             resource_type="vm",
             resource_id=vm["id"],
-            node_id=node["id"],
+            node_id=node.id,
             args=args,
             created_by=principal.user_id,
             max_attempts=1,  # the agent tries a vm.delete once; a failure is the VM's error
         )
         values = {"phase": "deleting", "reason": None, "message": None, "status_details": None}
         qv.update_vm(conn, vm["id"], {**values, "task_id": task_id, "updated_at": now})
-        qn.bump_revision(conn, node["id"])
-    deps.hub.publish([node["id"]])
+        qn.bump_revision(conn, node.id)
+    deps.hub.publish([node.id])
     return tasks.accepted(task_id)
 
 

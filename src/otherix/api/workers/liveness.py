@@ -31,7 +31,7 @@ import logging
 from otherix.api.deps import Deps
 from otherix.domain import liveness
 from otherix.store import StoreError
-from otherix.store import nodes as qn
+from otherix.store.nodes import store as qn
 
 log = logging.getLogger(__name__)
 
@@ -76,14 +76,14 @@ def _local_pass(deps: Deps) -> tuple[list[str], list[str]]:
         rows = qn.live_statuses(conn, ["ready", "unreachable", "pending"])
     mono = deps.clock.monotonic()
     moves = {
-        r["id"]: liveness.after_silence(
-            r["status"], hb.age(r["id"], mono), hb.unreachable_for(r["id"], mono), limits
+        r.id: liveness.after_silence(
+            r.status, hb.age(r.id, mono), hb.unreachable_for(r.id, mono), limits
         )
         for r in rows
     }
     stale_ids = [n for n, to in moves.items() if to == "unreachable"]
     gone_ids = [n for n, to in moves.items() if to == "gone"]
-    hb.forget(known - {r["id"] for r in rows})
+    hb.forget(known - {r.id for r in rows})
     if not stale_ids and not gone_ids:
         return [], []  # the common pass: no write transaction at all
     # ``move`` re-checks the status, so a node promoted since the read stays ready;
@@ -97,8 +97,8 @@ def _local_pass(deps: Deps) -> tuple[list[str], list[str]]:
         ]
         gone = qn.move(conn, gone_ids, from_status="unreachable", to_status="gone", now=now)
         stale = qn.move(conn, stale_ids, from_status="ready", to_status="unreachable", now=now)
-    hb.mark_unreachable([r["id"] for r in stale], mono)
-    return [r["name"] for r in stale], [r["name"] for r in gone]
+    hb.mark_unreachable([r.id for r in stale], mono)
+    return [r.name for r in stale], [r.name for r in gone]
 
 
 def _shared_pass(deps: Deps) -> tuple[list[str], list[str]]:
@@ -123,4 +123,4 @@ def _shared_pass(deps: Deps) -> tuple[list[str], list[str]]:
             to_status="unreachable",
             heartbeat_older_than=cfg.stale_threshold,
         )
-    return [r["name"] for r in stale], [r["name"] for r in gone]
+    return [r.name for r in stale], [r.name for r in gone]
