@@ -48,8 +48,10 @@ from otherix.store.ports.events import EventStore
 from otherix.store.ports.idempotency import IdempotencyStore
 from otherix.store.ports.pools import PoolStore
 from otherix.store.ports.tasks import TaskStore
+from otherix.store.ports.vms import VmStore
 from otherix.store.tasks import store as task_store
 from otherix.store.tx import Tx, sql
+from otherix.store.vms import store as vm_store
 
 _WRITE = "otherix_write"
 _SINGLE = "otherix_single_statement"
@@ -211,6 +213,7 @@ class Database:
         self.idempotency: IdempotencyStore = idempotency_store
         self.tasks: TaskStore = task_store
         self.events: EventStore = event_store
+        self.vms: VmStore = vm_store
 
     @property
     def lost(self) -> str | None:
