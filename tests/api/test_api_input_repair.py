@@ -31,11 +31,11 @@ from apihelpers import (
 )
 
 from otherix.store import Database, Tx
-from otherix.store import vms as qv
 from otherix.store.migrate import alembic_config, current_revision
 from otherix.store.nodes import store as qn
 from otherix.store.pools import store as qp
 from otherix.store.tasks import store as qt
+from otherix.store.vms import store as qv
 from support.hostile import LONE, broken, nested, views
 
 BAD_URL = f"http://images.invalid/{LONE}.img"
@@ -96,7 +96,7 @@ def write_bad_rows(url: str, ids: dict[str, Any]) -> None:
             )
             vm = qv.get_vm(conn, ids["vm"])
             assert vm is not None
-            qv.update_vm(conn, ids["vm"], {"spec": {**vm["spec"], "image_url": BAD_URL}})
+            qv.update_vm(conn, ids["vm"], {"spec": {**vm.spec, "image_url": BAD_URL}})
             task = qt.get_task(conn, ids["task"])
             assert task is not None
             qt.update_task(conn, ids["task"], {"args": {**task.args, "image_url": BAD_URL}})

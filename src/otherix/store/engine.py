@@ -52,10 +52,12 @@ from otherix.store.ports.pools import PoolStore
 from otherix.store.ports.settings import SettingsStore
 from otherix.store.ports.tasks import TaskStore
 from otherix.store.ports.users import UserStore
+from otherix.store.ports.vms import VmStore
 from otherix.store.settings import store as settings_store
 from otherix.store.tasks import store as task_store
 from otherix.store.tx import Tx, sql
 from otherix.store.users import store as user_store
+from otherix.store.vms import store as vm_store
 
 _WRITE = "otherix_write"
 _SINGLE = "otherix_single_statement"
@@ -220,6 +222,7 @@ class Database:
         self.settings: SettingsStore = settings_store
         self.users: UserStore = user_store
         self.nodes: NodeStore = node_store
+        self.vms: VmStore = vm_store
 
     @property
     def lost(self) -> str | None:

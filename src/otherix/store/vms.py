@@ -7,6 +7,8 @@ what the VM view needs to say ``disk_missing`` (the root disk's
 reason), which is everything a VM view needs in one query. Writes that race (binding a
 pending VM, moving a phase) are compare-and-set: they name the state they
 expect and return the row count, so the caller knows whether it won.
+
+``SqlVms`` implements ``ports.vms.VmStore`` and speaks its frozen rows.
 """
 
 from __future__ import annotations
@@ -16,7 +18,18 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.engine import RowMapping
 
+from otherix.store.ports.vms import (
+    NewVm,
+    NewVmDisk,
+    RootDiskChange,
+    VmChange,
+    VmDiskRow,
+    VmRecord,
+    VmRow,
+    VmStore,
+)
 from otherix.store.schema import nodes, pool_status, storage_pools, users, vm_disks, vms
 from otherix.store.tx import Tx, sql
 
@@ -25,8 +38,8 @@ _root_pool = storage_pools.alias("root_pool")
 _root_status = pool_status.alias("root_pool_status")
 
 
-def _rows(tx: Tx, stmt: sa.Select[Any]) -> list[dict[str, Any]]:
-    return [dict(r) for r in sql(tx).execute(stmt).mappings()]
+def _rows(tx: Tx, stmt: sa.Select[Any]) -> list[RowMapping]:
+    return list(sql(tx).execute(stmt).mappings())
 
 
 def _select() -> sa.Select[Any]:
@@ -49,25 +62,8 @@ def _select() -> sa.Select[Any]:
     )
 
 
-def insert_vm(tx: Tx, row: dict[str, Any]) -> None:
-    sql(tx).execute(vms.insert().values(**row))
-
-
-def get_vm(tx: Tx, vm_id: str) -> dict[str, Any] | None:
-    rows = _rows(tx, _select().where(vms.c.id == vm_id))
-    return rows[0] if rows else None
-
-
-def get_vm_by_name(tx: Tx, name: str) -> dict[str, Any] | None:
-    rows = _rows(tx, _select().where(vms.c.name_lower == name.lower()))
-    return rows[0] if rows else None
-
-
-def lock_vm(tx: Tx, vm_id: str) -> dict[str, Any] | None:
-    """The bare row, locked for the rest of the transaction (PostgreSQL)."""
-    row = sql(tx).execute(sa.select(vms).where(vms.c.id == vm_id).with_for_update()).mappings()
-    first = row.first()
-    return dict(first) if first else None
+def _vms(tx: Tx, stmt: sa.Select[Any]) -> list[VmRow]:
+    return [VmRow(**r) for r in _rows(tx, stmt)]
 
 
 def _on_pool(pool_id: str | None, pool_name: str | None) -> sa.ColumnElement[bool]:
@@ -85,105 +81,146 @@ def _on_pool(pool_id: str | None, pool_name: str | None) -> sa.ColumnElement[boo
     return sa.or_(disk.exists(), sa.and_(vms.c.node_id.is_(None), asked))
 
 
-def list_vms(
-    tx: Tx,
-    *,
-    after: tuple[datetime, str] | None,
-    limit: int,
-    owner_id: str | None = None,
-    node_id: str | None = None,
-    phase: str | None = None,
-    pool_id: str | None = None,
-    pool_name: str | None = None,
-) -> list[dict[str, Any]]:
-    stmt = _select()
-    if after is not None:
-        stmt = stmt.where(sa.tuple_(vms.c.created_at, vms.c.id) > sa.tuple_(*after))
-    if owner_id is not None:
-        stmt = stmt.where(vms.c.owner_id == owner_id)
-    if node_id is not None:
-        stmt = stmt.where(vms.c.node_id == node_id)
-    if phase is not None:
-        stmt = stmt.where(vms.c.phase == phase)
-    if pool_id is not None or pool_name is not None:
-        stmt = stmt.where(_on_pool(pool_id, pool_name))
-    return _rows(tx, stmt.order_by(vms.c.created_at, vms.c.id).limit(limit))
+class SqlVms:
+    """:class:`VmStore` in SQLAlchemy Core, for both backends."""
 
-
-def unscheduled(tx: Tx, limit: int) -> list[dict[str, Any]]:
-    """Pending VMs not placed yet, oldest first (rows without a requested pool,
-    which no API call writes, are left alone)."""
-    stmt = (
-        sa.select(vms)
-        .where(vms.c.phase == "pending", vms.c.node_id.is_(None), vms.c.pool_ref.is_not(None))
-        .order_by(vms.c.created_at, vms.c.id)
-        .limit(limit)
-    )
-    return _rows(tx, stmt)
-
-
-def update_vm(
-    tx: Tx,
-    vm_id: str,
-    values: dict[str, Any],
-    *,
-    phases: Iterable[str] | None = None,
-    unbound: bool = False,
-) -> int:
-    """Update the row if its phase is one of ``phases`` (and, with ``unbound``,
-    it has no node yet); returns the number of rows changed (0 or 1)."""
-    stmt = vms.update().where(vms.c.id == vm_id)
-    if phases is not None:
-        stmt = stmt.where(vms.c.phase.in_(list(phases)))
-    if unbound:
-        stmt = stmt.where(vms.c.node_id.is_(None))
-    return sql(tx).execute(stmt.values(**values)).rowcount
-
-
-def delete_vm(tx: Tx, vm_id: str) -> int:
-    sql(tx).execute(vm_disks.delete().where(vm_disks.c.vm_id == vm_id))
-    return sql(tx).execute(vms.delete().where(vms.c.id == vm_id)).rowcount
-
-
-# disks -----------------------------------------------------------------------------------
-
-
-def insert_disk(tx: Tx, row: dict[str, Any]) -> None:
-    sql(tx).execute(vm_disks.insert().values(**row))
-
-
-def disks_for_vm(tx: Tx, vm_id: str) -> list[dict[str, Any]]:
-    stmt = (
-        sa.select(
-            vm_disks,
-            storage_pools.c.name.label("pool"),
-            storage_pools.c.path.label("pool_path"),
-            pool_status.c.reconciliation_status.label("pool_status"),
-            pool_status.c.reconciliation_reason.label("pool_reason"),
-        )
-        .select_from(
-            vm_disks.join(storage_pools, storage_pools.c.id == vm_disks.c.storage_pool_id).join(
-                pool_status, pool_status.c.pool_id == vm_disks.c.storage_pool_id
+    def insert_vm(self, tx: Tx, vm: NewVm) -> None:
+        """A new VM: ``pending``, unplaced, no status yet."""
+        sql(tx).execute(
+            vms.insert().values(
+                id=vm.id,
+                name=vm.name,
+                name_lower=vm.name.lower(),
+                owner_id=vm.owner_id,
+                spec=vm.spec,
+                phase="pending",
+                pool_ref=vm.pool_ref,
+                created_at=vm.created_at,
+                updated_at=vm.created_at,
             )
         )
-        .where(vm_disks.c.vm_id == vm_id)
-        .order_by(vm_disks.c.device_order, vm_disks.c.id)
-    )
-    return _rows(tx, stmt)
+
+    def get_vm(self, tx: Tx, vm_id: str) -> VmRow | None:
+        rows = _vms(tx, _select().where(vms.c.id == vm_id))
+        return rows[0] if rows else None
+
+    def get_vm_by_name(self, tx: Tx, name: str) -> VmRow | None:
+        rows = _vms(tx, _select().where(vms.c.name_lower == name.lower()))
+        return rows[0] if rows else None
+
+    def lock_vm(self, tx: Tx, vm_id: str) -> VmRecord | None:
+        """The bare row, locked for the rest of the transaction (PostgreSQL)."""
+        stmt = sa.select(vms).where(vms.c.id == vm_id).with_for_update()
+        first = sql(tx).execute(stmt).mappings().first()
+        return VmRecord(**first) if first else None
+
+    def list_vms(
+        self,
+        tx: Tx,
+        *,
+        after: tuple[datetime, str] | None,
+        limit: int,
+        owner_id: str | None = None,
+        node_id: str | None = None,
+        phase: str | None = None,
+        pool_id: str | None = None,
+        pool_name: str | None = None,
+    ) -> list[VmRow]:
+        stmt = _select()
+        if after is not None:
+            stmt = stmt.where(sa.tuple_(vms.c.created_at, vms.c.id) > sa.tuple_(*after))
+        if owner_id is not None:
+            stmt = stmt.where(vms.c.owner_id == owner_id)
+        if node_id is not None:
+            stmt = stmt.where(vms.c.node_id == node_id)
+        if phase is not None:
+            stmt = stmt.where(vms.c.phase == phase)
+        if pool_id is not None or pool_name is not None:
+            stmt = stmt.where(_on_pool(pool_id, pool_name))
+        return _vms(tx, stmt.order_by(vms.c.created_at, vms.c.id).limit(limit))
+
+    def unscheduled(self, tx: Tx, limit: int) -> list[VmRecord]:
+        """Pending VMs not placed yet, oldest first (rows without a requested pool,
+        which no API call writes, are left alone)."""
+        stmt = (
+            sa.select(vms)
+            .where(vms.c.phase == "pending", vms.c.node_id.is_(None), vms.c.pool_ref.is_not(None))
+            .order_by(vms.c.created_at, vms.c.id)
+            .limit(limit)
+        )
+        return [VmRecord(**r) for r in _rows(tx, stmt)]
+
+    def update_vm(
+        self,
+        tx: Tx,
+        vm_id: str,
+        change: VmChange,
+        *,
+        phases: Iterable[str] | None = None,
+        unbound: bool = False,
+    ) -> int:
+        """Update the row if its phase is one of ``phases`` (and, with ``unbound``,
+        it has no node yet); returns the number of rows changed (0 or 1)."""
+        stmt = vms.update().where(vms.c.id == vm_id)
+        if phases is not None:
+            stmt = stmt.where(vms.c.phase.in_(list(phases)))
+        if unbound:
+            stmt = stmt.where(vms.c.node_id.is_(None))
+        return sql(tx).execute(stmt.values(**change)).rowcount
+
+    def delete_vm(self, tx: Tx, vm_id: str) -> int:
+        sql(tx).execute(vm_disks.delete().where(vm_disks.c.vm_id == vm_id))
+        return sql(tx).execute(vms.delete().where(vms.c.id == vm_id)).rowcount
+
+    # disks -------------------------------------------------------------------------------
+
+    def insert_disk(self, tx: Tx, disk: NewVmDisk) -> None:
+        sql(tx).execute(
+            vm_disks.insert().values(
+                id=disk.id,
+                vm_id=disk.vm_id,
+                storage_pool_id=disk.storage_pool_id,
+                device_order=disk.device_order,
+                size_gib=disk.size_gib,
+                format=disk.format,
+                created_at=disk.created_at,
+                updated_at=disk.created_at,
+            )
+        )
+
+    def disks_for_vm(self, tx: Tx, vm_id: str) -> list[VmDiskRow]:
+        stmt = (
+            sa.select(
+                vm_disks,
+                storage_pools.c.name.label("pool"),
+                storage_pools.c.path.label("pool_path"),
+                pool_status.c.reconciliation_status.label("pool_status"),
+                pool_status.c.reconciliation_reason.label("pool_reason"),
+            )
+            .select_from(
+                vm_disks.join(storage_pools, storage_pools.c.id == vm_disks.c.storage_pool_id).join(
+                    pool_status, pool_status.c.pool_id == vm_disks.c.storage_pool_id
+                )
+            )
+            .where(vm_disks.c.vm_id == vm_id)
+            .order_by(vm_disks.c.device_order, vm_disks.c.id)
+        )
+        return [VmDiskRow(**r) for r in _rows(tx, stmt)]
+
+    def update_root_disk(self, tx: Tx, vm_id: str, change: RootDiskChange) -> int:
+        stmt = (
+            vm_disks.update()
+            .where(vm_disks.c.vm_id == vm_id, vm_disks.c.device_order == 0)
+            .values(**change)
+        )
+        return sql(tx).execute(stmt).rowcount
+
+    def node_architectures(self, tx: Tx, node_ids: Iterable[str]) -> dict[str, str | None]:
+        ids = list(set(node_ids))
+        if not ids:
+            return {}
+        stmt = sa.select(nodes.c.id, nodes.c.architecture).where(nodes.c.id.in_(ids))
+        return {r.id: r.architecture for r in sql(tx).execute(stmt)}
 
 
-def update_root_disk(tx: Tx, vm_id: str, values: dict[str, Any]) -> int:
-    stmt = (
-        vm_disks.update()
-        .where(vm_disks.c.vm_id == vm_id, vm_disks.c.device_order == 0)
-        .values(**values)
-    )
-    return sql(tx).execute(stmt).rowcount
-
-
-def node_architectures(tx: Tx, node_ids: Iterable[str]) -> dict[str, str | None]:
-    ids = list(set(node_ids))
-    if not ids:
-        return {}
-    stmt = sa.select(nodes.c.id, nodes.c.architecture).where(nodes.c.id.in_(ids))
-    return {r.id: r.architecture for r in sql(tx).execute(stmt)}
+store: VmStore = SqlVms()

@@ -32,11 +32,13 @@ from otherix.domain.names import looks_like_uuid
 from otherix.domain.placement import Ask, Candidate, Unplaceable, decide, effective_bytes
 from otherix.models.heartbeat import TaskUpdate
 from otherix.store import ForeignKeyViolation, Tx
-from otherix.store import vms as qv
 from otherix.store.nodes import store as qn
 from otherix.store.pools import store as qp
+from otherix.store.ports import JSONValue
 from otherix.store.ports.pools import PoolRow
 from otherix.store.ports.tasks import TaskRow
+from otherix.store.ports.vms import NewVmDisk, RootDiskChange, VmChange, VmRecord
+from otherix.store.vms import store as qv
 
 log = logging.getLogger(__name__)
 
@@ -79,13 +81,19 @@ def load_candidates(conn: Any, pool_ref: str) -> list[Candidate]:
     return [_candidate(r, archs.get(r.node_id)) for r in rows]
 
 
-def ask_of(vm: dict[str, Any]) -> Ask:
-    spec = vm["spec"] or {}
+def _text(value: JSONValue) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def ask_of(vm: VmRecord) -> Ask:
+    spec = vm.spec or {}
+    assert vm.pool_ref is not None  # admission always writes one; unscheduled() skips the rest
+    disk_gib = spec.get("disk_gib", 0)
     return Ask(
-        pool=vm["pool_ref"],
-        node=spec.get("node"),
-        disk_gib=spec.get("disk_gib", 0),
-        arch=spec.get("arch"),
+        pool=vm.pool_ref,
+        node=_text(spec.get("node")),
+        disk_gib=disk_gib if isinstance(disk_gib, int) else 0,
+        arch=_text(spec.get("arch")),
     )
 
 
@@ -97,10 +105,10 @@ class _Lost(Exception):
     """Someone else bound or deleted the VM first."""
 
 
-def create_args(vm: dict[str, Any], c: Candidate) -> dict[str, Any]:
-    spec = vm["spec"]
+def create_args(vm: VmRecord, c: Candidate) -> dict[str, Any]:
+    spec = vm.spec
     return {
-        "vm_id": vm["id"],
+        "vm_id": vm.id,
         "pool_path": c.pool_path,
         "pool_name": c.pool_name,
         "image_url": spec["image_url"],
@@ -111,7 +119,7 @@ def create_args(vm: dict[str, Any], c: Candidate) -> dict[str, Any]:
     }
 
 
-def bind(deps: Deps, vm: dict[str, Any], ask: Ask, c: Candidate) -> str:
+def bind(deps: Deps, vm: VmRecord, ask: Ask, c: Candidate) -> str:
     """Bind ``vm`` to ``c`` in one transaction; returns the vm.create task id."""
     with deps.db.write() as conn:
         if qp.lock_pool(conn, c.pool_id) is None:
@@ -125,15 +133,15 @@ def bind(deps: Deps, vm: dict[str, Any], ask: Ask, c: Candidate) -> str:
             now=now,
             type=CREATE,
             resource_type="vm",
-            resource_id=vm["id"],
+            resource_id=vm.id,
             node_id=c.node_id,
             args=create_args(vm, c),
-            created_by=vm["owner_id"],
+            created_by=vm.owner_id,
             max_attempts=VM_CREATE_ATTEMPTS,
         )
         claimed = qv.update_vm(
             conn,
-            vm["id"],
+            vm.id,
             {
                 "node_id": c.node_id,
                 "task_id": task_id,
@@ -149,25 +157,24 @@ def bind(deps: Deps, vm: dict[str, Any], ask: Ask, c: Candidate) -> str:
             raise _Lost
         qv.insert_disk(
             conn,
-            {
-                "id": str(uuid.uuid4()),
-                "vm_id": vm["id"],
-                "storage_pool_id": c.pool_id,
-                "device_order": 0,
-                "size_gib": ask.disk_gib,
-                "format": vm["spec"]["format"],
-                "created_at": now,
-                "updated_at": now,
-            },
+            NewVmDisk(
+                id=str(uuid.uuid4()),
+                vm_id=vm.id,
+                storage_pool_id=c.pool_id,
+                device_order=0,
+                size_gib=ask.disk_gib,
+                format=str(vm.spec["format"]),
+                created_at=now,
+            ),
         )
         qn.bump_revision(conn, c.node_id)
     deps.hub.publish([c.node_id])
-    log.info("vm scheduled: %s on node %s pool %s", vm["name"], c.node, c.pool_name)
+    log.info("vm scheduled: %s on node %s pool %s", vm.name, c.node, c.pool_name)
     return task_id
 
 
-def _record(deps: Deps, vm: dict[str, Any], why: Unplaceable) -> bool:
-    if (vm["reason"], vm["message"], vm["status_details"]) == (
+def _record(deps: Deps, vm: VmRecord, why: Unplaceable) -> bool:
+    if (vm.reason, vm.message, vm.status_details) == (
         why.reason,
         why.message,
         why.details,
@@ -177,7 +184,7 @@ def _record(deps: Deps, vm: dict[str, Any], why: Unplaceable) -> bool:
         return bool(
             qv.update_vm(
                 conn,
-                vm["id"],
+                vm.id,
                 {
                     "reason": why.reason,
                     "message": why.message,
@@ -190,9 +197,7 @@ def _record(deps: Deps, vm: dict[str, Any], why: Unplaceable) -> bool:
         )
 
 
-def schedule_vm(
-    deps: Deps, vm: dict[str, Any], cache: dict[str, list[Candidate]] | None = None
-) -> str:
+def schedule_vm(deps: Deps, vm: VmRecord, cache: dict[str, list[Candidate]] | None = None) -> str:
     """One placement attempt: ``bound``, ``unplaceable`` or ``skipped`` (lost a race)."""
     ask = ask_of(vm)
     cache = {} if cache is None else cache
@@ -236,22 +241,22 @@ def mark_error(
     task's error code as the reason."""
     code = _str(error.get("code"), 64) or "internal"
     message = str(error.get("message") or f"{task.type} failed")
-    values = {"phase": "error", "reason": code, "message": message, "updated_at": now}
-    qv.update_vm(conn, task.resource_id or "", values, phases=phases)
+    change: VmChange = {"phase": "error", "reason": code, "message": message, "updated_at": now}
+    qv.update_vm(conn, task.resource_id or "", change, phases=phases)
 
 
 def on_create_running(
     conn: Tx, deps: Deps, task: TaskRow, _update: TaskUpdate, now: datetime
 ) -> None:
-    values = {"phase": "creating", "updated_at": now}
-    qv.update_vm(conn, task.resource_id or "", values, phases=["pending"])
+    change: VmChange = {"phase": "creating", "updated_at": now}
+    qv.update_vm(conn, task.resource_id or "", change, phases=["pending"])
 
 
 def on_create_success(
     conn: Tx, deps: Deps, task: TaskRow, update: TaskUpdate, now: datetime
 ) -> None:
     result = update.result or {}
-    disk = {
+    disk: RootDiskChange = {
         "file_path": _str(result.get("file_path"), 2048),
         "virtual_size_bytes": _int(result.get("virtual_size_bytes")),
         "actual_size_bytes": _int(result.get("disk_size_bytes")),
@@ -259,8 +264,8 @@ def on_create_success(
         "updated_at": now,
     }
     qv.update_root_disk(conn, task.resource_id or "", disk)
-    values = {"phase": "stopped", "reason": None, "message": None, "updated_at": now}
-    qv.update_vm(conn, task.resource_id or "", values, phases=["pending", "creating"])
+    change: VmChange = {"phase": "stopped", "reason": None, "message": None, "updated_at": now}
+    qv.update_vm(conn, task.resource_id or "", change, phases=["pending", "creating"])
 
 
 def on_create_failure(

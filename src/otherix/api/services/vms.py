@@ -28,6 +28,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import uuid
 from datetime import datetime
@@ -59,10 +60,11 @@ from otherix.models.pagination import decode_cursor, split_page
 from otherix.models.vms import VM, VMCreate, VmDisk, VMStatus
 from otherix.rbac import Permission, Scope
 from otherix.store import StoreError, Tx, UniqueViolation
-from otherix.store import vms as qv
 from otherix.store.nodes import store as qn
 from otherix.store.ports.tasks import TaskChange, TaskRow
+from otherix.store.ports.vms import NewVm, VmChange, VmDiskRow, VmRecord, VmRow
 from otherix.store.tasks import store as qt
+from otherix.store.vms import store as qv
 
 log = logging.getLogger(__name__)
 
@@ -87,59 +89,57 @@ def _vm_name(name: str) -> str:
         raise ValidationFailed(exc.message, {**(exc.details or {}), "hint": HINT}) from exc
 
 
-def _disk_missing_status(row: dict[str, Any]) -> VMStatus | None:
+def _disk_missing_status(row: VmRow) -> VMStatus | None:
     """``status`` of a stopped VM whose root disk is missing, else None."""
-    missing = disk_missing(
-        row.get("root_file_path"), row.get("root_missing_since"), row.get("root_pool_status")
-    )
-    if row["phase"] != "stopped" or missing is None:
+    missing = disk_missing(row.root_file_path, row.root_missing_since, row.root_pool_status)
+    if row.phase != "stopped" or missing is None:
         return None
-    pool = row["root_pool_name"] or row["pool_ref"]
-    details: dict[str, Any] = {"pool": pool, "pool_id": row["root_pool_id"], "cause": missing}
+    pool = row.root_pool_name or row.pool_ref
+    details: dict[str, Any] = {"pool": pool, "pool_id": row.root_pool_id, "cause": missing}
     if missing == "pool_failed":
-        details["pool_reason"] = row.get("root_pool_reason")
+        details["pool_reason"] = row.root_pool_reason
         message = (
-            f'the disk\'s pool "{pool}" on node {row["node_name"]} is failed '
-            f"({row.get('root_pool_reason') or 'failed'}); see 'otherix pool get {pool}'"
+            f'the disk\'s pool "{pool}" on node {row.node_name} is failed '
+            f"({row.root_pool_reason or 'failed'}); see 'otherix pool get {pool}'"
         )
     else:
-        details["since"] = row["root_missing_since"]
-        message = f'the disk file is missing from pool "{pool}" on node {row["node_name"]}'
+        details["since"] = row.root_missing_since
+        message = f'the disk file is missing from pool "{pool}" on node {row.node_name}'
     return VMStatus(
         phase="stopped",
         reason="disk_missing",
         message=message,
         details=details,
-        task_id=row["task_id"],
+        task_id=row.task_id,
     )
 
 
-def vm_view(row: dict[str, Any], disks: list[VmDisk] | None = None) -> VM:
-    spec = row["spec"] or {}
+def vm_view(row: VmRow, disks: list[VmDisk] | None = None) -> VM:
+    spec = row.spec or {}
     status = _disk_missing_status(row) or VMStatus(
-        phase=row["phase"],
-        reason=row["reason"],
-        message=row["message"],
-        details=row["status_details"],
-        task_id=row["task_id"],
+        phase=row.phase,
+        reason=row.reason,
+        message=row.message,
+        details=row.status_details,
+        task_id=row.task_id,
     )
     return VM.model_validate(
         {
             **{k: spec.get(k) for k in ("image_url", "image_sha256", "vcpus", "memory_mb")},
             **{k: spec[k] for k in ("pull_policy", "format", "disk_gib") if k in spec},
-            "id": row["id"],
-            "name": row["name"],
-            "owner_id": row["owner_id"],
-            "owner": row["owner"],
+            "id": row.id,
+            "name": row.name,
+            "owner_id": row.owner_id,
+            "owner": row.owner,
             "architecture": spec.get("arch"),
-            "pool": row["root_pool_name"] or row["pool_ref"],
-            "pool_id": row["root_pool_id"],
-            "node": row["node_name"],
+            "pool": row.root_pool_name or row.pool_ref,
+            "pool_id": row.root_pool_id,
+            "node": row.node_name,
             "node_hint": spec.get("node"),
             "status": status,
             "disks": disks,
-            "created_at": row["created_at"],
-            "updated_at": row["updated_at"],
+            "created_at": row.created_at,
+            "updated_at": row.updated_at,
         }
     )
 
@@ -165,18 +165,23 @@ def _check(body: VMCreate) -> None:
         raise _bad(problem, "pool")
 
 
-def _rehearsed(conn: Tx, principal: Principal, stored: dict[str, Any]) -> VM:
+def _rehearsed(conn: Tx, principal: Principal, stored: VmRow) -> VM:
     """What a dry run answers: the admitted VM as its first placement attempt
     would leave it (bound to an instance, or pending with the reason), unwritten."""
-    choice = decide(placement.ask_of(stored), placement.load_candidates(conn, stored["pool_ref"]))
-    outcome: dict[str, Any]
+    ask = placement.ask_of(stored)
+    choice = decide(ask, placement.load_candidates(conn, ask.pool))
     if isinstance(choice, Unplaceable):
-        outcome = {"reason": choice.reason, "message": choice.message}
-        outcome["status_details"] = choice.details
+        outcome = dataclasses.replace(
+            stored, reason=choice.reason, message=choice.message, status_details=choice.details
+        )
     else:
-        outcome = {"node_name": choice.node, "root_pool_id": choice.pool_id}
-        outcome["root_pool_name"] = choice.pool_name
-    return vm_view(_as_seen(principal, {**stored, **outcome}))
+        outcome = dataclasses.replace(
+            stored,
+            node_name=choice.node,
+            root_pool_id=choice.pool_id,
+            root_pool_name=choice.pool_name,
+        )
+    return vm_view(_as_seen(principal, outcome))
 
 
 def create(deps: Deps, principal: Principal, body: VMCreate, *, dry_run: bool = False) -> VM:
@@ -195,17 +200,14 @@ def create(deps: Deps, principal: Principal, body: VMCreate, *, dry_run: bool = 
                 if not pool:
                     raise DefaultPoolNotSet400()
             spec["pool"] = pool
-            row = {
-                "id": vm_id,
-                "name": body.name,
-                "name_lower": body.name.lower(),
-                "owner_id": principal.user_id,
-                "spec": spec,
-                "phase": "pending",
-                "pool_ref": pool,
-                "created_at": now,
-                "updated_at": now,
-            }
+            row = NewVm(
+                id=vm_id,
+                name=body.name,
+                owner_id=principal.user_id,
+                spec=spec,
+                pool_ref=pool,
+                created_at=now,
+            )
             qv.insert_vm(conn, row)
             if dry_run:
                 stored = qv.get_vm(conn, vm_id)
@@ -216,9 +218,7 @@ def create(deps: Deps, principal: Principal, body: VMCreate, *, dry_run: bool = 
     except Rehearsal as rehearsal:
         return rehearsal.answer  # type: ignore[no-any-return]
     try:
-        placement.schedule_vm(
-            deps, {**row, "reason": None, "message": None, "status_details": None}
-        )
+        placement.schedule_vm(deps, _admitted(row))
     except StoreError:  # admitted all the same; the scheduler worker retries
         log.warning("first placement attempt for vm %s failed", body.name, exc_info=True)
     with deps.db.read() as conn:
@@ -227,16 +227,39 @@ def create(deps: Deps, principal: Principal, body: VMCreate, *, dry_run: bool = 
     return vm_view(_as_seen(principal, stored))
 
 
-def _as_seen(principal: Principal, row: dict[str, Any]) -> dict[str, Any]:
+def _admitted(vm: NewVm) -> VmRecord:
+    """The row ``insert_vm`` wrote, as the first placement attempt reads it."""
+    return VmRecord(
+        id=vm.id,
+        name=vm.name,
+        name_lower=vm.name.lower(),
+        owner_id=vm.owner_id,
+        spec=vm.spec,
+        node_id=None,
+        phase="pending",
+        reason=None,
+        message=None,
+        created_at=vm.created_at,
+        updated_at=vm.created_at,
+        pool_ref=vm.pool_ref,
+        status_details=None,
+        task_id=None,
+    )
+
+
+def _as_seen(principal: Principal, row: VmRow) -> VmRow:
     """The VM row with its agent-reported status as ``principal`` may see it."""
-    seen = {k: redact(principal, row[k]) for k in ("message", "status_details")}
-    return {**row, **seen}
+    return dataclasses.replace(
+        row,
+        message=redact(principal, row.message),
+        status_details=redact(principal, row.status_details),
+    )
 
 
-def _visible_row(principal: Principal, name: str, conn: Tx) -> dict[str, Any]:
+def _visible_row(principal: Principal, name: str, conn: Tx) -> VmRow:
     row = qv.get_vm_by_name(conn, _vm_name(name))
     owner = _owner_filter(principal)
-    if row is None or (owner is not None and row["owner_id"] != owner):
+    if row is None or (owner is not None and row.owner_id != owner):
         raise NotFound(vm_not_found(name))
     return row
 
@@ -244,20 +267,20 @@ def _visible_row(principal: Principal, name: str, conn: Tx) -> dict[str, Any]:
 def get(deps: Deps, principal: Principal, name: str) -> VM:
     with deps.db.read() as conn:
         row = _visible_row(principal, name, conn)
-        disks = qv.disks_for_vm(conn, row["id"])
+        disks = qv.disks_for_vm(conn, row.id)
     views = [_disk_view(principal, d) for d in disks]
     return vm_view(_as_seen(principal, row), views)
 
 
-def _disk_view(principal: Principal, d: dict[str, Any]) -> VmDisk:
+def _disk_view(principal: Principal, d: VmDiskRow) -> VmDisk:
     """One disk as ``principal`` may see it (``services.redaction``), with whether
     its file is missing (judged on the unredacted row)."""
-    missing = disk_missing(d["file_path"], d["missing_since"], d["pool_status"])
+    missing = disk_missing(d.file_path, d.missing_since, d.pool_status)
     seen = {
-        **d,
+        **dataclasses.asdict(d),
         "missing": missing is not None,
         "missing_reason": missing,
-        "missing_since": d["missing_since"] if missing == "file_missing" else None,
+        "missing_since": d.missing_since if missing == "file_missing" else None,
     }
     return VmDisk.model_validate(redact(principal, seen))
 
@@ -311,42 +334,49 @@ def delete(deps: Deps, principal: Principal, name: str) -> AsyncTaskAccepted | N
     now = deps.clock.now()
     with deps.db.write() as conn:
         row = _visible_row(principal, name, conn)
-        _cancel(conn, row["task_id"], now, any_type=False)
-        vm = qv.lock_vm(conn, row["id"])
+        _cancel(conn, row.task_id, now, any_type=False)
+        vm = qv.lock_vm(conn, row.id)
         if vm is None:
             raise NotFound(vm_not_found(name))
-        node = qn.get_node(conn, vm["node_id"]) if vm["node_id"] else None
+        node = qn.get_node(conn, vm.node_id) if vm.node_id else None
         if node is None:  # never placed, or its node was deleted: nothing to clean up
-            _cancel(conn, vm["task_id"], now, any_type=True)
-            qv.delete_vm(conn, vm["id"])
+            _cancel(conn, vm.task_id, now, any_type=True)
+            qv.delete_vm(conn, vm.id)
             return None
-        current = qt.get_task(conn, vm["task_id"]) if vm["task_id"] else None
-        if vm["phase"] == "deleting" and current and current.status not in tasks.FINAL:
+        current = qt.get_task(conn, vm.task_id) if vm.task_id else None
+        if vm.phase == "deleting" and current and current.status not in tasks.FINAL:
             return AsyncTaskAccepted.model_validate(
                 {**tasks.accepted(current.id).model_dump(), "status": current.status}
             )
-        _cancel(conn, vm["task_id"], now, any_type=False)  # placed since the first read
-        disk = next(iter(qv.disks_for_vm(conn, vm["id"])), None)
+        _cancel(conn, vm.task_id, now, any_type=False)  # placed since the first read
+        disk = next(iter(qv.disks_for_vm(conn, vm.id)), None)
         args = {
-            "vm_id": vm["id"],
-            "pool_name": disk and disk["pool"],
-            "pool_path": disk and disk["pool_path"],
-            "file_path": disk and disk["file_path"],
-            "format": disk["format"] if disk else vm["spec"].get("format", "qcow2"),
+            "vm_id": vm.id,
+            "pool_name": disk.pool if disk else None,
+            "pool_path": disk.pool_path if disk else None,
+            "file_path": disk.file_path if disk else None,
+            "format": disk.format if disk else vm.spec.get("format", "qcow2"),
         }
         task_id = tasks.new_task(
             conn,
             now=now,
             type=DELETE,
             resource_type="vm",
-            resource_id=vm["id"],
+            resource_id=vm.id,
             node_id=node.id,
             args=args,
             created_by=principal.user_id,
             max_attempts=1,  # the agent tries a vm.delete once; a failure is the VM's error
         )
-        values = {"phase": "deleting", "reason": None, "message": None, "status_details": None}
-        qv.update_vm(conn, vm["id"], {**values, "task_id": task_id, "updated_at": now})
+        change: VmChange = {
+            "phase": "deleting",
+            "reason": None,
+            "message": None,
+            "status_details": None,
+            "task_id": task_id,
+            "updated_at": now,
+        }
+        qv.update_vm(conn, vm.id, change)
         qn.bump_revision(conn, node.id)
     deps.hub.publish([node.id])
     return tasks.accepted(task_id)

@@ -34,7 +34,7 @@ from otherix.api.deps import Deps
 from otherix.api.services import placement
 from otherix.domain.placement import Candidate
 from otherix.store import StoreError
-from otherix.store import vms as qv
+from otherix.store.vms import store as qv
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ def schedule_pass(deps: Deps, limit: int = BATCH) -> dict[str, int]:
         try:
             counts[placement.schedule_vm(deps, vm, cache)] += 1
         except StoreError:  # one VM's trouble must not starve the others
-            log.warning("placing vm %s failed; retrying later", vm["name"], exc_info=True)
+            log.warning("placing vm %s failed; retrying later", vm.name, exc_info=True)
             counts["skipped"] += 1
     if counts["bound"]:
         log.info("scheduler pass: %s", counts)
