@@ -1,9 +1,11 @@
 """Persistence: the only package that imports SQLAlchemy.
 
 ``Database`` (engine.py) opens SQLite or PostgreSQL by URL scheme and hands out
-read and write transactions. One module per noun holds the shared Core
-statements (users, nodes, pools, tasks, settings, idempotency), used by both
-backends. ``migrate.upgrade`` runs the Alembic migrations. Transactions are
+read and write transactions, and the aggregate stores: one module per noun
+(users, nodes, pools, vms, tasks, events, settings, idempotency) holds one
+SQLAlchemy Core class, used by both backends, that implements the
+``typing.Protocol`` of ``ports/<noun>.py`` and speaks its frozen rows; a
+service is handed the protocol, never the class. ``migrate.upgrade`` runs the Alembic migrations. Transactions are
 opaque ``Tx`` handles (tx.py): callers never see a SQLAlchemy connection.
 """
 
