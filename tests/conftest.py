@@ -17,20 +17,6 @@ from support.server import ApiServer, make_settings
 pytest_plugins = ["support.reliability"]
 
 
-@pytest.fixture(autouse=True, scope="session")
-def _cheap_password_hashing():
-    """argon2id with minimal cost parameters in tests (production keeps the
-    library defaults); the code path is the same, only the work factor drops."""
-    from argon2 import PasswordHasher
-
-    from otherix.api.services import secrets
-
-    saved = secrets._hasher
-    secrets._hasher = PasswordHasher(time_cost=1, memory_cost=64, parallelism=1)
-    yield
-    secrets._hasher = saved
-
-
 @pytest.fixture
 def api(tmp_path) -> Iterator[Api]:
     """A running control plane on SQLite with one user per role."""

@@ -37,7 +37,7 @@ def me(api, token: str):
 
 def fake_clock(api) -> FakeClock:
     clock = FakeClock(datetime.now(UTC))
-    api.server.deps.clock = clock
+    api.server.set_clock(clock)
     return clock
 
 
@@ -407,11 +407,9 @@ def test_bootstrap_admin_needs_both_or_neither():
 
 
 def test_bootstrap_admin_is_created_once(shared_api):
-    from otherix.api.services.users import ensure_bootstrap_admin
-
-    deps = shared_api.server.deps
-    assert ensure_bootstrap_admin(deps, "boot-admin", "boot-password") is True
-    assert ensure_bootstrap_admin(deps, "BOOT-ADMIN", "other-password") is False
+    users = shared_api.server.services.user_service
+    assert users.ensure_bootstrap_admin("boot-admin", "boot-password") is True
+    assert users.ensure_bootstrap_admin("BOOT-ADMIN", "other-password") is False
     body = login(shared_api, "boot-admin", "boot-password").json()
     assert body["user"]["role"] == "admin"
 
@@ -421,9 +419,7 @@ def test_bootstrap_admin_is_created_once(shared_api):
 
 def test_failed_logins_are_rate_limited(tmp_path):
     with serve(tmp_path, roles=False, **{"auth.login_rate_per_minute": 3}) as api:
-        from otherix.api.services.users import ensure_bootstrap_admin
-
-        ensure_bootstrap_admin(api.server.deps, *ADMIN)
+        api.server.services.user_service.ensure_bootstrap_admin(*ADMIN)
         for _ in range(3):
             assert login(api, "admin", "wrong-password").status_code == 401
         for password in ("wrong-password", ADMIN[1]):
@@ -439,9 +435,7 @@ def test_failed_logins_are_rate_limited(tmp_path):
 
 def test_a_successful_login_resets_the_failure_count(tmp_path):
     with serve(tmp_path, roles=False, **{"auth.login_rate_per_minute": 3}) as api:
-        from otherix.api.services.users import ensure_bootstrap_admin
-
-        ensure_bootstrap_admin(api.server.deps, *ADMIN)
+        api.server.services.user_service.ensure_bootstrap_admin(*ADMIN)
         for _ in range(2):
             assert login(api, "admin", "wrong-password").status_code == 401
         assert login(api).status_code == 200

@@ -250,12 +250,10 @@ def test_request_id_is_echoed(shared_api):
 
 @pytest.mark.security
 def test_unexpected_exception_is_500_internal_without_a_traceback(shared_api, monkeypatch):
-    from otherix.api.services import defaultpool
-
-    def boom(_deps):
+    def boom() -> None:
         raise RuntimeError("secret detail from deep inside")
 
-    monkeypatch.setattr(defaultpool, "get", boom)
+    monkeypatch.setattr(shared_api.server.services.default_pool_service, "get", boom)
     with http(shared_api, "viewer") as c:
         r = c.get("/v1/cluster/default-pool", headers={"X-Request-ID": "req-500"})
     assert r.status_code == 500
@@ -273,9 +271,7 @@ def test_unexpected_exception_is_500_internal_without_a_traceback(shared_api, mo
 
 
 def test_unexpected_exception_without_a_request_id_gets_a_generated_one(shared_api, monkeypatch):
-    from otherix.api.services import defaultpool
-
-    monkeypatch.setattr(defaultpool, "get", lambda _deps: 1 / 0)
+    monkeypatch.setattr(shared_api.server.services.default_pool_service, "get", lambda: 1 / 0)
     with http(shared_api, "viewer") as c:
         r = c.get("/v1/cluster/default-pool")
         # the keep-alive connection survives the 500: the next request on it works
@@ -442,7 +438,7 @@ def test_keys_expire_after_24_hours(api):
     node = join_node(api, "idem-clock")
     with http(api) as c:
         token = c.post("/v1/users/me/api-tokens", json={"name": "clock"}).json()["token"]
-    api.server.deps.clock = FakeClock(datetime.now(UTC))
+    api.server.set_clock(FakeClock(datetime.now(UTC)))
     with http(api, token=token) as c:
         assert _create(c, pool_body(node, "idem-day-1"), "daily").status_code == 201
         api.server.deps.clock.advance(24 * 3600 - 1)

@@ -66,7 +66,7 @@ def timeline(request, tmp_path) -> Iterator[Timeline]:
         pg.truncate_all(db_url)
     with serve(tmp_path / "api", db_url, run_workers=False, **SETTINGS) as api:
         clock = FakeClock(datetime.now(UTC))
-        api.server.deps.clock = clock
+        api.server.set_clock(clock)
         yield Timeline(api, clock, real_time=request.param == "postgresql")
 
 
@@ -109,7 +109,7 @@ def test_a_node_promoted_on_a_stepped_back_replica_stays_ready_on_another(tmp_pa
         time.sleep(STALE + 0.5)  # the node goes quiet; B has been up longer than the threshold
         assert Timeline(b, FakeClock(), real_time=True).statuses(node) == {"flap": "unreachable"}
         clock = FakeClock(datetime.now(UTC) - timedelta(minutes=10))
-        a.server.deps.clock = clock
+        a.server.set_clock(clock)
         assert heartbeat(a, node).status_code == 200  # promoted on A, before A's flush
         assert Timeline(b, FakeClock(), real_time=True).statuses(node) == {"flap": "ready"}
 
@@ -154,7 +154,7 @@ def test_a_restarted_control_plane_gives_every_node_a_full_threshold(tmp_path):
     with serve(data, run_workers=False, roles=False, **SETTINGS) as api:
         api.tokens.update(tokens)
         clock = FakeClock(datetime.now(UTC))
-        api.server.deps.clock = clock
+        api.server.set_clock(clock)
         timeline = Timeline(api, clock, real_time=False)
         assert timeline.statuses(node) == {"restart-node": "ready"}
         timeline.passes(STALE - 0.5, beating=(node,))

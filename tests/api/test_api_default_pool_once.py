@@ -34,7 +34,7 @@ from support.clock import FakeClock
 def dapi(tmp_path, db_url) -> Iterator[Api]:
     """No background workers: the test moves liveness with a fake clock."""
     with serve(tmp_path / "api", db_url, run_workers=False) as api:
-        api.server.deps.clock = FakeClock(datetime.now(UTC))
+        api.server.set_clock(FakeClock(datetime.now(UTC)))
         yield api
 
 

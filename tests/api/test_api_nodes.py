@@ -91,7 +91,7 @@ def test_join_with_an_unknown_token_is_401(shared_api):
 def test_join_with_an_expired_token_is_401(api):
     token = new_join_token(api, ttl_seconds=60)["token"]
     clock = FakeClock(datetime.now(UTC))
-    api.server.deps.clock = clock
+    api.server.set_clock(clock)
     clock.advance(60)
     r = join(api, token, "late")
     assert_error(

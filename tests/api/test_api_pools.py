@@ -431,7 +431,7 @@ def test_scan_of_an_unreachable_or_gone_node_is_409(api):
     clock = FakeClock(datetime.now(UTC))
     with http(api) as c:
         token = c.post("/v1/users/me/api-tokens", json={"name": "clock"}).json()["token"]
-    api.server.deps.clock = clock
+    api.server.set_clock(clock)
     for advance, status in ((91, "unreachable"), (301, "gone")):
         clock.advance(advance)
         liveness_pass(api.server.deps)
@@ -1081,11 +1081,9 @@ def test_no_default_pool_when_the_name_is_empty(tmp_path):
 
 
 def _provisioning_name(api, monkeypatch, name: str) -> None:
-    deps = api.server.deps
-    section = deps.settings.storage_pools.model_copy(update={"default_pool_name": name})
-    monkeypatch.setattr(
-        deps, "settings", deps.settings.model_copy(update={"storage_pools": section})
-    )
+    settings = api.server.deps.settings
+    section = settings.storage_pools.model_copy(update={"default_pool_name": name})
+    api.server.swap_settings(monkeypatch, settings.model_copy(update={"storage_pools": section}))
 
 
 @pytest.mark.security

@@ -71,7 +71,7 @@ def test_a_rejoined_node_keeps_its_id_and_pools_and_the_old_credential_stops(api
 def test_the_default_lifetime_is_the_setting_and_a_ttl_can_be_asked_for(api):
     ready_node(api, "rj-ttl")
     clock = FakeClock(datetime.now(UTC))
-    api.server.deps.clock = clock
+    api.server.set_clock(clock)
     made = reset(api, "rj-ttl")
     expires = datetime.fromisoformat(made["expires_at"].replace("Z", "+00:00"))
     assert expires == clock.now() + timedelta(hours=1)
@@ -122,7 +122,7 @@ def test_bad_tokens_change_nothing(api):
 def test_an_expired_token_changes_nothing(api):
     node = ready_node(api, "rj-late")
     clock = FakeClock(datetime.now(UTC))
-    api.server.deps.clock = clock
+    api.server.set_clock(clock)
     token = reset(api, "rj-late", ttl_seconds=600)["token"]
     clock.step(600)  # the wall clock decides token expiry
     _refused(api, node, token, 401, "rejoin_token_expired")

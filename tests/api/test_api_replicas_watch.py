@@ -10,7 +10,6 @@ import time
 import httpx
 import pytest
 
-from otherix.api.services.users import ensure_bootstrap_admin
 from support.server import ADMIN, ApiServer, make_settings
 
 pytestmark = pytest.mark.postgres
@@ -23,7 +22,7 @@ def test_a_change_on_one_replica_wakes_a_watch_on_another(tmp_path, pg_database)
     a = ApiServer(make_settings(tmp_path / "a", pg_database)).start()
     b = ApiServer(make_settings(tmp_path / "b", pg_database)).start()
     try:
-        ensure_bootstrap_admin(a.deps, *ADMIN)
+        a.services.user_service.ensure_bootstrap_admin(*ADMIN)
         admin = {"Authorization": f"Bearer {a.login(*ADMIN)}"}
         join = httpx.post(f"{a.url}/v1/nodes/join-tokens", json={}, headers=admin).json()["token"]
         cred = httpx.post(f"{a.url}/v1/nodes/join", json={"join_token": join, "name": "n1"}).json()[

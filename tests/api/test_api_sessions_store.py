@@ -9,8 +9,10 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy import event
 
+from otherix.api.compose import build_services
 from otherix.api.deps import Deps
-from otherix.api.services import auth, users
+from otherix.api.services.auth import AuthService
+from otherix.api.services.users import UserService
 from otherix.api.settings import ApiSettings
 from otherix.config import load_config
 from otherix.errors import TokenRevoked
@@ -21,6 +23,7 @@ from otherix.store.migrate import upgrade
 from otherix.store.ports.users import UserRow
 from otherix.store.users import store as q
 from support.clock import FakeClock
+from support.server import CHEAP_PASSWORD_HASHING
 
 NOW = datetime(2026, 12, 9, 12, 0, tzinfo=UTC)
 
@@ -50,16 +53,19 @@ def test_0005_keeps_old_users_and_refresh_tokens_valid(fresh_db, tmp_path):
     assert token["session_epoch"] == 0  # an old refresh token still matches the user's epoch
 
 
-def _deps(db: Database, tmp_path) -> Deps:
-    settings = load_config(ApiSettings, overrides={"data_dir": tmp_path})
-    return Deps(settings=settings, db=db, clock=FakeClock(NOW), jwt_secret="s" * 48)
+def _services(db: Database, tmp_path) -> tuple[AuthService, UserService]:
+    settings = load_config(ApiSettings, overrides={"data_dir": tmp_path, **CHEAP_PASSWORD_HASHING})
+    built = build_services(
+        Deps(settings=settings, db=db, clock=FakeClock(NOW), jwt_secret="s" * 48)
+    )
+    return built.auth_service, built.user_service
 
 
 def test_authenticating_a_jwt_is_one_narrow_read(fresh_db, tmp_path):
     upgrade(fresh_db)
-    deps = _deps(fresh_db, tmp_path)
-    user = users.create_user(deps, UserCreate(username="dev", password="pass-word-1"))
-    pair = auth._issue(deps, _row(fresh_db, user.id))
+    auth, users = _services(fresh_db, tmp_path)
+    user = users.create_user(UserCreate(username="dev", password="pass-word-1"))
+    pair = auth._issue(_row(fresh_db, user.id))
     statements: list[str] = []
 
     def spy(_conn, _cursor, statement, *_args) -> None:
@@ -68,7 +74,7 @@ def test_authenticating_a_jwt_is_one_narrow_read(fresh_db, tmp_path):
 
     event.listen(fresh_db.engine, "before_cursor_execute", spy)
     try:
-        principal = auth.authenticate(deps, pair.access_token)
+        principal = auth.authenticate(pair.access_token)
     finally:
         event.remove(fresh_db.engine, "before_cursor_execute", spy)
     assert principal.user_id == user.id
@@ -81,22 +87,20 @@ def test_authenticating_a_jwt_is_one_narrow_read(fresh_db, tmp_path):
 
 def test_an_epoch_bump_refuses_the_old_jwt_and_keeps_the_named_family(fresh_db, tmp_path):
     upgrade(fresh_db)
-    deps = _deps(fresh_db, tmp_path)
-    admin = users.create_user(
-        deps, UserCreate(username="boss", password="pass-word-1", role=Role.ADMIN)
-    )
-    dev = users.create_user(deps, UserCreate(username="dev2", password="pass-word-1"))
+    auth, users = _services(fresh_db, tmp_path)
+    admin = users.create_user(UserCreate(username="boss", password="pass-word-1", role=Role.ADMIN))
+    dev = users.create_user(UserCreate(username="dev2", password="pass-word-1"))
     row = _row(fresh_db, dev.id)
-    kept, other = auth._issue(deps, row), auth._issue(deps, row)
-    me = auth.authenticate(deps, kept.access_token)
-    users.update_self(deps, me, SelfUpdate(password="pass-word-2"))
-    assert auth.authenticate(deps, kept.access_token).user_id == dev.id
+    kept, other = auth._issue(row), auth._issue(row)
+    me = auth.authenticate(kept.access_token)
+    users.update_self(me, SelfUpdate(password="pass-word-2"))
+    assert auth.authenticate(kept.access_token).user_id == dev.id
     with pytest.raises(TokenRevoked):
-        auth.authenticate(deps, other.access_token)
-    boss = auth.authenticate(deps, auth._issue(deps, _row(fresh_db, admin.id)).access_token)
-    users.update_user(deps, boss, dev.id, UserUpdate(password="pass-word-3"))
+        auth.authenticate(other.access_token)
+    boss = auth.authenticate(auth._issue(_row(fresh_db, admin.id)).access_token)
+    users.update_user(boss, dev.id, UserUpdate(password="pass-word-3"))
     with pytest.raises(TokenRevoked):
-        auth.authenticate(deps, kept.access_token)  # an admin's reset keeps nothing
+        auth.authenticate(kept.access_token)  # an admin's reset keeps nothing
 
 
 def _row(db: Database, user_id: str) -> UserRow:

@@ -104,7 +104,7 @@ def get(api: Any, path: str, role: str = "admin", **params: Any) -> httpx.Respon
 
 def place(api: Any) -> dict[str, int]:
     """One scheduler pass, called directly."""
-    return schedule_pass(api.server.deps)
+    return schedule_pass(api.server.services.placement_service)
 
 
 def desired_tasks(api: Any, node: Node) -> list[dict[str, Any]]:

@@ -17,7 +17,7 @@ import pytest
 import sqlalchemy as sa
 from test_vms_helpers import add_pool, create_vm, get_vm, place, ready_node
 
-from otherix.api.services import placement, pools
+from otherix.api.services.placement import ask_of
 from otherix.errors import Conflict
 from otherix.store.pools import store as qp
 from otherix.store.schema import storage_pools, tasks, vm_disks, vms
@@ -45,8 +45,8 @@ def _ready(api, pool_id):
 def _race(api, pool, rows, n):
     """Binders and one delete start together; even rounds give the delete a head
     start, odd rounds the binders, so both outcomes occur."""
-    deps = api.server.deps
-    with deps.db.read() as conn:
+    placement, pools = api.server.services.placement_service, api.server.services.pool_service
+    with api.server.deps.db.read() as conn:
         [candidate] = placement.load_candidates(conn, pool["id"])
     start = threading.Barrier(len(rows) + 1)
     outcomes: list[object] = []
@@ -56,7 +56,7 @@ def _race(api, pool, rows, n):
         start.wait()
         time.sleep(head_start * (n % 2 == 0) + 0.0005 * i)
         try:
-            outcomes.append(placement.bind(deps, vm, placement.ask_of(vm), candidate))
+            outcomes.append(placement.bind(vm, ask_of(vm), candidate))
         except Exception as exc:  # lost to the delete (or to another binder)
             outcomes.append(type(exc).__name__)
 
@@ -64,7 +64,7 @@ def _race(api, pool, rows, n):
         start.wait()
         time.sleep(head_start * (n % 2 == 1))
         try:
-            pools.delete(deps, pool["id"])
+            pools.delete(pool["id"])
         except Conflict as exc:
             outcomes.extend([409, (exc.details or {})["blocking_resources"]["vm_disks"]])
         else:

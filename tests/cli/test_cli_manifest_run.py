@@ -19,7 +19,6 @@ from test_cli_vms_helpers import (
     vm_of,
 )
 
-from otherix.api.services.users import ensure_bootstrap_admin
 from otherix.cli.context import CliContext
 from support.factories import Api
 from support.server import ADMIN, ApiServer, make_settings
@@ -254,7 +253,7 @@ def test_round_trip_into_an_empty_server(cli, api, tmp_path):
     prefixes = {"storage_pools.allowed_path_prefixes": allowed}
     server = ApiServer(make_settings(tmp_path / "second", **prefixes)).start()
     try:
-        ensure_bootstrap_admin(server.deps, *ADMIN)
+        server.services.user_service.ensure_bootstrap_admin(*ADMIN)
         second = Api(server, {"admin": server.login(*ADMIN)})
         home = tmp_path / "home2"
         home.mkdir()

@@ -145,11 +145,11 @@ def test_a_node_that_lost_its_state_comes_back_as_itself(tmp_path: Path, reliabi
                 run(env, "node", "delete", gone_node.name, "--force")
                 short = reset(env, NODE, "--ttl", "1m")  # made before the clock step
                 assert cp.server is not None
-                cp.server.deps.clock = SteppedClock(timedelta(minutes=2))
+                cp.server.set_clock(SteppedClock(timedelta(minutes=2)))
                 try:
                     expired = rejoin(node, cp.url, short)
                 finally:
-                    cp.server.deps.clock = SystemClock()
+                    cp.server.set_clock(SystemClock())
                 bad = {
                     "unknown re-enrol token": rejoin(node, cp.url, "otxr_" + "w" * 43),
                     "this re-enrol token is for node 'node-b', not 'node-a'": rejoin(

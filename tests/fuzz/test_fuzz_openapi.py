@@ -24,7 +24,6 @@ import httpx
 import pytest
 from fuzzcampaign import Campaign, Finding, seed
 
-from otherix.api.services.users import ensure_bootstrap_admin
 from otherix.rbac import Role
 from support.server import ADMIN, ApiServer, make_settings
 
@@ -38,7 +37,7 @@ BUDGET = {"admin": (40, 20), "operator": (0, 6), "developer": (0, 6), "viewer": 
 
 
 def tokens_for_every_role(server: ApiServer) -> dict[str, str]:
-    ensure_bootstrap_admin(server.deps, *ADMIN)
+    server.services.user_service.ensure_bootstrap_admin(*ADMIN)
     tokens = {"admin": server.login(*ADMIN)}
     for role in ROLES[1:]:
         server.add_user(role, ROLE_PASSWORD, Role(role))

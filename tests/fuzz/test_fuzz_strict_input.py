@@ -31,7 +31,6 @@ from strictcases import (
     surrogate_cases,
 )
 
-from otherix.api.services.users import ensure_bootstrap_admin
 from otherix.rbac import Role
 from support.factories import ROLE_PASSWORD
 from support.hostile import broken, views
@@ -52,7 +51,7 @@ class Target:
 def target(tmp_path_factory) -> Iterator[Target]:
     server = ApiServer(make_settings(tmp_path_factory.mktemp("strict-fuzz"))).start()
     try:
-        ensure_bootstrap_admin(server.deps, *ADMIN)
+        server.services.user_service.ensure_bootstrap_admin(*ADMIN)
         tokens = {"admin": server.login(*ADMIN)}
         server.add_user("developer", ROLE_PASSWORD, Role.DEVELOPER)
         tokens["developer"] = server.login("developer", ROLE_PASSWORD)

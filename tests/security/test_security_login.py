@@ -20,7 +20,6 @@ import httpx
 import pytest
 from argon2 import PasswordHasher
 
-from otherix.api.services.users import ensure_bootstrap_admin
 from otherix.store import schema
 from otherix.store.tx import sql
 from support.server import ADMIN, ApiServer, make_settings
@@ -30,7 +29,7 @@ pytestmark = pytest.mark.security
 
 def start(tmp_path, **overrides) -> ApiServer:
     server = ApiServer(make_settings(tmp_path / "api", **overrides)).start()
-    ensure_bootstrap_admin(server.deps, *ADMIN)
+    server.services.user_service.ensure_bootstrap_admin(*ADMIN)
     with server.deps.db.write() as conn:  # a production-cost hash, as a real user has
         sql(conn).execute(
             schema.users.update()

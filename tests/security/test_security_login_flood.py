@@ -24,15 +24,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import argon2
 import httpx
 import pytest
 from argon2 import PasswordHasher, extract_parameters
 
 from otherix.api.bootstrap import open_deps
+from otherix.api.compose import build_services
 from otherix.api.deps import Deps
 from otherix.api.server import make_server
-from otherix.api.services import secrets
-from otherix.api.services.users import ensure_bootstrap_admin
+from otherix.api.services.secrets import Passwords
 from support.server import ADMIN, free_port, make_settings
 
 pytestmark = pytest.mark.security
@@ -52,8 +53,9 @@ class Served:
 def production_server(tmp_path, **overrides: Any) -> Iterator[Served]:
     listen = f"127.0.0.1:{free_port()}"
     deps = open_deps(make_settings(tmp_path / "api", **{"server.listen": listen, **overrides}))
-    ensure_bootstrap_admin(deps, *ADMIN)
-    server = make_server(deps)
+    services = build_services(deps)
+    services.user_service.ensure_bootstrap_admin(*ADMIN)
+    server = make_server(deps, services)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 15
@@ -221,10 +223,12 @@ def test_guesses_for_one_user_from_many_addresses_hit_the_user_limit(tmp_path, r
 
 
 @pytest.mark.slow
-def test_a_full_hash_queue_refuses_at_once_with_retry_after(tmp_path, reliability, monkeypatch):
+def test_a_full_hash_queue_refuses_at_once_with_retry_after(tmp_path, reliability):
     # one verification at a time, nobody waiting, and a slow hash: parallel logins overlap
-    monkeypatch.setattr(secrets, "_hasher", PasswordHasher(time_cost=12, parallelism=1))
     settings = {
+        "auth.password_hash_time_cost": 12,
+        "auth.password_hash_memory_kib": argon2.DEFAULT_MEMORY_COST,
+        "auth.password_hash_parallelism": 1,
         "auth.password_hash_concurrency": 1,
         "auth.password_hash_queue": 0,
         "server.trusted_proxies": ["127.0.0.1"],
@@ -268,12 +272,12 @@ class SpyHasher(PasswordHasher):
         return super().verify(hash, password)
 
 
-def test_an_unknown_user_costs_the_same_verification_as_a_wrong_password(monkeypatch):
+def test_an_unknown_user_costs_the_same_verification_as_a_wrong_password():
     spy = SpyHasher()
-    monkeypatch.setattr(secrets, "_hasher", spy)
-    real = secrets.hash_password("the-right-password")
-    assert secrets.verify_password(real, "wrong") is False
-    assert secrets.verify_password(None, "wrong") is False
-    assert secrets.verify_password(None, "the-right-password") is False
+    passwords = Passwords(spy)
+    real = passwords.hash("the-right-password")
+    assert passwords.verify(real, "wrong") is False
+    assert passwords.verify(None, "wrong") is False
+    assert passwords.verify(None, "the-right-password") is False
     wrong, unknown, unknown_right = spy.verified
     assert wrong == unknown == unknown_right == extract_parameters(real)

@@ -12,7 +12,7 @@ It speaks every clock seam the code has, so one class serves them all:
 ``advance`` lets time pass (both clocks move); ``step`` sets only the wall
 clock, as an operator or NTP would. The monotonic reading starts at the real
 ``time.monotonic()`` unless ``monotonic_start`` says otherwise, so a test may
-swap the clock into a running server (``deps.clock = FakeClock(...)``) and the
+seat the clock in a running server (``ApiServer.set_clock(FakeClock(...))``) and the
 monotonic times the server recorded before stay comparable. With ``until``
 (and a ``stop`` with ``set()``), reaching that monotonic time sets ``stop``:
 the agent loop tests end a run that way.
@@ -24,7 +24,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-__all__ = ["FakeClock"]
+__all__ = ["ClockSeat", "FakeClock"]
 
 
 class _Stop(Protocol):
@@ -74,3 +74,27 @@ class FakeClock:
         """Record the delay and let it pass at once (a negative one passes no time)."""
         self.sleeps.append(seconds)
         self.advance(max(0.0, seconds))
+
+
+class ClockSeat:
+    """The clock a test server's services hold: it reads whichever clock sits in it.
+
+    The composition root hands one clock to every service when it builds them,
+    so a test that wants a fake clock in a running server seats it here
+    (``ApiServer.set_clock``) instead of replacing the server's clock. Attributes
+    other than the two readings (``advance``, ``step``) reach the seated clock.
+    """
+
+    def __init__(self, clock: object) -> None:
+        self.seated = clock
+
+    def now(self) -> datetime:
+        value: datetime = self.seated.now()  # type: ignore[attr-defined]
+        return value
+
+    def monotonic(self) -> float:
+        value: float = self.seated.monotonic()  # type: ignore[attr-defined]
+        return value
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.seated, name)

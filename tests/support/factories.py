@@ -75,9 +75,8 @@ class Api:
 
 def with_roles(server: ApiServer, roles: tuple[str, ...] = ROLES) -> Api:
     """Log in the bootstrap admin and add one user per other role in ``roles``."""
-    from otherix.api.services.users import ensure_bootstrap_admin
 
-    ensure_bootstrap_admin(server.deps, *ADMIN)
+    server.services.user_service.ensure_bootstrap_admin(*ADMIN)
     tokens = {"admin": server.login(*ADMIN)}
     for role in roles:
         if role != "admin":

@@ -141,9 +141,8 @@ class ControlPlane:
         return self
 
     def _login(self, server: ApiServer) -> str:
-        from otherix.api.services.users import ensure_bootstrap_admin
 
-        ensure_bootstrap_admin(server.deps, *ADMIN)
+        server.services.user_service.ensure_bootstrap_admin(*ADMIN)
         return server.login(*ADMIN)
 
     def stop(self) -> None:
@@ -366,9 +365,8 @@ class Cluster:
             return self._api.admin_token
         if hasattr(self._api, "tokens"):
             return str(self._api.tokens["admin"])
-        from otherix.api.services.users import ensure_bootstrap_admin
 
-        ensure_bootstrap_admin(self._api.deps, *ADMIN)
+        self._api.services.user_service.ensure_bootstrap_admin(*ADMIN)
         return self._api.login(*ADMIN)
 
     def join_token(self, max_uses: int = 1) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 import threading
 import time
@@ -10,16 +11,19 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import uvicorn
 
 from otherix.api.app import create_app
 from otherix.api.bootstrap import open_deps
+from otherix.api.clock import Clock
+from otherix.api.compose import Services, build_services
 from otherix.api.deps import Deps
-from otherix.api.services import users
 from otherix.api.settings import ApiSettings
 from otherix.config import load_config
 from otherix.models.auth import UserCreate
 from otherix.rbac import Role
+from support.clock import ClockSeat
 
 ADMIN = ("admin", "admin-password-1")
 
@@ -35,9 +39,20 @@ def make_settings(data_dir: Path, database_url: str | None = None, **overrides: 
         "data_dir": data_dir,
         "database.url": database_url,
         "storage_pools.allowed_path_prefixes": [f"{data_dir}/pools/", "/var/lib/otherix/pools/"],
+        # argon2id with minimal cost in tests (production keeps the library defaults):
+        # the code path is the same, only the work factor drops
+        **CHEAP_PASSWORD_HASHING,
     }
     base.update(overrides)
     return load_config(ApiSettings, overrides=base)
+
+
+#: the ``auth.password_hash_*`` settings of test servers
+CHEAP_PASSWORD_HASHING: dict[str, Any] = {
+    "auth.password_hash_time_cost": 1,
+    "auth.password_hash_memory_kib": 64,
+    "auth.password_hash_parallelism": 1,
+}
 
 
 @dataclass
@@ -47,6 +62,7 @@ class ApiServer:
     run_workers: bool = True
     port: int = 0  # 0: pick a free port at start; set it to restart on the same port
     deps: Deps = field(init=False)
+    services: Services = field(init=False)
     _server: uvicorn.Server = field(init=False)
     _thread: threading.Thread = field(init=False)
 
@@ -58,7 +74,10 @@ class ApiServer:
         self.deps = open_deps(self.settings)
         if not self.port:
             self.port = free_port(self.host)
-        app = create_app(self.deps, run_workers=self.run_workers)
+        # one seat for the clock every service is built with: set_clock swaps what it reads
+        self.deps.clock = ClockSeat(self.deps.clock)
+        self.services = build_services(self.deps)
+        app = create_app(self.deps, services=self.services, run_workers=self.run_workers)
         config = uvicorn.Config(
             app, host=self.host, port=self.port, log_level="warning", lifespan="on"
         )
@@ -79,8 +98,25 @@ class ApiServer:
         self.deps.db.close()
 
     # helpers ---------------------------------------------------------------
+    def set_clock(self, clock: Clock) -> None:
+        """Seat ``clock`` in the running server: every service reads it from now on."""
+        seat = self.deps.clock
+        assert isinstance(seat, ClockSeat)
+        seat.seated = clock
+
+    def swap_settings(self, monkeypatch: pytest.MonkeyPatch, settings: ApiSettings) -> None:
+        """Run the rest of the test with ``settings`` in ``Deps`` and in every service
+        that holds them (undone by ``monkeypatch`` at the end of the test)."""
+        monkeypatch.setattr(self.deps, "settings", settings)
+        for f in dataclasses.fields(self.services):
+            service = getattr(self.services, f.name)
+            if hasattr(service, "settings"):
+                monkeypatch.setattr(service, "settings", settings)
+
     def add_user(self, username: str, password: str, role: Role) -> None:
-        users.create_user(self.deps, UserCreate(username=username, password=password, role=role))
+        self.services.user_service.create_user(
+            UserCreate(username=username, password=password, role=role)
+        )
 
     def login(self, username: str, password: str) -> str:
         r = httpx.post(

@@ -1,6 +1,7 @@
 """``create_app(deps)``: the FastAPI application, built the same way by
-``server.py`` and by tests. No import-time globals: the ``Deps`` given and the
-metrics made here reach the routes through the dependencies of ``provide.py``."""
+``server.py`` and by tests. No import-time globals: the ``Deps`` given, the
+services built from it (``compose.py``) and the metrics made here reach the
+routes through the dependencies of ``provide.py``."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from fastapi.routing import APIRoute
 
 from otherix import __version__
 from otherix.api import errors, openapi
+from otherix.api.compose import Services, build_services
 from otherix.api.deps import Deps
 from otherix.api.idempotency import IdempotencyMiddleware
 from otherix.api.inputguard import InputGuard
@@ -24,13 +26,20 @@ from otherix.api.workers.runner import Workers
 from otherix.api.workers.scheduler import KickScheduler, SchedulerWake
 
 
-def create_app(deps: Deps, *, run_workers: bool | None = None) -> FastAPI:
+def create_app(
+    deps: Deps, *, services: Services | None = None, run_workers: bool | None = None
+) -> FastAPI:
+    """The application over ``deps``, with ``services`` (built here from ``deps`` by
+    ``compose.build_services`` when not given: a process builds them once)."""
+    services = services if services is not None else build_services(deps)
     start_workers = deps.settings.workers.enabled if run_workers is None else run_workers
     scheduler_wake = SchedulerWake()
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        workers = Workers(deps, scheduler_wake) if start_workers else None
+        workers = (
+            Workers(deps, services.placement_service, scheduler_wake) if start_workers else None
+        )
         listener = None
         if deps.db.backend == "postgresql":
             from otherix.api.pglisten import PgListener
@@ -66,7 +75,7 @@ def create_app(deps: Deps, *, run_workers: bool | None = None) -> FastAPI:
     )
     metrics = Metrics()
     metrics.watch_waiters.set_function(deps.hub.waiting)
-    provide(app, deps, metrics)  # what the routes' dependencies hand out (api/provide.py)
+    provide(app, deps, services, metrics)  # what the routes' dependencies hand out (provide.py)
     errors.install(app, max_body_bytes=deps.settings.server.max_body_bytes)
     for module in (health, auth, nodes, pools, cluster, tasks, vms):
         app.include_router(module.router)

@@ -15,15 +15,14 @@ from typing import Any
 from otherix.api import datadir
 from otherix.api.clock import SystemClock
 from otherix.api.deps import Deps
-from otherix.api.services import defaultpool, users
+from otherix.api.services.users import UserService
 from otherix.api.settings import ApiSettings
 from otherix.config import ConfigError, load_config
 from otherix.store import Database
 from otherix.store.clusterid import stored_cluster_id
 from otherix.store.engine import display_url, sqlite_path
 from otherix.store.migrate import upgrade
-from otherix.store.ports.settings import CLUSTER_ID
-from otherix.store.settings import store as qs
+from otherix.store.ports.settings import CLUSTER_ID, DEFAULT_POOL_NAME
 
 log = logging.getLogger("otherix.api")
 
@@ -108,11 +107,14 @@ def open_deps(settings: ApiSettings, *, migrate: bool = True, init: bool = False
         if migrate:
             upgrade(db)
         deps = Deps(settings=settings, db=db, clock=SystemClock(), jwt_secret=jwt_secret(settings))
-        defaultpool.seed(deps)
         with db.write() as conn:
-            deps.cluster_id = qs.ensure_setting(
-                conn, CLUSTER_ID, str(uuid.uuid4()), deps.clock.now()
-            )
+            now = deps.clock.now()
+            # first start: the cluster default pool from config (never over an
+            # admin's later set or unset), and the cluster's identity
+            if not db.settings.has_setting(conn, DEFAULT_POOL_NAME):
+                default = settings.storage_pools.default_pool_name
+                db.settings.put_setting(conn, DEFAULT_POOL_NAME, default or None, now)
+            deps.cluster_id = db.settings.ensure_setting(conn, CLUSTER_ID, str(uuid.uuid4()), now)
         if marker != deps.cluster_id:
             if marker is not None:
                 log.warning(
@@ -128,6 +130,6 @@ def open_deps(settings: ApiSettings, *, migrate: bool = True, init: bool = False
     return deps
 
 
-def ensure_admin(deps: Deps, admin: tuple[str, str] | None) -> None:
-    if admin and users.ensure_bootstrap_admin(deps, *admin):
+def ensure_admin(users: UserService, admin: tuple[str, str] | None) -> None:
+    if admin and users.ensure_bootstrap_admin(*admin):
         log.info("bootstrap admin %r created", admin[0])

@@ -20,6 +20,7 @@ from otherix.api.clock import Clock
 from otherix.api.loginguard import LoginGuard
 from otherix.api.settings import ApiSettings
 from otherix.api.watch import WatchHub
+from otherix.models.heartbeat import DesiredState
 from otherix.rbac import Permission, Role, Scope, scope_for
 from otherix.store import Database
 
@@ -119,7 +120,7 @@ class Deps:
     logins: LoginGuard = field(init=False)
     #: node_id -> (desired revision, desired state); valid while the revision is
     #: unchanged, and every change bumps the revision in the store.
-    desired_cache: dict[str, tuple[int, Any]] = field(default_factory=dict)
+    desired_cache: dict[str, tuple[int, DesiredState]] = field(default_factory=dict)
     desired_json_cache: dict[str, tuple[int, bytes]] = field(default_factory=dict)
     #: Idempotency-Key claims of this server (``api/claims.py``)
     claims: Claims = field(default_factory=Claims)

@@ -6,7 +6,7 @@ node credential). ``tests/api/test_api_rbac.py`` and ``api/openapi.py`` read
 these markers from every route.
 
 The guards sit above the services (``require`` calls
-``services.auth.authenticate`` and ``idempotency.claim``); nothing below
+``AuthService.authenticate`` and ``idempotency.claim``); nothing below
 imports this module (an import-linter ``layers`` contract keeps it so).
 """
 
@@ -19,8 +19,7 @@ from fastapi import Request
 
 from otherix.api import idempotency
 from otherix.api.deps import Principal
-from otherix.api.provide import deps_of
-from otherix.api.services import auth
+from otherix.api.provide import services_of
 from otherix.errors import PermissionDenied, Unauthenticated
 from otherix.rbac import Permission, Scope
 
@@ -41,7 +40,7 @@ def require(permission: Permission) -> Callable[[Request], Principal]:
     answers a caller who could not make the request itself."""
 
     def guard(request: Request) -> Principal:
-        principal = auth.authenticate(deps_of(request), bearer(request))
+        principal = services_of(request).auth_service.authenticate(bearer(request))
         if principal.scope(permission) is Scope.NONE:
             raise PermissionDenied(
                 f"role {principal.role} lacks {permission}", {"required": str(permission)}

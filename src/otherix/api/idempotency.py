@@ -56,7 +56,6 @@ from otherix.api.provide import deps_of
 from otherix.errors import Conflict, IdempotencyKeyMismatch, OtherixError, ValidationFailed
 from otherix.models.withhold import withhold
 from otherix.store import StoreError, UniqueViolation
-from otherix.store.idempotency import store as qi
 from otherix.store.ports.idempotency import PENDING, IdempotencyRow
 
 MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
@@ -137,15 +136,19 @@ def _claim_row(deps: Deps, ticket: Ticket, pk: tuple[str, str]) -> IdempotencyRo
     now = deps.clock.now()
     try:
         with deps.db.write() as conn:
-            row = qi.get(conn, principal, key)
+            row = deps.db.idempotency.get(conn, principal, key)
             if row is not None:
                 if _alive(deps, row, now):
                     return row
-                qi.delete(conn, principal, key)  # expired or abandoned: take it over
-            qi.insert_claim(conn, principal, key, ticket.request_hash, ticket.token, now)
+                deps.db.idempotency.delete(
+                    conn, principal, key
+                )  # expired or abandoned: take it over
+            deps.db.idempotency.insert_claim(
+                conn, principal, key, ticket.request_hash, ticket.token, now
+            )
     except UniqueViolation:  # a concurrent request claimed it first (PostgreSQL)
         with deps.db.read() as conn:
-            return qi.get(conn, principal, key) or _running(ticket, pk, now)
+            return deps.db.idempotency.get(conn, principal, key) or _running(ticket, pk, now)
     deps.claims.forget_release(pk)  # the row it was owed for is gone
     return None
 
@@ -161,7 +164,7 @@ def claim(request: Request, user_id: str) -> None:
     pk = (f"user:{user_id}", ticket.key)
     if not deps.claims.enter(pk):  # a request of this server runs it right now
         with deps.db.read() as conn:
-            running = qi.get(conn, *pk) or _running(ticket, pk, deps.clock.now())
+            running = deps.db.idempotency.get(conn, *pk) or _running(ticket, pk, deps.clock.now())
         raise _held_answer(running, ticket.request_hash)
     ticket.token = deps.claims.token()
     try:
@@ -187,7 +190,7 @@ def _finish(deps: Deps, ticket: Ticket, status: int | None, ctype: str, body: by
             if store:
                 assert status is not None
                 stored, fields = withhold(body, ctype)
-                kept = qi.complete(
+                kept = deps.db.idempotency.complete(
                     conn,
                     *pk,
                     ticket.token,
@@ -197,7 +200,7 @@ def _finish(deps: Deps, ticket: Ticket, status: int | None, ctype: str, body: by
                     withheld=",".join(fields)[:255] or None,
                 )
             else:
-                kept = qi.release(conn, *pk, ticket.token)
+                kept = deps.db.idempotency.release(conn, *pk, ticket.token)
         if not kept:
             log.warning("Idempotency-Key claim %r was taken over before its answer", ticket.key)
     except StoreError:
@@ -217,7 +220,7 @@ def retry_releases(deps: Deps) -> int:
             continue  # taken over by a request that is running now
         try:
             with deps.db.write() as conn:
-                qi.release(conn, *pk, token)
+                deps.db.idempotency.release(conn, *pk, token)
         except StoreError:
             return done  # still down: next pass
         deps.claims.forget_release(pk)

@@ -32,6 +32,7 @@ from otherix.api.bootstrap import (
     open_deps,
     open_store,
 )
+from otherix.api.compose import build_services
 from otherix.api.datadir import DataDirMismatch
 from otherix.api.server import exit_if_lost, run_server
 from otherix.config import ConfigError
@@ -97,10 +98,11 @@ def serve(
     try:
         admin = bootstrap_admin_from_env(os.environ)
         deps = open_deps(settings, init=init)
-        ensure_admin(deps, admin)
+        services = build_services(deps)
+        ensure_admin(services.user_service, admin)
     except (ConfigError, StoreError, DataDirMismatch) as exc:
         raise click.ClickException(str(exc)) from exc
-    run_server(deps)
+    run_server(deps, services)
     exit_if_lost(deps)
     deps.db.close()
 

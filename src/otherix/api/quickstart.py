@@ -31,15 +31,16 @@ import click
 
 from otherix.api import datadir
 from otherix.api.bootstrap import load_settings, open_deps
+from otherix.api.compose import build_services
 from otherix.api.deps import Deps
 from otherix.api.server import exit_if_lost, make_server
-from otherix.api.services import nodes, users
+from otherix.api.services.nodes import NodeService
+from otherix.api.services.users import UserService
 from otherix.api.settings import ApiSettings
 from otherix.config import ConfigError
 from otherix.models.auth import UserCreate
 from otherix.models.nodes import JoinTokenCreate
 from otherix.rbac import Role
-from otherix.store.users import store as qu
 
 ADMIN = "admin"
 
@@ -66,13 +67,13 @@ def settings_for(data_dir: Path, listen: str, config_file: Path | None) -> ApiSe
         raise click.ClickException(str(exc)) from exc
 
 
-def ensure_admin(deps: Deps) -> str | None:
+def ensure_admin(deps: Deps, users: UserService) -> str | None:
     """Create ``admin`` with a random password on first run; returns the password."""
     with deps.db.read() as conn:
-        if qu.count_users(conn):
+        if deps.db.users.count_users(conn):
             return None
     password = os.environ.get("OTHERIX_BOOTSTRAP_ADMIN_PASSWORD") or secrets.token_urlsafe(18)
-    users.create_user(deps, UserCreate(username=ADMIN, password=password, role=Role.ADMIN))
+    users.create_user(UserCreate(username=ADMIN, password=password, role=Role.ADMIN))
     return password
 
 
@@ -84,12 +85,12 @@ def _agent_env(settings: ApiSettings) -> dict[str, str]:
     return env
 
 
-def enrol_agent(deps: Deps, settings: ApiSettings, url: str, node_name: str) -> Path:
+def enrol_agent(nodes: NodeService, settings: ApiSettings, url: str, node_name: str) -> Path:
     agent_dir = settings.data_dir / "agent"
     if (agent_dir / "node.json").exists():
         return agent_dir
     token = nodes.create_join_token(
-        deps, "quickstart", JoinTokenCreate(ttl_seconds=600, max_uses=1, description="quickstart")
+        "quickstart", JoinTokenCreate(ttl_seconds=600, max_uses=1, description="quickstart")
     )
     cmd = [
         _script("otherix-agent"),
@@ -152,10 +153,11 @@ def run(
 ) -> None:
     settings = settings_for(data_dir, listen, config_file)
     deps = _open(settings, init)
-    password = ensure_admin(deps)
+    services = build_services(deps)
+    password = ensure_admin(deps, services.user_service)
     host = settings.server.host if settings.server.host not in ("0.0.0.0", "::") else "127.0.0.1"  # noqa: S104
     url = f"http://{host}:{settings.server.port}"
-    server = make_server(deps)
+    server = make_server(deps, services)
     agent: dict[str, subprocess.Popen[bytes]] = {}
     failed: list[str] = []
 
@@ -166,7 +168,7 @@ def run(
                 return
             time.sleep(0.05)
         try:
-            agent_dir = enrol_agent(deps, settings, url, node_name)
+            agent_dir = enrol_agent(services.node_service, settings, url, node_name)
             agent["proc"] = _start_agent(settings, agent_dir)
             if password:
                 write_cli_context(url, password)

@@ -1,6 +1,7 @@
 """The uvicorn server of the control plane, used by ``serve`` (``main.py``) and
-``quickstart`` (``quickstart.py``): ``make_server(deps)`` builds the app with
-``create_app(deps)``; ``exit_if_lost`` ends a process whose SQLite file was lost.
+``quickstart`` (``quickstart.py``): ``make_server(deps, services)`` builds the app
+with ``create_app(deps, services=services)``; ``exit_if_lost`` ends a process
+whose SQLite file was lost.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 import uvicorn
 
 from otherix.api.app import create_app
+from otherix.api.compose import Services
 from otherix.api.deps import Deps
 
 
@@ -31,9 +33,9 @@ class _Server(uvicorn.Server):
         self._captured_signals.clear()
 
 
-def make_server(deps: Deps) -> uvicorn.Server:
+def make_server(deps: Deps, services: Services) -> uvicorn.Server:
     settings = deps.settings
-    app = create_app(deps)
+    app = create_app(deps, services=services)
     config = uvicorn.Config(
         app,
         host=settings.server.host,
@@ -52,8 +54,8 @@ def make_server(deps: Deps) -> uvicorn.Server:
     return _Server(config, deps)
 
 
-def run_server(deps: Deps) -> None:
-    make_server(deps).run()
+def run_server(deps: Deps, services: Services) -> None:
+    make_server(deps, services).run()
 
 
 def exit_if_lost(deps: Deps) -> None:

@@ -5,8 +5,9 @@ read and write transactions, and the aggregate stores: one module per noun
 (users, nodes, pools, vms, tasks, events, settings, idempotency) holds one
 SQLAlchemy Core class, used by both backends, that implements the
 ``typing.Protocol`` of ``ports/<noun>.py`` and speaks its frozen rows; a
-service is handed the protocol, never the class. ``migrate.upgrade`` runs the Alembic migrations. Transactions are
-opaque ``Tx`` handles (tx.py): callers never see a SQLAlchemy connection.
+service is handed the protocol, never the class. ``migrate.upgrade`` runs the
+Alembic migrations. Transactions are opaque ``Tx`` handles (tx.py): callers
+never see a SQLAlchemy connection.
 """
 
 from otherix.store.engine import Database

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Response
 
-from otherix.api.deps import Deps
 from otherix.api.guards import require
-from otherix.api.provide import get_deps
-from otherix.api.services import defaultpool
+from otherix.api.provide import get_default_pool_service
+from otherix.api.services.defaultpool import DefaultPoolService
 from otherix.models.pools import DefaultPool, DefaultPoolSet
 from otherix.rbac import Permission
 
@@ -18,13 +17,18 @@ MANAGE = require(Permission.CLUSTER_MANAGE)
 
 
 @router.get("/default-pool", operation_id="getDefaultPool", dependencies=[Depends(READ)])
-def get_default_pool(deps: Deps = Depends(get_deps)) -> DefaultPool:
-    return defaultpool.get(deps)
+def get_default_pool(
+    default_pool_service: DefaultPoolService = Depends(get_default_pool_service),
+) -> DefaultPool:
+    return default_pool_service.get()
 
 
 @router.put("/default-pool", operation_id="setDefaultPool", dependencies=[Depends(MANAGE)])
-def set_default_pool(body: DefaultPoolSet, deps: Deps = Depends(get_deps)) -> DefaultPool:
-    return defaultpool.put(deps, body.name)
+def set_default_pool(
+    body: DefaultPoolSet,
+    default_pool_service: DefaultPoolService = Depends(get_default_pool_service),
+) -> DefaultPool:
+    return default_pool_service.put(body.name)
 
 
 @router.delete(
@@ -33,6 +37,8 @@ def set_default_pool(body: DefaultPoolSet, deps: Deps = Depends(get_deps)) -> De
     status_code=204,
     dependencies=[Depends(MANAGE)],
 )
-def unset_default_pool(deps: Deps = Depends(get_deps)) -> Response:
-    defaultpool.clear(deps)
+def unset_default_pool(
+    default_pool_service: DefaultPoolService = Depends(get_default_pool_service),
+) -> Response:
+    default_pool_service.clear()
     return Response(status_code=204)

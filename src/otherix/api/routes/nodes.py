@@ -8,10 +8,19 @@ from starlette.concurrency import run_in_threadpool
 
 from otherix.api.deps import Deps, Principal
 from otherix.api.guards import AgentCredential, agent_node, public, require
-from otherix.api.provide import get_deps
+from otherix.api.provide import (
+    get_deps,
+    get_heartbeat_service,
+    get_node_service,
+    get_rejoin_service,
+    get_watch_service,
+)
 from otherix.api.routes.common import limit_param, page
-from otherix.api.services import heartbeat as hb
-from otherix.api.services import nodes, rejoin, watching
+from otherix.api.services import nodes
+from otherix.api.services.heartbeat import HeartbeatService
+from otherix.api.services.nodes import NodeService
+from otherix.api.services.rejoin import RejoinService
+from otherix.api.services.watching import WatchService
 from otherix.api.views.heartbeat import heartbeat_reply
 from otherix.api.workers.scheduler import NO_CHANGE
 from otherix.domain.liveness import STATUSES
@@ -53,14 +62,16 @@ def _shape(node: Node, me: Principal) -> Node | NodeSummary:
     "/join-tokens", operation_id="createJoinToken", status_code=201, response_model=JoinTokenCreated
 )
 def create_join_token(
-    body: JoinTokenCreate, deps: Deps = Depends(get_deps), me: Principal = Depends(MANAGE)
+    body: JoinTokenCreate,
+    me: Principal = Depends(MANAGE),
+    node_service: NodeService = Depends(get_node_service),
 ) -> JoinTokenCreated:
-    return nodes.create_join_token(deps, me.user_id, body)
+    return node_service.create_join_token(me.user_id, body)
 
 
 @router.get("/join-tokens", operation_id="listJoinTokens", dependencies=[Depends(MANAGE)])
-def list_join_tokens(deps: Deps = Depends(get_deps)) -> Page[JoinToken]:
-    return Page[JoinToken].model_validate({"data": nodes.list_join_tokens(deps), "meta": {}})
+def list_join_tokens(node_service: NodeService = Depends(get_node_service)) -> Page[JoinToken]:
+    return Page[JoinToken].model_validate({"data": node_service.list_join_tokens(), "meta": {}})
 
 
 @router.delete(
@@ -69,21 +80,25 @@ def list_join_tokens(deps: Deps = Depends(get_deps)) -> Page[JoinToken]:
     status_code=204,
     dependencies=[Depends(MANAGE)],
 )
-def delete_join_token(token_id: str, deps: Deps = Depends(get_deps)) -> Response:
-    nodes.delete_join_token(deps, token_id)
+def delete_join_token(
+    token_id: str, node_service: NodeService = Depends(get_node_service)
+) -> Response:
+    node_service.delete_join_token(token_id)
     return Response(status_code=204)
 
 
 @router.post("/join", operation_id="joinNode", status_code=201, dependencies=[Depends(public)])
-def join(body: NodeJoin, deps: Deps = Depends(get_deps)) -> NodeJoined:
-    return nodes.join(deps, body)
+def join(body: NodeJoin, node_service: NodeService = Depends(get_node_service)) -> NodeJoined:
+    return node_service.join(body)
 
 
 @router.post("/rejoin", operation_id="rejoinNode", dependencies=[Depends(public)])
-def rejoin_node(body: NodeRejoin, deps: Deps = Depends(get_deps)) -> NodeJoined:
+def rejoin_node(
+    body: NodeRejoin, rejoin_service: RejoinService = Depends(get_rejoin_service)
+) -> NodeJoined:
     """Redeem a re-enrol token: the token's node gets a new credential (shown
     once) and its old credential stops working."""
-    return rejoin.rejoin(deps, body)
+    return rejoin_service.rejoin(body)
 
 
 @router.get("", operation_id="listNodes", response_model=Page[Node] | Page[NodeSummary])
@@ -92,39 +107,39 @@ def list_nodes(
     cursor: str | None = None,
     status: str | None = None,
     architecture: str | None = None,
-    deps: Deps = Depends(get_deps),
     me: Principal = Depends(READ),
+    node_service: NodeService = Depends(get_node_service),
 ) -> dict[str, object]:
     if status is not None and status not in STATUSES:
         raise ValidationFailed(f"invalid status {status!r}", {"field": "status"})
-    data, nxt = nodes.list_nodes(
-        deps, limit=limit_param(limit), cursor=cursor, status=status, architecture=architecture
+    data, nxt = node_service.list_nodes(
+        limit=limit_param(limit), cursor=cursor, status=status, architecture=architecture
     )
     return page([_shape(n, me) for n in data], nxt)
 
 
 @router.get("/{name}", operation_id="getNode", response_model=NodeDetail | NodeSummary)
 def get_node(
-    name: str, deps: Deps = Depends(get_deps), me: Principal = Depends(READ)
+    name: str, me: Principal = Depends(READ), node_service: NodeService = Depends(get_node_service)
 ) -> Node | NodeSummary:
     if me.scope(Permission.NODE_READ) is Scope.FULL:  # with the node's events
-        return nodes.node_detail(deps, name)
-    return _shape(nodes.node_view(nodes.get_node_row(deps, name)), me)
+        return node_service.node_detail(name)
+    return _shape(nodes.node_view(node_service.get_node_row(name)), me)
 
 
 @router.post("/{name}/cordon", operation_id="cordonNode", dependencies=[Depends(MAINT)])
-def cordon(name: str, deps: Deps = Depends(get_deps)) -> Node:
-    return nodes.set_cordon(deps, name, True)
+def cordon(name: str, node_service: NodeService = Depends(get_node_service)) -> Node:
+    return node_service.set_cordon(name, True)
 
 
 @router.post("/{name}/uncordon", operation_id="uncordonNode", dependencies=[Depends(MAINT)])
-def uncordon(name: str, deps: Deps = Depends(get_deps)) -> Node:
-    return nodes.set_cordon(deps, name, False)
+def uncordon(name: str, node_service: NodeService = Depends(get_node_service)) -> Node:
+    return node_service.set_cordon(name, False)
 
 
 @router.post("/{name}/readmit", operation_id="readmitNode", dependencies=[Depends(MAINT)])
-def readmit(name: str, deps: Deps = Depends(get_deps)) -> Node:
-    return nodes.readmit(deps, name)
+def readmit(name: str, node_service: NodeService = Depends(get_node_service)) -> Node:
+    return node_service.readmit(name)
 
 
 @router.post(
@@ -135,20 +150,20 @@ def readmit(name: str, deps: Deps = Depends(get_deps)) -> Node:
 def reset_credentials(
     name: str,
     body: NodeCredentialReset | None = None,
-    deps: Deps = Depends(get_deps),
     me: Principal = Depends(MANAGE),
+    rejoin_service: RejoinService = Depends(get_rejoin_service),
 ) -> NodeRejoinToken:
     """A one-time re-enrol token for a node that lost its credential (shown once;
     a newer one replaces an older one). The current credential keeps working
     until the token is redeemed with ``POST /v1/nodes/rejoin``."""
-    return rejoin.reset_credentials(deps, name, me.user_id, body or NodeCredentialReset())
+    return rejoin_service.reset_credentials(name, me.user_id, body or NodeCredentialReset())
 
 
 @router.delete("/{name}", operation_id="deleteNode", dependencies=[Depends(MANAGE)])
-def delete_node(name: str, deps: Deps = Depends(get_deps)) -> NodeDeleted:
+def delete_node(name: str, node_service: NodeService = Depends(get_node_service)) -> NodeDeleted:
     """200 with the pool instances deleted with the node (docs/pool-contract.md
     §3.3; a bare 204 used to leave them orphaned)."""
-    return nodes.delete_node(deps, name)
+    return node_service.delete_node(name)
 
 
 @router.post(
@@ -156,9 +171,11 @@ def delete_node(name: str, deps: Deps = Depends(get_deps)) -> NodeDeleted:
     operation_id="provisionDefaultPool",
     dependencies=[Depends(MANAGE)],
 )
-def provision_default_pool(name: str, deps: Deps = Depends(get_deps)) -> DefaultPoolProvisioned:
+def provision_default_pool(
+    name: str, node_service: NodeService = Depends(get_node_service)
+) -> DefaultPoolProvisioned:
     """Run the default-pool step for this node now and say what it did."""
-    return nodes.provision_default_pool(deps, name)
+    return node_service.provision_default_pool(name)
 
 
 @router.post("/{name}/heartbeat", operation_id="nodeHeartbeat", response_model=HeartbeatReply)
@@ -168,6 +185,7 @@ async def heartbeat(
     report: HeartbeatReport,
     deps: Deps = Depends(get_deps),
     cred: AgentCredential = Depends(agent_node),
+    heartbeat_service: HeartbeatService = Depends(get_heartbeat_service),
 ) -> Response:
     """Observed state in, desired state out (body pre-serialised per revision).
 
@@ -176,11 +194,11 @@ async def heartbeat(
     heartbeat on PostgreSQL, whose reads cross the network) runs in a worker.
     """
     if deps.db.backend == "sqlite":
-        answer = hb.heartbeat(deps, cred.token, name, report, read_only=True)
+        answer = heartbeat_service.heartbeat(cred.token, name, report, read_only=True)
         if answer is not None:
             setattr(request.state, NO_CHANGE, True)  # nothing written: no scheduler pass
             return Response(heartbeat_reply(answer), media_type="application/json")
-    written = await run_in_threadpool(hb.heartbeat, deps, cred.token, name, report)
+    written = await run_in_threadpool(heartbeat_service.heartbeat, cred.token, name, report)
     return Response(heartbeat_reply(written), media_type="application/json")
 
 
@@ -189,9 +207,9 @@ async def watch(
     name: str,
     revision: int = Query(ge=0, le=INT64_MAX),
     timeout: float = Query(default=25.0, ge=0, le=120),
-    deps: Deps = Depends(get_deps),
     cred: AgentCredential = Depends(agent_node),
+    watch_service: WatchService = Depends(get_watch_service),
 ) -> WatchReply:
     """Returns as soon as the node's desired revision passes ``revision``,
     or after ``timeout`` seconds with ``changed: false``."""
-    return await watching.watch(deps, cred.token, name, revision, timeout)
+    return await watch_service.watch(cred.token, name, revision, timeout)

@@ -12,9 +12,8 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from otherix.api.deps import Deps
 from otherix.api.guards import require
-from otherix.api.provide import get_deps
+from otherix.api.provide import get_pool_service, get_reinit_service
 from otherix.api.routes.common import (
     DRY_RUN_DESCRIPTION,
     dry_run_answer,
@@ -22,7 +21,9 @@ from otherix.api.routes.common import (
     limit_param,
     page,
 )
-from otherix.api.services import poolreinit, pools
+from otherix.api.services import pools
+from otherix.api.services.poolreinit import PoolReinitService
+from otherix.api.services.pools import PoolService
 from otherix.models.pools import PoolConceptView, PoolCreate, PoolList, PoolUpdate, StoragePool
 from otherix.rbac import Permission
 
@@ -49,10 +50,10 @@ def list_pools(
     cursor: str | None = None,
     node: str | None = None,
     type: str | None = None,
-    deps: Deps = Depends(get_deps),
+    pool_service: PoolService = Depends(get_pool_service),
 ) -> dict[str, Any]:
-    data, nxt = pools.list_pools(
-        deps, limit=limit_param(limit), cursor=cursor, node=node, pool_type=type
+    data, nxt = pool_service.list_pools(
+        limit=limit_param(limit), cursor=cursor, node=node, pool_type=type
     )
     return page(data, nxt)
 
@@ -69,10 +70,10 @@ async def create_pool(
     request: Request,
     response: Response,
     dry_run: bool = Query(False, description=DRY_RUN_DESCRIPTION),
-    deps: Deps = Depends(get_deps),
+    pool_service: PoolService = Depends(get_pool_service),
 ) -> StoragePool:
     body = pools.parse_create(await json_body(request))
-    pool = await run_in_threadpool(partial(pools.create, dry_run=dry_run), deps, body)
+    pool = await run_in_threadpool(partial(pool_service.create, dry_run=dry_run), body)
     if dry_run:
         response.status_code = 200
     return pool
@@ -84,8 +85,10 @@ async def create_pool(
     response_model=StoragePool | PoolConceptView,
     dependencies=[Depends(READ)],
 )
-def get_pool(id: str, deps: Deps = Depends(get_deps)) -> StoragePool | PoolConceptView:
-    return pools.get(deps, id)
+def get_pool(
+    id: str, pool_service: PoolService = Depends(get_pool_service)
+) -> StoragePool | PoolConceptView:
+    return pool_service.get(id)
 
 
 @router.patch(
@@ -94,16 +97,18 @@ def get_pool(id: str, deps: Deps = Depends(get_deps)) -> StoragePool | PoolConce
     dependencies=[Depends(MANAGE)],
     openapi_extra=_body_schema(PoolUpdate),
 )
-async def update_pool(id: str, request: Request, deps: Deps = Depends(get_deps)) -> StoragePool:
+async def update_pool(
+    id: str, request: Request, pool_service: PoolService = Depends(get_pool_service)
+) -> StoragePool:
     raw = await json_body(request)
-    return await run_in_threadpool(pools.update, deps, id, raw)
+    return await run_in_threadpool(pool_service.update, id, raw)
 
 
 @router.delete(
     "/{id}", operation_id="deleteStoragePool", status_code=204, dependencies=[Depends(MANAGE)]
 )
-def delete_pool(id: str, deps: Deps = Depends(get_deps)) -> Response:
-    pools.delete(deps, id)
+def delete_pool(id: str, pool_service: PoolService = Depends(get_pool_service)) -> Response:
+    pool_service.delete(id)
     return Response(status_code=204)
 
 
@@ -113,10 +118,12 @@ def delete_pool(id: str, deps: Deps = Depends(get_deps)) -> Response:
     response_model=StoragePool,
     dependencies=[Depends(MANAGE)],
 )
-def reinit_pool(id: str, deps: Deps = Depends(get_deps)) -> StoragePool:
+def reinit_pool(
+    id: str, reinit_service: PoolReinitService = Depends(get_reinit_service)
+) -> StoragePool:
     """Start a pool whose identity check failed afresh: a new identity marker on its node.
 
     Refused (409) while VM disks reference the pool, and for a pool that is
     not failed with pool_missing, pool_identity_mismatch or pool_device_changed.
     """
-    return poolreinit.reinit(deps, id)
+    return reinit_service.reinit(id)

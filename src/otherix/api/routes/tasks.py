@@ -6,11 +6,14 @@ from typing import Any
 
 from fastapi import APIRouter, Depends
 
-from otherix.api.deps import Deps, Principal
+from otherix.api.deps import Principal
 from otherix.api.guards import AgentCredential, agent_node, require
-from otherix.api.provide import get_deps
+from otherix.api.provide import get_node_service, get_scan_service, get_task_service
 from otherix.api.routes.common import limit_param, page
-from otherix.api.services import nodes, scan, tasks
+from otherix.api.services import nodes
+from otherix.api.services.nodes import NodeService
+from otherix.api.services.scan import ScanService
+from otherix.api.services.tasks import TaskService
 from otherix.errors import ValidationFailed
 from otherix.models.common import AsyncTaskAccepted, Page
 from otherix.models.heartbeat import TaskUpdate
@@ -33,8 +36,8 @@ def list_tasks(
     type: str | None = None,
     resource_type: str | None = None,
     resource_id: str | None = None,
-    deps: Deps = Depends(get_deps),
     me: Principal = Depends(READ),
+    task_service: TaskService = Depends(get_task_service),
 ) -> dict[str, Any]:
     if status is not None and status not in STATUSES:
         raise ValidationFailed(f"invalid status {status!r}", {"field": "status"})
@@ -48,29 +51,35 @@ def list_tasks(
         }.items()
         if v is not None
     }
-    data, nxt = tasks.list_tasks(deps, me, limit=limit_param(limit), cursor=cursor, filters=filters)
+    data, nxt = task_service.list_tasks(
+        me, limit=limit_param(limit), cursor=cursor, filters=filters
+    )
     return page(data, nxt)
 
 
 @router.get("/v1/tasks/{task_id}", operation_id="getTask")
-def get_task(task_id: str, deps: Deps = Depends(get_deps), me: Principal = Depends(READ)) -> Task:
-    return tasks.get(deps, me, task_id)
+def get_task(
+    task_id: str,
+    me: Principal = Depends(READ),
+    task_service: TaskService = Depends(get_task_service),
+) -> Task:
+    return task_service.get(me, task_id)
 
 
 @router.post("/v1/tasks/{task_id}/cancel", operation_id="cancelTask")
 def cancel_task(
-    task_id: str, deps: Deps = Depends(get_deps), me: Principal = Depends(CANCEL)
+    task_id: str,
+    me: Principal = Depends(CANCEL),
+    task_service: TaskService = Depends(get_task_service),
 ) -> Task:
-    return tasks.cancel(deps, me, task_id)
+    return task_service.cancel(me, task_id)
 
 
 @router.post("/v1/storage-pools/{id}/scan", operation_id="scanStoragePool", status_code=202)
 def scan_pool(
-    id: str,
-    deps: Deps = Depends(get_deps),
-    me: Principal = Depends(SCAN),
+    id: str, me: Principal = Depends(SCAN), scan_service: ScanService = Depends(get_scan_service)
 ) -> AsyncTaskAccepted:
-    return scan.request_scan(deps, me, id)
+    return scan_service.request_scan(me, id)
 
 
 @router.post("/v1/nodes/{name}/tasks/{task_id}", operation_id="nodeTaskUpdate")
@@ -78,9 +87,10 @@ def agent_task_update(
     name: str,
     task_id: str,
     update: TaskUpdate,
-    deps: Deps = Depends(get_deps),
     cred: AgentCredential = Depends(agent_node),
+    node_service: NodeService = Depends(get_node_service),
+    task_service: TaskService = Depends(get_task_service),
 ) -> Task:
-    ident = nodes.authenticate_agent(deps, cred.token)
+    ident = node_service.authenticate_agent(cred.token)
     nodes.bind_agent(ident, name)
-    return tasks.agent_update(deps, ident, task_id, update)
+    return task_service.agent_update(ident, task_id, update)

@@ -13,11 +13,11 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query, Response
 from fastapi.responses import JSONResponse
 
-from otherix.api.deps import Deps, Principal
+from otherix.api.deps import Principal
 from otherix.api.guards import require
-from otherix.api.provide import get_deps
+from otherix.api.provide import get_vm_service
 from otherix.api.routes.common import DRY_RUN_DESCRIPTION, dry_run_answer, limit_param, page
-from otherix.api.services import vms
+from otherix.api.services.vms import VmService
 from otherix.domain.vms import PHASES
 from otherix.errors import ValidationFailed
 from otherix.models.common import AsyncTaskAccepted
@@ -38,14 +38,14 @@ def create_vm(
     body: VMCreate,
     response: Response,
     dry_run: bool = Query(False, description=DRY_RUN_DESCRIPTION),
-    deps: Deps = Depends(get_deps),
     me: Principal = Depends(CREATE),
+    vm_service: VmService = Depends(get_vm_service),
 ) -> VM:
     """Admit a VM (phase ``pending``); it is placed on a pool instance afterwards.
 
     ``?dry_run=true``: 200 with the VM as admission (and its first placement
     attempt) would answer, and nothing written."""
-    vm = vms.create(deps, me, body, dry_run=dry_run)
+    vm = vm_service.create(me, body, dry_run=dry_run)
     if dry_run:
         response.status_code = 200
     return vm
@@ -58,23 +58,25 @@ def list_vms(
     pool: str | None = None,
     node: str | None = None,
     status: str | None = None,
-    deps: Deps = Depends(get_deps),
     me: Principal = Depends(READ),
+    vm_service: VmService = Depends(get_vm_service),
 ) -> dict[str, Any]:
     """``pool``: a pool name or instance UUID; ``node``: a node name or UUID;
     ``status``: a phase. Developers see only their own VMs."""
     if status is not None and status not in PHASES:
         raise ValidationFailed(f"invalid status {status!r}", {"field": "status"})
-    data, nxt = vms.list_vms(
-        deps, me, limit=limit_param(limit), cursor=cursor, pool=pool, node=node, status=status
+    data, nxt = vm_service.list_vms(
+        me, limit=limit_param(limit), cursor=cursor, pool=pool, node=node, status=status
     )
     return page(data, nxt)
 
 
 @router.get("/{name}", operation_id="getVm")
-def get_vm(name: str, deps: Deps = Depends(get_deps), me: Principal = Depends(READ)) -> VM:
+def get_vm(
+    name: str, me: Principal = Depends(READ), vm_service: VmService = Depends(get_vm_service)
+) -> VM:
     """The VM with its disks (``file_path`` for admins and operators only)."""
-    return vms.get(deps, me, name)
+    return vm_service.get(me, name)
 
 
 @router.delete(
@@ -85,10 +87,10 @@ def get_vm(name: str, deps: Deps = Depends(get_deps), me: Principal = Depends(RE
     responses={204: {"description": "the VM was not placed yet and is gone"}},
 )
 def delete_vm(
-    name: str, deps: Deps = Depends(get_deps), me: Principal = Depends(DELETE)
+    name: str, me: Principal = Depends(DELETE), vm_service: VmService = Depends(get_vm_service)
 ) -> Response:
     """204 when the VM was never placed; else 202 with the ``vm.delete`` task."""
-    accepted = vms.delete(deps, me, name)
+    accepted = vm_service.delete(me, name)
     if accepted is None:
         return Response(status_code=204)
     return JSONResponse(accepted.model_dump(mode="json"), status_code=202)

@@ -1,6 +1,11 @@
-"""Business rules of the control plane, one module per noun.
+"""Business rules of the control plane: one service class per noun.
 
-Services take a ``Deps`` bundle (store, settings, clock, notifier), run their
-rules inside store transactions, and raise ``otherix.errors`` classes. They
-never see HTTP objects; routes never see SQL.
+Each service is built once by the composition root (``api/compose.py``) with
+exactly the collaborators it uses: the store protocols of
+``otherix.store.ports`` (never a SQLAlchemy connection), the other services it
+calls, and the settings, clock and watch hub. It runs its rules inside store
+transactions (a ``Tx``) and raises ``otherix.errors`` classes. Services never
+see HTTP objects; routes never see SQL. The pure rules live in
+``otherix.domain``; ``redaction`` and the token helpers of
+``secrets`` are plain functions.
 """

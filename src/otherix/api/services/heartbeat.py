@@ -28,9 +28,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, overload
 
-from otherix.api.deps import AgentIdentity, Deps
-from otherix.api.services import defaultpool, secrets
-from otherix.api.services.nodes import bind_agent, unknown_credential
+from otherix.api.clock import Clock
+from otherix.api.deps import AgentIdentity, HeartbeatBuffer
+from otherix.api.services import secrets
+from otherix.api.services.defaultpool import DefaultPoolService
+from otherix.api.services.nodes import NodeService, bind_agent
+from otherix.api.settings import ApiSettings
+from otherix.api.watch import WatchHub
 from otherix.domain import liveness
 from otherix.domain.pressure import PressureConfig, PressureState, next_pressure
 from otherix.errors import Conflict, NotFound
@@ -42,123 +46,303 @@ from otherix.models.heartbeat import (
     HeartbeatReport,
     PoolReport,
 )
-from otherix.store.nodes import store as qn
-from otherix.store.pools import store as qp
+from otherix.store import Database
 from otherix.store.ports import JSONValue
-from otherix.store.ports.nodes import HeartbeatNode, NodeChange, ObservedChange
+from otherix.store.ports.nodes import HeartbeatNode, NodeChange, NodeStore, ObservedChange
 from otherix.store.ports.pools import (
     DeclaredPoolRow,
     DiskToCheck,
     PoolStatusChange,
     PoolStatusRow,
+    PoolStore,
 )
-from otherix.store.tasks import store as qt
+from otherix.store.ports.tasks import TaskStore
 
 log = logging.getLogger(__name__)
 
 
-def desired_json(deps: Deps, node_id: str, revision: int | None) -> bytes:
-    """``desired_state`` serialised once per revision (the hot path's reply body)."""
-    state = desired_state(deps, node_id, revision)
-    cached = deps.desired_json_cache.get(node_id)
-    if cached is not None and cached[0] == state.revision:
-        return cached[1]
-    body = state.model_dump_json().encode()
-    deps.desired_json_cache[node_id] = (state.revision, body)
-    return body
+class HeartbeatService:
+    """The heartbeat service, built once by ``api/compose.py`` with the collaborators below."""
 
+    def __init__(
+        self,
+        *,
+        settings: ApiSettings,
+        db: Database,
+        clock: Clock,
+        cluster_id: str,
+        hub: WatchHub,
+        heartbeats: HeartbeatBuffer,
+        desired_cache: dict[str, tuple[int, DesiredState]],
+        desired_json_cache: dict[str, tuple[int, bytes]],
+        node_store: NodeStore,
+        pool_store: PoolStore,
+        task_store: TaskStore,
+        default_pool_service: DefaultPoolService,
+        node_service: NodeService,
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.clock = clock
+        self.cluster_id = cluster_id
+        self.hub = hub
+        self.heartbeats = heartbeats
+        self.desired_cache = desired_cache
+        self.desired_json_cache = desired_json_cache
+        self.node_store = node_store
+        self.pool_store = pool_store
+        self.task_store = task_store
+        self.default_pool_service = default_pool_service
+        self.node_service = node_service
 
-def desired_state(deps: Deps, node_id: str, revision: int | None = None) -> DesiredState:
-    """The node's declared pools and tasks. ``revision`` (when the caller has just
-    read it) lets an unchanged state come from the per-revision cache."""
-    cached = deps.desired_cache.get(node_id)
-    if cached is not None and revision is not None and cached[0] == revision:
-        return cached[1]  # type: ignore[no-any-return]
-    with deps.db.read() as conn:
-        revision = qn.get_revision(conn, node_id)
-        if revision is None:
-            raise NotFound("node not found")
-        declared = qp.declared_for_node(conn, node_id)
-        disks = qp.disks_to_check(conn, node_id)
-        pending = qt.pending_for_node(conn, node_id)
-    state = DesiredState(
-        revision=revision,
-        declared_pools=_declared(deps, declared, disks),
-        tasks=[AgentTask(id=t.id, type=t.type, args=t.args) for t in pending],
-    )
-    deps.desired_cache[node_id] = (revision, state)
-    return state
+    def desired_json(self, node_id: str, revision: int | None) -> bytes:
+        """``desired_state`` serialised once per revision (the hot path's reply body)."""
+        state = self.desired_state(node_id, revision)
+        cached = self.desired_json_cache.get(node_id)
+        if cached is not None and cached[0] == state.revision:
+            return cached[1]
+        body = state.model_dump_json().encode()
+        self.desired_json_cache[node_id] = (state.revision, body)
+        return body
 
-
-def _declared(
-    deps: Deps, pools: list[DeclaredPoolRow], disks: list[DiskToCheck]
-) -> list[DeclaredPool]:
-    by_pool: dict[str, list[DeclaredDisk]] = {}
-    for d in disks:
-        disk = DeclaredDisk(id=d.id, vm_id=d.vm_id, file_path=d.file_path)
-        by_pool.setdefault(d.storage_pool_id, []).append(disk)
-    return [
-        DeclaredPool.model_validate(
-            {
-                "id": p.id,
-                "name": p.name,
-                "type": p.type,
-                "path": p.path,
-                "config": p.config,
-                "created_at": p.created_at,
-                "cluster_id": deps.cluster_id,
-                "identity": p.identity_mode,
-                "marker_id": p.marker_id or "",
-                "disks": by_pool.get(p.id, []),
-            }
+    def desired_state(self, node_id: str, revision: int | None = None) -> DesiredState:
+        """The node's declared pools and tasks. ``revision`` (when the caller has just
+        read it) lets an unchanged state come from the per-revision cache."""
+        cached = self.desired_cache.get(node_id)
+        if cached is not None and revision is not None and cached[0] == revision:
+            return cached[1]
+        with self.db.read() as conn:
+            revision = self.node_store.get_revision(conn, node_id)
+            if revision is None:
+                raise NotFound("node not found")
+            declared = self.pool_store.declared_for_node(conn, node_id)
+            disks = self.pool_store.disks_to_check(conn, node_id)
+            pending = self.task_store.pending_for_node(conn, node_id)
+        state = DesiredState(
+            revision=revision,
+            declared_pools=self._declared(declared, disks),
+            tasks=[AgentTask(id=t.id, type=t.type, args=t.args) for t in pending],
         )
-        for p in pools
-    ]
+        self.desired_cache[node_id] = (revision, state)
+        return state
 
+    def _declared(
+        self, pools: list[DeclaredPoolRow], disks: list[DiskToCheck]
+    ) -> list[DeclaredPool]:
+        by_pool: dict[str, list[DeclaredDisk]] = {}
+        for d in disks:
+            disk = DeclaredDisk(id=d.id, vm_id=d.vm_id, file_path=d.file_path)
+            by_pool.setdefault(d.storage_pool_id, []).append(disk)
+        return [
+            DeclaredPool.model_validate(
+                {
+                    "id": p.id,
+                    "name": p.name,
+                    "type": p.type,
+                    "path": p.path,
+                    "config": p.config,
+                    "created_at": p.created_at,
+                    "cluster_id": self.cluster_id,
+                    "identity": p.identity_mode,
+                    "marker_id": p.marker_id or "",
+                    "disks": by_pool.get(p.id, []),
+                }
+            )
+            for p in pools
+        ]
 
-def pressure_config(deps: Deps) -> PressureConfig:
-    d = deps.settings.placement.pressure.disk
-    return PressureConfig(d.enabled, d.threshold_percent, d.consecutive_required)
+    def pressure_config(self) -> PressureConfig:
+        d = self.settings.placement.pressure.disk
+        return PressureConfig(d.enabled, d.threshold_percent, d.consecutive_required)
 
+    def _pool_changes(
+        self, stored: PoolStatusRow, rep: PoolReport, now: datetime
+    ) -> PoolStatusChange:
+        values: PoolStatusChange = {}
+        if stored.reconciliation_status != rep.reconciliation_status:
+            values["reconciliation_status"] = rep.reconciliation_status
+        if stored.reconciliation_error != rep.reconciliation_error:
+            values["reconciliation_error"] = rep.reconciliation_error
+        if stored.reconciliation_reason != rep.reconciliation_reason:
+            values["reconciliation_reason"] = rep.reconciliation_reason
+        if (
+            rep.capacity_bytes is not None
+            and rep.available_bytes is not None
+            and (
+                stored.capacity_bytes != rep.capacity_bytes
+                or stored.available_bytes != rep.available_bytes
+            )
+        ):
+            values["capacity_bytes"] = rep.capacity_bytes
+            values["available_bytes"] = rep.available_bytes
+            values["reported_at"] = now
+            state, _ = next_pressure(
+                PressureState(stored.pressure_since, stored.pressure_count),
+                rep.available_bytes,
+                rep.capacity_bytes,
+                self.pressure_config(),
+                now,
+            )
+            if (
+                state.since != stored.pressure_since
+                or state.consecutive_count != stored.pressure_count
+            ):
+                values["pressure_since"] = state.since
+                values["pressure_count"] = state.consecutive_count
+        if rep.images is not None:
+            images: list[JSONValue] = [i.model_dump(mode="json") for i in rep.images]
+            if images != stored.images:
+                values["images"] = images
+        if values:
+            values["last_reconciled_at"] = now
+        return values
 
-def _pool_changes(
-    deps: Deps, stored: PoolStatusRow, rep: PoolReport, now: datetime
-) -> PoolStatusChange:
-    values: PoolStatusChange = {}
-    if stored.reconciliation_status != rep.reconciliation_status:
-        values["reconciliation_status"] = rep.reconciliation_status
-    if stored.reconciliation_error != rep.reconciliation_error:
-        values["reconciliation_error"] = rep.reconciliation_error
-    if stored.reconciliation_reason != rep.reconciliation_reason:
-        values["reconciliation_reason"] = rep.reconciliation_reason
-    if (
-        rep.capacity_bytes is not None
-        and rep.available_bytes is not None
-        and (
-            stored.capacity_bytes != rep.capacity_bytes
-            or stored.available_bytes != rep.available_bytes
+    def _apply_missing(
+        self, conn: Any, pool_id: str, reported: set[str], recorded: set[str], now: datetime
+    ) -> None:
+        self.pool_store.mark_disks_missing(conn, pool_id, reported - recorded, now)
+        self.pool_store.mark_disks_missing(conn, pool_id, recorded - reported, None)
+
+    def apply_pool_reports(
+        self, conn: Any, node_id: str, reports: list[PoolReport], now: datetime
+    ) -> bool:
+        """Store what changed; reports for pools the node no longer has are ignored.
+
+        Returns True when a pool's identity got recorded: the revision was bumped
+        (the node's declared pools changed) and the caller must wake its watchers.
+        """
+        stored = {r.name_lower: r for r in self.pool_store.status_for_node(conn, node_id)}
+        recorded_missing = (
+            self.pool_store.missing_disk_ids(conn, node_id)
+            if any(r.missing_disks is not None for r in reports)
+            else {}
         )
-    ):
-        values["capacity_bytes"] = rep.capacity_bytes
-        values["available_bytes"] = rep.available_bytes
-        values["reported_at"] = now
-        state, _ = next_pressure(
-            PressureState(stored.pressure_since, stored.pressure_count),
-            rep.available_bytes,
-            rep.capacity_bytes,
-            pressure_config(deps),
-            now,
-        )
-        if state.since != stored.pressure_since or state.consecutive_count != stored.pressure_count:
-            values["pressure_since"] = state.since
-            values["pressure_count"] = state.consecutive_count
-    if rep.images is not None:
-        images: list[JSONValue] = [i.model_dump(mode="json") for i in rep.images]
-        if images != stored.images:
-            values["images"] = images
-    if values:
-        values["last_reconciled_at"] = now
-    return values
+        bump = False
+        for rep in reports:
+            row = stored.get(rep.name.lower())
+            if row is None:
+                continue
+            values = self._pool_changes(row, rep, now)
+            if _identity_recorded(row, rep):
+                values["identity_mode"] = "verify"
+                bump = True
+                log.info("pool identity recorded: %s (marker %s)", rep.name, rep.marker_id)
+            if values:
+                self.pool_store.update_status(conn, row.pool_id, values)
+            if rep.missing_disks is not None:
+                recorded = recorded_missing.get(row.pool_id, set())
+                self._apply_missing(conn, row.pool_id, set(rep.missing_disks), recorded, now)
+        if bump:
+            self.node_store.bump_revision(conn, node_id)
+        return bump
+
+    def _observed_changes(self, node: HeartbeatNode, report: HeartbeatReport) -> ObservedChange:
+        """Agents send capabilities/resources only when they change, so the stored
+        JSON is read only then."""
+        observed: ObservedChange = {}
+        if report.agent_version != node.agent_version:
+            observed["agent_version"] = report.agent_version
+        if report.capabilities is None and report.resources is None:
+            return observed
+        with self.db.read() as conn:
+            stored = self.node_store.get_observed(conn, node.id)
+        if report.capabilities is not None and report.capabilities != stored.capabilities:
+            observed["capabilities"] = report.capabilities
+        if report.resources is not None:
+            res = report.resources.model_dump(exclude_none=True)
+            if res != stored.resources:
+                observed["resources"] = res
+        return observed
+
+    def _load_node(self, token: str, report: HeartbeatReport) -> HeartbeatNode:
+        node = None
+        if token.startswith(secrets.NODE_CREDENTIAL_PREFIX):
+            with self.db.read_one() as conn:
+                node = self.node_store.get_node_for_heartbeat(conn, secrets.digest(token))
+        if node is None:
+            raise self.node_service.unknown_credential(token)  # node_deleted or credential_unknown
+        if liveness.heartbeat_refused(node.status):
+            raise Conflict(
+                "node is gone; an operator must readmit it ('otherix node readmit')",
+                {"reason": "node_gone"},
+            )
+        if node.architecture and node.architecture != report.architecture:
+            raise Conflict(
+                "architecture mismatch",
+                {
+                    "reason": "architecture_mismatch",
+                    "registered": node.architecture,
+                    "reported": report.architecture,
+                },
+            )
+        return node
+
+    @overload
+    def heartbeat(
+        self, token: str, name: str, report: HeartbeatReport, *, read_only: Literal[False] = ...
+    ) -> HeartbeatAnswer: ...
+
+    @overload
+    def heartbeat(
+        self, token: str, name: str, report: HeartbeatReport, *, read_only: bool
+    ) -> HeartbeatAnswer | None: ...
+
+    def heartbeat(
+        self, token: str, name: str, report: HeartbeatReport, *, read_only: bool = False
+    ) -> HeartbeatAnswer | None:
+        """Handle one heartbeat; returns what to answer.
+
+        With ``read_only`` the call returns None before touching anything when the
+        report carries a change; the route then runs it again in a worker thread.
+        The common case, an unchanged node, never writes (its time is buffered and
+        flushed in batches), so on SQLite it can be answered on the event loop
+        without a thread handoff.
+        """
+        now = self.clock.now()
+        node = self._load_node(token, report)
+        bind_agent(AgentIdentity(node.id, node.name), name)
+        ident = AgentIdentity(node.id, node.name)
+        resync = report.pools is None and report.digest != node.observed_digest
+        promote = liveness.promotes_on_heartbeat(node.status)
+        if read_only and (
+            promote
+            or report.pools
+            or report.capabilities is not None
+            or report.resources is not None
+            or report.agent_version != node.agent_version
+            or (report.pools is not None and report.digest != node.observed_digest)
+        ):
+            return None
+        # Liveness ages are monotonic (api/workers/liveness.py); noted before any
+        # write, so a liveness pass never sees a promoted node without it.
+        self.heartbeats.record(ident.node_id, now, self.clock.monotonic())
+        observed = self._observed_changes(node, report)
+        node_values = _node_changes(node, report, promote, now)
+        written = bool(observed or node_values or report.pools)
+        identity_recorded = False
+        if written:
+            with self.db.write() as conn:
+                if report.pools:
+                    identity_recorded = self.apply_pool_reports(
+                        conn, ident.node_id, report.pools, now
+                    )
+                if observed:
+                    self.node_store.update_observed(
+                        conn, ident.node_id, {**observed, "updated_at": now}
+                    )
+                if node_values:
+                    self.node_store.update_node(conn, ident.node_id, node_values)
+        if promote:
+            log.info("node promoted to ready: %s", node.name)
+            written = self.default_pool_service.on_promoted(ident.node_id, node.name) or written
+        if identity_recorded:
+            self.hub.publish([ident.node_id])
+        desired = self.desired_json(ident.node_id, None if written else node.desired_revision)
+        return HeartbeatAnswer(now, resync, self.settings.agents.heartbeat_interval, desired)
+
+    def current_revision(self, node_id: str) -> int | None:
+        with self.db.read() as conn:
+            return self.node_store.get_revision(conn, node_id)
 
 
 def _identity_recorded(stored: PoolStatusRow, rep: PoolReport) -> bool:
@@ -169,66 +353,6 @@ def _identity_recorded(stored: PoolStatusRow, rep: PoolReport) -> bool:
         and rep.marker_id is not None
         and rep.marker_id == stored.marker_id
     )
-
-
-def _apply_missing(
-    conn: Any, pool_id: str, reported: set[str], recorded: set[str], now: datetime
-) -> None:
-    qp.mark_disks_missing(conn, pool_id, reported - recorded, now)
-    qp.mark_disks_missing(conn, pool_id, recorded - reported, None)
-
-
-def apply_pool_reports(
-    deps: Deps, conn: Any, node_id: str, reports: list[PoolReport], now: datetime
-) -> bool:
-    """Store what changed; reports for pools the node no longer has are ignored.
-
-    Returns True when a pool's identity got recorded: the revision was bumped
-    (the node's declared pools changed) and the caller must wake its watchers.
-    """
-    stored = {r.name_lower: r for r in qp.status_for_node(conn, node_id)}
-    recorded_missing = (
-        qp.missing_disk_ids(conn, node_id)
-        if any(r.missing_disks is not None for r in reports)
-        else {}
-    )
-    bump = False
-    for rep in reports:
-        row = stored.get(rep.name.lower())
-        if row is None:
-            continue
-        values = _pool_changes(deps, row, rep, now)
-        if _identity_recorded(row, rep):
-            values["identity_mode"] = "verify"
-            bump = True
-            log.info("pool identity recorded: %s (marker %s)", rep.name, rep.marker_id)
-        if values:
-            qp.update_status(conn, row.pool_id, values)
-        if rep.missing_disks is not None:
-            recorded = recorded_missing.get(row.pool_id, set())
-            _apply_missing(conn, row.pool_id, set(rep.missing_disks), recorded, now)
-    if bump:
-        qn.bump_revision(conn, node_id)
-    return bump
-
-
-def _observed_changes(deps: Deps, node: HeartbeatNode, report: HeartbeatReport) -> ObservedChange:
-    """Agents send capabilities/resources only when they change, so the stored
-    JSON is read only then."""
-    observed: ObservedChange = {}
-    if report.agent_version != node.agent_version:
-        observed["agent_version"] = report.agent_version
-    if report.capabilities is None and report.resources is None:
-        return observed
-    with deps.db.read() as conn:
-        stored = qn.get_observed(conn, node.id)
-    if report.capabilities is not None and report.capabilities != stored.capabilities:
-        observed["capabilities"] = report.capabilities
-    if report.resources is not None:
-        res = report.resources.model_dump(exclude_none=True)
-        if res != stored.resources:
-            observed["resources"] = res
-    return observed
 
 
 def _node_changes(
@@ -251,30 +375,6 @@ def _node_changes(
     return values
 
 
-def _load_node(deps: Deps, token: str, report: HeartbeatReport) -> HeartbeatNode:
-    node = None
-    if token.startswith(secrets.NODE_CREDENTIAL_PREFIX):
-        with deps.db.read_one() as conn:
-            node = qn.get_node_for_heartbeat(conn, secrets.digest(token))
-    if node is None:
-        raise unknown_credential(deps, token)  # node_deleted or credential_unknown
-    if liveness.heartbeat_refused(node.status):
-        raise Conflict(
-            "node is gone; an operator must readmit it ('otherix node readmit')",
-            {"reason": "node_gone"},
-        )
-    if node.architecture and node.architecture != report.architecture:
-        raise Conflict(
-            "architecture mismatch",
-            {
-                "reason": "architecture_mismatch",
-                "registered": node.architecture,
-                "reported": report.architecture,
-            },
-        )
-    return node
-
-
 @dataclass(frozen=True)
 class HeartbeatAnswer:
     """What a heartbeat answers; ``views.heartbeat.heartbeat_reply`` renders it."""
@@ -284,66 +384,3 @@ class HeartbeatAnswer:
     heartbeat_interval: float
     #: the desired state's JSON, serialised once per revision (``desired_json``)
     desired_json: bytes
-
-
-@overload
-def heartbeat(
-    deps: Deps, token: str, name: str, report: HeartbeatReport, *, read_only: Literal[False] = ...
-) -> HeartbeatAnswer: ...
-@overload
-def heartbeat(
-    deps: Deps, token: str, name: str, report: HeartbeatReport, *, read_only: bool
-) -> HeartbeatAnswer | None: ...
-def heartbeat(
-    deps: Deps, token: str, name: str, report: HeartbeatReport, *, read_only: bool = False
-) -> HeartbeatAnswer | None:
-    """Handle one heartbeat; returns what to answer.
-
-    With ``read_only`` the call returns None before touching anything when the
-    report carries a change; the route then runs it again in a worker thread.
-    The common case, an unchanged node, never writes (its time is buffered and
-    flushed in batches), so on SQLite it can be answered on the event loop
-    without a thread handoff.
-    """
-    now = deps.clock.now()
-    node = _load_node(deps, token, report)
-    bind_agent(AgentIdentity(node.id, node.name), name)
-    ident = AgentIdentity(node.id, node.name)
-    resync = report.pools is None and report.digest != node.observed_digest
-    promote = liveness.promotes_on_heartbeat(node.status)
-    if read_only and (
-        promote
-        or report.pools
-        or report.capabilities is not None
-        or report.resources is not None
-        or report.agent_version != node.agent_version
-        or (report.pools is not None and report.digest != node.observed_digest)
-    ):
-        return None
-    # Liveness ages are monotonic (api/workers/liveness.py); noted before any
-    # write, so a liveness pass never sees a promoted node without it.
-    deps.heartbeats.record(ident.node_id, now, deps.clock.monotonic())
-    observed = _observed_changes(deps, node, report)
-    node_values = _node_changes(node, report, promote, now)
-    written = bool(observed or node_values or report.pools)
-    identity_recorded = False
-    if written:
-        with deps.db.write() as conn:
-            if report.pools:
-                identity_recorded = apply_pool_reports(deps, conn, ident.node_id, report.pools, now)
-            if observed:
-                qn.update_observed(conn, ident.node_id, {**observed, "updated_at": now})
-            if node_values:
-                qn.update_node(conn, ident.node_id, node_values)
-    if promote:
-        log.info("node promoted to ready: %s", node.name)
-        written = defaultpool.on_promoted(deps, ident.node_id, node.name) or written
-    if identity_recorded:
-        deps.hub.publish([ident.node_id])
-    desired = desired_json(deps, ident.node_id, None if written else node.desired_revision)
-    return HeartbeatAnswer(now, resync, deps.settings.agents.heartbeat_interval, desired)
-
-
-def current_revision(deps: Deps, node_id: str) -> int | None:
-    with deps.db.read() as conn:
-        return qn.get_revision(conn, node_id)

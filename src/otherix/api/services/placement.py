@@ -23,22 +23,22 @@ from __future__ import annotations
 import logging
 import uuid
 from datetime import datetime
+from threading import Lock
 from typing import Any
 
-from otherix.api.deps import Deps
-from otherix.api.services import tasks
+from otherix.api.clock import Clock
+from otherix.api.services.tasks import TaskService
+from otherix.api.watch import WatchHub
 from otherix.domain.liveness import projected_status
 from otherix.domain.names import looks_like_uuid
 from otherix.domain.placement import Ask, Candidate, Unplaceable, decide, effective_bytes
 from otherix.models.heartbeat import TaskUpdate
-from otherix.store import ForeignKeyViolation, Tx
-from otherix.store.nodes import store as qn
-from otherix.store.pools import store as qp
+from otherix.store import Database, ForeignKeyViolation, Tx
 from otherix.store.ports import JSONValue
-from otherix.store.ports.pools import PoolRow
+from otherix.store.ports.nodes import NodeStore
+from otherix.store.ports.pools import PoolRow, PoolStore
 from otherix.store.ports.tasks import TaskRow
-from otherix.store.ports.vms import NewVmDisk, RootDiskChange, VmChange, VmRecord
-from otherix.store.vms import store as qv
+from otherix.store.ports.vms import NewVmDisk, RootDiskChange, VmChange, VmRecord, VmStore
 
 log = logging.getLogger(__name__)
 
@@ -71,14 +71,182 @@ def _candidate(row: PoolRow, arch: str | None) -> Candidate:
     )
 
 
-def load_candidates(conn: Any, pool_ref: str) -> list[Candidate]:
-    if looks_like_uuid(pool_ref):
-        row = qp.get_pool(conn, pool_ref.lower())
-        rows = [row] if row else []
-    else:
-        rows = qp.get_pools_by_name(conn, pool_ref)
-    archs = qv.node_architectures(conn, (r.node_id for r in rows))
-    return [_candidate(r, archs.get(r.node_id)) for r in rows]
+class PlacementService:
+    """The placement service, built once by ``api/compose.py`` with the collaborators below."""
+
+    def __init__(
+        self,
+        *,
+        db: Database,
+        clock: Clock,
+        hub: WatchHub,
+        placement_lock: Lock,
+        node_store: NodeStore,
+        pool_store: PoolStore,
+        vm_store: VmStore,
+        task_service: TaskService,
+    ) -> None:
+        self.db = db
+        self.clock = clock
+        self.hub = hub
+        self.placement_lock = placement_lock
+        self.node_store = node_store
+        self.pool_store = pool_store
+        self.vm_store = vm_store
+        self.task_service = task_service
+
+    def load_candidates(self, conn: Any, pool_ref: str) -> list[Candidate]:
+        if looks_like_uuid(pool_ref):
+            row = self.pool_store.get_pool(conn, pool_ref.lower())
+            rows = [row] if row else []
+        else:
+            rows = self.pool_store.get_pools_by_name(conn, pool_ref)
+        archs = self.vm_store.node_architectures(conn, (r.node_id for r in rows))
+        return [_candidate(r, archs.get(r.node_id)) for r in rows]
+
+    def bind(self, vm: VmRecord, ask: Ask, c: Candidate) -> str:
+        """Bind ``vm`` to ``c`` in one transaction; returns the vm.create task id."""
+        with self.db.write() as conn:
+            if self.pool_store.lock_pool(conn, c.pool_id) is None:
+                raise _Retry
+            row = self.pool_store.get_pool(conn, c.pool_id)
+            if row is None or not isinstance(
+                decide(ask, [_candidate(row, c.architecture)]), Candidate
+            ):
+                raise _Retry
+            now = self.clock.now()
+            task_id = self.task_service.new_task(
+                conn,
+                now=now,
+                type=CREATE,
+                resource_type="vm",
+                resource_id=vm.id,
+                node_id=c.node_id,
+                args=create_args(vm, c),
+                created_by=vm.owner_id,
+                max_attempts=VM_CREATE_ATTEMPTS,
+            )
+            claimed = self.vm_store.update_vm(
+                conn,
+                vm.id,
+                {
+                    "node_id": c.node_id,
+                    "task_id": task_id,
+                    "reason": None,
+                    "message": None,
+                    "status_details": None,
+                    "updated_at": now,
+                },
+                phases=["pending"],
+                unbound=True,
+            )
+            if not claimed:
+                raise _Lost
+            self.vm_store.insert_disk(
+                conn,
+                NewVmDisk(
+                    id=str(uuid.uuid4()),
+                    vm_id=vm.id,
+                    storage_pool_id=c.pool_id,
+                    device_order=0,
+                    size_gib=ask.disk_gib,
+                    format=str(vm.spec["format"]),
+                    created_at=now,
+                ),
+            )
+            self.node_store.bump_revision(conn, c.node_id)
+        self.hub.publish([c.node_id])
+        log.info("vm scheduled: %s on node %s pool %s", vm.name, c.node, c.pool_name)
+        return task_id
+
+    def _record(self, vm: VmRecord, why: Unplaceable) -> bool:
+        if (vm.reason, vm.message, vm.status_details) == (
+            why.reason,
+            why.message,
+            why.details,
+        ):
+            return False
+        with self.db.write() as conn:
+            return bool(
+                self.vm_store.update_vm(
+                    conn,
+                    vm.id,
+                    {
+                        "reason": why.reason,
+                        "message": why.message,
+                        "status_details": why.details,
+                        "updated_at": self.clock.now(),
+                    },
+                    phases=["pending"],
+                    unbound=True,
+                )
+            )
+
+    def unscheduled(self, limit: int) -> list[VmRecord]:
+        """Up to ``limit`` VMs that wait for a placement, oldest first."""
+        with self.db.read() as conn:
+            return self.vm_store.unscheduled(conn, limit)
+
+    def schedule_vm(self, vm: VmRecord, cache: dict[str, list[Candidate]] | None = None) -> str:
+        """One placement attempt: ``bound``, ``unplaceable`` or ``skipped`` (lost a race)."""
+        ask = ask_of(vm)
+        cache = {} if cache is None else cache
+        with self.placement_lock:  # one placement at a time (Deps.placement_lock)
+            for _attempt in range(3):
+                key = ask.pool.lower()
+                if key not in cache:
+                    with self.db.read() as conn:
+                        cache[key] = self.load_candidates(conn, ask.pool)
+                choice = decide(ask, cache[key])
+                if isinstance(choice, Unplaceable):
+                    self._record(vm, choice)
+                    return "unplaceable"
+                try:
+                    self.bind(vm, ask, choice)
+                except (_Retry, ForeignKeyViolation):
+                    cache.clear()
+                    continue
+                except _Lost:
+                    return "skipped"
+                cache.clear()  # room changed
+                return "bound"
+        return "skipped"
+
+    def mark_error(
+        self, conn: Tx, task: TaskRow, error: dict[str, Any], now: datetime, phases: list[str]
+    ) -> None:
+        """The task's VM moves to ``error`` (if still in one of ``phases``) with the
+        task's error code as the reason."""
+        code = _str(error.get("code"), 64) or "internal"
+        message = str(error.get("message") or f"{task.type} failed")
+        change: VmChange = {"phase": "error", "reason": code, "message": message, "updated_at": now}
+        self.vm_store.update_vm(conn, task.resource_id or "", change, phases=phases)
+
+    def on_create_running(
+        self, conn: Tx, task: TaskRow, _update: TaskUpdate, now: datetime
+    ) -> None:
+        change: VmChange = {"phase": "creating", "updated_at": now}
+        self.vm_store.update_vm(conn, task.resource_id or "", change, phases=["pending"])
+
+    def on_create_success(self, conn: Tx, task: TaskRow, update: TaskUpdate, now: datetime) -> None:
+        result = update.result or {}
+        disk: RootDiskChange = {
+            "file_path": _str(result.get("file_path"), 2048),
+            "virtual_size_bytes": _int(result.get("virtual_size_bytes")),
+            "actual_size_bytes": _int(result.get("disk_size_bytes")),
+            "image_sha256": _str(result.get("image_sha256"), 64),
+            "updated_at": now,
+        }
+        self.vm_store.update_root_disk(conn, task.resource_id or "", disk)
+        change: VmChange = {"phase": "stopped", "reason": None, "message": None, "updated_at": now}
+        self.vm_store.update_vm(
+            conn, task.resource_id or "", change, phases=["pending", "creating"]
+        )
+
+    def on_create_failure(
+        self, conn: Tx, task: TaskRow, error: dict[str, Any], now: datetime
+    ) -> None:
+        self.mark_error(conn, task, error, now, phases=["pending", "creating"])
 
 
 def _text(value: JSONValue) -> str | None:
@@ -119,110 +287,6 @@ def create_args(vm: VmRecord, c: Candidate) -> dict[str, Any]:
     }
 
 
-def bind(deps: Deps, vm: VmRecord, ask: Ask, c: Candidate) -> str:
-    """Bind ``vm`` to ``c`` in one transaction; returns the vm.create task id."""
-    with deps.db.write() as conn:
-        if qp.lock_pool(conn, c.pool_id) is None:
-            raise _Retry
-        row = qp.get_pool(conn, c.pool_id)
-        if row is None or not isinstance(decide(ask, [_candidate(row, c.architecture)]), Candidate):
-            raise _Retry
-        now = deps.clock.now()
-        task_id = tasks.new_task(
-            conn,
-            now=now,
-            type=CREATE,
-            resource_type="vm",
-            resource_id=vm.id,
-            node_id=c.node_id,
-            args=create_args(vm, c),
-            created_by=vm.owner_id,
-            max_attempts=VM_CREATE_ATTEMPTS,
-        )
-        claimed = qv.update_vm(
-            conn,
-            vm.id,
-            {
-                "node_id": c.node_id,
-                "task_id": task_id,
-                "reason": None,
-                "message": None,
-                "status_details": None,
-                "updated_at": now,
-            },
-            phases=["pending"],
-            unbound=True,
-        )
-        if not claimed:
-            raise _Lost
-        qv.insert_disk(
-            conn,
-            NewVmDisk(
-                id=str(uuid.uuid4()),
-                vm_id=vm.id,
-                storage_pool_id=c.pool_id,
-                device_order=0,
-                size_gib=ask.disk_gib,
-                format=str(vm.spec["format"]),
-                created_at=now,
-            ),
-        )
-        qn.bump_revision(conn, c.node_id)
-    deps.hub.publish([c.node_id])
-    log.info("vm scheduled: %s on node %s pool %s", vm.name, c.node, c.pool_name)
-    return task_id
-
-
-def _record(deps: Deps, vm: VmRecord, why: Unplaceable) -> bool:
-    if (vm.reason, vm.message, vm.status_details) == (
-        why.reason,
-        why.message,
-        why.details,
-    ):
-        return False
-    with deps.db.write() as conn:
-        return bool(
-            qv.update_vm(
-                conn,
-                vm.id,
-                {
-                    "reason": why.reason,
-                    "message": why.message,
-                    "status_details": why.details,
-                    "updated_at": deps.clock.now(),
-                },
-                phases=["pending"],
-                unbound=True,
-            )
-        )
-
-
-def schedule_vm(deps: Deps, vm: VmRecord, cache: dict[str, list[Candidate]] | None = None) -> str:
-    """One placement attempt: ``bound``, ``unplaceable`` or ``skipped`` (lost a race)."""
-    ask = ask_of(vm)
-    cache = {} if cache is None else cache
-    with deps.placement_lock:  # one placement at a time (deps.Deps)
-        for _attempt in range(3):
-            key = ask.pool.lower()
-            if key not in cache:
-                with deps.db.read() as conn:
-                    cache[key] = load_candidates(conn, ask.pool)
-            choice = decide(ask, cache[key])
-            if isinstance(choice, Unplaceable):
-                _record(deps, vm, choice)
-                return "unplaceable"
-            try:
-                bind(deps, vm, ask, choice)
-            except (_Retry, ForeignKeyViolation):
-                cache.clear()
-                continue
-            except _Lost:
-                return "skipped"
-            cache.clear()  # room changed
-            return "bound"
-    return "skipped"
-
-
 # vm.create outcomes (run inside the task update's transaction) ----------------------------
 
 
@@ -232,49 +296,3 @@ def _int(value: object) -> int | None:
 
 def _str(value: object, limit: int) -> str | None:
     return value if isinstance(value, str) and 0 < len(value) <= limit else None
-
-
-def mark_error(
-    conn: Tx, task: TaskRow, error: dict[str, Any], now: datetime, phases: list[str]
-) -> None:
-    """The task's VM moves to ``error`` (if still in one of ``phases``) with the
-    task's error code as the reason."""
-    code = _str(error.get("code"), 64) or "internal"
-    message = str(error.get("message") or f"{task.type} failed")
-    change: VmChange = {"phase": "error", "reason": code, "message": message, "updated_at": now}
-    qv.update_vm(conn, task.resource_id or "", change, phases=phases)
-
-
-def on_create_running(
-    conn: Tx, deps: Deps, task: TaskRow, _update: TaskUpdate, now: datetime
-) -> None:
-    change: VmChange = {"phase": "creating", "updated_at": now}
-    qv.update_vm(conn, task.resource_id or "", change, phases=["pending"])
-
-
-def on_create_success(
-    conn: Tx, deps: Deps, task: TaskRow, update: TaskUpdate, now: datetime
-) -> None:
-    result = update.result or {}
-    disk: RootDiskChange = {
-        "file_path": _str(result.get("file_path"), 2048),
-        "virtual_size_bytes": _int(result.get("virtual_size_bytes")),
-        "actual_size_bytes": _int(result.get("disk_size_bytes")),
-        "image_sha256": _str(result.get("image_sha256"), 64),
-        "updated_at": now,
-    }
-    qv.update_root_disk(conn, task.resource_id or "", disk)
-    change: VmChange = {"phase": "stopped", "reason": None, "message": None, "updated_at": now}
-    qv.update_vm(conn, task.resource_id or "", change, phases=["pending", "creating"])
-
-
-def on_create_failure(
-    conn: Tx, deps: Deps, task: TaskRow, error: dict[str, Any], now: datetime
-) -> None:
-    mark_error(conn, task, error, now, phases=["pending", "creating"])
-
-
-tasks.RUNNING_HANDLERS[CREATE] = on_create_running
-tasks.RESULT_HANDLERS[CREATE] = on_create_success
-tasks.FAILURE_HANDLERS[CREATE] = on_create_failure
-tasks.CANCELLABLE_WHILE_PENDING.add(CREATE)

@@ -34,16 +34,16 @@ import logging
 import uuid
 from typing import Final
 
-from otherix.api.deps import Deps
-from otherix.api.services import defaultpool
-from otherix.api.services.pools import pool_not_found, pool_view, resolve_one
+from otherix.api.services.defaultpool import DefaultPoolService
+from otherix.api.services.pools import PoolService, pool_not_found
+from otherix.api.watch import WatchHub
 from otherix.errors import Conflict, NotFound
 from otherix.models.pools import StoragePool
-from otherix.store.nodes import store as qn
-from otherix.store.pools import store as qp
-from otherix.store.ports.pools import PoolRow
+from otherix.store import Database
+from otherix.store.ports.nodes import NodeStore
+from otherix.store.ports.pools import PoolRow, PoolStore
 
-__all__ = ["IDENTITY_REASONS", "reinit"]
+__all__ = ["IDENTITY_REASONS", "PoolReinitService"]
 
 log = logging.getLogger(__name__)
 
@@ -67,32 +67,49 @@ def _refuse_state(row: PoolRow) -> None:
     )
 
 
-def reinit(deps: Deps, ref: str) -> StoragePool:
-    """Reinitialise the pool ``ref`` (UUID or unique name); returns its view (``pending``)."""
-    target = resolve_one(deps, ref)
-    marker_id = str(uuid.uuid4())
-    with deps.db.write() as conn:
-        if qp.lock_pool(conn, target.id) is None:
-            raise NotFound(pool_not_found(ref))
-        row = qp.get_pool(conn, target.id)
-        if row is None:
-            raise NotFound(pool_not_found(ref))
-        if row.node_deleted_at is not None:
-            raise Conflict("owning node is gone", {"current_status": "gone"})
-        disks = qp.count_disks(conn, row.id)
-        if disks:
-            raise Conflict(IN_USE, {"blocking_resources": {"vm_disks": disks}})
-        _refuse_state(row)
-        qp.reinit_identity(conn, row.id, marker_id)
-        qn.bump_revision(conn, row.node_id)
-        row = qp.get_pool(conn, row.id)
-        default_name = defaultpool.current_name(conn)
-    assert row is not None
-    deps.hub.publish([row.node_id])
-    log.info(
-        "pool reinitialised: %s on node %s (new marker %s)",
-        row.name,
-        row.node_name,
-        marker_id,
-    )
-    return pool_view(row, default_name, with_images=False)
+class PoolReinitService:
+    """The poolreinit service, built once by ``api/compose.py`` with the collaborators below."""
+
+    def __init__(
+        self,
+        *,
+        db: Database,
+        hub: WatchHub,
+        node_store: NodeStore,
+        pool_store: PoolStore,
+        default_pool_service: DefaultPoolService,
+        pool_service: PoolService,
+    ) -> None:
+        self.db = db
+        self.hub = hub
+        self.node_store = node_store
+        self.pool_store = pool_store
+        self.default_pool_service = default_pool_service
+        self.pool_service = pool_service
+
+    def reinit(self, ref: str) -> StoragePool:
+        """Reinitialise the pool ``ref`` (UUID or unique name); returns its view (``pending``)."""
+        target = self.pool_service.resolve_one(ref)
+        marker_id = str(uuid.uuid4())
+        with self.db.write() as conn:
+            if self.pool_store.lock_pool(conn, target.id) is None:
+                raise NotFound(pool_not_found(ref))
+            row = self.pool_store.get_pool(conn, target.id)
+            if row is None:
+                raise NotFound(pool_not_found(ref))
+            if row.node_deleted_at is not None:
+                raise Conflict("owning node is gone", {"current_status": "gone"})
+            disks = self.pool_store.count_disks(conn, row.id)
+            if disks:
+                raise Conflict(IN_USE, {"blocking_resources": {"vm_disks": disks}})
+            _refuse_state(row)
+            self.pool_store.reinit_identity(conn, row.id, marker_id)
+            self.node_store.bump_revision(conn, row.node_id)
+            row = self.pool_store.get_pool(conn, row.id)
+            default_name = self.default_pool_service.current_name(conn)
+        assert row is not None
+        self.hub.publish([row.node_id])
+        log.info(
+            "pool reinitialised: %s on node %s (new marker %s)", row.name, row.node_name, marker_id
+        )
+        return self.pool_service.pool_view(row, default_name, with_images=False)

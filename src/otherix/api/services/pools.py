@@ -19,7 +19,7 @@ query), ``orphaned`` for a pool whose node was deleted while it held disks
 
 A dry run (``create(..., dry_run=True)``, ``POST /v1/storage-pools?dry_run=true``)
 is the same create up to and including the insert, in a transaction that is
-then rolled back (``services.dryrun``): every check, the store's own
+then rolled back (``Database.rehearse``): every check, the store's own
 constraints and the path rule included, decides as for a real create, and
 nothing is kept (no row, no revision bump, no watch wake-up).
 """
@@ -31,14 +31,15 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from otherix.api.deps import Deps
-from otherix.api.services import defaultpool
-from otherix.api.services.dryrun import Rehearsal
+from otherix.api.clock import Clock
+from otherix.api.services.defaultpool import DefaultPoolService
 from otherix.api.services.nodes import (
+    NodeService,
     name_param,
-    node_filter_id,
     node_not_found,
 )
+from otherix.api.settings import ApiSettings
+from otherix.api.watch import WatchHub
 from otherix.domain.defaultpool import last_default_message, removes_last_default
 from otherix.domain.liveness import projected_status
 from otherix.domain.names import looks_like_uuid, validate_pool_name, validate_pool_type
@@ -69,11 +70,9 @@ from otherix.models.pools import (
     StoragePool,
     VmDiskCounts,
 )
-from otherix.store import ForeignKeyViolation, Tx, UniqueViolation
-from otherix.store.nodes import store as qn
-from otherix.store.pools import store as qp
-from otherix.store.ports.nodes import NodeRow
-from otherix.store.ports.pools import NewPool, PoolChange, PoolRef, PoolRow
+from otherix.store import Database, ForeignKeyViolation, Tx, UniqueViolation
+from otherix.store.ports.nodes import NodeRow, NodeStore
+from otherix.store.ports.pools import NewPool, PoolChange, PoolRef, PoolRow, PoolStore
 
 DUPLICATE = "another storage pool with this name already exists on the target node"
 
@@ -97,155 +96,311 @@ def pool_path(row: PoolRef) -> PoolPath:
     return PoolPath(row.id, row.name, row.path)
 
 
-def conditions_for(conn: Tx, rows: list[PoolRow]) -> dict[str, list[dict[str, Any]]]:
-    """``path_overlap`` conditions for ``rows``: one narrow query for all their nodes."""
-    wanted = {r.id for r in rows}
-    on_nodes = qp.paths_on_nodes(conn, [r.node_id for r in rows])
-    by_node: dict[str, list[PoolPath]] = {}
-    for r in on_nodes:
-        by_node.setdefault(r.node_id, []).append(pool_path(r))
-    out: dict[str, list[dict[str, Any]]] = {}
-    for paths in by_node.values():
-        for pool_id, hits in overlaps_by_pool(paths).items():
-            if pool_id in wanted:
-                out[pool_id] = [
-                    {
-                        "type": "path_overlap",
-                        "message": condition_message(hit),
-                        "other_pool": {
-                            "id": hit.other.id,
-                            "name": hit.other.name,
-                            "path": hit.other.path,
-                        },
-                    }
-                    for hit in hits
-                ]
-    return out
+class PoolService:
+    """The pools service, built once by ``api/compose.py`` with the collaborators below."""
 
+    def __init__(
+        self,
+        *,
+        settings: ApiSettings,
+        db: Database,
+        clock: Clock,
+        hub: WatchHub,
+        node_store: NodeStore,
+        pool_store: PoolStore,
+        default_pool_service: DefaultPoolService,
+        node_service: NodeService,
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.clock = clock
+        self.hub = hub
+        self.node_store = node_store
+        self.pool_store = pool_store
+        self.default_pool_service = default_pool_service
+        self.node_service = node_service
 
-def pool_view(
-    row: PoolRow,
-    default_name: str | None,
-    with_images: bool,
-    conditions: dict[str, list[dict[str, Any]]] | None = None,
-) -> StoragePool:
-    orphaned = row.node_deleted_at is not None
-    available = row.available_bytes
-    effective = effective_bytes(available, row.committed_gib)
-    pressure = None
-    if row.pressure_since is not None:
-        pressure = {"since": row.pressure_since, "consecutive_count": row.pressure_count}
-    found = list((conditions or {}).get(row.id, []))
-    stale: dict[str, Any] = {}
-    if orphaned:  # nothing measures it any more: no capacity, no stale "ready"
-        found.append({"type": "orphaned", "message": ORPHANED})
-        stale = {
-            "capacity_bytes": None,
-            "available_bytes": None,
-            "reported_at": None,
-            "reconciliation_status": "failed",
-            "reconciliation_error": ORPHANED,
-        }
-        effective, pressure = None, None
-    return StoragePool.model_validate(
-        {
-            "id": row.id,
-            "name": row.name,
-            "type": row.type,
-            "path": row.path,
-            "config": row.config,
-            "capacity_bytes": row.capacity_bytes,
-            "available_bytes": row.available_bytes,
-            "reported_at": row.reported_at,
-            "reconciliation_status": row.reconciliation_status,
-            "last_reconciled_at": row.last_reconciled_at,
-            "reconciliation_error": row.reconciliation_error,
-            "created_at": row.created_at,
-            "updated_at": row.updated_at,
-            **stale,
-            "conditions": found,
-            "node": "" if orphaned else row.node_name,
-            "node_status": None
-            if orphaned
-            else projected_status(row.node_liveness, row.node_cordoned),
-            "available_bytes_effective": effective,
-            "is_cluster_default": default_name is not None
-            and row.name_lower == default_name.lower(),
-            "disk_pressure": pressure,
-            "images": row.images if with_images else [],
-            "reconciliation_reason": row.reconciliation_reason
-            if row.reconciliation_status == "failed"
-            else None,
-            "vm_disks": {
-                "total": row.vm_disks_total,
-                "missing": row.vm_disks_missing,
-            },
-        }
-    )
+    def conditions_for(self, conn: Tx, rows: list[PoolRow]) -> dict[str, list[dict[str, Any]]]:
+        """``path_overlap`` conditions for ``rows``: one narrow query for all their nodes."""
+        wanted = {r.id for r in rows}
+        on_nodes = self.pool_store.paths_on_nodes(conn, [r.node_id for r in rows])
+        by_node: dict[str, list[PoolPath]] = {}
+        for r in on_nodes:
+            by_node.setdefault(r.node_id, []).append(pool_path(r))
+        out: dict[str, list[dict[str, Any]]] = {}
+        for paths in by_node.values():
+            for pool_id, hits in overlaps_by_pool(paths).items():
+                if pool_id in wanted:
+                    out[pool_id] = [
+                        {
+                            "type": "path_overlap",
+                            "message": condition_message(hit),
+                            "other_pool": {
+                                "id": hit.other.id,
+                                "name": hit.other.name,
+                                "path": hit.other.path,
+                            },
+                        }
+                        for hit in hits
+                    ]
+        return out
+
+    def pool_view(
+        self,
+        row: PoolRow,
+        default_name: str | None,
+        with_images: bool,
+        conditions: dict[str, list[dict[str, Any]]] | None = None,
+    ) -> StoragePool:
+        orphaned = row.node_deleted_at is not None
+        available = row.available_bytes
+        effective = effective_bytes(available, row.committed_gib)
+        pressure = None
+        if row.pressure_since is not None:
+            pressure = {"since": row.pressure_since, "consecutive_count": row.pressure_count}
+        found = list((conditions or {}).get(row.id, []))
+        stale: dict[str, Any] = {}
+        if orphaned:  # nothing measures it any more: no capacity, no stale "ready"
+            found.append({"type": "orphaned", "message": ORPHANED})
+            stale = {
+                "capacity_bytes": None,
+                "available_bytes": None,
+                "reported_at": None,
+                "reconciliation_status": "failed",
+                "reconciliation_error": ORPHANED,
+            }
+            effective, pressure = None, None
+        return StoragePool.model_validate(
+            {
+                "id": row.id,
+                "name": row.name,
+                "type": row.type,
+                "path": row.path,
+                "config": row.config,
+                "capacity_bytes": row.capacity_bytes,
+                "available_bytes": row.available_bytes,
+                "reported_at": row.reported_at,
+                "reconciliation_status": row.reconciliation_status,
+                "last_reconciled_at": row.last_reconciled_at,
+                "reconciliation_error": row.reconciliation_error,
+                "created_at": row.created_at,
+                "updated_at": row.updated_at,
+                **stale,
+                "conditions": found,
+                "node": "" if orphaned else row.node_name,
+                "node_status": None
+                if orphaned
+                else projected_status(row.node_liveness, row.node_cordoned),
+                "available_bytes_effective": effective,
+                "is_cluster_default": default_name is not None
+                and row.name_lower == default_name.lower(),
+                "disk_pressure": pressure,
+                "images": row.images if with_images else [],
+                "reconciliation_reason": row.reconciliation_reason
+                if row.reconciliation_status == "failed"
+                else None,
+                "vm_disks": {
+                    "total": row.vm_disks_total,
+                    "missing": row.vm_disks_missing,
+                },
+            }
+        )
+
+    def _resolve_rows(self, ref: str) -> list[PoolRow]:
+        with self.db.read() as conn:
+            if looks_like_uuid(ref):
+                row = self.pool_store.get_pool(conn, ref.lower())
+                return [row] if row else []
+            return self.pool_store.get_pools_by_name(conn, ref)
+
+    def resolve_one(self, ref: str) -> PoolRow:
+        """A UUID, or a name that maps to exactly one instance (else 404 / ambiguous)."""
+        rows = self._resolve_rows(ref)
+        if not rows:
+            raise NotFound(pool_not_found(ref))
+        if len(rows) > 1:
+            raise PoolNameAmbiguous(
+                f"pool name {ref!r} maps to {len(rows)} instances; use the instance UUID",
+                {"name": ref, "instances": [{"id": r.id, "node": r.node_name} for r in rows]},
+            )
+        return rows[0]
+
+    def get(self, ref: str) -> StoragePool | PoolConceptView:
+        rows = self._resolve_rows(ref)
+        if not rows:
+            raise NotFound(pool_not_found(ref))
+        with self.db.read() as conn:
+            default_name = self.default_pool_service.current_name(conn)
+            conditions = self.conditions_for(conn, rows)
+        if looks_like_uuid(ref):
+            return self.pool_view(rows[0], default_name, with_images=True, conditions=conditions)
+        instances = [self.pool_view(r, default_name, True, conditions) for r in rows]
+        return PoolConceptView(
+            name=rows[0].name,
+            type=rows[0].type,
+            is_cluster_default=instances[0].is_cluster_default,
+            vm_disks=VmDiskCounts(
+                total=sum(i.vm_disks.total for i in instances),
+                missing=sum(i.vm_disks.missing for i in instances),
+            ),
+            instances=instances,
+        )
+
+    def list_pools(
+        self, *, limit: int, cursor: str | None, node: str | None, pool_type: str | None
+    ) -> tuple[list[StoragePool], str | None]:
+        after = decode_cursor(cursor) if cursor else None
+        if pool_type is not None and (problem := validate_pool_type(pool_type)):
+            raise _bad(problem, "type")
+        with self.db.read() as conn:
+            node_id = self.node_service.node_filter_id(conn, node)
+            rows = self.pool_store.list_pools(
+                conn, after=after, limit=limit + 1, node_id=node_id, pool_type=pool_type
+            )
+            default_name = self.default_pool_service.current_name(conn)
+            page, nxt = split_page(rows, limit)
+            conditions = self.conditions_for(conn, page)
+        return [self.pool_view(r, default_name, False, conditions) for r in page], nxt
+
+    def create(self, body: PoolCreate, *, dry_run: bool = False) -> StoragePool:
+        """Create one pool instance from a parsed body (:func:`parse_create`);
+        ``dry_run`` decides the same and writes nothing."""
+        prefixes = self.settings.storage_pools.allowed_path_prefixes
+        if not pool_path_allowed(body.path, prefixes):
+            details = {"allowed_prefixes": list(prefixes), "path": body.path}
+            if path_allowed(body.path, prefixes):  # the prefix directory itself
+                raise PathNotAllowed(PREFIX_ITSELF, details)
+            raise PathNotAllowed(details=details)
+        name_param(body.node, "node")
+        now = self.clock.now()
+        pool_id = str(uuid.uuid4())
+        try:
+            with self.db.rehearse() if dry_run else self.db.write() as conn:
+                node = self.node_store.get_node_by_name(conn, body.node)
+                if node is None or not self.node_store.lock_node(conn, node.id):
+                    raise NotFound(node_not_found(body.node), {"node": body.node})
+                self.check_node_paths(conn, node, body.name, body.path)
+                self.pool_store.insert_pool(
+                    conn,
+                    NewPool(
+                        id=pool_id,
+                        node_id=node.id,
+                        name=body.name,
+                        type=body.type,
+                        path=body.path,
+                        config=body.config,
+                        created_at=now,
+                    ),
+                )
+                self.node_store.bump_revision(conn, node.id)
+                row = self.pool_store.get_pool(conn, pool_id)
+                default_name = self.default_pool_service.current_name(conn)
+        except UniqueViolation as exc:
+            raise Conflict(DUPLICATE, {"field": "name"}) from exc
+        assert row is not None
+        if not dry_run:  # a rehearsal kept nothing: no node has anything new to see
+            self.hub.publish([row.node_id])
+        return self.pool_view(row, default_name, with_images=False)
+
+    def check_node_paths(self, conn: Tx, node: NodeRow, name: str, path: str) -> None:
+        """The name and path rules against the node's pools; call with the node locked.
+
+        A name already on the node keeps its old answer (``field: name``), so a
+        repeated create reads as before; then the one-directory-one-pool rule.
+        """
+        existing = [pool_path(r) for r in self.pool_store.paths_on_nodes(conn, [node.id])]
+        if any(p.name.lower() == name.lower() for p in existing):
+            raise Conflict(DUPLICATE, {"field": "name"})
+        hit = first_overlap(path, existing)
+        if hit is not None:
+            raise Conflict(
+                refusal_message(path, hit, node.name),
+                {
+                    "reason": "pool_path_overlap",
+                    "path": path,
+                    "relation": hit.relation,
+                    "other_pool": {
+                        "id": hit.other.id,
+                        "name": hit.other.name,
+                        "path": hit.other.path,
+                    },
+                },
+            )
+
+    def update(self, ref: str, raw: object) -> StoragePool:
+        if not isinstance(raw, dict):
+            raise ValidationFailed("invalid request body: expected a JSON object")
+        forbidden = sorted(k for k in IMMUTABLE_FIELDS if k in raw)
+        if forbidden:
+            raise ValidationFailed(
+                "one or more fields cannot be modified", {"forbidden_fields": forbidden}
+            )
+        target = self.resolve_one(ref)
+        body: PoolUpdate = _decode(PoolUpdate, {k: v for k, v in raw.items() if k != "config"})
+        values: PoolChange = {}
+        if body.name is not None:
+            if problem := validate_pool_name(body.name):
+                raise _bad(problem, "name")
+            values["name"] = body.name
+            values["name_lower"] = body.name.lower()
+        if "config" in raw:
+            _check_config(raw["config"])
+            values["config"] = raw["config"]
+        try:
+            with self.db.write() as conn:
+                if values:
+                    values["updated_at"] = self.clock.now()
+                    if not self.pool_store.update_pool(conn, target.id, values):
+                        raise NotFound(pool_not_found(ref))
+                    self.node_store.bump_revision(conn, target.node_id)
+                row = self.pool_store.get_pool(conn, target.id)
+                default_name = self.default_pool_service.current_name(conn)
+                conditions = self.conditions_for(conn, [row]) if row is not None else {}
+        except UniqueViolation as exc:
+            raise Conflict(DUPLICATE, {"field": "name"}) from exc
+        assert row is not None
+        if values:
+            self.hub.publish([row.node_id])
+        return self.pool_view(row, default_name, False, conditions)
+
+    def delete(self, ref: str) -> None:
+        """Refused while VM disks reference the pool, and when it is the last instance
+        of the cluster default pool (``default_pool_in_use``: a VM created without a
+        pool would name a pool that no longer exists). The checks and the delete are
+        one transaction holding every instance of the name (locked in id order, so
+        two deletes never deadlock; ``set-default-pool`` takes the same locks); the
+        disks' foreign key backs the disk rule up."""
+        target = self.resolve_one(ref)
+        try:
+            with self.db.write() as conn:
+                locked = self.pool_store.lock_instances(conn, target.name, also_id=target.id)
+                mine = next((r for r in locked if r.id == target.id), None)
+                if mine is None:
+                    raise NotFound(pool_not_found(ref))
+                if mine.name_lower != target.name_lower:
+                    raise Conflict("the storage pool was renamed meanwhile; retry the delete")
+                disks = self.pool_store.count_disks(conn, target.id)
+                if disks:
+                    raise Conflict(IN_USE, {"blocking_resources": {"vm_disks": disks}})
+                default_name = self.default_pool_service.current_name(conn)
+                same_name = [r for r in locked if r.name_lower == target.name_lower]
+                others = [r.name_lower for r in same_name if r.id != target.id]
+                if default_name is not None and removes_last_default(
+                    default_name, [target.name_lower], others
+                ):
+                    raise Conflict(
+                        last_default_message(default_name),
+                        {"reason": "default_pool_in_use", "name": default_name},
+                    )
+                self.pool_store.delete_pool(conn, target.id)
+                self.node_store.bump_revision(conn, target.node_id)
+        except ForeignKeyViolation as exc:  # a disk landed between count and delete
+            raise Conflict(IN_USE, {"blocking_resources": {"vm_disks": 1}}) from exc
+        self.hub.publish([target.node_id])
 
 
 def _bad(message: str, field: str) -> ValidationFailed:
     return ValidationFailed(message, {"field": field})
-
-
-def _resolve_rows(deps: Deps, ref: str) -> list[PoolRow]:
-    with deps.db.read() as conn:
-        if looks_like_uuid(ref):
-            row = qp.get_pool(conn, ref.lower())
-            return [row] if row else []
-        return qp.get_pools_by_name(conn, ref)
-
-
-def resolve_one(deps: Deps, ref: str) -> PoolRow:
-    """A UUID, or a name that maps to exactly one instance (else 404 / ambiguous)."""
-    rows = _resolve_rows(deps, ref)
-    if not rows:
-        raise NotFound(pool_not_found(ref))
-    if len(rows) > 1:
-        raise PoolNameAmbiguous(
-            f"pool name {ref!r} maps to {len(rows)} instances; use the instance UUID",
-            {"name": ref, "instances": [{"id": r.id, "node": r.node_name} for r in rows]},
-        )
-    return rows[0]
-
-
-def get(deps: Deps, ref: str) -> StoragePool | PoolConceptView:
-    rows = _resolve_rows(deps, ref)
-    if not rows:
-        raise NotFound(pool_not_found(ref))
-    with deps.db.read() as conn:
-        default_name = defaultpool.current_name(conn)
-        conditions = conditions_for(conn, rows)
-    if looks_like_uuid(ref):
-        return pool_view(rows[0], default_name, with_images=True, conditions=conditions)
-    instances = [pool_view(r, default_name, True, conditions) for r in rows]
-    return PoolConceptView(
-        name=rows[0].name,
-        type=rows[0].type,
-        is_cluster_default=instances[0].is_cluster_default,
-        vm_disks=VmDiskCounts(
-            total=sum(i.vm_disks.total for i in instances),
-            missing=sum(i.vm_disks.missing for i in instances),
-        ),
-        instances=instances,
-    )
-
-
-def list_pools(
-    deps: Deps, *, limit: int, cursor: str | None, node: str | None, pool_type: str | None
-) -> tuple[list[StoragePool], str | None]:
-    after = decode_cursor(cursor) if cursor else None
-    if pool_type is not None and (problem := validate_pool_type(pool_type)):
-        raise _bad(problem, "type")
-    with deps.db.read() as conn:
-        node_id = node_filter_id(conn, node)
-        rows = qp.list_pools(
-            conn, after=after, limit=limit + 1, node_id=node_id, pool_type=pool_type
-        )
-        default_name = defaultpool.current_name(conn)
-        page, nxt = split_page(rows, limit)
-        conditions = conditions_for(conn, page)
-    return [pool_view(r, default_name, False, conditions) for r in page], nxt
 
 
 def _check_config(value: object) -> None:
@@ -293,143 +448,3 @@ def parse_create(raw: object) -> PoolCreate:
         _check_config(raw["config"])
         body.config = raw["config"]
     return body
-
-
-def create(deps: Deps, body: PoolCreate, *, dry_run: bool = False) -> StoragePool:
-    """Create one pool instance from a parsed body (:func:`parse_create`);
-    ``dry_run`` decides the same and writes nothing."""
-    prefixes = deps.settings.storage_pools.allowed_path_prefixes
-    if not pool_path_allowed(body.path, prefixes):
-        details = {"allowed_prefixes": list(prefixes), "path": body.path}
-        if path_allowed(body.path, prefixes):  # the prefix directory itself
-            raise PathNotAllowed(PREFIX_ITSELF, details)
-        raise PathNotAllowed(details=details)
-    name_param(body.node, "node")
-    now = deps.clock.now()
-    pool_id = str(uuid.uuid4())
-    try:
-        with deps.db.write() as conn:
-            node = qn.get_node_by_name(conn, body.node)
-            if node is None or not qn.lock_node(conn, node.id):
-                raise NotFound(node_not_found(body.node), {"node": body.node})
-            check_node_paths(conn, node, body.name, body.path)
-            qp.insert_pool(
-                conn,
-                NewPool(
-                    id=pool_id,
-                    node_id=node.id,
-                    name=body.name,
-                    type=body.type,
-                    path=body.path,
-                    config=body.config,
-                    created_at=now,
-                ),
-            )
-            qn.bump_revision(conn, node.id)
-            row = qp.get_pool(conn, pool_id)
-            default_name = defaultpool.current_name(conn)
-            if dry_run:
-                assert row is not None
-                raise Rehearsal(pool_view(row, default_name, with_images=False))
-    except UniqueViolation as exc:
-        raise Conflict(DUPLICATE, {"field": "name"}) from exc
-    except Rehearsal as rehearsal:
-        return rehearsal.answer  # type: ignore[no-any-return]
-    assert row is not None
-    deps.hub.publish([row.node_id])
-    return pool_view(row, default_name, with_images=False)
-
-
-def check_node_paths(conn: Tx, node: NodeRow, name: str, path: str) -> None:
-    """The name and path rules against the node's pools; call with the node locked.
-
-    A name already on the node keeps its old answer (``field: name``), so a
-    repeated create reads as before; then the one-directory-one-pool rule.
-    """
-    existing = [pool_path(r) for r in qp.paths_on_nodes(conn, [node.id])]
-    if any(p.name.lower() == name.lower() for p in existing):
-        raise Conflict(DUPLICATE, {"field": "name"})
-    hit = first_overlap(path, existing)
-    if hit is not None:
-        raise Conflict(
-            refusal_message(path, hit, node.name),
-            {
-                "reason": "pool_path_overlap",
-                "path": path,
-                "relation": hit.relation,
-                "other_pool": {"id": hit.other.id, "name": hit.other.name, "path": hit.other.path},
-            },
-        )
-
-
-def update(deps: Deps, ref: str, raw: object) -> StoragePool:
-    if not isinstance(raw, dict):
-        raise ValidationFailed("invalid request body: expected a JSON object")
-    forbidden = sorted(k for k in IMMUTABLE_FIELDS if k in raw)
-    if forbidden:
-        raise ValidationFailed(
-            "one or more fields cannot be modified", {"forbidden_fields": forbidden}
-        )
-    target = resolve_one(deps, ref)
-    body: PoolUpdate = _decode(PoolUpdate, {k: v for k, v in raw.items() if k != "config"})
-    values: PoolChange = {}
-    if body.name is not None:
-        if problem := validate_pool_name(body.name):
-            raise _bad(problem, "name")
-        values["name"] = body.name
-        values["name_lower"] = body.name.lower()
-    if "config" in raw:
-        _check_config(raw["config"])
-        values["config"] = raw["config"]
-    try:
-        with deps.db.write() as conn:
-            if values:
-                values["updated_at"] = deps.clock.now()
-                if not qp.update_pool(conn, target.id, values):
-                    raise NotFound(pool_not_found(ref))
-                qn.bump_revision(conn, target.node_id)
-            row = qp.get_pool(conn, target.id)
-            default_name = defaultpool.current_name(conn)
-            conditions = conditions_for(conn, [row]) if row is not None else {}
-    except UniqueViolation as exc:
-        raise Conflict(DUPLICATE, {"field": "name"}) from exc
-    assert row is not None
-    if values:
-        deps.hub.publish([row.node_id])
-    return pool_view(row, default_name, False, conditions)
-
-
-def delete(deps: Deps, ref: str) -> None:
-    """Refused while VM disks reference the pool, and when it is the last instance
-    of the cluster default pool (``default_pool_in_use``: a VM created without a
-    pool would name a pool that no longer exists). The checks and the delete are
-    one transaction holding every instance of the name (locked in id order, so
-    two deletes never deadlock; ``set-default-pool`` takes the same locks); the
-    disks' foreign key backs the disk rule up."""
-    target = resolve_one(deps, ref)
-    try:
-        with deps.db.write() as conn:
-            locked = qp.lock_instances(conn, target.name, also_id=target.id)
-            mine = next((r for r in locked if r.id == target.id), None)
-            if mine is None:
-                raise NotFound(pool_not_found(ref))
-            if mine.name_lower != target.name_lower:
-                raise Conflict("the storage pool was renamed meanwhile; retry the delete")
-            disks = qp.count_disks(conn, target.id)
-            if disks:
-                raise Conflict(IN_USE, {"blocking_resources": {"vm_disks": disks}})
-            default_name = defaultpool.current_name(conn)
-            same_name = [r for r in locked if r.name_lower == target.name_lower]
-            others = [r.name_lower for r in same_name if r.id != target.id]
-            if default_name is not None and removes_last_default(
-                default_name, [target.name_lower], others
-            ):
-                raise Conflict(
-                    last_default_message(default_name),
-                    {"reason": "default_pool_in_use", "name": default_name},
-                )
-            qp.delete_pool(conn, target.id)
-            qn.bump_revision(conn, target.node_id)
-    except ForeignKeyViolation as exc:  # a disk landed between count and delete
-        raise Conflict(IN_USE, {"blocking_resources": {"vm_disks": 1}}) from exc
-    deps.hub.publish([target.node_id])

@@ -12,73 +12,96 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from otherix.api.deps import Deps, Principal
+from otherix.api.clock import Clock
+from otherix.api.deps import Principal
 from otherix.api.services import tasks
-from otherix.api.services.heartbeat import pressure_config
-from otherix.api.services.pools import resolve_one
+from otherix.api.services.heartbeat import HeartbeatService
+from otherix.api.services.pools import PoolService
+from otherix.api.services.tasks import TaskService
+from otherix.api.watch import WatchHub
 from otherix.domain.pressure import PressureState, next_pressure
 from otherix.errors import Conflict
 from otherix.models.common import AsyncTaskAccepted
 from otherix.models.heartbeat import TaskUpdate
-from otherix.store import Tx
-from otherix.store.nodes import store as qn
-from otherix.store.pools import store as qp
+from otherix.store import Database, Tx
+from otherix.store.ports.nodes import NodeStore
+from otherix.store.ports.pools import PoolStore
 from otherix.store.ports.tasks import TaskRow
 
 SCANNABLE = ("pending", "ready")
 TYPE = "storage_pool.scan"
 
 
-def request_scan(deps: Deps, principal: Principal, ref: str) -> AsyncTaskAccepted:
-    pool = resolve_one(deps, ref)
-    if pool.node_deleted_at is not None:
-        raise Conflict("owning node is gone", {"current_status": "gone"})
-    if pool.node_liveness not in SCANNABLE:
-        raise Conflict("node is not in a scannable state", {"current_status": pool.node_liveness})
-    with deps.db.write() as conn:
-        task_id = tasks.new_task(
-            conn,
-            now=deps.clock.now(),
-            type=TYPE,
-            resource_type="storage_pool",
-            resource_id=pool.id,
-            node_id=pool.node_id,
-            args={"pool": pool.name, "path": pool.path},
-            created_by=principal.user_id,
+class ScanService:
+    """The scan service, built once by ``api/compose.py`` with the collaborators below."""
+
+    def __init__(
+        self,
+        *,
+        db: Database,
+        clock: Clock,
+        hub: WatchHub,
+        node_store: NodeStore,
+        pool_store: PoolStore,
+        heartbeat_service: HeartbeatService,
+        pool_service: PoolService,
+        task_service: TaskService,
+    ) -> None:
+        self.db = db
+        self.clock = clock
+        self.hub = hub
+        self.node_store = node_store
+        self.pool_store = pool_store
+        self.heartbeat_service = heartbeat_service
+        self.pool_service = pool_service
+        self.task_service = task_service
+
+    def request_scan(self, principal: Principal, ref: str) -> AsyncTaskAccepted:
+        pool = self.pool_service.resolve_one(ref)
+        if pool.node_deleted_at is not None:
+            raise Conflict("owning node is gone", {"current_status": "gone"})
+        if pool.node_liveness not in SCANNABLE:
+            raise Conflict(
+                "node is not in a scannable state", {"current_status": pool.node_liveness}
+            )
+        with self.db.write() as conn:
+            task_id = self.task_service.new_task(
+                conn,
+                now=self.clock.now(),
+                type=TYPE,
+                resource_type="storage_pool",
+                resource_id=pool.id,
+                node_id=pool.node_id,
+                args={"pool": pool.name, "path": pool.path},
+                created_by=principal.user_id,
+            )
+            self.node_store.bump_revision(conn, pool.node_id)
+        self.hub.publish([pool.node_id])
+        return tasks.accepted(task_id)
+
+    def apply_scan_result(self, conn: Tx, task: TaskRow, update: TaskUpdate, now: datetime) -> None:
+        result = update.result or {}
+        capacity, available = result.get("capacity_bytes"), result.get("available_bytes")
+        if not isinstance(capacity, int) or not isinstance(available, int):
+            return
+        row = self.pool_store.get_pool(conn, task.resource_id or "")
+        if row is None:
+            return
+        state, _ = next_pressure(
+            PressureState(row.pressure_since, row.pressure_count),
+            available,
+            capacity,
+            self.heartbeat_service.pressure_config(),
+            now,
         )
-        qn.bump_revision(conn, pool.node_id)
-    deps.hub.publish([pool.node_id])
-    return tasks.accepted(task_id)
-
-
-def apply_scan_result(
-    conn: Tx, deps: Deps, task: TaskRow, update: TaskUpdate, now: datetime
-) -> None:
-    result = update.result or {}
-    capacity, available = result.get("capacity_bytes"), result.get("available_bytes")
-    if not isinstance(capacity, int) or not isinstance(available, int):
-        return
-    row = qp.get_pool(conn, task.resource_id or "")
-    if row is None:
-        return
-    state, _ = next_pressure(
-        PressureState(row.pressure_since, row.pressure_count),
-        available,
-        capacity,
-        pressure_config(deps),
-        now,
-    )
-    qp.update_status(
-        conn,
-        row.id,
-        {
-            "capacity_bytes": capacity,
-            "available_bytes": available,
-            "reported_at": now,
-            "pressure_since": state.since,
-            "pressure_count": state.consecutive_count,
-        },
-    )
-
-
-tasks.RESULT_HANDLERS[TYPE] = apply_scan_result
+        self.pool_store.update_status(
+            conn,
+            row.id,
+            {
+                "capacity_bytes": capacity,
+                "available_bytes": available,
+                "reported_at": now,
+                "pressure_since": state.since,
+                "pressure_count": state.consecutive_count,
+            },
+        )

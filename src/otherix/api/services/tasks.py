@@ -6,13 +6,14 @@ agent reports progress and the outcome on ``POST /v1/nodes/{name}/tasks/{id}``;
 the handler for the task type applies the result (for ``storage_pool.scan``:
 capacity, available bytes, disk pressure) and finalises the task.
 
-Per-type hooks, registered by the service that owns the type, run in the same
-transaction as the task update and only when that update won (a report racing
-a cancel applies exactly one of them): ``RUNNING_HANDLERS`` on each
-``running`` report (whose ``result``, if any, is stored as progress detail),
-``RESULT_HANDLERS`` on success, ``FAILURE_HANDLERS`` on failure and on cancel.
-``CANCELLABLE`` types can be cancelled while pending or running,
-``CANCELLABLE_WHILE_PENDING`` types only before the agent starts them.
+Per-type hooks (:class:`TaskHooks`), registered for the service that owns the
+type by the composition root, run in the same transaction as the task update
+and only when that update won (a report racing a cancel applies exactly one
+of them): ``running`` on each ``running`` report (whose ``result``, if any, is
+stored as progress detail), ``success`` on success, ``failure`` on failure and
+on cancel. A type can be cancelled in the states it registered
+(``cancellable_in``: ``vm.create`` only while pending, before the agent starts
+it); any other type cannot be cancelled.
 
 Attempts: a task's ``attempts``/``max_attempts`` are what the agent reports
 (``TaskUpdate.attempt``/``max_attempts``: the agent retries a ``vm.create``
@@ -32,68 +33,228 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from otherix.api.deps import AgentIdentity, Deps, Principal
+from otherix.api.clock import Clock
+from otherix.api.deps import AgentIdentity, Principal
 from otherix.api.services.redaction import redact
+from otherix.api.watch import WatchHub
 from otherix.errors import Conflict, NotFound, not_found_message
 from otherix.models.common import AsyncTaskAccepted, TaskLinks
 from otherix.models.heartbeat import TaskUpdate
 from otherix.models.pagination import decode_cursor, split_page
 from otherix.models.tasks import Task
 from otherix.rbac import Permission, Scope
-from otherix.store import Tx
-from otherix.store.nodes import store as qn
-from otherix.store.ports.tasks import NewTask, TaskChange, TaskRow
-from otherix.store.tasks import store as qt
+from otherix.store import Database, Tx
+from otherix.store.ports.nodes import NodeStore
+from otherix.store.ports.tasks import NewTask, TaskChange, TaskRow, TaskStore
 
 FINAL = ("success", "failed", "cancelled")
-#: type -> handler(conn, deps, task row, update, now) applied when the agent reports success
-ResultHandler = Callable[[Tx, Deps, TaskRow, TaskUpdate, datetime], None]
-RESULT_HANDLERS: dict[str, ResultHandler] = {}
-#: type -> handler(conn, deps, task row, update, now) applied on each ``running`` report
-RUNNING_HANDLERS: dict[str, ResultHandler] = {}
-#: type -> handler(conn, deps, task row, error, now) applied when the task fails or is
-#: cancelled (``error`` is the task's ``{code, message, ...}``; ``cancelled`` on cancel)
-FailureHandler = Callable[[Tx, Deps, TaskRow, dict[str, Any], datetime], None]
-FAILURE_HANDLERS: dict[str, FailureHandler] = {}
-#: types that can be cancelled while pending or running
-CANCELLABLE: set[str] = set()
-#: types that can be cancelled only while pending (the agent has not started them)
-CANCELLABLE_WHILE_PENDING: set[str] = set()
+#: handler(conn, task row, update, now): on each ``running`` report, or on success
+ResultHandler = Callable[[Tx, TaskRow, TaskUpdate, datetime], None]
+#: handler(conn, task row, error, now): when the task fails or is cancelled (``error``
+#: is the task's ``{code, message, ...}``; ``cancelled`` on cancel)
+FailureHandler = Callable[[Tx, TaskRow, dict[str, Any], datetime], None]
 
 
-def new_task(
-    conn: Tx,
-    *,
-    now: datetime,
-    type: str,
-    resource_type: str,
-    resource_id: str,
-    node_id: str | None,
-    args: dict[str, Any],
-    created_by: str | None,
-    max_attempts: int = 25,
-) -> str:
-    """Insert a pending task. ``max_attempts`` is what the task's runner will try
-    (docs/pool-contract.md §6: 25 for a scan; see ``placement.VM_CREATE_ATTEMPTS``)."""
-    task_id = str(uuid.uuid4())
-    qt.insert_task(
-        conn,
-        NewTask(
-            id=task_id,
-            type=type,
-            resource_type=resource_type,
-            resource_id=resource_id,
-            node_id=node_id,
-            args=args,
-            max_attempts=max_attempts,
-            created_by=created_by,
-            created_at=now,
-        ),
-    )
-    return task_id
+@dataclass
+class TaskHooks:
+    """What runs, per task type, when a report on a task of that type wins.
+
+    The service that owns a type registers its hooks once, in the composition
+    root (``api/compose.py``); a type nobody registered has none and cannot be
+    cancelled."""
+
+    running: dict[str, ResultHandler] = field(default_factory=dict)
+    success: dict[str, ResultHandler] = field(default_factory=dict)
+    failure: dict[str, FailureHandler] = field(default_factory=dict)
+    #: the states in which a task of the type may be cancelled
+    cancellable_in: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def register(
+        self,
+        type_: str,
+        *,
+        running: ResultHandler | None = None,
+        success: ResultHandler | None = None,
+        failure: FailureHandler | None = None,
+        cancellable_in: tuple[str, ...] = (),
+    ) -> None:
+        if running is not None:
+            self.running[type_] = running
+        if success is not None:
+            self.success[type_] = success
+        if failure is not None:
+            self.failure[type_] = failure
+        if cancellable_in:
+            self.cancellable_in[type_] = cancellable_in
+
+
+class TaskService:
+    """The tasks service, built once by ``api/compose.py`` with the collaborators below."""
+
+    def __init__(
+        self,
+        *,
+        db: Database,
+        clock: Clock,
+        hub: WatchHub,
+        node_store: NodeStore,
+        task_store: TaskStore,
+    ) -> None:
+        self.db = db
+        self.clock = clock
+        self.hub = hub
+        self.node_store = node_store
+        self.task_store = task_store
+        #: filled by the composition root: each task type's owner registers its hooks
+        self.hooks = TaskHooks()
+
+    def new_task(
+        self,
+        conn: Tx,
+        *,
+        now: datetime,
+        type: str,
+        resource_type: str,
+        resource_id: str,
+        node_id: str | None,
+        args: dict[str, Any],
+        created_by: str | None,
+        max_attempts: int = 25,
+    ) -> str:
+        """Insert a pending task. ``max_attempts`` is what the task's runner will try
+        (docs/pool-contract.md §6: 25 for a scan; see ``placement.VM_CREATE_ATTEMPTS``)."""
+        task_id = str(uuid.uuid4())
+        self.task_store.insert_task(
+            conn,
+            NewTask(
+                id=task_id,
+                type=type,
+                resource_type=resource_type,
+                resource_id=resource_id,
+                node_id=node_id,
+                args=args,
+                max_attempts=max_attempts,
+                created_by=created_by,
+                created_at=now,
+            ),
+        )
+        return task_id
+
+    def get(self, principal: Principal, task_id: str) -> Task:
+        with self.db.read() as conn:
+            row = self.task_store.get_task(conn, task_id)
+        if row is None or not _visible(principal, row, Permission.TASK_READ):
+            raise NotFound(task_not_found(task_id))
+        return task_view(principal, row)
+
+    def list_tasks(
+        self, principal: Principal, *, limit: int, cursor: str | None, filters: dict[str, str]
+    ) -> tuple[list[Task], str | None]:
+        if principal.scope(Permission.TASK_READ) is Scope.OWN:
+            filters = {**filters, "created_by": principal.user_id}
+        after = decode_cursor(cursor) if cursor else None
+        with self.db.read() as conn:
+            rows = self.task_store.list_tasks(conn, after=after, limit=limit + 1, filters=filters)
+        page, nxt = split_page(rows, limit)
+        return [task_view(principal, r) for r in page], nxt
+
+    def cancel(self, principal: Principal, task_id: str) -> Task:
+        with self.db.write() as conn:
+            row = self.task_store.get_task(conn, task_id)
+            if row is None or not _visible(principal, row, Permission.TASK_CANCEL):
+                raise NotFound(task_not_found(task_id))
+            if row.status in FINAL:
+                raise Conflict("task is already finished", {"current_status": row.status})
+            states = list(self.hooks.cancellable_in.get(row.type, ()))
+            if not states:
+                raise Conflict(f"tasks of type {row.type} cannot be cancelled", {"type": row.type})
+            now = self.clock.now()
+            if not self.task_store.update_task(
+                conn, task_id, {"status": "cancelled", "finished_at": now}, only_if_status=states
+            ):
+                current = self.task_store.get_task(conn, task_id) or row
+                message = (
+                    f"tasks of type {row.type} can only be cancelled while pending"
+                    if states == ["pending"]
+                    else "task is already finished"
+                )
+                raise Conflict(message, {"current_status": current.status, "type": row.type})
+            on_failure = self.hooks.failure.get(row.type)
+            if on_failure is not None:
+                on_failure(conn, row, {"code": "cancelled", "message": "task cancelled"}, now)
+            if row.node_id:
+                self.node_store.bump_revision(conn, row.node_id)
+            row = self.task_store.get_task(conn, task_id) or row
+        if row.node_id:
+            self.hub.publish([row.node_id])
+        return task_view(principal, row)
+
+    def _run_hooks(
+        self,
+        conn: Tx,
+        row: TaskRow,
+        update: TaskUpdate,
+        values: TaskChange,
+        now: datetime,
+    ) -> None:
+        if update.status == "running":
+            if (on_running := self.hooks.running.get(row.type)) is not None:
+                on_running(conn, row, update, now)
+        elif update.status == "success":
+            if (on_success := self.hooks.success.get(row.type)) is not None:
+                on_success(conn, row, update, now)
+        elif (on_failure := self.hooks.failure.get(row.type)) is not None:
+            on_failure(conn, row, values.get("error") or {}, now)
+
+    def agent_update(self, ident: AgentIdentity, task_id: str, update: TaskUpdate) -> Task:
+        now = self.clock.now()
+        with self.db.write() as conn:
+            row = self.task_store.get_task(conn, task_id)
+            if row is None or row.node_id != ident.node_id:
+                raise NotFound("task not found")
+            if row.status in FINAL:
+                return task_row_view(row)  # a retried report after completion: no-op
+            values: TaskChange = {"progress": update.progress}
+            if update.status == "running":
+                values["status"] = "running"
+                if update.result is not None:  # progress detail, e.g. bytes_done/bytes_total
+                    values["result"] = update.result
+                if row.started_at is None:
+                    values["started_at"] = now
+                    values["attempts"] = row.attempts + 1
+            elif update.status == "success":
+                values["status"] = "success"
+                values["progress"] = 100
+                values["result"] = update.result
+                values["finished_at"] = now
+            else:
+                values["status"] = "failed"
+                values["error"] = update.error or {"code": "internal", "message": "task failed"}
+                values["finished_at"] = now
+            values.setdefault("started_at", row.started_at or now)
+            if update.attempt is not None:  # the agent counts its own tries (vm.create retries)
+                values["attempts"] = update.attempt
+            if update.max_attempts is not None:
+                values["max_attempts"] = max(update.max_attempts, update.attempt or 1)
+            # The conditional update decides a race with a cancel; hooks run only for the winner.
+            if not self.task_store.update_task(
+                conn, task_id, values, only_if_status=["pending", "running"]
+            ):
+                return task_row_view(self.task_store.get_task(conn, task_id) or row)
+            self._run_hooks(conn, row, update, values, now)
+            finished = values.get("status") in FINAL
+            if finished:
+                self.node_store.bump_revision(
+                    conn, ident.node_id
+                )  # drop it from the node's desired tasks
+            row = self.task_store.get_task(conn, task_id) or row
+        if finished:
+            self.hub.publish([ident.node_id])  # the node's watch sees the new desired state now
+        return task_row_view(row)
 
 
 def accepted(task_id: str) -> AsyncTaskAccepted:
@@ -139,119 +300,3 @@ def task_not_found(task_id: str) -> str:
 def _visible(principal: Principal, row: TaskRow, permission: Permission) -> bool:
     scope = principal.scope(permission)
     return scope is Scope.ANY or (scope is Scope.OWN and row.created_by == principal.user_id)
-
-
-def get(deps: Deps, principal: Principal, task_id: str) -> Task:
-    with deps.db.read() as conn:
-        row = qt.get_task(conn, task_id)
-    if row is None or not _visible(principal, row, Permission.TASK_READ):
-        raise NotFound(task_not_found(task_id))
-    return task_view(principal, row)
-
-
-def list_tasks(
-    deps: Deps, principal: Principal, *, limit: int, cursor: str | None, filters: dict[str, str]
-) -> tuple[list[Task], str | None]:
-    if principal.scope(Permission.TASK_READ) is Scope.OWN:
-        filters = {**filters, "created_by": principal.user_id}
-    after = decode_cursor(cursor) if cursor else None
-    with deps.db.read() as conn:
-        rows = qt.list_tasks(conn, after=after, limit=limit + 1, filters=filters)
-    page, nxt = split_page(rows, limit)
-    return [task_view(principal, r) for r in page], nxt
-
-
-def cancel(deps: Deps, principal: Principal, task_id: str) -> Task:
-    with deps.db.write() as conn:
-        row = qt.get_task(conn, task_id)
-        if row is None or not _visible(principal, row, Permission.TASK_CANCEL):
-            raise NotFound(task_not_found(task_id))
-        if row.status in FINAL:
-            raise Conflict("task is already finished", {"current_status": row.status})
-        if row.type in CANCELLABLE:
-            states = ["pending", "running"]
-        elif row.type in CANCELLABLE_WHILE_PENDING:
-            states = ["pending"]
-        else:
-            raise Conflict(f"tasks of type {row.type} cannot be cancelled", {"type": row.type})
-        now = deps.clock.now()
-        if not qt.update_task(
-            conn, task_id, {"status": "cancelled", "finished_at": now}, only_if_status=states
-        ):
-            current = qt.get_task(conn, task_id) or row
-            message = (
-                f"tasks of type {row.type} can only be cancelled while pending"
-                if states == ["pending"]
-                else "task is already finished"
-            )
-            raise Conflict(message, {"current_status": current.status, "type": row.type})
-        on_failure = FAILURE_HANDLERS.get(row.type)
-        if on_failure is not None:
-            on_failure(conn, deps, row, {"code": "cancelled", "message": "task cancelled"}, now)
-        if row.node_id:
-            qn.bump_revision(conn, row.node_id)
-        row = qt.get_task(conn, task_id) or row
-    if row.node_id:
-        deps.hub.publish([row.node_id])
-    return task_view(principal, row)
-
-
-def _run_hooks(
-    conn: Tx,
-    deps: Deps,
-    row: TaskRow,
-    update: TaskUpdate,
-    values: TaskChange,
-    now: datetime,
-) -> None:
-    if update.status == "running":
-        if (on_running := RUNNING_HANDLERS.get(row.type)) is not None:
-            on_running(conn, deps, row, update, now)
-    elif update.status == "success":
-        if (on_success := RESULT_HANDLERS.get(row.type)) is not None:
-            on_success(conn, deps, row, update, now)
-    elif (on_failure := FAILURE_HANDLERS.get(row.type)) is not None:
-        on_failure(conn, deps, row, values.get("error") or {}, now)
-
-
-def agent_update(deps: Deps, ident: AgentIdentity, task_id: str, update: TaskUpdate) -> Task:
-    now = deps.clock.now()
-    with deps.db.write() as conn:
-        row = qt.get_task(conn, task_id)
-        if row is None or row.node_id != ident.node_id:
-            raise NotFound("task not found")
-        if row.status in FINAL:
-            return task_row_view(row)  # a retried report after completion: no-op
-        values: TaskChange = {"progress": update.progress}
-        if update.status == "running":
-            values["status"] = "running"
-            if update.result is not None:  # progress detail, e.g. bytes_done/bytes_total
-                values["result"] = update.result
-            if row.started_at is None:
-                values["started_at"] = now
-                values["attempts"] = row.attempts + 1
-        elif update.status == "success":
-            values["status"] = "success"
-            values["progress"] = 100
-            values["result"] = update.result
-            values["finished_at"] = now
-        else:
-            values["status"] = "failed"
-            values["error"] = update.error or {"code": "internal", "message": "task failed"}
-            values["finished_at"] = now
-        values.setdefault("started_at", row.started_at or now)
-        if update.attempt is not None:  # the agent counts its own tries (vm.create retries)
-            values["attempts"] = update.attempt
-        if update.max_attempts is not None:
-            values["max_attempts"] = max(update.max_attempts, update.attempt or 1)
-        # The conditional update decides a race with a cancel; hooks run only for the winner.
-        if not qt.update_task(conn, task_id, values, only_if_status=["pending", "running"]):
-            return task_row_view(qt.get_task(conn, task_id) or row)
-        _run_hooks(conn, deps, row, update, values, now)
-        finished = values.get("status") in FINAL
-        if finished:
-            qn.bump_revision(conn, ident.node_id)  # drop it from the node's desired tasks
-        row = qt.get_task(conn, task_id) or row
-    if finished:
-        deps.hub.publish([ident.node_id])  # the node's watch sees the new desired state now
-    return task_row_view(row)

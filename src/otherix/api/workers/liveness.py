@@ -31,7 +31,6 @@ import logging
 from otherix.api.deps import Deps
 from otherix.domain import liveness
 from otherix.store import StoreError
-from otherix.store.nodes import store as qn
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +43,11 @@ def flush_heartbeats(deps: Deps) -> int:
         with deps.db.write() as conn:
             if deps.db.backend == "postgresql":
                 mono = deps.clock.monotonic()
-                qn.record_heartbeats_db_clock(conn, [(n, mono - m) for n, _at, m in seen])
+                deps.db.nodes.record_heartbeats_db_clock(
+                    conn, [(n, mono - m) for n, _at, m in seen]
+                )
             else:
-                qn.record_heartbeats(conn, [(n, at) for n, at, _m in seen])
+                deps.db.nodes.record_heartbeats(conn, [(n, at) for n, at, _m in seen])
     except StoreError:
         deps.heartbeats.restore(seen)  # keep them for the next flush
         raise
@@ -73,7 +74,7 @@ def _local_pass(deps: Deps) -> tuple[list[str], list[str]]:
     hb = deps.heartbeats
     known = hb.known()  # before the read: every one of them has a row unless deleted
     with deps.db.read() as conn:
-        rows = qn.live_statuses(conn, ["ready", "unreachable", "pending"])
+        rows = deps.db.nodes.live_statuses(conn, ["ready", "unreachable", "pending"])
     mono = deps.clock.monotonic()
     moves = {
         r.id: liveness.after_silence(
@@ -95,8 +96,12 @@ def _local_pass(deps: Deps) -> tuple[list[str], list[str]]:
             for n in stale_ids
             if liveness.after_silence("ready", hb.age(n, mono), 0.0, limits) == "unreachable"
         ]
-        gone = qn.move(conn, gone_ids, from_status="unreachable", to_status="gone", now=now)
-        stale = qn.move(conn, stale_ids, from_status="ready", to_status="unreachable", now=now)
+        gone = deps.db.nodes.move(
+            conn, gone_ids, from_status="unreachable", to_status="gone", now=now
+        )
+        stale = deps.db.nodes.move(
+            conn, stale_ids, from_status="ready", to_status="unreachable", now=now
+        )
     hb.mark_unreachable([r.id for r in stale], mono)
     return [r.name for r in stale], [r.name for r in gone]
 
@@ -111,13 +116,13 @@ def _shared_pass(deps: Deps) -> tuple[list[str], list[str]]:
     with deps.db.write() as conn:
         gone = []
         if liveness.may_mark_gone(uptime, limits):
-            gone = qn.transition_db_clock(
+            gone = deps.db.nodes.transition_db_clock(
                 conn,
                 from_status=["unreachable"],
                 to_status="gone",
                 changed_older_than=cfg.gone_grace,
             )
-        stale = qn.transition_db_clock(
+        stale = deps.db.nodes.transition_db_clock(
             conn,
             from_status=["ready"],
             to_status="unreachable",

@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 from otherix.api import idempotency
 from otherix.api.deps import Deps
+from otherix.api.services.placement import PlacementService
 from otherix.api.workers.liveness import flush_heartbeats, liveness_pass
 from otherix.api.workers.scheduler import PERIOD, SchedulerWake, paced_pass
 from otherix.store import StoreError, StoreUnavailable
@@ -69,14 +70,19 @@ def store_watch(deps: Deps) -> None:
 
 
 class Workers:
-    def __init__(self, deps: Deps, scheduler_wake: SchedulerWake | None = None) -> None:
+    def __init__(
+        self,
+        deps: Deps,
+        placement: PlacementService,
+        scheduler_wake: SchedulerWake | None = None,
+    ) -> None:
         hb = deps.settings.workers.heartbeat
         self.deps = deps
         wake = scheduler_wake or SchedulerWake()
         self.loops = [
             Loop("heartbeat-flush", hb.flush_interval, lambda: flush_heartbeats(deps)),
             Loop("liveness", min(hb.interval, hb.stale_threshold / 3), lambda: liveness_pass(deps)),
-            Loop("scheduler", PERIOD, paced_pass(deps), wake=wake.event),
+            Loop("scheduler", PERIOD, paced_pass(placement), wake=wake.event),
             Loop("store-watch", idempotency.STORE_WATCH_INTERVAL, lambda: store_watch(deps)),
         ]
 

@@ -30,11 +30,9 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from otherix.api.deps import Deps
-from otherix.api.services import placement
+from otherix.api.services.placement import PlacementService
 from otherix.domain.placement import Candidate
 from otherix.store import StoreError
-from otherix.store.vms import store as qv
 
 log = logging.getLogger(__name__)
 
@@ -48,15 +46,14 @@ NO_CHANGE = "placement_unchanged"
 KICK_PREFIXES = ("/v1/nodes", "/v1/storage-pools", "/v1/vms")
 
 
-def schedule_pass(deps: Deps, limit: int = BATCH) -> dict[str, int]:
+def schedule_pass(placement: PlacementService, limit: int = BATCH) -> dict[str, int]:
     """One pass; returns how many VMs were ``bound``, ``unplaceable`` or ``skipped``."""
-    with deps.db.read() as conn:
-        pending = qv.unscheduled(conn, limit)
+    pending = placement.unscheduled(limit)
     counts = {"bound": 0, "unplaceable": 0, "skipped": 0}
     cache: dict[str, list[Candidate]] = {}
     for vm in pending:
         try:
-            counts[placement.schedule_vm(deps, vm, cache)] += 1
+            counts[placement.schedule_vm(vm, cache)] += 1
         except StoreError:  # one VM's trouble must not starve the others
             log.warning("placing vm %s failed; retrying later", vm.name, exc_info=True)
             counts["skipped"] += 1
@@ -65,7 +62,7 @@ def schedule_pass(deps: Deps, limit: int = BATCH) -> dict[str, int]:
     return counts
 
 
-def paced_pass(deps: Deps) -> Callable[[], dict[str, int]]:
+def paced_pass(placement: PlacementService) -> Callable[[], dict[str, int]]:
     """The loop's step: ``schedule_pass``, at most once per ``MIN_GAP`` seconds."""
     last = [0.0]
 
@@ -74,7 +71,7 @@ def paced_pass(deps: Deps) -> Callable[[], dict[str, int]]:
         if wait > 0:
             time.sleep(wait)
         last[0] = time.monotonic()
-        return schedule_pass(deps)
+        return schedule_pass(placement)
 
     return step
 
