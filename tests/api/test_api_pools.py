@@ -913,6 +913,9 @@ def test_patch_errors(shared_api, node):
         "name",
     )
     bad(patch(shared_api, pool["id"], {"colour": "red"}), "unknown field 'colour'", "colour")
+    # the whole body is checked before the lookup, as a create checks it before the node's
+    bad(patch(shared_api, random_uuid(), {"config": []}), "config must be a JSON object", "config")
+    bad(patch(shared_api, "nope-nope", {"colour": "red"}), "unknown field 'colour'", "colour")
     with http(shared_api) as c:
         r = c.patch(f"/v1/storage-pools/{pool['id']}", content=b"[1]")
     assert_error(r, 400, "validation_failed", "invalid request body: expected a JSON object")

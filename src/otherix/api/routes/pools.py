@@ -100,8 +100,8 @@ def get_pool(
 async def update_pool(
     id: str, request: Request, pool_service: PoolService = Depends(get_pool_service)
 ) -> StoragePool:
-    raw = await json_body(request)
-    return await run_in_threadpool(pool_service.update, id, raw)
+    patch = pools.parse_update(await json_body(request))
+    return await run_in_threadpool(pool_service.update, id, patch)
 
 
 @router.delete(

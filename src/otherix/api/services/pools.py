@@ -27,6 +27,7 @@ nothing is kept (no row, no revision bump, no watch wake-up).
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
@@ -71,6 +72,7 @@ from otherix.models.pools import (
     VmDiskCounts,
 )
 from otherix.store import Database, ForeignKeyViolation, Tx, UniqueViolation
+from otherix.store.ports import JSONObject
 from otherix.store.ports.nodes import NodeRow, NodeStore
 from otherix.store.ports.pools import NewPool, PoolChange, PoolRef, PoolRow, PoolStore
 
@@ -327,25 +329,15 @@ class PoolService:
                 },
             )
 
-    def update(self, ref: str, raw: object) -> StoragePool:
-        if not isinstance(raw, dict):
-            raise ValidationFailed("invalid request body: expected a JSON object")
-        forbidden = sorted(k for k in IMMUTABLE_FIELDS if k in raw)
-        if forbidden:
-            raise ValidationFailed(
-                "one or more fields cannot be modified", {"forbidden_fields": forbidden}
-            )
+    def update(self, ref: str, patch: PoolPatch) -> StoragePool:
+        """Apply a checked update body (:func:`parse_update`) to one instance."""
         target = self.resolve_one(ref)
-        body: PoolUpdate = _decode(PoolUpdate, {k: v for k, v in raw.items() if k != "config"})
         values: PoolChange = {}
-        if body.name is not None:
-            if problem := validate_pool_name(body.name):
-                raise _bad(problem, "name")
-            values["name"] = body.name
-            values["name_lower"] = body.name.lower()
-        if "config" in raw:
-            _check_config(raw["config"])
-            values["config"] = raw["config"]
+        if patch.name is not None:
+            values["name"] = patch.name
+            values["name_lower"] = patch.name.lower()
+        if patch.config is not None:
+            values["config"] = patch.config
         try:
             with self.db.write() as conn:
                 if values:
@@ -421,6 +413,35 @@ def _decode(model: type[PoolCreate] | type[PoolUpdate], raw: dict[str, Any]) -> 
         if first["type"] == "missing":
             raise _bad(f"{field} is required", field) from exc
         raise _bad(f"invalid request body: {field}: {first['msg']}", field) from exc
+
+
+@dataclass(frozen=True, slots=True)
+class PoolPatch:
+    """A checked update body: the new name and config (``None``: left as it is)."""
+
+    name: str | None
+    config: JSONObject | None
+
+
+def parse_update(raw: object) -> PoolPatch:
+    """The update body, checked before the pool is looked up (no I/O), in the order
+    a create checks its fields: fields that cannot change refused, then the
+    fields' syntax, ``name`` then ``config``."""
+    if not isinstance(raw, dict):
+        raise ValidationFailed("invalid request body: expected a JSON object")
+    forbidden = sorted(k for k in IMMUTABLE_FIELDS if k in raw)
+    if forbidden:
+        raise ValidationFailed(
+            "one or more fields cannot be modified", {"forbidden_fields": forbidden}
+        )
+    body: PoolUpdate = _decode(PoolUpdate, {k: v for k, v in raw.items() if k != "config"})
+    if body.name is not None and (problem := validate_pool_name(body.name)):
+        raise _bad(problem, "name")
+    config: JSONObject | None = None
+    if "config" in raw:
+        _check_config(raw["config"])
+        config = raw["config"]
+    return PoolPatch(name=body.name, config=config)
 
 
 def parse_create(raw: object) -> PoolCreate:
