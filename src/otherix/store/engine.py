@@ -129,6 +129,7 @@ class DbFile:
 
 
 def _sqlite_engine(url: sa.URL) -> Engine:
+    codec = jsontext.JsonText()
     engine = sa.create_engine(
         url,
         connect_args={"check_same_thread": False, "timeout": 30},
@@ -137,8 +138,8 @@ def _sqlite_engine(url: sa.URL) -> Engine:
         # re-opening one re-runs the PRAGMAs on every request.
         pool_size=40,
         max_overflow=10,
-        json_serializer=jsontext.dumps,
-        json_deserializer=jsontext.loads,
+        json_serializer=codec.dumps,
+        json_deserializer=codec.loads,
     )
 
     @event.listens_for(engine, "connect")
@@ -170,14 +171,15 @@ def _postgres_engine(url: sa.URL) -> Engine:
     if url.drivername == "postgresql":
         url = url.set(drivername="postgresql+psycopg")
     connect_args = {} if "connect_timeout" in url.query else {"connect_timeout": PG_CONNECT_TIMEOUT}
+    codec = jsontext.JsonText()
     return sa.create_engine(
         url,
         pool_pre_ping=True,
         pool_size=10,
         max_overflow=20,
         connect_args=connect_args,
-        json_serializer=jsontext.dumps,
-        json_deserializer=jsontext.loads,
+        json_serializer=codec.dumps,
+        json_deserializer=codec.loads,
     )
 
 
