@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from datetime import datetime
 from typing import Any
 
 from otherix.api.clock import Clock
@@ -83,9 +84,9 @@ class DefaultPoolService:
 
     def _event(
         self,
-        conn: Any,
+        conn: Tx,
         node_id: str,
-        now: Any,
+        now: datetime,
         type_: str,
         reason: str,
         message: str,
@@ -95,7 +96,7 @@ class DefaultPoolService:
             conn, node_id, type_=type_, reason=reason, message=message, details=details, now=now
         )
 
-    def _run(self, conn: Any, node_id: str, node_name: str, plan: Plan) -> DefaultPoolProvisioned:
+    def _run(self, conn: Tx, node_id: str, node_name: str, plan: Plan) -> DefaultPoolProvisioned:
         """The step on a node whose row the caller has locked or claimed."""
         now = self.clock.now()
         result: dict[str, Any] = {"node": node_name, "name": plan.name, "path": plan.path}

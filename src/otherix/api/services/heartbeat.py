@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal, overload
+from typing import Literal, overload
 
 from otherix.api.clock import Clock
 from otherix.api.deps import AgentIdentity, HeartbeatBuffer
@@ -46,7 +46,7 @@ from otherix.models.heartbeat import (
     HeartbeatReport,
     PoolReport,
 )
-from otherix.store import Database
+from otherix.store import Database, Tx
 from otherix.store.ports import JSONValue
 from otherix.store.ports.nodes import HeartbeatNode, NodeChange, NodeStore, ObservedChange
 from otherix.store.ports.pools import (
@@ -198,13 +198,13 @@ class HeartbeatService:
         return values
 
     def _apply_missing(
-        self, conn: Any, pool_id: str, reported: set[str], recorded: set[str], now: datetime
+        self, conn: Tx, pool_id: str, reported: set[str], recorded: set[str], now: datetime
     ) -> None:
         self.pool_store.mark_disks_missing(conn, pool_id, reported - recorded, now)
         self.pool_store.mark_disks_missing(conn, pool_id, recorded - reported, None)
 
     def apply_pool_reports(
-        self, conn: Any, node_id: str, reports: list[PoolReport], now: datetime
+        self, conn: Tx, node_id: str, reports: list[PoolReport], now: datetime
     ) -> bool:
         """Store what changed; reports for pools the node no longer has are ignored.
 

@@ -95,7 +95,7 @@ class PlacementService:
         self.vm_store = vm_store
         self.task_service = task_service
 
-    def load_candidates(self, conn: Any, pool_ref: str) -> list[Candidate]:
+    def load_candidates(self, conn: Tx, pool_ref: str) -> list[Candidate]:
         if looks_like_uuid(pool_ref):
             row = self.pool_store.get_pool(conn, pool_ref.lower())
             rows = [row] if row else []
