@@ -124,7 +124,7 @@ class Deps:
     desired_json_cache: dict[str, tuple[int, bytes]] = field(default_factory=dict)
     #: Idempotency-Key claims of this server (``api/claims.py``)
     claims: Claims = field(default_factory=Claims)
-    #: one placement at a time (``services.placement.schedule_vm``), so a periodic
+    #: one placement at a time (``PlacementService.schedule_vm``), so a periodic
     #: pass and an admission never compute a VM's reason from two snapshots at once
     placement_lock: threading.Lock = field(default_factory=threading.Lock)
 

@@ -1,7 +1,7 @@
 """Logins that cannot starve the server: failed-login windows and the bounded
 password-hash queue.
 
-Owned here, used by ``api.services.auth.login`` (one :class:`LoginGuard` per
+Owned here, used by ``AuthService.login`` (one :class:`LoginGuard` per
 process, on ``Deps.logins``):
 
 - **Windows** (one minute, sliding): failed logins per username and client

@@ -4,10 +4,10 @@ Installed by ``api.app.create_app`` (pure ASGI, innermost, so request ids and
 metrics still see the answer). A ``POST /v1/auth/login`` from a client
 address whose failed-login window is full (``LoginGuard.client_blocked``) is
 answered ``429 rate_limited`` with ``Retry-After`` right here: the answer is
-the one ``services.auth.login`` would give, but without the body parse,
+the one ``AuthService.login`` would give, but without the body parse,
 validation and dependency resolution, so a flood from one client costs the
 server a small fraction of what its other requests cost. Everything else
-(per-user windows, the hash queue) is decided in ``services.auth.login``.
+(per-user windows, the hash queue) is decided in ``AuthService.login``.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """``/v1/storage-pools`` (docs/pool-contract.md §4). ``{id}`` is a UUID or a pool name.
 
 ``POST ?dry_run=true`` answers 200 with the pool that would be created after
-every check a create makes, and writes nothing (``services.pools.create``).
+every check a create makes, and writes nothing (``PoolService.create``).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 ``schedule_pass`` is the step tests call directly: it takes up to ``limit``
 pending, unplaced VMs (oldest first) and makes one placement attempt for each
-(``services.placement.schedule_vm``), reading a pool's instances once per pass
+(``PlacementService.schedule_vm``), reading a pool's instances once per pass
 until a binding changes them. A VM that still cannot be placed keeps
 ``pending`` with its reason; nothing ever fails it and there is no deadline.
 
