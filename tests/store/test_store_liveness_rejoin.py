@@ -4,7 +4,6 @@ backend (the database-clock variants on PostgreSQL, where they are used)."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -12,23 +11,12 @@ import pytest
 import sqlalchemy as sa
 
 from otherix.store import Database, UniqueViolation
-from otherix.store.migrate import upgrade
 from otherix.store.nodes import store as qn
 from otherix.store.ports.nodes import NewNode, NewRejoinToken, NodeRow
 from otherix.store.schema import node_rejoin_tokens, nodes
 from otherix.store.tx import sql
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-def db(db_url) -> Iterator[Database]:
-    database = Database(db_url)
-    upgrade(database)
-    try:
-        yield database
-    finally:
-        database.close()
 
 
 def add_node(db: Database, name: str, **values: Any) -> str:

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
 from otherix.store import Database, Tx
-from otherix.store.migrate import upgrade
 from otherix.store.nodes import SqlNodes
 from otherix.store.ports.nodes import (
     DeletedNode,
@@ -33,16 +32,6 @@ from otherix.store.ports.nodes import (
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 T1 = T0 + timedelta(minutes=1)
-
-
-@pytest.fixture
-def db(db_url: str) -> Iterator[Database]:
-    database = Database(db_url)
-    upgrade(database)
-    try:
-        yield database
-    finally:
-        database.close()
 
 
 def new_node(name: str, *, arch: str | None = "x86_64", at: datetime = T0) -> NewNode:

@@ -5,28 +5,16 @@ keep nothing, whether its block ends normally or by an exception."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
 
 from otherix.store import Database, UniqueViolation
-from otherix.store.migrate import upgrade
 from otherix.store.schema import cluster_settings
 from otherix.store.settings import store as qs
 from otherix.store.tx import sql
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-def db(db_url: str) -> Iterator[Database]:
-    database = Database(db_url)
-    upgrade(database)
-    try:
-        yield database
-    finally:
-        database.close()
 
 
 def test_a_rehearsal_sees_its_own_writes_and_keeps_none(db: Database) -> None:

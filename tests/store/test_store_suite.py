@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import threading
 import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, TypeVar
@@ -47,16 +46,6 @@ def found(row: R | None) -> R:
     """``row``, which the test expects the store to have found."""
     assert row is not None, "not found"
     return row
-
-
-@pytest.fixture
-def db(db_url) -> Iterator[Database]:
-    database = Database(db_url)
-    upgrade(database)
-    try:
-        yield database
-    finally:
-        database.close()
 
 
 def new_id() -> str:

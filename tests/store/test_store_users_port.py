@@ -8,13 +8,12 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from otherix.store import Database, Tx, UniqueViolation
-from otherix.store.migrate import upgrade
 from otherix.store.ports.users import (
     ApiTokenRow,
     NewApiToken,
@@ -32,16 +31,6 @@ from support import rows as test_rows
 T0 = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
 T1 = T0 + timedelta(minutes=1)
 T2 = T0 + timedelta(minutes=2)
-
-
-@pytest.fixture
-def db(db_url: str) -> Iterator[Database]:
-    database = Database(db_url)
-    upgrade(database)
-    try:
-        yield database
-    finally:
-        database.close()
 
 
 def new_id() -> str:

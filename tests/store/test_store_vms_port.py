@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import sqlalchemy as sa
 
 from otherix.store import Database, Tx
 from otherix.store.migrate import upgrade
@@ -21,7 +22,7 @@ from otherix.store.pools import store as qp
 from otherix.store.ports import JSONObject
 from otherix.store.ports.pools import NewPool
 from otherix.store.ports.vms import NewVm, NewVmDisk, VmDiskRow, VmRecord, VmRow
-from otherix.store.schema import nodes, users
+from otherix.store.schema import nodes, users, vms
 from otherix.store.tx import sql
 from otherix.store.vms import SqlVms
 from otherix.store.vms import store as qv
@@ -191,6 +192,27 @@ def disk_row(d: NewVmDisk, **changed: object) -> VmDiskRow:
         pool_reason=None,
     )
     return dataclasses.replace(base, **changed)  # type: ignore[arg-type]
+
+
+def test_insert_vm_returns_the_row_it_wrote(world):
+    vm = NewVm(
+        id=new_id(),
+        name="Ret-1",
+        owner_id=world.owner_id,
+        spec=SPEC,
+        pool_ref="Fast",
+        created_at=T0,
+    )
+    with world.db.write() as conn:
+        written = qv.insert_vm(conn, vm)
+        stored = qv.lock_vm(conn, vm.id)
+    assert written == stored == record(vm)
+    assert type(written) is VmRecord
+    with world.db.read() as conn:  # the unset columns are SQL NULL, not JSON null
+        nulls = sql(conn).execute(
+            sa.select(sa.func.count()).where(vms.c.id == vm.id, vms.c.status_details.is_(None))
+        )
+        assert nulls.scalar_one() == 1
 
 
 def test_the_module_instance_is_the_databases(world):

@@ -84,21 +84,40 @@ def _on_pool(pool_id: str | None, pool_name: str | None) -> sa.ColumnElement[boo
 class SqlVms:
     """:class:`VmStore` in SQLAlchemy Core, for both backends."""
 
-    def insert_vm(self, tx: Tx, vm: NewVm) -> None:
-        """A new VM: ``pending``, unplaced, no status yet."""
+    def insert_vm(self, tx: Tx, vm: NewVm) -> VmRecord:
+        """A new VM: ``pending``, unplaced, no status yet; returns the row it wrote."""
+        row = VmRecord(
+            id=vm.id,
+            name=vm.name,
+            name_lower=vm.name.lower(),
+            owner_id=vm.owner_id,
+            spec=vm.spec,
+            node_id=None,
+            phase="pending",
+            reason=None,
+            message=None,
+            created_at=vm.created_at,
+            updated_at=vm.created_at,
+            pool_ref=vm.pool_ref,
+            status_details=None,
+            task_id=None,
+        )
+        # only the columns a new VM sets: the others keep SQL NULL (a JSON column
+        # given None would store JSON null)
         sql(tx).execute(
             vms.insert().values(
-                id=vm.id,
-                name=vm.name,
-                name_lower=vm.name.lower(),
-                owner_id=vm.owner_id,
-                spec=vm.spec,
-                phase="pending",
-                pool_ref=vm.pool_ref,
-                created_at=vm.created_at,
-                updated_at=vm.created_at,
+                id=row.id,
+                name=row.name,
+                name_lower=row.name_lower,
+                owner_id=row.owner_id,
+                spec=row.spec,
+                phase=row.phase,
+                pool_ref=row.pool_ref,
+                created_at=row.created_at,
+                updated_at=row.updated_at,
             )
         )
+        return row
 
     def get_vm(self, tx: Tx, vm_id: str) -> VmRow | None:
         rows = _vms(tx, _select().where(vms.c.id == vm_id))

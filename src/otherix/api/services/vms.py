@@ -66,7 +66,7 @@ from otherix.rbac import Permission, Scope
 from otherix.store import Database, StoreError, Tx, UniqueViolation
 from otherix.store.ports.nodes import NodeStore
 from otherix.store.ports.tasks import TaskChange, TaskRow, TaskStore
-from otherix.store.ports.vms import NewVm, VmChange, VmDiskRow, VmRecord, VmRow, VmStore
+from otherix.store.ports.vms import NewVm, VmChange, VmDiskRow, VmRow, VmStore
 
 log = logging.getLogger(__name__)
 
@@ -215,7 +215,7 @@ class VmService:
                     pool_ref=pool,
                     created_at=now,
                 )
-                self.vm_store.insert_vm(conn, row)
+                admitted = self.vm_store.insert_vm(conn, row)
                 if dry_run:
                     stored = self.vm_store.get_vm(conn, vm_id)
                     assert stored is not None
@@ -227,7 +227,7 @@ class VmService:
         if dry_run:  # rolled back: no placement, no task
             return rehearsed
         try:
-            self.placement_service.schedule_vm(_admitted(row))
+            self.placement_service.schedule_vm(admitted)
         except StoreError:  # admitted all the same; the scheduler worker retries
             log.warning("first placement attempt for vm %s failed", body.name, exc_info=True)
         with self.db.read() as conn:
@@ -377,26 +377,6 @@ def _check(body: VMCreate) -> None:
     pool = body.pool
     if pool is not None and not looks_like_uuid(pool) and (problem := validate_pool_name(pool)):
         raise _bad(problem, "pool")
-
-
-def _admitted(vm: NewVm) -> VmRecord:
-    """The row ``insert_vm`` wrote, as the first placement attempt reads it."""
-    return VmRecord(
-        id=vm.id,
-        name=vm.name,
-        name_lower=vm.name.lower(),
-        owner_id=vm.owner_id,
-        spec=vm.spec,
-        node_id=None,
-        phase="pending",
-        reason=None,
-        message=None,
-        created_at=vm.created_at,
-        updated_at=vm.created_at,
-        pool_ref=vm.pool_ref,
-        status_details=None,
-        task_id=None,
-    )
 
 
 def _as_seen(principal: Principal, row: VmRow) -> VmRow:
