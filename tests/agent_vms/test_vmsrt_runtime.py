@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 from vmshelpers import qemus, wait_for
 
-from otherix.agent.vms import UnknownVm
+from otherix.agent.vms import UnknownVm, qmp
 from otherix.agent.vms.process import identity_of
 
 
@@ -128,3 +129,59 @@ def test_restart_runs_a_new_qemu_from_the_same_launch(runtime, launch, blank_dis
 def test_state_of_a_vm_never_seen_is_unknown(runtime):
     with pytest.raises(UnknownVm):
         runtime().state("nope")
+
+
+def test_a_qemu_that_exits_0_unasked_is_stopped_as_after_a_guest_poweroff(
+    runtime, launch, blank_disk, base
+):
+    rt = runtime()
+    rt.start(launch(blank_disk))
+    qmp.execute(base / "run" / "vm1" / "qmp.sock", "quit")  # exits 0, as on a guest poweroff
+    wait_for(lambda: rt.state("vm1").state != "running")
+    seen = rt.state("vm1")
+    assert seen.state == "stopped"
+    assert seen.exit_status == 0
+
+
+def test_a_stop_in_progress_is_observed_as_stopping(runtime, launch, blank_disk):
+    rt = runtime()
+    rt.start(launch(blank_disk))
+    stopper = threading.Thread(target=rt.stop, args=("vm1", 1.5))
+    stopper.start()
+    try:
+        wait_for(lambda: rt.state("vm1").state == "stopping", timeout=1.0)
+    finally:
+        stopper.join()
+    assert rt.state("vm1").state == "stopped"
+
+
+def test_stop_and_poweroff_of_a_vm_that_is_not_running_change_nothing(runtime, launch, blank_disk):
+    rt = runtime()
+    rt.start(launch(blank_disk))
+    rt.poweroff("vm1")
+    assert rt.stop("vm1", timeout=0.1).state == "stopped"
+    assert rt.poweroff("vm1").state == "stopped"
+    with pytest.raises(UnknownVm):
+        rt.stop("other")
+
+
+def test_a_failed_vm_starts_again_once_its_disk_is_fixed(runtime, launch, base):
+    disk = base / "later.qcow2"
+    disk.write_bytes(b"not yet")
+    rt = runtime()
+    assert rt.start(launch(disk)).state == "failed"
+    disk.unlink()
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(disk), "64M"], check=True)
+    assert rt.start(launch(disk)).state == "running"
+
+
+def test_the_console_of_a_running_vm_is_rotated_at_the_cap(runtime, launch, boot_disk):
+    rt = runtime(console_cap=8)
+    rt.start(launch(boot_disk, disk_format="raw"))
+    log = launch(boot_disk).console_log
+    wait_for(lambda: log.exists() and b"LONG-MODE-OK" in log.read_bytes())
+    seen = rt.state("vm1")
+    assert seen.state == "running"
+    assert log.read_bytes() == b""
+    assert log.with_name("console.log.1").read_bytes() == b"ODE-OK\r\n"  # the last 8 bytes
+    assert seen.console == ("ODE-OK",)

@@ -98,8 +98,12 @@ def _format(value: object) -> DiskFormat:
 
 
 def _ended(value: object) -> Ended:
-    if value in ("stopped", "crashed", "failed"):
-        return "stopped" if value == "stopped" else "crashed" if value == "crashed" else "failed"
+    if value == "stopped":
+        return "stopped"
+    if value == "crashed":
+        return "crashed"
+    if value == "failed":
+        return "failed"
     raise ValueError(f"outcome {value!r}")
 
 

@@ -154,15 +154,16 @@ class VmRuntime:
                 pid=rec.identity.pid,
                 accel=rec.launch.accel,
                 uptime_s=max(0.0, time.time() - rec.started_at),
+                console=console.tail(log, self.console_lines),
             )
         out = rec.outcome
         return ObservedVm(
             vm_id,
-            out.state if out is not None else "failed",
+            out.state if out is not None else "failed",  # None: QEMU exited at once
             accel=rec.launch.accel,
             exit_status=out.exit_status if out is not None else None,
             detail=out.detail if out is not None else None,
-            console=console.tail(log, self.console_lines) if out and out.state != "stopped" else (),
+            console=console.tail(log, self.console_lines),
         )
 
     # -- start --------------------------------------------------------------------------
@@ -229,6 +230,7 @@ class VmRuntime:
 
     def stop(self, vm_id: str, timeout: float = 60.0) -> ObservedVm:
         """ACPI power-down; power off if the guest is still running after ``timeout``."""
+        self._vm(vm_id)
         with self._locked(vm_id):
             vm = self._vm(vm_id)
             if self._begin_stop(vm):
@@ -243,6 +245,7 @@ class VmRuntime:
 
     def poweroff(self, vm_id: str) -> ObservedVm:
         """Power off at once (QMP ``quit``; SIGKILL when QMP does not do it)."""
+        self._vm(vm_id)
         with self._locked(vm_id):
             vm = self._vm(vm_id)
             if self._begin_stop(vm):
