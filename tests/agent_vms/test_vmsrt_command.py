@@ -96,3 +96,10 @@ def test_values_qemu_cannot_take_are_refused(overrides, message):
 def test_a_qmp_socket_path_too_long_for_a_unix_socket_is_refused():
     with pytest.raises(ValueError, match="longer than 107 bytes"):
         qemu_command(make(), RunPaths(Path("/" + "r" * 100)))
+
+
+def test_relative_paths_are_refused():
+    with pytest.raises(ValueError, match=r"disk\.qcow2 is not an absolute path"):
+        qemu_command(make(disk_path=Path("disk.qcow2")), PATHS)
+    with pytest.raises(ValueError, match="run is not an absolute path"):
+        qemu_command(make(), RunPaths(Path("run")))

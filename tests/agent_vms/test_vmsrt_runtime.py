@@ -9,10 +9,11 @@ import signal
 import subprocess
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from vmshelpers import qemus, wait_for
+from vmshelpers import processes_naming, qemus, wait_for
 
 from otherix.agent.vms import UnknownVm, qmp
 from otherix.agent.vms.process import identity_of
@@ -185,3 +186,21 @@ def test_the_console_of_a_running_vm_is_rotated_at_the_cap(runtime, launch, boot
     assert log.read_bytes() == b""
     assert log.with_name("console.log.1").read_bytes() == b"ODE-OK\r\n"  # the last 8 bytes
     assert seen.console == ("ODE-OK",)
+
+
+def test_a_qemu_that_never_answers_qmp_is_killed_and_failed_after_the_start_timeout(
+    runtime, launch, blank_disk, base
+):
+    # a real process in QEMU's place that says something and then hangs without QMP
+    hang = base / "hanging-qemu"
+    hang.write_text("#!/bin/sh\necho 'stuck in firmware' >&2\nexec sleep 60\n")
+    hang.chmod(0o755)
+    rt = runtime(start_timeout=0.5)
+    began = time.monotonic()
+    seen = rt.start(replace(launch(blank_disk), qemu_binary=str(hang)))
+    assert time.monotonic() - began < 5
+    assert seen.state == "failed"
+    assert seen.detail == "QEMU did not answer QMP within 0.5 s: stuck in firmware"
+    assert seen.exit_status == -9
+    assert qemus(str(base)) == []
+    assert processes_naming(str(hang)) == []

@@ -98,6 +98,9 @@ def qemu_command(launch: VmLaunch, paths: RunPaths) -> list[str]:
         raise ValueError(f"vcpus must be at least 1, not {launch.vcpus}")
     if launch.memory_mb < 1:
         raise ValueError(f"memory_mb must be at least 1, not {launch.memory_mb}")
+    for path in (launch.disk_path, launch.vm_dir, paths.directory):
+        if not path.is_absolute():
+            raise ValueError(f"{path} is not an absolute path")
     socket = str(paths.qmp_socket)
     if len(socket.encode()) > _MAX_SOCKET_PATH:
         raise ValueError(

@@ -41,29 +41,12 @@ from typing import Literal
 
 from otherix.agent.fs import make_dir, remove_file, safe_join
 from otherix.agent.vms import console, qmp, record
-from otherix.agent.vms.command import Accel, RunPaths, VmLaunch, qemu_command
+from otherix.agent.vms.command import RunPaths, VmLaunch, qemu_command
+from otherix.agent.vms.observed import ObservedVm, UnknownVm, VmState
 from otherix.agent.vms.process import exit_detail, identity_of, is_alive, read_pidfile
 from otherix.agent.vms.record import Outcome, VmRecord
 
-__all__ = ["ObservedVm", "UnknownVm", "VmRuntime", "VmState"]
-
-VmState = Literal["starting", "running", "stopping", "stopped", "crashed", "failed"]
-
-
-class UnknownVm(LookupError):
-    """The runtime has never started or attached to this VM."""
-
-
-@dataclass(frozen=True, slots=True)
-class ObservedVm:
-    vm_id: str
-    state: VmState
-    pid: int | None = None
-    accel: Accel | None = None
-    uptime_s: float | None = None
-    exit_status: int | None = None
-    detail: str | None = None  # exit status in words, or QEMU's message when failed
-    console: tuple[str, ...] = ()
+__all__ = ["VmRuntime"]
 
 
 @dataclass
