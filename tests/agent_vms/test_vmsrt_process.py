@@ -8,15 +8,33 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from otherix.agent.vms.process import exit_detail, identity_of, is_alive, read_pidfile
+from otherix.agent.vms.process import (
+    exit_detail,
+    identity_of,
+    is_alive,
+    read_pidfile,
+    start_time_of,
+    started,
+)
+
+
+def settled_identity(pid):
+    """identity_of once the new program's arguments are readable (they read empty for a
+    moment after the exec)."""
+    deadline = time.monotonic() + 5
+    while (ident := identity_of(pid)) is not None and not ident.cmdline:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    return ident
 
 
 def test_the_identity_of_a_live_process_is_its_start_time_and_cmdline():
     proc = subprocess.Popen(["sleep", "30"])
     try:
-        ident = identity_of(proc.pid)
+        ident = settled_identity(proc.pid)
         assert ident is not None
         assert ident.cmdline == ("sleep", "30")
+        assert started(proc.pid, ["sleep", "30"]) == ident
         assert ident.start_time > 0
         assert is_alive(ident)
         assert not is_alive(replace(ident, start_time=ident.start_time + 1))
@@ -36,6 +54,8 @@ def test_a_zombie_is_not_alive():
         assert time.monotonic() < deadline
         time.sleep(0.01)
     assert identity_of(proc.pid) is None
+    assert start_time_of(proc.pid) is None
+    assert started(proc.pid, ["true"]) is None
     proc.wait()
 
 
@@ -44,7 +64,7 @@ def test_a_comm_with_spaces_and_parentheses_is_parsed(tmp_path):
     os.symlink("/bin/sleep", script)
     proc = subprocess.Popen([str(script), "30"])
     try:
-        ident = identity_of(proc.pid)
+        ident = settled_identity(proc.pid)
         assert ident is not None
         assert ident.cmdline == (str(script), "30")
     finally:

@@ -1,12 +1,12 @@
 """Who a QEMU process is: its pid, start time and command line, read from ``/proc``.
 
 A pid alone names a process only until it exits: the kernel hands the number out again.
-So the runtime keeps, next to QEMU's pidfile, the :class:`Identity` it read right after
-starting QEMU (``/proc/<pid>/stat`` field 22, the start time in clock ticks since boot,
-and ``/proc/<pid>/cmdline``), and a restarted agent re-attaches to a pid only when
-``is_alive(identity)``: the process exists, is not a zombie, and both its start time and
-its command line are the ones recorded. A reused pid (another program, or another QEMU)
-is not ours.
+So the runtime keeps, next to QEMU's pidfile, the :class:`Identity` of the QEMU it
+started (``started``: ``/proc/<pid>/stat`` field 22, the start time in clock ticks since
+boot, and the argv it exec'd, which ``/proc/<pid>/cmdline`` shows), and a restarted
+agent re-attaches to a pid only when ``is_alive(identity)``: the process exists, is not
+a zombie, and both its start time and its command line are the ones recorded. A reused
+pid (another program, or another QEMU) is not ours.
 
 ``exit_detail`` words an exit status the way the runtime reports it. Only the agent
 process that started QEMU is its parent and can wait for it, so a QEMU the agent
@@ -20,7 +20,15 @@ import signal
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Identity", "exit_detail", "identity_of", "is_alive", "read_pidfile"]
+__all__ = [
+    "Identity",
+    "exit_detail",
+    "identity_of",
+    "is_alive",
+    "read_pidfile",
+    "start_time_of",
+    "started",
+]
 
 _PROC = Path("/proc")
 
@@ -41,18 +49,38 @@ def _stat_fields(pid: int) -> list[str] | None:
     return raw[raw.rindex(")") + 2 :].split()
 
 
-def identity_of(pid: int) -> Identity | None:
-    """The identity of the live (non-zombie) process ``pid``, or None."""
+def start_time_of(pid: int) -> int | None:
+    """The start time of the live (non-zombie) process ``pid``, or None."""
     fields = _stat_fields(pid)
     if fields is None or fields[0] in ("Z", "X"):
+        return None
+    # fields[0] is field 3 (state), so field 22 (starttime) is fields[19]
+    return int(fields[19])
+
+
+def started(pid: int, argv: list[str]) -> Identity | None:
+    """The identity of a process this agent has just exec'd with ``argv``.
+
+    Right after ``execve`` returns in the parent, the child's ``/proc/<pid>/cmdline``
+    can still read empty (the kernel sets the new arguments up after the point where
+    the parent learns the exec succeeded), so the command line recorded is the argv
+    that was exec'd, which is what ``/proc/<pid>/cmdline`` shows from then on.
+    """
+    start_time = start_time_of(pid)
+    return None if start_time is None else Identity(pid, start_time, tuple(argv))
+
+
+def identity_of(pid: int) -> Identity | None:
+    """The identity of the live (non-zombie) process ``pid``, or None."""
+    start_time = start_time_of(pid)
+    if start_time is None:
         return None
     try:
         raw = (_PROC / str(pid) / "cmdline").read_bytes()
     except (FileNotFoundError, ProcessLookupError):
         return None
     cmdline = tuple(os.fsdecode(part) for part in raw.split(b"\0")[:-1])
-    # fields[0] is field 3 (state), so field 22 (starttime) is fields[19]
-    return Identity(pid=pid, start_time=int(fields[19]), cmdline=cmdline)
+    return Identity(pid=pid, start_time=start_time, cmdline=cmdline)
 
 
 def is_alive(identity: Identity) -> bool:

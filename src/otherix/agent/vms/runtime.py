@@ -43,7 +43,7 @@ from otherix.agent.fs import make_dir, remove_file, safe_join
 from otherix.agent.vms import console, qmp, record
 from otherix.agent.vms.command import RunPaths, VmLaunch, qemu_command
 from otherix.agent.vms.observed import ObservedVm, UnknownVm, VmState
-from otherix.agent.vms.process import exit_detail, identity_of, is_alive, read_pidfile
+from otherix.agent.vms.process import exit_detail, is_alive, read_pidfile, started
 from otherix.agent.vms.record import Outcome, VmRecord
 
 __all__ = ["VmRuntime"]
@@ -171,7 +171,7 @@ class VmRuntime:
                     cwd=paths.directory,
                     start_new_session=True,
                 )
-            identity = identity_of(proc.pid)
+            identity = started(proc.pid, argv)
             vm = _Vm(VmRecord(launch, identity, time.time()), paths, proc, busy="starting")
             self._vms[launch.vm_id] = vm
             record.save(paths.state_file, vm.record)
