@@ -147,10 +147,10 @@ def test_a_qemu_that_exits_0_unasked_is_stopped_as_after_a_guest_poweroff(
 def test_a_stop_in_progress_is_observed_as_stopping(runtime, launch, blank_disk):
     rt = runtime()
     rt.start(launch(blank_disk))
-    stopper = threading.Thread(target=rt.stop, args=("vm1", 1.5))
+    stopper = threading.Thread(target=rt.stop, args=("vm1", 2.0))
     stopper.start()
     try:
-        wait_for(lambda: rt.state("vm1").state == "stopping", timeout=1.0)
+        wait_for(lambda: rt.state("vm1").state == "stopping", timeout=1.5)
     finally:
         stopper.join()
     assert rt.state("vm1").state == "stopped"
@@ -204,3 +204,25 @@ def test_a_qemu_that_never_answers_qmp_is_killed_and_failed_after_the_start_time
     assert seen.exit_status == -9
     assert qemus(str(base)) == []
     assert processes_naming(str(hang)) == []
+
+
+def test_a_qemu_binary_that_cannot_be_run_is_failed(runtime, launch, blank_disk, base):
+    missing = str(base / "no-such-qemu")
+    rt = runtime()
+    seen = rt.start(replace(launch(blank_disk), qemu_binary=missing))
+    assert seen.state == "failed"
+    assert seen.detail == f"cannot run {missing}: No such file or directory"
+    assert runtime().attach_all()[0].state == "failed"  # and so it is recorded
+
+
+def test_a_start_after_another_agent_started_the_vm_starts_no_second_qemu(
+    runtime, launch, blank_disk, base
+):
+    first, second = runtime(), runtime()
+    first.start(launch(blank_disk))
+    first.poweroff("vm1")
+    again = second.start(launch(blank_disk))
+    assert again.state == "running"
+    # the first runtime last saw the VM stopped; the state file says otherwise
+    assert first.start(launch(blank_disk)).pid == again.pid
+    assert qemus(str(base)) == [again.pid]

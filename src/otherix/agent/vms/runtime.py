@@ -154,23 +154,31 @@ class VmRuntime:
     def start(self, launch: VmLaunch) -> ObservedVm:
         """Start ``launch``'s QEMU unless it already runs; the VM as observed after."""
         with self._locked(launch.vm_id) as paths:
-            known = self._vms.get(launch.vm_id) or self._load(launch.vm_id)
-            if known is not None and self._alive(known):
-                self._vms[launch.vm_id] = known
-                return self.state(launch.vm_id)
+            # under the flock the state file is the truth: another agent may have started
+            # the VM since this runtime last looked
+            for known in (self._vms.get(launch.vm_id), self._load(launch.vm_id)):
+                if known is not None and self._alive(known):
+                    self._vms[launch.vm_id] = known
+                    return self.state(launch.vm_id)
             for stale in (paths.qmp_socket, paths.pidfile):
                 remove_file(stale)
             argv = qemu_command(launch, paths)
             make_dir(launch.vm_dir, 0o750)
-            with paths.stderr_log.open("wb") as err:
-                proc = subprocess.Popen(  # noqa: S603 - our own argv, no shell
-                    argv,
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.DEVNULL,
-                    stderr=err,
-                    cwd=paths.directory,
-                    start_new_session=True,
-                )
+            try:
+                with paths.stderr_log.open("wb") as err:
+                    proc = subprocess.Popen(  # noqa: S603 - our own argv, no shell
+                        argv,
+                        stdin=subprocess.DEVNULL,
+                        stdout=subprocess.DEVNULL,
+                        stderr=err,
+                        cwd=paths.directory,
+                        start_new_session=True,
+                    )
+            except OSError as exc:
+                vm = _Vm(VmRecord(launch, None, time.time()), paths)
+                self._vms[launch.vm_id] = vm
+                self._failed(vm, f"cannot run {argv[0]}: {exc.strerror or exc}")
+                return self.state(launch.vm_id)
             identity = started(proc.pid, argv)
             vm = _Vm(VmRecord(launch, identity, time.time()), paths, proc, busy="starting")
             self._vms[launch.vm_id] = vm
