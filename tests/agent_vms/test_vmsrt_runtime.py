@@ -226,3 +226,15 @@ def test_a_start_after_another_agent_started_the_vm_starts_no_second_qemu(
     # the first runtime last saw the VM stopped; the state file says otherwise
     assert first.start(launch(blank_disk)).pid == again.pid
     assert qemus(str(base)) == [again.pid]
+
+
+def test_poweroff_of_a_qemu_that_does_not_answer_qmp_kills_it(runtime, launch, blank_disk):
+    rt = runtime(qmp_timeout=0.5)
+    seen = rt.start(launch(blank_disk))
+    os.kill(seen.pid, signal.SIGSTOP)  # wedged: QMP is not served
+    began = time.monotonic()
+    off = rt.stop("vm1", timeout=0.5)
+    assert off.state == "stopped"
+    assert off.exit_status == -signal.SIGKILL
+    assert time.monotonic() - began < 5
+    assert identity_of(seen.pid) is None

@@ -11,7 +11,8 @@
   running QEMU holds for as long as it runs, agent or no agent;
 - ``stop(vm_id, timeout)``: ACPI power-down (QMP ``system_powerdown``), then
   ``poweroff`` when the guest has not gone in ``timeout`` seconds;
-- ``poweroff(vm_id)``: QMP ``quit``, then SIGKILL if QEMU is still there;
+- ``poweroff(vm_id)``: QMP ``quit``, then SIGKILL if QEMU is still there
+  ``qmp_timeout`` seconds later (a QEMU that does not answer QMP, e.g. stopped);
 - ``restart(vm_id, timeout)``: ``stop`` then ``start`` from the same launch;
 - ``state(vm_id) -> ObservedVm``: observes (and rotates the console log);
 - ``attach_all()`` on agent start: re-attaches to each QEMU recorded in the run
@@ -63,11 +64,13 @@ class VmRuntime:
         run_dir: Path,
         *,
         start_timeout: float = 30.0,
+        qmp_timeout: float = 5.0,
         console_cap: int = console.DEFAULT_CAP,
         console_lines: int = 20,
     ) -> None:
         self.run_dir = run_dir
         self.start_timeout = start_timeout
+        self.qmp_timeout = qmp_timeout  # per QMP command; also how long `quit` gets
         self.console_cap = console_cap
         self.console_lines = console_lines
         self._vms: dict[str, _Vm] = {}
@@ -227,7 +230,7 @@ class VmRuntime:
             if self._begin_stop(vm):
                 try:
                     with contextlib.suppress(qmp.QmpError):
-                        qmp.execute(vm.paths.qmp_socket, "system_powerdown")
+                        qmp.execute(vm.paths.qmp_socket, "system_powerdown", self.qmp_timeout)
                     if not self._wait_exit(vm, timeout):
                         self._power_off(vm)
                 finally:
@@ -261,8 +264,8 @@ class VmRuntime:
 
     def _power_off(self, vm: _Vm) -> None:
         with contextlib.suppress(qmp.QmpError):
-            qmp.execute(vm.paths.qmp_socket, "quit")
-        if self._wait_exit(vm, 5.0) or vm.record.identity is None:
+            qmp.execute(vm.paths.qmp_socket, "quit", self.qmp_timeout)
+        if self._wait_exit(vm, self.qmp_timeout) or vm.record.identity is None:
             return
         if self._alive(vm):
             with contextlib.suppress(ProcessLookupError):
