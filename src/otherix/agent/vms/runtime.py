@@ -117,8 +117,9 @@ class VmRuntime:
         return is_alive(vm.record.identity)
 
     def _settle(self, vm: _Vm) -> None:
-        """Record how a QEMU that is no longer alive ended (once)."""
-        if vm.record.outcome is not None or self._alive(vm):
+        """Record how a QEMU that is no longer alive ended (once). A QEMU that ends while
+        ``start`` waits for it is ``start``'s to record (``failed``)."""
+        if vm.record.outcome is not None or vm.busy == "starting" or self._alive(vm):
             return
         status = vm.popen.returncode if vm.popen is not None else None
         ended: Literal["stopped", "crashed"] = (
