@@ -1,15 +1,16 @@
 """Shared fixtures: a real API server (SQLite by default), users of every role,
-and the PostgreSQL switch (``OTHERIX_TEST_POSTGRES_URL``)."""
+the PostgreSQL switch (``OTHERIX_TEST_POSTGRES_URL``) and the bootable test guest."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from otherix.store import Database
 from otherix.store.migrate import upgrade
-from support import pg
+from support import guest, pg
 from support.factories import Api, with_roles
 from support.server import ApiServer, make_settings
 
@@ -39,6 +40,18 @@ def pg_database() -> Iterator[str]:
         yield url
     finally:
         pg.drop_database(url)
+
+
+@pytest.fixture(scope="session")
+def test_guest(request, tmp_path_factory) -> Path:
+    """The test guest's qcow2 (``support.guest``), built once and kept in pytest's cache
+    dir: read-only, boot a copy. Skips, naming them, if build prerequisites are missing."""
+    missing = guest.missing_prerequisites()
+    if missing:
+        pytest.skip(f"the test guest cannot be built: missing {', '.join(missing)}")
+    cache = getattr(request.config, "cache", None)  # None under -p no:cacheprovider
+    folder = cache.mkdir("otherix-guest") if cache else tmp_path_factory.mktemp("guest")
+    return guest.build_guest(folder)
 
 
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
