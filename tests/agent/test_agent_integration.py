@@ -123,6 +123,10 @@ def test_serve_default_pool_watch_create_and_delete(slow_cp, tmp_path) -> None:
         default = cluster.wait_pool_status("serve-a", "default", "ready", timeout=5)
         assert default["path"] == DEFAULT
         assert default["capacity_bytes"] > 0
+        # the node says what its VMs run with (issue 15): `otherix node get` shows it
+        caps = cluster.admin.get("/v1/nodes/serve-a").json()["capabilities"]
+        assert caps["vm_accelerator"] in ("kvm", "tcg", "none"), caps
+        assert (caps["vm_accelerator"] == "kvm") == ("vm_accelerator_reason" not in caps), caps
         root = node.host_path(DEFAULT)
         # the write probe exists for a moment in every reconcile pass
         names = sorted(p.name for p in root.iterdir() if p.name != WRITE_PROBE_NAME)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import platform
+import shutil
 import ssl
 import sys
 from collections.abc import Sequence
@@ -42,6 +43,8 @@ from otherix.agent.report import PoolState
 from otherix.agent.runtime import StopToken, SystemClock
 from otherix.agent.settings import AgentSettings
 from otherix.agent.tasks import TaskRunner
+from otherix.agent.vms import accel
+from otherix.agent.vms.command import QEMU_BINARY
 from otherix.agent.vmtasks import VmTasks
 from otherix.client.agent import AgentClient
 from otherix.client.base import url_list
@@ -111,6 +114,20 @@ def host_capabilities() -> dict[str, Any]:
                     break
     except (OSError, ValueError, IndexError):
         pass
+    caps.update(vm_capabilities())
+    return caps
+
+
+def vm_capabilities(qemu: str = QEMU_BINARY) -> dict[str, str]:
+    """What this node can run VMs with (``otherix node get`` shows it): the accelerator
+    (``kvm`` only when it really runs guests, ``agent/vms/accel.py``; else ``tcg`` and
+    why), or ``none`` when QEMU is not installed."""
+    if shutil.which(qemu) is None:
+        return {"vm_accelerator": "none", "vm_accelerator_reason": f"{qemu} is not installed"}
+    found = accel.probe(qemu=qemu)
+    caps: dict[str, str] = {"vm_accelerator": found.accel}
+    if found.reason:
+        caps["vm_accelerator_reason"] = found.reason
     return caps
 
 
