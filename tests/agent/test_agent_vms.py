@@ -1,6 +1,6 @@
 """VMs end to end: real control plane, real ``otherix-agent`` process, real image origin.
 
-The origin is a local HTTP server serving qcow2 files made with ``qemu-img``;
+The origin (``support.images.ImageOrigin``) serves qcow2 files made with ``qemu-img``;
 the agent may reach it because its config sets
 ``images.allow_loopback_and_link_local: true``. A VM is created through the
 API, its ``vm.create`` task reaches the agent through the watch, and the test
@@ -14,14 +14,11 @@ node's own directory); otherwise the harness re-roots the pool paths.
 from __future__ import annotations
 
 import hashlib
-import http.server
 import json
 import os
 import signal
 import subprocess
-import threading
 import time
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,70 +27,11 @@ import httpx
 import pytest
 
 from support.harness import AgentProc, Cluster, ControlPlane, wait_until
+from support.images import ImageOrigin
 
 pytestmark = pytest.mark.slow
 
 MiB = 1 << 20
-CHUNK = 64 * 1024
-
-
-class Origin:
-    """An image server on 127.0.0.1: counts GETs and bytes sent per path; ``delay``
-    slows a path down (seconds per 64 KiB); clearing ``gate`` holds requests
-    before the response headers."""
-
-    def __init__(self) -> None:
-        self.files: dict[str, bytes] = {}
-        self.delay: dict[str, float] = {}
-        self.hits: Counter[str] = Counter()
-        self.sent: Counter[str] = Counter()
-        self.gate = threading.Event()
-        self.gate.set()
-        self.stop = threading.Event()
-        origin = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.0"
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-            def do_GET(self) -> None:
-                path = self.path.split("?", 1)[0]
-                origin.hits[path] += 1
-                origin.gate.wait(30)
-                body = origin.files.get(path)
-                if body is None:
-                    self.send_response(404)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                try:
-                    for i in range(0, len(body), CHUNK):
-                        self.wfile.write(body[i : i + CHUNK])
-                        origin.sent[path] += len(body[i : i + CHUNK])
-                        if origin.stop.wait(origin.delay.get(path, 0.0)):
-                            return
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}{path}"
-
-    def close(self) -> None:
-        self.stop.set()
-        self.gate.set()
-        self.server.shutdown()
-        self.server.server_close()
 
 
 def qcow2(tmp: Path, name: str, *, virtual: str = "64M", data_mib: int = 0) -> bytes:
@@ -114,11 +52,9 @@ def sha(data: bytes) -> str:
 
 
 @pytest.fixture(scope="module")
-def origin() -> Iterator[Origin]:
-    o = Origin()
-    o.thread.start()
-    yield o
-    o.close()
+def origin() -> Iterator[ImageOrigin]:
+    with ImageOrigin() as o:
+        yield o
 
 
 @pytest.fixture(scope="module")
@@ -205,11 +141,11 @@ def delete_vm(cluster: Cluster, name: str) -> None:
 
 
 def test_vms_fill_the_cache_once_and_delete_cleanly(
-    cluster: Cluster, node: AgentProc, origin: Origin, tmp_path: Path
+    cluster: Cluster, node: AgentProc, origin: ImageOrigin, tmp_path: Path
 ) -> None:
     image = qcow2(tmp_path, "base.qcow2")
     origin.files["/img/base.qcow2"] = image
-    url = origin.url("/img/base.qcow2")
+    url = origin.url_for("/img/base.qcow2")
     pool = Pool(cluster, node, "vmp")
 
     vm1 = create_vm(cluster, "vm-1", pool, url)
@@ -248,7 +184,7 @@ def test_vms_fill_the_cache_once_and_delete_cleanly(
     create_vm(cluster, "vm-2", pool, url, disk_gib=1)
     second = wait_phase(cluster, "vm-2", "stopped")
     assert second["disks"][0]["virtual_size_bytes"] == 1 << 30
-    assert origin.hits["/img/base.qcow2"] == 1  # the second VM hit the cache
+    assert len(origin.gets("/img/base.qcow2")) == 1  # the second VM hit the cache
 
     delete_vm(cluster, "vm-1")
     assert not (pool.root / "vms" / vm1["id"]).exists()
@@ -262,12 +198,12 @@ def test_vms_fill_the_cache_once_and_delete_cleanly(
 
 
 def test_a_pinned_sha_mismatch_fails_and_writes_nothing(
-    cluster: Cluster, node: AgentProc, origin: Origin, tmp_path: Path
+    cluster: Cluster, node: AgentProc, origin: ImageOrigin, tmp_path: Path
 ) -> None:
     origin.files["/img/pinned.qcow2"] = qcow2(tmp_path, "pinned.qcow2")
     pool = Pool(cluster, node, "pinp")
     vm = create_vm(
-        cluster, "vm-pinned", pool, origin.url("/img/pinned.qcow2"), image_sha256="0" * 64
+        cluster, "vm-pinned", pool, origin.url_for("/img/pinned.qcow2"), image_sha256="0" * 64
     )
     failed = wait_phase(cluster, "vm-pinned", "error")
     assert failed["status"]["reason"] == "checksum_mismatch"
@@ -281,29 +217,29 @@ def test_a_pinned_sha_mismatch_fails_and_writes_nothing(
 
 
 def test_an_agent_killed_mid_download_finishes_the_create_after_restart(
-    cluster: Cluster, node: AgentProc, origin: Origin, tmp_path: Path
+    cluster: Cluster, node: AgentProc, origin: ImageOrigin, tmp_path: Path
 ) -> None:
     image = qcow2(tmp_path, "slow.qcow2", data_mib=8)
     path = "/img/slow.qcow2"
     origin.files[path] = image
     origin.delay[path] = 0.05  # ~1.3 MiB/s: the download takes several seconds
     pool = Pool(cluster, node, "killp")
-    vm = create_vm(cluster, "vm-slow", pool, origin.url(path))
+    vm = create_vm(cluster, "vm-slow", pool, origin.url_for(path))
     wait_phase(cluster, "vm-slow", "creating")
-    wait_until(lambda: origin.sent[path] >= 1 * MiB, 20, "the download under way")
+    wait_until(lambda: origin.sent(path) >= 1 * MiB, 20, "the download under way")
     wait_until(pool.scratch, 5, "a scratch file")
 
     node.kill(signal.SIGKILL)
     leftovers = pool.scratch()
     assert leftovers  # the killed download's partial file ...
-    assert origin.sent[path] < len(image)
+    assert origin.sent(path) < len(image)
     assert not (pool.root / "images" / "slow.qcow2").exists()  # ... is never an entry
     assert pool.images() == []
 
     origin.delay[path] = 0.0
     origin.gate.clear()  # hold the next request before its headers
     node.start()
-    wait_until(lambda: origin.hits[path] >= 2, 20, "the download started again")
+    wait_until(lambda: len(origin.gets(path)) >= 2, 20, "the download started again")
     assert pool.scratch() == []  # swept when the pool was registered again
     origin.gate.set()
 
@@ -315,21 +251,21 @@ def test_an_agent_killed_mid_download_finishes_the_create_after_restart(
     assert wait_until(
         lambda: [i["name"] for i in pool.images()] == ["slow.qcow2"], 10, "image listed"
     )
-    assert origin.hits[path] == 2
+    assert len(origin.gets(path)) == 2
     delete_vm(cluster, "vm-slow")
     assert pool.delete().status_code == 204
 
 
 def test_sigterm_mid_download_stops_promptly_and_the_create_resumes(
-    cluster: Cluster, node: AgentProc, origin: Origin, tmp_path: Path
+    cluster: Cluster, node: AgentProc, origin: ImageOrigin, tmp_path: Path
 ) -> None:
     image = qcow2(tmp_path, "term.qcow2", data_mib=4)
     path = "/img/term.qcow2"
     origin.files[path] = image
     origin.delay[path] = 0.1
     pool = Pool(cluster, node, "termp")
-    create_vm(cluster, "vm-term", pool, origin.url(path))
-    wait_until(lambda: origin.sent[path] >= 256 * 1024, 20, "the download under way")
+    create_vm(cluster, "vm-term", pool, origin.url_for(path))
+    wait_until(lambda: origin.sent(path) >= 256 * 1024, 20, "the download under way")
     started = time.monotonic()
     assert node.stop(timeout=10) == 0
     assert time.monotonic() - started < 8  # the download does not hold up the shutdown
@@ -344,7 +280,7 @@ def test_sigterm_mid_download_stops_promptly_and_the_create_resumes(
 
 
 def test_loopback_and_link_local_urls_are_refused_at_once_naming_the_key(
-    cluster: Cluster, node: AgentProc, origin: Origin, tmp_path: Path
+    cluster: Cluster, node: AgentProc, origin: ImageOrigin, tmp_path: Path
 ) -> None:
     """A node with the default address policy refuses them after one attempt, and says
     which agent key opens them; the same URL works on a node whose config allows it."""
@@ -353,7 +289,7 @@ def test_loopback_and_link_local_urls_are_refused_at_once_naming_the_key(
     )
     cluster.wait_node_status(strict.name, "ready")
     origin.files["/img/local.qcow2"] = qcow2(tmp_path, "local.qcow2")
-    url = origin.url("/img/local.qcow2")
+    url = origin.url_for("/img/local.qcow2")
     refusing = Pool(cluster, strict, "strictp")
     cases = {
         "vm-loopback": (url, "loopback"),
@@ -372,7 +308,7 @@ def test_loopback_and_link_local_urls_are_refused_at_once_naming_the_key(
         assert (task["status"], task["attempts"], task["max_attempts"]) == ("failed", 1, 3)
         assert task["error"]["code"] == "image_url_forbidden"
         assert task["error"]["details"]["retryable"] is False
-    assert origin.hits["/img/local.qcow2"] == 0
+    assert len(origin.gets("/img/local.qcow2")) == 0
     assert refusing.scratch() == []
 
     allowing = Pool(cluster, node, "allowp")  # node-a: allow_loopback_and_link_local: true

@@ -1,19 +1,12 @@
 """Helpers for the agent-side fault tests (download kills, full pools, cache damage).
 
-Used by ``test_fault_agent_download.py``, ``test_fault_disk_full.py`` and
-``test_fault_cache_damage.py``. Everything here is real: a control plane from
-the harness, real ``otherix-agent`` processes, and :class:`FaultOrigin`, an
-``http.server`` on 127.0.0.1 that the tests steer:
-
-- ``hold(path, offset)``: the next GET of ``path`` sends exactly ``offset``
-  bytes of the body, then waits (bounded) until ``Request.release`` is set, the
-  client goes away (noticed by polling the socket), or the origin closes. That
-  is how a test puts a download at a chosen byte and keeps it there while it
-  kills the agent or fills the disk;
-- ``no_length``: paths served without ``Content-Length`` (HTTP/1.0, the body
-  ends when the connection closes), so the agent cannot check room up front;
-- every GET is recorded as a :class:`Request` (bytes sent, held, finished,
-  client gone), so a test can tell a fresh download from a used cache entry.
+Used by ``test_fault_agent_download.py``, ``test_fault_disk_full.py``,
+``test_fault_cache_damage.py`` and ``test_fault_pool_identity.py``. Everything
+here is real: a control plane from the harness, real ``otherix-agent``
+processes, and the image origin the tests steer (``support.images.ImageOrigin``:
+``hold(path, offset)`` stops a download at a chosen byte, ``no_length`` serves a
+body without ``Content-Length``, every GET is recorded). Here: one node, pools,
+VMs and tasks through the API, and the cache checks.
 
 Cache checks (:func:`entry_problems`) read the pool's ``images/`` the way the
 contract defines an entry (``{pool}/images/B`` + ``B.sha256`` + ``B.source``)
@@ -24,16 +17,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import http.server
 import json
 import os
-import select
-import socket
 import subprocess
-import threading
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +29,6 @@ import httpx
 from support.harness import FAST, AgentProc, Cluster, ControlPlane, wait_until
 
 MiB = 1 << 20
-CHUNK = 64 * 1024
 #: Agent config every fault test needs: the origin is on loopback; quick retries.
 AGENT_CONFIG: dict[str, Any] = {
     "images": {"allow_loopback_and_link_local": True, "read_timeout": 20},
@@ -72,132 +58,6 @@ def qcow2_with_data(tmp: Path, name: str, data_mib: float) -> bytes:
     )
     raw.unlink()
     return out.read_bytes()
-
-
-# -- the origin --------------------------------------------------------------------------
-
-
-@dataclass(eq=False)
-class Request:
-    """One GET the origin answered."""
-
-    path: str
-    length: int | None  # the Content-Length sent (None: close-delimited)
-    hold_at: int | None
-    sent: int = 0
-    held: bool = False  # reached hold_at and waits for release
-    finished: bool = False  # the whole body was written
-    client_gone: bool = False  # the client disconnected while the body was held
-    release: threading.Event = field(default_factory=threading.Event)
-
-
-class FaultOrigin:
-    """An image server on 127.0.0.1 that can stop a download at a chosen byte."""
-
-    def __init__(self) -> None:
-        self.files: dict[str, bytes] = {}
-        self.no_length: set[str] = set()
-        self._holds: dict[str, list[int]] = {}
-        self.requests: list[Request] = []
-        self._lock = threading.Lock()
-        self.stop = threading.Event()
-        origin = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.0"
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-            def do_GET(self) -> None:
-                origin._serve(self)
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-
-    # the test's side -------------------------------------------------------------------
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}{path}"
-
-    def hold(self, path: str, offset: int) -> None:
-        """The next GET of ``path`` stops after ``offset`` bytes of the body."""
-        with self._lock:
-            self._holds.setdefault(path, []).append(offset)
-
-    def gets(self, path: str) -> list[Request]:
-        with self._lock:
-            return [r for r in self.requests if r.path == path]
-
-    def held(self, path: str) -> Request | None:
-        """The GET of ``path`` currently held at its offset, if any."""
-        return next((r for r in self.gets(path) if r.held and not r.release.is_set()), None)
-
-    def __enter__(self) -> FaultOrigin:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self.stop.set()
-        with self._lock:
-            for r in self.requests:
-                r.release.set()
-        self.server.shutdown()
-        self.server.server_close()
-
-    # the server's side -----------------------------------------------------------------
-    def _serve(self, h: http.server.BaseHTTPRequestHandler) -> None:
-        path = h.path.split("?", 1)[0]
-        body = self.files.get(path)
-        with self._lock:
-            holds = self._holds.get(path)
-            hold_at = holds.pop(0) if holds else None
-            req = Request(path, None if path in self.no_length else len(body or b""), hold_at)
-            self.requests.append(req)
-        if body is None:
-            h.send_response(404)
-            h.send_header("Content-Length", "0")
-            h.end_headers()
-            return
-        h.send_response(200)
-        if req.length is not None:
-            h.send_header("Content-Length", str(req.length))
-        h.end_headers()
-        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-            self._send(h, req, body)
-
-    def _send(self, h: http.server.BaseHTTPRequestHandler, req: Request, body: bytes) -> None:
-        stop_at = len(body) if req.hold_at is None else min(req.hold_at, len(body))
-        while req.sent < len(body):
-            if req.sent == stop_at and req.hold_at is not None and not req.release.is_set():
-                req.held = True
-                if not self._wait_release(h.connection, req):
-                    return
-                stop_at = len(body)
-            end = min(req.sent + CHUNK, stop_at)
-            h.wfile.write(body[req.sent : end])
-            req.sent = end
-        h.wfile.flush()
-        req.finished = True
-
-    def _wait_release(self, conn: socket.socket, req: Request) -> bool:
-        """Wait (at most 60 s) for ``req.release``; False if the client left or we close."""
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not self.stop.is_set():
-            if req.release.wait(0.02):
-                return True
-            readable, _, _ = select.select([conn], [], [], 0)
-            if readable:
-                try:
-                    gone = conn.recv(1, socket.MSG_PEEK) == b""
-                except OSError:
-                    gone = True
-                if gone:
-                    req.client_gone = True
-                    return False
-        return False
 
 
 # -- cluster, pools, VMs -----------------------------------------------------------------

@@ -36,7 +36,6 @@ from dataclasses import dataclass, field
 
 import pytest
 from agenthelpers import (
-    FaultOrigin,
     MiB,
     Pool,
     create_vm,
@@ -53,6 +52,7 @@ from agenthelpers import (
 )
 
 from support.harness import AgentProc, Cluster, wait_until
+from support.images import ImageOrigin
 
 pytestmark = pytest.mark.slow
 
@@ -81,7 +81,7 @@ class Kill:
 
 @dataclass
 class Env:
-    origin: FaultOrigin
+    origin: ImageOrigin
     cluster: Cluster
     node: AgentProc
     image: bytes
@@ -98,7 +98,7 @@ def seed() -> int:
 def env(tmp_path_factory) -> Iterator[Env]:
     tmp = tmp_path_factory.mktemp("dl")
     image = qcow2_with_data(tmp, "fault.qcow2", IMAGE_DATA_MIB)
-    with FaultOrigin() as origin, one_node(tmp) as (cluster, node):
+    with ImageOrigin() as origin, one_node(tmp) as (cluster, node):
         yield Env(origin, cluster, node, image)
 
 
@@ -180,7 +180,7 @@ def run_kills(env: Env, pool: Pool, kills: list[Kill], kill_one, vm_ids: dict[st
         env.origin.files[k.path] = env.image
         if k.offset is not None:
             env.origin.hold(k.path, k.offset)
-        vm_ids[k.vm] = create_vm(env.cluster, k.vm, pool, env.origin.url(k.path))["id"]
+        vm_ids[k.vm] = create_vm(env.cluster, k.vm, pool, env.origin.url_for(k.path))["id"]
         kill_one(env, pool, k)
         converge(env, pool, k)
         # Re-fetched in full unless the kill came after the commit (then a cache hit).

@@ -31,7 +31,6 @@ from typing import Any
 
 import pytest
 from agenthelpers import (
-    FaultOrigin,
     Pool,
     create_vm,
     disk_path,
@@ -45,13 +44,14 @@ from agenthelpers import (
 )
 
 from support.harness import AgentProc, Cluster
+from support.images import ImageOrigin
 
 pytestmark = pytest.mark.slow
 
 
 @dataclass
 class Env:
-    origin: FaultOrigin
+    origin: ImageOrigin
     cluster: Cluster
     node: AgentProc
     pool: Pool
@@ -62,7 +62,7 @@ class Env:
 def env(tmp_path_factory) -> Iterator[Env]:
     tmp = tmp_path_factory.mktemp("damage")
     image = qcow2_with_data(tmp, "base.qcow2", 4)
-    with FaultOrigin() as origin, one_node(tmp) as (cluster, node):
+    with ImageOrigin() as origin, one_node(tmp) as (cluster, node):
         yield Env(origin, cluster, node, Pool(cluster, node, "dmg"), image)
 
 
@@ -104,7 +104,7 @@ CASES = [
 
 def build_vm(env: Env, name: str, path: str, pinned: bool) -> dict[str, Any]:
     extra = {"image_sha256": sha(env.image)} if pinned else {}
-    create_vm(env.cluster, name, env.pool, env.origin.url(path), **extra)
+    create_vm(env.cluster, name, env.pool, env.origin.url_for(path), **extra)
     vm = wait_phase(env.cluster, name, "stopped", timeout=40)
     assert finished_task(env.cluster, vm)["status"] == "success"
     return vm
