@@ -23,10 +23,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-from support.harness import AgentProc, Cluster, ControlPlane, wait_until
+from support.clustervms import Pool, create_vm, delete_vm, one_node, wait_phase
+from support.harness import AgentProc, Cluster, wait_until
 from support.images import ImageOrigin
 
 pytestmark = pytest.mark.slow
@@ -62,15 +62,10 @@ def cluster(tmp_path_factory) -> Iterator[Cluster]:
     tmp = tmp_path_factory.mktemp("vms")
     # Heartbeats every 30 s: tasks, outcomes and the image inventory all travel
     # through the watch (a finished task bumps the node's desired revision).
-    cp = ControlPlane(tmp / "api", overrides={"agents.heartbeat_interval": 30}).start()
+    overrides = {"agents.heartbeat_interval": 30}
     config = {"images": {"allow_loopback_and_link_local": True}}
-    try:
-        with Cluster(cp, tmp, agent_config=config) as c:
-            c.add_node("node-a")
-            c.wait_node_status("node-a", "ready")
-            yield c
-    finally:
-        cp.stop()
+    with one_node(tmp, overrides=overrides, agent_config=config) as (c, _node):
+        yield c
 
 
 @pytest.fixture
@@ -79,65 +74,6 @@ def node(cluster: Cluster) -> AgentProc:
     if not n.alive:
         n.start()
     return n
-
-
-class Pool:
-    def __init__(self, cluster: Cluster, node: AgentProc, name: str) -> None:
-        self.path = f"/var/lib/otherix/pools/{name}"
-        r = cluster.admin.post(
-            "/v1/storage-pools", json={"name": name, "node": node.name, "path": self.path}
-        )
-        assert r.status_code == 201, r.text
-        self.id = r.json()["id"]
-        self.cluster = cluster
-        cluster.wait_pool_status(node.name, name, "ready")
-        self.root = node.host_path(self.path)
-
-    def view(self) -> dict[str, Any]:
-        r = self.cluster.admin.get(f"/v1/storage-pools/{self.id}")
-        r.raise_for_status()
-        return dict(r.json())
-
-    def images(self) -> list[dict[str, Any]]:
-        return list(self.view()["images"])
-
-    def scratch(self) -> list[str]:
-        return sorted(p.name for p in (self.root / "scratch").iterdir())
-
-    def delete(self) -> httpx.Response:
-        return self.cluster.admin.delete(f"/v1/storage-pools/{self.id}")
-
-
-def create_vm(cluster: Cluster, name: str, pool: Pool, url: str, **fields: Any) -> dict[str, Any]:
-    body = {"name": name, "image_url": url, "arch": "amd64", "vcpus": 1, "memory_mb": 512}
-    r = cluster.admin.post("/v1/vms", json={**body, "pool": pool.id, **fields})
-    assert r.status_code == 201, r.text
-    return dict(r.json())
-
-
-def get_vm(cluster: Cluster, name: str) -> dict[str, Any] | None:
-    r = cluster.admin.get(f"/v1/vms/{name}")
-    if r.status_code == 404:
-        return None
-    r.raise_for_status()
-    return dict(r.json())
-
-
-def wait_phase(cluster: Cluster, name: str, phase: str, timeout: float = 30) -> dict[str, Any]:
-    def check() -> dict[str, Any] | None:
-        vm = get_vm(cluster, name)
-        assert vm is not None, f"vm {name} vanished"
-        if vm["status"]["phase"] == "error" and phase != "error":
-            raise AssertionError(f"vm {name} failed: {vm['status']}")
-        return vm if vm["status"]["phase"] == phase else None
-
-    return wait_until(check, timeout, f"vm {name} {phase}")
-
-
-def delete_vm(cluster: Cluster, name: str) -> None:
-    r = cluster.admin.delete(f"/v1/vms/{name}")
-    assert r.status_code in (202, 204), r.text
-    wait_until(lambda: get_vm(cluster, name) is None, 30, f"vm {name} gone")
 
 
 def test_vms_fill_the_cache_once_and_delete_cleanly(

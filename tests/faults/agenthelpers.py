@@ -5,8 +5,9 @@ Used by ``test_fault_agent_download.py``, ``test_fault_disk_full.py``,
 here is real: a control plane from the harness, real ``otherix-agent``
 processes, and the image origin the tests steer (``support.images.ImageOrigin``:
 ``hold(path, offset)`` stops a download at a chosen byte, ``no_length`` serves a
-body without ``Content-Length``, every GET is recorded). Here: one node, pools,
-VMs and tasks through the API, and the cache checks.
+body without ``Content-Length``, every GET is recorded) and the pools and VMs
+of ``support.clustervms``. Here: the agent config the faults need, tasks and
+disks through the API, and the cache checks.
 
 Cache checks (:func:`entry_problems`) read the pool's ``images/`` the way the
 contract defines an entry (``{pool}/images/B`` + ``B.sha256`` + ``B.source``)
@@ -20,13 +21,13 @@ import hashlib
 import json
 import os
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from support.harness import FAST, AgentProc, Cluster, ControlPlane, wait_until
+from support import clustervms
+from support.harness import AgentProc, Cluster, wait_until
 
 MiB = 1 << 20
 #: Agent config every fault test needs: the origin is on loopback; quick retries.
@@ -60,99 +61,26 @@ def qcow2_with_data(tmp: Path, name: str, data_mib: float) -> bytes:
     return out.read_bytes()
 
 
-# -- cluster, pools, VMs -----------------------------------------------------------------
+# -- cluster, tasks, disks ---------------------------------------------------------------
 
 
-@contextlib.contextmanager
 def one_node(
     tmp_path: Path,
     name: str = "node-a",
     *,
     agent_config: dict[str, Any] | None = None,
     mount_ns: bool = True,
-) -> Iterator[tuple[Cluster, AgentProc]]:
-    """A control plane (FAST liveness) and one ready agent; everything stopped on exit."""
-    cp = ControlPlane(tmp_path / "api", overrides=FAST).start()
-    try:
-        config = {**AGENT_CONFIG, **(agent_config or {})}
-        with Cluster(cp, tmp_path, agent_config=config) as cluster:
-            node = cluster.add_node(name, mount_ns=mount_ns)
-            cluster.wait_node_status(name, "ready", timeout=20)
-            yield cluster, node
-    finally:
-        cp.stop()
-
-
-class Pool:
-    """A pool created through the API on one node, seen from the host."""
-
-    def __init__(self, cluster: Cluster, node: AgentProc, name: str) -> None:
-        self.name = name
-        self.path = f"/var/lib/otherix/pools/{name}"
-        r = cluster.admin.post(
-            "/v1/storage-pools", json={"name": name, "node": node.name, "path": self.path}
-        )
-        assert r.status_code == 201, r.text
-        self.id = r.json()["id"]
-        self.cluster = cluster
-        cluster.wait_pool_status(node.name, name, "ready", timeout=20)
-        self.root = node.host_path(self.path)
-
-    def view(self) -> dict[str, Any]:
-        r = self.cluster.admin.get(f"/v1/storage-pools/{self.id}")
-        r.raise_for_status()
-        return dict(r.json())
-
-    def listed_images(self) -> dict[str, str]:
-        """name -> sha256 of the images the pool view lists."""
-        return {i["name"]: i["sha256"] for i in self.view()["images"]}
-
-    def scratch(self) -> list[str]:
-        return sorted(p.name for p in (self.root / "scratch").iterdir())
-
-    def scratch_sizes(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for p in (self.root / "scratch").iterdir():
-            with contextlib.suppress(FileNotFoundError):
-                out[p.name] = p.stat().st_size
-        return out
-
-    def images_dir(self) -> list[str]:
-        return sorted(p.name for p in (self.root / "images").iterdir())
-
-    def vm_dir(self, vm_id: str) -> Path:
-        return self.root / "vms" / vm_id
-
-
-def create_vm(cluster: Cluster, name: str, pool: Pool, url: str, **fields: Any) -> dict[str, Any]:
-    body = {"name": name, "image_url": url, "arch": "amd64", "vcpus": 1, "memory_mb": 512}
-    r = cluster.admin.post("/v1/vms", json={**body, "pool": pool.id, **fields})
-    assert r.status_code == 201, r.text
-    return dict(r.json())
-
-
-def get_vm(cluster: Cluster, name: str) -> dict[str, Any]:
-    r = cluster.admin.get(f"/v1/vms/{name}")
-    r.raise_for_status()
-    return dict(r.json())
+) -> contextlib.AbstractContextManager[tuple[Cluster, AgentProc]]:
+    """``support.clustervms.one_node`` (FAST liveness) with ``AGENT_CONFIG`` under
+    ``agent_config``."""
+    config = {**AGENT_CONFIG, **(agent_config or {})}
+    return clustervms.one_node(tmp_path, name, agent_config=config, mount_ns=mount_ns)
 
 
 def get_task(cluster: Cluster, task_id: str) -> dict[str, Any]:
     r = cluster.admin.get(f"/v1/tasks/{task_id}")
     r.raise_for_status()
     return dict(r.json())
-
-
-def wait_phase(cluster: Cluster, name: str, phase: str, timeout: float = 30) -> dict[str, Any]:
-    """Wait until VM ``name`` is in ``phase``; a VM in ``error`` (unless awaited) fails at once."""
-
-    def check() -> dict[str, Any] | None:
-        vm = get_vm(cluster, name)
-        if vm["status"]["phase"] == "error" and phase != "error":
-            raise AssertionError(f"vm {name} failed: {vm['status']}")
-        return vm if vm["status"]["phase"] == phase else None
-
-    return wait_until(check, timeout, f"vm {name} {phase}")
 
 
 def finished_task(cluster: Cluster, vm: dict[str, Any], timeout: float = 10) -> dict[str, Any]:

@@ -37,20 +37,17 @@ from dataclasses import dataclass, field
 import pytest
 from agenthelpers import (
     MiB,
-    Pool,
-    create_vm,
     disk_path,
     entry_problems,
     file_sha,
     finished_task,
-    get_vm,
     one_node,
     qcow2_with_data,
     sha,
     uncommitted_files,
-    wait_phase,
 )
 
+from support.clustervms import Pool, create_vm, get_vm, wait_phase
 from support.harness import AgentProc, Cluster, wait_until
 from support.images import ImageOrigin
 

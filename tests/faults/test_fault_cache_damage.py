@@ -31,8 +31,6 @@ from typing import Any
 
 import pytest
 from agenthelpers import (
-    Pool,
-    create_vm,
     disk_path,
     entry_problems,
     file_sha,
@@ -40,9 +38,9 @@ from agenthelpers import (
     one_node,
     qcow2_with_data,
     sha,
-    wait_phase,
 )
 
+from support.clustervms import Pool, create_vm, wait_phase
 from support.harness import AgentProc, Cluster
 from support.images import ImageOrigin
 

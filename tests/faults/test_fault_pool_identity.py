@@ -37,17 +37,14 @@ from typing import Any
 
 import pytest
 from agenthelpers import (
-    Pool,
-    create_vm,
-    get_vm,
     one_node,
     qcow2_with_data,
-    wait_phase,
 )
 
 from otherix.agent import marker as markers
 from otherix.agent.poolplan import Device
 from support.cli import cli_env, run
+from support.clustervms import Pool, create_vm, get_vm, wait_phase
 from support.harness import AgentProc, Cluster, wait_until
 from support.images import ImageOrigin
 

@@ -32,7 +32,8 @@ from typing import Any
 
 import pytest
 
-from support.harness import Cluster, ControlPlane, wait_until
+from support.clustervms import one_node
+from support.harness import Cluster, wait_until
 from support.images import ImageOrigin
 
 pytestmark = [pytest.mark.security, pytest.mark.slow]
@@ -52,14 +53,8 @@ POOL = "/var/lib/otherix/pools/tenants"
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory) -> Iterator[Cluster]:
     tmp = tmp_path_factory.mktemp("slowsrc")
-    cp = ControlPlane(tmp / "api", overrides={"agents.heartbeat_interval": 30}).start()
-    try:
-        with Cluster(cp, tmp, agent_config=AGENT) as c:
-            c.add_node("node-a")
-            c.wait_node_status("node-a", "ready")
-            yield c
-    finally:
-        cp.stop()
+    with one_node(tmp, overrides={"agents.heartbeat_interval": 30}, agent_config=AGENT) as (c, _):
+        yield c
 
 
 def api(cluster: Cluster, method: str, path: str, **kw: Any) -> dict[str, Any]:
