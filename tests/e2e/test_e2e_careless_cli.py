@@ -13,31 +13,13 @@ import os
 import pty
 import shlex
 import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from support.cli import cli_env
+from support.cli import OTHERIX, cli_env
+from support.cli import run as otherix  # every call names the exit code it expects
 from support.rows import snapshot
-
-BIN = Path(sys.executable).parent
-OTHERIX = str(BIN / "otherix")
-
-
-def otherix(env, *args: str, code: int) -> subprocess.CompletedProcess[str]:
-    r = subprocess.run(
-        [OTHERIX, *args],
-        env=dict(env),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
-    assert r.returncode == code, f"otherix {' '.join(args)} exited {r.returncode}:\n{r.stderr}"
-    return r
 
 
 def on_a_terminal(env, *args: str, answer: str) -> subprocess.CompletedProcess[str]:
