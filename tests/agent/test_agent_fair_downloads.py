@@ -140,7 +140,7 @@ def test_a_small_image_from_another_source_goes_through_while_two_slow_downloads
         # slow VM waited in line for its source without holding the free worker.
         assert done.status == "success", done
         assert slow.active == 2
-        assert slow.hits == 2
+        assert slow.hits.total() == 2
         assert [node.outcome(t.id) for t in slow_tasks] == [None, None, None]
 
         failed = [node.wait_outcome(t.id) for t in slow_tasks]
@@ -155,7 +155,7 @@ def test_a_small_image_from_another_source_goes_through_while_two_slow_downloads
         assert details["min_rate_window_seconds"] == 1.5
         assert "below the minimum of 1 KiB/s averaged over 1.5s" in update.error["message"]
         assert (update.attempt, update.max_attempts) == (1, 3)  # not retried
-    assert slow.hits == 3  # one GET per slow VM: none was retried
+    assert slow.hits.total() == 3  # one GET per slow VM: none was retried
     assert node.leftovers() == ["small.raw", "small.raw.sha256", "small.raw.source"]
     for task in slow_tasks:
         assert not (node.root / "vms" / task.args["vm_id"]).exists()
@@ -205,7 +205,7 @@ def test_loopback_and_link_local_fail_at_once_naming_the_key(
         task = create(url)
         vms.submit(task)
         done = node.wait_outcome(task.id)
-        assert server.hits == 0
+        assert server.hits.total() == 0
     assert done.error is not None
     assert done.error["code"] == "image_url_forbidden"
     message = done.error["message"]

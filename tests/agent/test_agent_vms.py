@@ -80,7 +80,7 @@ def test_vms_fill_the_cache_once_and_delete_cleanly(
     cluster: Cluster, node: AgentProc, origin: ImageOrigin, tmp_path: Path
 ) -> None:
     image = qcow2(tmp_path, "base.qcow2")
-    origin.files["/img/base.qcow2"] = image
+    origin.serve("/img/base.qcow2", image)
     url = origin.url_for("/img/base.qcow2")
     pool = Pool(cluster, node, "vmp")
 
@@ -120,7 +120,7 @@ def test_vms_fill_the_cache_once_and_delete_cleanly(
     create_vm(cluster, "vm-2", pool, url, disk_gib=1)
     second = wait_phase(cluster, "vm-2", "stopped")
     assert second["disks"][0]["virtual_size_bytes"] == 1 << 30
-    assert len(origin.gets("/img/base.qcow2")) == 1  # the second VM hit the cache
+    assert origin.hits["/img/base.qcow2"] == 1  # the second VM hit the cache
 
     delete_vm(cluster, "vm-1")
     assert not (pool.root / "vms" / vm1["id"]).exists()
@@ -136,7 +136,7 @@ def test_vms_fill_the_cache_once_and_delete_cleanly(
 def test_a_pinned_sha_mismatch_fails_and_writes_nothing(
     cluster: Cluster, node: AgentProc, origin: ImageOrigin, tmp_path: Path
 ) -> None:
-    origin.files["/img/pinned.qcow2"] = qcow2(tmp_path, "pinned.qcow2")
+    origin.serve("/img/pinned.qcow2", qcow2(tmp_path, "pinned.qcow2"))
     pool = Pool(cluster, node, "pinp")
     vm = create_vm(
         cluster, "vm-pinned", pool, origin.url_for("/img/pinned.qcow2"), image_sha256="0" * 64
@@ -157,25 +157,24 @@ def test_an_agent_killed_mid_download_finishes_the_create_after_restart(
 ) -> None:
     image = qcow2(tmp_path, "slow.qcow2", data_mib=8)
     path = "/img/slow.qcow2"
-    origin.files[path] = image
-    origin.delay[path] = 0.05  # ~1.3 MiB/s: the download takes several seconds
+    origin.serve(path, image, chunk_delay=0.05)  # ~1.3 MiB/s: the download takes seconds
     pool = Pool(cluster, node, "killp")
     vm = create_vm(cluster, "vm-slow", pool, origin.url_for(path))
     wait_phase(cluster, "vm-slow", "creating")
-    wait_until(lambda: origin.sent(path) >= 1 * MiB, 20, "the download under way")
+    wait_until(lambda: origin.sent[path] >= 1 * MiB, 20, "the download under way")
     wait_until(pool.scratch, 5, "a scratch file")
 
     node.kill(signal.SIGKILL)
     leftovers = pool.scratch()
     assert leftovers  # the killed download's partial file ...
-    assert origin.sent(path) < len(image)
+    assert origin.sent[path] < len(image)
     assert not (pool.root / "images" / "slow.qcow2").exists()  # ... is never an entry
     assert pool.images() == []
 
-    origin.delay[path] = 0.0
+    origin.routes[path].chunk_delay = 0.0
     origin.gate.clear()  # hold the next request before its headers
     node.start()
-    wait_until(lambda: len(origin.gets(path)) >= 2, 20, "the download started again")
+    wait_until(lambda: origin.hits[path] >= 2, 20, "the download started again")
     assert pool.scratch() == []  # swept when the pool was registered again
     origin.gate.set()
 
@@ -187,7 +186,7 @@ def test_an_agent_killed_mid_download_finishes_the_create_after_restart(
     assert wait_until(
         lambda: [i["name"] for i in pool.images()] == ["slow.qcow2"], 10, "image listed"
     )
-    assert len(origin.gets(path)) == 2
+    assert origin.hits[path] == 2
     delete_vm(cluster, "vm-slow")
     assert pool.delete().status_code == 204
 
@@ -197,16 +196,15 @@ def test_sigterm_mid_download_stops_promptly_and_the_create_resumes(
 ) -> None:
     image = qcow2(tmp_path, "term.qcow2", data_mib=4)
     path = "/img/term.qcow2"
-    origin.files[path] = image
-    origin.delay[path] = 0.1
+    origin.serve(path, image, chunk_delay=0.1)
     pool = Pool(cluster, node, "termp")
     create_vm(cluster, "vm-term", pool, origin.url_for(path))
-    wait_until(lambda: origin.sent(path) >= 256 * 1024, 20, "the download under way")
+    wait_until(lambda: origin.sent[path] >= 256 * 1024, 20, "the download under way")
     started = time.monotonic()
     assert node.stop(timeout=10) == 0
     assert time.monotonic() - started < 8  # the download does not hold up the shutdown
     assert not (pool.root / "images" / "term.qcow2").exists()
-    origin.delay[path] = 0.0
+    origin.routes[path].chunk_delay = 0.0
     node.start()
     done = wait_phase(cluster, "vm-term", "stopped")
     assert done["disks"][0]["image_sha256"] == sha(image)
@@ -224,7 +222,7 @@ def test_loopback_and_link_local_urls_are_refused_at_once_naming_the_key(
         "node-strict", config={"images": {"allow_loopback_and_link_local": False}}
     )
     cluster.wait_node_status(strict.name, "ready")
-    origin.files["/img/local.qcow2"] = qcow2(tmp_path, "local.qcow2")
+    origin.serve("/img/local.qcow2", qcow2(tmp_path, "local.qcow2"))
     url = origin.url_for("/img/local.qcow2")
     refusing = Pool(cluster, strict, "strictp")
     cases = {
@@ -244,7 +242,7 @@ def test_loopback_and_link_local_urls_are_refused_at_once_naming_the_key(
         assert (task["status"], task["attempts"], task["max_attempts"]) == ("failed", 1, 3)
         assert task["error"]["code"] == "image_url_forbidden"
         assert task["error"]["details"]["retryable"] is False
-    assert len(origin.gets("/img/local.qcow2")) == 0
+    assert origin.hits["/img/local.qcow2"] == 0
     assert refusing.scratch() == []
 
     allowing = Pool(cluster, node, "allowp")  # node-a: allow_loopback_and_link_local: true

@@ -265,7 +265,7 @@ def test_other_url_same_content_is_fine_and_remembered(cache, origin, pool, qcow
     source = json.loads((pool / "images" / "disk.qcow2.source").read_text())
     assert source["aliases"] == [mirror]
     # Pinned to the cached sha from yet another URL: re-hash, no download.
-    third = origin.url("/third/disk.qcow2")
+    third = origin.url_for("/third/disk.qcow2")
     assert not cache.ensure_image(pool, third, sha256=sha(qcow2)).downloaded
     assert origin.hits["/third/disk.qcow2"] == 0
 

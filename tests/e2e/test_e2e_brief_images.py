@@ -71,7 +71,7 @@ def test_image_cache_and_delete_blocking_as_the_brief_says(tmp_path):
             assert cached.read_bytes() == image.read_bytes()
             assert node_a.host_path(f"{DEFAULT}/images/{IMAGE}.sha256").read_text() == sha
             assert not node_b.host_path(f"{DEFAULT}/images/{IMAGE}").exists()
-            assert server.hits == 1
+            assert server.hits.total() == 1
 
             # Same image again on the same node and pool: served from the cache.
             run(
@@ -87,7 +87,7 @@ def test_image_cache_and_delete_blocking_as_the_brief_says(tmp_path):
                 "1",
                 "--wait",
             )
-            assert server.hits == 1
+            assert server.hits.total() == 1
 
             # The cache surfaces on the pool view.
             instance = next(

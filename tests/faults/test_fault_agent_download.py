@@ -174,7 +174,7 @@ def kill_mid_download(env: Env, pool: Pool, k: Kill) -> None:
 def run_kills(env: Env, pool: Pool, kills: list[Kill], kill_one, vm_ids: dict[str, str]) -> None:
     """Per kill: a VM, the kill (``kill_one``), the restart and its checks; stops at a failure."""
     for k in kills:
-        env.origin.files[k.path] = env.image
+        env.origin.serve(k.path, env.image)
         if k.offset is not None:
             env.origin.hold(k.path, k.offset)
         vm_ids[k.vm] = create_vm(env.cluster, k.vm, pool, env.origin.url_for(k.path))["id"]

@@ -111,7 +111,7 @@ def build_vm(env: Env, name: str, path: str, pinned: bool) -> dict[str, Any]:
 def cache_once(env: Env, key: str) -> tuple[str, Path]:
     """A first VM from ``/img/{key}/{key}.qcow2``: one GET, an intact entry."""
     path = f"/img/{key}/{key}.qcow2"
-    env.origin.files[path] = env.image
+    env.origin.serve(path, env.image)
     vm = build_vm(env, f"{key}-first", path, pinned=False)
     entry = env.pool.root / "images" / f"{key}.qcow2"
     assert len(env.origin.gets(path)) == 1

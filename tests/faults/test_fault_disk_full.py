@@ -126,9 +126,8 @@ def failed_pool_full(env: Env, name: str) -> tuple[dict, dict]:
 @pytest.mark.timeout(90)
 def test_an_image_larger_than_the_pool_fails_pool_full_and_leaves_nothing(env: Env, reliability):
     big = os.urandom(12 * MiB)  # > 8 MiB: never fits
-    env.origin.files["/img/sized/too-big.img"] = big
-    env.origin.files["/img/unsized/streamed.img"] = big
-    env.origin.no_length.add("/img/unsized/streamed.img")
+    env.origin.serve("/img/sized/too-big.img", big)
+    env.origin.serve("/img/unsized/streamed.img", big, content_length=False)
     pool = Pool(env.cluster, env.node, "full1")
     cases = {
         "full-sized": ("/img/sized/too-big.img", "needs"),  # refused before the body
@@ -177,7 +176,7 @@ def test_a_pool_filling_up_mid_download_fails_pool_full_then_reports_pressure(
 ):
     image = qcow2_with_data(env.tmp, "mid.qcow2", 3)
     path = "/img/mid/mid.qcow2"
-    env.origin.files[path] = image
+    env.origin.serve(path, image)
     pool = Pool(env.cluster, env.node, "full2")
     filler = env.fs_root / "filler"  # outside every pool, on the same tmpfs
     injected = checked = lost = 0

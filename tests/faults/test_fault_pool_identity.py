@@ -94,7 +94,7 @@ def env(tmp_path_factory) -> Iterator[Env]:
             one_node(tmp, "node-id", agent_config=AGENT) as (cluster, node),
         ):
             assert node.mount_ns, "the mounts are the node's own only with a mount namespace"
-            origin.files["/img/tiny.qcow2"] = image
+            origin.serve("/img/tiny.qcow2", image)
             token = cluster.admin.headers["authorization"].split()[1]
             cli = cli_env(str(cluster.admin.base_url), token, tmp)
             yield Env(cluster, node, tmp, origin.url_for("/img/tiny.qcow2"), cli, loops)

@@ -1,34 +1,42 @@
 """The test suite's one HTTP image origin: an ``http.server`` on loopback that tests steer.
 
 ``ImageOrigin`` answers every GET (HTTP/1.0; the query string is ignored) from
-``files`` (request path -> bytes) or, for any other path, from ``default`` (a
-file's bytes served at every path; without one, ``404``). ``url_for(path)``
-names a path on it, ``url`` the path ``/tiny-cloudimg-amd64.img`` (``IMAGE``).
-What a test can set, each optional and all combinable:
+its ``routes`` (request path -> :class:`Route`, set with ``serve(path, body,
+...)`` and ``redirect(path, location)``, both returning the URL) or, for any
+other path, from its default route (``ImageOrigin(file_or_bytes)``: one body
+at every path; without one, ``404``). ``tls=`` makes it https.
+``url_for(path)`` names a path on it, ``url`` the path ``/tiny-cloudimg-amd64.img``
+(``IMAGE``). A route answers with its ``status``, ``location`` and ``headers``,
+and can misbehave:
 
-- ``drip=S``: the body goes one byte every ``S`` seconds; ``stall=True``: the
-  headers, then nothing (for at most 600 s);
-- ``delay[path] = S``: a pause of ``S`` seconds after each 64 KiB of that
-  path's body (read at each chunk, so a test may change it mid-download);
-- ``gate``: while it is clear, new GETs wait (at most 30 s) before their headers;
-- ``hold(path, offset)``: the next GET of ``path`` sends exactly ``offset``
-  bytes of the body, then waits (at most 60 s) until its ``release`` is set;
-  not released in time, or the client gone, or the origin closing, the
-  response ends there. That is how a test keeps a download at a chosen byte
-  while it kills the agent or fills the disk;
-- ``no_length``: paths served without ``Content-Length`` (the body ends when
-  the connection closes), so the client cannot check room up front.
+- ``content_length=False``: no ``Content-Length`` (the body ends when the
+  connection closes), so the client cannot check room up front;
+  ``truncate_to=N``: only N bytes of the body, though the length says all;
+- ``hang=True``: the headers, then nothing (for at most 600 s);
+  ``stall_after=N``: N bytes of the body, then nothing (at most 60 s);
+- ``first_byte_delay=S``: S seconds between the headers and the body;
+  ``chunk_delay=S``: a pause of S seconds after each 64 KiB (read at each
+  chunk, so a test may change it mid-download); ``drip=S``: the body one byte
+  every S seconds.
+
+And across routes: while ``gate`` is clear, new GETs wait (at most 30 s) before
+their headers; ``hold(path, offset)``: the next GET of ``path`` sends exactly
+``offset`` bytes of the body, then waits (at most 60 s) until its ``release``
+is set; not released in time, or the client gone, or the origin closing, the
+response ends there. That is how a test keeps a download at a chosen byte while
+it kills the agent or fills the disk.
 
 Wherever the origin waits, a client that hangs up is noticed within 20 ms and
 the response ends; ``__exit__`` ends every waiting response at once. What it
 counts: every GET as a :class:`Get` in ``requests`` (``gets(path)``,
-``held(path)``, ``sent(path)`` bytes); ``hits`` all GETs, ``served`` the
-complete bodies, ``active`` the responses in flight right now, and ``peak`` the
-most requests clients had open at once (checked at each new request: a
-response whose client has already hung up does not count, however late its
-thread sees it).
+``held(path)``), ``hits`` and ``sent`` per path (``Counter``s; ``hits.total()``
+is every GET), ``request_headers`` in order, ``served`` the complete bodies,
+``active`` the responses in flight right now, and ``peak`` the most requests
+clients had open at once (checked at each new request: a response whose client
+has already hung up does not count, however late its thread sees it).
 
-Used by the agent, fault, security and e2e tests that download images.
+Used by every test that downloads an image: the agent and image-cache tests,
+the fault, security and e2e suites.
 """
 
 from __future__ import annotations
@@ -36,17 +44,19 @@ from __future__ import annotations
 import http.server
 import select
 import socket
+import ssl
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 IMAGE = "tiny-cloudimg-amd64.img"
 CHUNK = 64 * 1024
 GATE_LIMIT = 30.0
 HOLD_LIMIT = 60.0
-STALL_LIMIT = 600.0
+HANG_LIMIT = 600.0
 #: how a wait ended: its time is up (or its event was set), the client hung up, we close
 Outcome = Literal["done", "gone", "closed"]
 
@@ -57,8 +67,25 @@ def _hung_up(conn: socket.socket, wait: float) -> bool:
     try:
         readable, _, _ = select.select([conn], [], [], wait)
         return bool(readable) and conn.recv(1, socket.MSG_PEEK) == b""
-    except (OSError, ValueError):
+    except (OSError, ValueError):  # ValueError: a TLS socket that has data (close_notify)
         return True
+
+
+@dataclass
+class Route:
+    """How the origin answers the GETs of one path (module docstring)."""
+
+    body: bytes = b""
+    status: int = 200
+    location: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    content_length: bool = True
+    truncate_to: int | None = None
+    hang: bool = False
+    stall_after: int | None = None
+    first_byte_delay: float = 0.0
+    chunk_delay: float = 0.0
+    drip: float = 0.0
 
 
 @dataclass(eq=False)
@@ -66,7 +93,8 @@ class Get:
     """One GET the origin answered."""
 
     path: str
-    length: int | None  # the Content-Length sent (None: close-delimited or 404)
+    headers: dict[str, str]
+    length: int | None  # the Content-Length sent (None: close-delimited)
     hold_at: int | None
     sent: int = 0
     held: bool = False  # reached hold_at and waits for release
@@ -79,14 +107,17 @@ class ImageOrigin:
     """An image server on 127.0.0.1 that tests steer and that counts (module docstring)."""
 
     def __init__(
-        self, default: Path | bytes | None = None, *, drip: float | None = None, stall: bool = False
+        self,
+        default: Path | bytes | None = None,
+        *,
+        drip: float = 0.0,
+        stall: bool = False,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
-        self.default = default.read_bytes() if isinstance(default, Path) else default
-        self.drip = drip
-        self.stall = stall
-        self.files: dict[str, bytes] = {}
-        self.no_length: set[str] = set()
-        self.delay: dict[str, float] = {}
+        body = default.read_bytes() if isinstance(default, Path) else default
+        self.default = None if body is None else Route(body, drip=drip, hang=stall)
+        self.routes: dict[str, Route] = {}
+        self.scheme = "https" if tls is not None else "http"
         self.gate = threading.Event()
         self.gate.set()
         self.requests: list[Get] = []
@@ -109,23 +140,31 @@ class ImageOrigin:
                 origin._serve(self)
 
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        if tls is not None:
+            self.httpd.socket = tls.wrap_socket(self.httpd.socket, server_side=True)
         self.httpd.daemon_threads = True
+        self.port = int(self.httpd.server_address[1])
         self.thread = threading.Thread(
-            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
         )
 
     # the test's side -------------------------------------------------------------------
-    @property
-    def port(self) -> int:
-        return int(self.httpd.server_address[1])
-
-    def url_for(self, path: str) -> str:
+    def url_for(self, path: str, host: str = "127.0.0.1") -> str:
         """The URL of ``path`` on this origin (``name`` and ``/name`` are the same)."""
-        return f"http://127.0.0.1:{self.port}/{path.removeprefix('/')}"
+        return f"{self.scheme}://{host}:{self.port}/{path.removeprefix('/')}"
 
     @property
     def url(self) -> str:
         return self.url_for(IMAGE)
+
+    def serve(self, path: str, body: bytes, **route: Any) -> str:
+        """Answer GETs of ``path`` with ``body`` (and the :class:`Route` fields given)."""
+        self.routes[path] = Route(body, **route)
+        return self.url_for(path)
+
+    def redirect(self, path: str, location: str, status: int = 302) -> str:
+        self.routes[path] = Route(status=status, location=location)
+        return self.url_for(path)
 
     def hold(self, path: str, offset: int) -> None:
         """The next GET of ``path`` stops after ``offset`` bytes of the body."""
@@ -140,14 +179,25 @@ class ImageOrigin:
         """The GET of ``path`` currently held at its offset, if any."""
         return next((r for r in self.gets(path) if r.held and not r.release.is_set()), None)
 
-    def sent(self, path: str) -> int:
-        """Body bytes sent for ``path``, over all its GETs."""
-        return sum(r.sent for r in self.gets(path))
+    @property
+    def hits(self) -> Counter[str]:
+        """GETs per path."""
+        with self._lock:
+            return Counter(r.path for r in self.requests)
 
     @property
-    def hits(self) -> int:
+    def sent(self) -> Counter[str]:
+        """Body bytes sent per path, over all its GETs."""
+        out: Counter[str] = Counter()
         with self._lock:
-            return len(self.requests)
+            for r in self.requests:
+                out[r.path] += r.sent
+        return out
+
+    @property
+    def request_headers(self) -> list[dict[str, str]]:
+        with self._lock:
+            return [r.headers for r in self.requests]
 
     @property
     def served(self) -> int:
@@ -170,13 +220,17 @@ class ImageOrigin:
     # the server's side -----------------------------------------------------------------
     def _serve(self, h: http.server.BaseHTTPRequestHandler) -> None:
         path = h.path.split("?", 1)[0]
-        body = self.files.get(path, self.default)
+        route = self.routes.get(path, self.default)
         conn = h.connection
         with self._lock:
             holds = self._holds.get(path)
             hold_at = holds.pop(0) if holds else None
-            length = None if path in self.no_length else len(body or b"")
-            get = Get(path, length, hold_at)
+            if route is None:
+                length: int | None = 0
+            else:
+                length = len(route.body) if route.content_length else None
+                hold_at = route.stall_after if hold_at is None else hold_at
+            get = Get(path, dict(h.headers.items()), length, hold_at)
             self.requests.append(get)
             self.active += 1
             others = [c for c in self._open if not _hung_up(c, 0.0)]
@@ -184,20 +238,12 @@ class ImageOrigin:
             self._open.add(conn)
         try:
             self.gate.wait(GATE_LIMIT)
-            if body is None:
+            if route is None:
                 h.send_response(404)
                 h.send_header("Content-Length", "0")
                 h.end_headers()
                 return
-            h.send_response(200)
-            if get.length is not None:
-                h.send_header("Content-Length", str(get.length))
-            h.end_headers()
-            h.wfile.flush()
-            if self.stall:
-                self._wait(conn, STALL_LIMIT)
-                return
-            self._send(h, get, body)
+            self._answer(h, get, route)
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client gave up (too slow, cancelled, killed)
         finally:
@@ -205,8 +251,28 @@ class ImageOrigin:
                 self.active -= 1
                 self._open.discard(conn)
 
-    def _send(self, h: http.server.BaseHTTPRequestHandler, get: Get, body: bytes) -> None:
-        chunk = CHUNK if self.drip is None else 1
+    def _answer(self, h: http.server.BaseHTTPRequestHandler, get: Get, route: Route) -> None:
+        h.send_response(route.status)
+        if route.location is not None:
+            h.send_header("Location", route.location)
+        for k, v in route.headers.items():
+            h.send_header(k, v)
+        if get.length is not None:
+            h.send_header("Content-Length", str(get.length))
+        h.end_headers()
+        h.wfile.flush()
+        if route.hang:
+            self._wait(h.connection, HANG_LIMIT)
+            return
+        if route.first_byte_delay and self._wait(h.connection, route.first_byte_delay) != "done":
+            return
+        body = route.body if route.truncate_to is None else route.body[: route.truncate_to]
+        self._send(h, get, route, body)
+
+    def _send(
+        self, h: http.server.BaseHTTPRequestHandler, get: Get, route: Route, body: bytes
+    ) -> None:
+        chunk = 1 if route.drip else CHUNK
         stop_at = len(body) if get.hold_at is None else min(get.hold_at, len(body))
         while get.sent < len(body):
             if get.sent == stop_at and get.hold_at is not None and not get.release.is_set():
@@ -220,8 +286,7 @@ class ImageOrigin:
             h.wfile.write(body[get.sent : end])
             h.wfile.flush()
             get.sent = end
-            pause = self.drip if self.drip is not None else self.delay.get(get.path, 0.0)
-            if self._wait(h.connection, pause) != "done":
+            if self._wait(h.connection, route.drip or route.chunk_delay) != "done":
                 return
         get.finished = True
 
