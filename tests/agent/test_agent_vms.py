@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import signal
 import subprocess
 import time
@@ -27,24 +26,11 @@ import pytest
 
 from support.clustervms import Pool, create_vm, delete_vm, one_node, wait_phase
 from support.harness import AgentProc, Cluster, wait_until
-from support.images import ImageOrigin
+from support.images import ImageOrigin, qcow2
 
 pytestmark = pytest.mark.slow
 
 MiB = 1 << 20
-
-
-def qcow2(tmp: Path, name: str, *, virtual: str = "64M", data_mib: int = 0) -> bytes:
-    """A qcow2 image's bytes; ``data_mib`` of random data make the file that big."""
-    out = tmp / name
-    if data_mib:
-        raw = tmp / f"{name}.raw"
-        raw.write_bytes(os.urandom(data_mib * MiB))
-        cmd = ["qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(raw), str(out)]
-    else:
-        cmd = ["qemu-img", "create", "-q", "-f", "qcow2", str(out), virtual]
-    subprocess.run(cmd, check=True, capture_output=True, timeout=60)
-    return out.read_bytes()
 
 
 def sha(data: bytes) -> str:

@@ -19,8 +19,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -44,21 +42,6 @@ def sha(data: bytes) -> str:
 def file_sha(path: Path) -> str:
     with open(path, "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
-
-
-def qcow2_with_data(tmp: Path, name: str, data_mib: float) -> bytes:
-    """A real qcow2 image holding ``data_mib`` MiB of random data (about that big)."""
-    raw = tmp / f"{name}.raw"
-    raw.write_bytes(os.urandom(int(data_mib * MiB)))
-    out = tmp / name
-    subprocess.run(
-        ["qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(raw), str(out)],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
-    raw.unlink()
-    return out.read_bytes()
 
 
 # -- cluster, tasks, disks ---------------------------------------------------------------

@@ -42,14 +42,13 @@ from agenthelpers import (
     file_sha,
     finished_task,
     one_node,
-    qcow2_with_data,
     sha,
     uncommitted_files,
 )
 
 from support.clustervms import Pool, create_vm, get_vm, wait_phase
 from support.harness import AgentProc, Cluster, wait_until
-from support.images import ImageOrigin
+from support.images import ImageOrigin, qcow2
 
 pytestmark = pytest.mark.slow
 
@@ -94,7 +93,7 @@ def seed() -> int:
 @pytest.fixture(scope="module")
 def env(tmp_path_factory) -> Iterator[Env]:
     tmp = tmp_path_factory.mktemp("dl")
-    image = qcow2_with_data(tmp, "fault.qcow2", IMAGE_DATA_MIB)
+    image = qcow2(tmp, "fault.qcow2", data_mib=IMAGE_DATA_MIB)
     with ImageOrigin() as origin, one_node(tmp) as (cluster, node):
         yield Env(origin, cluster, node, image)
 

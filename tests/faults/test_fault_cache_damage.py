@@ -36,13 +36,12 @@ from agenthelpers import (
     file_sha,
     finished_task,
     one_node,
-    qcow2_with_data,
     sha,
 )
 
 from support.clustervms import Pool, create_vm, wait_phase
 from support.harness import AgentProc, Cluster
-from support.images import ImageOrigin
+from support.images import ImageOrigin, qcow2
 
 pytestmark = pytest.mark.slow
 
@@ -59,7 +58,7 @@ class Env:
 @pytest.fixture(scope="module")
 def env(tmp_path_factory) -> Iterator[Env]:
     tmp = tmp_path_factory.mktemp("damage")
-    image = qcow2_with_data(tmp, "base.qcow2", 4)
+    image = qcow2(tmp, "base.qcow2", data_mib=4)
     with ImageOrigin() as origin, one_node(tmp) as (cluster, node):
         yield Env(origin, cluster, node, Pool(cluster, node, "dmg"), image)
 

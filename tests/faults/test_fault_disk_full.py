@@ -36,13 +36,12 @@ from agenthelpers import (
     file_sha,
     finished_task,
     one_node,
-    qcow2_with_data,
     sha,
 )
 
 from support.clustervms import Pool, create_vm, get_vm, wait_phase
 from support.harness import AgentProc, Cluster, wait_until
-from support.images import ImageOrigin
+from support.images import ImageOrigin, qcow2
 
 pytestmark = [
     pytest.mark.slow,
@@ -174,7 +173,7 @@ def test_an_image_larger_than_the_pool_fails_pool_full_and_leaves_nothing(env: E
 def test_a_pool_filling_up_mid_download_fails_pool_full_then_reports_pressure(
     env: Env, reliability
 ):
-    image = qcow2_with_data(env.tmp, "mid.qcow2", 3)
+    image = qcow2(env.tmp, "mid.qcow2", data_mib=3)
     path = "/img/mid/mid.qcow2"
     env.origin.serve(path, image)
     pool = Pool(env.cluster, env.node, "full2")

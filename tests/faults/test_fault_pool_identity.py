@@ -38,7 +38,6 @@ from typing import Any
 import pytest
 from agenthelpers import (
     one_node,
-    qcow2_with_data,
 )
 
 from otherix.agent import marker as markers
@@ -46,7 +45,7 @@ from otherix.agent.poolplan import Device
 from support.cli import cli_env, run
 from support.clustervms import Pool, create_vm, get_vm, wait_phase
 from support.harness import AgentProc, Cluster, wait_until
-from support.images import ImageOrigin
+from support.images import ImageOrigin, qcow2
 
 pytestmark = [
     pytest.mark.slow,
@@ -86,7 +85,7 @@ def _detach(loop: str) -> None:
 @pytest.fixture(scope="module")
 def env(tmp_path_factory) -> Iterator[Env]:
     tmp = tmp_path_factory.mktemp("identity")
-    image = qcow2_with_data(tmp, "tiny.qcow2", 1)
+    image = qcow2(tmp, "tiny.qcow2", data_mib=1)
     loops: list[str] = []
     try:
         with (

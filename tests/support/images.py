@@ -35,6 +35,8 @@ is every GET), ``request_headers`` in order, ``served`` the complete bodies,
 clients had open at once (checked at each new request: a response whose client
 has already hung up does not count, however late its thread sees it).
 
+``qcow2(tmp, name)`` makes the bytes of a real qcow2 image to serve.
+
 Used by every test that downloads an image: the agent and image-cache tests,
 the fault, security and e2e suites.
 """
@@ -42,9 +44,11 @@ the fault, security and e2e suites.
 from __future__ import annotations
 
 import http.server
+import os
 import select
 import socket
 import ssl
+import subprocess
 import threading
 import time
 from collections import Counter
@@ -53,12 +57,29 @@ from pathlib import Path
 from typing import Any, Literal
 
 IMAGE = "tiny-cloudimg-amd64.img"
+MiB = 1 << 20
 CHUNK = 64 * 1024
 GATE_LIMIT = 30.0
 HOLD_LIMIT = 60.0
 HANG_LIMIT = 600.0
 #: how a wait ended: its time is up (or its event was set), the client hung up, we close
 Outcome = Literal["done", "gone", "closed"]
+
+
+def qcow2(tmp: Path, name: str, *, virtual: str = "64M", data_mib: float = 0) -> bytes:
+    """The bytes of a real qcow2 image made as ``tmp/name`` with ``qemu-img``: empty and
+    ``virtual`` in size, or holding ``data_mib`` MiB of random data (about that big)."""
+    out = tmp / name
+    if data_mib:
+        raw = tmp / f"{name}.raw"
+        raw.write_bytes(os.urandom(int(data_mib * MiB)))
+        cmd = ["qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(raw), str(out)]
+    else:
+        cmd = ["qemu-img", "create", "-q", "-f", "qcow2", str(out), virtual]
+    subprocess.run(cmd, check=True, capture_output=True, timeout=60)
+    if data_mib:
+        raw.unlink()
+    return out.read_bytes()
 
 
 def _hung_up(conn: socket.socket, wait: float) -> bool:
