@@ -22,6 +22,14 @@ def run(*args: str):
     return CliRunner().invoke(cli, list(args))
 
 
+def bootstrap(data_dir: Path, server: str = "http://127.0.0.1:9", token: str = "otxj_x"):
+    """``otherix-agent bootstrap`` of node ``n2`` into ``data_dir`` (port 9: nothing listens)."""
+    return run(
+        "bootstrap", "--server", server, "--join-token", token, "--node-name", "n2",
+        "--data-dir", str(data_dir),
+    )  # fmt: skip
+
+
 def test_help_explains_each_command() -> None:
     top = run("--help")
     assert top.exit_code == 0
@@ -38,17 +46,7 @@ def test_help_explains_each_command() -> None:
 
 def test_bootstrap_refuses_an_enrolled_node_without_force(tmp_path: Path) -> None:
     state.save(tmp_path, NODE)
-    result = run(
-        "bootstrap",
-        "--server",
-        "http://127.0.0.1:9",
-        "--join-token",
-        "otxj_x",
-        "--node-name",
-        "n2",
-        "--data-dir",
-        str(tmp_path),
-    )
+    result = bootstrap(tmp_path)
     assert result.exit_code == 1
     assert result.stderr.startswith("error: already enrolled as node 'n1' with http://cp:8080")
     assert "--force" in result.stderr
@@ -56,27 +54,14 @@ def test_bootstrap_refuses_an_enrolled_node_without_force(tmp_path: Path) -> Non
 
 
 def test_bootstrap_reports_an_unreachable_control_plane(tmp_path: Path) -> None:
-    result = run(
-        "bootstrap",
-        "--server",
-        "http://127.0.0.1:9",
-        "--join-token",
-        "otxj_x",
-        "--node-name",
-        "n2",
-        "--data-dir",
-        str(tmp_path),
-    )
+    result = bootstrap(tmp_path)
     assert result.exit_code == 1
     assert result.stderr.startswith("error: cannot reach the control plane at http://127.0.0.1:9")
     assert state.load(tmp_path) is None
 
 
 def test_bootstrap_rejects_a_non_http_server(tmp_path: Path) -> None:
-    result = run(
-        "bootstrap", "--server", "cp:8080", "--join-token", "t", "--node-name", "n",
-        "--data-dir", str(tmp_path),
-    )  # fmt: skip
+    result = bootstrap(tmp_path, server="cp:8080", token="t")
     assert result.exit_code == 1
     assert "must be an http:// or https:// URL" in result.stderr
 

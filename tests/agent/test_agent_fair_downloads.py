@@ -1,7 +1,7 @@
 """Fair downloads and refused URLs through the real VM task workers.
 
 ``VmTasks`` with the real ``ImageCache`` on a tmp pool, real HTTP image
-servers on loopback (``support.images.ImageServer``: a normal one, one that
+servers on loopback (``support.images.ImageOrigin``: a normal one, one that
 drips a byte at a time, one that stalls after its headers) and a real
 ``TaskOutbox`` whose reports a spy collects. Windows are short (settings), so
 a slow source fails in about a second and a half.
@@ -29,7 +29,7 @@ from otherix.agent.pools import PoolReconciler
 from otherix.agent.report import PoolState
 from otherix.agent.vmtasks import VmTasks
 from otherix.models.heartbeat import AgentTask, DeclaredPool, TaskUpdate
-from support.images import ImageServer
+from support.images import ImageOrigin
 from support.reporters import SpyReporter
 
 POOL = "/var/lib/otherix/pools/p1"
@@ -125,8 +125,8 @@ def test_a_small_image_from_another_source_goes_through_while_two_slow_downloads
     node: Node, image_file: Path
 ) -> None:
     with (
-        ImageServer(image_file, drip=0.05) as slow,  # 20 B/s, under the 1 KiB/s floor
-        ImageServer(image_file) as fast,
+        ImageOrigin(image_file, drip=0.05) as slow,  # 20 B/s, under the 1 KiB/s floor
+        ImageOrigin(image_file) as fast,
     ):
         vms = node.start(cache_settings(**FLOOR), create_workers=3, per_source=2, attempts=3)
         slow_tasks = [create(slow.url_for(f"slow-{i}.raw")) for i in range(3)]
@@ -140,7 +140,7 @@ def test_a_small_image_from_another_source_goes_through_while_two_slow_downloads
         # slow VM waited in line for its source without holding the free worker.
         assert done.status == "success", done
         assert slow.active == 2
-        assert slow.hits == 2
+        assert slow.hits.total() == 2
         assert [node.outcome(t.id) for t in slow_tasks] == [None, None, None]
 
         failed = [node.wait_outcome(t.id) for t in slow_tasks]
@@ -155,14 +155,14 @@ def test_a_small_image_from_another_source_goes_through_while_two_slow_downloads
         assert details["min_rate_window_seconds"] == 1.5
         assert "below the minimum of 1 KiB/s averaged over 1.5s" in update.error["message"]
         assert (update.attempt, update.max_attempts) == (1, 3)  # not retried
-    assert slow.hits == 3  # one GET per slow VM: none was retried
+    assert slow.hits.total() == 3  # one GET per slow VM: none was retried
     assert node.leftovers() == ["small.raw", "small.raw.sha256", "small.raw.source"]
     for task in slow_tasks:
         assert not (node.root / "vms" / task.args["vm_id"]).exists()
 
 
 def test_a_source_that_stalls_after_its_headers_fails_its_vm(node: Node, image_file: Path) -> None:
-    with ImageServer(image_file, stall=True) as stalled:
+    with ImageOrigin(image_file, stall=True) as stalled:
         vms = node.start(cache_settings(**FLOOR, read_timeout=60.0))
         task = create(stalled.url_for("stalled.raw"))
         vms.submit(task)
@@ -178,7 +178,7 @@ def test_a_source_that_stalls_after_its_headers_fails_its_vm(node: Node, image_f
 def test_progress_reports_bytes_and_the_rate(node: Node, tmp_path: Path) -> None:
     path = tmp_path / "steady.raw"
     path.write_bytes(os.urandom(2048))
-    with ImageServer(path, drip=0.001) as steady:  # under 1000 B/s: about 2.5 s
+    with ImageOrigin(path, drip=0.001) as steady:  # under 1000 B/s: about 2.5 s
         vms = node.start(cache_settings(min_rate_bytes_per_second=0))
         task = create(steady.url_for("steady.raw"))
         vms.submit(task)
@@ -199,13 +199,13 @@ def test_progress_reports_bytes_and_the_rate(node: Node, tmp_path: Path) -> None
 def test_loopback_and_link_local_fail_at_once_naming_the_key(
     node: Node, image_file: Path, host: str, kind: str
 ) -> None:
-    with ImageServer(image_file) as server:
+    with ImageOrigin(image_file) as server:
         vms = node.start(ImageCacheSettings(), attempts=3)  # the default policy
         url = server.url_for("local.raw").replace("127.0.0.1", host)
         task = create(url)
         vms.submit(task)
         done = node.wait_outcome(task.id)
-        assert server.hits == 0
+        assert server.hits.total() == 0
     assert done.error is not None
     assert done.error["code"] == "image_url_forbidden"
     message = done.error["message"]
@@ -236,7 +236,7 @@ def test_metadata_names_only_allowed_networks(node: Node) -> None:
 
 
 def test_the_same_loopback_url_works_when_the_key_allows_it(node: Node, image_file: Path) -> None:
-    with ImageServer(image_file) as server:
+    with ImageOrigin(image_file) as server:
         allowed = ImageCacheSettings(allow_loopback_and_link_local=True)
         vms = node.start(allowed)
         task = create(server.url_for("local.raw"))

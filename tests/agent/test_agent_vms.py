@@ -1,6 +1,6 @@
 """VMs end to end: real control plane, real ``otherix-agent`` process, real image origin.
 
-The origin is a local HTTP server serving qcow2 files made with ``qemu-img``;
+The origin (``support.images.ImageOrigin``) serves qcow2 files made with ``qemu-img``;
 the agent may reach it because its config sets
 ``images.allow_loopback_and_link_local: true``. A VM is created through the
 API, its ``vm.create`` task reaches the agent through the watch, and the test
@@ -14,99 +14,23 @@ node's own directory); otherwise the harness re-roots the pool paths.
 from __future__ import annotations
 
 import hashlib
-import http.server
 import json
-import os
 import signal
 import subprocess
-import threading
 import time
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-from support.harness import AgentProc, Cluster, ControlPlane, wait_until
+from support.clustervms import Pool, create_vm, delete_vm, one_node, wait_phase
+from support.harness import AgentProc, Cluster, wait_until
+from support.images import ImageOrigin, qcow2
 
 pytestmark = pytest.mark.slow
 
 MiB = 1 << 20
-CHUNK = 64 * 1024
-
-
-class Origin:
-    """An image server on 127.0.0.1: counts GETs and bytes sent per path; ``delay``
-    slows a path down (seconds per 64 KiB); clearing ``gate`` holds requests
-    before the response headers."""
-
-    def __init__(self) -> None:
-        self.files: dict[str, bytes] = {}
-        self.delay: dict[str, float] = {}
-        self.hits: Counter[str] = Counter()
-        self.sent: Counter[str] = Counter()
-        self.gate = threading.Event()
-        self.gate.set()
-        self.stop = threading.Event()
-        origin = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.0"
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-            def do_GET(self) -> None:
-                path = self.path.split("?", 1)[0]
-                origin.hits[path] += 1
-                origin.gate.wait(30)
-                body = origin.files.get(path)
-                if body is None:
-                    self.send_response(404)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                try:
-                    for i in range(0, len(body), CHUNK):
-                        self.wfile.write(body[i : i + CHUNK])
-                        origin.sent[path] += len(body[i : i + CHUNK])
-                        if origin.stop.wait(origin.delay.get(path, 0.0)):
-                            return
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}{path}"
-
-    def close(self) -> None:
-        self.stop.set()
-        self.gate.set()
-        self.server.shutdown()
-        self.server.server_close()
-
-
-def qcow2(tmp: Path, name: str, *, virtual: str = "64M", data_mib: int = 0) -> bytes:
-    """A qcow2 image's bytes; ``data_mib`` of random data make the file that big."""
-    out = tmp / name
-    if data_mib:
-        raw = tmp / f"{name}.raw"
-        raw.write_bytes(os.urandom(data_mib * MiB))
-        cmd = ["qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(raw), str(out)]
-    else:
-        cmd = ["qemu-img", "create", "-q", "-f", "qcow2", str(out), virtual]
-    subprocess.run(cmd, check=True, capture_output=True, timeout=60)
-    return out.read_bytes()
 
 
 def sha(data: bytes) -> str:
@@ -114,11 +38,9 @@ def sha(data: bytes) -> str:
 
 
 @pytest.fixture(scope="module")
-def origin() -> Iterator[Origin]:
-    o = Origin()
-    o.thread.start()
-    yield o
-    o.close()
+def origin() -> Iterator[ImageOrigin]:
+    with ImageOrigin() as o:
+        yield o
 
 
 @pytest.fixture(scope="module")
@@ -126,15 +48,10 @@ def cluster(tmp_path_factory) -> Iterator[Cluster]:
     tmp = tmp_path_factory.mktemp("vms")
     # Heartbeats every 30 s: tasks, outcomes and the image inventory all travel
     # through the watch (a finished task bumps the node's desired revision).
-    cp = ControlPlane(tmp / "api", overrides={"agents.heartbeat_interval": 30}).start()
+    overrides = {"agents.heartbeat_interval": 30}
     config = {"images": {"allow_loopback_and_link_local": True}}
-    try:
-        with Cluster(cp, tmp, agent_config=config) as c:
-            c.add_node("node-a")
-            c.wait_node_status("node-a", "ready")
-            yield c
-    finally:
-        cp.stop()
+    with one_node(tmp, overrides=overrides, agent_config=config) as (c, _node):
+        yield c
 
 
 @pytest.fixture
@@ -145,71 +62,12 @@ def node(cluster: Cluster) -> AgentProc:
     return n
 
 
-class Pool:
-    def __init__(self, cluster: Cluster, node: AgentProc, name: str) -> None:
-        self.path = f"/var/lib/otherix/pools/{name}"
-        r = cluster.admin.post(
-            "/v1/storage-pools", json={"name": name, "node": node.name, "path": self.path}
-        )
-        assert r.status_code == 201, r.text
-        self.id = r.json()["id"]
-        self.cluster = cluster
-        cluster.wait_pool_status(node.name, name, "ready")
-        self.root = node.host_path(self.path)
-
-    def view(self) -> dict[str, Any]:
-        r = self.cluster.admin.get(f"/v1/storage-pools/{self.id}")
-        r.raise_for_status()
-        return dict(r.json())
-
-    def images(self) -> list[dict[str, Any]]:
-        return list(self.view()["images"])
-
-    def scratch(self) -> list[str]:
-        return sorted(p.name for p in (self.root / "scratch").iterdir())
-
-    def delete(self) -> httpx.Response:
-        return self.cluster.admin.delete(f"/v1/storage-pools/{self.id}")
-
-
-def create_vm(cluster: Cluster, name: str, pool: Pool, url: str, **fields: Any) -> dict[str, Any]:
-    body = {"name": name, "image_url": url, "arch": "amd64", "vcpus": 1, "memory_mb": 512}
-    r = cluster.admin.post("/v1/vms", json={**body, "pool": pool.id, **fields})
-    assert r.status_code == 201, r.text
-    return dict(r.json())
-
-
-def get_vm(cluster: Cluster, name: str) -> dict[str, Any] | None:
-    r = cluster.admin.get(f"/v1/vms/{name}")
-    if r.status_code == 404:
-        return None
-    r.raise_for_status()
-    return dict(r.json())
-
-
-def wait_phase(cluster: Cluster, name: str, phase: str, timeout: float = 30) -> dict[str, Any]:
-    def check() -> dict[str, Any] | None:
-        vm = get_vm(cluster, name)
-        assert vm is not None, f"vm {name} vanished"
-        if vm["status"]["phase"] == "error" and phase != "error":
-            raise AssertionError(f"vm {name} failed: {vm['status']}")
-        return vm if vm["status"]["phase"] == phase else None
-
-    return wait_until(check, timeout, f"vm {name} {phase}")
-
-
-def delete_vm(cluster: Cluster, name: str) -> None:
-    r = cluster.admin.delete(f"/v1/vms/{name}")
-    assert r.status_code in (202, 204), r.text
-    wait_until(lambda: get_vm(cluster, name) is None, 30, f"vm {name} gone")
-
-
 def test_vms_fill_the_cache_once_and_delete_cleanly(
-    cluster: Cluster, node: AgentProc, origin: Origin, tmp_path: Path
+    cluster: Cluster, node: AgentProc, origin: ImageOrigin, tmp_path: Path
 ) -> None:
     image = qcow2(tmp_path, "base.qcow2")
-    origin.files["/img/base.qcow2"] = image
-    url = origin.url("/img/base.qcow2")
+    origin.serve("/img/base.qcow2", image)
+    url = origin.url_for("/img/base.qcow2")
     pool = Pool(cluster, node, "vmp")
 
     vm1 = create_vm(cluster, "vm-1", pool, url)
@@ -262,12 +120,12 @@ def test_vms_fill_the_cache_once_and_delete_cleanly(
 
 
 def test_a_pinned_sha_mismatch_fails_and_writes_nothing(
-    cluster: Cluster, node: AgentProc, origin: Origin, tmp_path: Path
+    cluster: Cluster, node: AgentProc, origin: ImageOrigin, tmp_path: Path
 ) -> None:
-    origin.files["/img/pinned.qcow2"] = qcow2(tmp_path, "pinned.qcow2")
+    origin.serve("/img/pinned.qcow2", qcow2(tmp_path, "pinned.qcow2"))
     pool = Pool(cluster, node, "pinp")
     vm = create_vm(
-        cluster, "vm-pinned", pool, origin.url("/img/pinned.qcow2"), image_sha256="0" * 64
+        cluster, "vm-pinned", pool, origin.url_for("/img/pinned.qcow2"), image_sha256="0" * 64
     )
     failed = wait_phase(cluster, "vm-pinned", "error")
     assert failed["status"]["reason"] == "checksum_mismatch"
@@ -281,14 +139,13 @@ def test_a_pinned_sha_mismatch_fails_and_writes_nothing(
 
 
 def test_an_agent_killed_mid_download_finishes_the_create_after_restart(
-    cluster: Cluster, node: AgentProc, origin: Origin, tmp_path: Path
+    cluster: Cluster, node: AgentProc, origin: ImageOrigin, tmp_path: Path
 ) -> None:
     image = qcow2(tmp_path, "slow.qcow2", data_mib=8)
     path = "/img/slow.qcow2"
-    origin.files[path] = image
-    origin.delay[path] = 0.05  # ~1.3 MiB/s: the download takes several seconds
+    origin.serve(path, image, chunk_delay=0.05)  # ~1.3 MiB/s: the download takes seconds
     pool = Pool(cluster, node, "killp")
-    vm = create_vm(cluster, "vm-slow", pool, origin.url(path))
+    vm = create_vm(cluster, "vm-slow", pool, origin.url_for(path))
     wait_phase(cluster, "vm-slow", "creating")
     wait_until(lambda: origin.sent[path] >= 1 * MiB, 20, "the download under way")
     wait_until(pool.scratch, 5, "a scratch file")
@@ -300,7 +157,7 @@ def test_an_agent_killed_mid_download_finishes_the_create_after_restart(
     assert not (pool.root / "images" / "slow.qcow2").exists()  # ... is never an entry
     assert pool.images() == []
 
-    origin.delay[path] = 0.0
+    origin.routes[path].chunk_delay = 0.0
     origin.gate.clear()  # hold the next request before its headers
     node.start()
     wait_until(lambda: origin.hits[path] >= 2, 20, "the download started again")
@@ -321,20 +178,19 @@ def test_an_agent_killed_mid_download_finishes_the_create_after_restart(
 
 
 def test_sigterm_mid_download_stops_promptly_and_the_create_resumes(
-    cluster: Cluster, node: AgentProc, origin: Origin, tmp_path: Path
+    cluster: Cluster, node: AgentProc, origin: ImageOrigin, tmp_path: Path
 ) -> None:
     image = qcow2(tmp_path, "term.qcow2", data_mib=4)
     path = "/img/term.qcow2"
-    origin.files[path] = image
-    origin.delay[path] = 0.1
+    origin.serve(path, image, chunk_delay=0.1)
     pool = Pool(cluster, node, "termp")
-    create_vm(cluster, "vm-term", pool, origin.url(path))
+    create_vm(cluster, "vm-term", pool, origin.url_for(path))
     wait_until(lambda: origin.sent[path] >= 256 * 1024, 20, "the download under way")
     started = time.monotonic()
     assert node.stop(timeout=10) == 0
     assert time.monotonic() - started < 8  # the download does not hold up the shutdown
     assert not (pool.root / "images" / "term.qcow2").exists()
-    origin.delay[path] = 0.0
+    origin.routes[path].chunk_delay = 0.0
     node.start()
     done = wait_phase(cluster, "vm-term", "stopped")
     assert done["disks"][0]["image_sha256"] == sha(image)
@@ -344,7 +200,7 @@ def test_sigterm_mid_download_stops_promptly_and_the_create_resumes(
 
 
 def test_loopback_and_link_local_urls_are_refused_at_once_naming_the_key(
-    cluster: Cluster, node: AgentProc, origin: Origin, tmp_path: Path
+    cluster: Cluster, node: AgentProc, origin: ImageOrigin, tmp_path: Path
 ) -> None:
     """A node with the default address policy refuses them after one attempt, and says
     which agent key opens them; the same URL works on a node whose config allows it."""
@@ -352,8 +208,8 @@ def test_loopback_and_link_local_urls_are_refused_at_once_naming_the_key(
         "node-strict", config={"images": {"allow_loopback_and_link_local": False}}
     )
     cluster.wait_node_status(strict.name, "ready")
-    origin.files["/img/local.qcow2"] = qcow2(tmp_path, "local.qcow2")
-    url = origin.url("/img/local.qcow2")
+    origin.serve("/img/local.qcow2", qcow2(tmp_path, "local.qcow2"))
+    url = origin.url_for("/img/local.qcow2")
     refusing = Pool(cluster, strict, "strictp")
     cases = {
         "vm-loopback": (url, "loopback"),

@@ -338,7 +338,11 @@ def test_delete_on_an_unknown_pool_fails(env: Env) -> None:
     assert error["code"] == "pool_not_found"
 
 
-def downloading_forever(started: threading.Event) -> Callable[[Any], None]:
+def a_create_downloading(env: Env) -> tuple[VmTasks, AgentTask]:
+    """The workers started and a ``vm.create`` submitted whose download runs until it is
+    cancelled (about 5 s, then it fails the test); returns once the download has begun."""
+    started = threading.Event()
+
     def step(progress) -> None:
         started.set()
         for i in range(500):
@@ -346,16 +350,16 @@ def downloading_forever(started: threading.Event) -> Callable[[Any], None]:
             time.sleep(0.01)
         raise AssertionError("never cancelled")
 
-    return step
+    env.cache.script = [step]
+    vms = env.start()
+    task = create_task()
+    vms.submit(task)
+    assert started.wait(5)
+    return vms, task
 
 
 def test_delete_cancels_the_same_vms_create_then_removes(env: Env) -> None:
-    started = threading.Event()
-    env.cache.script = [downloading_forever(started)]
-    vms = env.start()
-    create = create_task()
-    vms.submit(create)
-    assert started.wait(5)
+    vms, create = a_create_downloading(env)
     delete = delete_task(create.args["vm_id"])
     vms.submit(delete)
     assert env.outcome(delete.id).status == "success"
@@ -367,12 +371,7 @@ def test_delete_cancels_the_same_vms_create_then_removes(env: Env) -> None:
 
 
 def test_a_withdrawn_task_is_cancelled_without_a_report(env: Env) -> None:
-    started = threading.Event()
-    env.cache.script = [downloading_forever(started)]
-    vms = env.start()
-    task = create_task()
-    vms.submit(task)
-    assert started.wait(5)
+    vms, task = a_create_downloading(env)
     vms.forget(set())
     deadline = time.monotonic() + 5
     while not vms.idle():
@@ -439,11 +438,7 @@ def test_delete_of_a_queued_create_does_not_wait_for_the_line(env: Env) -> None:
 
 def test_cancellation_is_not_logged_as_an_error(env: Env, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="otherix.agent")
-    started = threading.Event()
-    env.cache.script = [downloading_forever(started)]
-    vms = env.start()
-    vms.submit(create_task())
-    assert started.wait(5)
+    vms, _ = a_create_downloading(env)
     vms.close()
     assert "unexpectedly" not in caplog.text
     assert "task abandoned" in caplog.text

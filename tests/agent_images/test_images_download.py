@@ -32,7 +32,7 @@ def fails(cache, pool, url, code, **kw) -> ImageError:
 
 
 def test_http_404(cache, origin, pool):
-    err = fails(cache, pool, origin.url("/missing.qcow2"), "download_failed")
+    err = fails(cache, pool, origin.url_for("/missing.qcow2"), "download_failed")
     assert str(err) == "download_failed: source returned HTTP 404"
     assert err.retryable
     assert nothing_written(pool)
@@ -48,7 +48,7 @@ def test_redirect_chain_of_five_is_followed(cache, origin, pool, qcow2):
     for i in range(5):
         nxt = f"/r{i + 1}/ubuntu.qcow2" if i < 4 else "/final/ubuntu.qcow2"
         origin.redirect(f"/r{i}/ubuntu.qcow2", nxt, status=(301, 302, 303, 307, 308)[i])
-    img = cache.ensure_image(pool, origin.url("/r0/ubuntu.qcow2"))
+    img = cache.ensure_image(pool, origin.url_for("/r0/ubuntu.qcow2"))
     assert img.name == "ubuntu.qcow2"  # the basename of the requested URL
     assert img.sha256 == sha(qcow2)
 
@@ -57,8 +57,8 @@ def test_six_redirects_stop(cache, origin, pool, qcow2):
     origin.serve("/final/x.img", qcow2)
     for i in range(6):
         nxt = f"/r{i + 1}/x.img" if i < 5 else "/final/x.img"
-        origin.redirect(f"/r{i}/x.img", origin.url(nxt))
-    err = fails(cache, pool, origin.url("/r0/x.img"), "download_failed")
+        origin.redirect(f"/r{i}/x.img", origin.url_for(nxt))
+    err = fails(cache, pool, origin.url_for("/r0/x.img"), "download_failed")
     assert err.message == "stopped after 5 redirects"
     assert origin.hits["/final/x.img"] == 0
     assert nothing_written(pool)
@@ -66,7 +66,7 @@ def test_six_redirects_stop(cache, origin, pool, qcow2):
 
 def test_redirect_loop_stops(cache, origin, pool):
     origin.redirect("/loop.img", "/loop.img")
-    assert fails(cache, pool, origin.url("/loop.img"), "download_failed").message == (
+    assert fails(cache, pool, origin.url_for("/loop.img"), "download_failed").message == (
         "stopped after 5 redirects"
     )
 

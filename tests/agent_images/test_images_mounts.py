@@ -35,6 +35,22 @@ def small_pool(tmp_path, make_pool):
         subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
+def raw_disk(cache, pool: Path, vm: str, image: Path, **kw):
+    """``materialise_disk`` of a raw ``image`` for ``vm`` with the cache's own scratch
+    area, locks and protected roots, as the agent clones one."""
+    return materialise_disk(
+        pool,
+        vm,
+        image,
+        "raw",
+        0,
+        scratch_area=cache.scratch,
+        locks=cache.locks,
+        protected=cache.protected,
+        **kw,
+    )
+
+
 def nothing_partial(pool) -> bool:
     return os.listdir(pool / "images") == [] and os.listdir(pool / "scratch") == []
 
@@ -70,16 +86,7 @@ def test_disk_copy_on_a_full_pool(make_cache, origin, small_pool):
     img = cache.ensure_image(small_pool, origin.serve("/half.img", os.urandom(5 << 20)))
     vm = str(uuid.uuid4())
     with pytest.raises(ImageError) as err:
-        materialise_disk(
-            small_pool,
-            vm,
-            img.path,
-            "raw",
-            0,
-            scratch_area=cache.scratch,
-            locks=cache.locks,
-            protected=cache.protected,
-        )
+        raw_disk(cache, small_pool, vm, img.path)
     assert err.value.code == "pool_full"
     assert not (small_pool / "vms" / vm).exists()
     assert os.listdir(small_pool / "scratch") == []
@@ -106,31 +113,12 @@ def test_reflink_clone_on_xfs(make_cache, origin, xfs_pool):
     cache = make_cache(space_margin_bytes=0)
     img = cache.ensure_image(xfs_pool, origin.serve("/r.img", os.urandom(8 << 20)))
     vm = str(uuid.uuid4())
-    disk = materialise_disk(
-        xfs_pool,
-        vm,
-        img.path,
-        "raw",
-        0,
-        scratch_area=cache.scratch,
-        locks=cache.locks,
-        protected=cache.protected,
-    )
+    disk = raw_disk(cache, xfs_pool, vm, img.path)
     assert disk.method == "reflink"
     assert disk.path.read_bytes() == img.path.read_bytes()
     # Writing to the disk does not change the cached image.
     with open(disk.path, "r+b") as f:
         f.write(b"\x00" * 4096)
     assert img.path.read_bytes()[:4096] != b"\x00" * 4096
-    copy = materialise_disk(
-        xfs_pool,
-        str(uuid.uuid4()),
-        img.path,
-        "raw",
-        0,
-        allow_reflink=False,
-        scratch_area=cache.scratch,
-        locks=cache.locks,
-        protected=cache.protected,
-    )
+    copy = raw_disk(cache, xfs_pool, str(uuid.uuid4()), img.path, allow_reflink=False)
     assert copy.method == "copy"

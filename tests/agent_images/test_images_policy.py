@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import stat
+from pathlib import Path
 
 import pytest
 
@@ -75,6 +76,18 @@ def test_settle(cached, url, got, outcome):
 # --- IfNotPresent, row by row --------------------------------------------------------
 
 
+def cached_and_damaged(cache, origin, pool, body: bytes) -> tuple[str, Path]:
+    """``/ubuntu.qcow2`` served and cached, then its last byte flipped behind the cache's
+    back (same size, so only a re-hash can tell); the URL and the cached file."""
+    url = origin.serve("/ubuntu.qcow2", body)
+    cache.ensure_image(pool, url)
+    path = pool / "images" / "ubuntu.qcow2"
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+    return url, path
+
+
 def files(pool):
     return sorted(os.listdir(pool / "images")), sorted(os.listdir(pool / "scratch"))
 
@@ -105,13 +118,8 @@ def test_unpinned_absent_downloads_hashes_and_stores(cache, origin, pool, qcow2)
 
 
 def test_unpinned_present_hits_without_rehash(cache, origin, pool, qcow2):
-    url = origin.serve("/ubuntu.qcow2", qcow2)
-    cache.ensure_image(pool, url)
     # Change the bytes behind the cache's back, same size: an unpinned hit must not notice.
-    path = pool / "images" / "ubuntu.qcow2"
-    data = bytearray(path.read_bytes())
-    data[-1] ^= 0xFF
-    path.write_bytes(bytes(data))
+    url, _ = cached_and_damaged(cache, origin, pool, qcow2)
     img = cache.ensure_image(pool, url)
     assert not img.downloaded
     assert img.sha256 == sha(qcow2)  # from the sidecar
@@ -144,12 +152,7 @@ def test_pinned_present_matching_sidecar_rehashes_and_hits(cache, origin, pool, 
 
 
 def test_pinned_present_matching_sidecar_but_damaged_file_redownloads(cache, origin, pool, qcow2):
-    url = origin.serve("/ubuntu.qcow2", qcow2)
-    cache.ensure_image(pool, url)
-    path = pool / "images" / "ubuntu.qcow2"
-    data = bytearray(path.read_bytes())
-    data[-1] ^= 0xFF  # same size, so only a re-hash can tell
-    path.write_bytes(bytes(data))
+    url, path = cached_and_damaged(cache, origin, pool, qcow2)
     img = cache.ensure_image(pool, url, sha256=sha(qcow2))
     assert img.downloaded
     assert path.read_bytes() == qcow2
@@ -208,12 +211,7 @@ def test_always_refetches_and_replaces_changed_content(cache, origin, pool, make
 
 
 def test_always_repairs_a_damaged_file(cache, origin, pool, qcow2):
-    url = origin.serve("/ubuntu.qcow2", qcow2)
-    cache.ensure_image(pool, url)
-    path = pool / "images" / "ubuntu.qcow2"
-    data = bytearray(path.read_bytes())
-    data[-1] ^= 0xFF
-    path.write_bytes(bytes(data))
+    url, path = cached_and_damaged(cache, origin, pool, qcow2)
     assert cache.ensure_image(pool, url, pull_policy="always").sha256 == sha(qcow2)
     assert path.read_bytes() == qcow2
 
@@ -267,7 +265,7 @@ def test_other_url_same_content_is_fine_and_remembered(cache, origin, pool, qcow
     source = json.loads((pool / "images" / "disk.qcow2.source").read_text())
     assert source["aliases"] == [mirror]
     # Pinned to the cached sha from yet another URL: re-hash, no download.
-    third = origin.url("/third/disk.qcow2")
+    third = origin.url_for("/third/disk.qcow2")
     assert not cache.ensure_image(pool, third, sha256=sha(qcow2)).downloaded
     assert origin.hits["/third/disk.qcow2"] == 0
 

@@ -163,7 +163,7 @@ def test_unresolvable_host(make_cache, pool):
 def test_https_to_http_downgrade_refused(origin):
     # The rule itself; test_real_https_to_http_redirect_refused goes through a real server.
     with pytest.raises(ImageError, match="https to http") as err:
-        _next_hop(parse_url("https://images.example/x.img"), origin.url("/x.img"), 302)
+        _next_hop(parse_url("https://images.example/x.img"), origin.url_for("/x.img"), 302)
     assert err.value.code == "download_failed"
     assert not err.value.retryable
 

@@ -21,7 +21,7 @@ import pytest
 from otherix.cli.output import human_bytes
 from support.cli import cli_env, run
 from support.harness import FAST, Cluster, ControlPlane
-from support.images import IMAGE, ImageServer
+from support.images import IMAGE, ImageOrigin
 
 pytestmark = [pytest.mark.slow]
 
@@ -36,7 +36,7 @@ def test_image_cache_and_delete_blocking_as_the_brief_says(tmp_path):
     cp = ControlPlane(tmp_path / "api", overrides=FAST).start()
     try:
         with (
-            ImageServer(image) as server,
+            ImageOrigin(image) as server,
             Cluster(cp, tmp_path, agent_config=agent_config) as cluster,
         ):
             node_a = cluster.add_node("node-a")
@@ -71,7 +71,7 @@ def test_image_cache_and_delete_blocking_as_the_brief_says(tmp_path):
             assert cached.read_bytes() == image.read_bytes()
             assert node_a.host_path(f"{DEFAULT}/images/{IMAGE}.sha256").read_text() == sha
             assert not node_b.host_path(f"{DEFAULT}/images/{IMAGE}").exists()
-            assert server.hits == 1
+            assert server.hits.total() == 1
 
             # Same image again on the same node and pool: served from the cache.
             run(
@@ -87,7 +87,7 @@ def test_image_cache_and_delete_blocking_as_the_brief_says(tmp_path):
                 "1",
                 "--wait",
             )
-            assert server.hits == 1
+            assert server.hits.total() == 1
 
             # The cache surfaces on the pool view.
             instance = next(

@@ -13,31 +13,14 @@ import os
 import pty
 import shlex
 import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from support.cli import cli_env
+from support.cli import OTHERIX, cli_env
+from support.cli import run as otherix  # every call names the exit code it expects
+from support.factories import Node, heartbeat_body, join_node
 from support.rows import snapshot
-
-BIN = Path(sys.executable).parent
-OTHERIX = str(BIN / "otherix")
-
-
-def otherix(env, *args: str, code: int) -> subprocess.CompletedProcess[str]:
-    r = subprocess.run(
-        [OTHERIX, *args],
-        env=dict(env),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
-    assert r.returncode == code, f"otherix {' '.join(args)} exited {r.returncode}:\n{r.stderr}"
-    return r
 
 
 def on_a_terminal(env, *args: str, answer: str) -> subprocess.CompletedProcess[str]:
@@ -75,23 +58,10 @@ def post(api, path: str, body: dict[str, Any], role: str = "admin") -> dict[str,
     return dict(r.json())
 
 
-def join(api, name: str) -> dict[str, Any]:
-    token = post(api, "/v1/nodes/join-tokens", {})["token"]
+def heartbeat(api, node: Node, pools: list[dict[str, Any]] | None = None) -> None:
+    body = heartbeat_body(pools, digest="0" * 64)
     with api.client(None) as c:
-        r = c.post("/v1/nodes/join", json={"join_token": token, "name": name})
-    assert r.status_code == 201, r.text
-    return dict(r.json())
-
-
-def heartbeat(api, node: dict[str, Any], pools: list[dict[str, Any]] | None = None) -> None:
-    body = {"agent_version": "t", "architecture": "amd64", "revision": 0,
-            "digest": "0" * 64, "pools": pools or []}  # fmt: skip
-    with api.client(None) as c:
-        r = c.post(
-            f"/v1/nodes/{node['name']}/heartbeat",
-            json=body,
-            headers={"Authorization": f"Bearer {node['credential']}"},
-        )
+        r = c.post(f"/v1/nodes/{node.name}/heartbeat", json=body, headers=node.auth)
     assert r.status_code == 200, r.text
 
 
@@ -115,7 +85,7 @@ def env(api, tmp_path):
 
 
 def test_destructive_commands_without_a_terminal_refuse_unless_forced(api, env, tmp_path):
-    node = join(api, "node-a")
+    node = join_node(api, "node-a")
     fast = pool(api, "fast", "node-a", "/var/lib/otherix/pools/fast")
     vm = post(api, "/v1/vms", vm_body("web-1", pool="ghost"))
     user = post(api, "/v1/users", {"username": "carol", "password": "carol-pass-1"})
@@ -152,7 +122,7 @@ def test_destructive_commands_without_a_terminal_refuse_unless_forced(api, env, 
     with api.client(None) as c:  # the token was not revoked
         me = c.get("/v1/users/me", headers={"Authorization": f"Bearer {token['token']}"})
     assert me.status_code == 200
-    assert (vm["name"], node["name"]) == ("web-1", "node-a")
+    assert (vm["name"], node.name) == ("web-1", "node-a")
 
     # --force goes ahead, without a terminal
     assert otherix(env, "pool", "delete", "fast", "--force", code=0).stdout == "pool fast deleted\n"
@@ -160,7 +130,7 @@ def test_destructive_commands_without_a_terminal_refuse_unless_forced(api, env, 
 
 
 def test_a_declined_prompt_exits_1_and_changes_nothing(api, env):
-    join(api, "node-a")
+    join_node(api, "node-a")
     fast = pool(api, "fast", "node-a", "/var/lib/otherix/pools/fast")
     for answer in ("n\n", "\n", "no\n", "sure\n"):
         r = on_a_terminal(env, "pool", "delete", "fast", answer=answer)
@@ -178,7 +148,7 @@ def test_a_declined_prompt_exits_1_and_changes_nothing(api, env):
 
 
 def test_usage_mistakes_exit_2_and_failures_read_as_sentences(api, env):
-    join(api, "node-a")
+    join_node(api, "node-a")
     r = otherix(env, "pool", "list", "-o", "wide", code=2)
     assert r.stderr.startswith("Usage: otherix pool list [OPTIONS]\n")
     assert last_line(r.stderr) == 'Error: --output: unknown format "wide" (table, json, yaml)'
@@ -222,8 +192,8 @@ def test_usage_mistakes_exit_2_and_failures_read_as_sentences(api, env):
 
 
 def test_the_next_page_hint_repeats_the_filters_and_runs_as_printed(api, env):
-    join(api, "a")
-    join(api, "b")
+    join_node(api, "a")
+    join_node(api, "b")
     for i in range(3):
         pool(api, f"p{i}", "a", f"/var/lib/otherix/pools/a{i}")
     pool(api, "other", "b", "/var/lib/otherix/pools/b0")
@@ -246,7 +216,7 @@ def test_the_next_page_hint_repeats_the_filters_and_runs_as_printed(api, env):
 
 
 def test_task_attempts_are_what_the_node_tries(api, env):
-    node = join(api, "node-a")
+    node = join_node(api, "node-a")
     heartbeat(api, node)
     room = {"capacity_bytes": 100 << 30, "available_bytes": 80 << 30}
     heartbeat(api, node, [{"name": "default", "reconciliation_status": "ready", **room}])
@@ -260,7 +230,7 @@ def test_task_attempts_are_what_the_node_tries(api, env):
         r = c.post(
             f"/v1/nodes/node-a/tasks/{task_id}",
             json={"status": "running", "progress": 1, "attempt": 2, "max_attempts": 5},
-            headers={"Authorization": f"Bearer {node['credential']}"},
+            headers=node.auth,
         )
         assert r.status_code == 200, r.text
     assert "attempts: 2/5\n" in otherix(env, "task", "get", task_id, code=0).stdout
@@ -272,7 +242,7 @@ def test_task_attempts_are_what_the_node_tries(api, env):
 def test_text_and_json_say_the_same_about_disk_pressure(api, env):
     import json
 
-    node = join(api, "node-a")
+    node = join_node(api, "node-a")
     fast = pool(api, "fast", "node-a", "/var/lib/otherix/pools/fast")
     flat = json.loads(otherix(env, "pool", "get", fast["id"], "-o", "json", code=0).stdout)
     assert flat["disk_pressure"] is None

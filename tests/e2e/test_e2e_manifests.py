@@ -13,7 +13,7 @@ import yaml
 
 from support.cli import cli_env, run
 from support.harness import FAST, Cluster, ControlPlane
-from support.images import IMAGE, ImageServer
+from support.images import IMAGE, ImageOrigin
 
 pytestmark = [pytest.mark.slow]
 
@@ -27,7 +27,7 @@ def test_apply_reapply_roundtrip_delete_on_three_nodes(tmp_path):
     try:
         agent_config = {"images": {"allow_loopback_and_link_local": True}}
         with (
-            ImageServer(image) as server,
+            ImageOrigin(image) as server,
             Cluster(cp, tmp_path, agent_config=agent_config) as cluster,
         ):
             nodes = {n: cluster.add_node(n) for n in ("node-1", "node-2", "node-3")}

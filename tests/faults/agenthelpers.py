@@ -1,19 +1,13 @@
 """Helpers for the agent-side fault tests (download kills, full pools, cache damage).
 
-Used by ``test_fault_agent_download.py``, ``test_fault_disk_full.py`` and
-``test_fault_cache_damage.py``. Everything here is real: a control plane from
-the harness, real ``otherix-agent`` processes, and :class:`FaultOrigin`, an
-``http.server`` on 127.0.0.1 that the tests steer:
-
-- ``hold(path, offset)``: the next GET of ``path`` sends exactly ``offset``
-  bytes of the body, then waits (bounded) until ``Request.release`` is set, the
-  client goes away (noticed by polling the socket), or the origin closes. That
-  is how a test puts a download at a chosen byte and keeps it there while it
-  kills the agent or fills the disk;
-- ``no_length``: paths served without ``Content-Length`` (HTTP/1.0, the body
-  ends when the connection closes), so the agent cannot check room up front;
-- every GET is recorded as a :class:`Request` (bytes sent, held, finished,
-  client gone), so a test can tell a fresh download from a used cache entry.
+Used by ``test_fault_agent_download.py``, ``test_fault_disk_full.py``,
+``test_fault_cache_damage.py`` and ``test_fault_pool_identity.py``. Everything
+here is real: a control plane from the harness, real ``otherix-agent``
+processes, and the image origin the tests steer (``support.images.ImageOrigin``:
+``hold(path, offset)`` stops a download at a chosen byte, ``no_length`` serves a
+body without ``Content-Length``, every GET is recorded) and the pools and VMs
+of ``support.clustervms``. Here: the agent config the faults need, tasks and
+disks through the API, and the cache checks.
 
 Cache checks (:func:`entry_problems`) read the pool's ``images/`` the way the
 contract defines an entry (``{pool}/images/B`` + ``B.sha256`` + ``B.source``)
@@ -24,25 +18,16 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import http.server
 import json
-import os
-import select
-import socket
-import subprocess
-import threading
-import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from support.harness import FAST, AgentProc, Cluster, ControlPlane, wait_until
+from support import clustervms
+from support.harness import AgentProc, Cluster, wait_until
 
 MiB = 1 << 20
-CHUNK = 64 * 1024
 #: Agent config every fault test needs: the origin is on loopback; quick retries.
 AGENT_CONFIG: dict[str, Any] = {
     "images": {"allow_loopback_and_link_local": True, "read_timeout": 20},
@@ -59,240 +44,26 @@ def file_sha(path: Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def qcow2_with_data(tmp: Path, name: str, data_mib: float) -> bytes:
-    """A real qcow2 image holding ``data_mib`` MiB of random data (about that big)."""
-    raw = tmp / f"{name}.raw"
-    raw.write_bytes(os.urandom(int(data_mib * MiB)))
-    out = tmp / name
-    subprocess.run(
-        ["qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(raw), str(out)],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
-    raw.unlink()
-    return out.read_bytes()
+# -- cluster, tasks, disks ---------------------------------------------------------------
 
 
-# -- the origin --------------------------------------------------------------------------
-
-
-@dataclass(eq=False)
-class Request:
-    """One GET the origin answered."""
-
-    path: str
-    length: int | None  # the Content-Length sent (None: close-delimited)
-    hold_at: int | None
-    sent: int = 0
-    held: bool = False  # reached hold_at and waits for release
-    finished: bool = False  # the whole body was written
-    client_gone: bool = False  # the client disconnected while the body was held
-    release: threading.Event = field(default_factory=threading.Event)
-
-
-class FaultOrigin:
-    """An image server on 127.0.0.1 that can stop a download at a chosen byte."""
-
-    def __init__(self) -> None:
-        self.files: dict[str, bytes] = {}
-        self.no_length: set[str] = set()
-        self._holds: dict[str, list[int]] = {}
-        self.requests: list[Request] = []
-        self._lock = threading.Lock()
-        self.stop = threading.Event()
-        origin = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.0"
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-            def do_GET(self) -> None:
-                origin._serve(self)
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-
-    # the test's side -------------------------------------------------------------------
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}{path}"
-
-    def hold(self, path: str, offset: int) -> None:
-        """The next GET of ``path`` stops after ``offset`` bytes of the body."""
-        with self._lock:
-            self._holds.setdefault(path, []).append(offset)
-
-    def gets(self, path: str) -> list[Request]:
-        with self._lock:
-            return [r for r in self.requests if r.path == path]
-
-    def held(self, path: str) -> Request | None:
-        """The GET of ``path`` currently held at its offset, if any."""
-        return next((r for r in self.gets(path) if r.held and not r.release.is_set()), None)
-
-    def __enter__(self) -> FaultOrigin:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self.stop.set()
-        with self._lock:
-            for r in self.requests:
-                r.release.set()
-        self.server.shutdown()
-        self.server.server_close()
-
-    # the server's side -----------------------------------------------------------------
-    def _serve(self, h: http.server.BaseHTTPRequestHandler) -> None:
-        path = h.path.split("?", 1)[0]
-        body = self.files.get(path)
-        with self._lock:
-            holds = self._holds.get(path)
-            hold_at = holds.pop(0) if holds else None
-            req = Request(path, None if path in self.no_length else len(body or b""), hold_at)
-            self.requests.append(req)
-        if body is None:
-            h.send_response(404)
-            h.send_header("Content-Length", "0")
-            h.end_headers()
-            return
-        h.send_response(200)
-        if req.length is not None:
-            h.send_header("Content-Length", str(req.length))
-        h.end_headers()
-        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-            self._send(h, req, body)
-
-    def _send(self, h: http.server.BaseHTTPRequestHandler, req: Request, body: bytes) -> None:
-        stop_at = len(body) if req.hold_at is None else min(req.hold_at, len(body))
-        while req.sent < len(body):
-            if req.sent == stop_at and req.hold_at is not None and not req.release.is_set():
-                req.held = True
-                if not self._wait_release(h.connection, req):
-                    return
-                stop_at = len(body)
-            end = min(req.sent + CHUNK, stop_at)
-            h.wfile.write(body[req.sent : end])
-            req.sent = end
-        h.wfile.flush()
-        req.finished = True
-
-    def _wait_release(self, conn: socket.socket, req: Request) -> bool:
-        """Wait (at most 60 s) for ``req.release``; False if the client left or we close."""
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not self.stop.is_set():
-            if req.release.wait(0.02):
-                return True
-            readable, _, _ = select.select([conn], [], [], 0)
-            if readable:
-                try:
-                    gone = conn.recv(1, socket.MSG_PEEK) == b""
-                except OSError:
-                    gone = True
-                if gone:
-                    req.client_gone = True
-                    return False
-        return False
-
-
-# -- cluster, pools, VMs -----------------------------------------------------------------
-
-
-@contextlib.contextmanager
 def one_node(
     tmp_path: Path,
     name: str = "node-a",
     *,
     agent_config: dict[str, Any] | None = None,
     mount_ns: bool = True,
-) -> Iterator[tuple[Cluster, AgentProc]]:
-    """A control plane (FAST liveness) and one ready agent; everything stopped on exit."""
-    cp = ControlPlane(tmp_path / "api", overrides=FAST).start()
-    try:
-        config = {**AGENT_CONFIG, **(agent_config or {})}
-        with Cluster(cp, tmp_path, agent_config=config) as cluster:
-            node = cluster.add_node(name, mount_ns=mount_ns)
-            cluster.wait_node_status(name, "ready", timeout=20)
-            yield cluster, node
-    finally:
-        cp.stop()
-
-
-class Pool:
-    """A pool created through the API on one node, seen from the host."""
-
-    def __init__(self, cluster: Cluster, node: AgentProc, name: str) -> None:
-        self.name = name
-        self.path = f"/var/lib/otherix/pools/{name}"
-        r = cluster.admin.post(
-            "/v1/storage-pools", json={"name": name, "node": node.name, "path": self.path}
-        )
-        assert r.status_code == 201, r.text
-        self.id = r.json()["id"]
-        self.cluster = cluster
-        cluster.wait_pool_status(node.name, name, "ready", timeout=20)
-        self.root = node.host_path(self.path)
-
-    def view(self) -> dict[str, Any]:
-        r = self.cluster.admin.get(f"/v1/storage-pools/{self.id}")
-        r.raise_for_status()
-        return dict(r.json())
-
-    def listed_images(self) -> dict[str, str]:
-        """name -> sha256 of the images the pool view lists."""
-        return {i["name"]: i["sha256"] for i in self.view()["images"]}
-
-    def scratch(self) -> list[str]:
-        return sorted(p.name for p in (self.root / "scratch").iterdir())
-
-    def scratch_sizes(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for p in (self.root / "scratch").iterdir():
-            with contextlib.suppress(FileNotFoundError):
-                out[p.name] = p.stat().st_size
-        return out
-
-    def images_dir(self) -> list[str]:
-        return sorted(p.name for p in (self.root / "images").iterdir())
-
-    def vm_dir(self, vm_id: str) -> Path:
-        return self.root / "vms" / vm_id
-
-
-def create_vm(cluster: Cluster, name: str, pool: Pool, url: str, **fields: Any) -> dict[str, Any]:
-    body = {"name": name, "image_url": url, "arch": "amd64", "vcpus": 1, "memory_mb": 512}
-    r = cluster.admin.post("/v1/vms", json={**body, "pool": pool.id, **fields})
-    assert r.status_code == 201, r.text
-    return dict(r.json())
-
-
-def get_vm(cluster: Cluster, name: str) -> dict[str, Any]:
-    r = cluster.admin.get(f"/v1/vms/{name}")
-    r.raise_for_status()
-    return dict(r.json())
+) -> contextlib.AbstractContextManager[tuple[Cluster, AgentProc]]:
+    """``support.clustervms.one_node`` (FAST liveness) with ``AGENT_CONFIG`` under
+    ``agent_config``."""
+    config = {**AGENT_CONFIG, **(agent_config or {})}
+    return clustervms.one_node(tmp_path, name, agent_config=config, mount_ns=mount_ns)
 
 
 def get_task(cluster: Cluster, task_id: str) -> dict[str, Any]:
     r = cluster.admin.get(f"/v1/tasks/{task_id}")
     r.raise_for_status()
     return dict(r.json())
-
-
-def wait_phase(cluster: Cluster, name: str, phase: str, timeout: float = 30) -> dict[str, Any]:
-    """Wait until VM ``name`` is in ``phase``; a VM in ``error`` (unless awaited) fails at once."""
-
-    def check() -> dict[str, Any] | None:
-        vm = get_vm(cluster, name)
-        if vm["status"]["phase"] == "error" and phase != "error":
-            raise AssertionError(f"vm {name} failed: {vm['status']}")
-        return vm if vm["status"]["phase"] == phase else None
-
-    return wait_until(check, timeout, f"vm {name} {phase}")
 
 
 def finished_task(cluster: Cluster, vm: dict[str, Any], timeout: float = 10) -> dict[str, Any]:

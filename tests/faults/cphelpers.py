@@ -13,6 +13,7 @@
   ``integrity_check``/``foreign_key_check``, PostgreSQL's amcheck on every
   btree index, and on both an orphan count for every foreign key of the schema,
   pools without their status row, and duplicate (node, name) pools.
+- ``join_node``: enrol a node on a ``CpProcess`` through the join flow.
 - ``list_pools``: every pool the API lists, following cursors.
 """
 
@@ -272,6 +273,17 @@ class CountingProxy:
                 s.shutdown(socket.SHUT_RDWR)
             with contextlib.suppress(OSError):
                 s.close()
+
+
+def join_node(cp: CpProcess, name: str) -> str:
+    """Enrol node ``name`` on ``cp`` (a join token, then the join); its credential.
+    The node stays ``pending`` until it heartbeats."""
+    with cp.client() as c:
+        r = c.post("/v1/nodes/join-tokens", json={})
+        assert r.status_code == 201, r.text
+        r = c.post("/v1/nodes/join", json={"join_token": r.json()["token"], "name": name})
+        assert r.status_code == 201, r.text
+        return str(r.json()["credential"])
 
 
 def list_pools(client: httpx.Client, **params: Any) -> list[dict[str, Any]]:

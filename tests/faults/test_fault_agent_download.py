@@ -36,23 +36,19 @@ from dataclasses import dataclass, field
 
 import pytest
 from agenthelpers import (
-    FaultOrigin,
     MiB,
-    Pool,
-    create_vm,
     disk_path,
     entry_problems,
     file_sha,
     finished_task,
-    get_vm,
     one_node,
-    qcow2_with_data,
     sha,
     uncommitted_files,
-    wait_phase,
 )
 
+from support.clustervms import Pool, create_vm, get_vm, wait_phase
 from support.harness import AgentProc, Cluster, wait_until
+from support.images import ImageOrigin, qcow2
 
 pytestmark = pytest.mark.slow
 
@@ -81,7 +77,7 @@ class Kill:
 
 @dataclass
 class Env:
-    origin: FaultOrigin
+    origin: ImageOrigin
     cluster: Cluster
     node: AgentProc
     image: bytes
@@ -97,8 +93,8 @@ def seed() -> int:
 @pytest.fixture(scope="module")
 def env(tmp_path_factory) -> Iterator[Env]:
     tmp = tmp_path_factory.mktemp("dl")
-    image = qcow2_with_data(tmp, "fault.qcow2", IMAGE_DATA_MIB)
-    with FaultOrigin() as origin, one_node(tmp) as (cluster, node):
+    image = qcow2(tmp, "fault.qcow2", data_mib=IMAGE_DATA_MIB)
+    with ImageOrigin() as origin, one_node(tmp) as (cluster, node):
         yield Env(origin, cluster, node, image)
 
 
@@ -177,10 +173,10 @@ def kill_mid_download(env: Env, pool: Pool, k: Kill) -> None:
 def run_kills(env: Env, pool: Pool, kills: list[Kill], kill_one, vm_ids: dict[str, str]) -> None:
     """Per kill: a VM, the kill (``kill_one``), the restart and its checks; stops at a failure."""
     for k in kills:
-        env.origin.files[k.path] = env.image
+        env.origin.serve(k.path, env.image)
         if k.offset is not None:
             env.origin.hold(k.path, k.offset)
-        vm_ids[k.vm] = create_vm(env.cluster, k.vm, pool, env.origin.url(k.path))["id"]
+        vm_ids[k.vm] = create_vm(env.cluster, k.vm, pool, env.origin.url_for(k.path))["id"]
         kill_one(env, pool, k)
         converge(env, pool, k)
         # Re-fetched in full unless the kill came after the commit (then a cache hit).

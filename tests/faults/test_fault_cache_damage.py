@@ -31,27 +31,24 @@ from typing import Any
 
 import pytest
 from agenthelpers import (
-    FaultOrigin,
-    Pool,
-    create_vm,
     disk_path,
     entry_problems,
     file_sha,
     finished_task,
     one_node,
-    qcow2_with_data,
     sha,
-    wait_phase,
 )
 
+from support.clustervms import Pool, create_vm, wait_phase
 from support.harness import AgentProc, Cluster
+from support.images import ImageOrigin, qcow2
 
 pytestmark = pytest.mark.slow
 
 
 @dataclass
 class Env:
-    origin: FaultOrigin
+    origin: ImageOrigin
     cluster: Cluster
     node: AgentProc
     pool: Pool
@@ -61,8 +58,8 @@ class Env:
 @pytest.fixture(scope="module")
 def env(tmp_path_factory) -> Iterator[Env]:
     tmp = tmp_path_factory.mktemp("damage")
-    image = qcow2_with_data(tmp, "base.qcow2", 4)
-    with FaultOrigin() as origin, one_node(tmp) as (cluster, node):
+    image = qcow2(tmp, "base.qcow2", data_mib=4)
+    with ImageOrigin() as origin, one_node(tmp) as (cluster, node):
         yield Env(origin, cluster, node, Pool(cluster, node, "dmg"), image)
 
 
@@ -104,7 +101,7 @@ CASES = [
 
 def build_vm(env: Env, name: str, path: str, pinned: bool) -> dict[str, Any]:
     extra = {"image_sha256": sha(env.image)} if pinned else {}
-    create_vm(env.cluster, name, env.pool, env.origin.url(path), **extra)
+    create_vm(env.cluster, name, env.pool, env.origin.url_for(path), **extra)
     vm = wait_phase(env.cluster, name, "stopped", timeout=40)
     assert finished_task(env.cluster, vm)["status"] == "success"
     return vm
@@ -113,7 +110,7 @@ def build_vm(env: Env, name: str, path: str, pinned: bool) -> dict[str, Any]:
 def cache_once(env: Env, key: str) -> tuple[str, Path]:
     """A first VM from ``/img/{key}/{key}.qcow2``: one GET, an intact entry."""
     path = f"/img/{key}/{key}.qcow2"
-    env.origin.files[path] = env.image
+    env.origin.serve(path, env.image)
     vm = build_vm(env, f"{key}-first", path, pinned=False)
     entry = env.pool.root / "images" / f"{key}.qcow2"
     assert len(env.origin.gets(path)) == 1

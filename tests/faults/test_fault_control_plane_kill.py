@@ -48,7 +48,7 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
-from cphelpers import POOLS_PREFIX, CpProcess, list_pools, store_conn, store_problems
+from cphelpers import POOLS_PREFIX, CpProcess, join_node, list_pools, store_conn, store_problems
 
 from otherix.store.schema import nodes, pool_status, storage_pools
 
@@ -121,15 +121,6 @@ def _run_burst(cp: CpProcess, keys: dict[str, str], kill_at: int) -> Burst:
     return burst
 
 
-def _join_node(cp: CpProcess) -> None:
-    with cp.client() as c:
-        r = c.post("/v1/nodes/join-tokens", json={})
-        assert r.status_code == 201, r.text
-        token = r.json()["token"]
-    r = httpx.post(f"{cp.url}/v1/nodes/join", json={"join_token": token, "name": NODE}, timeout=30)
-    assert r.status_code == 201, r.text
-
-
 def _store_pools(db_url: str) -> tuple[dict[str, list[str]], int, int]:
     """The node's pools in the store (name -> ids), its revision and its status rows."""
     with store_conn(db_url) as conn:
@@ -175,7 +166,7 @@ def test_sigkill_mid_burst_of_500_creates_loses_no_acknowledged_pool(
     )
     try:
         cp.start()
-        _join_node(cp)
+        join_node(cp, NODE)
         _, revision_before, _ = _store_pools(db_url)
 
         burst = _run_burst(cp, keys, kill_at)

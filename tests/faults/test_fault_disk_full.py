@@ -30,22 +30,18 @@ from pathlib import Path
 
 import pytest
 from agenthelpers import (
-    FaultOrigin,
     MiB,
-    Pool,
-    create_vm,
     disk_path,
     entry_problems,
     file_sha,
     finished_task,
-    get_vm,
     one_node,
-    qcow2_with_data,
     sha,
-    wait_phase,
 )
 
+from support.clustervms import Pool, create_vm, get_vm, wait_phase
 from support.harness import AgentProc, Cluster, wait_until
+from support.images import ImageOrigin, qcow2
 
 pytestmark = [
     pytest.mark.slow,
@@ -61,7 +57,7 @@ LEAVE = 256 * 1024
 
 @dataclass
 class Env:
-    origin: FaultOrigin
+    origin: ImageOrigin
     cluster: Cluster
     node: AgentProc
     fs_root: Path  # the tmpfs, as the host sees it
@@ -89,7 +85,7 @@ def env(tmp_path_factory) -> Iterator[Env]:
             }
         }
         with (
-            FaultOrigin() as origin,
+            ImageOrigin() as origin,
             one_node(tmp, "node-full", agent_config=config) as (cluster, node),
         ):
             assert node.mount_ns, "the tmpfs is only the node's view with a mount namespace"
@@ -129,9 +125,8 @@ def failed_pool_full(env: Env, name: str) -> tuple[dict, dict]:
 @pytest.mark.timeout(90)
 def test_an_image_larger_than_the_pool_fails_pool_full_and_leaves_nothing(env: Env, reliability):
     big = os.urandom(12 * MiB)  # > 8 MiB: never fits
-    env.origin.files["/img/sized/too-big.img"] = big
-    env.origin.files["/img/unsized/streamed.img"] = big
-    env.origin.no_length.add("/img/unsized/streamed.img")
+    env.origin.serve("/img/sized/too-big.img", big)
+    env.origin.serve("/img/unsized/streamed.img", big, content_length=False)
     pool = Pool(env.cluster, env.node, "full1")
     cases = {
         "full-sized": ("/img/sized/too-big.img", "needs"),  # refused before the body
@@ -140,7 +135,7 @@ def test_an_image_larger_than_the_pool_fails_pool_full_and_leaves_nothing(env: E
     injected = survived = checked = lost = 0
     problems: list[str] = []
     for name, (path, says) in cases.items():
-        vm_id = create_vm(env.cluster, name, pool, env.origin.url(path))["id"]
+        vm_id = create_vm(env.cluster, name, pool, env.origin.url_for(path))["id"]
         injected += 1
         vm, task = failed_pool_full(env, name)
         wait_until(lambda: pool.scratch() == [], 10, "scratch/ empty")
@@ -178,9 +173,9 @@ def test_an_image_larger_than_the_pool_fails_pool_full_and_leaves_nothing(env: E
 def test_a_pool_filling_up_mid_download_fails_pool_full_then_reports_pressure(
     env: Env, reliability
 ):
-    image = qcow2_with_data(env.tmp, "mid.qcow2", 3)
+    image = qcow2(env.tmp, "mid.qcow2", data_mib=3)
     path = "/img/mid/mid.qcow2"
-    env.origin.files[path] = image
+    env.origin.serve(path, image)
     pool = Pool(env.cluster, env.node, "full2")
     filler = env.fs_root / "filler"  # outside every pool, on the same tmpfs
     injected = checked = lost = 0
@@ -188,7 +183,7 @@ def test_a_pool_filling_up_mid_download_fails_pool_full_then_reports_pressure(
     try:
         # The image fits (the pre-check passes); another writer fills the disk mid-stream.
         env.origin.hold(path, 3 * MiB // 2)
-        vm_id = create_vm(env.cluster, "mid-1", pool, env.origin.url(path))["id"]
+        vm_id = create_vm(env.cluster, "mid-1", pool, env.origin.url_for(path))["id"]
         held = wait_until(lambda: env.origin.held(path), 20, "the download under way")
         wait_until(lambda: sum(pool.scratch_sizes().values()) >= MiB, 20, "1 MiB in scratch/")
         injected += fill(filler, LEAVE) > 0
@@ -208,7 +203,7 @@ def test_a_pool_filling_up_mid_download_fails_pool_full_then_reports_pressure(
         fill(filler, LEAVE)
         pressure = wait_until(lambda: pool.view()["disk_pressure"], 20, "disk pressure")
         assert pressure["since"]
-        create_vm(env.cluster, "mid-2", pool, env.origin.url(path))
+        create_vm(env.cluster, "mid-2", pool, env.origin.url_for(path))
         waiting = wait_until(
             lambda: (
                 (v := get_vm(env.cluster, "mid-2"))["status"]["reason"] == "node_pressure" and v

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from cphelpers import API_EXE, POOLS_PREFIX, CpProcess
+from cphelpers import API_EXE, POOLS_PREFIX, CpProcess, join_node
 
 from support.harness import wait_until
 
@@ -48,11 +48,8 @@ def _pool(c: httpx.Client, name: str) -> httpx.Response:
 
 def _start(tmp_path: Path) -> tuple[CpProcess, str]:
     cp = CpProcess(tmp_path / "api").start()
+    join_node(cp, NODE)
     with cp.client() as c:
-        r = c.post("/v1/nodes/join-tokens", json={})
-        assert r.status_code == 201, r.text
-        r = c.post("/v1/nodes/join", json={"join_token": r.json()["token"], "name": NODE})
-        assert r.status_code == 201, r.text
         r = _pool(c, "before")
         assert r.status_code == 201, r.text
     return cp, r.json()["id"]

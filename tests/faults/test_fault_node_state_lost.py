@@ -36,7 +36,7 @@ import pytest
 from otherix.api.clock import SystemClock
 from support.cli import cli_env, run
 from support.harness import FAST, NODE_ROOT, AgentProc, Cluster, ControlPlane, _agent_env
-from support.images import IMAGE, ImageServer
+from support.images import IMAGE, ImageOrigin
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -104,7 +104,7 @@ def test_a_node_that_lost_its_state_comes_back_as_itself(tmp_path: Path, reliabi
     checked = lost = 0
     try:
         with (
-            ImageServer(image) as images,
+            ImageOrigin(image) as images,
             Cluster(
                 cp, tmp_path, agent_config={"images": {"allow_loopback_and_link_local": True}}
             ) as cluster,

@@ -33,7 +33,7 @@ from typing import Any
 
 import httpx
 import pytest
-from cphelpers import POOLS_PREFIX, CpProcess
+from cphelpers import POOLS_PREFIX, CpProcess, join_node
 from privatepg import private_postgres
 
 from support.harness import wait_until
@@ -61,15 +61,6 @@ def _create(cp: CpProcess, name: str, key: str | None) -> httpx.Response:
     headers = {"Idempotency-Key": key} if key else {}
     with cp.client(timeout=90) as c:
         return c.post("/v1/storage-pools", json=_body(name), headers=headers)
-
-
-def _join(cp: CpProcess) -> str:
-    with cp.client() as c:
-        r = c.post("/v1/nodes/join-tokens", json={})
-        assert r.status_code == 201, r.text
-        r = c.post("/v1/nodes/join", json={"join_token": r.json()["token"], "name": NODE})
-        assert r.status_code == 201, r.text
-        return str(r.json()["credential"])
 
 
 def _walk(cp: CpProcess, credential: str) -> list[tuple[str, str, int, str]]:
@@ -116,7 +107,7 @@ def test_a_postgresql_outage_answers_503_and_claimed_keys_run_again_at_once(
         try:
             a.start()
             b.start()
-            credential = _join(a)
+            credential = join_node(a, NODE)
             pg.execute(SLOW)
             keys = {"slow-1": f"k1-{uuid.uuid4()}", "slow-2": f"k2-{uuid.uuid4()}"}
             first: dict[str, httpx.Response] = {}

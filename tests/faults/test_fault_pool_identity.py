@@ -37,19 +37,15 @@ from typing import Any
 
 import pytest
 from agenthelpers import (
-    FaultOrigin,
-    Pool,
-    create_vm,
-    get_vm,
     one_node,
-    qcow2_with_data,
-    wait_phase,
 )
 
 from otherix.agent import marker as markers
 from otherix.agent.poolplan import Device
 from support.cli import cli_env, run
+from support.clustervms import Pool, create_vm, get_vm, wait_phase
 from support.harness import AgentProc, Cluster, wait_until
+from support.images import ImageOrigin, qcow2
 
 pytestmark = [
     pytest.mark.slow,
@@ -89,18 +85,18 @@ def _detach(loop: str) -> None:
 @pytest.fixture(scope="module")
 def env(tmp_path_factory) -> Iterator[Env]:
     tmp = tmp_path_factory.mktemp("identity")
-    image = qcow2_with_data(tmp, "tiny.qcow2", 1)
+    image = qcow2(tmp, "tiny.qcow2", data_mib=1)
     loops: list[str] = []
     try:
         with (
-            FaultOrigin() as origin,
+            ImageOrigin() as origin,
             one_node(tmp, "node-id", agent_config=AGENT) as (cluster, node),
         ):
             assert node.mount_ns, "the mounts are the node's own only with a mount namespace"
-            origin.files["/img/tiny.qcow2"] = image
+            origin.serve("/img/tiny.qcow2", image)
             token = cluster.admin.headers["authorization"].split()[1]
             cli = cli_env(str(cluster.admin.base_url), token, tmp)
-            yield Env(cluster, node, tmp, origin.url("/img/tiny.qcow2"), cli, loops)
+            yield Env(cluster, node, tmp, origin.url_for("/img/tiny.qcow2"), cli, loops)
     finally:
         for loop in loops:  # the namespace is gone: nothing holds them any more
             _detach(loop)

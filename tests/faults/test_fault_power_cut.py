@@ -38,7 +38,7 @@ import sqlite3
 
 import pytest
 from blockdev import device_image, ext4_on_loop, mounted_image, syncfs
-from cphelpers import POOLS_PREFIX, CpProcess, store_problems
+from cphelpers import POOLS_PREFIX, CpProcess, join_node, store_problems
 
 pytestmark = [
     pytest.mark.root,
@@ -48,14 +48,6 @@ pytestmark = [
 
 N = 20
 NODE = "power-node"
-
-
-def _join_node(cp: CpProcess) -> None:
-    with cp.client() as c:
-        r = c.post("/v1/nodes/join-tokens", json={})
-        assert r.status_code == 201, r.text
-        r = c.post("/v1/nodes/join", json={"join_token": r.json()["token"], "name": NODE})
-        assert r.status_code == 201, r.text
 
 
 def _control_writer(path: str) -> sqlite3.Connection:
@@ -82,7 +74,7 @@ def test_every_acknowledged_pool_survives_a_power_cut(tmp_path, reliability) -> 
         control = None
         try:
             cp.start()
-            _join_node(cp)
+            join_node(cp, NODE)
             control = _control_writer(str(disk / "control.db"))
             syncfs(disk)  # the device now holds the started cluster and the empty control table
 

@@ -46,6 +46,13 @@ def unquote(quoted: str) -> str:
     return value
 
 
+def assert_quotes(message: str, prefix: str, rule: str, name: str) -> None:
+    """``message`` is ``prefix``, then ``name`` quoted (``%q``), then a space and ``rule``."""
+    assert message.startswith(prefix)
+    assert message.endswith(" " + rule)
+    assert unquote(message[len(prefix) : -len(rule) - 1]) == name
+
+
 # --- names ----------------------------------------------------------------------------
 
 
@@ -64,10 +71,7 @@ def test_pool_names_match_the_reference_and_messages_quote_the_name(reliability)
         elif len(name) > 255:
             assert message == "name is too long (max 255 runes)"
         else:
-            prefix = "invalid pool name "
-            assert message.startswith(prefix)
-            assert message.endswith(" " + POOL_PATTERN)
-            assert unquote(message[len(prefix) : -len(POOL_PATTERN) - 1]) == name
+            assert_quotes(message, "invalid pool name ", POOL_PATTERN, name)
         return "refused"
 
     seen = run_property(reliability, "pool name = reference rule", names, body)
@@ -92,10 +96,7 @@ def test_node_names_match_the_reference_and_messages_quote_the_name(reliability)
         if message is None:
             return "accepted"
         if name and len(name) <= 253:
-            prefix = "invalid node name "
-            assert message.startswith(prefix)
-            assert message.endswith(" " + NODE_RULE)
-            assert unquote(message[len(prefix) : -len(NODE_RULE) - 1]) == name
+            assert_quotes(message, "invalid node name ", NODE_RULE, name)
         return "refused"
 
     seen = run_property(reliability, "node name = reference rule", names, body)

@@ -148,45 +148,31 @@ def test_vm_disk_tricks_are_refused_and_nothing_outside_changes(sandbox, pool, r
     (pool / "images" / "secret.raw").symlink_to(outside / "etc" / "secret")
     protected, locks = ProtectedRoots(), KeyedLocks()
     area = ScratchArea(protected)
+
+    def clone(vm_id: str, image: str) -> None:  # a raw clone, as the agent makes one
+        materialise_disk(
+            pool,
+            vm_id,
+            pool / "images" / image,
+            "raw",
+            0,
+            scratch_area=area,
+            locks=locks,
+            protected=protected,
+        )
+
     attempts = 0
     attempts += 1
     with pytest.raises(ImageError) as err:  # the VM's directory leads outside
-        materialise_disk(
-            pool,
-            vm_link,
-            pool / "images" / "base.raw",
-            "raw",
-            0,
-            scratch_area=area,
-            locks=locks,
-            protected=protected,
-        )
+        clone(vm_link, "base.raw")
     assert err.value.code == "clone_failed"
     attempts += 1
     with pytest.raises(ImageError) as err:  # the "image" is a link to a host file
-        materialise_disk(
-            pool,
-            str(uuid.uuid4()),
-            pool / "images" / "secret.raw",
-            "raw",
-            0,
-            scratch_area=area,
-            locks=locks,
-            protected=protected,
-        )
+        clone(str(uuid.uuid4()), "secret.raw")
     assert err.value.code == "image_unavailable"
     attempts += 1
     with pytest.raises(ValueError, match="must be a UUID"):  # a VM id that is a path
-        materialise_disk(
-            pool,
-            "../../outside/etc",
-            pool / "images" / "base.raw",
-            "raw",
-            0,
-            scratch_area=area,
-            locks=locks,
-            protected=protected,
-        )
+        clone("../../outside/etc", "base.raw")
     attempts += 1
     removed = remove_disk(pool, vm_rm, locks=locks, protected=protected)
     assert removed is True  # removes the link, not what it points to

@@ -34,6 +34,7 @@ from otherix.api.compose import build_services
 from otherix.api.deps import Deps
 from otherix.api.server import make_server
 from otherix.api.services.secrets import Passwords
+from support.reliability import ReliabilityLog
 from support.server import ADMIN, free_port, make_settings
 
 pytestmark = pytest.mark.security
@@ -88,6 +89,28 @@ def messages(answers: list[httpx.Response]) -> Counter[str]:
     return Counter(r.json()["error"]["message"] for r in answers if r.status_code == 429)
 
 
+def tally(
+    reliability: ReliabilityLog,
+    what: str,
+    answers: list[httpx.Response],
+    *,
+    limit: int,
+    detail: str,
+) -> Counter[int]:
+    """The answers' status codes, recorded: a 429 survived, a 401 is a password checked,
+    and lost are the 401s past ``limit`` and any answer that is neither."""
+    codes = Counter(r.status_code for r in answers)
+    reliability.record(
+        what,
+        injected=len(answers),
+        survived=codes[429],
+        checked=codes[401],
+        lost=max(0, codes[401] - limit) + sum(c for s, c in codes.items() if s not in (401, 429)),
+        detail=detail,
+    )
+    return codes
+
+
 def test_parallel_logins_for_50_user_names_from_one_client_hit_the_client_limit(
     tmp_path, reliability
 ):
@@ -100,19 +123,17 @@ def test_parallel_logins_for_50_user_names_from_one_client_hit_the_client_limit(
                 keep_alive.post("/v1/auth/login", content=b"{not json" * 1000) for _ in range(3)
             ]
             health = keep_alive.get("/healthz").status_code
-    codes = Counter(r.status_code for r in answers)
+    codes = tally(
+        reliability,
+        "login flood: 50 user names in parallel from one client",
+        answers,
+        limit=30,
+        detail="default limits: 30 failed a minute and 2 in flight per client; 401 = checked",
+    )
     reasons = Counter(
         (r.json()["error"]["details"].get("reason"), r.json()["error"]["message"])
         for r in answers
         if r.status_code == 429
-    )
-    reliability.record(
-        "login flood: 50 user names in parallel from one client",
-        injected=len(answers),
-        survived=codes[429],
-        checked=codes[401],
-        lost=max(0, codes[401] - 30) + sum(c for s, c in codes.items() if s not in (401, 429)),
-        detail="default limits: 30 failed a minute and 2 in flight per client; 401 = checked",
     )
     assert set(codes) <= {401, 429}, codes
     assert codes[401] <= 30, codes
@@ -135,13 +156,11 @@ def test_the_client_window_counts_exactly(tmp_path, reliability):
     settings = {"auth.password_hash_queue": 100, "auth.login_in_flight_per_client": 100}
     with production_server(tmp_path, **settings) as srv:
         answers = parallel(50, lambda i: attempt(srv.url, f"user-{i}", "guess"))
-    codes = Counter(r.status_code for r in answers)
-    reliability.record(
+    codes = tally(
+        reliability,
         "login flood: 50 user names in parallel, window only",
-        injected=len(answers),
-        survived=codes[429],
-        checked=codes[401],
-        lost=max(0, codes[401] - 30),
+        answers,
+        limit=30,
         detail="auth.login_rate_per_client_per_minute 30 (default)",
     )
     assert codes == {401: 30, 429: 20}, codes
@@ -156,13 +175,11 @@ def test_rotating_forwarded_headers_without_trusted_proxies_gets_nothing(tmp_pat
 
     with production_server(tmp_path) as srv:  # server.trusted_proxies: none (default)
         answers = [attempt(srv.url, ADMIN[0], f"guess-{i}", spoofed(i)) for i in range(30)]
-    codes = Counter(r.status_code for r in answers)
-    reliability.record(
+    codes = tally(
+        reliability,
         "login limit vs rotated X-Forwarded-For / Forwarded from 127.0.0.1",
-        injected=len(answers),
-        survived=codes[429],
-        checked=codes[401],
-        lost=max(0, codes[401] - 10),
+        answers,
+        limit=10,
         detail="30 guesses for one user, each with another forwarded address; no trusted proxies",
     )
     assert codes == {401: 10, 429: 20}, codes
@@ -209,13 +226,11 @@ def test_guesses_for_one_user_from_many_addresses_hit_the_user_limit(tmp_path, r
                 srv.url, ADMIN[0], f"g-{i}", {"X-Forwarded-For": f"198.51.100.{i + 1}"}
             ),
         )
-    codes = Counter(r.status_code for r in answers)
-    reliability.record(
+    codes = tally(
+        reliability,
         "login guesses for one user from 40 addresses",
-        injected=len(answers),
-        survived=codes[429],
-        checked=codes[401],
-        lost=max(0, codes[401] - 30),
+        answers,
+        limit=30,
         detail="auth.login_rate_per_user_per_minute 30 (default)",
     )
     assert codes == {401: 30, 429: 10}, codes

@@ -3,7 +3,7 @@
 One real control plane, one real ``otherix-agent`` (its own mount namespace
 as root) with the default task workers (4, at most 2 per image source) and a
 short rate-floor window (1 KiB/s over 4 s) so the test runs in seconds. Two
-hostile sources (``support.images.ImageServer``): one that sends **one byte
+hostile sources (``support.images.ImageOrigin``): one that sends **one byte
 a second**, one that **stalls after its headers**. Each gets more VMs than
 the node has workers; then another tenant's small VMs from a well-behaved
 source are created. Checked, as a user sees it:
@@ -32,8 +32,9 @@ from typing import Any
 
 import pytest
 
-from support.harness import Cluster, ControlPlane, wait_until
-from support.images import ImageServer
+from support.clustervms import one_node
+from support.harness import Cluster, wait_until
+from support.images import ImageOrigin
 
 pytestmark = [pytest.mark.security, pytest.mark.slow]
 
@@ -52,14 +53,8 @@ POOL = "/var/lib/otherix/pools/tenants"
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory) -> Iterator[Cluster]:
     tmp = tmp_path_factory.mktemp("slowsrc")
-    cp = ControlPlane(tmp / "api", overrides={"agents.heartbeat_interval": 30}).start()
-    try:
-        with Cluster(cp, tmp, agent_config=AGENT) as c:
-            c.add_node("node-a")
-            c.wait_node_status("node-a", "ready")
-            yield c
-    finally:
-        cp.stop()
+    with one_node(tmp, overrides={"agents.heartbeat_interval": 30}, agent_config=AGENT) as (c, _):
+        yield c
 
 
 def api(cluster: Cluster, method: str, path: str, **kw: Any) -> dict[str, Any]:
@@ -96,7 +91,7 @@ def test_a_slow_source_fails_its_own_vms_and_starves_no_one(
     hostile_kw: dict[str, Any] = {"drip": 1.0} if tag == "drip" else {"stall": True}
     hostile_vms = [f"{tag}-hostile-{i}" for i in range(4)]  # as many as the node's workers
     other_vms = [f"{tag}-tenant-{i}" for i in range(2)]
-    with ImageServer(image, **hostile_kw) as hostile, ImageServer(image) as good:
+    with ImageOrigin(image, **hostile_kw) as hostile, ImageOrigin(image) as good:
         for i, name in enumerate(hostile_vms):
             create_vm(cluster, pool["id"], name, hostile.url_for(f"hostile-{i}.raw"))
         wait_until(lambda: hostile.active == 2, 20, "two hostile downloads running")
@@ -116,7 +111,7 @@ def test_a_slow_source_fails_its_own_vms_and_starves_no_one(
         ):
             time.sleep(0.1)
         most_at_once = hostile.peak
-        hits = hostile.hits
+        hits = hostile.hits.total()
 
     failures: dict[str, Any] = {}
     for i, name in enumerate(hostile_vms):

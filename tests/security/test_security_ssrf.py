@@ -17,17 +17,16 @@ often live on a private mirror), so they are not in the sweep;
 
 from __future__ import annotations
 
-import http.server
 import ipaddress
 import os
 import socket
-import threading
 from collections.abc import Iterator
 
 import pytest
 
 from otherix.agent.fs import ProtectedRoots
 from otherix.agent.images import ImageCache, ImageCacheSettings, ImageError, KeyedLocks
+from support.images import ImageOrigin
 
 pytestmark = pytest.mark.security
 
@@ -55,44 +54,16 @@ def url_host(address: str) -> str:
     return f"[{address}]" if ipaddress.ip_address(address).version == 6 else address
 
 
-class Redirector:
-    """An origin on 127.0.0.1 answering ``GET /to/<n>`` with a 302 to ``targets[n]``."""
-
-    def __init__(self) -> None:
-        self.targets: list[str] = []
-        self.hits = 0
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def log_message(self, format, *args):
-                pass
-
-            def do_GET(self):
-                outer.hits += 1
-                index = int(self.path.rsplit("/", 2)[-2])
-                self.send_response(302)
-                self.send_header("Location", outer.targets[index])
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-
-    def redirect(self, target: str) -> str:
-        self.targets.append(target)
-        return f"http://127.0.0.1:{self.port}/to/{len(self.targets) - 1}/x.img"
+def redirect_to(redirector: ImageOrigin, target: str) -> str:
+    """A URL on ``redirector`` (``/to/<n>/x.img``) that answers ``302`` to ``target``."""
+    return redirector.redirect(f"/to/{len(redirector.routes)}/x.img", target)
 
 
 @pytest.fixture
-def redirector() -> Iterator[Redirector]:
-    r = Redirector()
-    t = threading.Thread(target=r.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-    t.start()
-    try:
+def redirector() -> Iterator[ImageOrigin]:
+    """An origin on 127.0.0.1 whose every route is a redirect (``redirect_to``)."""
+    with ImageOrigin() as r:
         yield r
-    finally:
-        r.server.shutdown()
-        r.server.server_close()
 
 
 @pytest.fixture
@@ -109,7 +80,7 @@ def connections(monkeypatch) -> list[tuple[str, int]]:
     return seen
 
 
-def attempts(redirector: Redirector) -> tuple[list[tuple[str, str, str]], dict[str, list[str]]]:
+def attempts(redirector: ImageOrigin) -> tuple[list[tuple[str, str, str]], dict[str, list[str]]]:
     """(address, way, url) for every forbidden address and way, and the DNS table they use."""
     dns: dict[str, list[str]] = {}
     out = []
@@ -123,8 +94,8 @@ def attempts(redirector: Redirector) -> tuple[list[tuple[str, str, str]], dict[s
             (address, "literal", literal),
             (address, "dns name", f"http://{name}/x.img"),
             (address, "dns name, mixed answers", f"http://{mixed}/x.img"),
-            (address, "redirect to literal", redirector.redirect(literal)),
-            (address, "redirect to dns name", redirector.redirect(f"http://{hop}:8080/x.img")),
+            (address, "redirect to literal", redirect_to(redirector, literal)),
+            (address, "redirect to dns name", redirect_to(redirector, f"http://{hop}:8080/x.img")),
         ]
     return out, dns
 
@@ -175,7 +146,7 @@ def test_every_forbidden_address_is_refused_every_way(
         "connections watched",
     )
     assert reached == [], reached
-    assert redirector.hits == redirects  # each redirect was fetched once, its target never
+    assert redirector.hits.total() == redirects  # each redirect was fetched once, its target never
     assert sorted(set(resolved)) == sorted(dns)  # every name was asked, so the guard saw it
 
 
@@ -220,7 +191,7 @@ def test_the_spy_sees_a_real_download(tmp_path, redirector, connections):
     pool = tmp_path / "pool"
     for sub in ("images", "scratch", "vms"):
         (pool / sub).mkdir(parents=True)
-    url = redirector.redirect("http://127.0.0.1:9/x.img")  # port 9: nothing listens
+    url = redirect_to(redirector, "http://127.0.0.1:9/x.img")  # port 9: nothing listens
     with pytest.raises(ImageError):
         cache.ensure_image(pool, url)
     assert ("127.0.0.1", redirector.port) in connections
