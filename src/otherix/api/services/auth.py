@@ -26,6 +26,7 @@ windows, then the bounded password-hash queue, in a worker thread.
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -65,27 +66,17 @@ def user_view(row: UserRow) -> User:
     )
 
 
+@dataclass(kw_only=True, eq=False)
 class AuthService:
     """The auth service, built once by ``api/compose.py`` with the collaborators below."""
 
-    def __init__(
-        self,
-        *,
-        settings: ApiSettings,
-        db: Database,
-        clock: Clock,
-        jwt_secret: str,
-        logins: LoginGuard,
-        user_store: UserStore,
-        passwords: Passwords,
-    ) -> None:
-        self.settings = settings
-        self.db = db
-        self.clock = clock
-        self.jwt_secret = jwt_secret
-        self.logins = logins
-        self.user_store = user_store
-        self.passwords = passwords
+    settings: ApiSettings
+    db: Database
+    clock: Clock
+    jwt_secret: str
+    logins: LoginGuard
+    user_store: UserStore
+    passwords: Passwords
 
     def _issue(self, user: UserRow, family_id: str | None = None) -> TokenPair:
         now = self.clock.now()

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -54,29 +55,18 @@ from otherix.store.ports.settings import DEFAULT_POOL_NAME, SettingsStore
 log = logging.getLogger(__name__)
 
 
+@dataclass(kw_only=True, eq=False)
 class DefaultPoolService:
     """The defaultpool service, built once by ``api/compose.py`` with the collaborators below."""
 
-    def __init__(
-        self,
-        *,
-        settings: ApiSettings,
-        db: Database,
-        clock: Clock,
-        hub: WatchHub,
-        event_store: EventStore,
-        node_store: NodeStore,
-        pool_store: PoolStore,
-        settings_store: SettingsStore,
-    ) -> None:
-        self.settings = settings
-        self.db = db
-        self.clock = clock
-        self.hub = hub
-        self.event_store = event_store
-        self.node_store = node_store
-        self.pool_store = pool_store
-        self.settings_store = settings_store
+    settings: ApiSettings
+    db: Database
+    clock: Clock
+    hub: WatchHub
+    event_store: EventStore
+    node_store: NodeStore
+    pool_store: PoolStore
+    settings_store: SettingsStore
 
     def _plan(self) -> Plan:
         cfg = self.settings.storage_pools

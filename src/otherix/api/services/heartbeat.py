@@ -61,39 +61,23 @@ from otherix.store.ports.tasks import TaskStore
 log = logging.getLogger(__name__)
 
 
+@dataclass(kw_only=True, eq=False)
 class HeartbeatService:
     """The heartbeat service, built once by ``api/compose.py`` with the collaborators below."""
 
-    def __init__(
-        self,
-        *,
-        settings: ApiSettings,
-        db: Database,
-        clock: Clock,
-        cluster_id: str,
-        hub: WatchHub,
-        heartbeats: HeartbeatBuffer,
-        desired_cache: dict[str, tuple[int, DesiredState]],
-        desired_json_cache: dict[str, tuple[int, bytes]],
-        node_store: NodeStore,
-        pool_store: PoolStore,
-        task_store: TaskStore,
-        default_pool_service: DefaultPoolService,
-        node_service: NodeService,
-    ) -> None:
-        self.settings = settings
-        self.db = db
-        self.clock = clock
-        self.cluster_id = cluster_id
-        self.hub = hub
-        self.heartbeats = heartbeats
-        self.desired_cache = desired_cache
-        self.desired_json_cache = desired_json_cache
-        self.node_store = node_store
-        self.pool_store = pool_store
-        self.task_store = task_store
-        self.default_pool_service = default_pool_service
-        self.node_service = node_service
+    settings: ApiSettings
+    db: Database
+    clock: Clock
+    cluster_id: str
+    hub: WatchHub
+    heartbeats: HeartbeatBuffer
+    desired_cache: dict[str, tuple[int, DesiredState]]
+    desired_json_cache: dict[str, tuple[int, bytes]]
+    node_store: NodeStore
+    pool_store: PoolStore
+    task_store: TaskStore
+    default_pool_service: DefaultPoolService
+    node_service: NodeService
 
     def desired_json(self, node_id: str, revision: int | None) -> bytes:
         """``desired_state`` serialised once per revision (the hot path's reply body)."""

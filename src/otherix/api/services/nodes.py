@@ -17,6 +17,7 @@ and operators on ``GET /v1/nodes/{name}``.
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import timedelta
 
 from otherix.api.clock import Clock
@@ -92,31 +93,19 @@ def node_not_found(name: str) -> str:
     return not_found_message("node", name, "otherix node list")
 
 
+@dataclass(kw_only=True, eq=False)
 class NodeService:
     """The nodes service, built once by ``api/compose.py`` with the collaborators below."""
 
-    def __init__(
-        self,
-        *,
-        settings: ApiSettings,
-        db: Database,
-        clock: Clock,
-        hub: WatchHub,
-        event_store: EventStore,
-        node_store: NodeStore,
-        pool_store: PoolStore,
-        settings_store: SettingsStore,
-        default_pool_service: DefaultPoolService,
-    ) -> None:
-        self.settings = settings
-        self.db = db
-        self.clock = clock
-        self.hub = hub
-        self.event_store = event_store
-        self.node_store = node_store
-        self.pool_store = pool_store
-        self.settings_store = settings_store
-        self.default_pool_service = default_pool_service
+    settings: ApiSettings
+    db: Database
+    clock: Clock
+    hub: WatchHub
+    event_store: EventStore
+    node_store: NodeStore
+    pool_store: PoolStore
+    settings_store: SettingsStore
+    default_pool_service: DefaultPoolService
 
     def node_filter_id(self, conn: Tx, node: str | None) -> str | None:
         """A list filter ``?node=`` (name or UUID) -> the node's id; unknown -> 400."""

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from threading import Lock
 from typing import Any
@@ -71,29 +72,18 @@ def _candidate(row: PoolRow, arch: str | None) -> Candidate:
     )
 
 
+@dataclass(kw_only=True, eq=False)
 class PlacementService:
     """The placement service, built once by ``api/compose.py`` with the collaborators below."""
 
-    def __init__(
-        self,
-        *,
-        db: Database,
-        clock: Clock,
-        hub: WatchHub,
-        placement_lock: Lock,
-        node_store: NodeStore,
-        pool_store: PoolStore,
-        vm_store: VmStore,
-        task_service: TaskService,
-    ) -> None:
-        self.db = db
-        self.clock = clock
-        self.hub = hub
-        self.placement_lock = placement_lock
-        self.node_store = node_store
-        self.pool_store = pool_store
-        self.vm_store = vm_store
-        self.task_service = task_service
+    db: Database
+    clock: Clock
+    hub: WatchHub
+    placement_lock: Lock
+    node_store: NodeStore
+    pool_store: PoolStore
+    vm_store: VmStore
+    task_service: TaskService
 
     def load_candidates(self, conn: Tx, pool_ref: str) -> list[Candidate]:
         if looks_like_uuid(pool_ref):

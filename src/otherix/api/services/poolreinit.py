@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from dataclasses import dataclass
 from typing import Final
 
 from otherix.api.services.defaultpool import DefaultPoolService
@@ -67,25 +68,16 @@ def _refuse_state(row: PoolRow) -> None:
     )
 
 
+@dataclass(kw_only=True, eq=False)
 class PoolReinitService:
     """The poolreinit service, built once by ``api/compose.py`` with the collaborators below."""
 
-    def __init__(
-        self,
-        *,
-        db: Database,
-        hub: WatchHub,
-        node_store: NodeStore,
-        pool_store: PoolStore,
-        default_pool_service: DefaultPoolService,
-        pool_service: PoolService,
-    ) -> None:
-        self.db = db
-        self.hub = hub
-        self.node_store = node_store
-        self.pool_store = pool_store
-        self.default_pool_service = default_pool_service
-        self.pool_service = pool_service
+    db: Database
+    hub: WatchHub
+    node_store: NodeStore
+    pool_store: PoolStore
+    default_pool_service: DefaultPoolService
+    pool_service: PoolService
 
     def reinit(self, ref: str) -> StoragePool:
         """Reinitialise the pool ``ref`` (UUID or unique name); returns its view (``pending``)."""

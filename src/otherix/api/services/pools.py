@@ -98,29 +98,18 @@ def pool_path(row: PoolRef) -> PoolPath:
     return PoolPath(row.id, row.name, row.path)
 
 
+@dataclass(kw_only=True, eq=False)
 class PoolService:
     """The pools service, built once by ``api/compose.py`` with the collaborators below."""
 
-    def __init__(
-        self,
-        *,
-        settings: ApiSettings,
-        db: Database,
-        clock: Clock,
-        hub: WatchHub,
-        node_store: NodeStore,
-        pool_store: PoolStore,
-        default_pool_service: DefaultPoolService,
-        node_service: NodeService,
-    ) -> None:
-        self.settings = settings
-        self.db = db
-        self.clock = clock
-        self.hub = hub
-        self.node_store = node_store
-        self.pool_store = pool_store
-        self.default_pool_service = default_pool_service
-        self.node_service = node_service
+    settings: ApiSettings
+    db: Database
+    clock: Clock
+    hub: WatchHub
+    node_store: NodeStore
+    pool_store: PoolStore
+    default_pool_service: DefaultPoolService
+    node_service: NodeService
 
     def conditions_for(self, conn: Tx, rows: list[PoolRow]) -> dict[str, list[dict[str, Any]]]:
         """``path_overlap`` conditions for ``rows``: one narrow query for all their nodes."""

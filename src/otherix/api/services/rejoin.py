@@ -17,6 +17,7 @@ Called by ``api/routes/nodes.py``.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -33,25 +34,16 @@ from otherix.store.ports.nodes import NewRejoinToken, NodeStore
 log = logging.getLogger(__name__)
 
 
+@dataclass(kw_only=True, eq=False)
 class RejoinService:
     """The rejoin service, built once by ``api/compose.py`` with the collaborators below."""
 
-    def __init__(
-        self,
-        *,
-        settings: ApiSettings,
-        db: Database,
-        clock: Clock,
-        hub: WatchHub,
-        node_store: NodeStore,
-        node_service: NodeService,
-    ) -> None:
-        self.settings = settings
-        self.db = db
-        self.clock = clock
-        self.hub = hub
-        self.node_store = node_store
-        self.node_service = node_service
+    settings: ApiSettings
+    db: Database
+    clock: Clock
+    hub: WatchHub
+    node_store: NodeStore
+    node_service: NodeService
 
     def reset_credentials(
         self, name: str, created_by: str, body: NodeCredentialReset

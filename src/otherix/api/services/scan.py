@@ -10,6 +10,7 @@ is needed (docs/architecture.md).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
 from otherix.api.clock import Clock
@@ -32,29 +33,18 @@ SCANNABLE = ("pending", "ready")
 TYPE = "storage_pool.scan"
 
 
+@dataclass(kw_only=True, eq=False)
 class ScanService:
     """The scan service, built once by ``api/compose.py`` with the collaborators below."""
 
-    def __init__(
-        self,
-        *,
-        db: Database,
-        clock: Clock,
-        hub: WatchHub,
-        node_store: NodeStore,
-        pool_store: PoolStore,
-        heartbeat_service: HeartbeatService,
-        pool_service: PoolService,
-        task_service: TaskService,
-    ) -> None:
-        self.db = db
-        self.clock = clock
-        self.hub = hub
-        self.node_store = node_store
-        self.pool_store = pool_store
-        self.heartbeat_service = heartbeat_service
-        self.pool_service = pool_service
-        self.task_service = task_service
+    db: Database
+    clock: Clock
+    hub: WatchHub
+    node_store: NodeStore
+    pool_store: PoolStore
+    heartbeat_service: HeartbeatService
+    pool_service: PoolService
+    task_service: TaskService
 
     def request_scan(self, principal: Principal, ref: str) -> AsyncTaskAccepted:
         pool = self.pool_service.resolve_one(ref)

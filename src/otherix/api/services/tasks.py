@@ -92,25 +92,17 @@ class TaskHooks:
             self.cancellable_in[type_] = cancellable_in
 
 
+@dataclass(kw_only=True, eq=False)
 class TaskService:
     """The tasks service, built once by ``api/compose.py`` with the collaborators below."""
 
-    def __init__(
-        self,
-        *,
-        db: Database,
-        clock: Clock,
-        hub: WatchHub,
-        node_store: NodeStore,
-        task_store: TaskStore,
-    ) -> None:
-        self.db = db
-        self.clock = clock
-        self.hub = hub
-        self.node_store = node_store
-        self.task_store = task_store
-        #: filled by the composition root: each task type's owner registers its hooks
-        self.hooks = TaskHooks()
+    db: Database
+    clock: Clock
+    hub: WatchHub
+    node_store: NodeStore
+    task_store: TaskStore
+    #: filled by the composition root: each task type's owner registers its hooks
+    hooks: TaskHooks = field(default_factory=TaskHooks)
 
     def new_task(
         self,

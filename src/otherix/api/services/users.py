@@ -16,6 +16,7 @@ disabled user's API tokens are refused until the user is enabled again.
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 
 from otherix.api.clock import Clock
 from otherix.api.deps import Principal
@@ -45,16 +46,14 @@ from otherix.store import Database, UniqueViolation
 from otherix.store.ports.users import ApiTokenRow, NewApiToken, NewUser, UserChange, UserStore
 
 
+@dataclass(kw_only=True, eq=False)
 class UserService:
     """The users service, built once by ``api/compose.py`` with the collaborators below."""
 
-    def __init__(
-        self, *, db: Database, clock: Clock, user_store: UserStore, passwords: Passwords
-    ) -> None:
-        self.passwords = passwords
-        self.db = db
-        self.clock = clock
-        self.user_store = user_store
+    db: Database
+    clock: Clock
+    user_store: UserStore
+    passwords: Passwords
 
     def create_user(self, body: UserCreate) -> User:
         now = self.clock.now()

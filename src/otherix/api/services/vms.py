@@ -31,6 +31,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -116,33 +117,20 @@ def _disk_missing_status(row: VmRow) -> VMStatus | None:
     )
 
 
+@dataclass(kw_only=True, eq=False)
 class VmService:
     """The vms service, built once by ``api/compose.py`` with the collaborators below."""
 
-    def __init__(
-        self,
-        *,
-        db: Database,
-        clock: Clock,
-        hub: WatchHub,
-        node_store: NodeStore,
-        task_store: TaskStore,
-        vm_store: VmStore,
-        default_pool_service: DefaultPoolService,
-        node_service: NodeService,
-        placement_service: PlacementService,
-        task_service: TaskService,
-    ) -> None:
-        self.db = db
-        self.clock = clock
-        self.hub = hub
-        self.node_store = node_store
-        self.task_store = task_store
-        self.vm_store = vm_store
-        self.default_pool_service = default_pool_service
-        self.node_service = node_service
-        self.placement_service = placement_service
-        self.task_service = task_service
+    db: Database
+    clock: Clock
+    hub: WatchHub
+    node_store: NodeStore
+    task_store: TaskStore
+    vm_store: VmStore
+    default_pool_service: DefaultPoolService
+    node_service: NodeService
+    placement_service: PlacementService
+    task_service: TaskService
 
     def vm_view(self, row: VmRow, disks: list[VmDisk] | None = None) -> VM:
         spec = row.spec or {}

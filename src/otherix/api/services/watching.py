@@ -10,6 +10,7 @@ Store reads run in worker threads; the wait itself parks on the event loop.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 from starlette.concurrency import run_in_threadpool
 
@@ -22,23 +23,15 @@ from otherix.models.heartbeat import WatchReply
 from otherix.store import Database
 
 
+@dataclass(kw_only=True, eq=False)
 class WatchService:
     """The watching service, built once by ``api/compose.py`` with the collaborators below."""
 
-    def __init__(
-        self,
-        *,
-        settings: ApiSettings,
-        db: Database,
-        hub: WatchHub,
-        heartbeat_service: HeartbeatService,
-        node_service: NodeService,
-    ) -> None:
-        self.settings = settings
-        self.db = db
-        self.hub = hub
-        self.heartbeat_service = heartbeat_service
-        self.node_service = node_service
+    settings: ApiSettings
+    db: Database
+    hub: WatchHub
+    heartbeat_service: HeartbeatService
+    node_service: NodeService
 
     async def watch(self, token: str, name: str, revision: int, timeout: float) -> WatchReply:  # noqa: ASYNC109
         """``changed: true`` with the desired state as soon as its revision passes
