@@ -51,7 +51,7 @@ def test_kill_9_of_qemu_is_crashed_with_the_exit_status_and_console(runtime, lau
     rt = runtime()
     seen = rt.start(launch(boot_disk, disk_format="raw"))
     log = launch(boot_disk).console_log
-    wait_for(lambda: log.exists() and b"LONG-MODE-OK" in log.read_bytes())
+    wait_for(lambda: log.exists() and b"LONG-MODE-OK" in log.read_bytes(), timeout=30)
     os.kill(seen.pid, signal.SIGKILL)
     wait_for(lambda: rt.state("vm1").state != "running")
     crashed = rt.state("vm1")
