@@ -1,10 +1,14 @@
-"""The dependency bundle the services receive, and who is calling.
+"""What the web process is built from, and who is calling.
 
-``Deps`` is built once by the composition root (``bootstrap.open_deps``, called
-by ``main.py`` and ``quickstart.py``) or by a test, and handed to
-``create_app(deps)``, which gives it to the routes as a FastAPI dependency
-(``api/provide.py``). ``Principal`` (a user) and ``AgentIdentity`` (a node)
-are what the guards of ``api/guards.py`` resolve a credential to.
+``Deps`` is made once by ``bootstrap.open_deps`` (called by ``main.py`` and
+``quickstart.py``) or by a test: the settings, the ``Database`` with its
+aggregate stores, the clock, the watch hub and this process's shared memories
+(the heartbeat buffer, the desired-state caches, the Idempotency-Key claims,
+the login guard). The composition root (``api/compose.py``) hands each service
+the parts of it that service uses; no service receives ``Deps`` itself. The
+middleware, the workers and a few routes (settings, the backend) read it
+through ``api/provide.py``. ``Principal`` (a user) and ``AgentIdentity`` (a
+node) are what the guards of ``api/guards.py`` resolve a credential to.
 
 This module imports no service: services import it.
 """
