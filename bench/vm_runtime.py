@@ -183,8 +183,9 @@ def _hold(work: Path, image: Path, cap: int, rss_at: int) -> dict[str, Any]:
             logs.append(launch.console_log)
         last = max(_wait_marker(log, began) for log in logs)
         out["held"] = {"count": len(logs), "stopped_by": stopped_by, "last_marker_s": last}
-        if "rss" not in out:
-            out["rss"] = _rss_figures(rt, len(logs))
+        all_held = _rss_figures(rt, len(logs))
+        out["held"]["qemu_rss_mib"] = all_held["qemu_rss_mib"]
+        out.setdefault("rss", all_held)
         running = [rt.state(v).state for v in rt.vm_ids()]
         out["held"]["all_running"] = running.count("running") == len(logs)
         return out
@@ -256,7 +257,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     r, p = summary(runtime_s), summary(plain_s)
     held, rss = held_out["held"], held_out["rss"]
     qemu_rss = rss["qemu_rss_mib"]
-    per_qemu = sum(qemu_rss) / len(qemu_rss)
+    per_qemu = sum(held["qemu_rss_mib"]) / len(held["qemu_rss_mib"])  # all the VMs held
     theoretical = int(held_out["mem_available_mib"] / per_qemu)
     boot_fig = f"p50 {r['p50_ms'] / 1000:.2f} s, max {max(runtime_s):.2f} s"
     plain_fig = f"plain qemu p50 {p['p50_ms'] / 1000:.2f} s, max {max(plain_s):.2f} s"
@@ -286,7 +287,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         {
             "what": f"information: the {len(qemu_rss)} QEMUs' total RSS",
             "n": len(qemu_rss),
-            "figure": f"{sum(qemu_rss):.0f} MiB ({per_qemu:.0f} MiB each)",
+            "figure": f"{sum(qemu_rss):.0f} MiB ({sum(qemu_rss) / len(qemu_rss):.0f} MiB each)",
         },
     ]
     tcg = "TCG, -m 256, 1 vcpu"
