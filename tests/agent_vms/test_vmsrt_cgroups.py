@@ -5,11 +5,13 @@ writable cgroups running the VM without limits and saying why.
 
 Tests that need a writable hierarchy skip when ``/sys/fs/cgroup`` has none (they need
 root). Each test uses a parent group of its own (``otherix-test-<random>``), removed
-after it.
+after it: ``support`` comes before ``runtime`` in the arguments, so it is torn down
+after the runtime fixture has killed and reaped the test's QEMUs.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import signal
@@ -20,7 +22,7 @@ from pathlib import Path
 import pytest
 from vmshelpers import wait_for
 
-from otherix.agent.vms import cgroups
+from otherix.agent.vms import cgroups, record
 
 MiB = 1024 * 1024
 
@@ -102,7 +104,7 @@ def test_a_directory_that_is_not_a_cgroup_fs_is_none_with_the_reason(tmp_path) -
 
 @needs_cgroups
 def test_qemu_runs_in_its_group_with_the_limits_and_the_group_goes_with_it(
-    runtime, launch, blank_disk, support
+    support, runtime, launch, blank_disk
 ) -> None:
     rt = runtime(limits=support)
     seen = rt.start(launch(blank_disk, memory_mb=64))
@@ -126,7 +128,7 @@ def test_qemu_runs_in_its_group_with_the_limits_and_the_group_goes_with_it(
 
 @needs_cgroups
 def test_a_crashed_qemus_group_is_removed_when_the_crash_is_observed(
-    runtime, launch, blank_disk, support
+    support, runtime, launch, blank_disk
 ) -> None:
     rt = runtime(limits=support)
     seen = rt.start(launch(blank_disk))
@@ -140,7 +142,7 @@ def test_a_crashed_qemus_group_is_removed_when_the_crash_is_observed(
 
 @needs_cgroups
 def test_a_restarted_agent_reports_the_limits_and_cleans_up(
-    runtime, launch, blank_disk, support
+    support, runtime, launch, blank_disk
 ) -> None:
     first = runtime(limits=support)
     seen = first.start(launch(blank_disk))
@@ -194,3 +196,22 @@ def test_without_cgroups_the_vm_runs_without_limits_and_says_why(
     assert seen.state == "running"
     assert seen.limits == f"none: {none.reason}"
     assert rt.poweroff("vm1").state == "stopped"
+
+
+@needs_cgroups
+def test_a_state_file_from_before_limits_reads_as_no_limits_known(
+    support, runtime, launch, blank_disk, base
+) -> None:
+    rt = runtime(limits=support)
+    rt.start(launch(blank_disk))
+    state_file = base / "run" / "vm1" / "state.json"
+    doc = json.loads(state_file.read_bytes())
+    assert doc["limits"].startswith(f"cgroup {support.mode}: ")
+    del doc["limits"]
+    state_file.write_text(json.dumps(doc))
+    rec = record.load(state_file)
+    assert rec is not None
+    assert rec.limits is None
+    (attached,) = runtime(limits=support).attach_all()
+    assert attached.state == "running"
+    assert attached.limits is None
