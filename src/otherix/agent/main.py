@@ -43,7 +43,7 @@ from otherix.agent.report import PoolState
 from otherix.agent.runtime import StopToken, SystemClock
 from otherix.agent.settings import AgentSettings
 from otherix.agent.tasks import TaskRunner
-from otherix.agent.vms import accel
+from otherix.agent.vms import accel, cgroups
 from otherix.agent.vms.command import QEMU_BINARY
 from otherix.agent.vmtasks import VmTasks
 from otherix.client.agent import AgentClient
@@ -118,16 +118,25 @@ def host_capabilities() -> dict[str, Any]:
     return caps
 
 
-def vm_capabilities(qemu: str = QEMU_BINARY) -> dict[str, str]:
+def vm_capabilities(
+    qemu: str = QEMU_BINARY, limits: cgroups.CgroupSupport | None = None
+) -> dict[str, str]:
     """What this node can run VMs with (``otherix node get`` shows it): the accelerator
     (``kvm`` only when it really runs guests, ``agent/vms/accel.py``; else ``tcg`` and
-    why), or ``none`` when QEMU is not installed."""
-    if shutil.which(qemu) is None:
-        return {"vm_accelerator": "none", "vm_accelerator_reason": f"{qemu} is not installed"}
-    found = accel.probe(qemu=qemu)
-    caps: dict[str, str] = {"vm_accelerator": found.accel}
+    why), or ``none`` when QEMU is not installed; and the per-VM resource limits
+    (``agent/vms/cgroups.py``: ``v2``, ``v1``, or ``none`` and why; ``limits`` is
+    detected unless given)."""
+    found = cgroups.detect() if limits is None else limits
+    caps: dict[str, str] = {"vm_resource_limits": found.mode}
     if found.reason:
-        caps["vm_accelerator_reason"] = found.reason
+        caps["vm_resource_limits_reason"] = found.reason
+    if shutil.which(qemu) is None:
+        caps.update(vm_accelerator="none", vm_accelerator_reason=f"{qemu} is not installed")
+        return caps
+    probed = accel.probe(qemu=qemu)
+    caps["vm_accelerator"] = probed.accel
+    if probed.reason:
+        caps["vm_accelerator_reason"] = probed.reason
     return caps
 
 

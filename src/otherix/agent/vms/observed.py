@@ -31,3 +31,6 @@ class ObservedVm:
     exit_status: int | None = None
     detail: str | None = None  # exit status in words, or QEMU's message when failed
     console: tuple[str, ...] = ()
+    # the resource limits QEMU runs under: "cgroup v1: memory 512 MiB (+256 MiB for
+    # QEMU), cpu 1", or "none: <why>" (agent/vms/cgroups.py); None: QEMU never ran
+    limits: str | None = None

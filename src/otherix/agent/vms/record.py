@@ -3,8 +3,9 @@
 What a restarted agent needs to find a VM's QEMU again and to report it honestly: the
 ``VmLaunch`` it was started from, the QEMU's :class:`~otherix.agent.vms.process.Identity`,
 the wall-clock start, whether a stop was asked for (a QEMU that exits after that is
-``stopped``, not ``crashed``, even when the agent was down meanwhile) and, once it is
-over, how it ended (``Outcome``). Written atomically by the runtime
+``stopped``, not ``crashed``, even when the agent was down meanwhile), the cgroup
+limits it runs under (``agent/vms/cgroups.py``) and, once it is over, how it ended
+(``Outcome``). Written atomically by the runtime
 (``otherix.agent.fs.atomic_write``); an unreadable file reads as None.
 """
 
@@ -38,6 +39,7 @@ class VmRecord:
     started_at: float
     stopping: bool = False
     outcome: Outcome | None = None
+    limits: str | None = None  # ObservedVm.limits: the cgroup limits QEMU runs under
 
     def with_(self, *, stopping: bool | None = None, outcome: Outcome | None = None) -> VmRecord:
         return replace(
@@ -70,6 +72,7 @@ def _encode(record: VmRecord) -> bytes:
         },
         "started_at": record.started_at,
         "stopping": record.stopping,
+        "limits": record.limits,
         "outcome": None
         if record.outcome is None
         else {
@@ -142,7 +145,15 @@ def _decode(doc: dict[str, object]) -> VmRecord:
     started_at = doc["started_at"]
     if not isinstance(started_at, int | float):
         raise ValueError("started_at is not a number")
-    return VmRecord(launch, identity, float(started_at), bool(doc["stopping"]), outcome)
+    limits = doc.get("limits")  # absent in files written before resource limits
+    return VmRecord(
+        launch,
+        identity,
+        float(started_at),
+        bool(doc["stopping"]),
+        outcome,
+        None if limits is None else str(limits),
+    )
 
 
 def save(path: Path, record: VmRecord) -> None:

@@ -15,6 +15,9 @@
   ``qmp_timeout`` seconds later (a QEMU that does not answer QMP, e.g. stopped);
 - ``restart(vm_id, timeout)``: ``stop`` then ``start`` from the same launch;
 - ``state(vm_id) -> ObservedVm``: observes (and rotates the console log);
+- resource limits: right after ``Popen`` QEMU is moved into its own cgroup with its
+  memory and CPU limits (``cgroups.CgroupSupport``, detected unless given; best effort,
+  reported in ``ObservedVm.limits``); the group is removed when the VM's end is recorded;
 - ``attach_all()`` on agent start: re-attaches to each QEMU recorded in the run
   directory whose pid (QEMU's pidfile, which must agree with the state file) still has
   the recorded start time and command line; a VM whose
@@ -41,7 +44,7 @@ from pathlib import Path
 from typing import Literal
 
 from otherix.agent.fs import make_dir, remove_file, safe_join
-from otherix.agent.vms import console, qmp, record
+from otherix.agent.vms import cgroups, console, qmp, record
 from otherix.agent.vms.command import RunPaths, VmLaunch, qemu_command
 from otherix.agent.vms.observed import ObservedVm, UnknownVm, VmState
 from otherix.agent.vms.process import exit_detail, is_alive, read_pidfile, started
@@ -67,8 +70,11 @@ class VmRuntime:
         qmp_timeout: float = 5.0,
         console_cap: int = console.DEFAULT_CAP,
         console_lines: int = 20,
+        limits: cgroups.CgroupSupport | None = None,
     ) -> None:
         self.run_dir = run_dir
+        # None: detect (the real /sys/fs/cgroup); tests pass their own
+        self.limits = cgroups.detect() if limits is None else limits
         self.start_timeout = start_timeout
         self.qmp_timeout = qmp_timeout  # per QMP command; also how long `quit` gets
         self.console_cap = console_cap
@@ -127,6 +133,7 @@ class VmRuntime:
         )
         vm.record = vm.record.with_(outcome=Outcome(ended, status, exit_detail(status)))
         record.save(vm.paths.state_file, vm.record)
+        self.limits.remove(vm.record.launch.vm_id)
 
     def state(self, vm_id: str) -> ObservedVm:
         vm = self._vm(vm_id)
@@ -142,6 +149,7 @@ class VmRuntime:
                 accel=rec.launch.accel,
                 uptime_s=max(0.0, time.time() - rec.started_at),
                 console=console.tail(log, self.console_lines),
+                limits=rec.limits,
             )
         out = rec.outcome
         return ObservedVm(
@@ -151,6 +159,7 @@ class VmRuntime:
             exit_status=out.exit_status if out is not None else None,
             detail=out.detail if out is not None else None,
             console=console.tail(log, self.console_lines),
+            limits=rec.limits,
         )
 
     # -- start --------------------------------------------------------------------------
@@ -183,8 +192,11 @@ class VmRuntime:
                 self._vms[launch.vm_id] = vm
                 self._failed(vm, f"cannot run {argv[0]}: {exc.strerror or exc}")
                 return self.state(launch.vm_id)
+            # into its cgroup before QMP is awaited: QEMU has not mapped guest RAM yet
+            placed = self.limits.place(proc.pid, launch.vm_id, launch.memory_mb, launch.vcpus)
             identity = started(proc.pid, argv)
-            vm = _Vm(VmRecord(launch, identity, time.time()), paths, proc, busy="starting")
+            rec = VmRecord(launch, identity, time.time(), limits=placed.limits)
+            vm = _Vm(rec, paths, proc, busy="starting")
             self._vms[launch.vm_id] = vm
             record.save(paths.state_file, vm.record)
             try:
@@ -220,6 +232,7 @@ class VmRuntime:
         status = vm.popen.returncode if vm.popen is not None else None
         vm.record = vm.record.with_(outcome=Outcome("failed", status, message))
         record.save(vm.paths.state_file, vm.record)
+        self.limits.remove(vm.record.launch.vm_id)
 
     # -- stop ---------------------------------------------------------------------------
 
