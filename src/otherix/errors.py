@@ -78,6 +78,8 @@ class ErrorCode(StrEnum):
     # VMs (placement reasons and task failures are not HTTP errors: they live in
     # a VM's status.reason and a task's error.code, see docs/error-codes.md)
     VM_NAME_IN_USE = "vm_name_in_use"
+    VM_NOT_STARTABLE = "vm_not_startable"
+    VM_RUNNING = "vm_running"
 
 
 class OtherixError(Exception):
@@ -205,6 +207,18 @@ class UserHasResources(Conflict):
 class VmNameInUse(Conflict):
     code = ErrorCode.VM_NAME_IN_USE
     default_message = "a VM with this name already exists"
+
+
+class VmNotStartable(Conflict):
+    """A start (or restart) refused before anything runs: ``details.reason`` says why."""
+
+    code = ErrorCode.VM_NOT_STARTABLE
+
+
+class VmRunning(Conflict):
+    """A delete of a VM whose QEMU runs, without ``force``."""
+
+    code = ErrorCode.VM_RUNNING
 
 
 class RateLimited(TemporaryError):

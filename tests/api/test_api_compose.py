@@ -9,7 +9,7 @@ from otherix.api.bootstrap import open_deps
 from otherix.api.compose import build_services
 from otherix.api.services.placement import CREATE
 from otherix.api.services.scan import TYPE as SCAN
-from otherix.api.services.vms import DELETE
+from otherix.api.services.vms import DELETE, POWER_TASKS
 from support.server import make_settings
 
 
@@ -43,15 +43,19 @@ def test_the_task_hooks_of_each_type_are_registered_for_its_owner(tmp_path: Path
             services.scan_service,
         )
         assert hooks.running == {CREATE: placement.on_create_running}
+        power = dict.fromkeys(POWER_TASKS, vms.on_power_success)
         assert hooks.success == {
             CREATE: placement.on_create_success,
             DELETE: vms.on_delete_success,
             SCAN: scan.apply_scan_result,
+            **power,
         }
         assert hooks.failure == {
             CREATE: placement.on_create_failure,
             DELETE: vms.on_delete_failure,
+            **dict.fromkeys(POWER_TASKS, vms.on_power_failure),
         }
+        assert set(POWER_TASKS) == {"vm.start", "vm.stop", "vm.restart", "vm.poweroff"}
         assert hooks.cancellable_in == {CREATE: ("pending",)}
         # a second graph has its own hooks: nothing is shared through module state
         assert build_services(deps).task_service.hooks is not hooks

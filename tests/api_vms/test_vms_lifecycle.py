@@ -58,6 +58,8 @@ def test_progress_then_success_gives_stopped_with_the_disk_recorded(api, px):
         "message": None,
         "details": None,
         "task_id": task["id"],
+        "state": "stopped",  # the disk is ready and QEMU never ran
+        "runtime": None,
     }
     [disk] = admin_view["disks"]
     assert disk["file_path"] == result["file_path"]
@@ -160,6 +162,7 @@ def test_deleting_a_placed_vm_runs_vm_delete_then_unblocks_the_pool(api, px):
         "pool_path": create["args"]["pool_path"],
         "file_path": result["file_path"],
         "format": "qcow2",
+        "force": False,
     }
     with api.client("admin") as c:  # still blocked while the disk exists
         error_of(c.delete(f"/v1/storage-pools/{pool_id}"), 409, "conflict")

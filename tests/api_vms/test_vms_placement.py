@@ -270,6 +270,12 @@ def test_binding_writes_the_root_disk_and_a_vm_create_task_in_the_desired_state(
         "pull_policy": "always",
         "format": "raw",
         "disk_gib": 7,
+        # what the agent needs to start the VM once the disk is made
+        "name": f"{px}-1",
+        "vcpus": vm["vcpus"],
+        "memory_mb": vm["memory_mb"],
+        "restart_policy": "on-failure",
+        "start": True,
     }
     assert vm["status"]["task_id"] == task["id"]
     # the owner sees the task (task:read own): pending, for this VM, on this node

@@ -122,6 +122,7 @@ def test_wait_on_a_terminal_shows_bytes_and_rate_then_the_ready_disk(cli, api):
     agent.join()
     assert ok(result) == (
         "vm web-1 created\npool: default\nnode: node-a\nphase: stopped (disk ready)\n"
+        "state: running\n"
     )
     assert frames(result.stderr) == [
         "queued ubuntu.img: waiting for the node's agent",
@@ -214,7 +215,7 @@ def test_a_developer_waits_on_its_own_vm_and_a_viewer_cannot_create(cli, api):
     agent = PacedAgent(api, node, [running(MIB), created])
     result = cli(*CREATE, "--wait", role="developer", context=agent.context())
     agent.join()
-    assert ok(result).endswith("phase: stopped (disk ready)\n")
+    assert ok(result).endswith("phase: stopped (disk ready)\nstate: running\n")
     assert failed(cli("vm", "create", "web-2", "--image-url", IMAGE, role="viewer")) == (
         "Error: permission denied: role viewer lacks vm:create\n"
     )

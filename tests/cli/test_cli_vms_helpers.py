@@ -99,8 +99,18 @@ def success(vm_id: str | None = None, pool_path: str = "/p") -> dict:
 
 
 def created(task: dict[str, Any]) -> dict:
-    """A step: the ``vm.create`` of ``task`` succeeded."""
-    return success(task["args"]["vm_id"], task["args"]["pool_path"])
+    """A step: the ``vm.create`` of ``task`` succeeded (and, when its args say ``start``,
+    the VM started: the agent puts the VM as observed in ``result.power``)."""
+    report = success(task["args"]["vm_id"], task["args"]["pool_path"])
+    if task["args"].get("start"):
+        report["result"]["power"] = {
+            "id": task["args"]["vm_id"],
+            "state": "running",
+            "pid": 4242,
+            "accelerator": "tcg",
+            "started_at": "2026-12-03T10:00:00Z",
+        }
+    return report
 
 
 def failure(code: str, message: str) -> dict:

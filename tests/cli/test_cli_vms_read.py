@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import yaml
 from clihelpers import failed, ok, table, usage
@@ -33,12 +34,20 @@ def test_list_table_and_filters(cli, api):
     two_vms(api)
     rows = table(ok(cli("vm", "list")))
     assert [{k: v for k, v in r.items() if k != "AGE"} for r in rows] == [
-        {"NAME": "web-1", "POOL": "fast", "NODE": "node-a", "PHASE": "stopped", "REASON": ""},
+        {
+            "NAME": "web-1",
+            "POOL": "fast",
+            "NODE": "node-a",
+            "PHASE": "stopped",
+            "STATE": "running",
+            "REASON": "",
+        },
         {
             "NAME": "web-2",
             "POOL": "ghost",
             "NODE": "-",
             "PHASE": "pending",
+            "STATE": "-",
             "REASON": "pool_not_found",
         },
     ]
@@ -47,7 +56,7 @@ def test_list_table_and_filters(cli, api):
     assert [r["NAME"] for r in table(ok(cli("vm", "list", "--status", "pending")))] == ["web-2"]
     assert [r["NAME"] for r in table(ok(cli("vm", "list", "--node", "node-a")))] == ["web-1"]
     assert ok(cli("vm", "list", "--pool", "nothing-here")) == (
-        "NAME  POOL  NODE  PHASE  REASON  AGE\n"
+        "NAME  POOL  NODE  PHASE  STATE  REASON  AGE\n"
     )
 
 
@@ -77,7 +86,10 @@ def test_list_ids_paging_json_and_yaml(cli, api):
 def test_get_text_shows_disks_with_pool_and_size(cli, api):
     _, pool = two_vms(api)
     vm = vm_of(api, "web-1")
-    assert ok(cli("vm", "get", "web-1")) == (
+    out = ok(cli("vm", "get", "web-1"))
+    # the uptime moves: the rest of the state line is fixed (the agent reported pid 4242)
+    out = re.sub(r"up [0-9dhms]+\)", "up UPTIME)", out)
+    assert out == (
         "name: web-1\n"
         f"id: {vm['id']}\n"
         "owner: admin\n"
@@ -92,6 +104,9 @@ def test_get_text_shows_disks_with_pool_and_size(cli, api):
         "pool: fast\n"
         "node: node-a\n"
         "phase: stopped (disk ready)\n"
+        "state: running (pid 4242, tcg, up UPTIME)\n"
+        "power_state: running (desired)\n"
+        "restart_policy: on-failure\n"
         f"task: {vm['status']['task_id']}\n"
         "disks:\n"
         "  - pool fast, 10GiB, qcow2\n"

@@ -151,6 +151,8 @@ def full(rec: VmRecord, owner: str = "alice", **joined: object) -> VmRow:
         "root_missing_since": None,
         "root_pool_status": None,
         "root_pool_reason": None,
+        "runtime": None,
+        "runtime_at": None,
     }
     values.update(joined)
     return VmRow(**{f.name: getattr(rec, f.name) for f in dataclasses.fields(rec)}, **values)  # type: ignore[arg-type]

@@ -32,6 +32,13 @@ to the host by a veth pair on a free ``10.213.<x>.0/30``; the control plane
 must listen on ``0.0.0.0`` (``ControlPlane(..., host="0.0.0.0")``).
 ``partition()``/``heal()`` take the host-side link down/up. ``close()`` (also
 on exceptions, via ``with``) kills every process and deletes the namespaces.
+
+VMs: agents run no VMs (``vms.enabled: false``) unless the node is added with
+``runs_vms=True``, so the many tests whose images are not bootable start no
+QEMU (their ``vm.create`` reports the start as ``failed``: "this node cannot
+run VMs"). Such a node gets a short run directory of its own under ``/tmp``
+(QMP socket paths must fit 107 bytes); ``close()`` kills the QEMUs recorded
+there (they outlive their agent on purpose) and removes their cgroups.
 Every wait is bounded.
 """
 
@@ -48,6 +55,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -86,6 +94,7 @@ AGENT_DEFAULTS: dict[str, Any] = {
         "backoff_max": 1.0,
     },
     "logging": {"level": "debug"},
+    "vms": {"enabled": False},
 }
 
 
@@ -229,6 +238,8 @@ class AgentProc:
         self.root = node_dir / ("root" if mount_ns else "fsroot")
         self.netns = netns
         self.proc: subprocess.Popen[bytes] | None = None
+        #: the agent's VM run directory (``runs_vms=True`` only)
+        self.vm_run_dir: Path | None = None
 
     def command(self, *args: str) -> list[str]:
         cmd = [
@@ -316,6 +327,40 @@ class AgentProc:
             return self.root / os.path.relpath(path, NODE_ROOT)
         return Path(path)
 
+    def qemu_pids(self) -> dict[str, int]:
+        """VM id -> pid of each live QEMU recorded in this node's run directory."""
+        found: dict[str, int] = {}
+        if self.vm_run_dir is None or not self.vm_run_dir.is_dir():
+            return found
+        for pidfile in self.vm_run_dir.glob("*/qemu.pid"):
+            try:
+                pid = int(pidfile.read_text().strip())
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+                stat = Path(f"/proc/{pid}/stat").read_text()
+            except (OSError, ValueError):
+                continue
+            if b"qemu-system" in cmdline and stat.rsplit(")", 1)[1].split()[0] != "Z":
+                found[pidfile.parent.name] = pid
+        return found
+
+    def kill_vms(self) -> None:
+        """SIGKILL every QEMU of this node and remove its cgroups (test cleanup)."""
+        for vm_id, pid in self.qemu_pids().items():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            for _ in range(100):
+                if not Path(f"/proc/{pid}").exists() or vm_id not in self.qemu_pids():
+                    break
+                time.sleep(0.05)
+        if self.vm_run_dir is not None and self.vm_run_dir.is_dir():
+            for vm_dir in self.vm_run_dir.iterdir():
+                for group in Path("/sys/fs/cgroup").glob(f"*/otherix/{vm_dir.name}"):
+                    with contextlib.suppress(OSError):
+                        group.rmdir()
+                with contextlib.suppress(OSError):
+                    Path(f"/sys/fs/cgroup/otherix/{vm_dir.name}").rmdir()
+            shutil.rmtree(self.vm_run_dir, ignore_errors=True)
+
     def partition(self) -> None:
         assert self.netns is not None, f"{self.name} has no network namespace"
         self.netns.set_link(False)
@@ -386,9 +431,11 @@ class Cluster:
         config: Mapping[str, Any] | None = None,
         start: bool = True,
         servers: Sequence[str] | None = None,
+        runs_vms: bool = False,
     ) -> AgentProc:
         """Enrol (and start) a node; ``servers``, control-plane URLs (one per
-        replica), replaces the one URL of the cluster's control plane."""
+        replica), replaces the one URL of the cluster's control plane;
+        ``runs_vms``: the agent runs VMs (real QEMU)."""
         if net_ns and not NET_NS_AVAILABLE:
             raise RuntimeError("net_ns needs root and iproute2")
         netns = NetNs(_free_subnet()) if net_ns else None
@@ -414,6 +461,9 @@ class Cluster:
                 }
             },
         )
+        if runs_vms:
+            node.vm_run_dir = Path(tempfile.mkdtemp(prefix="oxvm-", dir="/tmp"))
+            cfg = _merge(cfg, {"vms": {"enabled": True, "run_dir": str(node.vm_run_dir)}})
         node.config_path.write_text(yaml.safe_dump(_merge(cfg, config or {})))
         urls = list(servers) if servers else [url]
         done = subprocess.run(
@@ -468,7 +518,7 @@ class Cluster:
         """Kill every agent and delete every namespace; idempotent, never stops half-way."""
         problems: list[BaseException] = []
         for node in self.nodes.values():
-            for step in (node.stop, node.netns.delete if node.netns else None):
+            for step in (node.stop, node.kill_vms, node.netns.delete if node.netns else None):
                 try:
                     if step is not None:
                         step()

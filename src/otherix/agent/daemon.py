@@ -30,6 +30,13 @@ One step of the loop does exactly one of these, in this order of priority:
    within a second. When it returns changed, the new desired state is
    reconciled and reported at once.
 
+VMs (``otherix.agent.vms.supervisor``): the report carries ``vms``, every VM
+the runtime knows as observed, whenever that list changed since the last
+acknowledged heartbeat (the supervisor's ``version``), and a change makes the
+next step heartbeat at once. While the runtime knows a VM, a watch is held at
+most ``vm_watch`` (2 s), so a crash or a finished boot reaches the control
+plane within about that.
+
 Failures (``otherix.client`` errors) end the loop only when the node was
 removed:
 
@@ -73,6 +80,7 @@ from otherix.models.heartbeat import (
     HeartbeatReply,
     HeartbeatReport,
     TaskUpdate,
+    VmObservation,
     WatchReply,
 )
 from otherix.retry import agent_backoff, is_retryable, steady
@@ -88,6 +96,14 @@ EXIT_NODE_REMOVED = 78
 
 class NodeRemoved(Exception):
     """The control plane says this node was deleted; the agent must stop."""
+
+
+class VmReports(Protocol):
+    """What the loop needs of the VM supervisor (``VmSupervisor`` has it)."""
+
+    version: int
+
+    def observations(self) -> list[VmObservation]: ...
 
 
 class ControlPlane(Protocol):
@@ -110,6 +126,8 @@ class LoopConfig:
     min_watch: float = 0.5
     #: Longest watch while VM tasks run (their outcome must be reported promptly).
     busy_watch: float = 1.0
+    #: Longest watch while VMs exist (their state changes must be reported promptly).
+    vm_watch: float = 2.0
 
 
 class Daemon:
@@ -127,7 +145,11 @@ class Daemon:
         rng: random.Random | None = None,
         persist: Callable[[NodeState], None] | None = None,
         capabilities: Mapping[str, Any] | None = None,
+        vms: VmReports | None = None,
     ) -> None:
+        self._vms = vms
+        #: the supervisor's version the control plane last acknowledged
+        self._vms_acked: int | None = None
         self._client = client
         self._pools = pools
         self._tasks = tasks
@@ -184,13 +206,22 @@ class Daemon:
             self._clock.sleep(self.backoff.next())
 
     def report_pending(self) -> bool:
-        """True when the next heartbeat must carry the full pool list."""
-        return self._resync or self._acked != (self._pools.digest, self.state.revision)
+        """True when the next heartbeat must carry the full pool list, or VM states the
+        control plane has not acknowledged."""
+        return (
+            self._resync
+            or self._acked != (self._pools.digest, self.state.revision)
+            or (self._vms is not None and self._vms_acked != self._vms.version)
+        )
 
     # --- steps -----------------------------------------------------------------------
 
     def _heartbeat(self) -> None:
-        full = self.report_pending()
+        full = self._resync or self._acked != (self._pools.digest, self.state.revision)
+        vms_version = self._vms.version if self._vms is not None else None
+        vms = None
+        if self._vms is not None and (full or self._vms_acked != vms_version):
+            vms = self._vms.observations()
         report = HeartbeatReport(
             agent_version=self._agent_version,
             architecture=self.state.architecture,
@@ -198,11 +229,14 @@ class Daemon:
             capabilities=self._capabilities if full else None,
             pools=self._pools.reports if full else None,
             digest=self._pools.digest,
+            vms=vms,
         )
         reply = self._client.heartbeat(self.state.node_name, report)
         self._connected()
         if full:
             self._acked = (report.digest, report.revision)
+        if vms is not None:
+            self._vms_acked = vms_version
         self._resync = reply.resync
         if reply.resync:
             _log.info("control plane asked for a full report (digest mismatch)")
@@ -217,6 +251,8 @@ class Daemon:
         timeout = min(self._config.watch_timeout, remaining)
         if self._tasks.busy():
             timeout = min(timeout, self._config.busy_watch)
+        if self._vms is not None and self._vms_acked is not None and self._vms.observations():
+            timeout = min(timeout, self._config.vm_watch)
         if self.desired is None or timeout < self._config.min_watch:
             self._clock.sleep(remaining)
             return

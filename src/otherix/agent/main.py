@@ -43,8 +43,11 @@ from otherix.agent.report import PoolState
 from otherix.agent.runtime import StopToken, SystemClock
 from otherix.agent.settings import AgentSettings
 from otherix.agent.tasks import TaskRunner
+from otherix.agent.vmpower import VmHost
 from otherix.agent.vms import accel, cgroups
 from otherix.agent.vms.command import QEMU_BINARY
+from otherix.agent.vms.runtime import VmRuntime
+from otherix.agent.vms.supervisor import VmSupervisor
 from otherix.agent.vmtasks import VmTasks
 from otherix.client.agent import AgentClient
 from otherix.client.base import url_list
@@ -100,7 +103,7 @@ def host_architecture() -> Architecture | None:
     return _MACHINES.get(platform.machine().lower())
 
 
-def host_capabilities() -> dict[str, Any]:
+def host_capabilities(qemu: str = QEMU_BINARY) -> dict[str, Any]:
     """Static facts about this host, sent with every full report."""
     caps: dict[str, Any] = {"kernel_version": platform.release()}
     cores = os.cpu_count()
@@ -114,8 +117,42 @@ def host_capabilities() -> dict[str, Any]:
                     break
     except (OSError, ValueError, IndexError):
         pass
-    caps.update(vm_capabilities())
+    caps.update(vm_capabilities(qemu))
     return caps
+
+
+#: what a VM's directory in the run directory adds to its path: "/<uuid>/qmp.sock"
+_SOCKET_SUFFIX = 1 + 36 + len("/qmp.sock")
+
+
+def build_vm_host(settings: AgentSettings, caps: dict[str, Any]) -> VmHost | None:
+    """The VM runtime and its supervisor, re-attached to the VMs that run already; None
+    when VMs are disabled or QEMU is not installed (``caps``: ``vm_capabilities``)."""
+    vms = settings.vms
+    if not vms.enabled:
+        caps.update(vm_accelerator="none", vm_accelerator_reason="vms.enabled is false")
+        return None
+    chosen = caps.get("vm_accelerator")
+    if chosen not in ("kvm", "tcg"):
+        _log.warning("this node runs no VMs: %s", caps.get("vm_accelerator_reason"))
+        return None
+    run_dir = vms.run_dir or settings.data_dir / "vms"
+    if len(str(run_dir)) + _SOCKET_SUFFIX > 107:
+        _fail(
+            f"vms.run_dir {run_dir} is too long for QEMU's QMP socket paths "
+            f"(at most {107 - _SOCKET_SUFFIX} characters): set vms.run_dir to a shorter path"
+        )
+    runtime = VmRuntime(run_dir, start_timeout=vms.start_timeout, console_cap=vms.console_cap)
+    supervisor = VmSupervisor(
+        runtime,
+        interval=vms.supervise_interval,
+        backoff_initial=vms.restart_backoff_initial,
+        backoff_max=vms.restart_backoff_max,
+    )
+    found = supervisor.attach()
+    if found:
+        _log.info("re-attached to %d VM(s) recorded in %s", len(found), run_dir)
+    return VmHost(supervisor.start(), "kvm" if chosen == "kvm" else "tcg", vms.qemu_binary)
 
 
 def vm_capabilities(
@@ -336,6 +373,8 @@ def serve(data_dir: Path | None, config_file: Path | None) -> None:
         backoff_initial=cp.backoff_initial,
         backoff_max=cp.backoff_max,
     ).start()
+    caps = host_capabilities(settings.vms.qemu_binary)
+    host = build_vm_host(settings, caps)
     vms = VmTasks(
         cache=cache,
         pools=pool_state,
@@ -344,6 +383,8 @@ def serve(data_dir: Path | None, config_file: Path | None) -> None:
         per_source=settings.tasks.vm_create_per_source,
         attempts=settings.tasks.vm_create_attempts,
         retry_delay=settings.tasks.retry_delay,
+        host=host,
+        power_workers=settings.vms.power_workers,
     )
     try:
         daemon = Daemon(
@@ -361,7 +402,8 @@ def serve(data_dir: Path | None, config_file: Path | None) -> None:
             ),
             agent_version=__version__,
             persist=lambda s: node_state.save(settings.data_dir, s),
-            capabilities=host_capabilities(),
+            capabilities=caps,
+            vms=host.supervisor if host is not None else None,
         )
         _log.info(
             "otherix-agent %s serving node %s (%s) against %s",
@@ -376,6 +418,8 @@ def serve(data_dir: Path | None, config_file: Path | None) -> None:
     else:
         removed = False
     finally:
+        if host is not None:
+            host.supervisor.close()  # the VMs keep running; a restarted agent re-attaches
         vms.close()
         outbox.close()
         client.close()

@@ -267,6 +267,24 @@ class TasksSection(Section):
         return v
 
 
+class VmsSection(Section):
+    """The VM runtime (docs/vm-runtime.md)."""
+
+    #: False: this node runs no VMs (power tasks fail with ``vm_unavailable``)
+    enabled: bool = True
+    qemu_binary: str = "qemu-system-x86_64"
+    #: QMP sockets, pidfiles and state files, one directory per VM (default:
+    #: ``<data_dir>/vms``); kept across reboots, so a VM that ran before one is restarted
+    #: by its restart policy. Its path plus 46 characters must fit a socket path (107).
+    run_dir: Path | None = None
+    start_timeout: Duration = 30.0
+    console_cap: ByteSize = 1 << 20
+    power_workers: int = Field(default=2, ge=1, le=32)
+    supervise_interval: Duration = 1.0
+    restart_backoff_initial: Duration = 1.0
+    restart_backoff_max: Duration = 60.0
+
+
 class LoggingSection(Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
@@ -277,4 +295,5 @@ class AgentSettings(Section):
     storage: StorageSection = StorageSection()
     images: ImagesSection = ImagesSection()
     tasks: TasksSection = TasksSection()
+    vms: VmsSection = VmsSection()
     logging: LoggingSection = LoggingSection()

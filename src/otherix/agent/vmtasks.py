@@ -41,6 +41,16 @@ a second and retries a failed outcome report without redoing the work.
   there; a create waiting in line (or between tries) just reports. A task the
   control plane dropped, and every job at shutdown, is cancelled without a
   report (a restart runs it again).
+- **Power** (``vm.start``, ``vm.stop``, ``vm.restart``, ``vm.poweroff``;
+  ``otherix.agent.vmpower``) run on ``power_workers`` threads (2) of their
+  own, so a stop that waits for a guest never holds up a download, and are
+  tried once. A ``vm.create`` whose args say ``start`` starts the VM once its
+  disk is made; a start that fails does not fail the create (the disk is
+  there; the VM reports ``failed`` with QEMU's message). A ``vm.delete`` of a
+  VM whose QEMU runs fails with ``vm_running`` unless its args say ``force``,
+  which powers it off first; then the run directory record goes too. Without
+  a VM host (``host=None``: QEMU not installed) power tasks fail with
+  ``vm_unavailable``.
 """
 
 from __future__ import annotations
@@ -51,7 +61,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from otherix.agent import vmwork
+from otherix.agent import vmpower, vmwork
 from otherix.agent.images import ImageCache, Progress
 from otherix.agent.images.progress import Speed
 from otherix.agent.outbox import TaskOutbox
@@ -64,7 +74,7 @@ __all__ = ["VM_TASK_TYPES", "VmTasks"]
 
 _log = logging.getLogger(__name__)
 
-VM_TASK_TYPES: Final = frozenset({VM_CREATE, VM_DELETE})
+VM_TASK_TYPES: Final = frozenset({VM_CREATE, VM_DELETE, *vmpower.POWER_TYPES})
 #: progress (percent) ranges of the two phases of a create
 _DOWNLOAD: Final = (0, 90)
 _CLONE: Final = (90, 99)
@@ -109,7 +119,10 @@ class VmTasks:
         per_source: int = 2,
         attempts: int = 3,
         retry_delay: float = 5.0,
+        host: vmpower.VmHost | None = None,
+        power_workers: int = 2,
     ) -> None:
+        self._host = host
         self._cache = cache
         self._pools = pools
         self._outbox = outbox
@@ -121,12 +134,18 @@ class VmTasks:
         self._images_changed = threading.Event()
         self._line: CreateLine[_Job] = CreateLine(per_source)
         self._deletes: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._power: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._threads = [
             threading.Thread(target=self._create_worker, name=f"{VM_CREATE}-{i}", daemon=True)
             for i in range(create_workers)
         ]
         self._threads.append(
             threading.Thread(target=self._delete_worker, name=f"{VM_DELETE}-0", daemon=True)
+        )
+        self._power_threads = power_workers
+        self._threads.extend(
+            threading.Thread(target=self._power_worker, name=f"vm.power-{i}", daemon=True)
+            for i in range(power_workers)
         )
         for thread in self._threads:
             thread.start()
@@ -198,6 +217,8 @@ class VmTasks:
                 job.cancel(None)
         self._line.close()
         self._deletes.put(None)
+        for _ in range(self._power_threads):
+            self._power.put(None)
         for thread in self._threads:
             thread.join(timeout / max(1, len(self._threads)))
 
@@ -211,6 +232,8 @@ class VmTasks:
         if job.task.type == VM_CREATE:
             url = job.task.args.get("image_url")
             self._line.put(job, source_of(url) if isinstance(url, str) else None)
+        elif job.task.type in vmpower.POWER_TYPES:
+            self._power.put(job)
         else:
             self._deletes.put(job)
 
@@ -232,6 +255,11 @@ class VmTasks:
 
     def _delete_worker(self) -> None:
         while (job := self._deletes.get()) is not None:
+            self._try(job)
+            self._finish(job)
+
+    def _power_worker(self) -> None:
+        while (job := self._power.get()) is not None:
             self._try(job)
             self._finish(job)
 
@@ -268,8 +296,11 @@ class VmTasks:
             try:
                 if task.type == VM_CREATE:
                     result = self._create(job)
+                elif task.type in vmpower.POWER_TYPES:
+                    args = vmpower.PowerArgs.parse(task.args)
+                    result = vmpower.run(self._pools, self._host, task.type, args)
                 else:
-                    result = vmwork.delete(self._cache, self._pools, DeleteArgs.parse(task.args))
+                    result = self._delete(task.args)
             except Exception as exc:
                 if not job.cancelled.is_set():
                     return self._failed_try(job, vmwork.failure_of(exc))
@@ -328,7 +359,7 @@ class VmTasks:
         """One try of a ``vm.create``; raises what the work raises."""
         args = CreateArgs.parse(job.task.args)
         try:
-            return vmwork.create(
+            result = vmwork.create(
                 self._cache,
                 self._pools,
                 args,
@@ -337,3 +368,34 @@ class VmTasks:
             )
         finally:
             self._images_changed.set()
+        if job.task.args.get("start") is True:
+            update = self._update(job, "running", progress=99, result={"phase": "start"})
+            self._outbox.progress(job.task.id, update)
+            result["power"] = vmpower.start_after_create(self._pools, self._host, job.task.args)
+        return result
+
+    def _delete(self, raw: dict[str, Any]) -> dict[str, Any]:
+        """A ``vm.delete``: never the disk of a running QEMU, unless ``force`` powers it off."""
+        args = DeleteArgs.parse(raw)
+        host = self._host
+        if host is None:
+            return vmwork.delete(self._cache, self._pools, args)
+        sup, runtime = host.supervisor, host.supervisor.runtime
+        sup.forget(args.vm_id)  # no restart by its policy from now on
+        try:
+            if runtime.alive(args.vm_id):
+                if raw.get("force") is not True:
+                    raise TaskFailure(
+                        "vm_running",
+                        "the VM is running: stop it first, or delete it with --force "
+                        "(which powers it off)",
+                    )
+                runtime.poweroff(args.vm_id)
+                if runtime.alive(args.vm_id):
+                    raise TaskFailure("vm_running", "the VM's QEMU did not power off")
+            result = vmwork.delete(self._cache, self._pools, args)
+        except BaseException:
+            sup.release(args.vm_id)
+            raise
+        runtime.forget(args.vm_id)
+        return result

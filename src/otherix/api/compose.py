@@ -35,7 +35,7 @@ from otherix.api.services.secrets import Passwords
 from otherix.api.services.tasks import TaskService
 from otherix.api.services.users import UserService
 from otherix.api.services.vms import DELETE as VM_DELETE
-from otherix.api.services.vms import VmService
+from otherix.api.services.vms import POWER_TASKS, VmService
 from otherix.api.services.watching import WatchService
 
 
@@ -116,6 +116,7 @@ def build_services(deps: Deps) -> Services:
         node_store=db.nodes,
         pool_store=db.pools,
         task_store=db.tasks,
+        vm_store=db.vms,
         default_pool_service=default_pool,
         node_service=nodes,
     )
@@ -171,6 +172,8 @@ def build_services(deps: Deps) -> Services:
         cancellable_in=("pending",),  # the agent has not started it
     )
     tasks.hooks.register(VM_DELETE, success=vms.on_delete_success, failure=vms.on_delete_failure)
+    for power_task in POWER_TASKS:
+        tasks.hooks.register(power_task, success=vms.on_power_success, failure=vms.on_power_failure)
     tasks.hooks.register(POOL_SCAN, success=scan.apply_scan_result)
     return Services(
         auth_service=auth,

@@ -45,7 +45,7 @@ from otherix.models.nodes import (
 )
 from otherix.models.pools import DefaultPool, PoolConceptView, PoolList, StoragePool
 from otherix.models.tasks import Task
-from otherix.models.vms import VM
+from otherix.models.vms import VM, VmConsole
 
 #: ``GET /v1/nodes``: full nodes for admins and operators, summaries for the
 #: others. Left to right: a full node also parses as a summary (extras ignored).
@@ -223,10 +223,23 @@ class ApiClient(HttpClient):
     def get_vm(self, name: str) -> VM:
         return VM.model_validate(self.json("GET", f"/v1/vms/{_seg(name)}"))
 
-    def delete_vm(self, name: str) -> AsyncTaskAccepted | None:
-        """None when the VM is gone at once (204); else the accepted vm.delete task (202)."""
-        body = self.json("DELETE", f"/v1/vms/{_seg(name)}")
+    def delete_vm(self, name: str, *, force: bool = False) -> AsyncTaskAccepted | None:
+        """None when the VM is gone at once (204); else the accepted vm.delete task (202).
+        ``force``: a VM whose QEMU runs is powered off first (else 409 ``vm_running``)."""
+        params = {"force": "true"} if force else None
+        body = self.json("DELETE", f"/v1/vms/{_seg(name)}", params=params)
         return AsyncTaskAccepted.model_validate(body) if body else None
+
+    def power_vm(
+        self, name: str, action: str, *, timeout_seconds: int | None = None
+    ) -> AsyncTaskAccepted:
+        """``action``: start, stop, restart or poweroff; the accepted ``vm.<action>`` task."""
+        body = {"timeout_seconds": timeout_seconds} if timeout_seconds is not None else None
+        data = self.json("POST", f"/v1/vms/{_seg(name)}/{_seg(action)}", json=body)
+        return AsyncTaskAccepted.model_validate(data)
+
+    def vm_console(self, name: str) -> VmConsole:
+        return VmConsole.model_validate(self.json("GET", f"/v1/vms/{_seg(name)}/console"))
 
     # tasks ------------------------------------------------------------------
     def get_task(self, task_id: str) -> Task:

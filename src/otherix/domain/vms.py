@@ -20,7 +20,13 @@ from urllib.parse import urlsplit
 __all__ = [
     "MAX_IMAGE_URL_CHARS",
     "PHASES",
+    "POWER_ACTIONS",
+    "RUN_STATES",
     "MissingReason",
+    "PowerAction",
+    "PowerState",
+    "RestartPolicy",
+    "RunState",
     "disk_missing",
     "image_basename",
     "validate_image_url",
@@ -29,6 +35,23 @@ __all__ = [
 
 #: VM phases (docs/pool-contract.md §7); a VM whose disk is ready is ``stopped``.
 PHASES: tuple[str, ...] = ("pending", "creating", "stopped", "error", "deleting")
+#: The desired power state in a VM's spec (``otherix vm start|stop``).
+PowerState = Literal["running", "stopped"]
+#: What the agent does when the VM's QEMU ends without being asked (docs/vm-runtime.md).
+RestartPolicy = Literal["always", "on-failure", "never"]
+#: What the node observes of a VM's QEMU (``status.state``).
+RunState = Literal["starting", "running", "stopping", "stopped", "crashed", "failed"]
+RUN_STATES: tuple[str, ...] = ("starting", "running", "stopping", "stopped", "crashed", "failed")
+#: The power verbs (``POST /v1/vms/{name}/{action}``); each is a ``vm.<action>`` task.
+PowerAction = Literal["start", "stop", "restart", "poweroff"]
+POWER_ACTIONS: tuple[PowerAction, ...] = ("start", "stop", "restart", "poweroff")
+#: What each verb leaves as the desired power state.
+POWER_AFTER: dict[str, PowerState] = {
+    "start": "running",
+    "restart": "running",
+    "stop": "stopped",
+    "poweroff": "stopped",
+}
 #: Why a made disk is missing (``disk_missing``).
 MissingReason = Literal["pool_failed", "file_missing"]
 

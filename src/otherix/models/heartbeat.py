@@ -26,6 +26,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
+from otherix.domain.vms import RunState
 from otherix.models.common import Input, Output
 from otherix.models.strictjson import INT64_MAX
 
@@ -69,6 +70,25 @@ class Resources(Input):
     system_disk_available_bytes: int | None = Field(default=None, ge=0, le=INT64_MAX)
 
 
+class VmObservation(Input):
+    """What the agent observes of one VM's QEMU (docs/vm-runtime.md). ``console`` is the
+    last lines of its serial console (at most 100, each cut at 1,024 characters)."""
+
+    id: str = Field(min_length=1, max_length=64)
+    state: RunState
+    pid: int | None = Field(default=None, ge=1, le=1 << 31)
+    accelerator: Literal["kvm", "tcg"] | None = None
+    started_at: datetime | None = None
+    exit_status: int | None = Field(default=None, ge=-255, le=255)
+    detail: str | None = Field(default=None, max_length=4096)
+    restarts: int = Field(default=0, ge=0, le=INT64_MAX)
+    next_restart_at: datetime | None = None
+    limits: str | None = Field(default=None, max_length=512)
+    console: list[Annotated[str, Field(max_length=1024)]] = Field(
+        default_factory=list, max_length=100
+    )
+
+
 class HeartbeatReport(Input):
     agent_version: str = Field(min_length=1, max_length=64)
     architecture: Literal["amd64", "arm64"]
@@ -77,6 +97,9 @@ class HeartbeatReport(Input):
     resources: Resources | None = None
     pools: list[PoolReport] | None = None
     digest: str = Field(pattern=r"^[0-9a-f]{64}$")
+    #: every VM the agent's runtime knows, as observed; None: unchanged since the last
+    #: acknowledged report (or an agent without a VM runtime)
+    vms: list[VmObservation] | None = Field(default=None, max_length=100_000)
 
 
 class DeclaredDisk(Output):

@@ -13,8 +13,8 @@ Phases (``status.phase``):
   why, see docs/pool-contract.md §7.2), or placed with its ``vm.create`` task not started.
 - ``creating``: the node's agent is running the ``vm.create`` task (image
   cache fill, disk materialisation); progress is on the task.
-- ``stopped``: the disk is ready. Booting under QEMU is a later stage, so a
-  VM whose disk is ready reports ``stopped``.
+- ``stopped``: the disk is ready. Whether QEMU runs is the power state, not
+  the phase: ``status.state`` (below).
 - ``error``: a task failed; ``status.reason`` is the task's error code (e.g.
   ``checksum_mismatch``, ``image_collision``, ``pool_full``,
   ``disk_too_small``, ``download_failed``).
@@ -29,6 +29,14 @@ agent reports the file gone (``file_missing``). The disk row says so
 whose root disk is missing shows ``status.reason: "disk_missing"`` with a
 message and ``details``; its phase stays ``stopped`` (the lifecycle did not
 change, and list filters by phase keep matching it).
+
+Power (docs/vm-runtime.md): ``power_state`` is the desired power state
+(``running`` unless the VM was created with ``power_state: stopped`` or
+stopped since), ``restart_policy`` what the agent does when QEMU ends
+unasked. ``status.state`` is what the node last observed of the VM's QEMU
+(``starting``, ``running``, ``stopping``, ``stopped``, ``crashed``,
+``failed``; ``stopped`` for a VM whose disk is ready and that never ran, null
+before that), ``status.runtime`` the rest of that observation.
 """
 
 from __future__ import annotations
@@ -38,7 +46,7 @@ from typing import Any, Literal
 
 from pydantic import Field, StrictInt, StrictStr
 
-from otherix.domain.vms import MissingReason
+from otherix.domain.vms import MissingReason, PowerState, RestartPolicy, RunState
 from otherix.models.common import Input, Output, Page
 
 VmPhase = Literal["pending", "creating", "stopped", "error", "deleting"]
@@ -68,14 +76,66 @@ class VMCreate(Input):
     )
     pool: StrictStr | None = None
     node: StrictStr | None = None
+    power_state: PowerState = Field(
+        default="running",
+        description="running: start the VM as soon as its disk is ready; stopped: leave it "
+        "stopped (otherix vm create --no-start)",
+    )
+    restart_policy: RestartPolicy = Field(
+        default="on-failure",
+        description="when QEMU ends without being asked: always (restart, a guest power-off "
+        "included), on-failure (restart after a crash, with backoff), never",
+    )
+
+
+class VmPowerRequest(Input):
+    """The body of ``POST /v1/vms/{name}/{start|stop|restart|poweroff}`` (optional)."""
+
+    timeout_seconds: StrictInt = Field(
+        default=60,
+        ge=1,
+        le=3600,
+        description="stop and restart: how long the guest gets to power down after the ACPI "
+        "request before QEMU is powered off",
+    )
+
+
+class VmRuntimeView(Output):
+    """What the VM's node last observed of its QEMU."""
+
+    pid: int | None = None
+    accelerator: str | None = Field(default=None, description="kvm or tcg")
+    started_at: datetime | None = None
+    uptime_seconds: int | None = Field(default=None, description="while running")
+    exit_status: int | None = Field(
+        default=None, description="QEMU's exit status (negative: killed by that signal)"
+    )
+    detail: str | None = Field(
+        default=None, description="crashed: the exit in words; failed: QEMU's own message"
+    )
+    restarts: int = Field(default=0, description="restarts by the restart policy")
+    next_restart_at: datetime | None = None
+    limits: str | None = Field(default=None, description="the cgroup limits QEMU runs under")
+    console_tail: list[str] = Field(
+        default_factory=list, description="crashed or failed: the last console lines"
+    )
+    observed_at: datetime | None = None
+
+
+class VmConsole(Output):
+    """``GET /v1/vms/{name}/console``: the last lines of the VM's serial console."""
+
+    name: str
+    state: RunState | None
+    lines: list[str]
+    observed_at: datetime | None = None
 
 
 class VMStatus(Output):
     phase: VmPhase = Field(
         description="pending (not placed yet, or vm.create not started), creating (the agent "
-        "runs vm.create), stopped (the disk is ready; booting under QEMU is a later stage, so "
-        "a VM whose disk is ready reports stopped), error (a task failed), deleting (vm.delete "
-        "runs; the VM is gone when it succeeds)"
+        "runs vm.create), stopped (the disk is ready; whether QEMU runs is status.state), "
+        "error (a task failed), deleting (vm.delete runs; the VM is gone when it succeeds)"
     )
     reason: str | None = Field(
         default=None,
@@ -86,7 +146,16 @@ class VMStatus(Output):
     )
     message: str | None = None
     details: dict[str, Any] | None = None
-    task_id: str | None = Field(default=None, description="the VM's latest vm.create/vm.delete")
+    task_id: str | None = Field(
+        default=None, description="the VM's latest task (vm.create, vm.start, ..., vm.delete)"
+    )
+    state: RunState | None = Field(
+        default=None,
+        description="what the node last observed of the VM's QEMU: starting, running, "
+        "stopping, stopped, crashed (QEMU ended unasked), failed (QEMU did not start); "
+        "null while the disk is not ready",
+    )
+    runtime: VmRuntimeView | None = None
 
 
 class VmDisk(Output):
@@ -132,6 +201,8 @@ class VM(Output):
     pool_id: str | None = None
     node: str | None = None
     node_hint: str | None = None
+    power_state: PowerState = "running"
+    restart_policy: RestartPolicy = "on-failure"
     status: VMStatus
     disks: list[VmDisk] | None = Field(default=None, description="GET by name only")
     created_at: datetime

@@ -354,3 +354,17 @@ vm_disks = sa.Table(
     # 0007 (pool identity): since when the agent reports the disk file missing (null: present).
     _ts("missing_since", nullable=True),
 )
+
+#: 0009 (VMs run): what the VM's node last reported of its QEMU (``HeartbeatReport.vms``,
+#: ``models.heartbeat.VmObservation``): one row per VM the agent knows, replaced when the
+#: report changes, removed with the VM. ``state`` is a column of its own for the list.
+vm_runtime = sa.Table(
+    "vm_runtime",
+    metadata,
+    sa.Column(
+        "vm_id", sa.String(36), sa.ForeignKey("vms.id", ondelete="CASCADE"), primary_key=True
+    ),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("observed", JSONType, nullable=False),
+    _ts("observed_at"),
+)

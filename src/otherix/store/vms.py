@@ -28,9 +28,18 @@ from otherix.store.ports.vms import (
     VmDiskRow,
     VmRecord,
     VmRow,
+    VmRuntimeRow,
     VmStore,
 )
-from otherix.store.schema import nodes, pool_status, storage_pools, users, vm_disks, vms
+from otherix.store.schema import (
+    nodes,
+    pool_status,
+    storage_pools,
+    users,
+    vm_disks,
+    vm_runtime,
+    vms,
+)
 from otherix.store.tx import Tx, sql
 
 _root = vm_disks.alias("root_disk")
@@ -53,12 +62,15 @@ def _select() -> sa.Select[Any]:
         _root.c.missing_since.label("root_missing_since"),
         _root_status.c.reconciliation_status.label("root_pool_status"),
         _root_status.c.reconciliation_reason.label("root_pool_reason"),
+        vm_runtime.c.observed.label("runtime"),
+        vm_runtime.c.observed_at.label("runtime_at"),
     ).select_from(
         vms.join(users, users.c.id == vms.c.owner_id)
         .outerjoin(nodes, nodes.c.id == vms.c.node_id)
         .outerjoin(_root, sa.and_(_root.c.vm_id == vms.c.id, _root.c.device_order == 0))
         .outerjoin(_root_pool, _root_pool.c.id == _root.c.storage_pool_id)
         .outerjoin(_root_status, _root_status.c.pool_id == _root.c.storage_pool_id)
+        .outerjoin(vm_runtime, vm_runtime.c.vm_id == vms.c.id)
     )
 
 
@@ -188,6 +200,7 @@ class SqlVms:
         return sql(tx).execute(stmt.values(**change)).rowcount
 
     def delete_vm(self, tx: Tx, vm_id: str) -> int:
+        sql(tx).execute(vm_runtime.delete().where(vm_runtime.c.vm_id == vm_id))
         sql(tx).execute(vm_disks.delete().where(vm_disks.c.vm_id == vm_id))
         return sql(tx).execute(vms.delete().where(vms.c.id == vm_id)).rowcount
 
@@ -240,6 +253,35 @@ class SqlVms:
             return {}
         stmt = sa.select(nodes.c.id, nodes.c.architecture).where(nodes.c.id.in_(ids))
         return {r.id: r.architecture for r in sql(tx).execute(stmt)}
+
+    # runtime (what the node reports of each VM's QEMU) ----------------------------------
+
+    def vm_ids_on_node(self, tx: Tx, node_id: str) -> set[str]:
+        stmt = sa.select(vms.c.id).where(vms.c.node_id == node_id)
+        return set(sql(tx).execute(stmt).scalars())
+
+    def runtimes_on_node(self, tx: Tx, node_id: str) -> dict[str, VmRuntimeRow]:
+        stmt = (
+            sa.select(vm_runtime)
+            .select_from(vm_runtime.join(vms, vms.c.id == vm_runtime.c.vm_id))
+            .where(vms.c.node_id == node_id)
+        )
+        return {r["vm_id"]: VmRuntimeRow(**r) for r in _rows(tx, stmt)}
+
+    def put_runtime(self, tx: Tx, row: VmRuntimeRow) -> None:
+        """Insert or replace the VM's runtime row."""
+        values = {"state": row.state, "observed": row.observed, "observed_at": row.observed_at}
+        done = sql(tx).execute(
+            vm_runtime.update().where(vm_runtime.c.vm_id == row.vm_id).values(**values)
+        )
+        if not done.rowcount:
+            sql(tx).execute(vm_runtime.insert().values(vm_id=row.vm_id, **values))
+
+    def delete_runtimes(self, tx: Tx, vm_ids: Iterable[str]) -> int:
+        ids = list(vm_ids)
+        if not ids:
+            return 0
+        return sql(tx).execute(vm_runtime.delete().where(vm_runtime.c.vm_id.in_(ids))).rowcount
 
 
 store: VmStore = SqlVms()

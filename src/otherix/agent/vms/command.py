@@ -27,6 +27,7 @@ __all__ = [
     "QEMU_BINARY",
     "Accel",
     "DiskFormat",
+    "RestartPolicy",
     "RunPaths",
     "VmLaunch",
     "qemu_command",
@@ -39,6 +40,8 @@ _MAX_SOCKET_PATH = 107
 
 Accel = Literal["kvm", "tcg"]
 DiskFormat = Literal["qcow2", "raw"]
+#: what the agent's supervisor does when QEMU ends unasked (``agent/vms/supervisor.py``)
+RestartPolicy = Literal["always", "on-failure", "never"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +57,7 @@ class VmLaunch:
     accel: Accel
     vm_dir: Path  # the VM's directory on the pool: the console log goes here
     qemu_binary: str = QEMU_BINARY
+    restart_policy: RestartPolicy = "on-failure"  # not part of the command line
 
     @property
     def console_log(self) -> Path:

@@ -34,3 +34,7 @@ class ObservedVm:
     # the resource limits QEMU runs under: "cgroup v1: memory 512 MiB (+256 MiB for
     # QEMU), cpu 1", or "none: <why>" (agent/vms/cgroups.py); None: QEMU never ran
     limits: str | None = None
+    #: wall-clock start of the QEMU (``time.time()``), None when it never ran
+    started_at: float | None = None
+    #: a stop or power-off was asked for (so an exit is not the restart policy's business)
+    stop_asked: bool = False

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Literal
 
 from otherix.agent.fs import atomic_write
-from otherix.agent.vms.command import Accel, DiskFormat, VmLaunch
+from otherix.agent.vms.command import Accel, DiskFormat, RestartPolicy, VmLaunch
 from otherix.agent.vms.process import Identity
 
 __all__ = ["Outcome", "VmRecord", "load", "save"]
@@ -62,6 +62,7 @@ def _encode(record: VmRecord) -> bytes:
             "accel": launch.accel,
             "vm_dir": str(launch.vm_dir),
             "qemu_binary": launch.qemu_binary,
+            "restart_policy": launch.restart_policy,
         },
         "identity": None
         if record.identity is None
@@ -100,6 +101,17 @@ def _format(value: object) -> DiskFormat:
     raise ValueError(f"disk format {value!r}")
 
 
+def _policy(value: object) -> RestartPolicy:
+    """A file written before restart policies reads as the default, ``on-failure``."""
+    if value == "always":
+        return "always"
+    if value == "never":
+        return "never"
+    if value == "on-failure":
+        return "on-failure"
+    raise ValueError(f"restart policy {value!r}")
+
+
 def _ended(value: object) -> Ended:
     if value == "stopped":
         return "stopped"
@@ -126,6 +138,7 @@ def _decode(doc: dict[str, object]) -> VmRecord:
         accel=_accel(la["accel"]),
         vm_dir=Path(str(la["vm_dir"])),
         qemu_binary=str(la["qemu_binary"]),
+        restart_policy=_policy(la.get("restart_policy", "on-failure")),
     )
     identity = None
     if isinstance(ident, dict):

@@ -150,6 +150,8 @@ class VmRuntime:
                 uptime_s=max(0.0, time.time() - rec.started_at),
                 console=console.tail(log, self.console_lines),
                 limits=rec.limits,
+                started_at=rec.started_at,
+                stop_asked=rec.stopping,
             )
         out = rec.outcome
         return ObservedVm(
@@ -160,7 +162,34 @@ class VmRuntime:
             detail=out.detail if out is not None else None,
             console=console.tail(log, self.console_lines),
             limits=rec.limits,
+            started_at=rec.started_at if rec.identity is not None else None,
+            stop_asked=rec.stopping,
         )
+
+    def launch_of(self, vm_id: str) -> VmLaunch:
+        """The launch the VM last ran (or tried to run) with."""
+        return self._vm(vm_id).record.launch
+
+    def alive(self, vm_id: str) -> bool:
+        """True while the VM's QEMU runs (False for a VM this runtime does not know)."""
+        vm = self._vms.get(vm_id)
+        return vm is not None and self._alive(vm)
+
+    def forget(self, vm_id: str) -> bool:
+        """Drop a VM whose QEMU is not running: its run directory goes (the VM is being
+        deleted). False, and nothing removed, while its QEMU runs."""
+        with self._locked(vm_id) as paths:
+            vm = self._vms.get(vm_id) or self._load(vm_id)
+            if vm is not None and self._alive(vm):
+                return False
+            for name in (paths.state_file, paths.pidfile, paths.qmp_socket, paths.stderr_log):
+                remove_file(name)
+            self._vms.pop(vm_id, None)
+            self.limits.remove(vm_id)
+        remove_file(paths.lock_file)
+        with contextlib.suppress(OSError):
+            paths.directory.rmdir()
+        return True
 
     # -- start --------------------------------------------------------------------------
 

@@ -1,4 +1,6 @@
-"""``/v1/vms`` (docs/pool-contract.md §7): admission, list, get by name, asynchronous delete.
+"""``/v1/vms`` (docs/pool-contract.md §7): admission, list, get by name, asynchronous delete,
+the power verbs (``POST /v1/vms/{name}/{start|stop|restart|poweroff}``, each a
+``vm.<verb>`` task, docs/vm-runtime.md) and the serial console's last lines.
 
 VMs are addressed by name only (a UUID in ``{name}`` is a 400). Placement
 happens after admission (``services.placement``, the scheduler worker).
@@ -18,10 +20,10 @@ from otherix.api.guards import require
 from otherix.api.provide import get_vm_service
 from otherix.api.routes.common import DRY_RUN_DESCRIPTION, dry_run_answer, limit_param, page
 from otherix.api.services.vms import VmService
-from otherix.domain.vms import PHASES
+from otherix.domain.vms import PHASES, POWER_ACTIONS, PowerAction
 from otherix.errors import ValidationFailed
 from otherix.models.common import AsyncTaskAccepted
-from otherix.models.vms import VM, VMCreate, VMList
+from otherix.models.vms import VM, VmConsole, VMCreate, VMList, VmPowerRequest
 from otherix.rbac import Permission
 
 router = APIRouter(prefix="/v1/vms", tags=["vms"])
@@ -29,6 +31,7 @@ router = APIRouter(prefix="/v1/vms", tags=["vms"])
 READ = require(Permission.VM_READ)
 CREATE = require(Permission.VM_CREATE)
 DELETE = require(Permission.VM_DELETE)
+POWER = require(Permission.VM_UPDATE)
 
 
 @router.post(
@@ -87,10 +90,62 @@ def get_vm(
     responses={204: {"description": "the VM was not placed yet and is gone"}},
 )
 def delete_vm(
-    name: str, me: Principal = Depends(DELETE), vm_service: VmService = Depends(get_vm_service)
+    name: str,
+    force: bool = Query(
+        False, description="delete a VM whose QEMU runs: its agent powers it off first"
+    ),
+    me: Principal = Depends(DELETE),
+    vm_service: VmService = Depends(get_vm_service),
 ) -> Response:
-    """204 when the VM was never placed; else 202 with the ``vm.delete`` task."""
-    accepted = vm_service.delete(me, name)
+    """204 when the VM was never placed; else 202 with the ``vm.delete`` task. A VM
+    whose QEMU runs is refused (409 ``vm_running``) unless ``force``."""
+    accepted = vm_service.delete(me, name, force=force)
     if accepted is None:
         return Response(status_code=204)
     return JSONResponse(accepted.model_dump(mode="json"), status_code=202)
+
+
+_POWER_DOC = {
+    "start": "Start the VM's QEMU on its node (desired power state running).",
+    "stop": "ACPI power-down; power off after timeout_seconds (desired power state stopped).",
+    "restart": "Stop (as stop does), then start again.",
+    "poweroff": "Power off at once, no guest shutdown (desired power state stopped).",
+}
+
+
+def _power_route(action: PowerAction) -> None:
+    def power_vm(
+        name: str,
+        body: VmPowerRequest | None = None,
+        me: Principal = Depends(POWER),
+        vm_service: VmService = Depends(get_vm_service),
+    ) -> AsyncTaskAccepted:
+        timeout = body.timeout_seconds if body is not None else 60
+        return vm_service.power(me, name, action, timeout=timeout)
+
+    power_vm.__doc__ = (
+        f"{_POWER_DOC[action]} 202 with the ``vm.{action}`` task (owners and admins). "
+        "The same verb while its task is unfinished answers that task."
+    )
+    router.add_api_route(
+        f"/{{name}}/{action}",
+        power_vm,
+        methods=["POST"],
+        operation_id=f"{action}Vm",
+        status_code=202,
+        response_model=AsyncTaskAccepted,
+        summary=f"{action.capitalize()} a VM",
+    )
+
+
+for _action in POWER_ACTIONS:
+    _power_route(_action)
+
+
+@router.get("/{name}/console", operation_id="getVmConsole")
+def get_vm_console(
+    name: str, me: Principal = Depends(READ), vm_service: VmService = Depends(get_vm_service)
+) -> VmConsole:
+    """The last lines (up to 50) of the VM's serial console, as its node last reported
+    them (``observed_at``)."""
+    return vm_service.console(me, name)

@@ -19,6 +19,12 @@ report of a pool ``ready`` with the marker the control plane chose moves a
 ``create``/``adopt`` pool to ``verify`` and bumps the revision, so the agent
 learns that from now on the marker is required. ``missing_disks`` sets or
 clears ``vm_disks.missing_since``.
+
+VMs: a report's ``vms`` (every VM the agent's runtime knows, as observed; None
+when unchanged) replaces each of the node's VMs' ``vm_runtime`` row that
+differs; a VM of this node the agent does not know loses its row (it never ran
+there, or its record is gone: it reads as stopped). Ids of VMs that are not on
+this node are ignored.
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ from otherix.models.heartbeat import (
     DesiredState,
     HeartbeatReport,
     PoolReport,
+    VmObservation,
 )
 from otherix.store import Database, Tx
 from otherix.store.ports import JSONValue
@@ -57,6 +64,7 @@ from otherix.store.ports.pools import (
     PoolStore,
 )
 from otherix.store.ports.tasks import TaskStore
+from otherix.store.ports.vms import VmRuntimeRow, VmStore
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +84,7 @@ class HeartbeatService:
     node_store: NodeStore
     pool_store: PoolStore
     task_store: TaskStore
+    vm_store: VmStore
     default_pool_service: DefaultPoolService
     node_service: NodeService
 
@@ -295,6 +304,7 @@ class HeartbeatService:
             or report.resources is not None
             or report.agent_version != node.agent_version
             or (report.pools is not None and report.digest != node.observed_digest)
+            or report.vms is not None
         ):
             return None
         # Liveness ages are monotonic (api/workers/liveness.py); noted before any
@@ -304,8 +314,10 @@ class HeartbeatService:
         node_values = _node_changes(node, report, promote, now)
         written = bool(observed or node_values or report.pools)
         identity_recorded = False
-        if written:
+        if written or report.vms is not None:
             with self.db.write() as conn:
+                if report.vms is not None:
+                    self.apply_vm_reports(conn, ident.node_id, report.vms, now)
                 if report.pools:
                     identity_recorded = self.apply_pool_reports(
                         conn, ident.node_id, report.pools, now
@@ -323,6 +335,24 @@ class HeartbeatService:
             self.hub.publish([ident.node_id])
         desired = self.desired_json(ident.node_id, None if written else node.desired_revision)
         return HeartbeatAnswer(now, resync, self.settings.agents.heartbeat_interval, desired)
+
+    def apply_vm_reports(
+        self, conn: Tx, node_id: str, reports: list[VmObservation], now: datetime
+    ) -> None:
+        """Store what the node observes of its VMs (module docstring)."""
+        mine = self.vm_store.vm_ids_on_node(conn, node_id)
+        stored = self.vm_store.runtimes_on_node(conn, node_id)
+        seen: set[str] = set()
+        for rep in reports:
+            vm_id = rep.id.lower()
+            if vm_id not in mine or vm_id in seen:
+                continue
+            seen.add(vm_id)
+            observed = rep.model_dump(mode="json", exclude={"id"})
+            old = stored.get(vm_id)
+            if old is None or old.observed != observed:
+                self.vm_store.put_runtime(conn, VmRuntimeRow(vm_id, rep.state, observed, now))
+        self.vm_store.delete_runtimes(conn, set(stored) - seen)
 
     def current_revision(self, node_id: str) -> int | None:
         with self.db.read() as conn:

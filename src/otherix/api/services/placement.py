@@ -33,13 +33,20 @@ from otherix.api.watch import WatchHub
 from otherix.domain.liveness import projected_status
 from otherix.domain.names import looks_like_uuid
 from otherix.domain.placement import Ask, Candidate, Unplaceable, decide, effective_bytes
-from otherix.models.heartbeat import TaskUpdate
+from otherix.models.heartbeat import TaskUpdate, VmObservation
 from otherix.store import Database, ForeignKeyViolation, Tx
 from otherix.store.ports import JSONValue
 from otherix.store.ports.nodes import NodeStore
 from otherix.store.ports.pools import PoolRow, PoolStore
 from otherix.store.ports.tasks import TaskRow
-from otherix.store.ports.vms import NewVmDisk, RootDiskChange, VmChange, VmRecord, VmStore
+from otherix.store.ports.vms import (
+    NewVmDisk,
+    RootDiskChange,
+    VmChange,
+    VmRecord,
+    VmRuntimeRow,
+    VmStore,
+)
 
 log = logging.getLogger(__name__)
 
@@ -229,14 +236,31 @@ class PlacementService:
         }
         self.vm_store.update_root_disk(conn, task.resource_id or "", disk)
         change: VmChange = {"phase": "stopped", "reason": None, "message": None, "updated_at": now}
-        self.vm_store.update_vm(
+        moved = self.vm_store.update_vm(
             conn, task.resource_id or "", change, phases=["pending", "creating"]
         )
+        power = result.get("power")
+        if moved and isinstance(power, dict):  # the start the agent made once the disk was
+            store_runtime(self.vm_store, conn, task.resource_id or "", power, now)
 
     def on_create_failure(
         self, conn: Tx, task: TaskRow, error: dict[str, Any], now: datetime
     ) -> None:
         self.mark_error(conn, task, error, now, phases=["pending", "creating"])
+
+
+def store_runtime(
+    vm_store: VmStore, conn: Tx, vm_id: str, observed: dict[str, Any], now: datetime
+) -> None:
+    """Store a VM observation an agent put in a task result (``VmObservation``); one
+    that does not parse is ignored (the next heartbeat carries the VM's state)."""
+    try:
+        obs = VmObservation.model_validate(observed)
+    except ValueError:
+        log.warning("ignoring a malformed VM observation in a task result for vm %s", vm_id)
+        return
+    row = VmRuntimeRow(vm_id, obs.state, obs.model_dump(mode="json", exclude={"id"}), now)
+    vm_store.put_runtime(conn, row)
 
 
 def _text(value: JSONValue) -> str | None:
@@ -274,6 +298,20 @@ def create_args(vm: VmRecord, c: Candidate) -> dict[str, Any]:
         "pull_policy": spec.get("pull_policy", "if-not-present"),
         "format": spec.get("format", "qcow2"),
         "disk_gib": spec.get("disk_gib", 0),
+        # what the agent needs to start the VM once its disk is made (vmpower.PowerArgs)
+        **launch_args(vm),
+        "start": spec.get("power_state", "running") == "running",
+    }
+
+
+def launch_args(vm: VmRecord) -> dict[str, Any]:
+    """What a start needs besides the disk: the VM's name, size and restart policy."""
+    spec = vm.spec
+    return {
+        "name": vm.name,
+        "vcpus": spec.get("vcpus"),
+        "memory_mb": spec.get("memory_mb"),
+        "restart_policy": spec.get("restart_policy", "on-failure"),
     }
 
 

@@ -20,6 +20,15 @@
   a placed one moves to ``deleting`` with a ``vm.delete`` task for its node
   (a still-pending ``vm.create`` is cancelled), and the rows go when the agent
   reports success, which is what unblocks a pool delete.
+- Power (docs/vm-runtime.md): ``power`` checks the VM can take the verb
+  (phase ``stopped``, i.e. its disk is ready; for a start its pool not
+  failed, its disk not missing; its node ``ready``), records the desired
+  power state in the spec and makes a ``vm.<verb>`` task for the node (one
+  attempt; the same verb again answers the unfinished task; another verb
+  while one is unfinished is a 409). The node's observations
+  (``vm_runtime``, from heartbeats and power task results) are the VM's
+  ``status.state`` and ``status.runtime``. A delete of a VM whose QEMU runs
+  needs ``force`` (the agent powers it off first); the agent checks again.
 - Task hooks (registered in ``services.tasks``): ``vm.create`` running ->
   ``creating``; success -> ``stopped`` with the disk's path and sizes stored;
   failure or cancel -> ``error`` with the task's error code as the reason.
@@ -40,7 +49,7 @@ from otherix.api.deps import Principal
 from otherix.api.services import placement, tasks
 from otherix.api.services.defaultpool import DefaultPoolService
 from otherix.api.services.nodes import NodeService, name_param
-from otherix.api.services.placement import PlacementService
+from otherix.api.services.placement import PlacementService, launch_args, store_runtime
 from otherix.api.services.redaction import redact
 from otherix.api.services.tasks import TaskService
 from otherix.api.watch import WatchHub
@@ -51,18 +60,27 @@ from otherix.domain.names import (
     validate_vm_name,
 )
 from otherix.domain.placement import Unplaceable, decide
-from otherix.domain.vms import disk_missing, validate_image_url, validate_sha256
+from otherix.domain.vms import (
+    POWER_AFTER,
+    PowerAction,
+    disk_missing,
+    validate_image_url,
+    validate_sha256,
+)
 from otherix.errors import (
+    Conflict,
     DefaultPoolNotSet400,
     NotFound,
     ValidationFailed,
     VmNameInUse,
+    VmNotStartable,
+    VmRunning,
     not_found_message,
 )
 from otherix.models.common import AsyncTaskAccepted
 from otherix.models.heartbeat import TaskUpdate
 from otherix.models.pagination import decode_cursor, split_page
-from otherix.models.vms import VM, VMCreate, VmDisk, VMStatus
+from otherix.models.vms import VM, VmConsole, VMCreate, VmDisk, VmRuntimeView, VMStatus
 from otherix.rbac import Permission, Scope
 from otherix.store import Database, StoreError, Tx, UniqueViolation
 from otherix.store.ports.nodes import NodeStore
@@ -73,6 +91,47 @@ log = logging.getLogger(__name__)
 
 DELETE = "vm.delete"
 HINT = "Use 'otherix vm list' to discover names."
+POWER_TASKS = ("vm.start", "vm.stop", "vm.restart", "vm.poweroff")
+#: states in which the VM's QEMU is there (a delete needs ``force``)
+LIVE_STATES = ("starting", "running", "stopping")
+#: console lines the VM view shows of a crashed or failed VM
+_TAIL = 10
+
+
+def _when(value: object) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        return None
+
+
+def _runtime(row: VmRow, now: datetime) -> tuple[str | None, VmRuntimeView | None]:
+    """The VM's ``status.state`` and ``status.runtime`` from its node's last report."""
+    rt = row.runtime
+    if rt is None:
+        return ("stopped" if row.phase in ("stopped", "deleting") else None), None
+    state = str(rt.get("state") or "")
+    started = _when(rt.get("started_at"))
+    live = state in LIVE_STATES
+    console = rt.get("console")
+    lines = [str(x) for x in console] if isinstance(console, list) else []
+    view = VmRuntimeView.model_validate(
+        {
+            **{k: rt.get(k) for k in ("pid", "accelerator", "exit_status", "detail", "limits")},
+            "pid": rt.get("pid") if live else None,
+            "started_at": started,
+            "uptime_seconds": max(0, int((now - started).total_seconds()))
+            if live and started
+            else None,
+            "restarts": rt.get("restarts") or 0,
+            "next_restart_at": _when(rt.get("next_restart_at")),
+            "console_tail": lines[-_TAIL:] if state in ("crashed", "failed") else [],
+            "observed_at": row.runtime_at,
+        }
+    )
+    return state, view
 
 
 def vm_not_found(name: str) -> str:
@@ -141,10 +200,16 @@ class VmService:
             details=row.status_details,
             task_id=row.task_id,
         )
+        state, runtime = _runtime(row, self.clock.now())
+        status = status.model_copy(update={"state": state, "runtime": runtime})
         return VM.model_validate(
             {
                 **{k: spec.get(k) for k in ("image_url", "image_sha256", "vcpus", "memory_mb")},
-                **{k: spec[k] for k in ("pull_policy", "format", "disk_gib") if k in spec},
+                **{
+                    k: spec[k]
+                    for k in ("pull_policy", "format", "disk_gib", "power_state", "restart_policy")
+                    if k in spec
+                },
                 "id": row.id,
                 "name": row.name,
                 "owner_id": row.owner_id,
@@ -279,8 +344,11 @@ class VmService:
                 conn, task.id, values, only_if_status=["pending", "running"]
             )
 
-    def delete(self, principal: Principal, name: str) -> AsyncTaskAccepted | None:
-        """None: gone now (204). Otherwise the vm.delete task (202).
+    def delete(
+        self, principal: Principal, name: str, *, force: bool = False
+    ) -> AsyncTaskAccepted | None:
+        """None: gone now (204). Otherwise the vm.delete task (202). A VM whose QEMU runs
+        needs ``force`` (its agent powers it off first).
 
         Lock order is task row, then VM row, as in agent task reports and cancels."""
         now = self.clock.now()
@@ -301,6 +369,15 @@ class VmService:
                     {**tasks.accepted(current.id).model_dump(), "status": current.status}
                 )
             self._cancel(conn, vm.task_id, now, any_type=False)  # placed since the first read
+            state = (row.runtime or {}).get("state")
+            if state in LIVE_STATES and not force:
+                raise VmRunning(
+                    f"VM {row.name} is {state}: stop it first ('otherix vm stop {row.name}'), "
+                    "or delete it with --force, which powers it off",
+                    {"state": state, "hint": f"otherix vm delete {row.name} --force"},
+                )
+            if current is not None and current.type in POWER_TASKS:  # the delete wins
+                self._cancel(conn, current.id, now, any_type=True)
             disk = next(iter(self.vm_store.disks_for_vm(conn, vm.id)), None)
             args = {
                 "vm_id": vm.id,
@@ -308,6 +385,7 @@ class VmService:
                 "pool_path": disk.pool_path if disk else None,
                 "file_path": disk.file_path if disk else None,
                 "format": disk.format if disk else vm.spec.get("format", "qcow2"),
+                "force": force,
             }
             task_id = self.task_service.new_task(
                 conn,
@@ -343,7 +421,135 @@ class VmService:
     def on_delete_failure(
         self, conn: Tx, task: TaskRow, error: dict[str, Any], now: datetime
     ) -> None:
+        if error.get("code") == "vm_running":  # refused by the agent: nothing was removed
+            change: VmChange = {
+                "phase": "stopped",
+                "reason": None,
+                "message": None,
+                "updated_at": now,
+            }
+            self.vm_store.update_vm(conn, task.resource_id or "", change, phases=["deleting"])
+            return
         self.placement_service.mark_error(conn, task, error, now, phases=["deleting"])
+
+    # power ------------------------------------------------------------------------------
+
+    def _check_power(self, conn: Tx, vm: VmRow, action: PowerAction) -> None:
+        """Refuse a verb the VM cannot take now (module docstring)."""
+        starts = action in ("start", "restart")
+        if vm.phase != "stopped" or vm.node_id is None:
+            raise VmNotStartable(
+                f"VM {vm.name} is {vm.phase}: only a VM whose disk is ready can be "
+                f"{'started' if starts else 'stopped'}",
+                {"reason": "vm_not_ready", "phase": vm.phase},
+            )
+        node = self.node_store.get_node(conn, vm.node_id)
+        if node is None or node.status != "ready":
+            status = node.status if node else "gone"
+            details = {"reason": "node_unreachable", "node": vm.node_name, "node_status": status}
+            message = f"VM {vm.name}'s node {vm.node_name} is {status}"
+            raise VmNotStartable(message, details) if starts else Conflict(message, details)
+        if not starts:
+            return
+        missing = disk_missing(vm.root_file_path, vm.root_missing_since, vm.root_pool_status)
+        pool = vm.root_pool_name or vm.pool_ref
+        if missing == "pool_failed":
+            raise VmNotStartable(
+                f'VM {vm.name} cannot start: its disk\'s pool "{pool}" on node {vm.node_name} '
+                f"is failed ({vm.root_pool_reason or 'failed'}); see 'otherix pool get {pool}'",
+                {"reason": "pool_failed", "pool": pool, "pool_reason": vm.root_pool_reason},
+            )
+        if missing is not None:
+            raise VmNotStartable(
+                f'VM {vm.name} cannot start: its disk is missing from pool "{pool}" '
+                f"on node {vm.node_name}",
+                {"reason": "disk_missing", "pool": pool},
+            )
+
+    def power(
+        self, principal: Principal, name: str, action: PowerAction, *, timeout: int = 60
+    ) -> AsyncTaskAccepted:
+        """Make the ``vm.<action>`` task (202), or answer the same verb's unfinished one."""
+        now = self.clock.now()
+        with self.db.write() as conn:
+            row = self._visible_row(principal, name, conn)
+            current = self.task_store.get_task(conn, row.task_id) if row.task_id else None
+            if self.vm_store.lock_vm(conn, row.id) is None:
+                raise NotFound(vm_not_found(name))
+            row = self._visible_row(principal, name, conn)  # as locked
+            unfinished = current is not None and current.status not in tasks.FINAL
+            if current is not None and unfinished and current.type in POWER_TASKS:
+                if current.type == f"vm.{action}":
+                    return AsyncTaskAccepted.model_validate(
+                        {**tasks.accepted(current.id).model_dump(), "status": current.status}
+                    )
+                raise Conflict(
+                    f"VM {row.name} has a {current.type} task in progress ({current.id}); "
+                    f"wait for it ('otherix task wait {current.id}')",
+                    {
+                        "reason": "power_task_in_progress",
+                        "task_id": current.id,
+                        "type": current.type,
+                    },
+                )
+            self._check_power(conn, row, action)
+            assert row.node_id is not None
+            disk = next(iter(self.vm_store.disks_for_vm(conn, row.id)), None)
+            args = {
+                "vm_id": row.id,
+                "pool_name": disk.pool if disk else None,
+                "pool_path": disk.pool_path if disk else None,
+                "format": disk.format if disk else row.spec.get("format", "qcow2"),
+                "timeout_seconds": timeout,
+                **launch_args(row),
+            }
+            task_id = self.task_service.new_task(
+                conn,
+                now=now,
+                type=f"vm.{action}",
+                resource_type="vm",
+                resource_id=row.id,
+                node_id=row.node_id,
+                args=args,
+                created_by=principal.user_id,
+                max_attempts=1,
+            )
+            change: VmChange = {
+                "spec": {**row.spec, "power_state": POWER_AFTER[action]},
+                "task_id": task_id,
+                "updated_at": now,
+            }
+            self.vm_store.update_vm(conn, row.id, change)
+            self.node_store.bump_revision(conn, row.node_id)
+        self.hub.publish([row.node_id])
+        return tasks.accepted(task_id)
+
+    def console(self, principal: Principal, name: str) -> VmConsole:
+        """The last lines of the VM's serial console, as its node last reported them."""
+        with self.db.read() as conn:
+            row = self._visible_row(principal, name, conn)
+        state, _ = _runtime(row, self.clock.now())
+        rt = row.runtime or {}
+        lines = rt.get("console")
+        return VmConsole(
+            name=row.name,
+            state=state,
+            lines=[str(x) for x in lines] if isinstance(lines, list) else [],
+            observed_at=row.runtime_at,
+        )
+
+    # power task outcomes (run inside the task update's transaction) -----------------------
+
+    def on_power_success(self, conn: Tx, task: TaskRow, update: TaskUpdate, now: datetime) -> None:
+        if isinstance(update.result, dict) and update.result.get("state"):
+            store_runtime(self.vm_store, conn, task.resource_id or "", update.result, now)
+
+    def on_power_failure(
+        self, conn: Tx, task: TaskRow, error: dict[str, Any], now: datetime
+    ) -> None:
+        if error.get("code") == "vm_start_failed":
+            observed = {"id": task.resource_id, "state": "failed", "detail": error.get("message")}
+            store_runtime(self.vm_store, conn, task.resource_id or "", observed, now)
 
 
 def _bad(message: str, field: str) -> ValidationFailed:

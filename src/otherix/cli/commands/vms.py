@@ -26,10 +26,21 @@ Choices docs/pool-contract.md leaves open:
   VM in place and says how to follow it.
 - ``delete --wait`` prints only the outcome (``vm web-1 deleted``); without
   it, a placed VM prints ``vm web-1 deleting (task <id>)``.
+- ``delete --force`` both skips the prompt and deletes a running VM (its
+  agent powers it off first); without it a running VM is refused
+  (``vm_running``) after the prompt.
+- Power verbs (``start``, ``stop``, ``restart``, ``poweroff``) print
+  ``vm web-1 starting (task <id>)``; with ``--wait`` they follow the task
+  and print the state it left (``vm web-1 running (pid 4242, tcg, up 0s)``).
+- ``console`` prints the last lines the node reported (up to 50); ``-f``
+  polls every second and prints lines it has not printed yet (matched
+  against the previous tail: output faster than 50 lines a second between
+  two polls loses lines; the file on the node, ``console.log``, has them).
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import click
@@ -57,6 +68,7 @@ from otherix.cli.progress import (
 from otherix.cli.views.vms import (
     created_text,
     list_manifests,
+    state_text,
     vm_list_table,
     vm_manifest,
     vm_text,
@@ -85,6 +97,8 @@ def vm() -> None:
     Example:
       otherix vm create web-1 --image-url https://images.example/ubuntu.img --wait
       otherix vm list --pool default
+      otherix vm stop web-1 --wait
+      otherix vm console web-1 -f
       otherix vm delete web-1
     """
 
@@ -117,7 +131,15 @@ def vm() -> None:
 )
 @click.option("--pool", metavar="NAME|UUID", help="Pool name or instance UUID (default: cluster).")
 @click.option("--node", metavar="NAME", help="Place the VM on this node.")
-@click.option("--wait", is_flag=True, help="Wait until the disk is ready, showing progress.")
+@click.option("--no-start", is_flag=True, help="Leave the VM stopped once its disk is ready.")
+@click.option(
+    "--restart-policy",
+    type=click.Choice(("always", "on-failure", "never")),
+    help="When QEMU ends unasked: always, on-failure (after a crash; the default), never.",
+)
+@click.option(
+    "--wait", is_flag=True, help="Wait until the disk is ready and the VM started, with progress."
+)
 @click.option(
     "--wait-timeout",
     default="5m",
@@ -138,15 +160,18 @@ def create_vm(
     disk_gib: int | None,
     pool: str | None,
     node: str | None,
+    no_start: bool,
+    restart_policy: str | None,
     wait: bool,
     wait_timeout: str,
     output: str,
 ) -> None:
-    """Create VM NAME from an image URL; its disk goes on a pool.
+    """Create VM NAME from an image URL; its disk goes on a pool, and the VM
+    starts once the disk is ready (unless --no-start).
 
     Without --pool the cluster default pool is used. With --wait, follow
     the vm.create task (on a terminal: bytes downloaded and rate) and exit
-    1 if the VM fails or is not ready in time.
+    1 if the VM fails, is not ready in time, or does not start.
 
     \b
     Example:
@@ -169,6 +194,8 @@ def create_vm(
         "disk_gib": disk_gib,
         "pool": pool,
         "node": node,
+        "power_state": "stopped" if no_start else None,
+        "restart_policy": restart_policy,
     }
     body.update({key: value for key, value in optional.items() if value is not None})
     ctx = get_context()
@@ -180,6 +207,9 @@ def create_vm(
     failure = ""
     if wait:
         created, failure = wait_vm_ready(ctx, api, created, timeout)
+        state = (created.get("status") or {}).get("state")
+        if not failure and not no_start and state not in ("running", "starting"):
+            failure = f"vm {name}'s disk is ready but it did not start: {state_text(created)}"
     ctx.write(render_object(created, fmt) if fmt == "json" else created_text(created))
     if failure:
         raise CliError(failure)
@@ -260,7 +290,7 @@ def get_vm(name: str, output: str) -> None:
 
 @vm.command("delete")
 @click.argument("name")
-@force_option("Skip the confirmation prompt.")
+@force_option("Skip the confirmation prompt, and power the VM off first if it runs.")
 @click.option("--wait", is_flag=True, help="Wait until the node's agent removed the disk.")
 @click.option(
     "--wait-timeout",
@@ -274,7 +304,8 @@ def delete_vm(name: str, force: bool, wait: bool, wait_timeout: str) -> None:
 
     A VM not placed yet is gone at once; a placed one is deleted by its
     node's agent (a vm.delete task). Asks for confirmation when stdin is a
-    terminal and refuses without one, unless --force.
+    terminal and refuses without one, unless --force. A running VM is
+    refused unless --force, which powers it off first.
 
     \b
     Example:
@@ -284,7 +315,7 @@ def delete_vm(name: str, force: bool, wait: bool, wait_timeout: str) -> None:
     ctx = get_context()
     api = ctx.client()
     require_confirmation(ctx, f"delete vm {name}", force=force)
-    accepted = api.delete_vm(name)
+    accepted = api.delete_vm(name, force=force)
     if accepted is None:
         ctx.line(f"vm {name} deleted")
         return
@@ -306,3 +337,140 @@ def delete_vm(name: str, force: bool, wait: bool, wait_timeout: str) -> None:
     if task.get("status") != "success":
         raise CliError(f"vm {name} delete failed: {task_error(task)}")
     ctx.line(f"vm {name} deleted")
+
+
+_VERB_ING = {
+    "start": "starting",
+    "stop": "stopping",
+    "restart": "restarting",
+    "poweroff": "powering off",
+}
+_VERB_HELP = {
+    "start": (
+        "Start VM NAME: its QEMU runs on its node from its disk on the pool.",
+        "Refused (vm_not_startable) while its disk is not ready, its pool is failed, its\n"
+        "disk is missing, or its node is unreachable; nothing is started then.",
+        "otherix vm start web-1 --wait",
+    ),
+    "stop": (
+        "Stop VM NAME: an ACPI power-down, then power-off after --timeout.",
+        "The guest gets --timeout to shut down; QEMU is powered off after that.",
+        "otherix vm stop web-1 --timeout 2m --wait",
+    ),
+    "restart": (
+        "Restart VM NAME: stop it (as 'vm stop' does), then start it again.",
+        "A VM that is not running is just started.",
+        "otherix vm restart web-1 --wait",
+    ),
+    "poweroff": (
+        "Power VM NAME off at once, without a guest shutdown (like pulling the plug).",
+        "Writes the guest has not flushed are lost; prefer 'vm stop'.",
+        "otherix vm poweroff web-1 --wait",
+    ),
+}
+
+
+def _power_command(action: str) -> None:
+    summary, detail, example = _VERB_HELP[action]
+    timed = action in ("stop", "restart")
+
+    def power(name: str, wait: bool, wait_timeout: str, timeout: str | None = None) -> None:
+        limit = parse_timeout("--wait-timeout", wait_timeout)
+        guest = int(parse_timeout("--timeout", timeout)) if timeout else None
+        ctx = get_context()
+        api = ctx.client()
+        accepted = api.power_vm(name, action, timeout_seconds=guest)
+        task_id = accepted.task_id
+        if not wait:
+            ctx.line(f"vm {name} {_VERB_ING[action]} (task {task_id})")
+            return
+        line = StatusLine(ctx, live_output(ctx))
+        try:
+            outcome = follow_task(ctx, api, task_id, timeout=limit, line=line, label=f"vm {name}")
+        finally:
+            line.clear()
+        task = outcome.value
+        if not outcome.done:
+            raise CliError(
+                f"vm {name} is still {_VERB_ING[action]} after {format_duration(limit)} "
+                f"(task {task_id} {task.get('status')}); follow it with "
+                f"'otherix task wait {task_id}'"
+            )
+        if task.get("status") != "success":
+            raise CliError(f"vm {name} {action} failed: {task_error(task)}")
+        ctx.line(f"vm {name} {state_text(wire(api.get_vm(name)))}")
+
+    power.__doc__ = f"""{summary}
+
+    {detail}
+    With --wait, follow the vm.{action} task and print the state it left; exit 1
+    if it fails or does not finish in time.
+
+    \b
+    Example:
+      {example}
+    """
+    command = click.argument("name")(power)
+    command = click.option("--wait", is_flag=True, help="Wait until the task is done.")(command)
+    command = click.option(
+        "--wait-timeout",
+        default="5m",
+        show_default=True,
+        metavar="DURATION",
+        help="Give up waiting after this long (e.g. 90s, 10m).",
+    )(command)
+    if timed:
+        command = click.option(
+            "--timeout",
+            metavar="DURATION",
+            help="How long the guest gets to power down before QEMU is powered off "
+            "(default 60s; at most 1h).",
+        )(command)
+    vm.command(action)(command)
+
+
+for _action in ("start", "stop", "restart", "poweroff"):
+    _power_command(_action)
+
+
+@vm.command("console")
+@click.argument("name")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines (Ctrl-C to stop).")
+@click.option(
+    "--interval", default="1s", show_default=True, metavar="DURATION", help="Poll interval with -f."
+)
+def console_vm(name: str, follow: bool, interval: str) -> None:
+    """Print the last lines of VM NAME's serial console (up to 50).
+
+    The lines are what the VM's node last reported (within a few seconds of
+    the guest printing them). With -f, keep polling and print new lines as
+    they come, until Ctrl-C (exit 0).
+
+    \b
+    Example:
+      otherix vm console web-1
+      otherix vm console web-1 -f
+    """
+    every = parse_timeout("--interval", interval)
+    ctx = get_context()
+    api = ctx.client()
+    seen: list[str] = []
+    try:
+        while True:
+            lines = api.vm_console(name).lines
+            for text in _new_lines(seen, lines):
+                ctx.line(text)
+            seen = lines
+            if not follow:
+                return
+            time.sleep(every)
+    except KeyboardInterrupt:
+        return
+
+
+def _new_lines(before: list[str], now: list[str]) -> list[str]:
+    """The lines of ``now`` after its longest overlap with the end of ``before``."""
+    for size in range(min(len(before), len(now)), 0, -1):
+        if before[-size:] == now[:size]:
+            return now[size:]
+    return now

@@ -49,6 +49,8 @@ VM_KEYS: dict[str, tuple[type, str]] = {
     "diskGiB": (int, "disk_gib"),
     "pool": (str, "pool"),
     "node": (str, "node"),
+    "powerState": (str, "power_state"),
+    "restartPolicy": (str, "restart_policy"),
 }
 VM_DEFAULTS: dict[str, Any] = {"arch": "amd64", "vcpus": 2, "memoryMB": 2048}
 DEFAULT_POOL_TYPE = "local_dir"

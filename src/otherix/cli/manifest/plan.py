@@ -144,6 +144,8 @@ VM_OBSERVED = {
     "diskGiB": "disk_gib",
     "pool": "pool",
     "node": "node_hint",
+    "powerState": "power_state",
+    "restartPolicy": "restart_policy",
 }
 
 

@@ -22,6 +22,13 @@ Choices docs/pool-contract.md leaves open (documented, tested):
   timestamps never appear.
 - Timestamps in the text views are printed as the server sent them.
 
+- ``vm list`` has a ``STATE`` column (the power state the node last
+  observed; ``-`` while the disk is not ready) beside ``PHASE`` (the disk's
+  lifecycle: ``stopped`` means the disk is ready, whether QEMU runs or not).
+  ``vm get`` adds ``state:`` (pid, accelerator and uptime while running;
+  QEMU's words when crashed or failed; when the restart policy restarts
+  it), the desired ``power_state`` and the ``restart_policy``.
+
 Every text function returns whole lines ending in a newline.
 """
 
@@ -38,6 +45,7 @@ __all__ = [
     "failure_reason",
     "list_manifests",
     "phase_text",
+    "state_text",
     "vm_list_table",
     "vm_manifest",
     "vm_text",
@@ -49,7 +57,7 @@ API_VERSION = "otherix/v1"
 KIND = "VM"
 NOT_PLACED = "-"
 
-_LIST_HEADERS = ("NAME", "POOL", "NODE", "PHASE", "REASON", "AGE")
+_LIST_HEADERS = ("NAME", "POOL", "NODE", "PHASE", "STATE", "REASON", "AGE")
 
 
 def _status(vm: VM) -> Mapping[str, Any]:
@@ -85,6 +93,41 @@ def _node(vm: VM) -> str:
     return str(vm.get("node") or NOT_PLACED)
 
 
+def _uptime(seconds: int) -> str:
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d{hours}h"
+    if hours:
+        return f"{hours}h{minutes}m"
+    return f"{minutes}m{secs}s" if minutes else f"{secs}s"
+
+
+def state_text(vm: VM) -> str:
+    """The power state as ``vm get`` prints it: ``running (pid 4242, tcg, up 3m2s)``,
+    ``crashed (exit status -9: killed by signal 9; restart 2 at ...)``, ``-`` before the
+    disk is ready."""
+    status = _status(vm)
+    state = status.get("state")
+    if not state:
+        return NOT_PLACED
+    rt = status.get("runtime") or {}
+    parts: list[str] = []
+    if state in ("starting", "running", "stopping"):
+        if rt.get("pid"):
+            parts.append(f"pid {rt['pid']}")
+        if rt.get("accelerator"):
+            parts.append(str(rt["accelerator"]))
+        if rt.get("uptime_seconds") is not None:
+            parts.append(f"up {_uptime(int(rt['uptime_seconds']))}")
+    elif state in ("crashed", "failed") and rt.get("detail"):
+        parts.append(str(rt["detail"]))
+    if rt.get("next_restart_at"):
+        parts.append(f"restarting at {rt['next_restart_at']}")
+    return f"{state} ({', '.join(parts)})" if parts else str(state)
+
+
 def vm_list_table(vms: Sequence[VM], now: datetime, show_ids: bool) -> str:
     """Render ``vm list``: ``NAME POOL NODE PHASE REASON AGE`` (``ID`` first with ids)."""
     headers = ("ID", *_LIST_HEADERS) if show_ids else _LIST_HEADERS
@@ -95,6 +138,7 @@ def vm_list_table(vms: Sequence[VM], now: datetime, show_ids: bool) -> str:
             str(vm.get("pool") or "-"),
             _node(vm),
             str(_status(vm).get("phase") or ""),
+            str(_status(vm).get("state") or NOT_PLACED),
             str(_status(vm).get("reason") or ""),
             age(vm.get("created_at"), now),
         ]
@@ -152,9 +196,20 @@ def vm_text(vm: VM) -> str:
         f"pool: {vm.get('pool') or '-'}",
         f"node: {node}",
         f"phase: {phase_text(vm)}",
+        f"state: {state_text(vm)}",
+        f"power_state: {vm.get('power_state') or 'running'} (desired)",
+        f"restart_policy: {vm.get('restart_policy') or 'on-failure'}",
     ]
+    rt = _status(vm).get("runtime") or {}
+    if rt.get("restarts"):
+        lines.append(f"restarts: {rt['restarts']}")
+    if rt.get("limits"):
+        lines.append(f"limits: {rt['limits']}")
     if _status(vm).get("task_id"):
         lines.append(f"task: {_status(vm)['task_id']}")
+    if rt.get("console_tail"):
+        lines.append("last console lines:")
+        lines += [f"  {line}" for line in rt["console_tail"]]
     lines += _disk_lines(vm.get("disks") or [])
     lines.append(f"created_at: {vm.get('created_at', '')}")
     lines.append(f"updated_at: {vm.get('updated_at', '')}")
@@ -169,6 +224,10 @@ def created_text(vm: VM) -> str:
         f"node: {_node(vm)}",
         f"phase: {phase_text(vm)}",
     ]
+    state = _status(vm).get("state")
+    if state:  # bare: a create prints what it left, not a moving uptime
+        detail = (_status(vm).get("runtime") or {}).get("detail")
+        lines.append(f"state: {state} ({detail})" if detail else f"state: {state}")
     return "".join(f"{line}\n" for line in lines)
 
 
@@ -185,6 +244,11 @@ def vm_manifest(vm: VM) -> dict[str, Any]:
         "diskGiB": vm.get("disk_gib"),
         "pool": vm.get("pool"),
         "node": vm.get("node_hint"),
+        # the defaults (running, on-failure) are left out like other defaults
+        "powerState": None if vm.get("power_state") == "running" else vm.get("power_state"),
+        "restartPolicy": None
+        if vm.get("restart_policy") == "on-failure"
+        else vm.get("restart_policy"),
     }
     return {
         "apiVersion": API_VERSION,

@@ -49,6 +49,9 @@ class VmRow(VmRecord):
     root_missing_since: datetime | None
     root_pool_status: str | None
     root_pool_reason: str | None
+    #: what the node last reported of the VM's QEMU (``vm_runtime``), or None: nothing yet
+    runtime: JSONObject | None
+    runtime_at: datetime | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +125,16 @@ class RootDiskChange(TypedDict, total=False):
     updated_at: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class VmRuntimeRow:
+    """What a node last reported of one VM's QEMU (``models.heartbeat.VmObservation``)."""
+
+    vm_id: str
+    state: str
+    observed: JSONObject
+    observed_at: datetime
+
+
 class VmStore(Protocol):
     """VMs, their disks and the placement queue."""
 
@@ -156,3 +169,7 @@ class VmStore(Protocol):
     def disks_for_vm(self, tx: Tx, vm_id: str) -> list[VmDiskRow]: ...
     def update_root_disk(self, tx: Tx, vm_id: str, change: RootDiskChange) -> int: ...
     def node_architectures(self, tx: Tx, node_ids: Iterable[str]) -> dict[str, str | None]: ...
+    def vm_ids_on_node(self, tx: Tx, node_id: str) -> set[str]: ...
+    def runtimes_on_node(self, tx: Tx, node_id: str) -> dict[str, VmRuntimeRow]: ...
+    def put_runtime(self, tx: Tx, row: VmRuntimeRow) -> None: ...
+    def delete_runtimes(self, tx: Tx, vm_ids: Iterable[str]) -> int: ...
