@@ -240,12 +240,19 @@ def table(rows: list[dict[str, Any]]) -> str:
 BIN = Path(sys.executable).parent
 
 
-def start_agent(cp: ControlPlane, token: str, work: Path, name: str) -> subprocess.Popen[bytes]:
+def start_agent(
+    cp: ControlPlane,
+    token: str,
+    work: Path,
+    name: str,
+    extra_env: dict[str, str] | None = None,
+) -> subprocess.Popen[bytes]:
     """Enrol a real ``otherix-agent`` (join token, bootstrap) and start it; returns
     once the node is ``ready``. Its pools may live under ``{cp.data_dir}/pools/``."""
     env = {
         **os.environ,
         "OTHERIX_STORAGE__ALLOWED_PATH_PREFIXES": f'["{cp.data_dir}/pools/"]',
+        **(extra_env or {}),
     }
     auth = {"Authorization": f"Bearer {token}"}
     with httpx.Client(base_url=cp.url, headers=auth) as c:

@@ -1,7 +1,6 @@
-"""VM runtime numbers (``otherix.agent.vms.VmRuntime``) with the real test guest
-(``tests/support/guest.py``), with baselines from the same run. Issue 15's
-benchmark at the agent runtime level: the API path (create -> running) is not
-wired yet, so that row is not here.
+"""VM runtime numbers with the real test guest (``tests/support/guest.py``), with
+baselines from the same run: at the agent runtime level (``otherix.agent.vms.VmRuntime``)
+and through the whole product (a control plane, a real agent, the API).
 
 Every VM is TCG, ``-m 256``, 1 vcpu, on its own copy of the guest's qcow2; the
 guest prints ``OTHERIX-GUEST-UP boot=1`` on its console once booted. Measured:
@@ -19,6 +18,16 @@ guest prints ``OTHERIX-GUEST-UP boot=1`` on its console once booted. Measured:
    10 VMs (3 ``--quick``) have printed the marker, against a bare Python
    importing the runtime; the QEMUs' total RSS as information.
 
+4. through the API (a real ``otherix-api serve`` and ``otherix-agent serve``, the guest
+   served over HTTP on loopback into a pool's image cache): ``POST /v1/vms`` until
+   ``status.state`` is ``running`` (the disk made from the cache, QEMU started), and
+   until the marker is in ``GET /v1/vms/{name}/console`` (which adds the agent's report
+   latency, up to its 2 s watch cap). The first VM downloads the image (a cache miss);
+   the others hit the cache. Baseline: ``VmRuntime.start`` alone (QEMU up and answering
+   QMP), from (1). All of them keep running;
+5. agent RSS: the real agent's ``VmRSS`` with that many VMs running (10, 4 ``--quick``),
+   against the same agent before its first VM.
+
 The guest is built once into ``$TMPDIR/otherix-bench-guest`` (``build_guest``
 caches it). Every QEMU is powered off in a ``finally``; any left (found by the
 pidfiles in this run's directory) is killed. Timings are printed, not asserted.
@@ -28,6 +37,8 @@ Writes ``bench/results/vm_runtime.json`` when run on its own.
 from __future__ import annotations
 
 import argparse
+import functools
+import http.server
 import json
 import os
 import re
@@ -36,10 +47,13 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 from otherix.agent.vms import VmLaunch, VmRuntime
 
@@ -112,15 +126,17 @@ def _launch(work: Path, image: Path, vm_id: str) -> VmLaunch:
     return VmLaunch(vm_id, vm_id, disk, "qcow2", 1, MEMORY_MB, "tcg", vm_dir)
 
 
-def _runtime_boot(rt: VmRuntime, work: Path, image: Path, vm_id: str) -> float:
+def _runtime_boot(rt: VmRuntime, work: Path, image: Path, vm_id: str) -> tuple[float, float]:
+    """(seconds until ``start`` answered running, seconds until the marker)."""
     launch = _launch(work, image, vm_id)
     began = time.perf_counter()
     seen = rt.start(launch)
+    started = time.perf_counter() - began
     if seen.state != "running":
         raise RuntimeError(f"{vm_id}: {seen.state}: {seen.detail}")
     took = _wait_marker(launch.console_log, began, lambda: rt.state(vm_id).state == "running")
     rt.poweroff(vm_id)
-    return took
+    return started, took
 
 
 def _plain_boot(work: Path, image: Path, vm_id: str) -> float:
@@ -138,11 +154,11 @@ def _plain_boot(work: Path, image: Path, vm_id: str) -> float:
         proc.wait(timeout=30)
 
 
-def _kill_leftovers(work: Path) -> int:
-    """SIGKILL every QEMU whose pidfile is in ``work`` and whose command line names
+def _kill_leftovers(work: Path, run: str = "run") -> int:
+    """SIGKILL every QEMU whose pidfile is in ``work/run`` and whose command line names
     ``work`` (so a reused pid is left alone); how many there were."""
     killed = 0
-    for pidfile in work.glob("run/*/qemu.pid"):
+    for pidfile in work.glob(f"{run}/*/qemu.pid"):
         try:
             pid = int(pidfile.read_text().strip())
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
@@ -215,12 +231,110 @@ def _bare_python_rss() -> float:
     return float("nan")
 
 
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def _until(what: str, fn: Callable[[], bool], timeout: float = MARKER_TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while not fn():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what}: not within {timeout:g} s")
+        time.sleep(0.02)
+
+
+def _api_vm(c: httpx.Client, name: str, body: dict[str, Any]) -> tuple[float, float]:
+    """(create -> running, create -> marker in the console), seconds."""
+    marker = _marker()
+    began = time.perf_counter()
+    r = c.post("/v1/vms", json={"name": name, **body})
+    if r.status_code != 201:
+        raise RuntimeError(f"create {name}: {r.status_code} {r.text}")
+
+    def state() -> bool:
+        vm = c.get(f"/v1/vms/{name}").json()
+        status = vm["status"]
+        if status["phase"] == "error" or status.get("state") == "failed":
+            raise RuntimeError(f"{name}: {status}")
+        return bool(status.get("state") == "running")
+
+    _until(f"{name} running", state)
+    running = time.perf_counter() - began
+
+    def booted() -> bool:
+        lines: list[str] = c.get(f"/v1/vms/{name}/console").json()["lines"]
+        return any(marker.search(f"{line}\n") for line in lines)
+
+    _until(f"{name} marker", booted)
+    return running, time.perf_counter() - began
+
+
+def _cluster(work: Path, image: Path, vms: int) -> dict[str, Any]:
+    """The API rows (module docstring, 4 and 5)."""
+    from bench.common import rss_mib, start_agent, start_control_plane, stop_process
+
+    www = work / "www"
+    www.mkdir()
+    shutil.copyfile(image, www / "guest.qcow2")
+    handler = functools.partial(_Quiet, directory=str(www))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{httpd.server_address[1]}/guest.qcow2"
+    cp = start_control_plane(work / "cp")
+    agent = None
+    try:
+        env = {
+            "OTHERIX_VMS__RUN_DIR": str(work / "arun"),
+            "OTHERIX_IMAGES__ALLOW_LOOPBACK_AND_LINK_LOCAL": "true",
+        }
+        agent = start_agent(cp, cp.token(), work, "bench-a", extra_env=env)
+        auth = {"Authorization": f"Bearer {cp.token()}"}
+        with httpx.Client(base_url=cp.url, headers=auth, timeout=30) as c:
+            path = f"{cp.data_dir}/pools/bench"
+            r = c.post("/v1/storage-pools", json={"name": "bench", "node": "bench-a", "path": path})
+            if r.status_code != 201:
+                raise RuntimeError(f"pool create: {r.status_code} {r.text}")
+            pool_id = r.json()["id"]
+
+            def ready() -> bool:
+                pool = c.get(f"/v1/storage-pools/{pool_id}").json()
+                return bool(pool["reconciliation_status"] == "ready")
+
+            _until("pool ready", ready, 60)
+            time.sleep(1.0)  # the agent settles after its first reconcile
+            idle_rss = rss_mib(agent.pid)
+            body = {"image_url": url, "vcpus": 1, "memory_mb": MEMORY_MB, "arch": "amd64"}
+            body["pool"] = "bench"
+            miss = _api_vm(c, "miss", body)
+            hits = [_api_vm(c, f"hit{i}", body) for i in range(vms - 1)]
+            time.sleep(2.0)  # a couple of supervisor ticks and heartbeats with all running
+            states = [v["status"]["state"] for v in c.get("/v1/vms").json()["data"]]
+            return {
+                "miss": miss,
+                "hits_running_s": [h[0] for h in hits],
+                "hits_marker_s": [h[1] for h in hits],
+                "agent_idle_rss_mib": idle_rss,
+                "agent_rss_mib": rss_mib(agent.pid),
+                "agent_hwm_mib": rss_mib(agent.pid, "VmHWM"),
+                "running": states.count("running"),
+                "vms": vms,
+            }
+    finally:
+        _kill_leftovers(work, "arun")
+        if agent is not None:
+            stop_process(agent)
+        cp.stop()
+        httpd.shutdown()
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true", help="3 boots, 3 VMs held")
     ap.add_argument("--boots", type=int, default=10)
     ap.add_argument("--cap", type=int, default=40, help="at most this many VMs at once")
     ap.add_argument("--rss-vms", type=int, default=10)
+    ap.add_argument("--api-vms", type=int, default=10, help="VMs created through the API")
     ap.add_argument("--child", nargs=2, metavar=("WORK", "IMAGE"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     boots, cap, rss_vms = (3, 3, 3) if args.quick else (args.boots, args.cap, args.rss_vms)
@@ -235,10 +349,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         work = Path(tmp)
         rt = VmRuntime(work / "run", start_timeout=120.0)
         runtime_s: list[float] = []
+        start_s: list[float] = []
         plain_s: list[float] = []
         try:
             for i in range(boots):
-                runtime_s.append(_runtime_boot(rt, work, image, f"boot{i}"))
+                started, booted = _runtime_boot(rt, work, image, f"boot{i}")
+                start_s.append(started)
+                runtime_s.append(booted)
                 plain_s.append(_plain_boot(work, image, f"plain{i}"))
         finally:
             for vm_id in rt.vm_ids():
@@ -253,6 +370,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if done.returncode != 0:
             raise RuntimeError(f"hold child failed: {done.stderr.decode()[-800:]}")
         held_out = json.loads(done.stdout.decode().strip().splitlines()[-1])
+        api = _cluster(work, image, 4 if args.quick else args.api_vms)
     bare = _bare_python_rss()
     r, p = summary(runtime_s), summary(plain_s)
     held, rss = held_out["held"], held_out["rss"]
@@ -290,12 +408,38 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "figure": f"{sum(qemu_rss):.0f} MiB ({sum(qemu_rss) / len(qemu_rss):.0f} MiB each)",
         },
     ]
+    st = summary(start_s)
+    hit_run, hit_mark = summary(api["hits_running_s"]), summary(api["hits_marker_s"])
+    n_hits = len(api["hits_running_s"])
+    run_fig = f"p50 {hit_run['p50_ms'] / 1000:.2f} s, max {max(api['hits_running_s']):.2f} s"
+    mark_fig = f"p50 {hit_mark['p50_ms'] / 1000:.2f} s, max {max(api['hits_marker_s']):.2f} s"
+    start_fig = f"p50 {st['p50_ms'] / 1000:.2f} s"
+    miss_fig = f"{api['miss'][0]:.2f} s to running, {api['miss'][1]:.2f} s to the marker"
+    agent_fig = f"{api['agent_rss_mib']:.0f} MiB (peak {api['agent_hwm_mib']:.0f} MiB)"
+    rows += [
+        {"what": "API: create -> running, cache hit", "n": n_hits, "figure": run_fig},
+        {"what": "baseline: VmRuntime.start alone", "n": boots, "figure": start_fig},
+        {"what": "API: create -> marker in vm console, cache hit", "n": n_hits, "figure": mark_fig},
+        {"what": "information: the first create (cache miss)", "n": 1, "figure": miss_fig},
+        {
+            "what": f"agent RSS, {api['running']} of {api['vms']} VMs running",
+            "n": api["vms"],
+            "figure": agent_fig,
+        },
+        {
+            "what": "baseline: the same agent before its first VM",
+            "n": 1,
+            "figure": f"{api['agent_idle_rss_mib']:.0f} MiB",
+        },
+    ]
     tcg = "TCG, -m 256, 1 vcpu"
     result = {
         "machine": machine(),
         "rows": rows,
         "runtime_boot_s": runtime_s,
         "plain_boot_s": plain_s,
+        "runtime_start_s": start_s,
+        "api": api,
         "child": held_out,
         "headline": [
             headline(
@@ -305,6 +449,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 f"VMs held at once, all at the marker ({tcg}, cap {cap})",
                 f"{held['count']} (stopped by {held['stopped_by']}); last marker {held['last_marker_s']:.2f} s",
                 baseline=f"MemAvailable / QEMU RSS = {theoretical}",
+            ),
+            headline(
+                f"API create -> running, cache hit ({tcg}, n={n_hits})",
+                run_fig,
+                baseline=f"VmRuntime.start alone {start_fig}",
+            ),
+            headline(
+                f"API create -> marker in vm console, cache hit ({tcg}, n={n_hits})",
+                mark_fig,
+                baseline=f"boot to marker, VmRuntime.start {boot_fig}",
+            ),
+            headline(
+                f"agent RSS with {api['running']} running VMs",
+                agent_fig,
+                baseline=f"the same agent idle {api['agent_idle_rss_mib']:.0f} MiB",
             ),
             headline(
                 f"runtime process RSS with {rss['vms']} running VMs",

@@ -138,10 +138,16 @@ def build_vm_host(settings: AgentSettings, caps: dict[str, Any]) -> VmHost | Non
         return None
     run_dir = vms.run_dir or settings.data_dir / "vms"
     if len(str(run_dir)) + _SOCKET_SUFFIX > 107:
-        _fail(
+        why = (
             f"vms.run_dir {run_dir} is too long for QEMU's QMP socket paths "
             f"(at most {107 - _SOCKET_SUFFIX} characters): set vms.run_dir to a shorter path"
         )
+        if vms.run_dir is not None:  # set on purpose: say so and stop
+            _fail(why)
+        # the default under a long --data-dir: the node still serves its pools
+        _log.warning("this node runs no VMs: %s", why)
+        caps.update(vm_accelerator="none", vm_accelerator_reason=why)
+        return None
     runtime = VmRuntime(run_dir, start_timeout=vms.start_timeout, console_cap=vms.console_cap)
     supervisor = VmSupervisor(
         runtime,
@@ -188,7 +194,9 @@ _CONFIG_OPTION = click.option(
     "space_margin_bytes, "
     "allow_loopback_and_link_local, allowed_networks, ca_file}, tasks.{vm_create_workers, "
     "vm_create_per_source, "
-    "vm_create_attempts, retry_delay, progress_interval}, logging.level. OTHERIX_* variables "
+    "vm_create_attempts, retry_delay, progress_interval}, vms.{enabled, qemu_binary, run_dir, "
+    "start_timeout, console_cap, power_workers, supervise_interval, restart_backoff_initial, "
+    "restart_backoff_max}, logging.level. OTHERIX_* variables "
     "override it (OTHERIX_CONTROL_PLANE__URL=...), flags override both.",
 )
 _DATA_DIR_OPTION = click.option(
@@ -342,7 +350,9 @@ def serve(data_dir: Path | None, config_file: Path | None) -> None:
     under the allowed path prefixes), holds a long-poll watch open so changes
     apply within milliseconds, and retries with backoff while the control
     plane is unreachable. VM disk tasks (image download into the pool's cache,
-    disk clone) run in worker threads. Needs a prior 'bootstrap'.
+    disk clone) run in worker threads; VMs run as QEMU processes that outlive
+    the agent, and a restarted agent re-attaches to them. Needs a prior
+    'bootstrap'.
     """
     settings = _settings(config_file, data_dir)
     setup_logging(settings.logging.level)
