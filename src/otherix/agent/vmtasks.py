@@ -381,7 +381,7 @@ class VmTasks:
         if host is None:
             return vmwork.delete(self._cache, self._pools, args)
         sup, runtime = host.supervisor, host.supervisor.runtime
-        sup.forget(args.vm_id)  # no restart by its policy from now on
+        sup.hold(args.vm_id)  # no restart by its policy from now on
         try:
             if runtime.alive(args.vm_id):
                 if raw.get("force") is not True:
@@ -397,5 +397,6 @@ class VmTasks:
         except BaseException:
             sup.release(args.vm_id)
             raise
+        sup.forget(args.vm_id)
         runtime.forget(args.vm_id)
         return result

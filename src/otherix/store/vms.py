@@ -18,6 +18,8 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import RowMapping
 
 from otherix.store.ports.vms import (
@@ -269,13 +271,13 @@ class SqlVms:
         return {r["vm_id"]: VmRuntimeRow(**r) for r in _rows(tx, stmt)}
 
     def put_runtime(self, tx: Tx, row: VmRuntimeRow) -> None:
-        """Insert or replace the VM's runtime row."""
+        """Insert or replace the VM's runtime row, in one statement (an upsert): a task
+        outcome and a heartbeat that both find no row must not both insert."""
+        conn = sql(tx)
         values = {"state": row.state, "observed": row.observed, "observed_at": row.observed_at}
-        done = sql(tx).execute(
-            vm_runtime.update().where(vm_runtime.c.vm_id == row.vm_id).values(**values)
-        )
-        if not done.rowcount:
-            sql(tx).execute(vm_runtime.insert().values(vm_id=row.vm_id, **values))
+        insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+        stmt = insert(vm_runtime).values(vm_id=row.vm_id, **values)
+        conn.execute(stmt.on_conflict_do_update(index_elements=["vm_id"], set_=values))
 
     def delete_runtimes(self, tx: Tx, vm_ids: Iterable[str]) -> int:
         ids = list(vm_ids)

@@ -299,6 +299,11 @@ class VmRuntime:
 
     def _begin_stop(self, vm: _Vm) -> bool:
         if not self._alive(vm):
+            # QEMU is gone already (crashed, perhaps waiting out a restart's backoff): the
+            # stop is recorded all the same, so no restart policy undoes it
+            if not vm.record.stopping:
+                vm.record = vm.record.with_(stopping=True)
+                record.save(vm.paths.state_file, vm.record)
             return False
         vm.busy = "stopping"
         vm.record = vm.record.with_(stopping=True)

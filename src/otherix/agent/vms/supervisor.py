@@ -147,19 +147,26 @@ class VmSupervisor:
             self._held.discard(vm_id)
             self._policies[vm_id] = _Policy(restarts=self._policies.get(vm_id, _Policy()).restarts)
 
-    def forget(self, vm_id: str) -> None:
-        """The VM is being deleted: it is not restarted and not reported any more. Returns
-        once a tick in flight (which may be restarting it) is over."""
+    def hold(self, vm_id: str) -> None:
+        """A delete is at the VM: it is not restarted, and its report stays as it was
+        (a delete that is refused must not make a running VM look gone). Returns once a
+        tick in flight (which may be restarting it) is over."""
         with self._lock:
             self._held.add(vm_id)
-            self._policies.pop(vm_id, None)
-            if self._reports.pop(vm_id, None) is not None:
-                self.version += 1
         with self._tick_lock:
             pass
 
+    def forget(self, vm_id: str) -> None:
+        """The VM is gone (or going): held, and not reported any more."""
+        self.hold(vm_id)
+        with self._lock:
+            self._policies.pop(vm_id, None)
+            if self._reports.pop(vm_id, None) is not None:
+                self.version += 1
+
     def release(self, vm_id: str) -> None:
-        """Undo ``forget`` (the delete did not happen): supervised and reported again."""
+        """Undo ``hold``/``forget`` (the delete did not happen): supervised and reported
+        again."""
         with self._lock:
             self._held.discard(vm_id)
 
@@ -227,6 +234,8 @@ class VmSupervisor:
             if obs.vm_id in self._held:
                 return observation_of(obs)
             p = self._policies.setdefault(obs.vm_id, _Policy())
+            if obs.stop_asked:  # a stop asked for cancels a restart that was due
+                p.due_at = None
             due = p.due_wall if p.due_at is not None else None
             report = observation_of(obs, restarts=p.restarts, next_restart_at=due)
             if self._reports.get(obs.vm_id) != report:

@@ -146,6 +146,6 @@ for _action in POWER_ACTIONS:
 def get_vm_console(
     name: str, me: Principal = Depends(READ), vm_service: VmService = Depends(get_vm_service)
 ) -> VmConsole:
-    """The last lines (up to 50) of the VM's serial console, as its node last reported
-    them (``observed_at``)."""
+    """The last lines of the VM's serial console, as its node last reported them
+    (``observed_at``; the agent sends its last 50)."""
     return vm_service.console(me, name)

@@ -473,10 +473,11 @@ class VmService:
         now = self.clock.now()
         with self.db.write() as conn:
             row = self._visible_row(principal, name, conn)
-            current = self.task_store.get_task(conn, row.task_id) if row.task_id else None
             if self.vm_store.lock_vm(conn, row.id) is None:
                 raise NotFound(vm_not_found(name))
-            row = self._visible_row(principal, name, conn)  # as locked
+            # as locked: a concurrent verb that committed first is seen here
+            row = self._visible_row(principal, name, conn)
+            current = self.task_store.get_task(conn, row.task_id) if row.task_id else None
             unfinished = current is not None and current.status not in tasks.FINAL
             if current is not None and unfinished and current.type in POWER_TASKS:
                 if current.type == f"vm.{action}":
