@@ -204,7 +204,9 @@ def test_create_wait_then_delete_wait_frees_the_pool(cli, api, tmp_path):
     path = write(
         tmp_path,
         "all.yaml",
-        FAST_POOL.replace("[node-1, node-2]", "[node-1]") + "---\n" + web(pool="default"),
+        FAST_POOL.replace("[node-1, node-2]", "[node-1]")
+        + "---\n"
+        + web(pool="default", powerState="stopped"),
     )
     agent = PacedAgent(api, node, [created])
 
@@ -223,6 +225,7 @@ def test_create_wait_then_delete_wait_frees_the_pool(cli, api, tmp_path):
 
     # The VM's disk lives on "default"; deleting it waits for the agent's vm.delete.
     both = FAST_POOL.replace("[node-1, node-2]", "[node-1]") + "---\n" + web(pool="default")
+    assert vm_of(api, "web-1")["status"]["state"] == "stopped"  # powerState: stopped
     agent = PacedAgent(api, node, [success()], task_type="vm.delete")
     result = cli(
         "delete",
@@ -236,6 +239,23 @@ def test_create_wait_then_delete_wait_frees_the_pool(cli, api, tmp_path):
     assert ok(result) == "deleted VM/web-1\ndeleted StoragePool/fast on node-1\n"
     assert vm_of(api, "web-1") is None
     assert instances(api) == {}
+
+
+def test_delete_from_a_manifest_skips_a_running_vm_and_never_forces_it(cli, api, tmp_path):
+    node = ready_node(api, "node-1")
+    path = write(tmp_path, "vm.yaml", web(pool="default"))
+    agent = PacedAgent(api, node, [created])  # the agent starts it with its disk
+    context = CliContext(sleep=agent.sleep, monotonic=lambda: agent.clock)
+    ok(cli("create", "-f", path, "--wait", context=context))
+    agent.join()
+    assert vm_of(api, "web-1")["status"]["state"] == "running"
+    result = cli("delete", "-f", path, "--force")
+    assert result.exit_code == 1
+    assert result.stderr == (
+        "VM/web-1: running: stop it first ('otherix vm stop web-1') (skipped, not forced)\n"
+        "Error: 1 of 1 objects failed\n"
+    )
+    assert vm_of(api, "web-1")["status"]["phase"] == "stopped"  # nothing was deleted
 
 
 def test_round_trip_into_an_empty_server(cli, api, tmp_path):

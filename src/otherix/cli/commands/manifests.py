@@ -21,9 +21,11 @@ Choices docs/pool-contract.md leaves open (documented in ``--help``, tested):
   <obj>`` in the apply plan), refused ones ``<obj>: refused: <why>`` on
   stderr, and the command exits 1 when anything would be refused (or, for
   apply, drifted). ``delete -f --dry-run`` only lists what it would delete.
-- ``delete -f`` reports an object that is already gone (``not found``) and a
-  blocked pool (``blocked by vm_disks: 1 (skipped, not forced)``) and exits 1
-  after trying the rest. It follows the destructive-command rule
+- ``delete -f`` reports an object that is already gone (``not found``), a
+  blocked pool (``blocked by vm_disks: 1 (skipped, not forced)``) and a
+  running VM (``running: stop it first ... (skipped, not forced)``; ``--force``
+  only skips the prompt, unlike ``vm delete --force``) and exits 1 after
+  trying the rest. It follows the destructive-command rule
   (``commands.common``): one prompt listing the objects on a terminal,
   refused without one, unless ``--force``.
 """
@@ -196,8 +198,9 @@ def delete_manifests(
     """Delete every object in the manifests, in reverse order (VM, then StoragePool).
 
     Each pool (name, node) is resolved to its instance UUID first. A pool
-    still holding VM disks is reported and skipped (never forced); so is an
-    object that does not exist; the command then exits 1. Asks for
+    still holding VM disks is reported and skipped (never forced); so is a
+    running VM (stop it first) and an object that does not exist; the
+    command then exits 1. Asks for
     confirmation when stdin is a terminal and refuses without one, unless
     --force.
 

@@ -226,6 +226,16 @@ class Runner:
         except NotFoundError:
             self.fail(item, "not found")
             return
+        except ConflictError as exc:
+            if exc.code != "vm_running":
+                raise
+            # like a blocked pool: never forced from a manifest
+            state = exc.details.get("state") or "running"
+            self.fail(
+                item,
+                f"{state}: stop it first ('otherix vm stop {item.name}') (skipped, not forced)",
+            )
+            return
         if accepted is None:
             self.ctx.line(f"deleted {item.label}")
             return
