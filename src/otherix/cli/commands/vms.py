@@ -40,6 +40,7 @@ Choices docs/pool-contract.md leaves open:
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -56,6 +57,7 @@ from otherix.cli.commands.common import (
     write_list_page,
 )
 from otherix.cli.context import CliError, get_context
+from otherix.cli.errors import usage_error
 from otherix.cli.output import render_yaml, wire
 from otherix.cli.progress import (
     StatusLine,
@@ -370,13 +372,21 @@ _VERB_HELP = {
 }
 
 
+def _guest_timeout(text: str) -> int:
+    """``--timeout`` in whole seconds, 1 s to 1 h (a usage error otherwise)."""
+    seconds = parse_timeout("--timeout", text)
+    if not 1 <= seconds <= 3600:
+        raise usage_error(f'--timeout: "{text}" must be from 1s to 1h')
+    return math.ceil(seconds)
+
+
 def _power_command(action: str) -> None:
     summary, detail, example = _VERB_HELP[action]
     timed = action in ("stop", "restart")
 
     def power(name: str, wait: bool, wait_timeout: str, timeout: str | None = None) -> None:
         limit = parse_timeout("--wait-timeout", wait_timeout)
-        guest = int(parse_timeout("--timeout", timeout)) if timeout else None
+        guest = _guest_timeout(timeout) if timeout else None
         ctx = get_context()
         api = ctx.client()
         accepted = api.power_vm(name, action, timeout_seconds=guest)
