@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pytest
 
 from otherix.domain.cache import (
@@ -20,7 +22,7 @@ def entry(name: str, size: int, used_hours_ago: float, sha: str | None = None) -
     return CacheEntry(name, sha or name * 4, size, NOW - used_hours_ago * HOUR)
 
 
-def names(chosen: list[tuple[CacheEntry, str]]) -> list[tuple[str, str]]:
+def names(chosen: Sequence[tuple[CacheEntry, str]]) -> list[tuple[str, str]]:
     return [(e.name, why) for e, why in chosen]
 
 
