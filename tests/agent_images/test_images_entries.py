@@ -71,6 +71,10 @@ def test_list_images_reports_valid_entries_only(cache, origin, pool, qcow2):
         "virtual_size_bytes": 16 << 20,
         "format": "qcow2",
         "imported_at": b.imported_at,
+        # the sidecar's mtime: the entry's last use (images.evict)
+        "last_used_at": datetime.fromtimestamp(
+            int(os.stat(pool / "images" / "b.qcow2.sha256").st_mtime), UTC
+        ).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
 
 

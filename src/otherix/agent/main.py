@@ -385,6 +385,9 @@ def serve(data_dir: Path | None, config_file: Path | None) -> None:
     ).start()
     caps = host_capabilities(settings.vms.qemu_binary)
     host = build_vm_host(settings, caps)
+    if host is not None:  # a running VM's image is never evicted from its pool's cache
+        runtime = host.supervisor.runtime
+        pool_state.set_running(lambda: {v for v in runtime.vm_ids() if runtime.alive(v)})
     vms = VmTasks(
         cache=cache,
         pools=pool_state,

@@ -51,15 +51,17 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Final, Protocol
 
 from pydantic import ValidationError
 
 from otherix.agent import pools
+from otherix.domain.cache import CacheConfigError, CachePolicy, parse_cache_config
 from otherix.domain.paths import path_allowed
-from otherix.models.heartbeat import DeclaredPool, ImageReport, PoolReport
+from otherix.models.heartbeat import DeclaredPool, EvictionReport, ImageReport, PoolReport
 
 __all__ = [
     "MAX_ERROR_CHARS",
@@ -88,6 +90,18 @@ class ImageInventory(Protocol):
     def list_images(self, pool_root: Path | str) -> Sequence[_Wire]: ...
 
     def sweep_scratch(self, pool_root: Path | str) -> list[str]: ...
+
+    def evict(
+        self,
+        pool_root: Path | str,
+        policy: CachePolicy,
+        *,
+        in_use: Iterable[str],
+        capacity: int,
+        available: int,
+        prune: bool = False,
+        dry_run: bool = False,
+    ) -> Sequence[_Wire]: ...
 
 
 def _threshold(capacity: int) -> float:
@@ -161,7 +175,14 @@ class PoolState:
         allowed_prefixes: Sequence[str],
         host_root: Path = Path("/"),
         images: ImageInventory | None = None,
+        running: Callable[[], set[str]] | None = None,
     ) -> None:
+        #: ids of the VMs whose QEMU runs here (the VM supervisor): their images stay
+        self._running = running
+        #: lower(name) -> the pool as last declared (its cache policy, its disks)
+        self._declared: dict[str, DeclaredPool] = {}
+        #: lower(name) -> the pool's latest evictions, reported until they age out
+        self._evictions: dict[str, deque[EvictionReport]] = {}
         self.reconciler = reconciler
         self._prefixes = list(allowed_prefixes)
         self._host_root = host_root
@@ -236,7 +257,9 @@ class PoolState:
         """One pass over ``declared``; True if the report set changed."""
         to_apply: list[pools.DeclaredPool] = []
         observed: list[pools.PoolReport] = []
+        self._declared = {}
         for pool in declared:
+            self._declared.setdefault(pool.name.lower(), pool)
             refusal = self._refusal(pool)
             if refusal is not None:
                 observed.append(pools.PoolReport.failed(pool.name, refusal, "path_not_allowed"))
@@ -280,7 +303,79 @@ class PoolState:
             if removed:
                 _log.info("swept scratch", extra={"pool": report.name, "removed": len(removed)})
             self._swept[key] = root
-        return report.model_copy(update={"images": self._list(report.name, root)})
+        self._evict(report, root)
+        evicted = list(self._evictions.get(key, ())) or None
+        images = self._list(report.name, root)
+        return report.model_copy(update={"images": images, "evictions": evicted})
+
+    def set_running(self, running: Callable[[], set[str]]) -> None:
+        """Where the ids of running VMs come from (the VM host, built after the pools)."""
+        self._running = running
+
+    def in_use(self, name: str) -> set[str]:
+        """The image sha256s of the pool's declared disks whose VM runs here."""
+        declared = self._declared.get(name.lower())
+        running = self._running() if self._running is not None else set()
+        if declared is None:
+            return set()
+        return {d.image_sha256 for d in declared.disks if d.image_sha256 and d.vm_id in running}
+
+    def policy(self, name: str) -> CachePolicy | None:
+        """The pool's ``config.cache`` (None when malformed: then nothing is evicted)."""
+        declared = self._declared.get(name.lower())
+        try:
+            return parse_cache_config(declared.config if declared else None)
+        except CacheConfigError as exc:
+            _log.warning("cache config ignored", extra={"pool": name, "error": str(exc)})
+            return None
+
+    def _evict(self, report: PoolReport, root: str, *, prune: bool = False) -> None:
+        """Apply the pool's cache limits now (module docstring: eviction)."""
+        assert self._images is not None
+        policy = self.policy(report.name)
+        if policy is None or report.capacity_bytes is None or report.available_bytes is None:
+            return
+        try:
+            available = os.statvfs(root)
+            free = available.f_bavail * available.f_frsize
+        except OSError:
+            free = report.available_bytes
+        done = self._images.evict(
+            root,
+            policy,
+            in_use=self.in_use(report.name),
+            capacity=report.capacity_bytes,
+            available=free,
+            prune=prune,
+        )
+        self._remember(report.name, done)
+
+    def _remember(self, name: str, done: Sequence[_Wire]) -> None:
+        if not done:
+            return
+        kept = self._evictions.setdefault(name.lower(), deque(maxlen=50))
+        for eviction in done:
+            try:
+                kept.append(EvictionReport.model_validate(eviction.to_wire()))
+            except ValidationError as exc:
+                _log.warning("eviction cannot be reported", extra={"pool": name, "error": exc})
+
+    def prune(self, name: str, *, dry_run: bool) -> list[dict[str, object]]:
+        """Evict every entry of pool ``name`` that may go, whatever the limits (a
+        ``storage_pool.cache_prune`` task); with ``dry_run`` only say which.
+        Raises ``PoolUnknownError`` when the pool is not registered and ready."""
+        root = self.resolve(name, None)
+        if self._images is None:
+            return []
+        policy = self.policy(name) or CachePolicy()
+        done = self._images.evict(
+            root, policy, in_use=self.in_use(name), capacity=0, available=0,
+            prune=True, dry_run=dry_run,
+        )  # fmt: skip
+        if not dry_run:
+            self._remember(name, done)
+            self.refresh_images()
+        return [dict(e.to_wire()) for e in done]
 
     def _list(self, name: str, root: str) -> list[ImageReport]:
         assert self._images is not None
@@ -302,8 +397,11 @@ class PoolState:
             if report.reconciliation_status != "ready" or root is None:
                 continue
             images = self._list(report.name, root)
-            if images != report.images:
-                self._reported[key] = report.model_copy(update={"images": images})
+            evicted = list(self._evictions.get(key, ())) or None
+            if images != report.images or evicted != report.evictions:
+                self._reported[key] = report.model_copy(
+                    update={"images": images, "evictions": evicted}
+                )
                 changed = True
         if changed:
             self._digest = digest_of(self.reports)

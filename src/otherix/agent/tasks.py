@@ -17,6 +17,11 @@ Task types:
   unregistered pool fails with ``not_found`` "pool does not match a
   configured pool" (docs/pool-contract.md §10.1), a pool whose last reconcile failed or
   whose statfs fails with ``scan_failed``.
+- ``storage_pool.cache_prune`` (args ``{pool, dry_run}``): every cache entry of
+  the pool that may go (not pinned, no running VM's image, no disk's backing
+  file, older than ``cache.min_age``) is evicted (``PoolState.prune``); with
+  ``dry_run`` nothing is removed. Success carries ``{evicted: [...], dry_run,
+  bytes}``; an unregistered or not-ready pool fails with ``not_found``.
 - ``vm.create`` and ``vm.delete``: handed to ``VmTasks``
   (``otherix.agent.vmtasks``) and run in worker threads; they report
   themselves (progress, outcome, retries) through the task outbox. Here they
@@ -47,10 +52,13 @@ __all__ = ["SCAN", "Scanner", "TaskReporter", "TaskRunner", "execute"]
 _log = logging.getLogger(__name__)
 
 SCAN = "storage_pool.scan"
+PRUNE = "storage_pool.cache_prune"
 
 
 class Scanner(Protocol):
     def scan(self, name: str) -> PoolReport: ...
+
+    def prune(self, name: str, *, dry_run: bool) -> list[dict[str, object]]: ...
 
 
 def _failed(code: str, message: str, **details: object) -> TaskUpdate:
@@ -82,10 +90,29 @@ def _scan(scanner: Scanner, task: AgentTask, now: datetime) -> TaskUpdate:
     )
 
 
+def _prune(scanner: Scanner, task: AgentTask) -> TaskUpdate:
+    name = task.args.get("pool")
+    dry_run = task.args.get("dry_run") is True
+    if not isinstance(name, str) or not name:
+        return _failed("validation_failed", "prune task has no pool name")
+    try:
+        evicted = scanner.prune(name, dry_run=dry_run)
+    except PoolUnknownError as exc:
+        return _failed("not_found", str(exc), pool=name)
+    total = sum(int(str(e.get("size_bytes") or 0)) for e in evicted)
+    return TaskUpdate(
+        status="success",
+        progress=100,
+        result={"evicted": evicted, "dry_run": dry_run, "bytes": total},
+    )
+
+
 def execute(scanner: Scanner, task: AgentTask, now: datetime) -> TaskUpdate:
     """Run one task and return the report to post (never raises for a task's own failure)."""
     if task.type == SCAN:
         return _scan(scanner, task, now)
+    if task.type == PRUNE:
+        return _prune(scanner, task)
     return _failed(
         "unsupported_task", f"this agent cannot run tasks of type {task.type!r}", type=task.type
     )

@@ -21,6 +21,7 @@ from argon2 import PasswordHasher
 
 from otherix.api.deps import Deps
 from otherix.api.services.auth import AuthService
+from otherix.api.services.cache import CacheService
 from otherix.api.services.defaultpool import DefaultPoolService
 from otherix.api.services.heartbeat import HeartbeatService
 from otherix.api.services.nodes import NodeService
@@ -56,6 +57,7 @@ class Services:
     scan_service: ScanService
     placement_service: PlacementService
     vm_service: VmService
+    cache_service: CacheService
 
 
 def passwords_for(deps: Deps) -> Passwords:
@@ -117,6 +119,7 @@ def build_services(deps: Deps) -> Services:
         pool_store=db.pools,
         task_store=db.tasks,
         vm_store=db.vms,
+        event_store=db.events,
         default_pool_service=default_pool,
         node_service=nodes,
     )
@@ -163,6 +166,15 @@ def build_services(deps: Deps) -> Services:
         placement_service=placement,
         task_service=tasks,
     )
+    cache = CacheService(
+        db=db,
+        clock=clock,
+        hub=hub,
+        node_store=db.nodes,
+        vm_store=db.vms,
+        pool_service=pools,
+        task_service=tasks,
+    )
     # what runs when the agent reports on a task, registered for each type's owner
     tasks.hooks.register(
         VM_CREATE,
@@ -205,4 +217,5 @@ def build_services(deps: Deps) -> Services:
         scan_service=scan,
         placement_service=placement,
         vm_service=vms,
+        cache_service=cache,
     )

@@ -18,6 +18,7 @@ from otherix.api.compose import Services
 from otherix.api.deps import Deps
 from otherix.api.middleware import Metrics
 from otherix.api.services.auth import AuthService
+from otherix.api.services.cache import CacheService
 from otherix.api.services.defaultpool import DefaultPoolService
 from otherix.api.services.heartbeat import HeartbeatService
 from otherix.api.services.nodes import NodeService
@@ -100,6 +101,10 @@ async def get_task_service(request: Request) -> TaskService:
 
 async def get_scan_service(request: Request) -> ScanService:
     return services_of(request).scan_service
+
+
+async def get_cache_service(request: Request) -> CacheService:
+    return services_of(request).cache_service
 
 
 async def get_vm_service(request: Request) -> VmService:

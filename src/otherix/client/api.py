@@ -43,7 +43,13 @@ from otherix.models.nodes import (
     NodeRejoinToken,
     NodeSummary,
 )
-from otherix.models.pools import DefaultPool, PoolConceptView, PoolList, StoragePool
+from otherix.models.pools import (
+    DefaultPool,
+    PoolCacheView,
+    PoolConceptView,
+    PoolList,
+    StoragePool,
+)
 from otherix.models.tasks import Task
 from otherix.models.vms import VM, VmConsole
 
@@ -186,6 +192,20 @@ class ApiClient(HttpClient):
 
     def scan_pool(self, ref: str) -> AsyncTaskAccepted:
         data = self.json("POST", f"/v1/storage-pools/{_seg(ref)}/scan")
+        return AsyncTaskAccepted.model_validate(data)
+
+    def pool_cache(self, ref: str) -> PoolCacheView:
+        data = self.json("GET", f"/v1/storage-pools/{_seg(ref)}/cache")
+        return PoolCacheView.model_validate(data)
+
+    def pin_image(self, ref: str, image: str, *, pinned: bool = True) -> PoolCacheView:
+        method = "PUT" if pinned else "DELETE"
+        data = self.json(method, f"/v1/storage-pools/{_seg(ref)}/cache/pins/{_seg(image)}")
+        return PoolCacheView.model_validate(data)
+
+    def prune_cache(self, ref: str, *, dry_run: bool = False) -> AsyncTaskAccepted:
+        params = {"dry_run": "true"} if dry_run else None
+        data = self.json("POST", f"/v1/storage-pools/{_seg(ref)}/cache/prune", params=params)
         return AsyncTaskAccepted.model_validate(data)
 
     def reinit_pool(self, ref: str) -> StoragePool:

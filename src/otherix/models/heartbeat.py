@@ -38,6 +38,20 @@ class ImageReport(Input):
     virtual_size_bytes: int | None = Field(default=None, ge=0, le=INT64_MAX)
     format: Literal["qcow2", "raw"]
     imported_at: datetime
+    #: the entry's last use (a VM's disk made from it, a verify); eviction goes by it
+    last_used_at: datetime | None = None
+
+
+class EvictionReport(Input):
+    """A cache entry the agent evicted (``domain.cache``); the control plane makes each
+    one a node event (``image_evicted``) once."""
+
+    image: str = Field(min_length=1, max_length=255)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    size_bytes: int = Field(ge=0, le=INT64_MAX)
+    reason: Literal["max_bytes", "min_free", "prune"]
+    last_used_at: datetime
+    evicted_at: datetime
 
 
 #: ``DeclaredPool.identity``: what the agent may do to find or make the pool's marker.
@@ -60,6 +74,8 @@ class PoolReport(Input):
     missing_disks: list[Annotated[str, Field(max_length=64)]] | None = Field(
         default=None, max_length=100_000
     )
+    #: the pool's latest cache evictions (at most 50, oldest first), until they age out
+    evictions: list[EvictionReport] | None = Field(default=None, max_length=50)
 
 
 class Resources(Input):
@@ -108,6 +124,8 @@ class DeclaredDisk(Output):
     id: str
     vm_id: str
     file_path: str
+    #: the image the disk was made from: a running VM's image is never evicted
+    image_sha256: str | None = None
 
 
 class DeclaredPool(Output):

@@ -134,3 +134,33 @@ class DefaultPool(Output):
 
 class DefaultPoolSet(Input):
     name: StrictStr = Field(max_length=255)
+
+
+class CacheEntryView(Output):
+    """One image in a pool instance's cache (``GET /v1/storage-pools/{id}/cache``)."""
+
+    name: str
+    sha256: str
+    size_bytes: int
+    format: str | None = None
+    imported_at: str | None = None
+    last_used_at: str | None = Field(
+        default=None, description="when the cache last handed it out (eviction goes by it)"
+    )
+    pinned: bool = False
+    vms: list[str] = Field(default_factory=list, description="VMs whose disk was made from it")
+
+
+class CachePolicyView(Output):
+    max_bytes: int | None = None
+    min_free_percent: float
+    min_age_seconds: float
+    pinned: list[str]
+
+
+class PoolCacheView(Output):
+    pool: str
+    pool_id: str
+    node: str
+    policy: CachePolicyView
+    images: list[CacheEntryView]

@@ -222,6 +222,7 @@ class SqlPools:
                 vm_disks.c.vm_id,
                 vm_disks.c.file_path,
                 vm_disks.c.storage_pool_id,
+                vm_disks.c.image_sha256,
             )
             .select_from(
                 vm_disks.join(sp, sp.c.id == vm_disks.c.storage_pool_id).join(

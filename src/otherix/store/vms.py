@@ -258,6 +258,18 @@ class SqlVms:
 
     # runtime (what the node reports of each VM's QEMU) ----------------------------------
 
+    def vm_names_by_image(self, tx: Tx, pool_id: str) -> dict[str, list[str]]:
+        """image sha256 -> names of the VMs whose disk on the pool was made from it."""
+        stmt = (
+            sa.select(vm_disks.c.image_sha256, vms.c.name)
+            .select_from(vm_disks.join(vms, vms.c.id == vm_disks.c.vm_id))
+            .where(vm_disks.c.storage_pool_id == pool_id, vm_disks.c.image_sha256.is_not(None))
+        )
+        out: dict[str, list[str]] = {}
+        for sha, name in sql(tx).execute(stmt):
+            out.setdefault(sha, []).append(name)
+        return out
+
     def vm_ids_on_node(self, tx: Tx, node_id: str) -> set[str]:
         stmt = sa.select(vms.c.id).where(vms.c.node_id == node_id)
         return set(sql(tx).execute(stmt).scalars())

@@ -47,13 +47,13 @@ import os
 import re
 import ssl
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from pathlib import Path
 from typing import Final, Literal
 
 from otherix.agent import fs
-from otherix.agent.images import entries, formats, inventory, scratch, ssrf
+from otherix.agent.images import entries, evict, formats, inventory, scratch, ssrf
 from otherix.agent.images.config import ImageCacheSettings
 from otherix.agent.images.download import fetch, make_ssl_context
 from otherix.agent.images.entries import Entry, Source
@@ -63,6 +63,7 @@ from otherix.agent.images.locks import KeyedLocks
 from otherix.agent.images.progress import Progress
 from otherix.agent.images.scratch import ScratchArea
 from otherix.agent.images.transport import parse_url, redact
+from otherix.domain.cache import CachePolicy
 
 __all__ = [
     "PULL_POLICIES",
@@ -189,13 +190,40 @@ class ImageCache:
                 )
             if action == "hit":
                 assert entry is not None
+                evict.touch(images, name)  # its last use, for the cache's eviction
                 return inventory.to_cached(entry)
             if action == "verify":
                 assert entry is not None
                 if _sha256_file(entry.path) == entry.sha256:
+                    evict.touch(images, name)
                     return inventory.to_cached(entry)
                 entry = None  # damaged: repair it
-            return self._download(root, images, name, url, entry, sha256, progress)
+            got = self._download(root, images, name, url, entry, sha256, progress)
+            evict.touch(images, name)
+            return got
+
+    def evict(
+        self,
+        pool_root: Path | str,
+        policy: CachePolicy,
+        *,
+        in_use: Iterable[str],
+        capacity: int,
+        available: int,
+        prune: bool = False,
+        dry_run: bool = False,
+    ) -> list[evict.Eviction]:
+        """Evict entries of the pool's cache by ``policy`` (``images.evict``)."""
+        return evict.evict(
+            Path(pool_root),
+            policy,
+            in_use=in_use,
+            capacity=capacity,
+            available=available,
+            locks=self.locks,
+            prune=prune,
+            dry_run=dry_run,
+        )
 
     def list_images(self, pool_root: Path | str) -> list[CachedImage]:
         """Present entries of the pool's cache, sorted by name; never hashes."""

@@ -14,7 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from otherix.agent.images import formats
-from otherix.agent.images.entries import IMAGES_DIR, Entry, read_entry, rfc3339, validate_basename
+from otherix.agent.images.entries import (
+    IMAGES_DIR,
+    SIDECAR_SUFFIX,
+    Entry,
+    read_entry,
+    rfc3339,
+    validate_basename,
+)
 from otherix.agent.images.errors import ImageError
 from otherix.agent.images.formats import ImageFormat
 
@@ -40,6 +47,8 @@ class CachedImage:
     imported_at: str
     url: str | None = None
     downloaded: bool = False
+    #: the sidecar's mtime: when the cache last handed the entry out (``images.evict``)
+    last_used_at: str | None = None
 
     def to_wire(self) -> dict[str, object]:
         """The heartbeat's ``ImageReport`` object."""
@@ -50,6 +59,7 @@ class CachedImage:
             "virtual_size_bytes": self.virtual_size_bytes,
             "format": self.format,
             "imported_at": self.imported_at,
+            "last_used_at": self.last_used_at,
         }
 
 
@@ -80,7 +90,15 @@ def to_cached(entry: Entry, *, downloaded: bool = False) -> CachedImage:
         imported_at=rfc3339(entry.mtime),
         url=entry.source.url if entry.source is not None else None,
         downloaded=downloaded,
+        last_used_at=rfc3339(_sidecar_mtime(entry)),
     )
+
+
+def _sidecar_mtime(entry: Entry) -> float:
+    try:
+        return os.stat(entry.path.with_name(entry.name + SIDECAR_SUFFIX)).st_mtime
+    except OSError:
+        return entry.mtime
 
 
 def list_images(pool_root: Path) -> list[CachedImage]:

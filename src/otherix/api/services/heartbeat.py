@@ -55,6 +55,7 @@ from otherix.models.heartbeat import (
 )
 from otherix.store import Database, Tx
 from otherix.store.ports import JSONValue
+from otherix.store.ports.events import EventStore
 from otherix.store.ports.nodes import HeartbeatNode, NodeChange, NodeStore, ObservedChange
 from otherix.store.ports.pools import (
     DeclaredPoolRow,
@@ -85,6 +86,7 @@ class HeartbeatService:
     pool_store: PoolStore
     task_store: TaskStore
     vm_store: VmStore
+    event_store: EventStore
     default_pool_service: DefaultPoolService
     node_service: NodeService
 
@@ -124,7 +126,9 @@ class HeartbeatService:
     ) -> list[DeclaredPool]:
         by_pool: dict[str, list[DeclaredDisk]] = {}
         for d in disks:
-            disk = DeclaredDisk(id=d.id, vm_id=d.vm_id, file_path=d.file_path)
+            disk = DeclaredDisk(
+                id=d.id, vm_id=d.vm_id, file_path=d.file_path, image_sha256=d.image_sha256
+            )
             by_pool.setdefault(d.storage_pool_id, []).append(disk)
         return [
             DeclaredPool.model_validate(
@@ -225,9 +229,52 @@ class HeartbeatService:
             if rep.missing_disks is not None:
                 recorded = recorded_missing.get(row.pool_id, set())
                 self._apply_missing(conn, row.pool_id, set(rep.missing_disks), recorded, now)
+            if rep.evictions:
+                self._record_evictions(conn, node_id, row.pool_id, rep, now)
         if bump:
             self.node_store.bump_revision(conn, node_id)
         return bump
+
+    def _record_evictions(
+        self, conn: Tx, node_id: str, pool_id: str, rep: PoolReport, now: datetime
+    ) -> None:
+        """Each cache eviction the agent reports becomes one ``image_evicted`` node event
+        (the agent repeats its recent ones in every full report: those already logged
+        are skipped)."""
+        seen = {
+            (e.details.get("pool_id"), e.details.get("image"), e.details.get("evicted_at"))
+            for e in self.event_store.list_events(conn, node_id)
+            if e.reason == "image_evicted"
+        }
+        why = {
+            "max_bytes": "the cache is over its cache.max_bytes",
+            "min_free": "the pool's free space is under cache.min_free_percent",
+            "prune": "otherix pool cache prune",
+        }
+        for ev in rep.evictions or []:
+            stamp = ev.evicted_at.isoformat().replace("+00:00", "Z")
+            if (pool_id, ev.image, stamp) in seen:
+                continue
+            self.event_store.add_event(
+                conn,
+                node_id,
+                type_="normal",
+                reason="image_evicted",
+                message=f'image {ev.image} evicted from the cache of pool "{rep.name}": '
+                f"{why[ev.reason]}",
+                details={
+                    "pool": rep.name,
+                    "pool_id": pool_id,
+                    "image": ev.image,
+                    "sha256": ev.sha256,
+                    "size_bytes": ev.size_bytes,
+                    "reason": ev.reason,
+                    "last_used_at": ev.last_used_at.isoformat().replace("+00:00", "Z"),
+                    "evicted_at": stamp,
+                },
+                now=now,
+            )
+            seen.add((pool_id, ev.image, stamp))
 
     def _observed_changes(self, node: HeartbeatNode, report: HeartbeatReport) -> ObservedChange:
         """Agents send capabilities/resources only when they change, so the stored

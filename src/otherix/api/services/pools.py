@@ -41,6 +41,7 @@ from otherix.api.services.nodes import (
 )
 from otherix.api.settings import ApiSettings
 from otherix.api.watch import WatchHub
+from otherix.domain.cache import CacheConfigError, parse_cache_config
 from otherix.domain.defaultpool import last_default_message, removes_last_default
 from otherix.domain.liveness import projected_status
 from otherix.domain.names import looks_like_uuid, validate_pool_name, validate_pool_type
@@ -387,6 +388,10 @@ def _bad(message: str, field: str) -> ValidationFailed:
 def _check_config(value: object) -> None:
     if not isinstance(value, dict):
         raise _bad("config must be a JSON object", "config")
+    try:  # the keys the agent acts on (config.cache: domain.cache) must be right
+        parse_cache_config(value)
+    except CacheConfigError as exc:
+        raise _bad(f"{exc.field}: {exc.message}", exc.field) from None
 
 
 def _decode(model: type[PoolCreate] | type[PoolUpdate], raw: dict[str, Any]) -> Any:

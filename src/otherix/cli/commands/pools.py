@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import click
 
+from otherix.cli.commands.pools_cache import cache
 from otherix.cli.commands.pools_ops import scan_pool, update_pool
 from otherix.cli.commands.pools_read import get_pool, list_pools
 from otherix.cli.commands.pools_reinit import reinit_pool
@@ -39,3 +40,4 @@ def pool() -> None:
 for _command in (list_pools, get_pool, create_pool, delete_pool, update_pool, scan_pool):
     pool.add_command(_command)
 pool.add_command(reinit_pool)
+pool.add_command(cache)

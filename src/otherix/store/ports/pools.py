@@ -121,6 +121,8 @@ class DiskToCheck:
     vm_id: str
     file_path: str
     storage_pool_id: str
+    #: the image the disk was made from (the agent keeps a running VM's image cached)
+    image_sha256: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,200 @@
+"""Evicting image cache entries: last use, what VM disks depend on, the removal itself.
+
+Called by the pool report pass (``otherix.agent.report.PoolState``) for every ready pool
+with the pool's ``config.cache`` policy (``otherix.domain.cache``), and by a
+``storage_pool.cache_prune`` task. The choice is ``domain.cache.choose_evictions``; this
+module supplies its inputs and removes what it chose.
+
+- **Last use** of an entry is its sidecar's mtime: ``touch`` sets it whenever the cache
+  hands the entry out (a hit, a verify, a download), so no data is written per use.
+  An entry that was never touched reads as used when it was imported.
+- **What depends on an entry**: the images of the VMs that run (their disks' image
+  sha256, which the control plane declares with each disk), and any qcow2 disk under
+  ``vms/`` whose backing file is in ``images/`` (our disks are full copies; a disk
+  imported by hand may not be).
+- **Removal**, under the entry's single-flight lock (the one ``ensure_image`` takes, so a
+  use and an eviction never overlap): the entry is read again and kept if it changed or
+  was used meanwhile; then the sidecar goes first (the entry stops being present at
+  once, so a crash leaves an absent entry, which the next use fetches again, never a
+  sidecar over missing bytes), then ``.source``, then the image file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import struct
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from otherix.agent import fs
+from otherix.agent.images import entries
+from otherix.agent.images.errors import ImageError
+from otherix.agent.images.locks import KeyedLocks
+from otherix.domain.cache import CacheEntry, CachePolicy, EvictReason, choose_evictions
+
+__all__ = ["Eviction", "backing_images", "evict", "last_used", "touch"]
+
+_log = logging.getLogger(__name__)
+
+_QCOW2_MAGIC = b"QFI\xfb"
+
+
+@dataclass(frozen=True)
+class Eviction:
+    image: str
+    sha256: str
+    size_bytes: int
+    reason: EvictReason
+    last_used_at: str
+    evicted_at: str
+
+    def to_wire(self) -> dict[str, object]:
+        return {
+            "image": self.image,
+            "sha256": self.sha256,
+            "size_bytes": self.size_bytes,
+            "reason": self.reason,
+            "last_used_at": self.last_used_at,
+            "evicted_at": self.evicted_at,
+        }
+
+
+def _stamp(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def touch(images: Path, name: str) -> None:
+    """Record a use of entry ``name`` now (best effort: a read-only pool still serves)."""
+    with contextlib.suppress(OSError):
+        os.utime(images / (name + entries.SIDECAR_SUFFIX))
+
+
+def last_used(images: Path, name: str, fallback: float) -> float:
+    try:
+        return os.stat(images / (name + entries.SIDECAR_SUFFIX)).st_mtime
+    except OSError:
+        return fallback
+
+
+def _backing_name(disk: Path) -> str | None:
+    """The backing file a qcow2 disk names (header fields 8-20), or None."""
+    try:
+        with open(disk, "rb") as fh:
+            head = fh.read(20)
+            if len(head) < 20 or head[:4] != _QCOW2_MAGIC:
+                return None
+            offset, size = struct.unpack(">QI", head[8:20])
+            if offset == 0 or size == 0 or size > 4096:
+                return None
+            fh.seek(offset)
+            return fh.read(size).decode("utf-8", "replace")
+    except OSError:
+        return None
+
+
+def backing_images(root: Path) -> set[str]:
+    """Basenames of cache entries that some disk under ``vms/`` uses as its backing file."""
+    images = os.path.realpath(root / entries.IMAGES_DIR)
+    found: set[str] = set()
+    vms = root / "vms"
+    try:
+        vm_dirs = list(vms.iterdir())
+    except OSError:
+        return found
+    for vm_dir in vm_dirs:
+        backing = _backing_name(vm_dir / "disk.qcow2")
+        if backing is None:
+            continue
+        target = os.path.realpath(os.path.join(vm_dir, backing))
+        if os.path.dirname(target) == images:
+            found.add(os.path.basename(target))
+    return found
+
+
+def _entries(images: Path) -> list[CacheEntry]:
+    out: list[CacheEntry] = []
+    try:
+        names = sorted(os.listdir(images))
+    except OSError:
+        return out
+    for name in names:
+        try:
+            entries.validate_basename(name)
+        except ImageError:  # a sidecar, a .source, a temp file: not an entry name
+            continue
+        entry = entries.read_entry(images, name)
+        if entry is not None:
+            used = last_used(images, name, entry.mtime)
+            out.append(CacheEntry(name, entry.sha256, entry.size_bytes, used))
+    return out
+
+
+def evict(
+    root: Path,
+    policy: CachePolicy,
+    *,
+    in_use: Iterable[str],
+    capacity: int,
+    available: int,
+    locks: KeyedLocks,
+    now: float | None = None,
+    prune: bool = False,
+    dry_run: bool = False,
+) -> list[Eviction]:
+    """Evict what ``policy`` says from the pool at ``root`` (module docstring); what went
+    (with ``dry_run``, what would go). ``in_use``: sha256s and names VM disks depend on,
+    to which the backing files found under ``vms/`` are added here."""
+    images = root / entries.IMAGES_DIR
+    when = time.time() if now is None else now
+    used = set(in_use) | backing_images(root)
+    chosen = choose_evictions(
+        _entries(images),
+        capacity=capacity,
+        available=available,
+        policy=policy,
+        in_use=used,
+        now=when,
+        prune=prune,
+    )
+    done: list[Eviction] = []
+    for candidate, reason in chosen:
+        eviction = Eviction(
+            candidate.name,
+            candidate.sha256,
+            candidate.size_bytes,
+            reason,
+            _stamp(candidate.last_used),
+            _stamp(when),
+        )
+        if dry_run:
+            done.append(eviction)
+            continue
+        with locks.hold((os.path.realpath(root), candidate.name)):
+            entry = entries.read_entry(images, candidate.name)
+            if (
+                entry is None
+                or entry.sha256 != candidate.sha256
+                or last_used(images, candidate.name, entry.mtime) != candidate.last_used
+            ):
+                continue  # replaced or used since it was chosen: keep it
+            try:
+                for suffix in (entries.SIDECAR_SUFFIX, entries.SOURCE_SUFFIX, ""):
+                    target = fs.safe_join(images, candidate.name + suffix)
+                    fs.remove_file(target)
+            except (OSError, fs.UnsafePath) as exc:
+                _log.warning(
+                    "cache entry could not be evicted",
+                    extra={"pool": str(root), "image": candidate.name, "error": str(exc)},
+                )
+                continue
+        _log.info(
+            "cache entry evicted",
+            extra={"pool": str(root), "image": candidate.name, "reason": reason},
+        )
+        done.append(eviction)
+    return done
