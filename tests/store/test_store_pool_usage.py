@@ -17,7 +17,7 @@ from otherix.store.migrate import alembic_config, current_revision, upgrade
 from otherix.store.nodes import store as qn
 from otherix.store.pools import store as qp
 from otherix.store.ports.nodes import NewNode
-from otherix.store.ports.pools import NewPool, PoolGaugeRow
+from otherix.store.ports.pools import NewPool, PoolGaugeRow, PoolRow
 from otherix.store.tx import sql
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -27,6 +27,11 @@ USAGE: dict[str, Any] = {
     "image_cache_bytes": 700 << 20,
     "scratch_bytes": 0,
 }
+
+
+def found(row: PoolRow | None) -> PoolRow:
+    assert row is not None, "not found"
+    return row
 
 
 def add_node(db: Database, name: str, **columns: Any) -> str:
@@ -65,12 +70,12 @@ def test_usage_starts_null_and_reads_back_as_written(db):
     nid = add_node(db, "n1")
     pid = add_pool(db, nid, "p")
     with db.read() as conn:
-        assert qp.get_pool(conn, pid).usage is None
+        assert found(qp.get_pool(conn, pid)).usage is None
         assert qp.status_for_node(conn, nid)[0].usage is None
     with db.write() as conn:
         qp.update_status(conn, pid, {"usage": USAGE, "capacity_bytes": 100 << 30})
     with db.read() as conn:
-        assert qp.get_pool(conn, pid).usage == USAGE
+        assert found(qp.get_pool(conn, pid)).usage == USAGE
         assert qp.get_pools_by_name(conn, "P")[0].usage == USAGE
         assert qp.list_pools(conn, after=None, limit=10)[0].usage == USAGE
         assert qp.status_for_node(conn, nid)[0].usage == USAGE

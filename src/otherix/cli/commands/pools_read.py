@@ -62,7 +62,7 @@ def list_pools(
     \b
     Columns: NAME NODE TYPE PATH AVAILABLE STATUS DEFAULT AGE (ID first
     with --show-ids). DEFAULT is "yes" for the cluster default pool.
-    -o wide adds CAPACITY VM DISKS PROVISIONED CACHE SCRATCH OTHER (what
+    -o wide adds CAPACITY VM-DISKS PROVISIONED CACHE SCRATCH OTHER (what
     the pool's VM disks, image cache and scratch take; "-" until measured).
 
     \b

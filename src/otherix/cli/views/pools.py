@@ -25,7 +25,7 @@ Choices docs/pool-contract.md leaves open (documented, tested):
 - ``pool get`` prints a ``usage:`` block (issue 16: VM disks, provisioned and
   the overcommit ratio, image cache, scratch, other) when the agent measured
   the pool, on the name view summed with the capacity; ``pool list -o wide``
-  adds ``CAPACITY VM DISKS PROVISIONED CACHE SCRATCH OTHER`` (``-`` when not
+  adds ``CAPACITY VM-DISKS PROVISIONED CACHE SCRATCH OTHER`` (``-`` when not
   measured).
 - Text says what the JSON says: a null ``disk_pressure`` is ``none`` (no
   pressure recorded; ``-`` before the agent's first report, when nothing is
@@ -164,7 +164,7 @@ def _list_rows(pools: Sequence[Pool], now: datetime, show_ids: bool) -> list[lis
     return rows
 
 
-_WIDE_HEADERS = ("CAPACITY", "VM DISKS", "PROVISIONED", "CACHE", "SCRATCH", "OTHER")
+_WIDE_HEADERS = ("CAPACITY", "VM-DISKS", "PROVISIONED", "CACHE", "SCRATCH", "OTHER")
 _WIDE_KEYS = (
     "vm_disk_bytes",
     "vm_provisioned_bytes",
@@ -180,7 +180,7 @@ def _usage(p: Pool) -> Mapping[str, Any]:
 
 
 def pool_list_wide_table(pools: Sequence[Pool], now: datetime, show_ids: bool) -> str:
-    """``pool list -o wide``: the table, then ``CAPACITY VM DISKS PROVISIONED CACHE
+    """``pool list -o wide``: the table, then ``CAPACITY VM-DISKS PROVISIONED CACHE
     SCRATCH OTHER`` (human bytes, ``-`` where the pool was not measured)."""
     headers = ("ID", *_LIST_HEADERS) if show_ids else _LIST_HEADERS
     rows: list[list[str]] = []
