@@ -88,6 +88,21 @@ def test_symlinks_are_never_followed(tmp_path: Path) -> None:
     assert measure(pool) == Usage()
 
 
+def test_a_subdirectory_counts_only_when_it_lies_inside_the_pool(tmp_path: Path) -> None:
+    """As the reconciler allows: ``images/`` may be a symlink within the pool, never out."""
+    pool = tmp_path / "pool"
+    inside = write_dense(pool / "cache-dir" / "img", MiB)
+    (pool / "images").symlink_to(pool / "cache-dir", target_is_directory=True)
+    outside = write_dense(tmp_path / "elsewhere" / "part", MiB)
+    (pool / "scratch").symlink_to(outside.parent, target_is_directory=True)
+    usage = measure(pool)
+    assert usage.image_cache_bytes == allocated(inside)
+    assert usage.scratch_bytes == 0
+    # the pool root itself reached through a symlink (as declared) is measured
+    (tmp_path / "alias").symlink_to(pool, target_is_directory=True)
+    assert measure(tmp_path / "alias") == usage
+
+
 def test_a_pool_without_its_directories_measures_zero(tmp_path: Path) -> None:
     assert measure(tmp_path / "nothing-here") == Usage()
     assert measure(tmp_path) == Usage()

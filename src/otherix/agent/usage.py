@@ -1,8 +1,11 @@
 """What a pool's own directories hold: VM disks, the image cache, scratch (issue 16).
 
 ``measure(root)`` walks a ready pool's ``vms/``, ``images/`` and ``scratch/``
-with ``os.scandir`` and ``lstat`` only (never a symlink followed, never a file
-opened but a VM disk's first 512 bytes) and returns a :class:`Usage`:
+(each by its real path, which must lie inside the pool's, as the reconciler
+requires) with ``os.scandir`` and ``lstat`` only, every directory below them
+opened ``O_NOFOLLOW`` relative to its parent's descriptor (no symlink
+followed, not even one swapped in mid-walk; no file opened but a qcow2
+disk's first 512 bytes), and returns a :class:`Usage`:
 
 - ``vm_disk_bytes``: allocated bytes (``st_blocks * 512``) of every
   ``vms/{vm-id}/disk.qcow2`` and ``disk.raw`` (regular files only);
@@ -24,6 +27,7 @@ rate.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import stat
@@ -64,98 +68,150 @@ def _allocated(st: os.stat_result) -> int:
     return int(getattr(st, "st_blocks", 0)) * 512
 
 
+_DIR_FLAGS: Final = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
 class _Walk:
-    """One measurement; remembers the first problem it met, for one warning."""
+    """One measurement, by directory descriptors: each level is opened with
+    ``O_NOFOLLOW`` relative to its parent, so a directory swapped for a symlink
+    mid-walk is never entered. Remembers the first problem it met, for one warning."""
 
     def __init__(self) -> None:
         self.problem: str | None = None
 
-    def _note(self, exc: OSError) -> None:
+    def _note(self, exc: OSError, where: str) -> None:
         if self.problem is None:
-            self.problem = f"{exc.filename}: {exc.strerror or exc}"
+            self.problem = f"{where}: {exc.strerror or exc}"
 
-    def _entries(self, path: str) -> list[os.DirEntry[str]]:
+    def _open(self, name: str, dir_fd: int | None, where: str, follow: bool = False) -> int | None:
+        flags = _DIR_FLAGS & ~os.O_NOFOLLOW if follow else _DIR_FLAGS
         try:
-            with os.scandir(path) as it:
+            return os.open(name, flags, dir_fd=dir_fd)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTDIR, errno.ELOOP):  # a file or a symlink: not ours
+                self._note(exc, where)
+            return None
+
+    def _entries(self, fd: int, where: str) -> list[os.DirEntry[str]]:
+        try:
+            with os.scandir(fd) as it:
                 return list(it)
-        except FileNotFoundError:
-            return []
         except OSError as exc:
-            self._note(exc)
+            self._note(exc, where)
             return []
 
-    def tree_bytes(self, path: str, depth: int = 0) -> int:
-        """Allocated bytes of the regular files below ``path`` (no symlink followed)."""
-        total = 0
-        for entry in self._entries(path):
-            try:
-                st = entry.stat(follow_symlinks=False)
-            except FileNotFoundError:
-                continue
-            except OSError as exc:
-                self._note(exc)
-                continue
-            if stat.S_ISREG(st.st_mode):
-                total += _allocated(st)
-            elif stat.S_ISDIR(st.st_mode) and depth < _MAX_DEPTH:
-                total += self.tree_bytes(entry.path, depth + 1)
-        return total
-
-    def disk(self, path: str) -> tuple[int, int] | None:
-        """(allocated, virtual) of one VM disk file, or None if it is not a regular file."""
+    def _lstat(self, entry: os.DirEntry[str], where: str) -> os.stat_result | None:
         try:
-            st = os.lstat(path)
+            return entry.stat(follow_symlinks=False)
         except FileNotFoundError:
             return None
         except OSError as exc:
-            self._note(exc)
+            self._note(exc, f"{where}/{entry.name}")
             return None
-        if not stat.S_ISREG(st.st_mode):
-            return None
-        virtual = st.st_size
-        if path.endswith(".qcow2"):
-            try:
-                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-                try:
-                    head = os.pread(fd, HEAD_BYTES, 0)
-                finally:
-                    os.close(fd)
-            except FileNotFoundError:
-                return None
-            except OSError as exc:
-                self._note(exc)
-                head = b""
-            if head.startswith(QCOW2_MAGIC):
-                virtual = header_virtual_size(head, st.st_size) or st.st_size
-        return _allocated(st), virtual
 
-    def vms(self, path: str) -> tuple[int, int]:
-        allocated = virtual = 0
-        for entry in self._entries(path):
-            try:
-                if not entry.is_dir(follow_symlinks=False):
+    def tree_bytes(
+        self, name: str, dir_fd: int | None, where: str, depth: int = 0, *, follow: bool = False
+    ) -> int:
+        """Allocated bytes of the regular files below ``name`` (no symlink followed
+        below it; ``name`` itself only when ``follow``)."""
+        fd = self._open(name, dir_fd, where, follow)
+        if fd is None:
+            return 0
+        try:
+            total = 0
+            for entry in self._entries(fd, where):
+                st = self._lstat(entry, where)
+                if st is None:
                     continue
-            except OSError as exc:
-                self._note(exc)
+                if stat.S_ISREG(st.st_mode):
+                    total += _allocated(st)
+                elif stat.S_ISDIR(st.st_mode) and depth < _MAX_DEPTH:
+                    total += self.tree_bytes(entry.name, fd, f"{where}/{entry.name}", depth + 1)
+            return total
+        finally:
+            os.close(fd)
+
+    def _virtual(self, entry: os.DirEntry[str], dir_fd: int, size: int, where: str) -> int:
+        """A qcow2 disk's header size (its file size when the header is not qcow2)."""
+        try:
+            fd = os.open(entry.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+            try:
+                head = os.pread(fd, HEAD_BYTES, 0)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            if not isinstance(exc, FileNotFoundError):
+                self._note(exc, f"{where}/{entry.name}")
+            return size
+        if not head.startswith(QCOW2_MAGIC):
+            return size
+        return header_virtual_size(head, size) or size
+
+    def _vm_disks(self, fd: int, where: str) -> tuple[int, int]:
+        allocated = virtual = 0
+        for entry in self._entries(fd, where):
+            if entry.name not in DISK_NAMES:
                 continue
-            for name in DISK_NAMES:
-                found = self.disk(os.path.join(entry.path, name))
-                if found is not None:
-                    allocated += found[0]
-                    virtual += found[1]
+            st = self._lstat(entry, where)
+            if st is None or not stat.S_ISREG(st.st_mode):
+                continue
+            allocated += _allocated(st)
+            if entry.name.endswith(".qcow2"):
+                virtual += self._virtual(entry, fd, st.st_size, where)
+            else:
+                virtual += st.st_size
         return allocated, virtual
+
+    def vms(self, name: str, where: str) -> tuple[int, int]:
+        """(allocated, virtual) of the disks in ``name``'s VM directories (a real path)."""
+        fd = self._open(name, None, where, follow=True)
+        if fd is None:
+            return 0, 0
+        allocated = virtual = 0
+        try:
+            for entry in self._entries(fd, where):
+                vm_fd = self._open(entry.name, fd, f"{where}/{entry.name}")
+                if vm_fd is None:
+                    continue
+                try:
+                    a, v = self._vm_disks(vm_fd, f"{where}/{entry.name}")
+                finally:
+                    os.close(vm_fd)
+                allocated += a
+                virtual += v
+        finally:
+            os.close(fd)
+        return allocated, virtual
+
+
+def _inside(base: str, sub: str) -> str | None:
+    """The real path of the pool's ``sub`` directory when it lies inside the pool's
+    (the reconciler lets a subdirectory be a symlink within the pool, so does this)."""
+    real_root = os.path.realpath(base)
+    real = os.path.realpath(os.path.join(base, sub))
+    if real == real_root or os.path.commonpath([real_root, real]) != real_root:
+        return None
+    return real
 
 
 def measure(root: Path | str) -> Usage:
     """Measure the pool at ``root`` now (see the module docstring). Never raises OSError."""
     walk = _Walk()
     base = os.fspath(root)
-    disk_bytes, provisioned = walk.vms(os.path.join(base, "vms"))
+
+    def tree(sub: str) -> int:
+        real = _inside(base, sub)
+        return 0 if real is None else walk.tree_bytes(real, None, f"{base}/{sub}", follow=True)
+
+    vms_dir = _inside(base, "vms")
+    disk_bytes, provisioned = (0, 0) if vms_dir is None else walk.vms(vms_dir, f"{base}/vms")
     usage = Usage(
         vm_disk_bytes=disk_bytes,
         vm_provisioned_bytes=provisioned,
-        image_cache_bytes=walk.tree_bytes(os.path.join(base, "images")),
-        scratch_bytes=walk.tree_bytes(os.path.join(base, "scratch")),
+        image_cache_bytes=tree("images"),
+        scratch_bytes=tree("scratch"),
     )
     if walk.problem is not None:
         _log.warning(
