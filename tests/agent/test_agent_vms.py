@@ -119,6 +119,52 @@ def test_vms_fill_the_cache_once_and_delete_cleanly(
     assert pool.scratch() == []
 
 
+def _allocated_below(path: Path) -> int:
+    return sum(p.lstat().st_blocks * 512 for p in path.rglob("*") if p.is_file())
+
+
+def test_the_pool_view_shows_what_the_vm_disk_and_the_cache_take(
+    cluster: Cluster, node: AgentProc, origin: ImageOrigin, tmp_path: Path
+) -> None:
+    """Issue 16: after a create the agent re-measures the pool at once (not at its
+    usage interval), and the view shows the disk's and the cache's bytes."""
+    image = qcow2(tmp_path, "usage.qcow2", data_mib=2)
+    origin.serve("/img/usage.qcow2", image)
+    pool = Pool(cluster, node, "usep")
+    vm = create_vm(cluster, "vm-usage", pool, origin.url_for("/img/usage.qcow2"), disk_gib=1)
+    wait_phase(cluster, "vm-usage", "stopped")
+
+    def measured() -> dict[str, Any] | None:
+        usage = pool.view()["usage"]
+        return usage if usage and usage["vm_disk_bytes"] > 0 else None
+
+    usage = wait_until(measured, 20, "the pool view shows the VM disk's bytes")
+    disk = pool.root / "vms" / vm["id"] / "disk.qcow2"
+    assert usage["vm_disk_bytes"] == disk.lstat().st_blocks * 512
+    assert usage["vm_provisioned_bytes"] == 1 << 30
+    # the cache holds the image (dense: its size, rounded up to whole blocks) and its
+    # two small metadata files; that is what it takes on the filesystem
+    cached = pool.root / "images" / "usage.qcow2"
+    assert cached.stat().st_size == len(image)
+    assert usage["image_cache_bytes"] == _allocated_below(pool.root / "images")
+    assert len(image) <= usage["image_cache_bytes"] < len(image) + 64 * 1024
+    assert usage["scratch_bytes"] == 0
+    view = pool.view()
+    assert usage["overcommit_ratio"] == round((1 << 30) / view["capacity_bytes"], 4)
+    assert usage["other_bytes"] is not None
+
+    delete_vm(cluster, "vm-usage")
+
+    def emptied() -> dict[str, Any] | None:
+        after = pool.view()["usage"]
+        return after if after["vm_disk_bytes"] == 0 else None
+
+    after = wait_until(emptied, 20, "the pool view shows the disk gone")
+    assert after["vm_provisioned_bytes"] == 0
+    assert after["image_cache_bytes"] == usage["image_cache_bytes"]  # the cache is kept
+    assert pool.delete().status_code == 204
+
+
 def test_a_pinned_sha_mismatch_fails_and_writes_nothing(
     cluster: Cluster, node: AgentProc, origin: ImageOrigin, tmp_path: Path
 ) -> None:

@@ -66,6 +66,7 @@ FLAT_KEYS = {
     "reconciliation_error",
     "reconciliation_reason",
     "vm_disks",
+    "usage",
     "images",
     "conditions",
     "created_at",
@@ -818,7 +819,16 @@ def test_get_by_name_is_the_concept_view_across_nodes(api):
         r = get_pool(api, ref, "viewer")
         assert r.status_code == 200
         view = r.json()
-        assert set(view) == {"name", "type", "is_cluster_default", "vm_disks", "instances"}
+        assert set(view) == {
+            "name",
+            "type",
+            "is_cluster_default",
+            "vm_disks",
+            "capacity_bytes",
+            "available_bytes",
+            "usage",
+            "instances",
+        }
         assert view["name"] == "shared"  # canonical case of the first instance (by node name)
         assert view["type"] == "local_dir"
         assert view["is_cluster_default"] is False

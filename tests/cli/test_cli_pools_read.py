@@ -181,3 +181,67 @@ def test_get_unknown_pool(cli, api):
         'Error: pool "00000000-0000-4000-8000-000000000000" not found; '
         "run 'otherix pool list' to see the pools\n"
     )
+
+
+# capacity in parts (issue 16) -----------------------------------------------------------------
+
+GIB = 1 << 30
+USAGE = {
+    "vm_disk_bytes": 10 * GIB,
+    "vm_provisioned_bytes": 150 * GIB,
+    "image_cache_bytes": 2 * GIB,
+    "scratch_bytes": GIB,
+}
+
+
+def test_get_shows_usage_on_the_instance_and_summed_on_the_name(cli, api):
+    a, b, fa, _ = two_nodes_with_fast(api)
+    heartbeat(api, a, [pool_report("fast", capacity=100 * GIB, available=60 * GIB, usage=USAGE)])
+    heartbeat(api, b, [pool_report("fast", capacity=100 * GIB, available=90 * GIB)])
+
+    out = ok(cli("pool", "get", fa["id"]))
+    lines = out.splitlines()
+    start = lines.index("usage:")
+    assert lines[start : start + 6] == [
+        "usage:",
+        "  vm_disks: 10.0GiB",
+        "  vm_provisioned: 150.0GiB (overcommit 1.5x)",
+        "  image_cache: 2.0GiB",
+        "  scratch: 1.0GiB",
+        "  other: 27.0GiB",
+    ]
+
+    concept = ok(cli("pool", "get", "fast")).splitlines()
+    assert "capacity_bytes: 200.0GiB" in concept
+    assert "available_bytes: 150.0GiB" in concept
+    top = concept.index("usage:")  # node-b's instance was not measured: node-a's alone
+    assert concept[top + 1 : top + 3] == [
+        "  vm_disks: 10.0GiB",
+        "  vm_provisioned: 150.0GiB (overcommit 1.5x)",
+    ]
+    assert "    usage:" in concept  # node-a's instance block
+    assert concept.count("    usage:") == 1
+
+    body = json.loads(ok(cli("pool", "get", fa["id"], "-o", "json")))
+    assert body["usage"]["overcommit_ratio"] == 1.5
+
+
+def test_list_wide_adds_the_parts(cli, api):
+    a, _, _, _ = two_nodes_with_fast(api)
+    heartbeat(api, a, [pool_report("fast", capacity=100 * GIB, available=60 * GIB, usage=USAGE)])
+    out = ok(cli("pool", "list", "-o", "wide", role="viewer"))
+    assert out.splitlines()[0].split() == [
+        "NAME", "NODE", "TYPE", "PATH", "AVAILABLE", "STATUS", "DEFAULT", "AGE",
+        "CAPACITY", "VM-DISKS", "PROVISIONED", "CACHE", "SCRATCH", "OTHER",
+    ]  # fmt: skip
+    rows = {r["NODE"]: r for r in table(out) if r["NAME"] == "fast"}
+    wide = ("CAPACITY", "VM-DISKS", "PROVISIONED", "CACHE", "SCRATCH", "OTHER")
+    assert [rows["node-a"][k] for k in wide] == [
+        "100.0GiB", "10.0GiB", "150.0GiB", "2.0GiB", "1.0GiB", "27.0GiB",
+    ]  # fmt: skip
+    assert [rows["node-b"][k] for k in wide] == ["-"] * 6
+    ids = table(ok(cli("pool", "list", "-o", "wide", "--show-ids")))
+    assert "ID" in ids[0]
+    assert "VM-DISKS" in ids[0]
+    # the narrow table is unchanged
+    assert "VM-DISKS" not in ok(cli("pool", "list")).splitlines()[0]

@@ -332,6 +332,7 @@ def build_pools(settings: AgentSettings) -> tuple[PoolState, ImageCache]:
         allowed_prefixes=settings.storage.allowed_path_prefixes,
         host_root=settings.storage.host_root,
         images=cache,
+        usage_interval=settings.storage.usage_interval,
     )
     return pool_state, cache
 

@@ -38,6 +38,17 @@ left behind are removed before anything reads the pool (never an entry that
 is, holds or lies inside another declared pool's root: the node's
 ``fs.ProtectedRoots``, which the reconciler and the image cache share).
 
+Usage (issue 16, ``otherix.agent.usage``): every ready pool's report carries
+``usage``, what its ``vms/``, ``images/`` and ``scratch/`` hold. Walking them
+is dearer than a statfs, so a pool is measured at most every
+``usage_interval`` seconds (``storage.usage_interval``) and when its root
+changes; ``refresh_images`` (after a VM task) and ``scan`` measure at once.
+The capacity hysteresis covers it too: a new measurement is reported when a
+number moved by more than the same threshold, or when it comes from
+``refresh_images``/``scan`` (a VM disk made or removed must show even when
+it is small). A failed pool carries ``usage: null`` (the control plane keeps
+what it had).
+
 ``resolve`` is how the VM tasks find a pool's root on this host: the pool
 must be registered, ready, and declared at the path the task names.
 
@@ -51,6 +62,7 @@ import hashlib
 import json
 import logging
 import os
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -58,12 +70,19 @@ from typing import Final, Protocol
 
 from pydantic import ValidationError
 
-from otherix.agent import pools
+from otherix.agent import pools, usage
 from otherix.domain.cache import CacheConfigError, CachePolicy, parse_cache_config
 from otherix.domain.paths import path_allowed
-from otherix.models.heartbeat import DeclaredPool, EvictionReport, ImageReport, PoolReport
+from otherix.models.heartbeat import (
+    DeclaredPool,
+    EvictionReport,
+    ImageReport,
+    PoolReport,
+    PoolUsage,
+)
 
 __all__ = [
+    "DEFAULT_USAGE_INTERVAL",
     "MAX_ERROR_CHARS",
     "SIGNIFICANT_BYTES",
     "ImageInventory",
@@ -78,6 +97,8 @@ _log = logging.getLogger(__name__)
 SIGNIFICANT_BYTES: Final = 64 * 1024 * 1024
 #: The wire model's limit on ``reconciliation_error``.
 MAX_ERROR_CHARS: Final = 4096
+#: Seconds between two measurements of a pool's usage (``storage.usage_interval``).
+DEFAULT_USAGE_INTERVAL: Final = 60.0
 
 
 class _Wire(Protocol):
@@ -108,7 +129,14 @@ def _threshold(capacity: int) -> float:
     return min(capacity / 100, SIGNIFICANT_BYTES)
 
 
-_BYTES = {"capacity_bytes": None, "available_bytes": None}
+_BYTES = {"capacity_bytes": None, "available_bytes": None, "usage": None}
+
+
+def _usage_moved(old: PoolUsage | None, new: PoolUsage | None, limit: float) -> bool:
+    if old is None or new is None:
+        return old != new
+    before, after = old.model_dump(), new.model_dump()
+    return any(abs(after[k] - before[k]) > limit for k in after)
 
 
 def settle(previous: PoolReport | None, observed: PoolReport) -> PoolReport:
@@ -121,6 +149,8 @@ def settle(previous: PoolReport | None, observed: PoolReport) -> PoolReport:
         return observed
     limit = _threshold(max(old_cap, new_cap))
     if abs(new_cap - old_cap) > limit or abs(new_avail - old_avail) > limit:
+        return observed
+    if _usage_moved(previous.usage, observed.usage, limit):
         return observed
     return previous
 
@@ -176,6 +206,8 @@ class PoolState:
         host_root: Path = Path("/"),
         images: ImageInventory | None = None,
         running: Callable[[], set[str]] | None = None,
+        usage_interval: float = DEFAULT_USAGE_INTERVAL,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         #: ids of the VMs whose QEMU runs here (the VM supervisor): their images stay
         self._running = running
@@ -191,6 +223,10 @@ class PoolState:
         self._digest = digest_of([])
         #: lower(name) -> host path of pools whose scratch/ was swept since registration
         self._swept: dict[str, str] = {}
+        self._usage_interval = usage_interval
+        self._monotonic = monotonic
+        #: lower(name) -> (when, host root, usage) of the pool's last measurement
+        self._measured: dict[str, tuple[float, str, PoolUsage]] = {}
 
     @property
     def reports(self) -> list[PoolReport]:
@@ -244,12 +280,14 @@ class PoolState:
         key = name.lower()
         previous = self._reported.get(key)
         if previous is not None and report.reconciliation_status == "ready":
-            self._reported[key] = previous.model_copy(
-                update={
-                    "capacity_bytes": report.capacity_bytes,
-                    "available_bytes": report.available_bytes,
-                }
-            )
+            update: dict[str, object] = {
+                "capacity_bytes": report.capacity_bytes,
+                "available_bytes": report.available_bytes,
+            }
+            root = self._root(name)
+            if root is not None and previous.reconciliation_status == "ready":
+                update["usage"] = self._measure(key, root)
+            self._reported[key] = previous.model_copy(update=update)
             self._digest = digest_of(self.reports)
         return report
 
@@ -266,7 +304,7 @@ class PoolState:
                 continue
             to_apply.append(self._to_host(pool))
         observed.extend(self.reconciler.reconcile(to_apply))
-        wired = [self._with_images(r) for r in _wire_all(observed)]
+        wired = [self._with_usage(self._with_images(r)) for r in _wire_all(observed)]
         settled: dict[str, PoolReport] = {}
         for report in sorted(wired, key=lambda r: _sort_key(r.name)):
             key = report.name.lower()
@@ -280,9 +318,29 @@ class PoolState:
                 _log.info("pool ready", extra={"pool": report.name})
         changed = settled != self._reported
         self._swept = {k: v for k, v in self._swept.items() if k in settled}
+        self._measured = {k: v for k, v in self._measured.items() if k in settled}
         self._reported = settled
         self._digest = digest_of(self.reports)
         return changed
+
+    # --- usage ------------------------------------------------------------------------
+
+    def _measure(self, key: str, root: str) -> PoolUsage:
+        measured = PoolUsage.model_validate(usage.measure(root).to_wire())
+        self._measured[key] = (self._monotonic(), root, measured)
+        return measured
+
+    def _with_usage(self, report: PoolReport) -> PoolReport:
+        """``report`` with the pool's usage (ready pools), measured when it is due."""
+        key = report.name.lower()
+        root = self._root(report.name)
+        if report.reconciliation_status != "ready" or root is None:
+            self._measured.pop(key, None)
+            return report
+        last = self._measured.get(key)
+        if last is None or last[1] != root or self._monotonic() - last[0] >= self._usage_interval:
+            return report.model_copy(update={"usage": self._measure(key, root)})
+        return report.model_copy(update={"usage": last[2]})
 
     # --- image cache ------------------------------------------------------------------
 
@@ -388,20 +446,21 @@ class PoolState:
         return out
 
     def refresh_images(self) -> bool:
-        """Re-list the cache of every ready pool now; True if the report set changed."""
-        if self._images is None:
-            return False
+        """Re-list the cache and re-measure the usage of every ready pool now (after a
+        VM task); True if the report set changed. The new usage is reported as
+        measured, past the hysteresis."""
         changed = False
         for key, report in list(self._reported.items()):
             root = self._root(report.name)
             if report.reconciliation_status != "ready" or root is None:
                 continue
-            images = self._list(report.name, root)
-            evicted = list(self._evictions.get(key, ())) or None
-            if images != report.images or evicted != report.evictions:
-                self._reported[key] = report.model_copy(
-                    update={"images": images, "evictions": evicted}
-                )
+            update: dict[str, object] = {"usage": self._measure(key, root)}
+            if self._images is not None:
+                update["images"] = self._list(report.name, root)
+                update["evictions"] = list(self._evictions.get(key, ())) or None
+            refreshed = report.model_copy(update=update)
+            if refreshed != report:
+                self._reported[key] = refreshed
                 changed = True
         if changed:
             self._digest = digest_of(self.reports)

@@ -193,6 +193,15 @@ class ControlPlaneSection(Section):
 class StorageSection(Section):
     allowed_path_prefixes: AllowedPrefixes = Field(default_factory=default_prefixes)
     host_root: Path = Path("/")
+    #: seconds between two walks of a pool's vms/, images/ and scratch/ (issue 16)
+    usage_interval: Duration = 60.0
+
+    @field_validator("usage_interval")
+    @classmethod
+    def _interval(cls, v: float) -> float:
+        if v <= 0:
+            raise ValueError("must be positive")
+        return v
 
     @field_validator("host_root")
     @classmethod

@@ -256,6 +256,7 @@ class VmTasks:
     def _delete_worker(self) -> None:
         while (job := self._deletes.get()) is not None:
             self._try(job)
+            self._images_changed.set()  # a removed disk changes the pool's usage (issue 16)
             self._finish(job)
 
     def _power_worker(self) -> None:

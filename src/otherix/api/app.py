@@ -75,6 +75,7 @@ def create_app(
     )
     metrics = Metrics()
     metrics.watch_waiters.set_function(deps.hub.waiting)
+    metrics.pools_from(services.pool_service.gauge_samples)
     provide(app, deps, services, metrics)  # what the routes' dependencies hand out (provide.py)
     errors.install(app, max_body_bytes=deps.settings.server.max_body_bytes)
     for module in (health, auth, nodes, pools, cache, cluster, tasks, vms):

@@ -2,6 +2,15 @@
 
 Pure ASGI (not ``BaseHTTPMiddleware``) so streaming and long-poll requests are
 not buffered and the cap is enforced while the body arrives.
+
+Pool gauges (issue 16): ``Metrics.pools_from(read)`` registers a collector
+that calls ``read`` at each scrape (``PoolService.gauge_samples``: one store
+query) and shows, per pool instance (labels ``pool``, ``node``),
+``otherix_pool_{capacity,available,vm_disk,provisioned,cache,scratch}_bytes``
+and ``otherix_pool_pressure`` (1 under disk pressure, else 0). A gauge the
+instance has no number for (never reported, not measured) has no sample. A
+store that does not answer gives a scrape without pool samples (and a
+warning), never a failed ``/metrics``.
 """
 
 from __future__ import annotations
@@ -11,9 +20,12 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from otherix.errors import Internal, OtherixError, ValidationFailed
@@ -23,6 +35,47 @@ log = logging.getLogger("otherix.api")
 
 class BodyTooLarge(Exception):
     pass
+
+
+#: (pool, node, {gauge: value}) per pool instance; gauges are the keys of ``POOL_GAUGES``
+PoolSamples = Callable[[], Iterable[tuple[str, str, Mapping[str, float]]]]
+
+POOL_GAUGES: dict[str, str] = {
+    "capacity_bytes": "Filesystem capacity of the pool, bytes",
+    "available_bytes": "Bytes available on the pool's filesystem",
+    "vm_disk_bytes": "Bytes the VM disks on the pool take (allocated)",
+    "provisioned_bytes": "Virtual size of the VM disks on the pool, bytes",
+    "cache_bytes": "Bytes the pool's image cache takes (allocated)",
+    "scratch_bytes": "Bytes the pool's scratch area takes (allocated)",
+    "pressure": "1 while the pool is under disk pressure, else 0",
+}
+
+
+class _PoolCollector(Collector):
+    def __init__(self, read: PoolSamples) -> None:
+        self._read = read
+
+    @staticmethod
+    def _families() -> dict[str, GaugeMetricFamily]:
+        return {
+            key: GaugeMetricFamily(f"otherix_pool_{key}", text, labels=["pool", "node"])
+            for key, text in POOL_GAUGES.items()
+        }
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        return iter(self._families().values())
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        families = self._families()
+        try:
+            samples = list(self._read())
+        except Exception as exc:  # the store is down: the process metrics still answer
+            log.warning("pool gauges not read: %s", exc)
+            samples = []
+        for pool, node, values in samples:
+            for key, value in values.items():
+                families[key].add_metric([pool, node], value)
+        return iter(families.values())
 
 
 class Metrics:
@@ -46,6 +99,10 @@ class Metrics:
             "Agent long-poll watches parked on this replica right now",
             registry=self.registry,
         )
+
+    def pools_from(self, read: PoolSamples) -> None:
+        """Show the pool gauges, read by ``read`` at each scrape (module docstring)."""
+        self.registry.register(_PoolCollector(read))
 
 
 def _too_large(limit: int) -> list[Message]:

@@ -17,6 +17,9 @@ created otherwise). ``disks`` are the VM disks the agent must find in the
 pool. A pool report says why a pool failed (``reconciliation_reason``),
 which marker it found (``marker_id``) and which of the declared disks are
 missing (``missing_disks``, disk ids; null when the pool was not checked).
+A ready pool's report carries ``usage`` (issue 16: bytes of VM disks, their
+provisioned size, the image cache and scratch; null when not measured, and
+the control plane then keeps what it had).
 """
 
 from __future__ import annotations
@@ -54,6 +57,20 @@ class EvictionReport(Input):
     evicted_at: datetime
 
 
+class PoolUsage(Input):
+    """What a pool's own directories hold (``otherix.agent.usage``), in bytes.
+
+    ``*_bytes`` but ``vm_provisioned_bytes`` are allocated bytes (``st_blocks * 512``),
+    what the files really take on the filesystem; ``vm_provisioned_bytes`` is the
+    VM disks' virtual size, what they may grow to.
+    """
+
+    vm_disk_bytes: int = Field(ge=0, le=INT64_MAX)
+    vm_provisioned_bytes: int = Field(ge=0, le=INT64_MAX)
+    image_cache_bytes: int = Field(ge=0, le=INT64_MAX)
+    scratch_bytes: int = Field(ge=0, le=INT64_MAX)
+
+
 #: ``DeclaredPool.identity``: what the agent may do to find or make the pool's marker.
 IdentityMode = Literal["create", "adopt", "verify"]
 #: Machine-readable pool failure reasons (``reconciliation_reason``), docs/error-codes.md.
@@ -76,6 +93,8 @@ class PoolReport(Input):
     )
     #: the pool's latest cache evictions (at most 50, oldest first), until they age out
     evictions: list[EvictionReport] | None = Field(default=None, max_length=50)
+    #: what the pool's directories hold; null when not measured (failed, or an older agent)
+    usage: PoolUsage | None = None
 
 
 class Resources(Input):

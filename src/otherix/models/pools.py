@@ -83,6 +83,24 @@ class VmDiskCounts(Output):
     missing: int = 0
 
 
+class PoolUsage(Output):
+    """A pool's capacity in parts (issue 16; ``otherix.domain.usage``), in bytes.
+
+    ``vm_disk_bytes``, ``image_cache_bytes`` and ``scratch_bytes`` are what those
+    files take on the filesystem (allocated); ``vm_provisioned_bytes`` what the VM
+    disks may grow to (their virtual size); ``other_bytes`` what is used on the
+    filesystem by anything else (capacity - available - the three, at least 0);
+    ``overcommit_ratio`` is provisioned over capacity.
+    """
+
+    vm_disk_bytes: int
+    vm_provisioned_bytes: int
+    image_cache_bytes: int
+    scratch_bytes: int
+    other_bytes: int | None = None
+    overcommit_ratio: float | None = None
+
+
 class StoragePool(Output):
     model_config = ConfigDict(extra="ignore")
 
@@ -109,6 +127,11 @@ class StoragePool(Output):
         "docs/error-codes.md); null unless failed",
     )
     vm_disks: VmDiskCounts = Field(default_factory=VmDiskCounts)
+    usage: PoolUsage | None = Field(
+        default=None,
+        description="what the pool's VM disks, image cache and scratch hold (issue 16); "
+        "null until its agent measures it",
+    )
     images: list[CachedImage] = Field(default_factory=list)
     #: Empty for a healthy pool; see :class:`PoolCondition`.
     conditions: list[PoolCondition] = Field(default_factory=list)
@@ -122,6 +145,10 @@ class PoolConceptView(Output):
     is_cluster_default: bool
     #: summed over the instances
     vm_disks: VmDiskCounts = Field(default_factory=VmDiskCounts)
+    #: summed over the instances that reported them (null when none did)
+    capacity_bytes: int | None = None
+    available_bytes: int | None = None
+    usage: PoolUsage | None = None
     instances: list[StoragePool]
 
 

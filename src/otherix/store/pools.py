@@ -13,6 +13,10 @@ the control plane chose for the pool (at insert, and again at ``reinit``),
 ``identity_mode`` what the agent may do to find it (``create``, ``adopt``,
 ``verify``). ``declared_for_node`` and ``disks_to_check`` are what a node's
 desired state declares.
+
+Usage (migration 0010, issue 16): ``pool_status.usage`` is the agent's last
+``usage`` report, JSON, null until one; ``gauges`` reads every live instance's
+numbers for ``/metrics`` in one query.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from otherix.store.ports.pools import (
     DiskToCheck,
     NewPool,
     PoolChange,
+    PoolGaugeRow,
     PoolRef,
     PoolRow,
     PoolStatusChange,
@@ -89,6 +94,7 @@ def _select() -> sa.Select[Any]:
         ps.c.pressure_since,
         ps.c.pressure_count,
         ps.c.images,
+        ps.c.usage,
         nodes.c.name.label("node_name"),
         nodes.c.status.label("node_liveness"),
         nodes.c.cordoned.label("node_cordoned"),
@@ -351,6 +357,30 @@ class SqlPools:
                 reconciliation_reason=None,
             )
         )
+
+    # /metrics (issue 16) --------------------------------------------------------
+
+    def gauges(self, tx: Tx) -> list[PoolGaugeRow]:
+        """Every pool instance on a node that is not deleted, in one query (a scrape)."""
+        stmt = (
+            sa.select(
+                sp.c.name.label("pool_name"),
+                nodes.c.name.label("node_name"),
+                ps.c.capacity_bytes,
+                ps.c.available_bytes,
+                ps.c.pressure_since.is_not(None).label("under_pressure"),
+                ps.c.usage,
+            )
+            .select_from(
+                sp.join(ps, ps.c.pool_id == sp.c.id).join(nodes, nodes.c.id == sp.c.node_id)
+            )
+            .where(nodes.c.deleted_at.is_(None))
+            .order_by(nodes.c.name_lower, sp.c.name_lower)
+        )
+        return [
+            PoolGaugeRow(**{**r, "under_pressure": bool(r["under_pressure"])})
+            for r in _rows(tx, stmt)
+        ]
 
 
 #: The one instance (stateless). ``Database.pools`` is this; services that are

@@ -277,6 +277,10 @@ pool_status = sa.Table(
     sa.Column("reconciliation_reason", sa.String(64), nullable=True),
     sa.Column("identity_mode", sa.String(16), nullable=False, server_default="create"),
     sa.Column("marker_id", sa.String(36), nullable=True),
+    # 0010 (capacity in parts, issue 16): what the pool's vms/, images/ and scratch/ hold,
+    # as the agent last reported it ({vm_disk_bytes, vm_provisioned_bytes,
+    # image_cache_bytes, scratch_bytes}); null until an agent that measures reports it.
+    sa.Column("usage", JSONType, nullable=True),
 )
 
 tasks = sa.Table(

@@ -18,7 +18,8 @@ revision: a ``vm.create`` or ``vm.delete`` outcome, a delete request). A
 report of a pool ``ready`` with the marker the control plane chose moves a
 ``create``/``adopt`` pool to ``verify`` and bumps the revision, so the agent
 learns that from now on the marker is required. ``missing_disks`` sets or
-clears ``vm_disks.missing_since``.
+clears ``vm_disks.missing_since``. A report's ``usage`` (issue 16) replaces the
+stored one when it differs; a null one keeps it.
 
 VMs: a report's ``vms`` (every VM the agent's runtime knows, as observed; None
 when unchanged) replaces each of the node's VMs' ``vm_runtime`` row that
@@ -190,6 +191,10 @@ class HeartbeatService:
             images: list[JSONValue] = [i.model_dump(mode="json") for i in rep.images]
             if images != stored.images:
                 values["images"] = images
+        if rep.usage is not None:
+            usage: dict[str, JSONValue] = dict(rep.usage.model_dump())
+            if usage != stored.usage:
+                values["usage"] = usage
         if values:
             values["last_reconciled_at"] = now
         return values

@@ -15,7 +15,9 @@ one wins; the unique constraint backs the name rule up.
 Views: every pool carries ``conditions``: ``path_overlap`` for rows that
 overlap from before the rule (computed on read for the page's nodes in one
 query), ``orphaned`` for a pool whose node was deleted while it held disks
-(its capacity is not shown: no agent measures it).
+(its capacity is not shown: no agent measures it). ``usage`` is the capacity in
+parts (issue 16, ``domain.usage``): per instance, and on the name view summed
+with ``capacity_bytes``/``available_bytes`` over the instances that have them.
 
 A dry run (``create(..., dry_run=True)``, ``POST /v1/storage-pools?dry_run=true``)
 is the same create up to and including the insert, in a transaction that is
@@ -27,6 +29,7 @@ nothing is kept (no row, no revision bump, no watch wake-up).
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,6 +57,8 @@ from otherix.domain.overlap import (
 )
 from otherix.domain.paths import path_allowed, pool_path_allowed, validate_pool_path
 from otherix.domain.placement import effective_bytes
+from otherix.domain.usage import Parts, UsageView, sum_views
+from otherix.domain.usage import view as usage_view
 from otherix.errors import (
     Conflict,
     NotFound,
@@ -69,6 +74,7 @@ from otherix.models.pools import (
     PoolConceptView,
     PoolCreate,
     PoolUpdate,
+    PoolUsage,
     StoragePool,
     VmDiskCounts,
 )
@@ -93,6 +99,17 @@ ORPHANED = (
     "the node of this pool was deleted while the pool held VM disks; no agent reconciles "
     "or measures it: delete its VMs ('otherix vm delete'), then the pool by its UUID"
 )
+
+
+def _usage(row: PoolRow) -> UsageView | None:
+    """The instance's capacity in parts (``domain.usage``), None until measured."""
+    parts = Parts.from_mapping(row.usage)
+    return usage_view(parts, row.capacity_bytes, row.available_bytes)
+
+
+def _sum_known(values: Iterable[int | None]) -> int | None:
+    known = [v for v in values if v is not None]
+    return sum(known) if known else None
 
 
 def pool_path(row: PoolRef) -> PoolPath:
@@ -162,6 +179,7 @@ class PoolService:
                 "reconciliation_error": ORPHANED,
             }
             effective, pressure = None, None
+        usage = None if orphaned else _usage(row)
         return StoragePool.model_validate(
             {
                 "id": row.id,
@@ -195,6 +213,7 @@ class PoolService:
                     "total": row.vm_disks_total,
                     "missing": row.vm_disks_missing,
                 },
+                "usage": None if usage is None else usage.to_dict(),
             }
         )
 
@@ -217,6 +236,26 @@ class PoolService:
             )
         return rows[0]
 
+    def gauge_samples(self) -> list[tuple[str, str, dict[str, float]]]:
+        """(pool, node, gauges) per instance on a live node, for ``/metrics`` (one query)."""
+        with self.db.read() as conn:
+            rows = self.pool_store.gauges(conn)
+        out: list[tuple[str, str, dict[str, float]]] = []
+        for r in rows:
+            values: dict[str, float] = {"pressure": 1.0 if r.under_pressure else 0.0}
+            if r.capacity_bytes is not None:
+                values["capacity_bytes"] = float(r.capacity_bytes)
+            if r.available_bytes is not None:
+                values["available_bytes"] = float(r.available_bytes)
+            parts = Parts.from_mapping(r.usage)
+            if parts is not None:
+                values["vm_disk_bytes"] = float(parts.vm_disk_bytes)
+                values["provisioned_bytes"] = float(parts.vm_provisioned_bytes)
+                values["cache_bytes"] = float(parts.image_cache_bytes)
+                values["scratch_bytes"] = float(parts.scratch_bytes)
+            out.append((r.pool_name, r.node_name, values))
+        return out
+
     def get(self, ref: str) -> StoragePool | PoolConceptView:
         rows = self._resolve_rows(ref)
         if not rows:
@@ -227,6 +266,7 @@ class PoolService:
         if looks_like_uuid(ref):
             return self.pool_view(rows[0], default_name, with_images=True, conditions=conditions)
         instances = [self.pool_view(r, default_name, True, conditions) for r in rows]
+        summed = sum_views(_usage(r) for r in rows if r.node_deleted_at is None)
         return PoolConceptView(
             name=rows[0].name,
             type=rows[0].type,
@@ -235,6 +275,9 @@ class PoolService:
                 total=sum(i.vm_disks.total for i in instances),
                 missing=sum(i.vm_disks.missing for i in instances),
             ),
+            capacity_bytes=_sum_known(i.capacity_bytes for i in instances),
+            available_bytes=_sum_known(i.available_bytes for i in instances),
+            usage=None if summed is None else PoolUsage.model_validate(summed.to_dict()),
             instances=instances,
         )
 

@@ -31,6 +31,7 @@ from otherix.cli.views.pools import (
     concept_text,
     list_manifests,
     pool_list_table,
+    pool_list_wide_table,
     pool_manifests,
     pool_text,
 )
@@ -44,7 +45,7 @@ __all__ = ["get_pool", "list_pools"]
 @click.option("--type", "pool_type", metavar="TYPE", help="Only this pool type (local_dir).")
 @click.option("--limit", type=click.IntRange(1, 200), default=20, show_default=True)
 @click.option("--cursor", help="Continue from a previous page's cursor.")
-@output_option("table", ("table", "json", "yaml"))
+@output_option("table", ("table", "wide", "json", "yaml"))
 @show_ids_option
 @click.pass_context
 def list_pools(
@@ -61,21 +62,24 @@ def list_pools(
     \b
     Columns: NAME NODE TYPE PATH AVAILABLE STATUS DEFAULT AGE (ID first
     with --show-ids). DEFAULT is "yes" for the cluster default pool.
+    -o wide adds CAPACITY VM-DISKS PROVISIONED CACHE SCRATCH OTHER (what
+    the pool's VM disks, image cache and scratch take; "-" until measured).
 
     \b
     Example:
       otherix pool list --node node-a
       otherix pool list -o yaml > pools.yaml
     """
-    fmt = validate_output(output, ("table", "json", "yaml"))
+    fmt = validate_output(output, ("table", "wide", "json", "yaml"))
     ctx = get_context()
     page = ctx.client().list_pools(limit=limit, cursor=cursor, node=node, type=pool_type)
+    render = pool_list_wide_table if fmt == "wide" else pool_list_table
     write_list_page(
         ctx,
         next_page_command(cctx),
         wire(page),
-        fmt,
-        table=lambda rows: pool_list_table(rows, ctx.now(), show_ids),
+        "table" if fmt == "wide" else fmt,
+        table=lambda rows: render(rows, ctx.now(), show_ids),
         manifests=list_manifests,
     )
 
@@ -89,7 +93,9 @@ def get_pool(ref: str, output: str) -> None:
     A failed instance shows reconciliation_reason (pool_missing,
     pool_identity_mismatch, pool_device_changed, pool_path_overlap, ...);
     vm_disks (shown when there are any) counts the VM disks on it and how
-    many are missing.
+    many are missing; usage (when the agent measured it) what its VM disks
+    (allocated, and provisioned with the overcommit ratio), image cache,
+    scratch and everything else take.
 
     -o yaml prints an apply-ready StoragePool manifest (one document with
     spec.nodeList when all instances share type and path).

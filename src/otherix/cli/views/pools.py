@@ -22,6 +22,11 @@ Choices docs/pool-contract.md leaves open (documented, tested):
   when set, and ``vm_disks: N`` (``N (M missing)`` when some are) when the
   pool holds VM disks; a pool without disks keeps the plain layout.
 - Timestamps in the text views are printed as the server sent them.
+- ``pool get`` prints a ``usage:`` block (issue 16: VM disks, provisioned and
+  the overcommit ratio, image cache, scratch, other) when the agent measured
+  the pool, on the name view summed with the capacity; ``pool list -o wide``
+  adds ``CAPACITY VM-DISKS PROVISIONED CACHE SCRATCH OTHER`` (``-`` when not
+  measured).
 - Text says what the JSON says: a null ``disk_pressure`` is ``none`` (no
   pressure recorded; ``-`` before the agent's first report, when nothing is
   known), never ``ok``; a null byte count is ``-``.
@@ -47,6 +52,7 @@ __all__ = [
     "list_manifests",
     "paging_footer",
     "pool_list_table",
+    "pool_list_wide_table",
     "pool_manifests",
     "pool_status",
     "pool_text",
@@ -138,6 +144,10 @@ def pool_list_table(pools: Sequence[Pool], now: datetime, show_ids: bool) -> str
     from ``created_at``. With no pools only the header line is printed.
     """
     headers = ("ID", *_LIST_HEADERS) if show_ids else _LIST_HEADERS
+    return render_table(headers, _list_rows(pools, now, show_ids))
+
+
+def _list_rows(pools: Sequence[Pool], now: datetime, show_ids: bool) -> list[list[str]]:
     rows: list[list[str]] = []
     for p in pools:
         row = [
@@ -151,7 +161,51 @@ def pool_list_table(pools: Sequence[Pool], now: datetime, show_ids: bool) -> str
             age(p.get("created_at"), now),
         ]
         rows.append([str(p.get("id", "")), *row] if show_ids else row)
-    return render_table(headers, rows)
+    return rows
+
+
+_WIDE_HEADERS = ("CAPACITY", "VM-DISKS", "PROVISIONED", "CACHE", "SCRATCH", "OTHER")
+_WIDE_KEYS = (
+    "vm_disk_bytes",
+    "vm_provisioned_bytes",
+    "image_cache_bytes",
+    "scratch_bytes",
+    "other_bytes",
+)
+
+
+def _usage(p: Pool) -> Mapping[str, Any]:
+    usage = p.get("usage")
+    return usage if isinstance(usage, Mapping) else {}
+
+
+def pool_list_wide_table(pools: Sequence[Pool], now: datetime, show_ids: bool) -> str:
+    """``pool list -o wide``: the table, then ``CAPACITY VM-DISKS PROVISIONED CACHE
+    SCRATCH OTHER`` (human bytes, ``-`` where the pool was not measured)."""
+    headers = ("ID", *_LIST_HEADERS) if show_ids else _LIST_HEADERS
+    rows: list[list[str]] = []
+    for p, row in zip(pools, _list_rows(pools, now, show_ids), strict=True):
+        usage = _usage(p)
+        extra = [human_bytes(p.get("capacity_bytes"))]
+        extra += [human_bytes(usage.get(k)) for k in _WIDE_KEYS]
+        rows.append([*row, *extra])
+    return render_table((*headers, *_WIDE_HEADERS), rows)
+
+
+def _usage_lines(usage: Mapping[str, Any], indent: str) -> list[str]:
+    """The ``usage:`` block (nothing when the pool was not measured)."""
+    if not usage:
+        return []
+    ratio = usage.get("overcommit_ratio")
+    return [
+        f"{indent}usage:",
+        f"{indent}  vm_disks: {human_bytes(usage.get('vm_disk_bytes'))}",
+        f"{indent}  vm_provisioned: {human_bytes(usage.get('vm_provisioned_bytes'))}"
+        + ("" if ratio is None else f" (overcommit {ratio:g}x)"),
+        f"{indent}  image_cache: {human_bytes(usage.get('image_cache_bytes'))}",
+        f"{indent}  scratch: {human_bytes(usage.get('scratch_bytes'))}",
+        f"{indent}  other: {human_bytes(usage.get('other_bytes'))}",
+    ]
 
 
 def paging_footer(command: str, next_cursor: str | None) -> str:
@@ -191,6 +245,7 @@ def pool_text(p: Pool, now: datetime) -> str:
             lines.append(f"{key}: {p[key]}")
     if (disks := _disks_text(p)) is not None:
         lines.append(disks)
+    lines.extend(_usage_lines(_usage(p), ""))
     images = p.get("images") or []
     if images:
         lines.append("images:")
@@ -213,6 +268,10 @@ def concept_text(c: Pool, now: datetime) -> str:
     ]
     if (disks := _disks_text(c)) is not None:
         lines.append(disks)
+    if c.get("capacity_bytes") is not None:
+        lines.append(f"capacity_bytes: {human_bytes(c.get('capacity_bytes'))}")
+        lines.append(f"available_bytes: {human_bytes(c.get('available_bytes'))}")
+    lines.extend(_usage_lines(_usage(c), ""))
     instances = c.get("instances") or []
     if not instances:
         lines.append("instances: <none>")
@@ -231,6 +290,7 @@ def concept_text(c: Pool, now: datetime) -> str:
             lines.append(f"    reconciliation_reason: {inst['reconciliation_reason']}")
         if (disks := _disks_text(inst)) is not None:
             lines.append(f"    {disks}")
+        lines.extend(_usage_lines(_usage(inst), "    "))
         lines.extend(f"    image: {_image_text(img)}" for img in inst.get("images") or [])
         lines.extend(
             f"    condition: {c.get('type', '')}: {c.get('message', '')}"

@@ -43,6 +43,8 @@ class PoolRow:
     pressure_since: datetime | None
     pressure_count: int
     images: list[JSONValue]
+    #: the agent's last ``usage`` report (``models.heartbeat.PoolUsage``), or None
+    usage: JSONObject | None
     node_name: str
     node_liveness: str
     node_cordoned: bool
@@ -85,6 +87,7 @@ class PoolStatusChange(TypedDict, total=False):
     pressure_since: datetime | None
     pressure_count: int
     images: list[JSONValue]
+    usage: JSONObject | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +146,19 @@ class PoolStatusRow:
     pressure_since: datetime | None
     pressure_count: int
     images: list[JSONValue]
+    usage: JSONObject | None
+
+
+@dataclass(frozen=True, slots=True)
+class PoolGaugeRow:
+    """One pool instance on a live node, as ``/metrics`` shows it (issue 16)."""
+
+    pool_name: str
+    node_name: str
+    capacity_bytes: int | None
+    available_bytes: int | None
+    under_pressure: bool
+    usage: JSONObject | None
 
 
 class PoolStore(Protocol):
@@ -182,3 +198,4 @@ class PoolStore(Protocol):
     def vm_names_on_node_pools(self, tx: Tx, node_id: str, limit: int = 20) -> list[str]: ...
     def delete_pools(self, tx: Tx, pool_ids: Sequence[str]) -> int: ...
     def reinit_identity(self, tx: Tx, pool_id: str, marker_id: str) -> None: ...
+    def gauges(self, tx: Tx) -> list[PoolGaugeRow]: ...
