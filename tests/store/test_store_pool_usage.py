@@ -136,8 +136,9 @@ def test_migration_0010_adds_a_null_usage_and_downgrades(at_0009):
             ),
             {"id": pid},
         )
-    upgrade(db)
+    upgrade(db, "0010")
     assert current_revision(db) == "0010"
+    upgrade(db)  # and on to the head, through 0011 (cordon, scrub)
     with db.read() as conn:
         row = qp.get_pool(conn, pid)
     assert row is not None
@@ -146,5 +147,5 @@ def test_migration_0010_adds_a_null_usage_and_downgrades(at_0009):
     command.downgrade(alembic_config(db), "0009")
     columns = {c["name"] for c in sa.inspect(db.engine).get_columns("pool_status")}
     assert "usage" not in columns
-    upgrade(db)
+    upgrade(db, "0010")
     assert current_revision(db) == "0010"

@@ -248,6 +248,8 @@ storage_pools = sa.Table(
     sa.Column("config", JSONType, nullable=False),
     _ts("created_at"),
     _ts("updated_at"),
+    # 0011: a cordoned instance is skipped by placement (otherix pool cordon)
+    sa.Column("cordoned", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.UniqueConstraint("node_id", "name_lower", name="uq_storage_pools_node_name"),
     sa.Index("ix_storage_pools_created_id", "created_at", "id"),
 )
@@ -281,6 +283,9 @@ pool_status = sa.Table(
     # as the agent last reported it ({vm_disk_bytes, vm_provisioned_bytes,
     # image_cache_bytes, scratch_bytes}); null until an agent that measures reports it.
     sa.Column("usage", JSONType, nullable=True),
+    # 0011: the agent's last report of its cache scrub (progress, last completed, the
+    # entries it quarantined); null until an agent that scrubs reports one.
+    sa.Column("scrub", JSONType, nullable=True),
 )
 
 tasks = sa.Table(

@@ -26,6 +26,8 @@ class PoolRow:
     config: JSONObject
     created_at: datetime
     updated_at: datetime
+    #: placement skips a cordoned instance (``otherix pool cordon``)
+    cordoned: bool
     #: GiB of VM disks created on the pool after its last capacity report
     committed_gib: int
     vm_disks_total: int
@@ -147,6 +149,8 @@ class PoolStatusRow:
     pressure_count: int
     images: list[JSONValue]
     usage: JSONObject | None
+    #: the agent's last cache scrub report (0011), or None
+    scrub: JSONObject | None = None
 
 
 @dataclass(frozen=True, slots=True)
