@@ -75,6 +75,7 @@ class ErrorCode(StrEnum):
     POOL_NAME_AMBIGUOUS = "pool_name_ambiguous"
     PATH_NOT_ALLOWED = "path_not_allowed"
     DEFAULT_POOL_NOT_SET = "default_pool_not_set"
+    POOL_CORDONED = "pool_cordoned"
     # VMs (placement reasons and task failures are not HTTP errors: they live in
     # a VM's status.reason and a task's error.code, see docs/error-codes.md)
     VM_NAME_IN_USE = "vm_name_in_use"
@@ -207,6 +208,12 @@ class UserHasResources(Conflict):
 class VmNameInUse(Conflict):
     code = ErrorCode.VM_NAME_IN_USE
     default_message = "a VM with this name already exists"
+
+
+class PoolCordoned(Conflict):
+    """A VM asked explicitly for a pool whose instances are all cordoned."""
+
+    code = ErrorCode.POOL_CORDONED
 
 
 class VmNotStartable(Conflict):

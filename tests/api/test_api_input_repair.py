@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import sqlalchemy as sa
 from alembic import command
+from alembic.script import ScriptDirectory
 from apihelpers import (
     ADMIN,
     POOLS,
@@ -185,7 +186,8 @@ def test_migration_0008_repairs_rows_stored_before_strict_input(tmp_path, caplog
 
     migrations = caplog.at_level(logging.INFO, "otherix.store.migrations")
     with migrations, serve(tmp_path / "api", url, roles=False) as api:
-        assert current_revision(api.server.deps.db) == "0009"  # the head, through 0008
+        head = ScriptDirectory.from_config(alembic_config(api.server.deps.db)).get_current_head()
+        assert current_revision(api.server.deps.db) == head  # the head, through 0008
         assert_served_repaired(logged_in(api), ids)
 
     stored = "\n".join(raw_json_texts(url))

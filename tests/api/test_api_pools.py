@@ -66,6 +66,7 @@ FLAT_KEYS = {
     "reconciliation_error",
     "reconciliation_reason",
     "vm_disks",
+    "cordoned",
     "usage",
     "images",
     "conditions",

@@ -127,7 +127,7 @@ def test_unknown_output_format_is_a_usage_error_before_any_request(offline_cli):
     cli = offline_cli
     # A dead endpoint proves no request is made: the format error comes first.
     result = cli.raw("--endpoint", DEAD, "--token", "t", "pool", "list", "-o", "xml")
-    assert usage(result) == 'Error: --output: unknown format "xml" (table, json, yaml)\n'
+    assert usage(result) == 'Error: --output: unknown format "xml" (table, wide, json, yaml)\n'
     result = cli.raw(
         "--endpoint", DEAD, "--token", "t", "cluster", "get-default-pool", "-o", "yaml"
     )

@@ -165,3 +165,20 @@ def test_pressure_details_and_hint_to_an_ineligible_instance():
         'pool "fast" on node "B" is not eligible (pool_failed)',
         {"pool": "fast", "node": "B", "excluded": "pool_failed"},
     )
+
+
+def test_a_cordoned_pool_instance_is_skipped_and_named_when_it_is_the_only_kind() -> None:
+    both = [cand("a", cordoned=True), cand("b", effective_bytes=GIB)]
+    assert outcome(decide(ask(), both)) == "b"  # b has less room, but a is cordoned
+    every = decide(ask(), [cand("a", cordoned=True), cand("b", cordoned=True)])
+    assert isinstance(every, Unplaceable)
+    assert (every.reason, every.details) == ("pool_cordoned", {"pool": "fast", "nodes": ["a", "b"]})
+    # one cordoned, one unreachable: not "cordoned" alone
+    mixed = decide(ask(), [cand("a", cordoned=True), cand("b", node_status="unreachable")])
+    assert isinstance(mixed, Unplaceable)
+    assert mixed.reason == "no_eligible_nodes"
+    excluded = {c["node"]: c["excluded"] for c in mixed.details["candidates"]}
+    assert excluded == {"a": "pool_cordoned", "b": "node_unreachable"}
+    hinted = decide(ask(node="a"), [cand("a", cordoned=True), cand("b")])
+    assert isinstance(hinted, Unplaceable)
+    assert (hinted.reason, hinted.details["excluded"]) == ("pool_not_on_node", "pool_cordoned")

@@ -194,6 +194,12 @@ class ApiClient(HttpClient):
         data = self.json("POST", f"/v1/storage-pools/{_seg(ref)}/scan")
         return AsyncTaskAccepted.model_validate(data)
 
+    def cordon_pool(self, ref: str, cordoned: bool = True) -> StoragePool:
+        verb = "cordon" if cordoned else "uncordon"
+        return StoragePool.model_validate(
+            self.json("POST", f"/v1/storage-pools/{_seg(ref)}/{verb}")
+        )
+
     def pool_cache(self, ref: str) -> PoolCacheView:
         data = self.json("GET", f"/v1/storage-pools/{_seg(ref)}/cache")
         return PoolCacheView.model_validate(data)

@@ -11,10 +11,12 @@ The decision, given what a VM asks for and the pool instances its ``pool``
 names:
 
 - eligible: the node is ready, not cordoned, of the VM's architecture; the
-  pool is reconciled ``ready`` and has no disk pressure;
+  pool instance is not cordoned (``otherix pool cordon``), is reconciled
+  ``ready`` and has no disk pressure;
 - no instance at all: ``pool_not_found``; instances but none eligible:
-  ``node_pressure`` when one was excluded only for disk pressure, else
-  ``no_eligible_nodes`` (``details.candidates`` says why each was excluded);
+  ``pool_cordoned`` when every one is cordoned, ``node_pressure`` when one was
+  excluded only for disk pressure, else ``no_eligible_nodes``
+  (``details.candidates`` says why each was excluded);
 - a node hint keeps only that node's instance, else ``pool_not_on_node``;
 - room: with ``disk_gib`` > 0, ``available_bytes_effective`` must hold
   ``disk_gib`` x 2^30 (an instance that never reported capacity is kept,
@@ -52,6 +54,7 @@ class Candidate:
     reconciliation_status: str
     pressure_since: str | None
     effective_bytes: int | None
+    cordoned: bool = False  # the pool instance itself (otherix pool cordon)
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,8 @@ def _excluded(c: Candidate, arch: str | None) -> str | None:
     """Why an instance is not eligible (``disk_pressure`` is checked last)."""
     if c.node_status != "ready":
         return f"node_{c.node_status}"
+    if c.cordoned:
+        return "pool_cordoned"
     if arch is not None and c.architecture is not None and c.architecture != arch:
         return "architecture_mismatch"
     if c.reconciliation_status != "ready":
@@ -96,6 +101,12 @@ def decide(ask: Ask, candidates: list[Candidate]) -> Candidate | Unplaceable:
     why = {c.pool_id: _excluded(c, ask.arch) for c in candidates}
     eligible = [c for c in candidates if why[c.pool_id] is None]
     if not eligible:
+        if all(why[c.pool_id] == "pool_cordoned" for c in candidates):
+            return Unplaceable(
+                "pool_cordoned",
+                f'pool "{ask.pool}" is cordoned on every node it lives on',
+                {"pool": ask.pool, "nodes": sorted(c.node for c in candidates)},
+            )
         pressured = [c for c in candidates if why[c.pool_id] == "disk_pressure"]
         if pressured:
             return Unplaceable(

@@ -127,6 +127,11 @@ class StoragePool(Output):
         "docs/error-codes.md); null unless failed",
     )
     vm_disks: VmDiskCounts = Field(default_factory=VmDiskCounts)
+    cordoned: bool = Field(
+        default=False,
+        description="placement skips a cordoned instance; a VM that names its pool is "
+        "refused (pool_cordoned) when every instance is cordoned",
+    )
     usage: PoolUsage | None = Field(
         default=None,
         description="what the pool's VM disks, image cache and scratch hold (issue 16); "

@@ -139,8 +139,9 @@ class VMStatus(Output):
     )
     reason: str | None = Field(
         default=None,
-        description="pending: the placement reason (pool_not_found, pool_not_on_node, "
-        "no_eligible_nodes, node_pressure, insufficient_resources); error: the failed "
+        description="pending: the placement reason (pool_not_found, pool_cordoned, "
+        "pool_not_on_node, no_eligible_nodes, node_pressure, insufficient_resources); "
+        "error: the failed "
         "task's error code; stopped: disk_missing when the root disk's pool failed or its "
         "file is gone (null otherwise)",
     )

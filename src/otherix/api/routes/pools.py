@@ -127,3 +127,16 @@ def reinit_pool(
     not failed with pool_missing, pool_identity_mismatch or pool_device_changed.
     """
     return reinit_service.reinit(id)
+
+
+@router.post("/{id}/cordon", operation_id="cordonStoragePool", dependencies=[Depends(MANAGE)])
+def cordon_pool(id: str, pool_service: PoolService = Depends(get_pool_service)) -> StoragePool:
+    """Placement skips this instance from now on (its VMs stay); a VM that names the
+    pool is refused with ``pool_cordoned`` when every instance is cordoned."""
+    return pool_service.set_cordon(id, True)
+
+
+@router.post("/{id}/uncordon", operation_id="uncordonStoragePool", dependencies=[Depends(MANAGE)])
+def uncordon_pool(id: str, pool_service: PoolService = Depends(get_pool_service)) -> StoragePool:
+    """Placement may use this instance again."""
+    return pool_service.set_cordon(id, False)

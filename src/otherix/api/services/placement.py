@@ -76,6 +76,7 @@ def _candidate(row: PoolRow, arch: str | None) -> Candidate:
         reconciliation_status=row.reconciliation_status,
         pressure_since=since.isoformat().replace("+00:00", "Z") if since else None,
         effective_bytes=effective,
+        cordoned=row.cordoned,
     )
 
 

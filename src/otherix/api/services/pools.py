@@ -187,6 +187,7 @@ class PoolService:
                 "type": row.type,
                 "path": row.path,
                 "config": row.config,
+                "cordoned": row.cordoned,
                 "capacity_bytes": row.capacity_bytes,
                 "available_bytes": row.available_bytes,
                 "reported_at": row.reported_at,
@@ -386,6 +387,22 @@ class PoolService:
         assert row is not None
         if values:
             self.hub.publish([row.node_id])
+        return self.pool_view(row, default_name, False, conditions)
+
+    def set_cordon(self, ref: str, cordoned: bool) -> StoragePool:
+        """Cordon (or uncordon) one instance: placement skips a cordoned one. The VMs
+        already on it stay; nothing reaches its agent (the flag is the control plane's)."""
+        target = self.resolve_one(ref)
+        with self.db.write() as conn:
+            if target.cordoned != cordoned:
+                change: PoolChange = {"cordoned": cordoned, "updated_at": self.clock.now()}
+                if not self.pool_store.update_pool(conn, target.id, change):
+                    raise NotFound(pool_not_found(ref))
+            row = self.pool_store.get_pool(conn, target.id)
+            default_name = self.default_pool_service.current_name(conn)
+            conditions = self.conditions_for(conn, [row]) if row is not None else {}
+        if row is None:
+            raise NotFound(pool_not_found(ref))
         return self.pool_view(row, default_name, False, conditions)
 
     def delete(self, ref: str) -> None:

@@ -59,7 +59,7 @@ from otherix.domain.names import (
     validate_pool_name,
     validate_vm_name,
 )
-from otherix.domain.placement import Unplaceable, decide
+from otherix.domain.placement import Ask, Unplaceable, decide
 from otherix.domain.vms import (
     POWER_AFTER,
     PowerAction,
@@ -71,6 +71,7 @@ from otherix.errors import (
     Conflict,
     DefaultPoolNotSet400,
     NotFound,
+    PoolCordoned,
     ValidationFailed,
     VmNameInUse,
     VmNotStartable,
@@ -260,6 +261,8 @@ class VmService:
                     if not pool:
                         raise DefaultPoolNotSet400()
                 spec["pool"] = pool
+                if body.pool is not None:  # asked for by name: a cordoned pool says so now
+                    self._refuse_cordoned(conn, body, pool)
                 row = NewVm(
                     id=vm_id,
                     name=body.name,
@@ -287,6 +290,24 @@ class VmService:
             stored = self.vm_store.get_vm(conn, vm_id)
         assert stored is not None
         return self.vm_view(_as_seen(principal, stored))
+
+    def _refuse_cordoned(self, conn: Tx, body: VMCreate, pool: str) -> None:
+        """``pool_cordoned`` when the pool the VM names (on its node hint, if any) is
+        cordoned everywhere it could go; any other reason leaves the VM pending."""
+        ask = Ask(pool=pool, node=body.node, disk_gib=body.disk_gib, arch=body.arch)
+        choice = decide(ask, self.placement_service.load_candidates(conn, pool))
+        if not isinstance(choice, Unplaceable):
+            return
+        on_node = choice.reason == "pool_not_on_node" and (
+            choice.details.get("excluded") == "pool_cordoned"
+        )
+        if choice.reason == "pool_cordoned" or on_node:
+            where = f" on node {body.node}" if on_node else ""
+            raise PoolCordoned(
+                f'pool "{pool}"{where} is cordoned: new VMs may not be placed on it '
+                f"('otherix pool uncordon {pool}' to allow them again)",
+                {"field": "pool", "pool": pool, **({"node": body.node} if on_node else {})},
+            )
 
     def _visible_row(self, principal: Principal, name: str, conn: Tx) -> VmRow:
         row = self.vm_store.get_vm_by_name(conn, _vm_name(name))

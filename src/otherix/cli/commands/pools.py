@@ -12,7 +12,7 @@ from __future__ import annotations
 import click
 
 from otherix.cli.commands.pools_cache import cache
-from otherix.cli.commands.pools_ops import scan_pool, update_pool
+from otherix.cli.commands.pools_ops import cordon_pool, scan_pool, uncordon_pool, update_pool
 from otherix.cli.commands.pools_read import get_pool, list_pools
 from otherix.cli.commands.pools_reinit import reinit_pool
 from otherix.cli.commands.pools_write import create_pool, delete_pool
@@ -41,3 +41,5 @@ for _command in (list_pools, get_pool, create_pool, delete_pool, update_pool, sc
     pool.add_command(_command)
 pool.add_command(reinit_pool)
 pool.add_command(cache)
+pool.add_command(cordon_pool)
+pool.add_command(uncordon_pool)

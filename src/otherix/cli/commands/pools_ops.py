@@ -32,7 +32,7 @@ from otherix.client.api import ApiClient
 from otherix.client.errors import PoolNameAmbiguousError
 from otherix.durations import format_duration
 
-__all__ = ["SCAN_WAIT_TIMEOUT", "scan_pool", "update_pool"]
+__all__ = ["SCAN_WAIT_TIMEOUT", "cordon_pool", "scan_pool", "uncordon_pool", "update_pool"]
 
 #: How long ``scan --wait`` waits for the task to finish.
 SCAN_WAIT_TIMEOUT = 60.0
@@ -157,3 +157,43 @@ def scan_pool(ref: str, node: str | None, wait: bool, output: str) -> None:
             ctx.line(f"reported_at: {result['reported_at']}")
     if task.get("status") != "success":
         raise CliError(_task_failure(task))
+
+
+def _cordon(ref: str, node: str | None, cordoned: bool) -> None:
+    ctx = get_context()
+    api = ctx.client()
+    target = resolve_target(api, ref, node)
+    try:
+        api.cordon_pool(target.ref, cordoned)
+    except PoolNameAmbiguousError as exc:
+        raise ambiguous_error(api, target.ref, exc) from exc
+    ctx.line(f"pool {target.label} {'cordoned' if cordoned else 'uncordoned'}")
+
+
+@click.command("cordon")
+@click.argument("ref", metavar="NAME|UUID")
+@click.option("--node", metavar="NAME", help="With a NAME: that node's instance.")
+def cordon_pool(ref: str, node: str | None) -> None:
+    """Keep new VMs off a pool instance (admin); the VMs on it stay.
+
+    Placement skips it; a VM created with --pool naming it is refused
+    (pool_cordoned) when every instance of the pool is cordoned.
+
+    \b
+    Example:
+      otherix pool cordon fast --node node-a
+    """
+    _cordon(ref, node, True)
+
+
+@click.command("uncordon")
+@click.argument("ref", metavar="NAME|UUID")
+@click.option("--node", metavar="NAME", help="With a NAME: that node's instance.")
+def uncordon_pool(ref: str, node: str | None) -> None:
+    """Let placement use a pool instance again (admin).
+
+    \b
+    Example:
+      otherix pool uncordon fast --node node-a
+    """
+    _cordon(ref, node, False)

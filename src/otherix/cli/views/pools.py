@@ -80,7 +80,8 @@ def pool_status(p: Pool) -> str:
     """Return the worst-of ``STATUS`` cell for one instance.
 
     First match wins: ``failed`` (reconciliation) > ``unreachable`` (node) >
-    ``cordoned`` (node) > ``under_pressure`` (``disk_pressure`` set) >
+    ``cordoned`` (the node, or the pool instance itself: ``pool cordon``) >
+    ``under_pressure`` (``disk_pressure`` set) >
     ``pending`` (reconciliation) > ``ready``. A node that is ``draining``,
     ``gone`` or null falls through to the pool-level checks.
     """
@@ -90,7 +91,7 @@ def pool_status(p: Pool) -> str:
         return "failed"
     if node_status == "unreachable":
         return "unreachable"
-    if node_status == "cordoned":
+    if node_status == "cordoned" or p.get("cordoned"):
         return "cordoned"
     if p.get("disk_pressure") is not None:
         return "under_pressure"
@@ -233,6 +234,8 @@ def pool_text(p: Pool, now: datetime) -> str:
     if p.get("reported_at"):
         lines.append(f"reported_at: {p['reported_at']}")
     lines.append(f"is_cluster_default: {'true' if p.get('is_cluster_default') else 'false'}")
+    if p.get("cordoned"):
+        lines.append("cordoned: true (placement skips it: 'otherix pool uncordon')")
     lines.append("pressure:")
     lines.append(f"  disk: {_pressure_text(p, now)}")
     for key in (
@@ -284,6 +287,8 @@ def concept_text(c: Pool, now: datetime) -> str:
         lines.append(f"    available: {available_cell(inst)}")
         lines.append(f"    disk_pressure: {_pressure_text(inst, now)}")
         lines.append(f"    reconciliation_status: {inst.get('reconciliation_status', '')}")
+        if inst.get("cordoned"):
+            lines.append("    cordoned: true")
         if inst.get("reconciliation_error"):
             lines.append(f"    reconciliation_error: {inst['reconciliation_error']}")
         if inst.get("reconciliation_reason"):

@@ -72,6 +72,7 @@ class PoolChange(TypedDict, total=False):
     name: str
     name_lower: str
     config: JSONObject
+    cordoned: bool
     updated_at: datetime
 
 
