@@ -56,6 +56,7 @@ def test_image_cache_and_delete_blocking_as_the_brief_says(tmp_path):
                 "node-a",
                 "--disk-gib",
                 "1",
+                "--no-start",  # the image is not bootable: the brief's part is the disk
                 "--wait",
             )
             assert "stopped" in created.stdout
@@ -85,6 +86,7 @@ def test_image_cache_and_delete_blocking_as_the_brief_says(tmp_path):
                 "node-a",
                 "--disk-gib",
                 "1",
+                "--no-start",  # the image is not bootable: the brief's part is the disk
                 "--wait",
             )
             assert server.hits.total() == 1

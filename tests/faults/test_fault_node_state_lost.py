@@ -115,7 +115,7 @@ def test_a_node_that_lost_its_state_comes_back_as_itself(tmp_path: Path, reliabi
             env = cli_env(cp.url, cp.admin_token, tmp_path)
             run(env, "pool", "create", "data", "--node", NODE, "--path", POOL_PATH, "--wait")
             run(env, "vm", "create", "web-1", "--image-url", images.url, "--pool", "data",
-                "--node", NODE, "--disk-gib", "1", "--wait")  # fmt: skip
+                "--node", NODE, "--disk-gib", "1", "--no-start", "--wait")  # fmt: skip
             vm = json.loads(run(env, "vm", "get", "web-1", "-o", "json").stdout)
             disk = node.host_path(vm["disks"][0]["file_path"])
             disk_sha = hashlib.sha256(disk.read_bytes()).hexdigest()

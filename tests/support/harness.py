@@ -35,8 +35,8 @@ on exceptions, via ``with``) kills every process and deletes the namespaces.
 
 VMs: agents run no VMs (``vms.enabled: false``) unless the node is added with
 ``runs_vms=True``, so the many tests whose images are not bootable start no
-QEMU (their ``vm.create`` reports the start as ``failed``: "this node cannot
-run VMs"). Such a node gets a short run directory of its own under ``/tmp``
+QEMU (their ``vm.create`` reports the start as ``failed``: "this node runs no
+VMs: vms.enabled is false"). Such a node gets a short run directory of its own under ``/tmp``
 (QMP socket paths must fit 107 bytes); ``close()`` kills the QEMUs recorded
 there (they outlive their agent on purpose) and removes their cgroups.
 Every wait is bounded.

@@ -399,6 +399,7 @@ def serve(data_dir: Path | None, config_file: Path | None) -> None:
         retry_delay=settings.tasks.retry_delay,
         host=host,
         power_workers=settings.vms.power_workers,
+        no_vms=f"this node runs no VMs: {caps.get('vm_accelerator_reason') or 'no VM runtime'}",
     )
     try:
         daemon = Daemon(

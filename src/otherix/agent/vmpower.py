@@ -174,12 +174,22 @@ def _start(pools: PoolResolver, host: VmHost, args: PowerArgs) -> dict[str, Any]
     return report.model_dump(mode="json")
 
 
+#: why a node without a VM host runs no VMs, unless the agent says more (``node get``)
+NO_VMS = "this node runs no VMs (QEMU is not installed, or vms.enabled is false)"
+
+
 def run(
-    pools: PoolResolver, host: VmHost | None, task_type: str, args: PowerArgs
+    pools: PoolResolver,
+    host: VmHost | None,
+    task_type: str,
+    args: PowerArgs,
+    *,
+    unavailable: str = NO_VMS,
 ) -> dict[str, Any]:
-    """Run one power task; its result (the VM as observed after)."""
+    """Run one power task; its result (the VM as observed after). ``unavailable``: what
+    a node without a VM host says."""
     if host is None:
-        raise TaskFailure("vm_unavailable", "this node cannot run VMs (QEMU is not installed)")
+        raise TaskFailure("vm_unavailable", unavailable)
     sup = host.supervisor
     runtime = sup.runtime
     if task_type in (VM_START, VM_RESTART) and not runtime.alive(args.vm_id):
@@ -200,13 +210,13 @@ def run(
 
 
 def start_after_create(
-    pools: PoolResolver, host: VmHost | None, args: Mapping[str, Any]
+    pools: PoolResolver, host: VmHost | None, args: Mapping[str, Any], *, unavailable: str = NO_VMS
 ) -> dict[str, Any]:
     """The start at the end of a ``vm.create`` whose VM should run: the VM as observed.
     Never raises: a start that fails leaves the disk made and says why (``state:
     failed``, ``detail``), and the create still succeeds."""
     try:
         parsed = PowerArgs.parse(args)
-        return run(pools, host, VM_START, parsed)
+        return run(pools, host, VM_START, parsed, unavailable=unavailable)
     except TaskFailure as exc:
         return {"id": str(args.get("vm_id")), "state": "failed", "detail": exc.message}

@@ -121,8 +121,11 @@ class VmTasks:
         retry_delay: float = 5.0,
         host: vmpower.VmHost | None = None,
         power_workers: int = 2,
+        no_vms: str = vmpower.NO_VMS,
     ) -> None:
         self._host = host
+        #: what power tasks say when this node has no VM host (``node get`` says it too)
+        self._no_vms = no_vms
         self._cache = cache
         self._pools = pools
         self._outbox = outbox
@@ -299,7 +302,9 @@ class VmTasks:
                     result = self._create(job)
                 elif task.type in vmpower.POWER_TYPES:
                     args = vmpower.PowerArgs.parse(task.args)
-                    result = vmpower.run(self._pools, self._host, task.type, args)
+                    result = vmpower.run(
+                        self._pools, self._host, task.type, args, unavailable=self._no_vms
+                    )
                 else:
                     result = self._delete(task.args)
             except Exception as exc:
@@ -372,7 +377,9 @@ class VmTasks:
         if job.task.args.get("start") is True:
             update = self._update(job, "running", progress=99, result={"phase": "start"})
             self._outbox.progress(job.task.id, update)
-            result["power"] = vmpower.start_after_create(self._pools, self._host, job.task.args)
+            result["power"] = vmpower.start_after_create(
+                self._pools, self._host, job.task.args, unavailable=self._no_vms
+            )
         return result
 
     def _delete(self, raw: dict[str, Any]) -> dict[str, Any]:
