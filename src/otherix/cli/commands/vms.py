@@ -56,7 +56,7 @@ from otherix.cli.commands.common import (
     validate_output,
     write_list_page,
 )
-from otherix.cli.context import CliError, get_context
+from otherix.cli.context import CliContext, CliError, get_context
 from otherix.cli.errors import usage_error
 from otherix.cli.output import render_yaml, wire
 from otherix.cli.progress import (
@@ -75,6 +75,7 @@ from otherix.cli.views.vms import (
     vm_manifest,
     vm_text,
 )
+from otherix.client.api import ApiClient
 from otherix.client.errors import DefaultPoolNotSetError
 from otherix.domain.vms import PHASES
 from otherix.durations import format_duration
@@ -290,6 +291,27 @@ def get_vm(name: str, output: str) -> None:
         ctx.write(vm_text(body))
 
 
+def _follow(
+    ctx: CliContext, api: ApiClient, name: str, task_id: str, timeout: float, doing: str, verb: str
+) -> dict[str, Any]:
+    """Follow VM ``name``'s task with the progress line; the finished task. A task still
+    running after ``timeout``, or one that did not succeed, is a ``CliError``."""
+    line = StatusLine(ctx, live_output(ctx))
+    try:
+        outcome = follow_task(ctx, api, task_id, timeout=timeout, line=line, label=f"vm {name}")
+    finally:
+        line.clear()
+    task = outcome.value
+    if not outcome.done:
+        raise CliError(
+            f"vm {name} is still {doing} after {format_duration(timeout)} "
+            f"(task {task_id} {task.get('status')}); follow it with 'otherix task wait {task_id}'"
+        )
+    if task.get("status") != "success":
+        raise CliError(f"vm {name} {verb} failed: {task_error(task)}")
+    return task
+
+
 @vm.command("delete")
 @click.argument("name")
 @force_option("Skip the confirmation prompt, and power the VM off first if it runs.")
@@ -325,19 +347,7 @@ def delete_vm(name: str, force: bool, wait: bool, wait_timeout: str) -> None:
     if not wait:
         ctx.line(f"vm {name} deleting (task {task_id})")
         return
-    line = StatusLine(ctx, live_output(ctx))
-    try:
-        outcome = follow_task(ctx, api, task_id, timeout=timeout, line=line, label=f"vm {name}")
-    finally:
-        line.clear()
-    task = outcome.value
-    if not outcome.done:
-        raise CliError(
-            f"vm {name} is still deleting after {format_duration(timeout)} "
-            f"(task {task_id} {task.get('status')}); follow it with 'otherix task wait {task_id}'"
-        )
-    if task.get("status") != "success":
-        raise CliError(f"vm {name} delete failed: {task_error(task)}")
+    _follow(ctx, api, name, task_id, timeout, "deleting", "delete")
     ctx.line(f"vm {name} deleted")
 
 
@@ -394,20 +404,7 @@ def _power_command(action: str) -> None:
         if not wait:
             ctx.line(f"vm {name} {_VERB_ING[action]} (task {task_id})")
             return
-        line = StatusLine(ctx, live_output(ctx))
-        try:
-            outcome = follow_task(ctx, api, task_id, timeout=limit, line=line, label=f"vm {name}")
-        finally:
-            line.clear()
-        task = outcome.value
-        if not outcome.done:
-            raise CliError(
-                f"vm {name} is still {_VERB_ING[action]} after {format_duration(limit)} "
-                f"(task {task_id} {task.get('status')}); follow it with "
-                f"'otherix task wait {task_id}'"
-            )
-        if task.get("status") != "success":
-            raise CliError(f"vm {name} {action} failed: {task_error(task)}")
+        _follow(ctx, api, name, task_id, limit, _VERB_ING[action], action)
         ctx.line(f"vm {name} {state_text(wire(api.get_vm(name)))}")
 
     power.__doc__ = f"""{summary}
