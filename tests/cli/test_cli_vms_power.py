@@ -296,6 +296,17 @@ def test_console_prints_the_lines_the_last_heartbeat_carried(cli, api):
     assert result.stderr == ""
 
 
+def test_console_never_hands_the_guests_escape_sequences_to_the_terminal(cli, api):
+    node, vm = ready_vm(api)
+    hostile = ["\x1b]52;c;cm0gLXJmIH4=\x07copied", "\x1b[2J\x1b[31mred", "tab\tkept\x9bcsi"]
+    beat(api, node, [{"id": vm["id"], "state": "crashed", "console": hostile}])
+    out = ok(cli("vm", "console", "web-1"))
+    assert out == ("\\x1b]52;c;cm0gLXJmIH4=\\x07copied\n\\x1b[2J\\x1b[31mred\ntab\tkept\\x9bcsi\n")
+    text = ok(cli("vm", "get", "web-1"))
+    assert "\x1b" not in text
+    assert "  \\x1b[2J\\x1b[31mred\n" in text
+
+
 def test_console_of_a_vm_with_no_report_prints_nothing(cli, api):
     ready_node(api, "node-a")
     make_vm(api, "web-1", pool="ghost")

@@ -70,6 +70,7 @@ from otherix.cli.progress import (
 from otherix.cli.views.vms import (
     created_text,
     list_manifests,
+    printable,
     state_text,
     vm_list_table,
     vm_manifest,
@@ -466,7 +467,7 @@ def console_vm(name: str, follow: bool, interval: str) -> None:
         while True:
             lines = api.vm_console(name).lines
             for text in _new_lines(seen, lines):
-                ctx.line(text)
+                ctx.line(printable(text))
             seen = lines
             if not follow:
                 return

@@ -34,6 +34,7 @@ Every text function returns whole lines ending in a newline.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -45,6 +46,7 @@ __all__ = [
     "failure_reason",
     "list_manifests",
     "phase_text",
+    "printable",
     "state_text",
     "vm_list_table",
     "vm_manifest",
@@ -91,6 +93,16 @@ def phase_text(vm: VM) -> str:
 
 def _node(vm: VM) -> str:
     return str(vm.get("node") or NOT_PLACED)
+
+
+_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """Guest console text made safe for an operator's terminal: every control character
+    but tab (an escape sequence could retitle, recolour or write the clipboard) shown
+    as ``\\xNN``."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
 def _uptime(seconds: int) -> str:
@@ -209,7 +221,7 @@ def vm_text(vm: VM) -> str:
         lines.append(f"task: {_status(vm)['task_id']}")
     if rt.get("console_tail"):
         lines.append("last console lines:")
-        lines += [f"  {line}" for line in rt["console_tail"]]
+        lines += [f"  {printable(line)}" for line in rt["console_tail"]]
     lines += _disk_lines(vm.get("disks") or [])
     lines.append(f"created_at: {vm.get('created_at', '')}")
     lines.append(f"updated_at: {vm.get('updated_at', '')}")
