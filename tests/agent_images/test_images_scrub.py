@@ -202,9 +202,7 @@ def test_the_rate_cap_makes_the_scrub_sleep_for_its_bytes(node: Node) -> None:
     assert clock.slept == []
 
 
-def test_a_crash_after_moving_the_sidecar_is_reported_on_start(
-    node: Node, tmp_path: Path
-) -> None:
+def test_a_crash_after_moving_the_sidecar_is_reported_on_start(node: Node, tmp_path: Path) -> None:
     sha = node.fetch("half.img")
     # what a kill -9 right after the first move leaves: the sidecar in quarantine/, no more
     qdir = node.root / "quarantine" / "half.img.20260101T000000Z"
