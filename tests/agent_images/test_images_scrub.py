@@ -7,6 +7,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ from otherix.agent.images import scrub as scrubbing
 from otherix.agent.pools import PoolReconciler
 from otherix.agent.report import PoolState
 from otherix.agent.scrubber import SCRUB, STATE_NAME, Scrubber
+from otherix.agent.tasks import TaskRunner
 from otherix.domain.scrub import ScrubPolicy
 from otherix.models.heartbeat import AgentTask, DeclaredPool, TaskUpdate
 from support.images import ImageOrigin
@@ -174,7 +177,7 @@ def test_a_clean_cache_quarantines_nothing(node: Node) -> None:
     node.fetch("b.img")
     update = node.scrub_now()
     assert update.status == "success"
-    assert update.result == {"entries": 2, "bytes": 2 * MIB, "quarantined": []}
+    assert update.result == {"entries": 2, "bytes": 2 * MIB, "quarantined": [], "kept": []}
     assert not (node.root / "quarantine").exists()
     assert sorted(i.name for i in node.cache.list_images(node.root)) == ["a.img", "b.img"]
     node.reconcile()
@@ -249,6 +252,24 @@ def test_an_entry_replaced_while_it_was_hashed_is_left_alone(node: Node) -> None
     assert [i.name for i in node.cache.list_images(node.root)] == ["a.img"]
 
 
+@pytest.mark.skipif(shutil.which("qemu-img") is None, reason="needs qemu-img")
+def test_a_damaged_backing_file_of_a_vm_disk_is_kept_in_place(node: Node) -> None:
+    node.fetch("base.img")
+    vm_dir = node.root / "vms" / "3f0c5d2e-0000-4000-8000-000000000001"
+    vm_dir.mkdir()
+    subprocess.run(
+        ["qemu-img", "create", "-q", "-f", "qcow2", "-b", "../../images/base.img",
+         "-F", "raw", str(vm_dir / "disk.qcow2")],
+        check=True,
+    )  # fmt: skip
+    node.flip("base.img")
+    update = node.scrub_now()
+    assert update.result is not None
+    assert (update.result["quarantined"], update.result["kept"]) == ([], ["base.img"])
+    assert (node.root / "images" / "base.img.sha256").exists()
+    assert not (node.root / "quarantine").exists()
+
+
 def test_an_unknown_pool_fails_the_task(node: Node) -> None:
     update = node.scrubber.run_task(AgentTask(id="t2", type=SCRUB, args={"pool": "nope"}))
     assert update.status == "failed"
@@ -259,3 +280,30 @@ def test_an_unknown_pool_fails_the_task(node: Node) -> None:
 def test_default_policy_is_weekly_at_64_mib() -> None:
     assert ScrubPolicy().interval_s == 7 * 86400
     assert ScrubPolicy().max_bytes_per_second == 64 * MIB
+
+
+class SpyReporter:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, TaskUpdate]] = []
+
+    def update_task(self, node: str, task_id: str, update: TaskUpdate) -> None:
+        self.sent.append((task_id, update))
+
+
+def test_the_task_runner_hands_a_scrub_to_the_scrubber_once(node: Node) -> None:
+    node.fetch("a.img")
+    node.flip("a.img")
+    runner = TaskRunner(node.state, scrubber=node.scrubber)
+    task = AgentTask(id="t9", type=SCRUB, args={"pool": "p1"})
+    reporter = SpyReporter()
+    runner.run(reporter, "n1", [task])
+    runner.run(reporter, "n1", [task])  # still desired: not queued again
+    assert reporter.sent == []  # the scrubber reports it, through the outbox
+    node.scrubber.step(0)
+    [(task_id, update)] = node.outbox.finished
+    assert (task_id, update.status) == ("t9", "success")
+    assert update.result is not None
+    assert [q["image"] for q in update.result["quarantined"]] == ["a.img"]
+    assert runner.take_images_changed()  # the next heartbeat carries the new report
+    node.scrubber.step(0)  # nothing queued, the schedule is off
+    assert len(node.outbox.finished) == 1

@@ -17,6 +17,10 @@ for a ``storage_pool.scrub`` task. The rate and schedule are ``domain.scrub``.
   ``scrub.json`` that says what was expected and found. ``quarantine/`` is made here
   when first needed. Nothing is ever deleted: the next use of that name downloads it
   again, and the operator looks at (and removes) the quarantined files.
+- **Kept in place**: a damaged entry that a qcow2 disk under ``vms/`` uses as its
+  backing file (``evict.backing_images``; our own disks are full copies, a disk
+  imported by hand may not be) is not moved, since moving it would break that VM's
+  disk; it is logged and listed in the result's ``kept`` for the operator.
 - **What is in quarantine** (``list_quarantine``) is read back from disk on every report,
   so a quarantine cut short by a crash (a sidecar moved, the rest not) is reported too.
 """
@@ -35,7 +39,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from otherix.agent import fs
-from otherix.agent.images import entries
+from otherix.agent.images import entries, evict
 from otherix.agent.images.errors import ImageError
 from otherix.agent.images.locks import KeyedLocks
 from otherix.domain.scrub import pace
@@ -87,6 +91,8 @@ class ScrubResult:
     entries: int = 0
     bytes: int = 0
     quarantined: list[Quarantined] = field(default_factory=list)
+    #: damaged entries left in place: a VM disk uses them as its backing file
+    kept: list[str] = field(default_factory=list)
     #: False when stopped before every entry was hashed
     completed: bool = True
 
@@ -95,6 +101,7 @@ class ScrubResult:
             "entries": self.entries,
             "bytes": self.bytes,
             "quarantined": [q.to_wire() for q in self.quarantined],
+            "kept": list(self.kept),
         }
 
 
@@ -239,6 +246,13 @@ def scrub(
         result.entries += 1
         result.bytes += entry.size_bytes
         if found == entry.sha256:
+            continue
+        if entry.name in evict.backing_images(root):
+            _log.error(
+                "damaged cache entry kept in place: a VM disk uses it as its backing file",
+                extra={"pool": str(root), "image": entry.name, "found": found},
+            )
+            result.kept.append(entry.name)
             continue
         with locks.hold((os.path.realpath(root), entry.name)):
             if not _same(entry, entries.read_entry(images, entry.name), ino):
