@@ -68,6 +68,7 @@ FLAT_KEYS = {
     "vm_disks",
     "cordoned",
     "usage",
+    "scrub",
     "images",
     "conditions",
     "created_at",

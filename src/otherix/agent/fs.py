@@ -32,6 +32,7 @@ no state of its own.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import stat
@@ -55,6 +56,7 @@ __all__ = [
     "fsync_dir",
     "fsync_path",
     "make_dir",
+    "move_file",
     "publish",
     "remove_file",
     "remove_tree",
@@ -268,6 +270,22 @@ def publish(src: Path, dst: Path, mode: int) -> None:
     fsync_dir(dst.parent)
     if src.parent != dst.parent:
         fsync_dir(src.parent)
+
+
+def move_file(src: Path, dst: Path) -> bool:
+    """Rename ``src`` (a file or symlink, never followed) to the new name ``dst`` on the
+    same filesystem, never over an existing file, and fsync both directories; False if
+    ``src`` was not there. Used to quarantine a damaged cache entry."""
+    if os.path.lexists(dst):
+        raise FileExistsError(errno.EEXIST, "destination exists", str(dst))
+    try:
+        os.rename(src, dst)
+    except FileNotFoundError:
+        return False
+    fsync_dir(dst.parent)
+    if src.parent != dst.parent:
+        fsync_dir(src.parent)
+    return True
 
 
 def remove_file(path: Path) -> bool:

@@ -41,6 +41,7 @@ from otherix.agent.outbox import TaskOutbox
 from otherix.agent.pools import PoolReconciler
 from otherix.agent.report import PoolState
 from otherix.agent.runtime import StopToken, SystemClock
+from otherix.agent.scrubber import Scrubber
 from otherix.agent.settings import AgentSettings
 from otherix.agent.tasks import TaskRunner
 from otherix.agent.vmpower import VmHost
@@ -401,11 +402,14 @@ def serve(data_dir: Path | None, config_file: Path | None) -> None:
         power_workers=settings.vms.power_workers,
         no_vms=f"this node runs no VMs: {caps.get('vm_accelerator_reason') or 'no VM runtime'}",
     )
+    scrubber = Scrubber(locks=cache.locks, pools=pool_state, outbox=outbox)
+    pool_state.set_scrubber(scrubber)
+    scrubber.start()
     try:
         daemon = Daemon(
             client=client,
             pools=pool_state,
-            tasks=TaskRunner(pool_state, vms=vms),
+            tasks=TaskRunner(pool_state, vms=vms, scrubber=scrubber),
             state=enrolled,
             clock=SystemClock(stop),
             stop=stop,
@@ -435,6 +439,7 @@ def serve(data_dir: Path | None, config_file: Path | None) -> None:
     finally:
         if host is not None:
             host.supervisor.close()  # the VMs keep running; a restarted agent re-attaches
+        scrubber.close()
         vms.close()
         outbox.close()
         client.close()

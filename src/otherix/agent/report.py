@@ -38,6 +38,11 @@ left behind are removed before anything reads the pool (never an entry that
 is, holds or lies inside another declared pool's root: the node's
 ``fs.ProtectedRoots``, which the reconciler and the image cache share).
 
+Scrub (issue 16, ``otherix.agent.scrubber``, set with ``set_scrubber``): every ready
+pool's report carries ``scrub``, the scrubber's report (last completion, rate, what
+``quarantine/`` holds, the scrub running now), re-read on each pass and on
+``refresh_images``; ``scrub_targets`` tells the scrubber which pools are ready.
+
 Usage (issue 16, ``otherix.agent.usage``): every ready pool's report carries
 ``usage``, what its ``vms/``, ``images/`` and ``scratch/`` hold. Walking them
 is dearer than a statfs, so a pool is measured at most every
@@ -78,6 +83,7 @@ from otherix.models.heartbeat import (
     EvictionReport,
     ImageReport,
     PoolReport,
+    PoolScrubReport,
     PoolUsage,
 )
 
@@ -123,6 +129,12 @@ class ImageInventory(Protocol):
         prune: bool = False,
         dry_run: bool = False,
     ) -> Sequence[_Wire]: ...
+
+
+class ScrubReports(Protocol):
+    """What the report needs of the scrubber (``otherix.agent.scrubber.Scrubber``)."""
+
+    def report(self, root: Path | str) -> dict[str, object]: ...
 
 
 def _threshold(capacity: int) -> float:
@@ -227,6 +239,7 @@ class PoolState:
         self._monotonic = monotonic
         #: lower(name) -> (when, host root, usage) of the pool's last measurement
         self._measured: dict[str, tuple[float, str, PoolUsage]] = {}
+        self._scrubs: ScrubReports | None = None
 
     @property
     def reports(self) -> list[PoolReport]:
@@ -364,7 +377,32 @@ class PoolState:
         self._evict(report, root)
         evicted = list(self._evictions.get(key, ())) or None
         images = self._list(report.name, root)
-        return report.model_copy(update={"images": images, "evictions": evicted})
+        update = {"images": images, "evictions": evicted, "scrub": self._scrub(report.name, root)}
+        return report.model_copy(update=update)
+
+    def set_scrubber(self, scrubs: ScrubReports) -> None:
+        """Where the pools' scrub reports come from (the scrubber, built after the pools)."""
+        self._scrubs = scrubs
+
+    def _scrub(self, name: str, root: str) -> PoolScrubReport | None:
+        if self._scrubs is None:
+            return None
+        try:
+            return PoolScrubReport.model_validate(self._scrubs.report(root))
+        except ValidationError as exc:
+            _log.warning("scrub cannot be reported", extra={"pool": name, "error": exc})
+            return None
+
+    def scrub_targets(self) -> list[tuple[str, Path, dict[str, object]]]:
+        """(name, host root, declared config) of every ready pool, for the scrubber.
+        Safe to call from its thread: it only reads."""
+        out: list[tuple[str, Path, dict[str, object]]] = []
+        for key, report in sorted(self._reported.items()):
+            root = self._root(report.name)
+            declared = self._declared.get(key)
+            if report.reconciliation_status == "ready" and root is not None:
+                out.append((report.name, Path(root), dict(declared.config) if declared else {}))
+        return out
 
     def set_running(self, running: Callable[[], set[str]]) -> None:
         """Where the ids of running VMs come from (the VM host, built after the pools)."""
@@ -458,6 +496,8 @@ class PoolState:
             if self._images is not None:
                 update["images"] = self._list(report.name, root)
                 update["evictions"] = list(self._evictions.get(key, ())) or None
+            if self._scrubs is not None:
+                update["scrub"] = self._scrub(report.name, root)
             refreshed = report.model_copy(update=update)
             if refreshed != report:
                 self._reported[key] = refreshed

@@ -22,6 +22,10 @@ Task types:
   file, older than ``cache.min_age``) is evicted (``PoolState.prune``); with
   ``dry_run`` nothing is removed. Success carries ``{evicted: [...], dry_run,
   bytes}``; an unregistered or not-ready pool fails with ``not_found``.
+- ``storage_pool.scrub`` (args ``{pool}``): handed to the ``Scrubber``
+  (``otherix.agent.scrubber``), whose thread re-hashes the pool's cache and reports
+  progress ``{bytes_done, bytes_total}`` and the outcome ``{entries, bytes,
+  quarantined}`` through the task outbox.
 - ``vm.create`` and ``vm.delete``: handed to ``VmTasks``
   (``otherix.agent.vmtasks``) and run in worker threads; they report
   themselves (progress, outcome, retries) through the task outbox. Here they
@@ -42,6 +46,7 @@ from typing import Protocol
 
 from otherix.agent.outbox import TaskReporter
 from otherix.agent.pools import PoolReport, PoolUnknownError
+from otherix.agent.scrubber import Scrubber
 from otherix.agent.vmtasks import VmTasks
 from otherix.client.errors import ApiError, UnauthenticatedError
 from otherix.models.heartbeat import AgentTask, TaskUpdate
@@ -125,10 +130,12 @@ class TaskRunner:
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         *,
         vms: VmTasks | None = None,
+        scrubber: Scrubber | None = None,
     ) -> None:
         self._scanner = scanner
         self._now = now
         self._vms = vms
+        self._scrubber = scrubber
         self._done: set[str] = set()
 
     def pending(self, tasks: Sequence[AgentTask]) -> bool:
@@ -142,7 +149,9 @@ class TaskRunner:
 
     def take_images_changed(self) -> bool:
         """True (once) when a VM task may have changed an image cache."""
-        return self._vms is not None and self._vms.take_images_changed()
+        vms = self._vms is not None and self._vms.take_images_changed()
+        scrubbed = self._scrubber is not None and self._scrubber.take_changed()
+        return vms or scrubbed
 
     def run(self, reporter: TaskReporter, node: str, tasks: Sequence[AgentTask]) -> None:
         """Run and report every task not yet reported; retryable report errors propagate."""
@@ -151,13 +160,22 @@ class TaskRunner:
         vms = self._vms
         if vms is not None:
             vms.forget(ids)
+        scrubber = self._scrubber
+        if scrubber is not None:
+            scrubber.forget(ids)
 
         def handed_off(task: AgentTask) -> bool:
-            return vms is not None and vms.handles(task.type)
+            return (vms is not None and vms.handles(task.type)) or (
+                scrubber is not None and scrubber.handles(task.type)
+            )
 
         # VM tasks first: handing them off never fails, a scan report may.
         for task in sorted(tasks, key=lambda t: not handed_off(t)):
             if task.id in self._done:
+                continue
+            if scrubber is not None and scrubber.handles(task.type):
+                scrubber.submit(task)
+                self._done.add(task.id)
                 continue
             if vms is not None and handed_off(task):
                 vms.submit(task)

@@ -214,6 +214,10 @@ class ApiClient(HttpClient):
         data = self.json("POST", f"/v1/storage-pools/{_seg(ref)}/cache/prune", params=params)
         return AsyncTaskAccepted.model_validate(data)
 
+    def scrub_pool(self, ref: str) -> AsyncTaskAccepted:
+        data = self.json("POST", f"/v1/storage-pools/{_seg(ref)}/scrub")
+        return AsyncTaskAccepted.model_validate(data)
+
     def reinit_pool(self, ref: str) -> StoragePool:
         data = self.json("POST", f"/v1/storage-pools/{_seg(ref)}/reinit")
         return StoragePool.model_validate(data)

@@ -57,6 +57,34 @@ class EvictionReport(Input):
     evicted_at: datetime
 
 
+class QuarantinedImage(Input):
+    """A cache entry the scrub found damaged, moved to the pool's ``quarantine/``."""
+
+    image: str = Field(min_length=1, max_length=255)
+    #: the sidecar's sha256; null when the sidecar is not in the quarantine directory
+    sha256_expected: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    #: what the bytes hash to; null when unreadable or the move was cut short
+    sha256_found: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    quarantined_at: datetime
+    #: the quarantine directory, relative to the pool root
+    path: str = Field(min_length=1, max_length=1024)
+
+
+class ScrubProgress(Input):
+    bytes_done: int = Field(ge=0, le=INT64_MAX)
+    bytes_total: int = Field(ge=0, le=INT64_MAX)
+
+
+class PoolScrubReport(Input):
+    """The pool's cache scrub (``otherix.agent.scrubber``): when it last completed, at
+    what rate, what sits in ``quarantine/``, and the one running now."""
+
+    last_completed_at: datetime | None = None
+    bytes_per_second: float | None = Field(default=None, ge=0)
+    quarantined: list[QuarantinedImage] = Field(default_factory=list, max_length=1000)
+    running: ScrubProgress | None = None
+
+
 class PoolUsage(Input):
     """What a pool's own directories hold (``otherix.agent.usage``), in bytes.
 
@@ -95,6 +123,8 @@ class PoolReport(Input):
     evictions: list[EvictionReport] | None = Field(default=None, max_length=50)
     #: what the pool's directories hold; null when not measured (failed, or an older agent)
     usage: PoolUsage | None = None
+    #: the pool's cache scrub; null when not reported (failed, or an older agent)
+    scrub: PoolScrubReport | None = None
 
 
 class Resources(Input):

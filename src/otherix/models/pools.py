@@ -101,6 +101,30 @@ class PoolUsage(Output):
     overcommit_ratio: float | None = None
 
 
+class QuarantinedImageView(Output):
+    """A cache entry the scrub found damaged and moved to the pool's ``quarantine/``."""
+
+    image: str
+    sha256_expected: str | None = None
+    sha256_found: str | None = None
+    quarantined_at: datetime
+    path: str = Field(description="the quarantine directory, relative to the pool root")
+
+
+class ScrubProgressView(Output):
+    bytes_done: int
+    bytes_total: int
+
+
+class PoolScrubView(Output):
+    """The instance's cache scrub as its agent last reported it (issue 16)."""
+
+    last_completed_at: datetime | None = None
+    bytes_per_second: float | None = None
+    quarantined: list[QuarantinedImageView] = Field(default_factory=list)
+    running: ScrubProgressView | None = None
+
+
 class StoragePool(Output):
     model_config = ConfigDict(extra="ignore")
 
@@ -136,6 +160,11 @@ class StoragePool(Output):
         default=None,
         description="what the pool's VM disks, image cache and scratch hold (issue 16); "
         "null until its agent measures it",
+    )
+    scrub: PoolScrubView | None = Field(
+        default=None,
+        description="the cache scrub: last completion, rate, quarantined entries, the one "
+        "running now (issue 16); null until its agent reports one",
     )
     images: list[CachedImage] = Field(default_factory=list)
     #: Empty for a healthy pool; see :class:`PoolCondition`.

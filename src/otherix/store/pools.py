@@ -95,6 +95,7 @@ def _select() -> sa.Select[Any]:
         ps.c.pressure_count,
         ps.c.images,
         ps.c.usage,
+        ps.c.scrub,
         nodes.c.name.label("node_name"),
         nodes.c.status.label("node_liveness"),
         nodes.c.cordoned.label("node_cordoned"),

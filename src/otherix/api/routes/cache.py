@@ -1,5 +1,5 @@
 """``/v1/storage-pools/{id}/cache`` (docs/pool-contract.md §10.3): a pool instance's image
-cache, its pins, and prune. ``{id}`` is an instance UUID or a name with one instance."""
+cache, its pins, prune, and scrub. ``{id}`` is an instance UUID or a name with one instance."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ router = APIRouter(prefix="/v1/storage-pools", tags=["storage-pools"])
 
 READ = require(Permission.STORAGE_POOL_READ)
 MANAGE = require(Permission.STORAGE_POOL_MANAGE)
+#: a scrub reads every entry and only moves damaged ones aside: guarded like a scan
+SCRUB = require(Permission.STORAGE_POOL_SCAN)
 
 
 @router.get("/{id}/cache", operation_id="getPoolCache", dependencies=[Depends(READ)])
@@ -56,3 +58,16 @@ def prune_cache(
     disk's backing file, unused for ``cache.min_age``), whatever the limits: a
     ``storage_pool.cache_prune`` task whose result lists them."""
     return cache_service.prune(me, id, dry_run=dry_run)
+
+
+@router.post("/{id}/scrub", operation_id="scrubStoragePool", status_code=202)
+def scrub_pool(
+    id: str,
+    me: Principal = Depends(SCRUB),
+    cache_service: CacheService = Depends(get_cache_service),
+) -> AsyncTaskAccepted:
+    """Re-hash every cache entry of the instance now against its sidecar, at the pool's
+    ``scrub.max_bytes_per_second``; a mismatch is moved to ``quarantine/`` (never
+    deleted, never used again). A ``storage_pool.scrub`` task with progress ``{bytes_done,
+    bytes_total}`` and result ``{entries, bytes, quarantined}``."""
+    return cache_service.scrub(me, id)

@@ -10,7 +10,10 @@ every eviction (node events ``image_evicted``, ``services.heartbeat``). Here:
   is not in the cache is a 404: a pin protects bytes that are there, it does not fetch;
 - ``prune``: a ``storage_pool.cache_prune`` task for the node's agent, which evicts
   every entry that may go whatever the limits (``dry_run``: only lists them). Its result
-  is the list; the evictions also arrive as events.
+  is the list; the evictions also arrive as events;
+- ``scrub``: a ``storage_pool.scrub`` task for the node's agent, which re-hashes every
+  entry now (progress ``{bytes_done, bytes_total}``) and quarantines mismatches (result
+  ``{entries, bytes, quarantined}``; each also arrives as an ``image_quarantined`` event).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from otherix.store.ports.pools import PoolRow
 from otherix.store.ports.vms import VmStore
 
 PRUNE = "storage_pool.cache_prune"
+SCRUB = "storage_pool.scrub"
 
 
 def _policy(row: PoolRow) -> CachePolicy:
@@ -128,23 +132,31 @@ class CacheService:
         return self.cache_view(row.id)
 
     def prune(self, principal: Principal, ref: str, *, dry_run: bool) -> AsyncTaskAccepted:
+        return self._agent_task(principal, ref, PRUNE, "prune", {"dry_run": dry_run})
+
+    def scrub(self, principal: Principal, ref: str) -> AsyncTaskAccepted:
+        return self._agent_task(principal, ref, SCRUB, "scrub", {})
+
+    def _agent_task(
+        self, principal: Principal, ref: str, type_: str, verb: str, extra: dict[str, Any]
+    ) -> AsyncTaskAccepted:
         pool = self.pool_service.resolve_one(ref)
         if pool.node_deleted_at is not None:
             raise Conflict("owning node is gone", {"current_status": "gone"})
         if pool.node_liveness not in SCANNABLE:
             raise Conflict(
-                f"node {pool.node_name} is {pool.node_liveness}: its agent cannot prune now",
+                f"node {pool.node_name} is {pool.node_liveness}: its agent cannot {verb} now",
                 {"current_status": pool.node_liveness},
             )
         with self.db.write() as conn:
             task_id = self.task_service.new_task(
                 conn,
                 now=self.clock.now(),
-                type=PRUNE,
+                type=type_,
                 resource_type="storage_pool",
                 resource_id=pool.id,
                 node_id=pool.node_id,
-                args={"pool": pool.name, "path": pool.path, "dry_run": dry_run},
+                args={"pool": pool.name, "path": pool.path, **extra},
                 created_by=principal.user_id,
                 max_attempts=1,
             )

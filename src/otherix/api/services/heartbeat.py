@@ -195,6 +195,10 @@ class HeartbeatService:
             usage: dict[str, JSONValue] = dict(rep.usage.model_dump())
             if usage != stored.usage:
                 values["usage"] = usage
+        if rep.scrub is not None:
+            scrub: dict[str, JSONValue] = rep.scrub.model_dump(mode="json")
+            if scrub != stored.scrub:
+                values["scrub"] = scrub
         if values:
             values["last_reconciled_at"] = now
         return values
@@ -236,6 +240,8 @@ class HeartbeatService:
                 self._apply_missing(conn, row.pool_id, set(rep.missing_disks), recorded, now)
             if rep.evictions:
                 self._record_evictions(conn, node_id, row.pool_id, rep, now)
+            if rep.scrub is not None and rep.scrub.quarantined:
+                self._record_quarantines(conn, node_id, row, rep, now)
         if bump:
             self.node_store.bump_revision(conn, node_id)
         return bump
@@ -280,6 +286,56 @@ class HeartbeatService:
                 now=now,
             )
             seen.add((pool_id, ev.image, stamp))
+
+    def _record_quarantines(
+        self, conn: Tx, node_id: str, stored: PoolStatusRow, rep: PoolReport, now: datetime
+    ) -> None:
+        """Each quarantined cache entry the agent reports becomes one ``image_quarantined``
+        node event (a warning), once: the agent reports what ``quarantine/`` holds on every
+        pass, so an entry already in the stored report, or already logged, is skipped."""
+        assert rep.scrub is not None
+        before = stored.scrub.get("quarantined") if stored.scrub else None
+        known = (
+            {q.get("path") for q in before if isinstance(q, dict)}
+            if isinstance(before, list)
+            else set()
+        )
+        fresh = [q for q in rep.scrub.quarantined if q.path not in known]
+        if not fresh:
+            return
+        seen = {
+            (e.details.get("pool_id"), e.details.get("path"))
+            for e in self.event_store.list_events(conn, node_id)
+            if e.reason == "image_quarantined"
+        }
+        for q in fresh:
+            if (stored.pool_id, q.path) in seen:
+                continue
+            found = (
+                f"its bytes hash to {q.sha256_found}"
+                if q.sha256_found
+                else ("the move was cut short")
+            )
+            self.event_store.add_event(
+                conn,
+                node_id,
+                type_="warning",
+                reason="image_quarantined",
+                message=f'image {q.image} in the cache of pool "{rep.name}" does not match its '
+                f"sha256 {q.sha256_expected or '(unknown)'} ({found}): moved to {q.path}; the "
+                "next use downloads it again",
+                details={
+                    "pool": rep.name,
+                    "pool_id": stored.pool_id,
+                    "image": q.image,
+                    "sha256_expected": q.sha256_expected,
+                    "sha256_found": q.sha256_found,
+                    "quarantined_at": q.quarantined_at.isoformat().replace("+00:00", "Z"),
+                    "path": q.path,
+                },
+                now=now,
+            )
+            seen.add((stored.pool_id, q.path))
 
     def _observed_changes(self, node: HeartbeatNode, report: HeartbeatReport) -> ObservedChange:
         """Agents send capabilities/resources only when they change, so the stored

@@ -57,6 +57,7 @@ from otherix.domain.overlap import (
 )
 from otherix.domain.paths import path_allowed, pool_path_allowed, validate_pool_path
 from otherix.domain.placement import effective_bytes
+from otherix.domain.scrub import parse_scrub_config
 from otherix.domain.usage import Parts, UsageView, sum_views
 from otherix.domain.usage import view as usage_view
 from otherix.errors import (
@@ -215,6 +216,7 @@ class PoolService:
                     "missing": row.vm_disks_missing,
                 },
                 "usage": None if usage is None else usage.to_dict(),
+                "scrub": None if orphaned else row.scrub,
             }
         )
 
@@ -448,8 +450,9 @@ def _bad(message: str, field: str) -> ValidationFailed:
 def _check_config(value: object) -> None:
     if not isinstance(value, dict):
         raise _bad("config must be a JSON object", "config")
-    try:  # the keys the agent acts on (config.cache: domain.cache) must be right
+    try:  # the keys the agent acts on (config.cache, config.scrub: domain) must be right
         parse_cache_config(value)
+        parse_scrub_config(value)
     except CacheConfigError as exc:
         raise _bad(f"{exc.field}: {exc.message}", exc.field) from None
 

@@ -2,7 +2,8 @@
 
 Owns the group and its help text; the commands live in ``pools_read``
 (list, get), ``pools_write`` (create, delete), ``pools_ops`` (update,
-scan) and ``pools_reinit`` (reinit), sharing instance addressing from
+scan), ``pools_reinit`` (reinit), ``pools_scrub`` (scrub) and ``pools_cache``
+(cache), sharing instance addressing from
 ``pool_targets``. Mounted by
 ``otherix.cli.main``.
 """
@@ -15,6 +16,7 @@ from otherix.cli.commands.pools_cache import cache
 from otherix.cli.commands.pools_ops import cordon_pool, scan_pool, uncordon_pool, update_pool
 from otherix.cli.commands.pools_read import get_pool, list_pools
 from otherix.cli.commands.pools_reinit import reinit_pool
+from otherix.cli.commands.pools_scrub import scrub_pool
 from otherix.cli.commands.pools_write import create_pool, delete_pool
 
 __all__ = ["pool"]
@@ -43,3 +45,4 @@ pool.add_command(reinit_pool)
 pool.add_command(cache)
 pool.add_command(cordon_pool)
 pool.add_command(uncordon_pool)
+pool.add_command(scrub_pool)

@@ -21,6 +21,9 @@ Choices docs/pool-contract.md leaves open (documented, tested):
 - ``pool get`` prints ``reconciliation_reason`` after ``reconciliation_error``
   when set, and ``vm_disks: N`` (``N (M missing)`` when some are) when the
   pool holds VM disks; a pool without disks keeps the plain layout.
+- ``pool get`` prints a ``scrub:`` block (issue 16) once the agent reported one:
+  last completion and rate, the scrub running now (bytes done of total), and
+  every quarantined entry (image, expected and found sha256, where it lies).
 - Timestamps in the text views are printed as the server sent them.
 - ``pool get`` prints a ``usage:`` block (issue 16: VM disks, provisioned and
   the overcommit ratio, image cache, scratch, other) when the agent measured
@@ -209,6 +212,36 @@ def _usage_lines(usage: Mapping[str, Any], indent: str) -> list[str]:
     ]
 
 
+def _scrub_lines(scrub: object, indent: str) -> list[str]:
+    """The ``scrub:`` block (nothing before the agent reported a scrub)."""
+    if not isinstance(scrub, Mapping):
+        return []
+    rate = scrub.get("bytes_per_second")
+    lines = [
+        f"{indent}scrub:",
+        f"{indent}  last_completed_at: {scrub.get('last_completed_at') or 'never'}"
+        + (f" ({human_bytes(int(rate))}/s)" if isinstance(rate, int | float) else ""),
+    ]
+    running = scrub.get("running")
+    if isinstance(running, Mapping):
+        lines.append(
+            f"{indent}  running: {human_bytes(running.get('bytes_done'))} of "
+            f"{human_bytes(running.get('bytes_total'))}"
+        )
+    quarantined = [q for q in scrub.get("quarantined") or [] if isinstance(q, Mapping)]
+    if not quarantined:
+        lines.append(f"{indent}  quarantined: none")
+        return lines
+    lines.append(f"{indent}  quarantined:")
+    for q in quarantined:
+        lines.append(
+            f"{indent}    - {q.get('image')}: expected {q.get('sha256_expected') or '?'}, "
+            f"found {q.get('sha256_found') or '?'}, at {q.get('quarantined_at')} "
+            f"in {q.get('path')}"
+        )
+    return lines
+
+
 def paging_footer(command: str, next_cursor: str | None) -> str:
     """Return the "next page" hint printed after a list, or ``""``.
 
@@ -249,6 +282,7 @@ def pool_text(p: Pool, now: datetime) -> str:
     if (disks := _disks_text(p)) is not None:
         lines.append(disks)
     lines.extend(_usage_lines(_usage(p), ""))
+    lines.extend(_scrub_lines(p.get("scrub"), ""))
     images = p.get("images") or []
     if images:
         lines.append("images:")
@@ -296,6 +330,7 @@ def concept_text(c: Pool, now: datetime) -> str:
         if (disks := _disks_text(inst)) is not None:
             lines.append(f"    {disks}")
         lines.extend(_usage_lines(_usage(inst), "    "))
+        lines.extend(_scrub_lines(inst.get("scrub"), "    "))
         lines.extend(f"    image: {_image_text(img)}" for img in inst.get("images") or [])
         lines.extend(
             f"    condition: {c.get('type', '')}: {c.get('message', '')}"

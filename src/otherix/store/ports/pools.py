@@ -47,6 +47,8 @@ class PoolRow:
     images: list[JSONValue]
     #: the agent's last ``usage`` report (``models.heartbeat.PoolUsage``), or None
     usage: JSONObject | None
+    #: the agent's last cache scrub report (``models.heartbeat.PoolScrubReport``), or None
+    scrub: JSONObject | None
     node_name: str
     node_liveness: str
     node_cordoned: bool
@@ -91,6 +93,7 @@ class PoolStatusChange(TypedDict, total=False):
     pressure_count: int
     images: list[JSONValue]
     usage: JSONObject | None
+    scrub: JSONObject | None
 
 
 @dataclass(frozen=True, slots=True)
