@@ -149,9 +149,11 @@ def test_a_declined_prompt_exits_1_and_changes_nothing(api, env):
 
 def test_usage_mistakes_exit_2_and_failures_read_as_sentences(api, env):
     join_node(api, "node-a")
-    r = otherix(env, "pool", "list", "-o", "wide", code=2)
+    r = otherix(env, "pool", "list", "-o", "wider", code=2)
     assert r.stderr.startswith("Usage: otherix pool list [OPTIONS]\n")
-    assert last_line(r.stderr) == 'Error: --output: unknown format "wide" (table, json, yaml)'
+    assert last_line(r.stderr) == (
+        'Error: --output: unknown format "wider" (table, wide, json, yaml)'
+    )
     assert last_line(otherix(env, "pool", "list", "--bogus", code=2).stderr) == (
         "Error: No such option '--bogus'."
     )
