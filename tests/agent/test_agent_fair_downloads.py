@@ -254,7 +254,10 @@ def test_a_retryable_failure_is_retried_with_the_attempts_reported(node: Node) -
     # could after closing a server's socket.
     with socket.socket() as refusing:
         refusing.bind(("127.0.0.1", 0))
-        vms = node.start(cache_settings(), attempts=3)
+        # The outbox coalesces progress: a try's `running` report that is not sent
+        # before the next try's replaces it is gone, by design. A pause between tries
+        # gives each one time to reach the control plane, as it has on a real node.
+        vms = node.start(cache_settings(), attempts=3, retry_delay=0.25)
         task = create(f"http://127.0.0.1:{refusing.getsockname()[1]}/gone.raw")
         vms.submit(task)
         done = node.wait_outcome(task.id)
