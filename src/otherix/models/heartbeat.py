@@ -175,6 +175,9 @@ class DeclaredDisk(Output):
     file_path: str
     #: the image the disk was made from: a running VM's image is never evicted
     image_sha256: str | None = None
+    #: a move of this VM's disk into this pool is under way: the disk may or may not be
+    #: here yet, so it is neither missing nor an orphan (docs/pool-contract.md, moves)
+    incoming: bool = False
 
 
 class DeclaredPool(Output):
