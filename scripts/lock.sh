@@ -10,8 +10,18 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x .venv/bin/python ] || "${PYTHON:-python3}" -m venv .venv
 .venv/bin/python -m pip install -q 'pip-tools==7.6.2'
-common=(--quiet --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url
+# The extras stay on the pins (coverage[toml]==..., psycopg[binary]==...): with them
+# stripped, pip 23.2 (Python 3.11's bundled pip) resolves a dependant's `coverage[toml]>=X`
+# to the newest release on the index and refuses it as unpinned in hash-checking mode, so a
+# release upstream would break a fresh install. pip refuses extras in a constraints file, so
+# runtime.lock is constrained by a copy of dev.lock with them removed.
+common=(--quiet --generate-hashes --allow-unsafe --no-strip-extras --no-emit-index-url
         --no-emit-find-links)
 .venv/bin/pip-compile "${common[@]}" --extra dev -o requirements/dev.lock "$@" pyproject.toml
-.venv/bin/pip-compile "${common[@]}" -c requirements/dev.lock -o requirements/runtime.lock \
+constraints=$(mktemp)
+trap 'rm -f "$constraints"' EXIT
+sed -E 's/^([A-Za-z0-9_.-]+)\[[^]]*\]==/\1==/' requirements/dev.lock >"$constraints"
+.venv/bin/pip-compile "${common[@]}" -c "$constraints" -o requirements/runtime.lock \
     pyproject.toml
+# the file's comments name the lock it follows, not the temporary copy
+sed -i "s|$constraints|requirements/dev.lock|" requirements/runtime.lock
