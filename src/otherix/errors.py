@@ -81,6 +81,7 @@ class ErrorCode(StrEnum):
     VM_NAME_IN_USE = "vm_name_in_use"
     VM_NOT_STARTABLE = "vm_not_startable"
     VM_RUNNING = "vm_running"
+    VM_NOT_MOVABLE = "vm_not_movable"
 
 
 class OtherixError(Exception):
@@ -226,6 +227,12 @@ class VmRunning(Conflict):
     """A delete of a VM whose QEMU runs, without ``force``."""
 
     code = ErrorCode.VM_RUNNING
+
+
+class VmNotMovable(Conflict):
+    """A ``vm move`` refused before anything is copied: ``details.reason`` says why."""
+
+    code = ErrorCode.VM_NOT_MOVABLE
 
 
 class RateLimited(TemporaryError):

@@ -400,6 +400,8 @@ def serve(data_dir: Path | None, config_file: Path | None) -> None:
         retry_delay=settings.tasks.retry_delay,
         host=host,
         power_workers=settings.vms.power_workers,
+        ownership=pool_state,
+        move_max_bytes_per_second=settings.tasks.move_max_bytes_per_second,
         no_vms=f"this node runs no VMs: {caps.get('vm_accelerator_reason') or 'no VM runtime'}",
     )
     scrubber = Scrubber(locks=cache.locks, pools=pool_state, outbox=outbox)

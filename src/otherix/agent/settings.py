@@ -82,6 +82,9 @@ key                                 default      meaning
   ``image_unavailable``), ``retry_delay`` (5 s) apart, doubling.
 - ``progress_interval`` (0.5 s, at least 0.1 s): least time between two
   progress reports of one task.
+- ``move_max_bytes_per_second`` (unset: unlimited; at least 64 KiB/s): the rate
+  at which a ``vm.move`` reads disks (the copy and both sha256 passes), so the
+  VMs on the two pools keep their disk bandwidth.
 """
 
 from __future__ import annotations
@@ -267,6 +270,8 @@ class TasksSection(Section):
     vm_create_attempts: int = Field(default=3, ge=1, le=10)
     retry_delay: Duration = 5.0
     progress_interval: Duration = 0.5
+    #: bytes per second a ``vm.move`` reads (copy and verify; None: unlimited)
+    move_max_bytes_per_second: int | None = Field(default=None, ge=1 << 16, le=1 << 40)
 
     @field_validator("progress_interval")
     @classmethod

@@ -35,6 +35,7 @@ from otherix.api.services.scan import ScanService
 from otherix.api.services.secrets import Passwords
 from otherix.api.services.tasks import TaskService
 from otherix.api.services.users import UserService
+from otherix.api.services.vmmove import VM_MOVE, VmMoveService
 from otherix.api.services.vms import DELETE as VM_DELETE
 from otherix.api.services.vms import POWER_TASKS, VmService
 from otherix.api.services.watching import WatchService
@@ -58,6 +59,7 @@ class Services:
     placement_service: PlacementService
     vm_service: VmService
     cache_service: CacheService
+    move_service: VmMoveService
 
 
 def passwords_for(deps: Deps) -> Passwords:
@@ -187,6 +189,23 @@ def build_services(deps: Deps) -> Services:
     for power_task in POWER_TASKS:
         tasks.hooks.register(power_task, success=vms.on_power_success, failure=vms.on_power_failure)
     tasks.hooks.register(POOL_SCAN, success=scan.apply_scan_result)
+    moves = VmMoveService(
+        db=db,
+        clock=clock,
+        hub=hub,
+        node_store=db.nodes,
+        pool_store=db.pools,
+        task_store=db.tasks,
+        vm_store=db.vms,
+        vm_service=vms,
+        task_service=tasks,
+    )
+    tasks.hooks.register(
+        VM_MOVE,
+        success=moves.on_move_success,
+        failure=moves.on_move_failure,
+        cancellable_in=("pending", "running"),  # the copy is thrown away; the source stays
+    )
     return Services(
         auth_service=auth,
         user_service=users,
@@ -218,4 +237,5 @@ def build_services(deps: Deps) -> Services:
         placement_service=placement,
         vm_service=vms,
         cache_service=cache,
+        move_service=moves,
     )

@@ -28,6 +28,7 @@ from otherix.api.services.rejoin import RejoinService
 from otherix.api.services.scan import ScanService
 from otherix.api.services.tasks import TaskService
 from otherix.api.services.users import UserService
+from otherix.api.services.vmmove import VmMoveService
 from otherix.api.services.vms import VmService
 from otherix.api.services.watching import WatchService
 
@@ -109,3 +110,7 @@ async def get_cache_service(request: Request) -> CacheService:
 
 async def get_vm_service(request: Request) -> VmService:
     return services_of(request).vm_service
+
+
+async def get_move_service(request: Request) -> VmMoveService:
+    return services_of(request).move_service

@@ -268,6 +268,15 @@ class ApiClient(HttpClient):
         data = self.json("POST", f"/v1/vms/{_seg(name)}/{_seg(action)}", json=body)
         return AsyncTaskAccepted.model_validate(data)
 
+    def move_vm(self, name: str, pool: str, *, node: str | None = None) -> AsyncTaskAccepted:
+        """Move the stopped VM's disk to ``pool`` (on its node, or on ``node``); the
+        accepted ``vm.move`` task."""
+        body: dict[str, str] = {"pool": pool}
+        if node is not None:
+            body["node"] = node
+        data = self.json("POST", f"/v1/vms/{_seg(name)}/move", json=body)
+        return AsyncTaskAccepted.model_validate(data)
+
     def vm_console(self, name: str) -> VmConsole:
         return VmConsole.model_validate(self.json("GET", f"/v1/vms/{_seg(name)}/console"))
 

@@ -362,6 +362,15 @@ vm_disks = sa.Table(
     sa.Column("image_sha256", sa.String(64), nullable=True),
     # 0007 (pool identity): since when the agent reports the disk file missing (null: present).
     _ts("missing_since", nullable=True),
+    # 0014 (vm move): the pool instance a move is copying the disk into (null: none under
+    # way); RESTRICT, so neither end of a running move can be deleted.
+    sa.Column(
+        "move_pool_id",
+        sa.String(36),
+        sa.ForeignKey("storage_pools.id", ondelete="RESTRICT"),
+        nullable=True,
+        index=True,
+    ),
 )
 
 #: 0009 (VMs run): what the VM's node last reported of its QEMU (``HeartbeatReport.vms``,

@@ -128,7 +128,11 @@ class HeartbeatService:
         by_pool: dict[str, list[DeclaredDisk]] = {}
         for d in disks:
             disk = DeclaredDisk(
-                id=d.id, vm_id=d.vm_id, file_path=d.file_path, image_sha256=d.image_sha256
+                id=d.id,
+                vm_id=d.vm_id,
+                file_path=d.file_path,
+                image_sha256=d.image_sha256,
+                incoming=d.incoming,
             )
             by_pool.setdefault(d.storage_pool_id, []).append(disk)
         return [
