@@ -36,7 +36,10 @@ def series(used: list[int], step: float = HOUR, capacity: int = CAP) -> list[Sam
         pytest.param(T0 + timedelta(seconds=300), 300, T0 + timedelta(seconds=300), id="next"),
         pytest.param(T0 + timedelta(seconds=1.5), 1, T0 + timedelta(seconds=1), id="seconds"),
         pytest.param(
-            datetime(2026, 3, 1, 13, 2, tzinfo=timezone(timedelta(hours=1))), 300, T0, id="other-zone"
+            datetime(2026, 3, 1, 13, 2, tzinfo=timezone(timedelta(hours=1))),
+            300,
+            T0,
+            id="other-zone",
         ),
     ],
 )

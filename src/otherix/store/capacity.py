@@ -23,6 +23,8 @@ from otherix.store.tx import Tx, sql
 __all__ = ["SqlCapacity", "store"]
 
 cs = pool_capacity_samples
+#: rows in one INSERT (6 parameters each)
+CHUNK = 100
 
 
 class SqlCapacity:
@@ -70,12 +72,16 @@ class SqlCapacity:
             }
             for r in rows
         ]
-        stmt = (
-            insert(cs)
-            .values(values)
-            .on_conflict_do_nothing(index_elements=["pool_id", "sampled_at"])
-        )
-        return max(0, conn.execute(stmt).rowcount)
+        inserted = 0
+        for start in range(0, len(values), CHUNK):  # SQLite's bound-parameter limit
+            stmt = (
+                insert(cs)
+                .values(values[start : start + CHUNK])
+                .on_conflict_do_nothing(index_elements=["pool_id", "sampled_at"])
+                .returning(cs.c.pool_id)  # rowcount is not reliable here on psycopg
+            )
+            inserted += len(conn.execute(stmt).all())
+        return inserted
 
     def delete_before(self, tx: Tx, cutoff: datetime, limit: int) -> int:
         oldest = (
