@@ -191,7 +191,9 @@ class PoolService:
             effective, pressure = None, None
         usage = None if orphaned else _usage(row)
         # -- time to full (issue 16.6) --
-        capacity_trend = None if orphaned else (trends or {}).get(row.id)
+        capacity_trend = None
+        if not orphaned and self.capacity_trends is not None:  # no samples: unknown
+            capacity_trend = (trends or {}).get(row.id, Trend("unknown", 0))
         if self.capacity_trends is not None and (
             filling := self.capacity_trends.condition(capacity_trend)
         ):
