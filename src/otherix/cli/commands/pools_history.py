@@ -51,10 +51,13 @@ def _since(text: str | None) -> str | None:
 def pool_history(
     ref: str, node: str | None, since: str | None, limit: int | None, output: str
 ) -> None:
-    """Show a pool instance's capacity samples (used bytes, one per
-    capacity.sample_interval, kept for capacity.retention), oldest first,
-    and its trend: the growth of used bytes per day and the estimated time
-    to full ("not filling" when it does not grow).
+    """Show a pool instance's capacity history and its time to full.
+
+    Prints the samples of used bytes (one per capacity.sample_interval,
+    kept for capacity.retention), oldest first, then the trend: the growth
+    of used bytes per day and the estimated time to full ("not filling"
+    when it does not grow; "unknown" before 3 samples over 2 intervals).
+    Every role that may read pools may run it.
 
     \b
     Example:
