@@ -184,8 +184,9 @@ class CapacitySection(Section):
     #: samples older than this are deleted
     retention: Duration = 14 * 86400.0
     #: the trend is fitted over the samples of this last stretch of time (two days:
-    #: agents report available bytes in steps of 1% or 64 MiB, so a slow fill moves in
-    #: steps hours apart, and a one-day window would flicker between them)
+    #: agents report available bytes in steps of 1% of capacity or 64 MiB, whichever
+    #: is less, so a slow fill moves in steps hours apart, and a short window would
+    #: flicker between them)
     trend_window: Duration = 2 * 86400.0
     #: ``pool_filling`` when the estimated time to full is under this many days
     warn_days: float = Field(default=7.0, gt=0, le=3650)
