@@ -171,11 +171,20 @@ def test_history_route_parts_since_limit_and_roles(fast_api):
             f"/v1/storage-pools/{pool['id']}/capacity-history",
             params={"since": "2026-06-01T12:00:00"},
         )
+        garbage = c.get(f"/v1/storage-pools/{pool['id']}/capacity-history?since=soon")
+        too_many = c.get(f"/v1/storage-pools/{pool['id']}/capacity-history?limit=5001")
+        year_one = c.get(
+            f"/v1/storage-pools/{pool['id']}/capacity-history",
+            params={"since": "0001-01-01T00:00:00+01:00"},
+        )
         unauth = httpx_get_anonymous(api, pool["id"])
     assert missing.status_code == 404
     assert bad_limit.status_code == 400
     assert bad_limit.json()["error"]["code"] == "validation_failed"
     assert naive.status_code == 400
+    for r in (garbage, too_many, year_one):
+        assert r.status_code == 400, r.text
+        assert r.json()["error"]["code"] == "validation_failed"
     assert unauth == 401
 
 

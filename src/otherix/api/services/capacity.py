@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from otherix.api.services.capacitytrend import CapacityTrends, trend_view
 from otherix.api.services.pools import PoolService
@@ -95,11 +95,16 @@ class CapacityService:
             raise ValidationFailed(
                 f"limit must be between 1 and {HISTORY_MAX}", {"field": "query.limit"}
             )
-        if since is not None and since.tzinfo is None:
-            raise ValidationFailed(
-                "since must carry a time zone (e.g. 2026-12-04T10:00:00Z)",
-                {"field": "query.since"},
-            )
+        if since is not None:
+            if since.tzinfo is None:
+                raise ValidationFailed(
+                    "since must carry a time zone (e.g. 2026-12-04T10:00:00Z)",
+                    {"field": "query.since"},
+                )
+            try:
+                since = since.astimezone(UTC)
+            except OverflowError:  # 0001-01-01T00:00+01:00 has no UTC time
+                raise ValidationFailed("since is out of range", {"field": "query.since"}) from None
         row = self.pool_service.resolve_one(ref)
         with self.db.read() as conn:
             found = self.capacity_store.samples(conn, [row.id], since=since, limit=limit + 1)
