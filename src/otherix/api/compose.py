@@ -22,6 +22,8 @@ from argon2 import PasswordHasher
 from otherix.api.deps import Deps
 from otherix.api.services.auth import AuthService
 from otherix.api.services.cache import CacheService
+from otherix.api.services.capacity import CapacityService
+from otherix.api.services.capacitytrend import CapacityTrends
 from otherix.api.services.defaultpool import DefaultPoolService
 from otherix.api.services.heartbeat import HeartbeatService
 from otherix.api.services.nodes import NodeService
@@ -60,6 +62,7 @@ class Services:
     vm_service: VmService
     cache_service: CacheService
     move_service: VmMoveService
+    capacity_service: CapacityService
 
 
 def passwords_for(deps: Deps) -> Passwords:
@@ -125,6 +128,7 @@ def build_services(deps: Deps) -> Services:
         default_pool_service=default_pool,
         node_service=nodes,
     )
+    capacity_trends = CapacityTrends(settings=settings, clock=clock, capacity_store=db.capacity)
     pools = PoolService(
         settings=settings,
         db=db,
@@ -134,6 +138,7 @@ def build_services(deps: Deps) -> Services:
         pool_store=db.pools,
         default_pool_service=default_pool,
         node_service=nodes,
+        capacity_trends=capacity_trends,
     )
     tasks = TaskService(db=db, clock=clock, hub=hub, node_store=db.nodes, task_store=db.tasks)
     placement = PlacementService(
@@ -238,4 +243,11 @@ def build_services(deps: Deps) -> Services:
         vm_service=vms,
         cache_service=cache,
         move_service=moves,
+        capacity_service=CapacityService(
+            settings=settings,
+            db=db,
+            capacity_store=db.capacity,
+            trends=capacity_trends,
+            pool_service=pools,
+        ),
     )

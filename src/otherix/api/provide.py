@@ -19,6 +19,7 @@ from otherix.api.deps import Deps
 from otherix.api.middleware import Metrics
 from otherix.api.services.auth import AuthService
 from otherix.api.services.cache import CacheService
+from otherix.api.services.capacity import CapacityService
 from otherix.api.services.defaultpool import DefaultPoolService
 from otherix.api.services.heartbeat import HeartbeatService
 from otherix.api.services.nodes import NodeService
@@ -106,6 +107,10 @@ async def get_scan_service(request: Request) -> ScanService:
 
 async def get_cache_service(request: Request) -> CacheService:
     return services_of(request).cache_service
+
+
+async def get_capacity_service(request: Request) -> CapacityService:
+    return services_of(request).capacity_service
 
 
 async def get_vm_service(request: Request) -> VmService:

@@ -46,6 +46,7 @@ from otherix.models.nodes import (
 from otherix.models.pools import (
     DefaultPool,
     PoolCacheView,
+    PoolCapacityHistory,
     PoolConceptView,
     PoolList,
     StoragePool,
@@ -199,6 +200,20 @@ class ApiClient(HttpClient):
         return StoragePool.model_validate(
             self.json("POST", f"/v1/storage-pools/{_seg(ref)}/{verb}")
         )
+
+    def pool_capacity_history(
+        self, ref: str, *, since: str | None = None, limit: int | None = None
+    ) -> PoolCapacityHistory:
+        """A pool instance's capacity samples and trend (issue 16.6)."""
+        params: dict[str, str] = {}
+        if since is not None:
+            params["since"] = since
+        if limit is not None:
+            params["limit"] = str(limit)
+        data = self.json(
+            "GET", f"/v1/storage-pools/{_seg(ref)}/capacity-history", params=params or None
+        )
+        return PoolCapacityHistory.model_validate(data)
 
     def pool_cache(self, ref: str) -> PoolCacheView:
         data = self.json("GET", f"/v1/storage-pools/{_seg(ref)}/cache")
