@@ -12,9 +12,12 @@ import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from uuid import uuid4
 
+import httpx
 import pytest
 
+from otherix.api.services.secrets import transfer_secret
 from support.clustervms import Pool, create_vm, get_vm, one_node, wait_phase
 from support.harness import AgentProc, Cluster, wait_until
 from support.images import ImageOrigin, qcow2
@@ -91,3 +94,54 @@ def test_a_stopped_vm_moves_to_another_pool_with_its_bytes(
     wait_until(lambda: not dst.vm_dir(vm["id"]).exists() or None, 20, "second source removed")
     assert sha(third.vm_dir(vm["id"]) / "disk.qcow2") == before
     assert get_vm(cluster, "mover")["pool"] == "mvc"
+
+
+def test_a_vm_moves_to_another_node_through_the_agents_transfer_endpoints(
+    cluster: Cluster, node: AgentProc, origin: ImageOrigin, tmp_path: Path
+) -> None:
+    other = cluster.nodes.get("node-b") or cluster.add_node("node-b")
+    cluster.wait_node_status("node-b", "ready", timeout=20)
+    image = qcow2(tmp_path, "far.qcow2", data_mib=6)
+    url = origin.serve("/img/far.qcow2", image)
+    src, dst = Pool(cluster, node, "xa"), Pool(cluster, other, "xb")
+    # both agents report where they serve disks (harness: 127.0.0.1, a free port each)
+    urls = {}
+    for name in ("node-a", "node-b"):
+        caps = cluster.admin.get(f"/v1/nodes/{name}").json().get("capabilities") or {}
+        urls[name] = caps.get("transfer_url")
+    assert all(u and u.startswith("http://127.0.0.1:") for u in urls.values()), urls
+    assert urls["node-a"] != urls["node-b"]
+    vm = create_vm(cluster, "traveller", src, url, power_state="stopped")
+    wait_phase(cluster, "traveller", "stopped")
+    before = sha(src.vm_dir(vm["id"]) / "disk.qcow2")
+    # without --node a pool that exists only on another node is refused, nothing made
+    r = cluster.admin.post("/v1/vms/traveller/move", json={"pool": "xb"})
+    assert r.status_code == 400, r.text
+    assert "--node node-b" in r.json()["error"]["message"]
+    r = cluster.admin.post("/v1/vms/traveller/move", json={"pool": "xb", "node": "node-b"})
+    assert r.status_code == 202, r.text
+    task = wait_task(cluster, r.json()["task_id"], timeout=60)
+    assert task["status"] == "success", task
+    assert (task["result"]["method"], task["result"]["sha256"]) == ("transfer", before)
+    assert sha(dst.vm_dir(vm["id"]) / "disk.qcow2") == before
+    view = get_vm(cluster, "traveller")
+    assert (view["node"], view["pool"], view["status"]["phase"]) == ("node-b", "xb", "stopped")
+    wait_until(lambda: not src.vm_dir(vm["id"]).exists() or None, 20, "source removed")
+    # the ticket was revoked with the move: the source's endpoint serves it no more, not
+    # even to the right secret
+    tasks = cluster.admin.get("/v1/tasks", params={"resource_id": vm["id"], "limit": 50}).json()
+    [export] = [t for t in tasks["data"] if t["type"] == "vm.export"]
+    assert export["status"] == "success"
+    server = cluster._server()  # the control plane runs in this process
+    with server.deps.db.read() as conn:
+        row = server.deps.db.tasks.get_task(conn, export["id"])
+    assert row is not None
+    ticket = str(row.args["ticket"])
+    secret = transfer_secret(server.deps.jwt_secret, ticket)
+    for auth in (f"Bearer {secret}", "Bearer nothing", None):
+        headers = {"Authorization": auth} if auth else {}
+        for path in (f"/v1/transfers/{ticket}", f"/v1/transfers/{ticket}/sha256"):
+            r = httpx.get(f"{urls['node-a']}{path}", headers=headers, timeout=5)
+            assert r.status_code == 403, (path, auth, r.status_code)
+    r = httpx.get(f"{urls['node-a']}/v1/transfers/{uuid4()}", timeout=5)
+    assert r.status_code == 403

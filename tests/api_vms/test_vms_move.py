@@ -6,6 +6,8 @@ server for the module (``shared_api``), names prefixed per test (``px``)."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any
 
 import pytest
@@ -186,7 +188,9 @@ def test_what_a_move_refuses_before_anything_is_copied(api, px) -> None:
     error = error_of(_move(api, name, pool=f"{px}-far-p"), 400, "validation_failed")
     assert error["details"]["nodes"] == [f"{px}-far"]
     assert "--node" in error["message"]
-    _refused(_move(api, name, pool=f"{px}-far-p", node=f"{px}-far"), "cross_node_unsupported")
+    # across nodes, both agents must have a transfer endpoint (these played ones have none)
+    error = _refused(_move(api, name, pool=f"{px}-far-p", node=f"{px}-far"), "transfer_unavailable")
+    assert "transfer.listen" in error["message"]
     # a cordoned target
     with api.client("admin") as c:
         assert c.post(f"/v1/storage-pools/{b['id']}/cordon").status_code == 200
@@ -227,3 +231,79 @@ def test_a_vm_whose_disk_is_not_made_is_not_movable(api, px) -> None:
     _refused(_move(api, vm["name"], pool=f"{px}-b"), "vm_not_stopped")
     heartbeat(api, node, report(f"{px}-b"))
     assert get(api, f"/v1/vms/{vm['name']}").json()["pool"] == f"{px}-a"
+
+
+def _with_transfer(api: Any, node: Node, url: str) -> None:
+    """A heartbeat saying the node's agent has a disk transfer endpoint at ``url``."""
+    body = heartbeat_body([], digest=DIGEST, capabilities={"transfer_url": url})
+    with api.client(None) as c:
+        r = c.post(f"/v1/nodes/{node.name}/heartbeat", json=body, headers=node.auth)
+        assert r.status_code == 200, r.text
+
+
+def test_a_move_across_nodes_opens_a_ticket_on_the_source_and_switches_the_node(api, px) -> None:
+    node, vm, _ = _stopped_vm(api, px)
+    far = ready_node(api, f"{px}-far")
+    dest = add_pool(api, far, f"{px}-dest")
+    _with_transfer(api, node, "http://10.0.0.1:7444")
+    _with_transfer(api, far, "http://10.0.0.2:7444")
+    r = _move(api, vm["name"], pool=f"{px}-dest", node=far.name)
+    assert r.status_code == 202, r.text
+    move_id = r.json()["task_id"]
+    # the target pulls; the source exports, knowing only the secret's sha256
+    [move] = [t for t in desired_tasks(api, far) if t["id"] == move_id]
+    transfer = move["args"]["transfer"]
+    assert transfer["url"] == "http://10.0.0.1:7444"
+    secret = transfer["secret"]
+    [export] = [t for t in desired_tasks(api, node) if t["type"] == "vm.export"]
+    assert export["args"]["ticket"] == transfer["ticket"]
+    assert export["args"]["token_sha256"] == hashlib.sha256(secret.encode()).hexdigest()
+    assert "secret" not in json.dumps(export["args"])
+    # the secret is never stored: not in any task view, not on the source
+    for task_id in (move_id, export["id"]):
+        assert secret not in get(api, f"/v1/tasks/{task_id}").text
+    assert secret not in json.dumps(desired_tasks(api, node))
+    [incoming] = _declared(api, far)[f"{px}-dest"]
+    assert incoming["incoming"] is True
+    # another node can neither report on the move nor see the secret
+    with api.client(None) as c:
+        r = c.post(
+            f"/v1/nodes/{node.name}/tasks/{move_id}", json={"status": "success"}, headers=node.auth
+        )
+    assert r.status_code in (403, 404), r.text
+    target_path = f"{dest['path']}/vms/{vm['id']}/disk.qcow2"
+    done = {"vm_id": vm["id"], "file_path": target_path, "method": "transfer", "bytes": 1}
+    assert agent_report(api, far, move_id, "success", result=done).status_code == 200
+    seen = get_vm(api, vm["name"])
+    assert (seen["node"], seen["pool"], seen["status"]["phase"]) == (
+        far.name,
+        f"{px}-dest",
+        "stopped",
+    )
+    # the ticket is revoked (its task ended), the source's copy goes by its own task
+    source_tasks = desired_tasks(api, node)
+    assert not [t for t in source_tasks if t["type"] == "vm.export"]
+    assert get(api, f"/v1/tasks/{export['id']}").json()["status"] == "success"
+    [remove] = [t for t in source_tasks if t["type"] == "vm.disk_remove"]
+    assert (remove["args"]["pool_name"], remove["args"]["keep"]) == (f"{px}-a", None)
+    assert _declared(api, node)[f"{px}-a"] == []
+
+
+def test_a_failed_move_across_nodes_revokes_the_ticket_and_cleans_the_target(api, px) -> None:
+    node, vm, _ = _stopped_vm(api, px)
+    far = ready_node(api, f"{px}-far")
+    add_pool(api, far, f"{px}-dest")
+    _with_transfer(api, node, "http://10.0.0.1:7444")
+    _with_transfer(api, far, "http://10.0.0.2:7444")
+    move_id = _move(api, vm["name"], pool=f"{px}-dest", node=far.name).json()["task_id"]
+    error = {"code": "transfer_failed", "message": "the source node went away"}
+    assert agent_report(api, far, move_id, "failed", error=error).status_code == 200
+    seen = get_vm(api, vm["name"])
+    assert (seen["node"], seen["pool"], seen["status"]["reason"]) == (
+        node.name,
+        f"{px}-a",
+        "move_failed",
+    )
+    assert not [t for t in desired_tasks(api, node) if t["type"] == "vm.export"]
+    [remove] = [t for t in desired_tasks(api, far) if t["type"] == "vm.disk_remove"]
+    assert (remove["args"]["pool_name"], remove["args"]["keep"]) == (f"{px}-dest", None)

@@ -281,6 +281,24 @@ class TasksSection(Section):
         return v
 
 
+class TransferSection(Section):
+    """The disk transfer endpoint other agents pull from in a move across nodes
+    (``otherix.agent.transfer``): ``listen`` is ``host:port`` (port 0: any free port;
+    empty: off, and this node takes no part in moves across nodes)."""
+
+    listen: str = "0.0.0.0:7444"
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str) -> str:
+        if v == "":
+            return v
+        host, sep, port = v.rpartition(":")
+        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535 or not host:
+            raise ValueError("must be host:port (port 0-65535), or empty to turn it off")
+        return v
+
+
 class VmsSection(Section):
     """The VM runtime (docs/vm-runtime.md)."""
 
@@ -309,5 +327,6 @@ class AgentSettings(Section):
     storage: StorageSection = StorageSection()
     images: ImagesSection = ImagesSection()
     tasks: TasksSection = TasksSection()
+    transfer: TransferSection = TransferSection()
     vms: VmsSection = VmsSection()
     logging: LoggingSection = LoggingSection()

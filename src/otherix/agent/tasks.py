@@ -30,6 +30,10 @@ Task types:
   (``otherix.agent.vmtasks``) and run in worker threads; they report
   themselves (progress, outcome, retries) through the task outbox. Here they
   only count as handed off, so this step returns at once.
+- ``vm.export`` (a move across nodes; ``otherix.agent.transfer``): its ticket is held
+  by the transfer endpoint while the task is in the desired state, with no
+  report; the control plane ends it when the move ends. An agent whose
+  endpoint is off (``transfer.listen`` empty) fails it with ``unsupported_task``.
 - anything else fails with ``unsupported_task``, so an older agent never
   leaves a newer control plane's task pending forever.
 
@@ -47,6 +51,7 @@ from typing import Protocol
 from otherix.agent.outbox import TaskReporter
 from otherix.agent.pools import PoolReport, PoolUnknownError
 from otherix.agent.scrubber import Scrubber
+from otherix.agent.transfer import VM_EXPORT, TransferServer
 from otherix.agent.vmtasks import VmTasks
 from otherix.client.errors import ApiError, UnauthenticatedError
 from otherix.models.heartbeat import AgentTask, TaskUpdate
@@ -131,11 +136,13 @@ class TaskRunner:
         *,
         vms: VmTasks | None = None,
         scrubber: Scrubber | None = None,
+        transfer: TransferServer | None = None,
     ) -> None:
         self._scanner = scanner
         self._now = now
         self._vms = vms
         self._scrubber = scrubber
+        self._transfer = transfer
         self._done: set[str] = set()
 
     def pending(self, tasks: Sequence[AgentTask]) -> bool:
@@ -163,6 +170,8 @@ class TaskRunner:
         scrubber = self._scrubber
         if scrubber is not None:
             scrubber.forget(ids)
+        if self._transfer is not None:  # the tickets of the vm.export tasks, exactly
+            self._transfer.sync(tasks)
 
         def handed_off(task: AgentTask) -> bool:
             return (vms is not None and vms.handles(task.type)) or (
@@ -176,6 +185,9 @@ class TaskRunner:
             if scrubber is not None and scrubber.handles(task.type):
                 scrubber.submit(task)
                 self._done.add(task.id)
+                continue
+            if task.type == VM_EXPORT and self._transfer is not None:
+                self._done.add(task.id)  # held by sync() until the control plane ends it
                 continue
             if vms is not None and handed_off(task):
                 vms.submit(task)

@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import logging
 import os
 import stat
 import time
@@ -56,6 +57,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Protocol
+
+import httpx
 
 from otherix.agent import fs, fs_clone
 from otherix.agent.images import ImageCache, formats
@@ -73,6 +76,8 @@ __all__ = [
     "move",
     "remove_copy",
 ]
+
+_log = logging.getLogger(__name__)
 
 VM_MOVE: Final = "vm.move"
 VM_DISK_REMOVE: Final = "vm.disk_remove"
@@ -113,19 +118,44 @@ def _format(args: Mapping[str, Any]) -> str:
 
 
 @dataclass(frozen=True)
+class Transfer:
+    """Where a move across nodes pulls the disk from: the source agent's transfer
+    endpoint, the ticket and its secret (``otherix.agent.transfer``)."""
+
+    url: str
+    ticket: str
+    secret: str
+
+    @classmethod
+    def parse(cls, raw: Mapping[str, Any]) -> Transfer:
+        url, ticket, secret = (raw.get(k) for k in ("url", "ticket", "secret"))
+        if not (isinstance(url, str) and url.startswith(("http://", "https://"))):
+            raise TaskFailure("validation_failed", "task argument transfer.url must be a URL")
+        if not isinstance(ticket, str) or not isinstance(secret, str) or not secret:
+            raise TaskFailure("validation_failed", "task argument transfer lacks its ticket")
+        return cls(url=url.rstrip("/"), ticket=ticket, secret=secret)
+
+
+@dataclass(frozen=True)
 class MoveArgs:
     vm_id: str
     format: str
     source: PoolRef
     target: PoolRef
+    #: a move across nodes: pull from the source node's agent (None: both pools here)
+    transfer: Transfer | None = None
 
     @classmethod
     def parse(cls, args: Mapping[str, Any]) -> MoveArgs:
+        raw = args.get("transfer")
+        if raw is not None and not isinstance(raw, Mapping):
+            raise TaskFailure("validation_failed", "task argument transfer must be an object")
         return cls(
             vm_id=_vm_id(args),
             format=_format(args),
             source=PoolRef.parse(args, "source"),
             target=PoolRef.parse(args, "target"),
+            transfer=Transfer.parse(raw) if raw is not None else None,
         )
 
 
@@ -210,6 +240,15 @@ def move(
     allow_reflink: bool = True,
 ) -> dict[str, Any]:
     """Copy the VM's disk into the target pool and verify it (module docstring)."""
+    if args.transfer is not None:
+        return pull(
+            cache,
+            pools,
+            args,
+            args.transfer,
+            progress=progress,
+            max_bytes_per_second=max_bytes_per_second,
+        )
     src_root = _root(pools, args.source.name, args.source.path)
     dst_root = _root(pools, args.target.name, args.target.path)
     if os.path.realpath(src_root) == os.path.realpath(dst_root):
@@ -304,6 +343,164 @@ def _copy(
         fs.make_dir(dst.parent, _DIR_MODE)
         fs.publish(tmp, dst, DISK_MODE)
     return method, copy_sha
+
+
+class _Source:
+    """The source agent's transfer endpoint for one ticket (``otherix.agent.transfer``)."""
+
+    def __init__(self, transfer: Transfer, attempts: int, delay: float) -> None:
+        self.base = f"{transfer.url}/v1/transfers/{transfer.ticket}"
+        self.headers = {"Authorization": f"Bearer {transfer.secret}"}
+        self.attempts, self.delay = attempts, delay
+        self.client = httpx.Client(timeout=httpx.Timeout(30.0, connect=10.0))
+
+    def close(self) -> None:
+        self.client.close()
+
+    def _refused(self, r: httpx.Response) -> TaskFailure:
+        try:
+            detail = r.json().get("message") or r.json().get("error")
+        except ValueError:
+            detail = r.text[:200]
+        code = "transfer_refused" if r.status_code == 403 else "transfer_failed"
+        return TaskFailure(code, f"the source node answered {r.status_code}: {detail}")
+
+    def digest(self) -> tuple[str, int]:
+        """The source's ``(sha256, size)``, retried over connection errors."""
+        for attempt in range(self.attempts):
+            try:
+                r = self.client.get(f"{self.base}/sha256", headers=self.headers, timeout=None)
+            except httpx.TransportError as exc:
+                if attempt + 1 == self.attempts:
+                    raise TaskFailure(
+                        "transfer_failed", f"cannot reach the source node: {exc}", retryable=True
+                    ) from None
+                time.sleep(self.delay)
+                continue
+            if r.status_code != 200:
+                raise self._refused(r)
+            body = r.json()
+            sha, size = body.get("sha256"), body.get("size")
+            if not isinstance(sha, str) or not isinstance(size, int) or size < 0:
+                raise TaskFailure("transfer_failed", "the source node's answer is malformed")
+            return sha, size
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def fetch(self, fd: int, size: int, pacer: _Pacer) -> None:
+        """Write the source's bytes into ``fd`` (empty), resuming with ``Range`` after a
+        dropped connection; all-zero blocks are left as holes."""
+        offset, failures = 0, 0
+        zero = bytes(_READ)
+        while offset < size:
+            headers = {**self.headers, "Range": f"bytes={offset}-"}
+            try:
+                with self.client.stream("GET", self.base, headers=headers) as r:
+                    if r.status_code not in (200, 206):
+                        r.read()
+                        raise self._refused(r)
+                    if r.status_code == 200 and offset:  # no resume offered: start over
+                        offset = 0
+                    for chunk in r.iter_bytes(_READ):
+                        if offset + len(chunk) > size:
+                            raise TaskFailure("transfer_failed", "the source sent too much")
+                        if chunk != zero[: len(chunk)]:
+                            view = memoryview(chunk)
+                            at = offset
+                            while view:
+                                n = os.pwrite(fd, view, at)
+                                view, at = view[n:], at + n
+                        offset += len(chunk)
+                        pacer.at(offset)
+                        failures = 0
+            except httpx.TransportError as exc:
+                failures += 1
+                if failures >= self.attempts:
+                    raise TaskFailure(
+                        "transfer_failed",
+                        f"the transfer from the source node broke at byte {offset}: {exc}",
+                        retryable=True,
+                    ) from None
+                _log.warning("transfer cut; resuming", extra={"at": offset, "error": str(exc)})
+                time.sleep(self.delay)
+        os.ftruncate(fd, size)
+        os.fsync(fd)
+
+
+def pull(
+    cache: ImageCache,
+    pools: PoolResolver,
+    args: MoveArgs,
+    transfer: Transfer,
+    *,
+    progress: MoveProgress | None = None,
+    max_bytes_per_second: int | None = None,
+    attempts: int = 5,
+    retry_delay: float = 1.0,
+) -> dict[str, Any]:
+    """A move across nodes: pull the disk from the source node's agent into this
+    node's target pool, compare sha256, publish (module docstring)."""
+    dst_root = _root(pools, args.target.name, args.target.path)
+    dst = _disk(dst_root, args.vm_id, args.format)
+    source = _Source(transfer, attempts, retry_delay)
+    try:
+        with cache.locks.hold((os.path.realpath(dst_root), f"vm:{args.vm_id}")):
+            if progress is not None:
+                progress("source", 0, 1)
+            expected, size = source.digest()
+            method = "existing"
+            existing = _Pacer("verify", size, max_bytes_per_second, progress)
+            if _regular(dst) is not None and sha256_of(dst, existing) == expected:
+                copy_sha = expected
+            else:
+                method = "transfer"
+                free = fs.disk_usage(dst_root).available_bytes
+                if size > free:
+                    raise TaskFailure(
+                        "insufficient_space",
+                        f"pool {args.target.name} has {free} bytes free; the disk needs {size}",
+                    )
+                try:
+                    with cache.scratch.file(dst_root, f"move-{args.vm_id}") as tmp:
+                        fd = fs.create_exclusive(tmp, DISK_MODE)
+                        try:
+                            source.fetch(
+                                fd, size, _Pacer("copy", size, max_bytes_per_second, progress)
+                            )
+                        finally:
+                            os.close(fd)
+                        copy_sha = sha256_of(
+                            tmp, _Pacer("verify", size, max_bytes_per_second, progress)
+                        )
+                        if copy_sha != expected:
+                            raise TaskFailure(
+                                "checksum_mismatch",
+                                f"the copy of vm {args.vm_id}'s disk hashes to {copy_sha}, "
+                                f"the source to {expected}: nothing was switched",
+                                details={"sha256_expected": expected, "sha256_found": copy_sha},
+                            )
+                        fs.make_dir(dst.parent, _DIR_MODE)
+                        fs.publish(tmp, dst, DISK_MODE)
+                except OSError as exc:
+                    code = (
+                        "pool_full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "move_failed"
+                    )
+                    raise TaskFailure(
+                        code, f"pulling the disk of vm {args.vm_id}: {fs.strerror(exc)}"
+                    ) from None
+            info = formats.info(
+                dst, "raw" if args.format == "raw" else "qcow2", code="clone_failed"
+            )
+    finally:
+        source.close()
+    return {
+        "vm_id": args.vm_id,
+        "file_path": _node_path(dst_root, args.target.path, dst),
+        "method": method,
+        "sha256": copy_sha,
+        "bytes": size,
+        "virtual_size_bytes": info.virtual_size_bytes,
+        "disk_size_bytes": info.actual_size_bytes,
+    }
 
 
 def remove_copy(

@@ -127,6 +127,7 @@ def build_services(deps: Deps) -> Services:
         event_store=db.events,
         default_pool_service=default_pool,
         node_service=nodes,
+        transfer_key=deps.jwt_secret,
     )
     capacity_trends = CapacityTrends(settings=settings, clock=clock, capacity_store=db.capacity)
     pools = PoolService(
@@ -204,6 +205,7 @@ def build_services(deps: Deps) -> Services:
         vm_store=db.vms,
         vm_service=vms,
         task_service=tasks,
+        transfer_key=deps.jwt_secret,
     )
     tasks.hooks.register(
         VM_MOVE,

@@ -36,13 +36,14 @@ does not name is removed by a task that checks ownership again on the node.
 from __future__ import annotations
 
 import logging
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
 from otherix.api.clock import Clock
 from otherix.api.deps import Principal
-from otherix.api.services import tasks
+from otherix.api.services import secrets, tasks
 from otherix.api.services.tasks import TaskService
 from otherix.api.services.vms import LIVE_STATES, VmService, vm_not_found
 from otherix.api.watch import WatchHub
@@ -55,15 +56,16 @@ from otherix.models.vms import VmMoveRequest
 from otherix.store import Database, Tx
 from otherix.store.ports.nodes import NodeStore
 from otherix.store.ports.pools import PoolRow, PoolStore
-from otherix.store.ports.tasks import TaskRow, TaskStore
+from otherix.store.ports.tasks import TaskChange, TaskRow, TaskStore
 from otherix.store.ports.vms import RootDiskChange, VmChange, VmDiskRow, VmRecord, VmStore
 
-__all__ = ["VM_DISK_REMOVE", "VM_MOVE", "VmMoveService"]
+__all__ = ["VM_DISK_REMOVE", "VM_EXPORT", "VM_MOVE", "VmMoveService"]
 
 log = logging.getLogger(__name__)
 
 VM_MOVE: Final = "vm.move"
 VM_DISK_REMOVE: Final = "vm.disk_remove"
+VM_EXPORT: Final = "vm.export"
 
 
 def _refuse(reason: str, message: str, **details: Any) -> VmNotMovable:
@@ -74,6 +76,12 @@ def _size(value: object) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int):
         return None
     return value if 0 <= value < 1 << 63 else None
+
+
+def _transfer_url(capabilities: object) -> str | None:
+    """The node's disk transfer endpoint, as its agent reports it (``transfer_url``)."""
+    url = capabilities.get("transfer_url") if isinstance(capabilities, dict) else None
+    return url if isinstance(url, str) and url.startswith(("http://", "https://")) else None
 
 
 def _end(task: TaskRow, key: str) -> dict[str, Any]:
@@ -99,6 +107,8 @@ class VmMoveService:
     vm_store: VmStore
     vm_service: VmService
     task_service: TaskService
+    #: the key transfer secrets are derived from (``secrets.transfer_secret``)
+    transfer_key: str = ""
 
     def _target(self, conn: Tx, vm_node: str, body: VmMoveRequest) -> PoolRow:
         """The pool instance ``body`` names (module docstring)."""
@@ -107,10 +117,12 @@ class VmMoveService:
             row = self.pool_store.get_pool(conn, ref.lower())
             if row is None:
                 raise NotFound(f"storage pool {ref} not found; see 'otherix pool list'")
-            if body.node is not None and row.node_name.lower() != body.node.lower():
+            node = body.node or vm_node
+            if row.node_name.lower() != node.lower():
+                hint = "" if body.node else f" (--node {row.node_name} to move across nodes)"
                 raise ValidationFailed(
-                    f"pool instance {ref} is on node {row.node_name}, not {body.node}",
-                    {"field": "node"},
+                    f"pool instance {ref} is on node {row.node_name}, not {node}{hint}",
+                    {"field": "node" if body.node else "pool", "nodes": [row.node_name]},
                 )
             return row
         rows = self.pool_store.get_pools_by_name(conn, ref)
@@ -178,21 +190,25 @@ class VmMoveService:
             target = self._target(conn, row.node_name or "", body)
             self._check(conn, row, disk, target)
             assert row.node_id is not None
-            args = {
+            args: dict[str, Any] = {
                 "vm_id": row.id,
                 "format": disk.format,
                 "source": _pool_arg(disk.pool, disk.pool_path),
                 "target": _pool_arg(target.name, target.path),
                 "source_pool_id": disk.storage_pool_id,
                 "target_pool_id": target.id,
+                "source_node_id": row.node_id,
+                "target_node_id": target.node_id,
             }
+            if target.node_id != row.node_id:
+                args["transfer"] = self._export(conn, principal, row, disk, now)
             task_id = self.task_service.new_task(
                 conn,
                 now=now,
                 type=VM_MOVE,
                 resource_type="vm",
                 resource_id=row.id,
-                node_id=row.node_id,
+                node_id=target.node_id,
                 args=args,
                 created_by=principal.user_id,
                 max_attempts=1,
@@ -209,9 +225,40 @@ class VmMoveService:
                 "updated_at": now,
             }
             self.vm_store.update_vm(conn, row.id, change)
-            self.node_store.bump_revision(conn, row.node_id)
-        self.hub.publish([row.node_id])
+            for node_id in {row.node_id, target.node_id}:
+                self.node_store.bump_revision(conn, node_id)
+        self.hub.publish(sorted({row.node_id, target.node_id}))
         return tasks.accepted(task_id)
+
+    def _export(
+        self, conn: Tx, principal: Principal, row: VmRecord, disk: VmDiskRow, now: datetime
+    ) -> dict[str, Any]:
+        """The ``vm.export`` task that opens the source node's transfer endpoint to one
+        ticket; the transfer args of the target's ``vm.move`` (the secret is added to
+        the target's desired state only: ``HeartbeatService._task_args``)."""
+        assert row.node_id is not None
+        node = self.node_store.get_node(conn, row.node_id)
+        ticket = str(uuid.uuid4())
+        secret = secrets.transfer_secret(self.transfer_key, ticket)
+        export_id = self.task_service.new_task(
+            conn,
+            now=now,
+            type=VM_EXPORT,
+            resource_type="vm",
+            resource_id=row.id,
+            node_id=row.node_id,
+            args={
+                "vm_id": row.id,
+                "format": disk.format,
+                **_pool_arg(disk.pool, disk.pool_path),
+                "ticket": ticket,
+                "token_sha256": secrets.sha256_hex(secret),
+            },
+            created_by=principal.user_id,
+            max_attempts=1,
+        )
+        url = _transfer_url(node.capabilities if node else None)
+        return {"url": url, "ticket": ticket, "export_task_id": export_id}
 
     def _check(self, conn: Tx, row: VmRecord, disk: VmDiskRow, target: PoolRow) -> None:
         name = row.name
@@ -220,14 +267,6 @@ class VmMoveService:
                 "same_pool",
                 f'VM {name}\'s disk is already on pool "{target.name}" on node {target.node_name}',
                 pool=target.name,
-            )
-        if target.node_id != row.node_id:
-            raise _refuse(
-                "cross_node_unsupported",
-                f'pool "{target.name}" on node {target.node_name} is on another node than '
-                f"VM {name}: moves across nodes are not supported yet",
-                pool=target.name,
-                node=target.node_name,
             )
         if target.cordoned:
             raise PoolCordoned(
@@ -244,13 +283,24 @@ class VmMoveService:
                 pool=target.name,
                 pool_reason=target.reconciliation_reason,
             )
-        node = self.node_store.get_node(conn, target.node_id)
-        if node is None or node.status != "ready":
-            raise _refuse(
-                "node_unreachable",
-                f"node {target.node_name} is {node.status if node else 'gone'}",
-                node=target.node_name,
-            )
+        nodes = {target.node_id, row.node_id or ""}
+        for node_id in sorted(nodes):
+            node = self.node_store.get_node(conn, node_id)
+            label = node.name if node else node_id
+            if node is None or node.status != "ready":
+                raise _refuse(
+                    "node_unreachable",
+                    f"node {label} is {node.status if node else 'gone'}",
+                    node=label,
+                )
+            if len(nodes) > 1 and not _transfer_url(node.capabilities):
+                raise _refuse(
+                    "transfer_unavailable",
+                    f"node {label}'s agent has no disk transfer endpoint (its "
+                    "transfer.listen is off, or it could not bind it, or it is older than "
+                    "this control plane): a move across nodes needs one on both nodes",
+                    node=label,
+                )
         missing = disk_missing(disk.file_path, disk.missing_since, disk.pool_status)
         if missing is not None:
             raise _refuse(
@@ -295,8 +345,9 @@ class VmMoveService:
         now: datetime,
         *,
         pool: dict[str, Any],
-        keep: dict[str, Any],
+        keep: dict[str, Any] | None,
         fmt: str,
+        node_id: str,
     ) -> str:
         return self.task_service.new_task(
             conn,
@@ -304,11 +355,27 @@ class VmMoveService:
             type=VM_DISK_REMOVE,
             resource_type="vm",
             resource_id=vm.id,
-            node_id=task.node_id,
+            node_id=node_id,
             args={"vm_id": vm.id, "format": fmt, **pool, "keep": keep},
             created_by=task.created_by,
             max_attempts=1,
         )
+
+    def _end_export(self, conn: Tx, task: TaskRow, now: datetime, status: str) -> None:
+        """Finish the move's ``vm.export`` task, which revokes its ticket on the source."""
+        transfer = task.args.get("transfer")
+        export_id = transfer.get("export_task_id") if isinstance(transfer, dict) else None
+        if not isinstance(export_id, str):
+            return
+        values: TaskChange = {"status": status, "finished_at": now}
+        if status != "success":
+            values["error"] = {"code": "cancelled", "message": "the move ended"}
+        self.task_store.update_task(conn, export_id, values, only_if_status=["pending", "running"])
+
+    def _nodes(self, task: TaskRow) -> tuple[str, str]:
+        """(source node id, target node id) of a move task."""
+        target = str(task.args.get("target_node_id") or task.node_id or "")
+        return str(task.args.get("source_node_id") or target), target
 
     def on_move_success(self, conn: Tx, task: TaskRow, update: TaskUpdate, now: datetime) -> None:
         found = self._moving_disk(conn, task)
@@ -336,14 +403,18 @@ class VmMoveService:
         if (actual := _size(result.get("disk_size_bytes"))) is not None:
             switch["actual_size_bytes"] = actual
         self.vm_store.update_root_disk(conn, vm.id, switch)
+        source_node, target_node = self._nodes(task)
+        across = source_node != target_node
+        self._end_export(conn, task, now, "success")
         remove_id = self._remove_task(
             conn,
             task,
             vm,
             now,
             pool=_end(task, "source"),
-            keep=_end(task, "target"),
+            keep=None if across else _end(task, "target"),  # a kept copy on the same node
             fmt=disk.format,
+            node_id=source_node,
         )
         change: VmChange = {
             "phase": "stopped",
@@ -353,9 +424,13 @@ class VmMoveService:
             "task_id": remove_id,
             "updated_at": now,
         }
+        if across:  # the VM lives where its disk does now
+            change["node_id"] = target_node
+            self.vm_store.delete_runtimes(conn, [vm.id])
         self.vm_store.update_vm(conn, vm.id, change, phases=["moving"])
-        if task.node_id:
-            self.node_store.bump_revision(conn, task.node_id)
+        for node_id in {source_node, target_node}:
+            self.node_store.bump_revision(conn, node_id)
+        self.hub.publish(sorted({source_node, target_node}))
 
     def on_move_failure(
         self, conn: Tx, task: TaskRow, error: dict[str, Any], now: datetime
@@ -365,14 +440,17 @@ class VmMoveService:
             return
         vm, disk = found
         self.vm_store.update_root_disk(conn, vm.id, {"move_pool_id": None, "updated_at": now})
+        source_node, target_node = self._nodes(task)
+        self._end_export(conn, task, now, "cancelled")
         remove_id = self._remove_task(
             conn,
             task,
             vm,
             now,
             pool=_end(task, "target"),
-            keep=_end(task, "source"),
+            keep=_end(task, "source") if source_node == target_node else None,
             fmt=disk.format,
+            node_id=target_node,
         )
         code = str(error.get("code") or "internal")[:64]
         change: VmChange = {
@@ -385,5 +463,6 @@ class VmMoveService:
             "updated_at": now,
         }
         self.vm_store.update_vm(conn, vm.id, change, phases=["moving"])
-        if task.node_id:
-            self.node_store.bump_revision(conn, task.node_id)
+        for node_id in {source_node, target_node}:
+            self.node_store.bump_revision(conn, node_id)
+        self.hub.publish(sorted({source_node, target_node}))
