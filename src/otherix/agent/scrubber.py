@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Final, Protocol
 
 from otherix.agent import fs
+from otherix.agent.faultpoints import NO_FAULTS, FaultPoints
 from otherix.agent.images import scrub as scrubbing
 from otherix.agent.images.locks import KeyedLocks
 from otherix.agent.outbox import TaskOutbox
@@ -88,8 +89,10 @@ class Scrubber:
         now: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], object] | None = None,
+        faults: FaultPoints = NO_FAULTS,
     ) -> None:
         self._locks = locks
+        self._faults = faults
         self._pools = pools
         self._outbox = outbox
         self._tick = tick
@@ -193,6 +196,7 @@ class Scrubber:
                 clock=self._monotonic,
                 sleep=self._sleep,
                 now=self._now,
+                faults=self._faults,
             )
         finally:
             with self._lock:

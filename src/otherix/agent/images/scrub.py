@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from otherix.agent import fs
+from otherix.agent.faultpoints import NO_FAULTS, FaultPoints
 from otherix.agent.images import entries, evict
 from otherix.agent.images.errors import ImageError
 from otherix.agent.images.locks import KeyedLocks
@@ -187,18 +188,35 @@ def _target(root: Path, name: str, when: float) -> Path:
     raise FileExistsError(f"no free quarantine directory for {name}")
 
 
-def _quarantine(root: Path, entry: entries.Entry, found: str | None, when: float) -> Quarantined:
+#: the files of an entry, in the order a quarantine moves them (sidecar FIRST)
+_MOVE_ORDER: Final = (
+    (entries.SIDECAR_SUFFIX, "sidecar"),
+    ("", "image"),
+    (entries.SOURCE_SUFFIX, "source"),
+)
+
+
+def _quarantine(
+    root: Path,
+    entry: entries.Entry,
+    found: str | None,
+    when: float,
+    faults: FaultPoints = NO_FAULTS,
+) -> Quarantined:
     images = root / entries.IMAGES_DIR
     fs.ensure_within(root, images)
+    faults("scrub.quarantine", image=entry.name, step="start")
     target = _target(root, entry.name, when)
-    for suffix in (entries.SIDECAR_SUFFIX, "", entries.SOURCE_SUFFIX):  # sidecar FIRST
+    for suffix, step in _MOVE_ORDER:
         fs.move_file(
             fs.safe_join(images, entry.name + suffix), fs.safe_join(target, entry.name + suffix)
         )
+        faults("scrub.quarantine", image=entry.name, step=step)
     done = Quarantined(
         entry.name, entry.sha256, found, _rfc3339(when), f"{QUARANTINE_DIR}/{target.name}"
     )
     fs.atomic_write(target / REPORT_NAME, json.dumps(done.to_wire()).encode(), 0o644)
+    faults("scrub.quarantine", image=entry.name, step="report")
     return done
 
 
@@ -212,6 +230,7 @@ def scrub(
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], object] = time.sleep,
     now: Callable[[], float] = time.time,
+    faults: FaultPoints = NO_FAULTS,
 ) -> ScrubResult:
     """Re-hash every entry of the pool at ``root``, quarantine mismatches (module
     docstring). ``progress(bytes_done, bytes_total)`` after each chunk; ``stop()``
@@ -258,7 +277,7 @@ def scrub(
             if not _same(entry, entries.read_entry(images, entry.name), ino):
                 continue  # replaced or removed while it was hashed: not ours to judge
             try:
-                q = _quarantine(root, entry, found, now())
+                q = _quarantine(root, entry, found, now(), faults)
             except (OSError, fs.UnsafePath) as exc:
                 _log.error(
                     "damaged cache entry could not be quarantined",
