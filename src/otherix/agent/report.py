@@ -116,6 +116,8 @@ class ImageInventory(Protocol):
 
     def list_images(self, pool_root: Path | str) -> Sequence[_Wire]: ...
 
+    def eviction_history(self, pool_root: Path | str) -> Sequence[_Wire]: ...
+
     def sweep_scratch(self, pool_root: Path | str) -> list[str]: ...
 
     def evict(
@@ -436,6 +438,7 @@ class PoolState:
             free = available.f_bavail * available.f_frsize
         except OSError:
             free = report.available_bytes
+        self._seed_evictions(report.name, root)
         done = self._images.evict(
             root,
             policy,
@@ -445,6 +448,15 @@ class PoolState:
             prune=prune,
         )
         self._remember(report.name, done)
+
+    def _seed_evictions(self, name: str, root: str | Path) -> None:
+        """After a start, the pool's recent evictions come from its eviction journal, so
+        those done just before a kill are still reported (``images.evictlog``)."""
+        key = name.lower()
+        if key in self._evictions or self._images is None:
+            return
+        self._evictions[key] = deque(maxlen=50)
+        self._remember(name, self._images.eviction_history(root))
 
     def _remember(self, name: str, done: Sequence[_Wire]) -> None:
         if not done:
@@ -464,6 +476,7 @@ class PoolState:
         if self._images is None:
             return []
         policy = self.policy(name) or CachePolicy()
+        self._seed_evictions(name, root)
         done = self._images.evict(
             root, policy, in_use=self.in_use(name), capacity=0, available=0,
             prune=True, dry_run=dry_run,

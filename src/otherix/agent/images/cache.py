@@ -53,11 +53,13 @@ from pathlib import Path
 from typing import Final, Literal
 
 from otherix.agent import fs
+from otherix.agent.faultpoints import NO_FAULTS, FaultPoints
 from otherix.agent.images import entries, evict, formats, inventory, scratch, ssrf
 from otherix.agent.images.config import ImageCacheSettings
 from otherix.agent.images.download import fetch, make_ssl_context
 from otherix.agent.images.entries import Entry, Source
 from otherix.agent.images.errors import ImageError, ImageErrorCode
+from otherix.agent.images.evict import Eviction
 from otherix.agent.images.inventory import CachedImage
 from otherix.agent.images.locks import KeyedLocks
 from otherix.agent.images.progress import Progress
@@ -141,8 +143,11 @@ class ImageCache:
         locks: KeyedLocks,
         protected: fs.ProtectedRoots,
         resolver: ssrf.Resolver = ssrf.system_resolver,
+        faults: FaultPoints = NO_FAULTS,
     ) -> None:
         self.settings = settings or ImageCacheSettings()
+        #: where eviction pauses for a fault test (``otherix.agent.faultpoints``; none)
+        self.faults = faults
         #: the process's one lock table; ``disks`` takes it too (key ``vm:<uuid>``).
         self.locks = locks
         #: the node's declared pool roots, filled by the pool reconciler; every
@@ -223,7 +228,12 @@ class ImageCache:
             locks=self.locks,
             prune=prune,
             dry_run=dry_run,
+            faults=self.faults,
         )
+
+    def eviction_history(self, pool_root: Path | str) -> list[Eviction]:
+        """The pool's recent evictions as its journal keeps them (``images.evictlog``)."""
+        return evict.history(Path(pool_root))
 
     def list_images(self, pool_root: Path | str) -> list[CachedImage]:
         """Present entries of the pool's cache, sorted by name; never hashes."""
