@@ -11,9 +11,9 @@ changes.
 
 Points: ``evict.step`` (``image``, ``step``: ``start`` under the entry's lock before
 anything is removed, then ``sidecar``, ``source`` and ``image`` after each removal);
-``scrub.quarantine`` (``image``, ``step``: ``start`` under the lock before the first
-move, then ``sidecar``, ``image``, ``source`` after each move, ``report`` after
-``scrub.json``).
+``scrub.quarantine`` (``image``, ``step``: ``start`` under the lock, ``dir`` once its
+directory is made, then ``sidecar``, ``image``, ``source`` after each move, ``report``
+after ``scrub.json``).
 """
 
 from __future__ import annotations

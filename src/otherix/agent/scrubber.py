@@ -14,8 +14,9 @@ The scrub itself is ``images.scrub``; the schedule and the rate ``domain.scrub``
   ``{pool}/.otherix-scrub.json`` (written atomically when a scrub completes), so a
   restarted agent keeps the schedule. A scrub cut short (kill -9) leaves the previous
   completion in place and simply runs again when due. What sits in ``quarantine/`` is
-  read from disk on every report (``images.scrub.list_quarantine``), so nothing a
-  killed scrub moved goes unreported.
+  read from disk on every report (``images.quarantine.list_quarantine``), so nothing a
+  killed scrub moved goes unreported, and a move it cut short is finished the first
+  time the thread sees the pool after a start (``images.quarantine.settle``).
 - **Report** (``report``): ``{last_completed_at, bytes_per_second, quarantined,
   running}``, carried by the pool's heartbeat report as ``scrub``.
 """
@@ -34,6 +35,7 @@ from typing import Any, Final, Protocol
 
 from otherix.agent import fs
 from otherix.agent.faultpoints import NO_FAULTS, FaultPoints
+from otherix.agent.images import quarantine
 from otherix.agent.images import scrub as scrubbing
 from otherix.agent.images.locks import KeyedLocks
 from otherix.agent.outbox import TaskOutbox
@@ -73,7 +75,7 @@ def _policy(name: str, config: Mapping[str, Any]) -> ScrubPolicy | None:
 
 
 def _stamp(ts: float | None) -> str | None:
-    return None if ts is None else scrubbing._rfc3339(ts)
+    return None if ts is None else quarantine.rfc3339(ts)
 
 
 class Scrubber:
@@ -104,6 +106,7 @@ class Scrubber:
         self._status: dict[str, _Status] = {}  # by host root
         self._queue: queue.SimpleQueue[AgentTask | None] = queue.SimpleQueue()
         self._seen: set[str] = set()
+        self._settled: set[str] = set()  # host roots whose quarantine/ was settled
         self._changed = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -244,6 +247,9 @@ class Scrubber:
 
     def _due(self) -> tuple[Path, ScrubPolicy] | None:
         for name, root, config in self._pools.scrub_targets():
+            if str(root) not in self._settled:  # a move cut short by a kill, finished now
+                quarantine.settle(root, locks=self._locks)
+                self._settled.add(str(root))
             policy = _policy(name, config)
             if policy is None:
                 continue
