@@ -21,6 +21,7 @@ from argon2 import PasswordHasher
 
 from otherix.api.deps import Deps
 from otherix.api.services.auth import AuthService
+from otherix.api.services.cache import SCRUB as POOL_SCRUB
 from otherix.api.services.cache import CacheService
 from otherix.api.services.defaultpool import DefaultPoolService
 from otherix.api.services.heartbeat import HeartbeatService
@@ -187,6 +188,8 @@ def build_services(deps: Deps) -> Services:
     for power_task in POWER_TASKS:
         tasks.hooks.register(power_task, success=vms.on_power_success, failure=vms.on_power_failure)
     tasks.hooks.register(POOL_SCAN, success=scan.apply_scan_result)
+    # a scrub only reads (and moves damaged entries aside): the agent stops it at once
+    tasks.hooks.register(POOL_SCRUB, cancellable_in=("pending", "running"))
     return Services(
         auth_service=auth,
         user_service=users,
