@@ -70,10 +70,12 @@ def test_clear_removes_the_named_images_or_everything(tmp_path) -> None:
         qdir.mkdir()
         (qdir / name).write_bytes(b"damaged")
         (qdir / quarantine.REPORT_NAME).write_text(json.dumps({"image": name}))
-    protected = ProtectedRoots()
-    gone = quarantine.clear(root, {"a.img"}, protected=protected)
+    protected, locks = ProtectedRoots(), KeyedLocks()
+    gone = quarantine.clear(root, {"a.img"}, protected=protected, locks=locks)
     assert [q.image for q in gone] == ["a.img"]
     assert [q.image for q in quarantine.list_quarantine(root)] == ["b.img"]
-    assert quarantine.clear(root, {"nothere.img"}, protected=protected) == []
-    assert [q.image for q in quarantine.clear(root, None, protected=protected)] == ["b.img"]
+    assert quarantine.clear(root, {"nothere.img"}, protected=protected, locks=locks) == []
+    assert [
+        q.image for q in quarantine.clear(root, None, protected=protected, locks=KeyedLocks())
+    ] == ["b.img"]
     assert os.listdir(base) == []

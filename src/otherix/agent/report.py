@@ -69,7 +69,7 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from pathlib import Path
 from typing import Final, Protocol
 
@@ -117,6 +117,10 @@ class ImageInventory(Protocol):
     def list_images(self, pool_root: Path | str) -> Sequence[_Wire]: ...
 
     def eviction_history(self, pool_root: Path | str) -> Sequence[_Wire]: ...
+
+    def clear_quarantine(
+        self, pool_root: Path | str, images: Collection[str] | None
+    ) -> Sequence[_Wire]: ...
 
     def sweep_scratch(self, pool_root: Path | str) -> list[str]: ...
 
@@ -485,6 +489,18 @@ class PoolState:
             self._remember(name, done)
             self.refresh_images()
         return [dict(e.to_wire()) for e in done]
+
+    def clear_quarantine(self, name: str, images: list[str] | None) -> list[dict[str, object]]:
+        """Delete pool ``name``'s quarantined cache entries of ``images`` (all when None; a
+        ``storage_pool.quarantine_clear`` task); what went. The next report says what
+        ``quarantine/`` holds now. Raises ``PoolUnknownError`` when the pool is not
+        registered and ready."""
+        root = self.resolve(name, None)
+        if self._images is None:
+            return []
+        cleared = [dict(q.to_wire()) for q in self._images.clear_quarantine(root, images)]
+        self.refresh_images()
+        return cleared
 
     def _list(self, name: str, root: str) -> list[ImageReport]:
         assert self._images is not None

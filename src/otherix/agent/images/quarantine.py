@@ -258,15 +258,23 @@ def settle(root: Path, *, locks: KeyedLocks) -> list[Quarantined]:
 
 
 def clear(
-    root: Path, images: Collection[str] | None, *, protected: fs.ProtectedRoots
+    root: Path,
+    images: Collection[str] | None,
+    *,
+    protected: fs.ProtectedRoots,
+    locks: KeyedLocks,
 ) -> list[Quarantined]:
-    """Remove the quarantined entries of ``images`` (all of them when None); those removed."""
+    """Remove the quarantined entries of ``images`` (all of them when None), each under
+    its entry's lock (never in the middle of a move in); those removed."""
     base = root / QUARANTINE_DIR
     removed: list[Quarantined] = []
     for item in list_quarantine(root):
         if images is not None and item.image not in images:
             continue
         target = fs.safe_join(base, item.path.split("/", 1)[1])
-        if fs.remove_tree(base, target, protected=protected):
-            removed.append(item)
+        with locks.hold((os.path.realpath(root), item.image)):
+            if fs.remove_tree(base, target, protected=protected):
+                removed.append(item)
+    if removed:
+        fs.fsync_dir(base)
     return removed
