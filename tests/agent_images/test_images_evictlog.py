@@ -87,3 +87,16 @@ def test_an_unreadable_journal_settles_nothing_and_removes_nothing(tmp_path) -> 
     assert evict.settle(root, locks=KeyedLocks()) == []
     assert evict.history(root) == []
     assert "keep.img.sha256" in os.listdir(images)
+
+
+def test_a_journal_that_cannot_be_written_does_not_stop_an_eviction(tmp_path) -> None:
+    """A full pool cannot take the journal's write; freeing its space comes first."""
+    root, images = _pool(tmp_path)
+    _entry(images, "go.img", b"g" * 10)
+    (root / evictlog.JOURNAL_NAME).mkdir()  # every write of the journal fails
+    gone = evict.evict(
+        root, CachePolicy(min_age_s=0), in_use=(), capacity=0, available=0,
+        locks=KeyedLocks(), prune=True,
+    )  # fmt: skip
+    assert [e.image for e in gone] == ["go.img"]
+    assert os.listdir(images) == []

@@ -165,6 +165,7 @@ def evict(
     images = root / entries.IMAGES_DIR
     when = time.time() if now is None else now
     used = set(in_use) | backing_images(root)
+    settled = [] if dry_run else settle(root, locks=locks, faults=faults)
     chosen = choose_evictions(
         _entries(images),
         capacity=capacity,
@@ -174,7 +175,6 @@ def evict(
         now=when,
         prune=prune,
     )
-    settled = [] if dry_run else settle(root, locks=locks, faults=faults)
     journal, journal_key = evictlog.Journal(root), _journal_key(root)
     done: list[Eviction] = []
     for candidate, reason in chosen:
@@ -201,12 +201,16 @@ def evict(
             try:
                 with locks.hold(journal_key):
                     journal.begin(record)
-            except OSError as exc:  # nothing removed: an unjournalled eviction could be lost
+                journalled = True
+            except OSError as exc:
+                # A full pool cannot take even the journal's few bytes, and that is when
+                # space matters most: evict anyway, as before the journal (a kill in the
+                # next moments would leave this one unreported).
                 _log.warning(
-                    "cache entry not evicted: the eviction journal cannot be written",
+                    "eviction journal cannot be written; evicting without it",
                     extra={"pool": str(root), "image": candidate.name, "error": str(exc)},
                 )
-                continue
+                journalled = False
             faults("evict.step", image=candidate.name, step="start")
             try:
                 _remove(images, candidate.name, faults)
@@ -216,7 +220,8 @@ def evict(
                     extra={"pool": str(root), "image": candidate.name, "error": str(exc)},
                 )
                 continue
-            _finish(journal, journal_key, locks, record)
+            if journalled:
+                _finish(journal, journal_key, locks, record)
         _log.info(
             "cache entry evicted",
             extra={"pool": str(root), "image": candidate.name, "reason": reason},

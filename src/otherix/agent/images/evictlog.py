@@ -16,8 +16,10 @@ pass of the pool (the report pass runs before any task can fetch an image) settl
 ``pending``: an entry still present with the recorded sha256 was never touched (the
 kill came before its sidecar went) and is dropped from the journal; otherwise its
 removal had begun and is finished (what is left of its files goes) and it counts as
-done. ``done`` is what the agent reports as its recent evictions after a restart (the
-control plane logs each one once, so repeating them is harmless).
+done. A pool too full to take the journal's write is evicted without it (freeing
+space matters most then), as before the journal. ``done`` is what the agent reports
+as its recent evictions after a restart (the control plane logs each one once, so
+repeating them is harmless).
 """
 
 from __future__ import annotations
