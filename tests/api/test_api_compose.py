@@ -7,6 +7,7 @@ from pathlib import Path
 
 from otherix.api.bootstrap import open_deps
 from otherix.api.compose import build_services
+from otherix.api.services.cache import SCRUB as POOL_SCRUB
 from otherix.api.services.placement import CREATE
 from otherix.api.services.scan import TYPE as SCAN
 from otherix.api.services.vmmove import VM_MOVE
@@ -60,7 +61,11 @@ def test_the_task_hooks_of_each_type_are_registered_for_its_owner(tmp_path: Path
             **dict.fromkeys(POWER_TASKS, vms.on_power_failure),
         }
         assert set(POWER_TASKS) == {"vm.start", "vm.stop", "vm.restart", "vm.poweroff"}
-        assert hooks.cancellable_in == {CREATE: ("pending",), VM_MOVE: ("pending", "running")}
+        assert hooks.cancellable_in == {
+            CREATE: ("pending",),
+            VM_MOVE: ("pending", "running"),
+            POOL_SCRUB: ("pending", "running"),
+        }
         # a second graph has its own hooks: nothing is shared through module state
         assert build_services(deps).task_service.hooks is not hooks
     finally:

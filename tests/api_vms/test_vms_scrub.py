@@ -129,3 +129,45 @@ def test_a_bad_scrub_config_is_refused_naming_the_key(api, scrub_config, field) 
             json={"config": {"scrub": {"interval": "1d", "max_bytes_per_second": 1 << 20}}},
         )
         assert ok.status_code == 200, ok.text
+
+
+def test_a_scrub_can_be_cancelled_pending_or_running_and_leaves_the_node(api) -> None:
+    node = ready_node(api, "node-a")
+    pool = add_pool(api, node, "fast")
+    for started in (False, True):
+        with api.client("operator") as c:
+            task_id = c.post(f"/v1/storage-pools/{pool['id']}/scrub").json()["task_id"]
+        if started:
+            progress = {"bytes_done": 1, "bytes_total": 4}
+            assert agent_report(api, node, task_id, "running", result=progress).status_code == 200
+        with api.client("operator") as c:
+            r = c.post(f"/v1/tasks/{task_id}/cancel")
+        assert r.status_code == 200, r.text
+        assert r.json()["status"] == "cancelled"
+        assert task_id not in {t["id"] for t in desired_tasks(api, node)}
+        # the agent's late report changes nothing
+        agent_report(api, node, task_id, "success", result={"entries": 0, "bytes": 0})
+        assert get(api, f"/v1/tasks/{task_id}").json()["status"] == "cancelled"
+
+
+def test_quarantine_clear_is_an_admin_task_naming_the_images(api) -> None:
+    node = ready_node(api, "node-a")
+    pool = add_pool(api, node, "fast")
+    url = f"/v1/storage-pools/{pool['id']}/cache/quarantine/clear"
+    with api.client("admin") as c:
+        some = c.post(url, params={"image": ["b.img", "a.img", "a.img"]})
+        every = c.post(url)
+        bad = c.post(url, params={"image": ["../x"]})
+    assert some.status_code == 202, some.text
+    assert every.status_code == 202, every.text
+    assert error_of(bad, 400, "validation_failed")["details"]["field"] == "image"
+    tasks = {t["id"]: t for t in desired_tasks(api, node)}
+    one, two = tasks[some.json()["task_id"]], tasks[every.json()["task_id"]]
+    assert one["type"] == two["type"] == "storage_pool.quarantine_clear"
+    assert one["args"]["images"] == ["a.img", "b.img"]
+    assert two["args"]["images"] is None
+    cleared = {"cleared": [quarantined("a.img")]}
+    assert agent_report(api, node, one["id"], "success", result=cleared).status_code == 200
+    assert get(api, f"/v1/tasks/{one['id']}").json()["result"] == cleared
+    with api.client("operator") as c:
+        assert c.post(url).status_code in (403, 404)

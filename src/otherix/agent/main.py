@@ -34,6 +34,7 @@ from otherix import __version__
 from otherix.agent import enrol
 from otherix.agent import state as node_state
 from otherix.agent.daemon import EXIT_NODE_REMOVED, Daemon, LoopConfig, NodeRemoved
+from otherix.agent.faultpoints import FaultPoints
 from otherix.agent.fs import ProtectedRoots
 from otherix.agent.images import ImageCache, KeyedLocks
 from otherix.agent.logs import setup_logging
@@ -349,6 +350,7 @@ def build_pools(settings: AgentSettings) -> tuple[PoolState, ImageCache]:
         settings.images.cache_settings(f"otherix-agent/{__version__}"),
         locks=KeyedLocks(),
         protected=protected,
+        faults=FaultPoints(settings.debug.pause_at),
     )
     pool_state = PoolState(
         PoolReconciler(settings.data_dir / "pools.json", protected=protected),
@@ -426,7 +428,7 @@ def serve(data_dir: Path | None, config_file: Path | None) -> None:
         move_max_bytes_per_second=settings.tasks.move_max_bytes_per_second,
         no_vms=f"this node runs no VMs: {caps.get('vm_accelerator_reason') or 'no VM runtime'}",
     )
-    scrubber = Scrubber(locks=cache.locks, pools=pool_state, outbox=outbox)
+    scrubber = Scrubber(locks=cache.locks, pools=pool_state, outbox=outbox, faults=cache.faults)
     pool_state.set_scrubber(scrubber)
     scrubber.start()
     transfer = start_transfer(settings, pool_state, urls)

@@ -69,7 +69,7 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from pathlib import Path
 from typing import Final, Protocol
 
@@ -115,6 +115,12 @@ class ImageInventory(Protocol):
     """What the report needs of the image cache (``ImageCache`` has it)."""
 
     def list_images(self, pool_root: Path | str) -> Sequence[_Wire]: ...
+
+    def eviction_history(self, pool_root: Path | str) -> Sequence[_Wire]: ...
+
+    def clear_quarantine(
+        self, pool_root: Path | str, images: Collection[str] | None
+    ) -> Sequence[_Wire]: ...
 
     def sweep_scratch(self, pool_root: Path | str) -> list[str]: ...
 
@@ -443,6 +449,7 @@ class PoolState:
             free = available.f_bavail * available.f_frsize
         except OSError:
             free = report.available_bytes
+        self._seed_evictions(report.name, root)
         done = self._images.evict(
             root,
             policy,
@@ -452,6 +459,15 @@ class PoolState:
             prune=prune,
         )
         self._remember(report.name, done)
+
+    def _seed_evictions(self, name: str, root: str | Path) -> None:
+        """After a start, the pool's recent evictions come from its eviction journal, so
+        those done just before a kill are still reported (``images.evictlog``)."""
+        key = name.lower()
+        if key in self._evictions or self._images is None:
+            return
+        self._evictions[key] = deque(maxlen=50)
+        self._remember(name, self._images.eviction_history(root))
 
     def _remember(self, name: str, done: Sequence[_Wire]) -> None:
         if not done:
@@ -471,6 +487,7 @@ class PoolState:
         if self._images is None:
             return []
         policy = self.policy(name) or CachePolicy()
+        self._seed_evictions(name, root)
         done = self._images.evict(
             root, policy, in_use=self.in_use(name), capacity=0, available=0,
             prune=True, dry_run=dry_run,
@@ -479,6 +496,18 @@ class PoolState:
             self._remember(name, done)
             self.refresh_images()
         return [dict(e.to_wire()) for e in done]
+
+    def clear_quarantine(self, name: str, images: list[str] | None) -> list[dict[str, object]]:
+        """Delete pool ``name``'s quarantined cache entries of ``images`` (all when None; a
+        ``storage_pool.quarantine_clear`` task); what went. The next report says what
+        ``quarantine/`` holds now. Raises ``PoolUnknownError`` when the pool is not
+        registered and ready."""
+        root = self.resolve(name, None)
+        if self._images is None:
+            return []
+        cleared = [dict(q.to_wire()) for q in self._images.clear_quarantine(root, images)]
+        self.refresh_images()
+        return cleared
 
     def _list(self, name: str, root: str) -> list[ImageReport]:
         assert self._images is not None

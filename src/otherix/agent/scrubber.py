@@ -9,13 +9,17 @@ The scrub itself is ``images.scrub``; the schedule and the rate ``domain.scrub``
   ``scrub.interval`` has passed since its last completed scrub and scrubs it at its
   ``scrub.max_bytes_per_second``. A ``storage_pool.scrub`` task (``submit``) runs next,
   ahead of the schedule, and reports ``{bytes_done, bytes_total}`` as it goes through
-  the outbox; its result is ``{entries, bytes, quarantined: [...]}``.
+  the outbox; its result is ``{entries, bytes, quarantined: [...]}``. A task cancelled
+  on the control plane leaves the node's desired state (``forget``): if it has not
+  started it never runs, if it runs it stops at its next chunk (its pacing sleep is
+  woken at once), leaving the schedule as it was, and reports nothing more.
 - **State**: the last completion and the rate it ran at are kept in memory and in
   ``{pool}/.otherix-scrub.json`` (written atomically when a scrub completes), so a
   restarted agent keeps the schedule. A scrub cut short (kill -9) leaves the previous
   completion in place and simply runs again when due. What sits in ``quarantine/`` is
-  read from disk on every report (``images.scrub.list_quarantine``), so nothing a
-  killed scrub moved goes unreported.
+  read from disk on every report (``images.quarantine.list_quarantine``), so nothing a
+  killed scrub moved goes unreported, and a move it cut short is finished the first
+  time the thread sees the pool after a start (``images.quarantine.settle``).
 - **Report** (``report``): ``{last_completed_at, bytes_per_second, quarantined,
   running}``, carried by the pool's heartbeat report as ``scrub``.
 """
@@ -33,6 +37,8 @@ from pathlib import Path
 from typing import Any, Final, Protocol
 
 from otherix.agent import fs
+from otherix.agent.faultpoints import NO_FAULTS, FaultPoints
+from otherix.agent.images import quarantine
 from otherix.agent.images import scrub as scrubbing
 from otherix.agent.images.locks import KeyedLocks
 from otherix.agent.outbox import TaskOutbox
@@ -61,6 +67,7 @@ class _Status:
     last_completed_at: float | None = None
     bytes_per_second: float | None = None
     running: tuple[int, int] | None = None
+    last_progress: tuple[int, int] = (0, 0)
 
 
 def _policy(name: str, config: Mapping[str, Any]) -> ScrubPolicy | None:
@@ -72,7 +79,7 @@ def _policy(name: str, config: Mapping[str, Any]) -> ScrubPolicy | None:
 
 
 def _stamp(ts: float | None) -> str | None:
-    return None if ts is None else scrubbing._rfc3339(ts)
+    return None if ts is None else quarantine.rfc3339(ts)
 
 
 class Scrubber:
@@ -88,19 +95,25 @@ class Scrubber:
         now: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], object] | None = None,
+        faults: FaultPoints = NO_FAULTS,
     ) -> None:
         self._locks = locks
+        self._faults = faults
         self._pools = pools
         self._outbox = outbox
         self._tick = tick
         self._now = now
         self._monotonic = monotonic
         self._stop = threading.Event()
-        self._sleep = sleep or self._stop.wait
+        #: set: the scrub running now stops (its task was cancelled, or the agent stops)
+        self._cancel = threading.Event()
+        self._current: str | None = None  # the task id of the scrub running now
+        self._sleep = sleep or self._cancel.wait
         self._lock = threading.Lock()
         self._status: dict[str, _Status] = {}  # by host root
         self._queue: queue.SimpleQueue[AgentTask | None] = queue.SimpleQueue()
         self._seen: set[str] = set()
+        self._settled: set[str] = set()  # host roots whose quarantine/ was settled
         self._changed = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -119,8 +132,14 @@ class Scrubber:
         self._queue.put(task)
 
     def forget(self, keep: set[str]) -> None:
+        """``keep``: the task ids in the desired state. A task that left it was cancelled
+        (or is final): not run if it has not started, stopped at its next chunk if it
+        runs."""
         with self._lock:
             self._seen &= keep
+            if self._current is not None and self._current not in keep:
+                _log.info("scrub task cancelled; stopping", extra={"task": self._current})
+                self._cancel.set()
 
     def take_changed(self) -> bool:
         """True (once) when a scrub started, progressed past a report, or ended."""
@@ -177,7 +196,7 @@ class Scrubber:
         def seen(done: int, total: int) -> None:
             with self._lock:
                 first = status.running is None
-                status.running = (done, total)
+                status.running = status.last_progress = (done, total)
             if first:
                 self._changed.set()
             if progress is not None:
@@ -189,15 +208,23 @@ class Scrubber:
                 locks=self._locks,
                 max_bytes_per_second=policy.max_bytes_per_second,
                 progress=seen,
-                stop=self._stop.is_set,
+                stop=lambda: self._stop.is_set() or self._cancel.is_set(),
                 clock=self._monotonic,
                 sleep=self._sleep,
                 now=self._now,
+                faults=self._faults,
             )
         finally:
             with self._lock:
                 status.running = None
             self._changed.set()
+        if not result.completed:
+            with self._lock:
+                done = status.last_progress
+            _log.info(
+                "scrub stopped before the end",
+                extra={"pool": str(root), "bytes_done": done[0], "bytes_total": done[1]},
+            )
         if result.completed:
             elapsed = self._monotonic() - started
             with self._lock:
@@ -240,6 +267,9 @@ class Scrubber:
 
     def _due(self) -> tuple[Path, ScrubPolicy] | None:
         for name, root, config in self._pools.scrub_targets():
+            if str(root) not in self._settled:  # a move cut short by a kill, finished now
+                quarantine.settle(root, locks=self._locks)
+                self._settled.add(str(root))
             policy = _policy(name, config)
             if policy is None:
                 continue
@@ -259,12 +289,24 @@ class Scrubber:
         if self._stop.is_set():
             return
         if task is not None:
-            update = self.run_task(task)
-            if self._outbox is not None and not self._stop.is_set():
+            with self._lock:
+                if task.id not in self._seen:
+                    return  # cancelled before it ran
+                self._current = task.id
+                self._cancel.clear()
+            try:
+                update = self.run_task(task)
+            finally:
+                with self._lock:
+                    self._current = None
+                    cancelled = task.id not in self._seen
+            if self._outbox is not None and not self._stop.is_set() and not cancelled:
                 self._outbox.finish(task.id, update)
             return
         due = self._due()
         if due is not None:
+            with self._lock:
+                self._cancel.clear()
             self.run(*due)
 
     # -- the thread --------------------------------------------------------------------
@@ -284,6 +326,7 @@ class Scrubber:
 
     def close(self, timeout: float = 2.0) -> None:
         self._stop.set()
+        self._cancel.set()
         self._queue.put(None)
         if self._thread is not None:
             self._thread.join(timeout)

@@ -37,6 +37,8 @@ Keys (docs/configuration.md where it lists them; the rest are ours):
 - ``images.*``: the per-pool image cache (``otherix.agent.images``), see below.
 - ``tasks.*``: how ``vm.create`` / ``vm.delete`` run (``otherix.agent.vmtasks``).
 - ``logging.level`` (``info``).
+- ``debug.pause_at`` (``{}``): fault tests only, point name -> seconds the agent
+  pauses there (``otherix.agent.faultpoints``); empty: no pause anywhere.
 
 ``images`` (limits follow docs/pool-contract.md §10.2 where it has them):
 
@@ -321,6 +323,12 @@ class LoggingSection(Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
 
+class DebugSection(Section):
+    """Fault-test hooks (``otherix.agent.faultpoints``); empty, so off, by default."""
+
+    pause_at: dict[str, Duration] = Field(default_factory=dict)
+
+
 class AgentSettings(Section):
     data_dir: Path = DEFAULT_DATA_DIR
     control_plane: ControlPlaneSection = ControlPlaneSection()
@@ -330,3 +338,4 @@ class AgentSettings(Section):
     transfer: TransferSection = TransferSection()
     vms: VmsSection = VmsSection()
     logging: LoggingSection = LoggingSection()
+    debug: DebugSection = DebugSection()

@@ -26,6 +26,11 @@ Task types:
   (``otherix.agent.scrubber``), whose thread re-hashes the pool's cache and reports
   progress ``{bytes_done, bytes_total}`` and the outcome ``{entries, bytes,
   quarantined}`` through the task outbox.
+- ``storage_pool.quarantine_clear`` (args ``{pool, images}``): the pool's quarantined
+  cache entries (``images.quarantine``) of those image names, or all of them when
+  ``images`` is null, are deleted (``PoolState.clear_quarantine``). Success carries
+  ``{cleared: [...]}`` (what was removed, as the scrub report lists it); an
+  unregistered or not-ready pool fails with ``not_found``.
 - ``vm.create`` and ``vm.delete``: handed to ``VmTasks``
   (``otherix.agent.vmtasks``) and run in worker threads; they report
   themselves (progress, outcome, retries) through the task outbox. Here they
@@ -63,12 +68,15 @@ _log = logging.getLogger(__name__)
 
 SCAN = "storage_pool.scan"
 PRUNE = "storage_pool.cache_prune"
+QUARANTINE_CLEAR = "storage_pool.quarantine_clear"
 
 
 class Scanner(Protocol):
     def scan(self, name: str) -> PoolReport: ...
 
     def prune(self, name: str, *, dry_run: bool) -> list[dict[str, object]]: ...
+
+    def clear_quarantine(self, name: str, images: list[str] | None) -> list[dict[str, object]]: ...
 
 
 def _failed(code: str, message: str, **details: object) -> TaskUpdate:
@@ -117,12 +125,30 @@ def _prune(scanner: Scanner, task: AgentTask) -> TaskUpdate:
     )
 
 
+def _clear_quarantine(scanner: Scanner, task: AgentTask) -> TaskUpdate:
+    name = task.args.get("pool")
+    images = task.args.get("images")
+    if not isinstance(name, str) or not name:
+        return _failed("validation_failed", "quarantine clear task has no pool name")
+    if images is not None and (
+        not isinstance(images, list) or not all(isinstance(i, str) and i for i in images)
+    ):
+        return _failed("validation_failed", "images must be a list of image names")
+    try:
+        cleared = scanner.clear_quarantine(name, images)
+    except PoolUnknownError as exc:
+        return _failed("not_found", str(exc), pool=name)
+    return TaskUpdate(status="success", progress=100, result={"cleared": cleared})
+
+
 def execute(scanner: Scanner, task: AgentTask, now: datetime) -> TaskUpdate:
     """Run one task and return the report to post (never raises for a task's own failure)."""
     if task.type == SCAN:
         return _scan(scanner, task, now)
     if task.type == PRUNE:
         return _prune(scanner, task)
+    if task.type == QUARANTINE_CLEAR:
+        return _clear_quarantine(scanner, task)
     return _failed(
         "unsupported_task", f"this agent cannot run tasks of type {task.type!r}", type=task.type
     )

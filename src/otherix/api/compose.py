@@ -21,6 +21,7 @@ from argon2 import PasswordHasher
 
 from otherix.api.deps import Deps
 from otherix.api.services.auth import AuthService
+from otherix.api.services.cache import SCRUB as POOL_SCRUB
 from otherix.api.services.cache import CacheService
 from otherix.api.services.capacity import CapacityService
 from otherix.api.services.capacitytrend import CapacityTrends
@@ -213,6 +214,8 @@ def build_services(deps: Deps) -> Services:
         failure=moves.on_move_failure,
         cancellable_in=("pending", "running"),  # the copy is thrown away; the source stays
     )
+    # a scrub only reads (and moves damaged entries aside): the agent stops it at once
+    tasks.hooks.register(POOL_SCRUB, cancellable_in=("pending", "running"))
     return Services(
         auth_service=auth,
         user_service=users,

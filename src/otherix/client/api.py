@@ -24,6 +24,7 @@ Errors are the typed classes of ``otherix.client.errors``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated, Any
 from urllib.parse import quote
 
@@ -227,6 +228,12 @@ class ApiClient(HttpClient):
     def prune_cache(self, ref: str, *, dry_run: bool = False) -> AsyncTaskAccepted:
         params = {"dry_run": "true"} if dry_run else None
         data = self.json("POST", f"/v1/storage-pools/{_seg(ref)}/cache/prune", params=params)
+        return AsyncTaskAccepted.model_validate(data)
+
+    def clear_quarantine(self, ref: str, images: Sequence[str] = ()) -> AsyncTaskAccepted:
+        params = {"image": list(images)} if images else None
+        path = f"/v1/storage-pools/{_seg(ref)}/cache/quarantine/clear"
+        data = self.json("POST", path, params=params)
         return AsyncTaskAccepted.model_validate(data)
 
     def scrub_pool(self, ref: str) -> AsyncTaskAccepted:

@@ -47,20 +47,23 @@ import os
 import re
 import ssl
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import replace
 from pathlib import Path
 from typing import Final, Literal
 
 from otherix.agent import fs
-from otherix.agent.images import entries, evict, formats, inventory, scratch, ssrf
+from otherix.agent.faultpoints import NO_FAULTS, FaultPoints
+from otherix.agent.images import entries, evict, formats, inventory, quarantine, scratch, ssrf
 from otherix.agent.images.config import ImageCacheSettings
 from otherix.agent.images.download import fetch, make_ssl_context
 from otherix.agent.images.entries import Entry, Source
 from otherix.agent.images.errors import ImageError, ImageErrorCode
+from otherix.agent.images.evict import Eviction
 from otherix.agent.images.inventory import CachedImage
 from otherix.agent.images.locks import KeyedLocks
 from otherix.agent.images.progress import Progress
+from otherix.agent.images.quarantine import Quarantined
 from otherix.agent.images.scratch import ScratchArea
 from otherix.agent.images.transport import parse_url, redact
 from otherix.domain.cache import CachePolicy
@@ -141,8 +144,11 @@ class ImageCache:
         locks: KeyedLocks,
         protected: fs.ProtectedRoots,
         resolver: ssrf.Resolver = ssrf.system_resolver,
+        faults: FaultPoints = NO_FAULTS,
     ) -> None:
         self.settings = settings or ImageCacheSettings()
+        #: where eviction pauses for a fault test (``otherix.agent.faultpoints``; none)
+        self.faults = faults
         #: the process's one lock table; ``disks`` takes it too (key ``vm:<uuid>``).
         self.locks = locks
         #: the node's declared pool roots, filled by the pool reconciler; every
@@ -223,7 +229,20 @@ class ImageCache:
             locks=self.locks,
             prune=prune,
             dry_run=dry_run,
+            faults=self.faults,
         )
+
+    def eviction_history(self, pool_root: Path | str) -> list[Eviction]:
+        """The pool's recent evictions as its journal keeps them (``images.evictlog``)."""
+        return evict.history(Path(pool_root))
+
+    def clear_quarantine(
+        self, pool_root: Path | str, images: Collection[str] | None
+    ) -> list[Quarantined]:
+        """Delete the pool's quarantined entries of ``images`` (all when None; each under
+        its entry's lock, so never mid-move); those deleted (``images.quarantine``)."""
+        return quarantine.clear(Path(pool_root), images, protected=self.protected,
+                                locks=self.locks)  # fmt: skip
 
     def list_images(self, pool_root: Path | str) -> list[CachedImage]:
         """Present entries of the pool's cache, sorted by name; never hashes."""

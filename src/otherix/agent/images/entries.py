@@ -65,6 +65,7 @@ __all__ = [
     "basename_from_url",
     "commit",
     "read_entry",
+    "read_small",
     "rfc3339",
     "validate_basename",
     "write_source",
@@ -189,7 +190,7 @@ def basename_from_url(url: str) -> str:
     return validate_basename(segment)
 
 
-def _read_small(path: Path) -> bytes | None:
+def read_small(path: Path) -> bytes | None:
     """Contents of a small regular file (not a symlink), or None."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
@@ -207,7 +208,7 @@ def _read_small(path: Path) -> bytes | None:
 
 
 def read_sidecar(path: Path) -> str | None:
-    raw = _read_small(path)
+    raw = read_small(path)
     if raw is None:
         return None
     try:
@@ -229,7 +230,7 @@ def read_entry(images: Path, name: str) -> Entry | None:
     sha = read_sidecar(images / f"{name}{SIDECAR_SUFFIX}")
     if sha is None:
         return None
-    raw = _read_small(images / f"{name}{SOURCE_SUFFIX}")
+    raw = read_small(images / f"{name}{SOURCE_SUFFIX}")
     source = Source.parse(raw) if raw is not None else None
     if source is not None and (source.sha256 != sha or source.size_bytes != st.st_size):
         return None  # sidecar rewritten, or file truncated/grown, behind our back

@@ -16,7 +16,11 @@ module supplies its inputs and removes what it chose.
   use and an eviction never overlap): the entry is read again and kept if it changed or
   was used meanwhile; then the sidecar goes first (the entry stops being present at
   once, so a crash leaves an absent entry, which the next use fetches again, never a
-  sidecar over missing bytes), then ``.source``, then the image file.
+  sidecar over missing bytes), then ``.source``, then the image file. Each eviction is
+  journalled in ``{pool}/.otherix-evictions.json`` before its first file goes
+  (``images.evictlog``), so one cut short by ``kill -9`` is finished (or, never begun,
+  dropped) by the next pass after the restart (``settle``) and every eviction done is
+  reported, even when the agent died before its next heartbeat (``history``).
 """
 
 from __future__ import annotations
@@ -30,18 +34,26 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from otherix.agent import fs
-from otherix.agent.images import entries
+from otherix.agent.faultpoints import NO_FAULTS, FaultPoints
+from otherix.agent.images import entries, evictlog
 from otherix.agent.images.errors import ImageError
 from otherix.agent.images.locks import KeyedLocks
 from otherix.domain.cache import CacheEntry, CachePolicy, EvictReason, choose_evictions
 
-__all__ = ["Eviction", "backing_images", "evict", "last_used", "touch"]
+__all__ = ["Eviction", "backing_images", "evict", "history", "last_used", "settle", "touch"]
 
 _log = logging.getLogger(__name__)
 
 _QCOW2_MAGIC = b"QFI\xfb"
+#: the files of an entry, in the order an eviction removes them (module docstring)
+_REMOVAL_ORDER = (
+    (entries.SIDECAR_SUFFIX, "sidecar"),
+    (entries.SOURCE_SUFFIX, "source"),
+    ("", "image"),
+)
 
 
 @dataclass(frozen=True)
@@ -145,6 +157,7 @@ def evict(
     now: float | None = None,
     prune: bool = False,
     dry_run: bool = False,
+    faults: FaultPoints = NO_FAULTS,
 ) -> list[Eviction]:
     """Evict what ``policy`` says from the pool at ``root`` (module docstring); what went
     (with ``dry_run``, what would go). ``in_use``: sha256s and names VM disks depend on,
@@ -152,6 +165,7 @@ def evict(
     images = root / entries.IMAGES_DIR
     when = time.time() if now is None else now
     used = set(in_use) | backing_images(root)
+    settled = [] if dry_run else settle(root, locks=locks, faults=faults)
     chosen = choose_evictions(
         _entries(images),
         capacity=capacity,
@@ -161,6 +175,7 @@ def evict(
         now=when,
         prune=prune,
     )
+    journal, journal_key = evictlog.Journal(root), _journal_key(root)
     done: list[Eviction] = []
     for candidate, reason in chosen:
         eviction = Eviction(
@@ -182,19 +197,121 @@ def evict(
                 or last_used(images, candidate.name, entry.mtime) != candidate.last_used
             ):
                 continue  # replaced or used since it was chosen: keep it
+            record = eviction.to_wire()
             try:
-                for suffix in (entries.SIDECAR_SUFFIX, entries.SOURCE_SUFFIX, ""):
-                    target = fs.safe_join(images, candidate.name + suffix)
-                    fs.remove_file(target)
-            except (OSError, fs.UnsafePath) as exc:
+                with locks.hold(journal_key):
+                    journal.begin(record)
+                journalled = True
+            except OSError as exc:
+                # A full pool cannot take even the journal's few bytes, and that is when
+                # space matters most: evict anyway, as before the journal (a kill in the
+                # next moments would leave this one unreported).
+                _log.warning(
+                    "eviction journal cannot be written; evicting without it",
+                    extra={"pool": str(root), "image": candidate.name, "error": str(exc)},
+                )
+                journalled = False
+            faults("evict.step", image=candidate.name, step="start")
+            try:
+                _remove(images, candidate.name, faults)
+            except (OSError, fs.UnsafePath) as exc:  # still pending: the next pass finishes it
                 _log.warning(
                     "cache entry could not be evicted",
                     extra={"pool": str(root), "image": candidate.name, "error": str(exc)},
                 )
                 continue
+            if journalled:
+                _finish(journal, journal_key, locks, record)
         _log.info(
             "cache entry evicted",
             extra={"pool": str(root), "image": candidate.name, "reason": reason},
         )
         done.append(eviction)
-    return done
+    return settled + done
+
+
+def _journal_key(root: Path) -> tuple[str, str]:
+    return (os.path.realpath(root), ".evictions")  # no entry is called that (a dot name)
+
+
+def _remove(images: Path, name: str, faults: FaultPoints) -> None:
+    for suffix, step in _REMOVAL_ORDER:
+        fs.remove_file(fs.safe_join(images, name + suffix))
+        faults("evict.step", image=name, step=step)
+
+
+def _finish(
+    journal: evictlog.Journal,
+    key: tuple[str, str],
+    locks: KeyedLocks,
+    record: dict[str, Any],
+    *,
+    evicted: bool = True,
+) -> None:
+    try:
+        with locks.hold(key):
+            journal.finish(record, evicted=evicted)
+    except OSError as exc:  # it stays pending: the next pass settles it again
+        _log.warning("eviction journal not updated", extra={"path": str(journal.path),
+                                                           "error": str(exc)})  # fmt: skip
+
+
+def _from_wire(record: dict[str, Any]) -> Eviction:
+    return Eviction(
+        str(record["image"]),
+        str(record["sha256"]),
+        int(record["size_bytes"]),
+        record["reason"],
+        str(record["last_used_at"]),
+        str(record["evicted_at"]),
+    )
+
+
+def settle(root: Path, *, locks: KeyedLocks, faults: FaultPoints = NO_FAULTS) -> list[Eviction]:
+    """Finish or drop the evictions a killed agent left pending in the pool's journal
+    (``images.evictlog``); the ones finished."""
+    images = root / entries.IMAGES_DIR
+    journal, key = evictlog.Journal(root), _journal_key(root)
+    with locks.hold(key):
+        pending, _ = journal.read()
+    out: list[Eviction] = []
+    for record in pending:
+        name = str(record["image"])
+        try:
+            entries.validate_basename(name)
+        except ImageError:
+            _finish(journal, key, locks, record, evicted=False)
+            continue
+        with locks.hold((os.path.realpath(root), name)):
+            entry = entries.read_entry(images, name)
+            if entry is not None and entry.sha256 == record["sha256"]:
+                _finish(journal, key, locks, record, evicted=False)  # never begun
+                continue
+            if entry is None:  # begun: what is left of its files goes
+                try:
+                    _remove(images, name, faults)
+                except (OSError, fs.UnsafePath) as exc:
+                    _log.warning(
+                        "cache entry could not be evicted",
+                        extra={"pool": str(root), "image": name, "error": str(exc)},
+                    )
+                    continue
+            _finish(journal, key, locks, record)
+        _log.info(
+            "cache eviction cut short by a restart finished",
+            extra={"pool": str(root), "image": name, "reason": record["reason"]},
+        )
+        out.append(_from_wire(record))
+    return out
+
+
+def history(root: Path) -> list[Eviction]:
+    """The pool's recent evictions as the journal keeps them (oldest first)."""
+    _, done = evictlog.Journal(root).read()
+    out: list[Eviction] = []
+    for record in done:
+        try:
+            out.append(_from_wire(record))
+        except (TypeError, ValueError):
+            continue
+    return out

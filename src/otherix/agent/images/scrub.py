@@ -11,12 +11,12 @@ for a ``storage_pool.scrub`` task. The rate and schedule are ``domain.scrub``.
   lock (the one ``ensure_image`` and eviction take), after checking the entry is still
   the one that was hashed (same sidecar, size, inode and mtime; else it was replaced
   meanwhile and is left alone). Its files move to
-  ``{pool}/quarantine/<name>.<YYYYmmddTHHMMSSZ>/``: the sidecar FIRST (the entry stops
-  being present at once: a crash then leaves an absent entry plus files in quarantine,
-  never a sidecar over bad bytes), then the image, then ``.source``, then a small
-  ``scrub.json`` that says what was expected and found. ``quarantine/`` is made here
-  when first needed. Nothing is ever deleted: the next use of that name downloads it
-  again, and the operator looks at (and removes) the quarantined files.
+  ``{pool}/quarantine/<name>.<YYYYmmddTHHMMSSZ>/`` (``images.quarantine.move_in``:
+  sidecar first, then the image, ``.source`` and ``scrub.json``). Nothing is ever
+  deleted: the next use of that name downloads it again, and the operator looks at
+  the quarantined files and clears them (``otherix pool cache quarantine clear``).
+  Before hashing, a move a killed agent cut short is finished
+  (``images.quarantine.settle``), so the damaged entry is quarantined exactly once.
 - **Kept in place**: a damaged entry that a qcow2 disk under ``vms/`` uses as its
   backing file (``evict.backing_images``; our own disks are full copies, a disk
   imported by hand may not be) is not moved, since moving it would break that VM's
@@ -28,25 +28,31 @@ for a ``storage_pool.scrub`` task. The rate and schedule are ``domain.scrub``.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 from otherix.agent import fs
-from otherix.agent.images import entries, evict
+from otherix.agent.faultpoints import NO_FAULTS, FaultPoints
+from otherix.agent.images import entries, evict, quarantine
 from otherix.agent.images.errors import ImageError
 from otherix.agent.images.locks import KeyedLocks
+from otherix.agent.images.quarantine import (
+    QUARANTINE_DIR,
+    REPORT_NAME,
+    Quarantined,
+    list_quarantine,
+)
 from otherix.domain.scrub import pace
 
 __all__ = [
     "CHUNK_BYTES",
     "QUARANTINE_DIR",
+    "REPORT_NAME",
     "Quarantined",
     "ScrubResult",
     "list_quarantine",
@@ -55,35 +61,7 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 
-QUARANTINE_DIR: Final = "quarantine"
-#: what ``quarantine/<dir>/`` says about itself, written last
-REPORT_NAME: Final = "scrub.json"
 CHUNK_BYTES: Final = 1024 * 1024
-_STAMP: Final = "%Y%m%dT%H%M%SZ"
-
-
-def _rfc3339(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-@dataclass(frozen=True)
-class Quarantined:
-    """One directory of ``quarantine/``: an entry the scrub found damaged."""
-
-    image: str
-    sha256_expected: str | None
-    sha256_found: str | None  # None: the move was cut short before it was recorded
-    quarantined_at: str
-    path: str  # relative to the pool root
-
-    def to_wire(self) -> dict[str, object]:
-        return {
-            "image": self.image,
-            "sha256_expected": self.sha256_expected,
-            "sha256_found": self.sha256_found,
-            "quarantined_at": self.quarantined_at,
-            "path": self.path,
-        }
 
 
 @dataclass
@@ -172,36 +150,6 @@ def _same(a: entries.Entry, b: entries.Entry | None, ino: int) -> bool:
         return False
 
 
-def _target(root: Path, name: str, when: float) -> Path:
-    base = root / QUARANTINE_DIR
-    fs.make_dir(base)
-    stamp = datetime.fromtimestamp(when, UTC).strftime(_STAMP)
-    for n in range(100):
-        target = fs.safe_join(base, f"{name}.{stamp}" + (f"-{n}" if n else ""))
-        try:
-            os.mkdir(target, 0o750)
-        except FileExistsError:
-            continue
-        fs.fsync_dir(base)
-        return target
-    raise FileExistsError(f"no free quarantine directory for {name}")
-
-
-def _quarantine(root: Path, entry: entries.Entry, found: str | None, when: float) -> Quarantined:
-    images = root / entries.IMAGES_DIR
-    fs.ensure_within(root, images)
-    target = _target(root, entry.name, when)
-    for suffix in (entries.SIDECAR_SUFFIX, "", entries.SOURCE_SUFFIX):  # sidecar FIRST
-        fs.move_file(
-            fs.safe_join(images, entry.name + suffix), fs.safe_join(target, entry.name + suffix)
-        )
-    done = Quarantined(
-        entry.name, entry.sha256, found, _rfc3339(when), f"{QUARANTINE_DIR}/{target.name}"
-    )
-    fs.atomic_write(target / REPORT_NAME, json.dumps(done.to_wire()).encode(), 0o644)
-    return done
-
-
 def scrub(
     root: Path,
     *,
@@ -212,11 +160,13 @@ def scrub(
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], object] = time.sleep,
     now: Callable[[], float] = time.time,
+    faults: FaultPoints = NO_FAULTS,
 ) -> ScrubResult:
     """Re-hash every entry of the pool at ``root``, quarantine mismatches (module
     docstring). ``progress(bytes_done, bytes_total)`` after each chunk; ``stop()``
     ends it early (``completed`` False)."""
     images = root / entries.IMAGES_DIR
+    quarantine.settle(root, locks=locks)
     present = _present(images)
     total = sum(e.size_bytes for e in present)
     result = ScrubResult()
@@ -258,7 +208,7 @@ def scrub(
             if not _same(entry, entries.read_entry(images, entry.name), ino):
                 continue  # replaced or removed while it was hashed: not ours to judge
             try:
-                q = _quarantine(root, entry, found, now())
+                q = quarantine.move_in(root, entry, found, now(), faults)
             except (OSError, fs.UnsafePath) as exc:
                 _log.error(
                     "damaged cache entry could not be quarantined",
@@ -271,52 +221,3 @@ def scrub(
         )
         result.quarantined.append(q)
     return result
-
-
-def _read_report(path: Path) -> dict[str, Any] | None:
-    try:
-        with open(path, "rb") as fh:
-            raw: Any = json.loads(fh.read(64 * 1024))
-    except (OSError, ValueError):
-        return None
-    return raw if isinstance(raw, dict) else None
-
-
-def _from_dir(root: Path, directory: Path) -> Quarantined:
-    stem, _, stamp = directory.name.rpartition(".")
-    name = stem or directory.name
-    try:
-        when = datetime.strptime(stamp.split("-")[0], _STAMP).replace(tzinfo=UTC).timestamp()
-    except ValueError:
-        when = directory.stat().st_mtime
-    rel = f"{QUARANTINE_DIR}/{directory.name}"
-    report = _read_report(directory / REPORT_NAME)
-    if report is not None and isinstance(report.get("image"), str):
-        found = report.get("sha256_found")
-        expected = report.get("sha256_expected")
-        at = report.get("quarantined_at")
-        return Quarantined(
-            str(report["image"]),
-            expected if isinstance(expected, str) else None,
-            found if isinstance(found, str) else None,
-            at if isinstance(at, str) else _rfc3339(when),
-            rel,
-        )
-    expected = entries.read_sidecar(directory / (name + entries.SIDECAR_SUFFIX))
-    return Quarantined(name, expected, None, _rfc3339(when), rel)
-
-
-def list_quarantine(root: Path) -> list[Quarantined]:
-    """What ``{root}/quarantine/`` holds, one item per directory, oldest first."""
-    base = root / QUARANTINE_DIR
-    try:
-        dirs = sorted(d for d in base.iterdir() if d.is_dir() and not d.is_symlink())
-    except OSError:
-        return []
-    out: list[Quarantined] = []
-    for directory in dirs:
-        try:
-            out.append(_from_dir(root, directory))
-        except OSError:
-            continue
-    return sorted(out, key=lambda q: (q.quarantined_at, q.path))

@@ -1,5 +1,6 @@
 """``/v1/storage-pools/{id}/cache`` (docs/pool-contract.md §10.3): a pool instance's image
-cache, its pins, prune, and scrub. ``{id}`` is an instance UUID or a name with one instance."""
+cache, its pins, prune, scrub, and clearing its quarantine. ``{id}`` is an instance UUID
+or a name with one instance."""
 
 from __future__ import annotations
 
@@ -58,6 +59,21 @@ def prune_cache(
     disk's backing file, unused for ``cache.min_age``), whatever the limits: a
     ``storage_pool.cache_prune`` task whose result lists them."""
     return cache_service.prune(me, id, dry_run=dry_run)
+
+
+@router.post("/{id}/cache/quarantine/clear", operation_id="clearPoolQuarantine", status_code=202)
+def clear_quarantine(
+    id: str,
+    image: list[str] = Query(
+        [], description="image names whose quarantined entries go; none: every one"
+    ),
+    me: Principal = Depends(MANAGE),
+    cache_service: CacheService = Depends(get_cache_service),
+) -> AsyncTaskAccepted:
+    """Delete the instance's quarantined cache entries (what a scrub moved to
+    ``quarantine/``, listed in the view's ``scrub.quarantined``) of the images named,
+    or all of them: a ``storage_pool.quarantine_clear`` task whose result lists them."""
+    return cache_service.clear_quarantine(me, id, image)
 
 
 @router.post("/{id}/scrub", operation_id="scrubStoragePool", status_code=202)

@@ -14,6 +14,12 @@ every eviction (node events ``image_evicted``, ``services.heartbeat``). Here:
 - ``scrub``: a ``storage_pool.scrub`` task for the node's agent, which re-hashes every
   entry now (progress ``{bytes_done, bytes_total}``) and quarantines mismatches (result
   ``{entries, bytes, quarantined}``; each also arrives as an ``image_quarantined`` event).
+  It can be cancelled while pending or running (``api/compose.py``): the agent stops it
+  at its next chunk;
+- ``clear_quarantine``: a ``storage_pool.quarantine_clear`` task for the node's agent,
+  which deletes the quarantined entries of the image names given (all when none), after
+  the operator looked at them; result ``{cleared: [...]}``, and the next report no
+  longer lists them.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from otherix.api.services.scan import SCANNABLE
 from otherix.api.services.tasks import TaskService
 from otherix.api.watch import WatchHub
 from otherix.domain.cache import CacheConfigError, CachePolicy, parse_cache_config
-from otherix.errors import Conflict, NotFound
+from otherix.errors import Conflict, NotFound, ValidationFailed
 from otherix.models.common import AsyncTaskAccepted
 from otherix.models.pools import CacheEntryView, CachePolicyView, PoolCacheView
 from otherix.store import Database
@@ -39,6 +45,7 @@ from otherix.store.ports.vms import VmStore
 
 PRUNE = "storage_pool.cache_prune"
 SCRUB = "storage_pool.scrub"
+QUARANTINE_CLEAR = "storage_pool.quarantine_clear"
 
 
 def _policy(row: PoolRow) -> CachePolicy:
@@ -136,6 +143,22 @@ class CacheService:
 
     def scrub(self, principal: Principal, ref: str) -> AsyncTaskAccepted:
         return self._agent_task(principal, ref, SCRUB, "scrub", {})
+
+    def clear_quarantine(
+        self, principal: Principal, ref: str, images: list[str]
+    ) -> AsyncTaskAccepted:
+        """A ``storage_pool.quarantine_clear`` task: the node's agent deletes the instance's
+        quarantined entries of ``images`` (all of them when empty)."""
+        for image in images:
+            if not image or "/" in image or "\0" in image or image in (".", ".."):
+                raise ValidationFailed(
+                    f'"{image}" is not an image name (the last segment of its URL)',
+                    {"field": "image", "value": image},
+                )
+        wanted = sorted(set(images)) or None
+        return self._agent_task(
+            principal, ref, QUARANTINE_CLEAR, "clear its quarantine", {"images": wanted}
+        )
 
     def _agent_task(
         self, principal: Principal, ref: str, type_: str, verb: str, extra: dict[str, Any]

@@ -4,7 +4,8 @@
 whose disk was made from it, pinned) and the pool's cache limits; ``pin`` / ``unpin``
 change ``config.cache.pinned`` (admin); ``prune`` asks the agent to evict every entry
 that may go now (admin), ``--dry-run`` to only list them, ``--wait`` to print what it
-evicted. A pool is addressed like ``pool scan``: a UUID, a unique name, or a name plus
+evicted; ``quarantine list|clear`` (``pools_quarantine``) shows and deletes what a scrub
+quarantined. A pool is addressed like ``pool scan``: a UUID, a unique name, or a name plus
 ``--node``.
 """
 
@@ -16,6 +17,7 @@ import click
 
 from otherix.cli.commands.common import output_option, render_object, validate_output
 from otherix.cli.commands.pool_targets import ambiguous_error, resolve_target
+from otherix.cli.commands.pools_quarantine import quarantine
 from otherix.cli.context import CliError, get_context
 from otherix.cli.output import human_bytes, render_table, wire
 from otherix.cli.progress import StatusLine, follow_task, live_output, parse_timeout, task_error
@@ -29,7 +31,7 @@ _NODE = click.option("--node", metavar="NAME", help="With a NAME: that node's in
 
 @click.group("cache")
 def cache() -> None:
-    """A pool's image cache: list, pin, unpin, prune.
+    """A pool's image cache: list, pin, unpin, prune, quarantine.
 
     The agent evicts least-recently-used images no running VM needs when the
     pool's config.cache limits are crossed (max_bytes, min_free_percent,
@@ -40,7 +42,11 @@ def cache() -> None:
       otherix pool cache list default --node node-a
       otherix pool cache pin default debian-12.qcow2 --node node-a
       otherix pool cache prune default --node node-a --dry-run --wait
+      otherix pool cache quarantine list default --node node-a
     """
+
+
+cache.add_command(quarantine)
 
 
 def _text(view: dict[str, Any]) -> str:
