@@ -287,8 +287,13 @@ class Kill:
     reached: Callable[[Move], str | None] | None
     #: the point lies before the copy is published (nothing final in the target yet)
     before_publish: bool = False
+    #: a copy point: its scratch temp must still be there after the kill (for the sweep)
+    leaves_temp: bool = False
+    #: seconds between looks (the filesystem's points are short and cheap to look at)
+    interval: float = 0.02
     seen: str = ""
     outcome: str = ""
+    method: str = ""
     converged: bool = False
     problems: list[str] = field(default_factory=list)
 
@@ -316,9 +321,7 @@ def verifying(m: Move) -> str | None:
 
 
 def published(m: Move) -> str | None:
-    if not m.dst.disk(m.vm_id).is_file():
-        return None
-    return f"target disk published, move task {m.task()['status']}"
+    return "target disk published" if m.dst.disk(m.vm_id).is_file() else None
 
 
 def switched(m: Move) -> str | None:
@@ -328,11 +331,7 @@ def switched(m: Move) -> str | None:
 
 
 def source_removed(m: Move) -> str | None:
-    if m.src.disk(m.vm_id).exists():
-        return None
-    vm = get_vm(m.env.cluster, m.vm)
-    removal = get_task(m.env.cluster, vm["status"]["task_id"])
-    return f"source gone; {removal['type']} {removal['status']}"
+    return None if m.src.disk(m.vm_id).exists() else "source copy gone"
 
 
 KILLS: list[Kill] = [
@@ -342,21 +341,24 @@ KILLS: list[Kill] = [
         Kill(f"source hashing {int(q * 100)}%", hashing(q), before_publish=True)
         for q in (0.25, 0.5, 0.75)
     ),
-    *(Kill(f"copy {int(q * 100)}%", copying(q), before_publish=True) for q in (0.25, 0.5, 0.75)),
+    *(
+        Kill(f"copy {int(q * 100)}%", copying(q), True, leaves_temp=True, interval=0.005)
+        for q in (0.25, 0.5, 0.75)
+    ),
     Kill("verify 50%", verifying, before_publish=True),
-    Kill("target disk just published", published),
-    Kill("switch visible on the API", switched),
-    Kill("source copy just removed", source_removed),
+    Kill("target disk just published", published, interval=0.001),
+    Kill("switch visible on the API", switched, interval=0.002),
+    Kill("source copy just removed", source_removed, interval=0.002),
 ]
 
 
-def poll(fn: Callable[[], str | None], timeout: float, what: str) -> str:
-    """``wait_until`` at 10 ms: the points after the publish are short."""
+def poll(fn: Callable[[], str | None], interval: float, timeout: float, what: str) -> str:
+    """``wait_until`` at ``interval``: the points after the publish are short."""
     deadline = time.monotonic() + timeout
     while (seen := fn()) is None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.01)
+        time.sleep(interval)
     return seen
 
 
@@ -377,11 +379,19 @@ def kill_at(m: Move, k: Kill) -> None:
         return
     post_move(m)
     reached = k.reached
-    k.seen = poll(lambda: reached(m), 60, k.label)
+    k.seen = poll(lambda: reached(m), k.interval, 60, k.label)
     assert node.alive, "the agent died before it was killed"
     node.kill(signal.SIGKILL)
+    # where it landed, as the control plane saw it (read after the kill: no delay before it)
+    vm = get_vm(m.env.cluster, m.vm)
+    task = m.task()
+    k.seen += f"; at the kill: move {task['status']}"
+    if vm["status"]["task_id"] != m.task_id:
+        k.seen += f", follow-up {get_task(m.env.cluster, vm['status']['task_id'])['status']}"
     if k.before_publish and m.dst.disk(m.vm_id).exists():
         k.problems.append(f"{k.label}: the target disk was published before the kill")
+    if k.leaves_temp and not m.dst.move_temps():
+        k.problems.append(f"{k.label}: no scratch temp in {m.dst.name} after the kill")
 
 
 def converge(m: Move, k: Kill, want_sha: str) -> TmpfsPool:
@@ -396,6 +406,7 @@ def converge(m: Move, k: Kill, want_sha: str) -> TmpfsPool:
         k.problems.append(f"task {task['status']} but the VM is on pool {vm['pool']}")
     if task["status"] != "success" and vm["status"]["reason"] != "move_failed":
         k.problems.append(f"failed move, VM status {vm['status']}")
+    k.method = str((task.get("result") or {}).get("method") or "-")
     if task["status"] == "success" and task["result"]["sha256"] != want_sha:
         k.problems.append(f"task reports sha256 {task['result']['sha256']}")
     removal = wait_task(cluster, vm["status"]["task_id"], timeout=60)
@@ -441,7 +452,7 @@ def test_kill_9_at_every_step_of_a_move_leaves_one_owned_copy(
                 owner = converge(m, k, want)
                 copies = [p for p in (a, b) if p.disk(vm_id).is_file()]
                 lost += not (copies == [owner] and file_sha(owner.disk(vm_id)) == want)
-                print(f"{k.label}: saw {k.seen!r}; move {k.outcome}; on {owner.name}")
+                print(f"{k.label}: saw {k.seen!r}; move {k.outcome} ({k.method}); on {owner.name}")
                 if not k.converged:
                     break
                 src, dst = owner, b if owner is a else a
