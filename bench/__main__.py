@@ -4,7 +4,8 @@ figure, its target, the baseline measured in the same run, met or MISSED) under
 the machine's name. Everything goes to ``bench/results/latest.json`` and the
 combined table to ``bench/results/latest.md``. Baselines: curl, sha256sum, cp,
 raw SQL, ``/healthz``, the CLI's own start, an empty control plane, a bare
-Python, a plain ``qemu-system-x86_64``, a reader without a scrub beside it. ``--quick`` is the short pass CI runs; the full sizes (100k pool
+Python, a plain ``qemu-system-x86_64``, a reader without a scrub beside it,
+``cp`` and ``cp --reflink``. ``--quick`` is the short pass CI runs; the full sizes (100k pool
 instances, 10k nodes, 1 GiB images, 1,000 heartbeating nodes) run by hand.
 Exit status 1 if a benchmark failed to run (a missed target is reported, not
 an error).
@@ -31,6 +32,7 @@ from bench import (
     pool_list,
     pool_ready,
     scrub_reader,
+    vm_move,
     vm_runtime,
 )
 from bench.common import machine, table
@@ -45,6 +47,7 @@ BENCHES: dict[str, Callable[[list[str]], dict[str, Any]]] = {
     "login_flood": login_flood.main,
     "vm_runtime": vm_runtime.main,
     "scrub_reader": scrub_reader.main,
+    "vm_move": vm_move.main,
 }
 
 
