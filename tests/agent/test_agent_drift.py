@@ -8,6 +8,7 @@ import os
 import subprocess
 import time
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 from otherix.agent import drift
@@ -19,6 +20,7 @@ from otherix.domain.drift import MAX_ITEMS, Owned
 from otherix.models.heartbeat import AgentTask, DeclaredDisk, DeclaredPool, PoolReport
 
 CLUSTER = str(uuid.uuid4())
+NOW = datetime.now(UTC)
 OLD = time.time() - 2 * 3600  # past the one-hour grace period
 
 
@@ -168,7 +170,7 @@ def test_purge_rechecks_each_path_and_never_removes_what_became_owned(tmp_path: 
     task = AgentTask(
         id="p1", type=DRIFT_PURGE, args={"pool": "fast", "paths": [*seen, "vms/never-there"]}
     )
-    update = execute(st, task, None, st)  # type: ignore[arg-type]
+    update = execute(st, task, NOW, st)
 
     assert update.status == "success", update.error
     result = update.result or {}
@@ -197,15 +199,15 @@ def test_import_adopts_an_orphan_by_rename_and_refuses_what_is_not_one(tmp_path:
     args = {"vm_id": new_vm, "pool": "fast", "path": str(root)}
 
     refused = execute(
-        st, AgentTask(id="i0", type=VM_IMPORT, args={**args, "source": "vms/nope"}), None, st
-    )  # type: ignore[arg-type]  # noqa: E501
+        st, AgentTask(id="i0", type=VM_IMPORT, args={**args, "source": "vms/nope"}), NOW, st
+    )
     assert refused.status == "failed"
     assert (refused.error or {})["code"] == "disk_not_orphan"
 
     task = AgentTask(
         id="i1", type=VM_IMPORT, args={**args, "source": f"vms/{orphan_dir}/disk.qcow2"}
     )
-    done = execute(st, task, None, st)  # type: ignore[arg-type]
+    done = execute(st, task, NOW, st)
     assert done.status == "success", done.error
     result = done.result or {}
     assert result["format"] == "qcow2"
@@ -214,7 +216,7 @@ def test_import_adopts_an_orphan_by_rename_and_refuses_what_is_not_one(tmp_path:
     assert os.stat(root / "vms" / new_vm / "disk.qcow2").st_ino == inode  # a rename, no copy
     assert not (root / "vms" / orphan_dir).exists()
     # a re-run (a lost report, an agent restart) finds it adopted and says so again
-    again = execute(st, task, None, st)  # type: ignore[arg-type]
+    again = execute(st, task, NOW, st)
     assert again.status == "success"
     assert (again.result or {})["file_path"] == result["file_path"]
 
@@ -232,7 +234,7 @@ def test_import_refuses_a_disk_backed_by_a_file_outside_the_cache(tmp_path: Path
     )
     os.utime(orphan, (OLD, OLD))
     args = {"vm_id": str(uuid.uuid4()), "pool": "fast", "source": "vms/old/disk.qcow2"}
-    update = execute(st, AgentTask(id="i2", type=VM_IMPORT, args=args), None, st)  # type: ignore[arg-type]
+    update = execute(st, AgentTask(id="i2", type=VM_IMPORT, args=args), NOW, st)
     assert update.status == "failed"
     assert (update.error or {})["code"] == "disk_backing_outside_pool"
     assert orphan.exists()  # the orphan is never lost
