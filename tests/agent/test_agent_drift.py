@@ -37,12 +37,13 @@ def declared(root: Path, disks: list[DeclaredDisk]) -> DeclaredPool:
 
 
 def make_state(tmp_path: Path) -> PoolState:
+    protected = ProtectedRoots()  # shared as in the agent: it holds the pool's own root
     st = PoolState(
-        PoolReconciler(protected=ProtectedRoots()),
+        PoolReconciler(protected=protected),
         allowed_prefixes=[f"{tmp_path}/"],
         usage_interval=0,  # scan on every pass
     )
-    st.set_scratch(lambda _p: False, ProtectedRoots())
+    st.set_scratch(lambda _p: False, protected)
     return st
 
 
@@ -122,7 +123,7 @@ def test_a_busy_scratch_file_is_never_stray(tmp_path: Path) -> None:
     st.reconcile([declared(root, [])])
     busy = write(root / "scratch" / "dl.tmp")
     write(root / "scratch" / "left.tmp")
-    st.set_scratch(lambda p: p == os.path.realpath(busy), ProtectedRoots())
+    st.set_scratch(lambda p: p == os.path.realpath(busy), st._protected)
     st.refresh_images()
     assert drift_paths(st) == {"scratch/left.tmp": "stray"}
 

@@ -195,8 +195,8 @@ def _trash(root: Path, item: Item, protected: fs.ProtectedRoots) -> None:
     """Rename ``item`` into ``scratch/`` (atomic), then remove it there."""
     scratch = root / "scratch"
     victim = _within(root, item.path)
-    real_root = os.path.realpath(root)
-    held = protected.held_by(os.path.join(os.path.realpath(victim.parent), victim.name), real_root)
+    boundary = os.path.realpath(root / item.area)  # the area, as remove_tree bounds it
+    held = protected.held_by(os.path.join(os.path.realpath(victim.parent), victim.name), boundary)
     if held is not None:
         raise fs.UnsafePath(f"{item.path} overlaps the root of another pool ({held})")
     target = scratch / f"purge-{uuid.uuid4().hex}.tmp"

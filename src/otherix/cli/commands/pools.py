@@ -13,6 +13,7 @@ from __future__ import annotations
 import click
 
 from otherix.cli.commands.pools_cache import cache
+from otherix.cli.commands.pools_doctor import doctor_pool
 from otherix.cli.commands.pools_ops import cordon_pool, scan_pool, uncordon_pool, update_pool
 from otherix.cli.commands.pools_read import get_pool, list_pools
 from otherix.cli.commands.pools_reinit import reinit_pool
@@ -46,3 +47,4 @@ pool.add_command(cache)
 pool.add_command(cordon_pool)
 pool.add_command(uncordon_pool)
 pool.add_command(scrub_pool)
+pool.add_command(doctor_pool)  # drift (issue 16)
