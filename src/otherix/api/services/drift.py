@@ -96,7 +96,7 @@ def _is_disk(item: dict[str, Any]) -> bool:
     name = str(item.get("path", "")).rsplit("/", 1)[-1]
     return item.get("type") == "file" and (
         (item.get("area") == "vms" and name in ("disk.qcow2", "disk.raw"))
-        or item.get("area") == "scratch"
+        or (item.get("area") == "scratch" and name.startswith("disk-"))  # a clone left over
     )
 
 
