@@ -5,21 +5,47 @@ VMs for ``pool doctor``; an imported disk's format; the migration on an existing
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from alembic import command
-from test_store_pool_usage import T0, add_node, add_pool
 
 from otherix.store import Database
 from otherix.store.migrate import alembic_config, current_revision, upgrade
+from otherix.store.nodes import store as qn
 from otherix.store.pools import store as qp
+from otherix.store.ports.nodes import NewNode
+from otherix.store.ports.pools import NewPool
 from otherix.store.ports.users import NewUser
 from otherix.store.ports.vms import NewVm, NewVmDisk
 from otherix.store.tx import sql
 from otherix.store.users import store as qu
 from otherix.store.vms import store as qv
+
+T0 = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
+
+
+def add_node(db: Database, name: str) -> str:
+    nid = str(uuid.uuid4())
+    with db.write() as conn:
+        qn.insert_node(
+            conn,
+            NewNode(id=nid, name=name, architecture="amd64", credential_hash=nid, created_at=T0),
+        )
+    return nid
+
+
+def add_pool(db: Database, node_id: str, name: str) -> str:
+    pid = str(uuid.uuid4())
+    with db.write() as conn:
+        qp.insert_pool(
+            conn,
+            NewPool(pid, node_id, name, "local_dir", f"/var/lib/otherix/pools/{name}", {}, T0),
+        )
+    return pid
+
 
 DRIFT: dict[str, Any] = {
     "items": [

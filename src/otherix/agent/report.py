@@ -60,7 +60,9 @@ own (``owned``: the declared disks, incoming ones included, and the VMs that a
 ``vm.*`` task of the desired state names, which ``reconcile`` is told with
 ``tasks``). Scanned on the usage schedule (``usage_interval``) and at once on
 ``refresh_images``, ``drift_purge`` and ``vm_import``; ``set_scratch`` says which
-scratch files a task of this process is writing (never stray).
+scratch files a task of this process is writing (never stray). A pool declared
+without an id (an older control plane, which sends no disks) carries ``drift: null``:
+what it owns is unknown.
 
 ``resolve`` is how the VM tasks find a pool's root on this host: the pool
 must be registered, ready, and declared at the path the task names.
@@ -556,6 +558,9 @@ class PoolState:
         return Owned(frozenset(paths), frozenset(vm_ids))
 
     def _scan_drift(self, key: str, name: str, root: str) -> PoolDriftReport | None:
+        declared = self._declared.get(key)
+        if declared is None or not declared.id:  # an older control plane sends no disks:
+            return None  # what is owned is unknown, so nothing is drift
         found = drift.scan(Path(root), self.owned(name, root), busy=self._scratch_busy)
         try:
             report = PoolDriftReport.model_validate(found.to_wire())
