@@ -9,6 +9,7 @@ from otherix.api.bootstrap import open_deps
 from otherix.api.compose import build_services
 from otherix.api.services.placement import CREATE
 from otherix.api.services.scan import TYPE as SCAN
+from otherix.api.services.vmimport import VM_IMPORT
 from otherix.api.services.vms import DELETE, POWER_TASKS
 from support.server import make_settings
 
@@ -49,11 +50,13 @@ def test_the_task_hooks_of_each_type_are_registered_for_its_owner(tmp_path: Path
             DELETE: vms.on_delete_success,
             SCAN: scan.apply_scan_result,
             **power,
+            VM_IMPORT: services.vm_import_service.on_import_success,  # drift (issue 16)
         }
         assert hooks.failure == {
             CREATE: placement.on_create_failure,
             DELETE: vms.on_delete_failure,
             **dict.fromkeys(POWER_TASKS, vms.on_power_failure),
+            VM_IMPORT: services.vm_import_service.on_import_failure,
         }
         assert set(POWER_TASKS) == {"vm.start", "vm.stop", "vm.restart", "vm.poweroff"}
         assert hooks.cancellable_in == {CREATE: ("pending",)}
