@@ -8,7 +8,7 @@ import os
 import subprocess
 import time
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from otherix.agent import drift
@@ -250,3 +250,19 @@ def test_scan_lists_at_most_the_bound_and_counts_the_rest(tmp_path: Path) -> Non
     found = drift.scan(root, Owned(), busy=lambda _p: False)
     assert len(found.items) == MAX_ITEMS
     assert found.more == 5
+
+
+def test_another_pools_root_inside_vms_is_never_drift(tmp_path: Path) -> None:
+    root = tmp_path / "pool"
+    st = make_state(tmp_path)
+    st.reconcile([declared(root, [])])
+    nested = root / "vms" / "nested"
+    write(nested / "disk.qcow2")  # rows from before the one-directory-one-pool rule
+    outer = declared(root, []).model_copy(update={"created_at": NOW - timedelta(days=1)})
+    inner = declared(nested, []).model_copy(update={"name": "inner", "created_at": NOW})
+    st.reconcile([outer, inner])  # the later, inner one fails (overlap); its root stays its own
+    assert drift_paths(st) == {}
+    task = AgentTask(id="p2", type=DRIFT_PURGE, args={"pool": "fast", "paths": ["vms/nested"]})
+    update = execute(st, task, NOW, st)
+    assert (update.result or {})["kept"] == [{"path": "vms/nested", "reason": "not_drift"}]
+    assert (nested / "disk.qcow2").exists()

@@ -94,8 +94,9 @@ def _type(mode: int) -> EntryType:
 
 
 class _Lister:
-    def __init__(self, busy: Callable[[str], bool]) -> None:
+    def __init__(self, busy: Callable[[str], bool], protected: fs.ProtectedRoots | None) -> None:
         self.busy = busy
+        self.protected = protected
         self.unnamed = 0
 
     def entries(self, fd: int, prefix: str, real: str) -> list[tuple[Seen, str]]:
@@ -117,7 +118,10 @@ class _Lister:
                 continue
             kind = _type(st.st_mode)
             size = st.st_size if kind == "file" else 0
-            busy = self.busy(os.path.join(real, entry.name))
+            here = os.path.join(real, entry.name)
+            if self.protected is not None and self.protected.held_by(here, real) is not None:
+                continue  # another pool's root (overlapping rows from before the rule): not ours
+            busy = self.busy(here)
             out.append((Seen(f"{prefix}/{entry.name}", kind, size, st.st_mtime, busy), entry.name))
         return out
 
@@ -163,12 +167,18 @@ def _present(root: Path, seen: list[Seen]) -> list[str]:
 
 
 def scan(
-    root: Path, owned: Owned, *, busy: Callable[[str], bool], now: float | None = None
+    root: Path,
+    owned: Owned,
+    *,
+    busy: Callable[[str], bool],
+    protected: fs.ProtectedRoots | None = None,
+    now: float | None = None,
 ) -> Scan:
     """The drift of the pool at ``root`` (host path) under the declared state ``owned``.
-    ``busy(realpath)``: a scratch file some task of this process is writing."""
+    ``busy(realpath)``: a scratch file some task of this process is writing;
+    ``protected``: the node's pool roots, never listed (another pool is not drift)."""
     when = time.time() if now is None else now
-    lister = _Lister(busy)
+    lister = _Lister(busy, protected)
     vms = lister.area(root, "vms", depth=2)
     images = lister.area(root, entries.IMAGES_DIR, depth=1)
     scratch = lister.area(root, "scratch", depth=1)
@@ -221,7 +231,8 @@ def purge(
 ) -> dict[str, Any]:
     """Remove the ``paths`` that are still drift now; the task's result
     ``{removed: [{path, size_bytes}], kept: [{path, reason}], bytes}``."""
-    go, kept = drift.purge_plan(paths, scan(root, owned, busy=busy).found, owned)
+    found = scan(root, owned, busy=busy, protected=protected).found
+    go, kept = drift.purge_plan(paths, found, owned)
     removed: list[dict[str, Any]] = []
     for item in go:
         try:
@@ -253,7 +264,7 @@ class AdoptError(Exception):
 
 def _backing(path: Path) -> str | None:
     """The backing file a qcow2 names (header fields 8-20), or None."""
-    with open(path, "rb") as fh:
+    with os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC), "rb") as fh:
         head = fh.read(20)
         if len(head) < 20 or head[:4] != formats.QCOW2_MAGIC:
             return None
@@ -269,7 +280,8 @@ def _backing(path: Path) -> str | None:
 def _check_disk(root: Path, source: Path, dest_dir: Path) -> tuple[str, int, int]:
     """(format, virtual size, allocated bytes) of the disk at ``source``, or AdoptError."""
     try:
-        with open(source, "rb") as fh:
+        fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as fh:
             head = fh.read(formats.HEAD_BYTES)
         fmt = formats.sniff(head)
         backing = _backing(source) if fmt == "qcow2" else None
@@ -308,7 +320,13 @@ def _existing(vm_dir: Path) -> Path | None:
 
 
 def adopt(
-    root: Path, vm_id: str, source_rel: str, owned: Owned, *, busy: Callable[[str], bool]
+    root: Path,
+    vm_id: str,
+    source_rel: str,
+    owned: Owned,
+    *,
+    busy: Callable[[str], bool],
+    protected: fs.ProtectedRoots | None = None,
 ) -> dict[str, Any]:
     """Move the orphan ``source_rel`` to ``vms/<vm_id>/disk.<fmt>``; the task's result
     ``{vm_id, format, virtual_size_bytes, disk_size_bytes, path}`` (``path`` relative to
@@ -327,7 +345,7 @@ def adopt(
             "disk_size_bytes": st.st_blocks * 512,
             "path": f"vms/{vm_id}/{done.name}",
         }
-    current = {i.path: i for i in scan(root, owned, busy=busy).found}
+    current = {i.path: i for i in scan(root, owned, busy=busy, protected=protected).found}
     item = current.get(source_rel)
     if item is None or item.type != "file" or item.area not in ("vms", "scratch"):
         raise AdoptError(

@@ -561,7 +561,9 @@ class PoolState:
         declared = self._declared.get(key)
         if declared is None or not declared.id:  # an older control plane sends no disks:
             return None  # what is owned is unknown, so nothing is drift
-        found = drift.scan(Path(root), self.owned(name, root), busy=self._scratch_busy)
+        found = drift.scan(
+            Path(root), self.owned(name, root), busy=self._scratch_busy, protected=self._protected
+        )
         try:
             report = PoolDriftReport.model_validate(found.to_wire())
         except ValidationError as exc:
@@ -602,7 +604,10 @@ class PoolState:
         """Adopt the orphan ``source`` of pool ``name`` as VM ``vm_id``'s disk (a
         ``vm.import`` task). Raises ``PoolUnknownError``, ``drift.AdoptError``."""
         root = self.resolve(name, declared_path)
-        result = drift.adopt(root, vm_id, source, self.owned(name, root), busy=self._scratch_busy)
+        owned = self.owned(name, root)
+        result = drift.adopt(
+            root, vm_id, source, owned, busy=self._scratch_busy, protected=self._protected
+        )
         self.refresh_images()
         return result
 
