@@ -148,6 +148,7 @@ def test_import_creates_a_vm_whose_task_outcome_decides_its_phase(api) -> None:
     vm = r.json()
     assert (vm["status"]["phase"], vm["node"], vm["pool"]) == ("creating", "node-a", "fast")
     assert vm["power_state"] == "stopped"
+    error_of(imported(api, "twice", ORPHAN), 409, "disk_not_orphan")  # one import at a time
     [task] = [t for t in desired_tasks(api, node) if t["type"] == "vm.import"]
     assert task["args"] == {"vm_id": vm["id"], "pool": "fast", "path": pool["path"],
                             "source": ORPHAN}  # fmt: skip

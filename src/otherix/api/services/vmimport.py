@@ -110,6 +110,15 @@ class VmImportService:
         with self.db.read() as conn:
             drift = self.pool_store.drift_of(conn, row.id)
             known = {d.vm_id.lower() for d in self.pool_store.disks_on_pool(conn, row.id)}
+            importing = self.vm_store.list_vms(
+                conn, after=None, limit=1000, phase="creating", pool_id=row.id
+            )
+        for vm in importing:  # another import of it under way: the agent would refuse one
+            if vm.spec.get("imported_from") == rel:
+                raise DiskNotOrphan(
+                    f"{disk} is being imported by VM {vm.name} already",
+                    {"disk": disk, "pool": row.name, "vm": vm.name},
+                )
         for item in stored_items(drift, known):
             if item.get("path") == rel and item.get("type") == "file":
                 return item
