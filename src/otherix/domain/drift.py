@@ -62,7 +62,7 @@ DISK_NAMES: Final = ("disk.qcow2", "disk.raw")
 #: seconds an entry of ``images/`` or ``scratch/`` must be untouched to count as stray
 GRACE_SECONDS: Final = 3600.0
 #: at most this many items travel in a report; the rest are counted (``more``)
-MAX_ITEMS: Final = 200
+MAX_ITEMS: Final = 100
 
 _SIDE_SUFFIXES: Final = (".sha256", ".source")
 

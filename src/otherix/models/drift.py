@@ -54,7 +54,7 @@ class PoolDriftView(Output):
 class DriftPurge(Input):
     """The paths to remove (as ``pool doctor`` listed them); the agent checks each again."""
 
-    paths: list[StrictStr] = Field(min_length=1, max_length=200)
+    paths: list[StrictStr] = Field(min_length=1, max_length=100)
 
 
 class VmImport(Input):

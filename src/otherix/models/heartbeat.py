@@ -102,9 +102,10 @@ class DriftItem(Input):
 
 
 class PoolDriftReport(Input):
-    """The pool's drift as its agent last scanned it (at most 200 items, by path)."""
+    """The pool's drift as its agent last scanned it (at most 100 items, by path: a
+    heartbeat stays small however much a pool holds)."""
 
-    items: list[DriftItem] = Field(default_factory=list, max_length=200)
+    items: list[DriftItem] = Field(default_factory=list, max_length=100)
     #: items found beyond the list's limit, not listed
     more: int = Field(default=0, ge=0, le=INT64_MAX)
 
