@@ -17,7 +17,8 @@ an import), ``purge`` for a ``storage_pool.drift_purge`` task, ``adopt`` for a
   went away or is no longer stray is kept and said so. Each item is first renamed into
   ``scratch/purge-<uuid>.tmp`` (one atomic rename inside the pool) and only then
   removed; a kill between the two leaves it in ``scratch/``, which the sweep at agent
-  start removes. Declared state and the purge run on the agent's one loop thread, so
+  start removes. (An area mounted from another filesystem than ``scratch/`` cannot be
+  renamed across: its item is removed in place.) Declared state and the purge run on the agent's one loop thread, so
   nothing can become owned between the check and the rename.
 - **Adoption** (``adopt``): the orphan disk (an orphan file of ``vms/`` or a stray
   file of ``scratch/``, checked again on a fresh scan) becomes
@@ -212,8 +213,17 @@ def _trash(root: Path, item: Item, protected: fs.ProtectedRoots) -> None:
     target = scratch / f"purge-{uuid.uuid4().hex}.tmp"
     if item.area == "scratch" and victim.parent == scratch:
         target = victim  # already in scratch/: remove it where it is
-    elif not fs.move_file(victim, target):
-        return
+    else:
+        try:
+            if not fs.move_file(victim, target):
+                return
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                raise
+            # the area is another filesystem than scratch/: remove it where it is (it was
+            # checked on this thread just now, and nothing can own it meanwhile)
+            fs.remove_tree(root / item.area, victim, protected=protected)
+            return
     fs.remove_tree(scratch, target, protected=protected)
     parent = victim.parent
     if item.area == "vms" and parent != root / "vms":  # a VM directory left empty
