@@ -266,3 +266,20 @@ def test_another_pools_root_inside_vms_is_never_drift(tmp_path: Path) -> None:
     update = execute(st, task, NOW, st)
     assert (update.result or {})["kept"] == [{"path": "vms/nested", "reason": "not_drift"}]
     assert (nested / "disk.qcow2").exists()
+
+
+def test_a_drift_change_changes_the_digest_so_the_next_heartbeat_carries_it(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "pool"
+    st = make_state(tmp_path)
+    st.reconcile([declared(root, [])])
+    before = st.digest
+    assert st.reconcile([declared(root, [])]) is False  # nothing moved: nothing to send
+    write(root / "scratch" / "old.tmp")
+    assert st.reconcile([declared(root, [])]) is True
+    assert st.digest != before
+    legacy = declared(root, []).model_copy(update={"id": ""})
+    st2 = make_state(tmp_path / "other")
+    st2.reconcile([legacy.model_copy(update={"path": str(tmp_path / "other" / "p")})])
+    assert report(st2).drift is None  # an older control plane: ownership unknown
