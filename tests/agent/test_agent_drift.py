@@ -283,3 +283,26 @@ def test_a_drift_change_changes_the_digest_so_the_next_heartbeat_carries_it(
     st2 = make_state(tmp_path / "other")
     st2.reconcile([legacy.model_copy(update={"path": str(tmp_path / "other" / "p")})])
     assert report(st2).drift is None  # an older control plane: ownership unknown
+
+
+def test_import_accepts_a_disk_backed_by_an_image_of_the_pools_cache(tmp_path: Path) -> None:
+    root = tmp_path / "pool"
+    st = make_state(tmp_path)
+    st.reconcile([declared(root, [])])
+    base = qcow2(root / "images" / "base.qcow2", "3M")
+    (root / "images" / "base.qcow2.sha256").write_text("a" * 64)
+    orphan = root / "vms" / "old" / "disk.qcow2"
+    orphan.parent.mkdir()
+    subprocess.run(
+        ["qemu-img", "create", "-q", "-f", "qcow2", "-b", "../../images/base.qcow2",
+         "-F", "qcow2", str(orphan)],
+        check=True,
+    )  # fmt: skip
+    os.utime(orphan, (OLD, OLD))
+    vm = str(uuid.uuid4())
+    args = {"vm_id": vm, "pool": "fast", "source": "vms/old/disk.qcow2"}
+    update = execute(st, AgentTask(id="i3", type=VM_IMPORT, args=args), NOW, st)
+    assert update.status == "success", update.error
+    assert (update.result or {})["virtual_size_bytes"] == 3 << 20
+    assert (root / "vms" / vm / "disk.qcow2").exists()
+    assert base.exists()
