@@ -86,6 +86,7 @@ class ErrorCode(StrEnum):
     # drift (issue 16): pool doctor, vm import
     DISK_NOT_ORPHAN = "disk_not_orphan"
     POOL_NOT_READY = "pool_not_ready"
+    VM_NOT_MOVABLE = "vm_not_movable"
 
 
 class OtherixError(Exception):
@@ -250,6 +251,10 @@ class PoolNotReady(Conflict):
 
 
 # --- end drift -----------------------------------------------------------------------
+class VmNotMovable(Conflict):
+    """A ``vm move`` refused before anything is copied: ``details.reason`` says why."""
+
+    code = ErrorCode.VM_NOT_MOVABLE
 
 
 class RateLimited(TemporaryError):

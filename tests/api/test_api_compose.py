@@ -10,6 +10,7 @@ from otherix.api.compose import build_services
 from otherix.api.services.placement import CREATE
 from otherix.api.services.scan import TYPE as SCAN
 from otherix.api.services.vmimport import VM_IMPORT
+from otherix.api.services.vmmove import VM_MOVE
 from otherix.api.services.vms import DELETE, POWER_TASKS
 from support.server import make_settings
 
@@ -38,10 +39,11 @@ def test_the_task_hooks_of_each_type_are_registered_for_its_owner(tmp_path: Path
     try:
         services = build_services(deps)
         hooks = services.task_service.hooks
-        placement, vms, scan = (
+        placement, vms, scan, moves = (
             services.placement_service,
             services.vm_service,
             services.scan_service,
+            services.move_service,
         )
         assert hooks.running == {CREATE: placement.on_create_running}
         power = dict.fromkeys(POWER_TASKS, vms.on_power_success)
@@ -49,17 +51,19 @@ def test_the_task_hooks_of_each_type_are_registered_for_its_owner(tmp_path: Path
             CREATE: placement.on_create_success,
             DELETE: vms.on_delete_success,
             SCAN: scan.apply_scan_result,
+            VM_MOVE: moves.on_move_success,
             **power,
             VM_IMPORT: services.vm_import_service.on_import_success,  # drift (issue 16)
         }
         assert hooks.failure == {
             CREATE: placement.on_create_failure,
             DELETE: vms.on_delete_failure,
+            VM_MOVE: moves.on_move_failure,
             **dict.fromkeys(POWER_TASKS, vms.on_power_failure),
             VM_IMPORT: services.vm_import_service.on_import_failure,
         }
         assert set(POWER_TASKS) == {"vm.start", "vm.stop", "vm.restart", "vm.poweroff"}
-        assert hooks.cancellable_in == {CREATE: ("pending",)}
+        assert hooks.cancellable_in == {CREATE: ("pending",), VM_MOVE: ("pending", "running")}
         # a second graph has its own hooks: nothing is shared through module state
         assert build_services(deps).task_service.hooks is not hooks
     finally:

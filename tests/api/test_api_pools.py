@@ -69,6 +69,7 @@ FLAT_KEYS = {
     "cordoned",
     "usage",
     "scrub",
+    "capacity_trend",
     "images",
     "conditions",
     "created_at",

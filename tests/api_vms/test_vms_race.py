@@ -98,7 +98,11 @@ def _check_consistent(api, pool_id, vm_ids):
             sql(conn)
             .execute(
                 sa.select(sa.func.count())
-                .select_from(vm_disks.outerjoin(storage_pools))
+                .select_from(
+                    vm_disks.outerjoin(
+                        storage_pools, storage_pools.c.id == vm_disks.c.storage_pool_id
+                    )
+                )
                 .where(storage_pools.c.id.is_(None))
             )
             .scalar_one()

@@ -22,7 +22,7 @@ WHEN = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 
 def test_phases_in_lifecycle_order():
-    assert PHASES == ("pending", "creating", "stopped", "error", "deleting")
+    assert PHASES == ("pending", "creating", "stopped", "moving", "error", "deleting")
 
 
 @pytest.mark.parametrize(

@@ -188,6 +188,7 @@ def disk_row(d: NewVmDisk, **changed: object) -> VmDiskRow:
         actual_size_bytes=None,
         image_sha256=None,
         missing_since=None,
+        move_pool_id=None,
         pool="Fast",
         pool_path="/var/lib/otherix/pools/fast",
         pool_status="pending",

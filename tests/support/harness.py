@@ -452,8 +452,11 @@ class Cluster:
             netns.create()
         url = self._url(netns.host_ip if netns else None)
         prefixes = self._server().settings.storage_pools.allowed_path_prefixes
+        # the disk transfer endpoint of moves across nodes: any free port, so several
+        # agents share the host; in a network namespace on every address of the node
+        transfer = {"transfer": {"listen": "0.0.0.0:0" if netns else "127.0.0.1:0"}}
         cfg = _merge(
-            self.agent_config,
+            _merge(transfer, self.agent_config),
             {
                 "storage": {
                     "allowed_path_prefixes": prefixes,

@@ -18,8 +18,9 @@ an import), ``purge`` for a ``storage_pool.drift_purge`` task, ``adopt`` for a
   ``scratch/purge-<uuid>.tmp`` (one atomic rename inside the pool) and only then
   removed; a kill between the two leaves it in ``scratch/``, which the sweep at agent
   start removes. (An area mounted from another filesystem than ``scratch/`` cannot be
-  renamed across: its item is removed in place.) Declared state and the purge run on the agent's one loop thread, so
-  nothing can become owned between the check and the rename.
+  renamed across: its item is removed in place.) Declared state and the purge run on
+  the agent's one loop thread, so nothing can become owned between the check and the
+  rename.
 - **Adoption** (``adopt``): the orphan disk (an orphan file of ``vms/`` or a stray
   file of ``scratch/``, checked again on a fresh scan) becomes
   ``vms/<new-vm-id>/disk.<fmt>`` by one rename (never a copy, never over a file); its

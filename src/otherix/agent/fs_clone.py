@@ -80,23 +80,29 @@ def _copy_range_rw(src_fd: int, dst_fd: int, start: int, end: int) -> None:
             offset += written
 
 
-def copy_data(src_fd: int, dst_fd: int, progress: Callable[[int], None] | None = None) -> None:
+def copy_data(
+    src_fd: int,
+    dst_fd: int,
+    progress: Callable[[int], None] | None = None,
+    *,
+    step: int = _COPY_STEP,
+) -> None:
     """Copy every byte of ``src_fd`` into the empty ``dst_fd``, keeping holes as holes.
 
     Walks the source's data ranges (SEEK_DATA/SEEK_HOLE) and copies each with
     ``copy_file_range`` (in-kernel; pread/pwrite where unsupported), then sets
     the size, so a sparse image stays sparse. ``progress(offset)`` is called
-    after each step of at most 64 MiB.
+    after each step of at most ``step`` bytes (64 MiB).
     """
     size = os.fstat(src_fd).st_size
     use_copy_range = True
     for start, end in _data_segments(src_fd, size):
         offset = start
         while offset < end:
-            step = min(_COPY_STEP, end - offset)
+            length = min(step, end - offset)
             if use_copy_range:
                 try:
-                    n = os.copy_file_range(src_fd, dst_fd, step, offset, offset)
+                    n = os.copy_file_range(src_fd, dst_fd, length, offset, offset)
                 except OSError as exc:
                     if exc.errno not in _NO_COPY_RANGE:
                         raise
@@ -105,8 +111,8 @@ def copy_data(src_fd: int, dst_fd: int, progress: Callable[[int], None] | None =
                 if n == 0:
                     raise OSError(errno.EIO, f"source shrank while copying (at {offset})")
             else:
-                _copy_range_rw(src_fd, dst_fd, offset, offset + step)
-                n = step
+                _copy_range_rw(src_fd, dst_fd, offset, offset + length)
+                n = length
             offset += n
             if progress is not None:
                 progress(offset)
@@ -123,6 +129,7 @@ def clone_file(
     allow_reflink: bool = True,
     before_copy: Callable[[int], None] | None = None,
     progress: Callable[[int], None] | None = None,
+    step: int = _COPY_STEP,
 ) -> CloneMethod:
     """Create ``dst`` (must not exist) as an independent copy of ``src``; fsynced.
 
@@ -144,7 +151,7 @@ def clone_file(
             else:
                 if before_copy is not None:
                     before_copy(os.fstat(src_fd).st_blocks * 512)
-                copy_data(src_fd, dst_fd, progress)
+                copy_data(src_fd, dst_fd, progress, step=step)
             os.fsync(dst_fd)
         except BaseException:
             os.close(dst_fd)

@@ -44,6 +44,7 @@ from otherix.agent.runtime import StopToken, SystemClock
 from otherix.agent.scrubber import Scrubber
 from otherix.agent.settings import AgentSettings
 from otherix.agent.tasks import TaskRunner
+from otherix.agent.transfer import TransferServer
 from otherix.agent.vmpower import VmHost
 from otherix.agent.vms import accel, cgroups
 from otherix.agent.vms.command import QEMU_BINARY
@@ -98,6 +99,27 @@ def _client(settings: AgentSettings, urls: Sequence[str], token: str | None) -> 
     )
     client.watch_grace = cp.request_timeout
     return client
+
+
+def start_transfer(
+    settings: AgentSettings, pools: PoolState, urls: Sequence[str]
+) -> TransferServer | None:
+    """The disk transfer endpoint (``transfer.listen``), or None when it is off or its
+    address cannot be bound (logged: this node then takes no part in moves across
+    nodes, and the control plane refuses them)."""
+    listen = settings.transfer.listen
+    if not listen:
+        return None
+    try:
+        return TransferServer(
+            listen,
+            pools,
+            control_plane_url=urls[0] if urls else None,
+            max_bytes_per_second=settings.tasks.move_max_bytes_per_second,
+        ).start()
+    except OSError as exc:
+        _log.error("disk transfer endpoint not started: %s (transfer.listen %s)", exc, listen)
+        return None
 
 
 def host_architecture() -> Architecture | None:
@@ -401,16 +423,23 @@ def serve(data_dir: Path | None, config_file: Path | None) -> None:
         retry_delay=settings.tasks.retry_delay,
         host=host,
         power_workers=settings.vms.power_workers,
+        ownership=pool_state,
+        move_max_bytes_per_second=settings.tasks.move_max_bytes_per_second,
         no_vms=f"this node runs no VMs: {caps.get('vm_accelerator_reason') or 'no VM runtime'}",
     )
     scrubber = Scrubber(locks=cache.locks, pools=pool_state, outbox=outbox)
     pool_state.set_scrubber(scrubber)
     scrubber.start()
+    transfer = start_transfer(settings, pool_state, urls)
+    if transfer is not None and transfer.url:
+        caps["transfer_url"] = transfer.url
     try:
         daemon = Daemon(
             client=client,
             pools=pool_state,
-            tasks=TaskRunner(pool_state, vms=vms, scrubber=scrubber, drift=pool_state),
+            tasks=TaskRunner(
+                pool_state, vms=vms, scrubber=scrubber, transfer=transfer, drift=pool_state
+            ),
             state=enrolled,
             clock=SystemClock(stop),
             stop=stop,
@@ -441,6 +470,8 @@ def serve(data_dir: Path | None, config_file: Path | None) -> None:
         if host is not None:
             host.supervisor.close()  # the VMs keep running; a restarted agent re-attaches
         scrubber.close()
+        if transfer is not None:
+            transfer.close()
         vms.close()
         outbox.close()
         client.close()

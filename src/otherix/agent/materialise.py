@@ -239,7 +239,7 @@ def _disk_present(root: Path, disk: DeclaredDisk) -> bool:
 def missing_disks(p: DeclaredPool) -> tuple[str, ...]:
     """Ids of the pool's declared disks that are not there, sorted."""
     root = Path(p.path)
-    return tuple(sorted(d.id for d in p.disks if not _disk_present(root, d)))
+    return tuple(sorted(d.id for d in p.disks if not d.incoming and not _disk_present(root, d)))
 
 
 def ensure_pool(p: DeclaredPool, *, remembered: str | None = None) -> PoolReport:

@@ -50,6 +50,9 @@ class DeclaredDisk:
     id: str
     vm_id: str
     path: str
+    #: a move is bringing the disk into this pool (``vm move``): it may or may not be
+    #: here yet, so it is never missing (and never an orphan)
+    incoming: bool = False
 
 
 def _created_at(d: Mapping[str, Any]) -> datetime | None:
@@ -75,7 +78,7 @@ def _disks(d: Mapping[str, Any]) -> tuple[DeclaredDisk, ...]:
         if not isinstance(item, Mapping):
             raise ValueError("declared pool: each disk must be an object")
         disk = (_wire_str(item, "id"), _wire_str(item, "vm_id"), _wire_str(item, "file_path"))
-        out.append(DeclaredDisk(*disk))
+        out.append(DeclaredDisk(*disk, incoming=item.get("incoming") is True))
     return tuple(out)
 
 

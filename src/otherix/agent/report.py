@@ -298,7 +298,8 @@ class PoolState:
             identity=pool.identity,
             marker_id=pool.marker_id,
             disks=tuple(
-                pools.DeclaredDisk(d.id, d.vm_id, self.host_path(d.file_path)) for d in pool.disks
+                pools.DeclaredDisk(d.id, d.vm_id, self.host_path(d.file_path), d.incoming)
+                for d in pool.disks
             ),
         )
 
@@ -444,6 +445,12 @@ class PoolState:
         if declared is None:
             return set()
         return {d.image_sha256 for d in declared.disks if d.image_sha256 and d.vm_id in running}
+
+    def declares_vm(self, name: str, vm_id: str) -> bool:
+        """Whether the pool's declared disks include one of VM ``vm_id`` (incoming or
+        not): then its ``vms/{vm-id}/`` is owned and a disk removal must leave it."""
+        declared = self._declared.get(name.lower())
+        return declared is not None and any(d.vm_id == vm_id for d in declared.disks)
 
     def policy(self, name: str) -> CachePolicy | None:
         """The pool's ``config.cache`` (None when malformed: then nothing is evicted)."""

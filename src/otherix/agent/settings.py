@@ -82,6 +82,9 @@ key                                 default      meaning
   ``image_unavailable``), ``retry_delay`` (5 s) apart, doubling.
 - ``progress_interval`` (0.5 s, at least 0.1 s): least time between two
   progress reports of one task.
+- ``move_max_bytes_per_second`` (unset: unlimited; at least 64 KiB/s): the rate
+  at which a ``vm.move`` reads disks (the copy and both sha256 passes), so the
+  VMs on the two pools keep their disk bandwidth.
 """
 
 from __future__ import annotations
@@ -267,12 +270,32 @@ class TasksSection(Section):
     vm_create_attempts: int = Field(default=3, ge=1, le=10)
     retry_delay: Duration = 5.0
     progress_interval: Duration = 0.5
+    #: bytes per second a ``vm.move`` reads (copy and verify; None: unlimited)
+    move_max_bytes_per_second: int | None = Field(default=None, ge=1 << 16, le=1 << 40)
 
     @field_validator("progress_interval")
     @classmethod
     def _interval(cls, v: float) -> float:
         if v < 0.1:
             raise ValueError("must be at least 0.1s")
+        return v
+
+
+class TransferSection(Section):
+    """The disk transfer endpoint other agents pull from in a move across nodes
+    (``otherix.agent.transfer``): ``listen`` is ``host:port`` (port 0: any free port;
+    empty: off, and this node takes no part in moves across nodes)."""
+
+    listen: str = "0.0.0.0:7444"
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str) -> str:
+        if v == "":
+            return v
+        host, sep, port = v.rpartition(":")
+        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535 or not host:
+            raise ValueError("must be host:port (port 0-65535), or empty to turn it off")
         return v
 
 
@@ -304,5 +327,6 @@ class AgentSettings(Section):
     storage: StorageSection = StorageSection()
     images: ImagesSection = ImagesSection()
     tasks: TasksSection = TasksSection()
+    transfer: TransferSection = TransferSection()
     vms: VmsSection = VmsSection()
     logging: LoggingSection = LoggingSection()

@@ -42,6 +42,10 @@ Task types:
   disk_size_bytes, file_path}``; failures: ``disk_not_orphan``,
   ``disk_backing_outside_pool``, ``unsupported_format``, ``disk_unreadable``,
   ``disk_exists``, ``import_failed``, ``pool_not_found``, ``validation_failed``.
+- ``vm.export`` (a move across nodes; ``otherix.agent.transfer``): its ticket is held
+  by the transfer endpoint while the task is in the desired state, with no
+  report; the control plane ends it when the move ends. An agent whose
+  endpoint is off (``transfer.listen`` empty) fails it with ``unsupported_task``.
 - anything else fails with ``unsupported_task``, so an older agent never
   leaves a newer control plane's task pending forever.
 
@@ -61,6 +65,7 @@ from otherix.agent.images.disks import canonical_vm_id
 from otherix.agent.outbox import TaskReporter
 from otherix.agent.pools import PoolReport, PoolUnknownError
 from otherix.agent.scrubber import Scrubber
+from otherix.agent.transfer import VM_EXPORT, TransferServer
 from otherix.agent.vmtasks import VmTasks
 from otherix.client.errors import ApiError, UnauthenticatedError
 from otherix.models.heartbeat import AgentTask, TaskUpdate
@@ -204,12 +209,14 @@ class TaskRunner:
         vms: VmTasks | None = None,
         scrubber: Scrubber | None = None,
         drift: DriftTasks | None = None,
+        transfer: TransferServer | None = None,
     ) -> None:
         self._scanner = scanner
         self._drift = drift
         self._now = now
         self._vms = vms
         self._scrubber = scrubber
+        self._transfer = transfer
         self._done: set[str] = set()
 
     def pending(self, tasks: Sequence[AgentTask]) -> bool:
@@ -237,6 +244,8 @@ class TaskRunner:
         scrubber = self._scrubber
         if scrubber is not None:
             scrubber.forget(ids)
+        if self._transfer is not None:  # the tickets of the vm.export tasks, exactly
+            self._transfer.sync(tasks)
 
         def handed_off(task: AgentTask) -> bool:
             return (vms is not None and vms.handles(task.type)) or (
@@ -250,6 +259,9 @@ class TaskRunner:
             if scrubber is not None and scrubber.handles(task.type):
                 scrubber.submit(task)
                 self._done.add(task.id)
+                continue
+            if task.type == VM_EXPORT and self._transfer is not None:
+                self._done.add(task.id)  # held by sync() until the control plane ends it
                 continue
             if vms is not None and handed_off(task):
                 vms.submit(task)

@@ -41,6 +41,14 @@ a second and retries a failed outcome report without redoing the work.
   there; a create waiting in line (or between tries) just reports. A task the
   control plane dropped, and every job at shutdown, is cancelled without a
   report (a restart runs it again).
+- **Moves** (``vm.move``, ``vm.disk_remove``; ``otherix.agent.vmmove``) run on
+  one thread of their own, in the order the control plane made them, so the
+  removal of a copy an earlier move left behind never overlaps a later move of
+  the same VM; tried once (a killed agent runs an unfinished one again, which
+  finds and verifies what it had copied). Progress ``{bytes_done,
+  bytes_total, phase}`` (``source``, ``copy``, ``verify``). The VM's restart
+  policy is held while its disk moves, and a VM whose QEMU runs is refused
+  (``vm_running``).
 - **Power** (``vm.start``, ``vm.stop``, ``vm.restart``, ``vm.poweroff``;
   ``otherix.agent.vmpower``) run on ``power_workers`` threads (2) of their
   own, so a stop that waits for a guest never holds up a download, and are
@@ -61,7 +69,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from otherix.agent import vmpower, vmwork
+from otherix.agent import vmmove, vmpower, vmwork
 from otherix.agent.images import ImageCache, Progress
 from otherix.agent.images.progress import Speed
 from otherix.agent.outbox import TaskOutbox
@@ -74,7 +82,10 @@ __all__ = ["VM_TASK_TYPES", "VmTasks"]
 
 _log = logging.getLogger(__name__)
 
-VM_TASK_TYPES: Final = frozenset({VM_CREATE, VM_DELETE, *vmpower.POWER_TYPES})
+VM_TASK_TYPES: Final = frozenset(
+    {VM_CREATE, VM_DELETE, vmmove.VM_MOVE, vmmove.VM_DISK_REMOVE, *vmpower.POWER_TYPES}
+)
+_MOVE_TYPES: Final = frozenset({vmmove.VM_MOVE, vmmove.VM_DISK_REMOVE})
 #: progress (percent) ranges of the two phases of a create
 _DOWNLOAD: Final = (0, 90)
 _CLONE: Final = (90, 99)
@@ -122,8 +133,13 @@ class VmTasks:
         host: vmpower.VmHost | None = None,
         power_workers: int = 2,
         no_vms: str = vmpower.NO_VMS,
+        ownership: vmmove.PoolOwnership | None = None,
+        move_max_bytes_per_second: int | None = None,
     ) -> None:
         self._host = host
+        #: which pools declare a VM's disk (``PoolState.declares_vm``), for ``vm.disk_remove``
+        self._ownership = ownership
+        self._move_rate = move_max_bytes_per_second
         #: what power tasks say when this node has no VM host (``node get`` says it too)
         self._no_vms = no_vms
         self._cache = cache
@@ -138,12 +154,16 @@ class VmTasks:
         self._line: CreateLine[_Job] = CreateLine(per_source)
         self._deletes: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._power: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._moves: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._threads = [
             threading.Thread(target=self._create_worker, name=f"{VM_CREATE}-{i}", daemon=True)
             for i in range(create_workers)
         ]
         self._threads.append(
             threading.Thread(target=self._delete_worker, name=f"{VM_DELETE}-0", daemon=True)
+        )
+        self._threads.append(
+            threading.Thread(target=self._move_worker, name=f"{vmmove.VM_MOVE}-0", daemon=True)
         )
         self._power_threads = power_workers
         self._threads.extend(
@@ -220,6 +240,7 @@ class VmTasks:
                 job.cancel(None)
         self._line.close()
         self._deletes.put(None)
+        self._moves.put(None)
         for _ in range(self._power_threads):
             self._power.put(None)
         for thread in self._threads:
@@ -237,6 +258,8 @@ class VmTasks:
             self._line.put(job, source_of(url) if isinstance(url, str) else None)
         elif job.task.type in vmpower.POWER_TYPES:
             self._power.put(job)
+        elif job.task.type in _MOVE_TYPES:
+            self._moves.put(job)
         else:
             self._deletes.put(job)
 
@@ -260,6 +283,12 @@ class VmTasks:
         while (job := self._deletes.get()) is not None:
             self._try(job)
             self._images_changed.set()  # a removed disk changes the pool's usage (issue 16)
+            self._finish(job)
+
+    def _move_worker(self) -> None:
+        while (job := self._moves.get()) is not None:
+            self._try(job)
+            self._images_changed.set()  # a moved or removed disk changes two pools' usage
             self._finish(job)
 
     def _power_worker(self) -> None:
@@ -300,6 +329,10 @@ class VmTasks:
             try:
                 if task.type == VM_CREATE:
                     result = self._create(job)
+                elif task.type == vmmove.VM_MOVE:
+                    result = self._move(job)
+                elif task.type == vmmove.VM_DISK_REMOVE:
+                    result = self._remove_copy(task.args)
                 elif task.type in vmpower.POWER_TYPES:
                     args = vmpower.PowerArgs.parse(task.args)
                     result = vmpower.run(
@@ -381,6 +414,51 @@ class VmTasks:
                 self._pools, self._host, job.task.args, unavailable=self._no_vms
             )
         return result
+
+    def _move(self, job: _Job) -> dict[str, Any]:
+        """A ``vm.move``: never the disk of a running QEMU; its restart policy held meanwhile."""
+        args = vmmove.MoveArgs.parse(job.task.args)
+
+        def report(phase: str, done: int, total: int) -> None:
+            if job.cancelled.is_set():
+                raise _Cancelled
+            low, high = vmmove.PHASES.get(phase, (0, 99))
+            percent = low + (high - low) * min(done, total) // total if total else low
+            result = {"bytes_done": done, "bytes_total": total, "phase": phase}
+            update = self._update(job, "running", progress=percent, result=result)
+            self._outbox.progress(job.task.id, update)
+
+        host = self._host
+        if host is None:
+            return vmmove.move(
+                self._cache,
+                self._pools,
+                args,
+                progress=report,
+                max_bytes_per_second=self._move_rate,
+            )
+        sup, runtime = host.supervisor, host.supervisor.runtime
+        sup.hold(args.vm_id)  # no restart by its policy while the disk moves
+        try:
+            if runtime.alive(args.vm_id):
+                raise TaskFailure(
+                    "vm_running", "the VM is running: stop it first, then move its disk"
+                )
+            return vmmove.move(
+                self._cache,
+                self._pools,
+                args,
+                progress=report,
+                max_bytes_per_second=self._move_rate,
+            )
+        finally:
+            sup.release(args.vm_id)
+
+    def _remove_copy(self, raw: dict[str, Any]) -> dict[str, Any]:
+        args = vmmove.RemoveArgs.parse(raw)
+        if self._ownership is None:
+            raise TaskFailure("unsupported_task", "this agent cannot tell which disks it owns")
+        return vmmove.remove_copy(self._cache, self._pools, self._ownership, args)
 
     def _delete(self, raw: dict[str, Any]) -> dict[str, Any]:
         """A ``vm.delete``: never the disk of a running QEMU, unless ``force`` powers it off."""

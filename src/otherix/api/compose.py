@@ -22,6 +22,8 @@ from argon2 import PasswordHasher
 from otherix.api.deps import Deps
 from otherix.api.services.auth import AuthService
 from otherix.api.services.cache import CacheService
+from otherix.api.services.capacity import CapacityService
+from otherix.api.services.capacitytrend import CapacityTrends
 from otherix.api.services.defaultpool import DefaultPoolService
 from otherix.api.services.drift import DriftService
 from otherix.api.services.heartbeat import HeartbeatService
@@ -37,6 +39,7 @@ from otherix.api.services.secrets import Passwords
 from otherix.api.services.tasks import TaskService
 from otherix.api.services.users import UserService
 from otherix.api.services.vmimport import VM_IMPORT, VmImportService
+from otherix.api.services.vmmove import VM_MOVE, VmMoveService
 from otherix.api.services.vms import DELETE as VM_DELETE
 from otherix.api.services.vms import POWER_TASKS, VmService
 from otherix.api.services.watching import WatchService
@@ -63,6 +66,8 @@ class Services:
     # drift (issue 16): pool doctor, its purge, vm import
     drift_service: DriftService
     vm_import_service: VmImportService
+    move_service: VmMoveService
+    capacity_service: CapacityService
 
 
 def passwords_for(deps: Deps) -> Passwords:
@@ -127,7 +132,9 @@ def build_services(deps: Deps) -> Services:
         event_store=db.events,
         default_pool_service=default_pool,
         node_service=nodes,
+        transfer_key=deps.jwt_secret,
     )
+    capacity_trends = CapacityTrends(settings=settings, clock=clock, capacity_store=db.capacity)
     pools = PoolService(
         settings=settings,
         db=db,
@@ -137,6 +144,7 @@ def build_services(deps: Deps) -> Services:
         pool_store=db.pools,
         default_pool_service=default_pool,
         node_service=nodes,
+        capacity_trends=capacity_trends,
     )
     tasks = TaskService(db=db, clock=clock, hub=hub, node_store=db.nodes, task_store=db.tasks)
     placement = PlacementService(
@@ -192,6 +200,24 @@ def build_services(deps: Deps) -> Services:
     for power_task in POWER_TASKS:
         tasks.hooks.register(power_task, success=vms.on_power_success, failure=vms.on_power_failure)
     tasks.hooks.register(POOL_SCAN, success=scan.apply_scan_result)
+    moves = VmMoveService(
+        db=db,
+        clock=clock,
+        hub=hub,
+        node_store=db.nodes,
+        pool_store=db.pools,
+        task_store=db.tasks,
+        vm_store=db.vms,
+        vm_service=vms,
+        task_service=tasks,
+        transfer_key=deps.jwt_secret,
+    )
+    tasks.hooks.register(
+        VM_MOVE,
+        success=moves.on_move_success,
+        failure=moves.on_move_failure,
+        cancellable_in=("pending", "running"),  # the copy is thrown away; the source stays
+    )
     # drift (issue 16)
     drift = DriftService(
         db=db,
@@ -250,4 +276,12 @@ def build_services(deps: Deps) -> Services:
         cache_service=cache,
         drift_service=drift,
         vm_import_service=vm_import,
+        move_service=moves,
+        capacity_service=CapacityService(
+            settings=settings,
+            db=db,
+            capacity_store=db.capacity,
+            trends=capacity_trends,
+            pool_service=pools,
+        ),
     )

@@ -19,6 +19,7 @@ from otherix.api.deps import Deps
 from otherix.api.middleware import Metrics
 from otherix.api.services.auth import AuthService
 from otherix.api.services.cache import CacheService
+from otherix.api.services.capacity import CapacityService
 from otherix.api.services.defaultpool import DefaultPoolService
 from otherix.api.services.drift import DriftService
 from otherix.api.services.heartbeat import HeartbeatService
@@ -30,6 +31,7 @@ from otherix.api.services.scan import ScanService
 from otherix.api.services.tasks import TaskService
 from otherix.api.services.users import UserService
 from otherix.api.services.vmimport import VmImportService
+from otherix.api.services.vmmove import VmMoveService
 from otherix.api.services.vms import VmService
 from otherix.api.services.watching import WatchService
 
@@ -109,6 +111,10 @@ async def get_cache_service(request: Request) -> CacheService:
     return services_of(request).cache_service
 
 
+async def get_capacity_service(request: Request) -> CapacityService:
+    return services_of(request).capacity_service
+
+
 async def get_vm_service(request: Request) -> VmService:
     return services_of(request).vm_service
 
@@ -120,3 +126,7 @@ async def get_drift_service(request: Request) -> DriftService:
 
 async def get_vm_import_service(request: Request) -> VmImportService:
     return services_of(request).vm_import_service
+
+
+async def get_move_service(request: Request) -> VmMoveService:
+    return services_of(request).move_service

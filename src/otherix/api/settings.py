@@ -172,6 +172,36 @@ class AgentApiSection(Section):
         return v
 
 
+# -- capacity history and time to full (issue 16.6) -------------------------------------
+
+
+class CapacitySection(Section):
+    """``capacity.*``: the samples of each pool instance's used bytes and the
+    time-to-full estimate (``api/services/capacity.py``, ``domain/capacity.py``)."""
+
+    #: one sample per pool instance per interval (the bucket a sample is keyed on)
+    sample_interval: Duration = 300.0
+    #: samples older than this are deleted
+    retention: Duration = 14 * 86400.0
+    #: the trend is fitted over the samples of this last stretch of time (two days:
+    #: agents report available bytes in steps of 1% of capacity or 64 MiB, whichever
+    #: is less, so a slow fill moves in steps hours apart, and a short window would
+    #: flicker between them)
+    trend_window: Duration = 2 * 86400.0
+    #: ``pool_filling`` when the estimated time to full is under this many days
+    warn_days: float = Field(default=7.0, gt=0, le=3650)
+
+    @model_validator(mode="after")
+    def _order(self) -> CapacitySection:
+        if self.sample_interval < 1:
+            raise ValueError("capacity.sample_interval must be at least 1s")
+        if self.retention < 2 * self.sample_interval:
+            raise ValueError("capacity.retention must be at least 2 x capacity.sample_interval")
+        if self.trend_window < 2 * self.sample_interval:
+            raise ValueError("capacity.trend_window must be at least 2 x capacity.sample_interval")
+        return self
+
+
 class ApiSettings(Section):
     data_dir: Path = Path("/var/lib/otherix/api")
     server: ServerSection = ServerSection()
@@ -181,6 +211,7 @@ class ApiSettings(Section):
     workers: WorkersSection = WorkersSection()
     agents: AgentApiSection = AgentApiSection()
     placement: PlacementSection = PlacementSection()
+    capacity: CapacitySection = CapacitySection()
 
     @property
     def database_url(self) -> str:

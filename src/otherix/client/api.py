@@ -47,6 +47,7 @@ from otherix.models.nodes import (
 from otherix.models.pools import (
     DefaultPool,
     PoolCacheView,
+    PoolCapacityHistory,
     PoolConceptView,
     PoolList,
     StoragePool,
@@ -201,6 +202,20 @@ class ApiClient(HttpClient):
             self.json("POST", f"/v1/storage-pools/{_seg(ref)}/{verb}")
         )
 
+    def pool_capacity_history(
+        self, ref: str, *, since: str | None = None, limit: int | None = None
+    ) -> PoolCapacityHistory:
+        """A pool instance's capacity samples and trend (issue 16.6)."""
+        params: dict[str, str] = {}
+        if since is not None:
+            params["since"] = since
+        if limit is not None:
+            params["limit"] = str(limit)
+        data = self.json(
+            "GET", f"/v1/storage-pools/{_seg(ref)}/capacity-history", params=params or None
+        )
+        return PoolCapacityHistory.model_validate(data)
+
     def pool_cache(self, ref: str) -> PoolCacheView:
         data = self.json("GET", f"/v1/storage-pools/{_seg(ref)}/cache")
         return PoolCacheView.model_validate(data)
@@ -281,6 +296,15 @@ class ApiClient(HttpClient):
         """``action``: start, stop, restart or poweroff; the accepted ``vm.<action>`` task."""
         body = {"timeout_seconds": timeout_seconds} if timeout_seconds is not None else None
         data = self.json("POST", f"/v1/vms/{_seg(name)}/{_seg(action)}", json=body)
+        return AsyncTaskAccepted.model_validate(data)
+
+    def move_vm(self, name: str, pool: str, *, node: str | None = None) -> AsyncTaskAccepted:
+        """Move the stopped VM's disk to ``pool`` (on its node, or on ``node``); the
+        accepted ``vm.move`` task."""
+        body: dict[str, str] = {"pool": pool}
+        if node is not None:
+            body["node"] = node
+        data = self.json("POST", f"/v1/vms/{_seg(name)}/move", json=body)
         return AsyncTaskAccepted.model_validate(data)
 
     def vm_console(self, name: str) -> VmConsole:

@@ -31,10 +31,11 @@ __all__ = [
     "image_basename",
     "validate_image_url",
     "validate_sha256",
+    "vm_disk_path",
 ]
 
 #: VM phases (docs/pool-contract.md §7); a VM whose disk is ready is ``stopped``.
-PHASES: tuple[str, ...] = ("pending", "creating", "stopped", "error", "deleting")
+PHASES: tuple[str, ...] = ("pending", "creating", "stopped", "moving", "error", "deleting")
 #: The desired power state in a VM's spec (``otherix vm start|stop``).
 PowerState = Literal["running", "stopped"]
 #: What the agent does when the VM's QEMU ends without being asked (docs/vm-runtime.md).
@@ -116,3 +117,9 @@ def disk_missing(
     if missing_since is not None:
         return "file_missing"
     return None
+
+
+def vm_disk_path(pool_path: str, vm_id: str, fmt: str) -> str:
+    """Where a VM's root disk lives in a pool: ``{pool}/vms/{vm-id}/disk.{format}``
+    (the agent's layout, ``otherix.agent.images.disks``), as the node names the pool."""
+    return f"{pool_path.rstrip('/')}/vms/{vm_id}/disk.{fmt}"

@@ -66,8 +66,9 @@ class PoolCondition(Output):
     """Something wrong with a pool that its status alone does not say.
 
     ``type`` is ``path_overlap`` (its directory overlaps ``other_pool``'s on the
-    same node, a row from before the one-directory-one-pool rule) or
-    ``orphaned`` (its node was deleted while the pool held VM disks).
+    same node, a row from before the one-directory-one-pool rule),
+    ``orphaned`` (its node was deleted while the pool held VM disks) or
+    ``pool_filling`` (at its trend it is full in less than ``capacity.warn_days``).
     """
 
     type: str
@@ -125,6 +126,57 @@ class PoolScrubView(Output):
     running: ScrubProgressView | None = None
 
 
+# -- time to full (issue 16.6; ``otherix.domain.capacity``) ------------------------------
+
+
+class CapacityTrendView(Output):
+    """The trend of a pool instance's used bytes (filesystem capacity - available)
+    over ``capacity.trend_window``, and when it fills at that rate."""
+
+    state: Literal["filling", "not_filling", "unknown"] = Field(
+        description="filling: used bytes grow; not_filling: flat or shrinking (never "
+        "full); unknown: fewer than 3 samples over 2 intervals since the last drop"
+    )
+    samples: int = Field(description="samples fitted (those after the last drop)")
+    bytes_per_day: float | None = Field(
+        default=None, description="least-squares slope of used bytes; null when unknown"
+    )
+    available_bytes: int | None = None
+    days_to_full: float | None = Field(
+        default=None, description="available over the slope; null unless filling"
+    )
+    full_at: datetime | None = None
+
+
+class PoolCapacitySample(Output):
+    sampled_at: datetime = Field(description="the start of the sampling bucket")
+    used_bytes: int = Field(description="filesystem capacity - available")
+    capacity_bytes: int
+    available_bytes: int
+    vm_disk_bytes: int | None = None
+    image_cache_bytes: int | None = None
+
+
+class PoolCapacityHistory(Output):
+    """``GET /v1/storage-pools/{id}/capacity-history``: one instance's samples,
+    oldest first, from ``since`` (at most ``limit``), and its trend."""
+
+    pool: str
+    pool_id: str
+    node: str
+    sample_interval_seconds: float
+    retention_seconds: float
+    trend: CapacityTrendView | None = None
+    samples: list[PoolCapacitySample]
+    next_since: datetime | None = Field(
+        default=None,
+        description="set when samples were left off by limit: ask again with since= this",
+    )
+
+
+# -- end time to full ---------------------------------------------------------------------
+
+
 class StoragePool(Output):
     model_config = ConfigDict(extra="ignore")
 
@@ -165,6 +217,11 @@ class StoragePool(Output):
         default=None,
         description="the cache scrub: last completion, rate, quarantined entries, the one "
         "running now (issue 16); null until its agent reports one",
+    )
+    capacity_trend: CapacityTrendView | None = Field(
+        default=None,
+        description="the trend of used bytes and the time to full (issue 16.6); null on "
+        "an orphaned pool",
     )
     images: list[CachedImage] = Field(default_factory=list)
     #: Empty for a healthy pool; see :class:`PoolCondition`.

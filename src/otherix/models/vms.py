@@ -15,6 +15,9 @@ Phases (``status.phase``):
   cache fill, disk materialisation); progress is on the task.
 - ``stopped``: the disk is ready. Whether QEMU runs is the power state, not
   the phase: ``status.state`` (below).
+- ``moving``: a ``vm move`` is copying the disk to another pool (``vm.move``
+  task); the VM cannot be started or deleted until it ends (``stopped`` again,
+  on the new pool after a success, on the old one after a failure or cancel).
 - ``error``: a task failed; ``status.reason`` is the task's error code (e.g.
   ``checksum_mismatch``, ``image_collision``, ``pool_full``,
   ``disk_too_small``, ``download_failed``).
@@ -49,7 +52,7 @@ from pydantic import Field, StrictInt, StrictStr
 from otherix.domain.vms import MissingReason, PowerState, RestartPolicy, RunState
 from otherix.models.common import Input, Output, Page
 
-VmPhase = Literal["pending", "creating", "stopped", "error", "deleting"]
+VmPhase = Literal["pending", "creating", "stopped", "moving", "error", "deleting"]
 PullPolicy = Literal["if-not-present", "always"]
 DiskFormat = Literal["qcow2", "raw"]
 Architecture = Literal["amd64", "arm64"]
@@ -97,6 +100,23 @@ class VmPowerRequest(Input):
         le=3600,
         description="stop and restart: how long the guest gets to power down after the ACPI "
         "request before QEMU is powered off",
+    )
+
+
+class VmMoveRequest(Input):
+    """The body of ``POST /v1/vms/{name}/move``: the pool to move the VM's disk to."""
+
+    pool: str = Field(
+        min_length=1,
+        max_length=255,
+        description="the target pool: a name (its instance on the VM's node, or on ``node``) "
+        "or an instance UUID",
+    )
+    node: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=255,
+        description="the target pool's node, when it is not the VM's (a move across nodes)",
     )
 
 

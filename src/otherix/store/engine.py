@@ -40,11 +40,13 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 
 from otherix.store import jsontext
+from otherix.store.capacity import store as capacity_store
 from otherix.store.errors import StoreError, StoreLost, StoreUnavailable, translate
 from otherix.store.events import store as event_store
 from otherix.store.idempotency import store as idempotency_store
 from otherix.store.nodes import store as node_store
 from otherix.store.pools import store as pool_store
+from otherix.store.ports.capacity import CapacityStore
 from otherix.store.ports.events import EventStore
 from otherix.store.ports.idempotency import IdempotencyStore
 from otherix.store.ports.nodes import NodeStore
@@ -225,6 +227,8 @@ class Database:
         self.users: UserStore = user_store
         self.nodes: NodeStore = node_store
         self.vms: VmStore = vm_store
+        #: pool capacity samples (issue 16.6)
+        self.capacity: CapacityStore = capacity_store
 
     @property
     def lost(self) -> str | None:

@@ -29,6 +29,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import RowMapping
 
+from otherix.domain.vms import vm_disk_path
 from otherix.store.ports import JSONObject
 from otherix.store.ports.pools import (
     DeclaredPoolRow,
@@ -193,7 +194,9 @@ class SqlPools:
         stmt = (
             sa.select(sa.func.count())
             .select_from(vm_disks)
-            .where(vm_disks.c.storage_pool_id == pool_id)
+            .where(
+                sa.or_(vm_disks.c.storage_pool_id == pool_id, vm_disks.c.move_pool_id == pool_id)
+            )
         )
         return int(sql(tx).execute(stmt).scalar_one())
 
@@ -242,7 +245,33 @@ class SqlPools:
             .where(vms.c.phase != "deleting")
             .order_by(vm_disks.c.id)
         )
-        return [DiskToCheck(**r) for r in _rows(tx, stmt)]
+        out = [DiskToCheck(**r) for r in _rows(tx, stmt)]
+        # 0014: disks a move is bringing into one of the node's pools, where they will be
+        incoming = (
+            sa.select(
+                vm_disks.c.id,
+                vm_disks.c.vm_id,
+                vm_disks.c.format,
+                vm_disks.c.move_pool_id,
+                vm_disks.c.image_sha256,
+                sp.c.path,
+            )
+            .select_from(vm_disks.join(sp, sp.c.id == vm_disks.c.move_pool_id))
+            .where(sp.c.node_id == node_id)
+            .order_by(vm_disks.c.id)
+        )
+        out.extend(
+            DiskToCheck(
+                id=r["id"],
+                vm_id=r["vm_id"],
+                file_path=vm_disk_path(r["path"], r["vm_id"], r["format"]),
+                storage_pool_id=r["move_pool_id"],
+                image_sha256=r["image_sha256"],
+                incoming=True,
+            )
+            for r in _rows(tx, incoming)
+        )
+        return out
 
     def missing_disk_ids(self, tx: Tx, node_id: str) -> dict[str, set[str]]:
         """pool id -> ids of its disks currently recorded missing (the node's pools)."""

@@ -291,6 +291,31 @@ pool_status = sa.Table(
     sa.Column("drift", JSONType, nullable=True),
 )
 
+# -- 0013 (time to full, issue 16.6) ------------------------------------------------------
+#: One sample of a pool instance's used bytes per ``capacity.sample_interval``, keyed on
+#: (pool, bucket start) so a sample taken by two replicas for one bucket is stored once;
+#: deleted with the pool, and by the sampler once older than ``capacity.retention``.
+#: ``used_bytes`` is the filesystem's capacity - available (``domain/capacity.py``); the
+#: parts are the agent's usage report at the time (null when it had none).
+pool_capacity_samples = sa.Table(
+    "pool_capacity_samples",
+    metadata,
+    sa.Column(
+        "pool_id",
+        sa.String(36),
+        sa.ForeignKey("storage_pools.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    _ts("sampled_at"),
+    sa.Column("used_bytes", sa.BigInteger, nullable=False),
+    sa.Column("capacity_bytes", sa.BigInteger, nullable=False),
+    sa.Column("vm_disk_bytes", sa.BigInteger, nullable=True),
+    sa.Column("image_cache_bytes", sa.BigInteger, nullable=True),
+    sa.PrimaryKeyConstraint("pool_id", "sampled_at"),
+    sa.Index("ix_pool_capacity_samples_sampled_at", "sampled_at"),
+)
+# -- end 0013 ----------------------------------------------------------------------------
+
 tasks = sa.Table(
     "tasks",
     metadata,
@@ -365,6 +390,15 @@ vm_disks = sa.Table(
     sa.Column("image_sha256", sa.String(64), nullable=True),
     # 0007 (pool identity): since when the agent reports the disk file missing (null: present).
     _ts("missing_since", nullable=True),
+    # 0014 (vm move): the pool instance a move is copying the disk into (null: none under
+    # way); RESTRICT, so neither end of a running move can be deleted.
+    sa.Column(
+        "move_pool_id",
+        sa.String(36),
+        sa.ForeignKey("storage_pools.id", ondelete="RESTRICT"),
+        nullable=True,
+        index=True,
+    ),
 )
 
 #: 0009 (VMs run): what the VM's node last reported of its QEMU (``HeartbeatReport.vms``,

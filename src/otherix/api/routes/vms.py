@@ -1,6 +1,8 @@
 """``/v1/vms`` (docs/pool-contract.md §7): admission, list, get by name, asynchronous delete,
 the power verbs (``POST /v1/vms/{name}/{start|stop|restart|poweroff}``, each a
-``vm.<verb>`` task, docs/vm-runtime.md) and the serial console's last lines.
+``vm.<verb>`` task, docs/vm-runtime.md), the move of a stopped VM's disk to another
+pool (``POST /v1/vms/{name}/move``, a ``vm.move`` task) and the serial console's last
+lines.
 
 VMs are addressed by name only (a UUID in ``{name}`` is a 400). Placement
 happens after admission (``services.placement``, the scheduler worker).
@@ -17,13 +19,14 @@ from fastapi.responses import JSONResponse
 
 from otherix.api.deps import Principal
 from otherix.api.guards import require
-from otherix.api.provide import get_vm_service
+from otherix.api.provide import get_move_service, get_vm_service
 from otherix.api.routes.common import DRY_RUN_DESCRIPTION, dry_run_answer, limit_param, page
+from otherix.api.services.vmmove import VmMoveService
 from otherix.api.services.vms import VmService
 from otherix.domain.vms import PHASES, POWER_ACTIONS, PowerAction
 from otherix.errors import ValidationFailed
 from otherix.models.common import AsyncTaskAccepted
-from otherix.models.vms import VM, VmConsole, VMCreate, VMList, VmPowerRequest
+from otherix.models.vms import VM, VmConsole, VMCreate, VMList, VmMoveRequest, VmPowerRequest
 from otherix.rbac import Permission
 
 router = APIRouter(prefix="/v1/vms", tags=["vms"])
@@ -32,6 +35,8 @@ READ = require(Permission.VM_READ)
 CREATE = require(Permission.VM_CREATE)
 DELETE = require(Permission.VM_DELETE)
 POWER = require(Permission.VM_UPDATE)
+#: moving a disk between pools is storage maintenance: admins and operators
+MOVE = require(Permission.NODE_MAINTENANCE)
 
 
 @router.post(
@@ -149,3 +154,25 @@ def get_vm_console(
     """The last lines of the VM's serial console, as its node last reported them
     (``observed_at``; the agent sends its last 50)."""
     return vm_service.console(me, name)
+
+
+@router.post(
+    "/{name}/move",
+    operation_id="moveVm",
+    status_code=202,
+    response_model=AsyncTaskAccepted,
+    summary="Move a stopped VM's disk to another pool",
+)
+def move_vm(
+    name: str,
+    body: VmMoveRequest,
+    me: Principal = Depends(MOVE),
+    move_service: VmMoveService = Depends(get_move_service),
+) -> AsyncTaskAccepted:
+    """202 with the ``vm.move`` task (admins and operators). The VM must be stopped;
+    the target must be another pool instance on its node that is ready, not cordoned
+    and has room for the disk (409 ``vm_not_movable`` with ``details.reason``,
+    ``pool_cordoned``, ``vm_running``). The disk is copied (reflink where it can),
+    the sha256 of both compared, the store switched in one transaction, and the
+    source removed after. The same move while its task is unfinished answers it."""
+    return move_service.move(me, name, body)

@@ -34,7 +34,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal, overload
+from typing import Any, Literal, overload
 
 from otherix.api.clock import Clock
 from otherix.api.deps import AgentIdentity, HeartbeatBuffer
@@ -91,6 +91,8 @@ class HeartbeatService:
     event_store: EventStore
     default_pool_service: DefaultPoolService
     node_service: NodeService
+    #: the key transfer secrets are derived from (``secrets.transfer_secret``)
+    transfer_key: str = ""
 
     def desired_json(self, node_id: str, revision: int | None) -> bytes:
         """``desired_state`` serialised once per revision (the hot path's reply body)."""
@@ -118,10 +120,19 @@ class HeartbeatService:
         state = DesiredState(
             revision=revision,
             declared_pools=self._declared(declared, disks),
-            tasks=[AgentTask(id=t.id, type=t.type, args=t.args) for t in pending],
+            tasks=[AgentTask(id=t.id, type=t.type, args=self._task_args(t.args)) for t in pending],
         )
         self.desired_cache[node_id] = (revision, state)
         return state
+
+    def _task_args(self, args: dict[str, Any]) -> dict[str, Any]:
+        """A task's args as its node gets them: a move across nodes gets the secret of
+        its transfer ticket, derived here, never stored (``services.vmmove``)."""
+        transfer = args.get("transfer")
+        if not isinstance(transfer, dict) or not isinstance(transfer.get("ticket"), str):
+            return args
+        secret = secrets.transfer_secret(self.transfer_key, transfer["ticket"])
+        return {**args, "transfer": {**transfer, "secret": secret}}
 
     def _declared(
         self, pools: list[DeclaredPoolRow], disks: list[DiskToCheck]
@@ -129,7 +140,11 @@ class HeartbeatService:
         by_pool: dict[str, list[DeclaredDisk]] = {}
         for d in disks:
             disk = DeclaredDisk(
-                id=d.id, vm_id=d.vm_id, file_path=d.file_path, image_sha256=d.image_sha256
+                id=d.id,
+                vm_id=d.vm_id,
+                file_path=d.file_path,
+                image_sha256=d.image_sha256,
+                incoming=d.incoming,
             )
             by_pool.setdefault(d.storage_pool_id, []).append(disk)
         return [

@@ -36,6 +36,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from otherix.api.clock import Clock
+from otherix.api.services.capacitytrend import CapacityTrends, trend_view
 from otherix.api.services.defaultpool import DefaultPoolService
 from otherix.api.services.nodes import (
     NodeService,
@@ -45,6 +46,7 @@ from otherix.api.services.nodes import (
 from otherix.api.settings import ApiSettings
 from otherix.api.watch import WatchHub
 from otherix.domain.cache import CacheConfigError, parse_cache_config
+from otherix.domain.capacity import Trend
 from otherix.domain.defaultpool import last_default_message, removes_last_default
 from otherix.domain.liveness import projected_status
 from otherix.domain.names import looks_like_uuid, validate_pool_name, validate_pool_type
@@ -129,6 +131,12 @@ class PoolService:
     pool_store: PoolStore
     default_pool_service: DefaultPoolService
     node_service: NodeService
+    #: time to full (issue 16.6): the trend on every view, and ``pool_filling``
+    capacity_trends: CapacityTrends | None = None
+
+    def trends_for(self, conn: Tx, rows: list[PoolRow]) -> dict[str, Trend]:
+        """The capacity trend of each row (one query; empty without ``capacity_trends``)."""
+        return {} if self.capacity_trends is None else self.capacity_trends.trends_for(conn, rows)
 
     def conditions_for(self, conn: Tx, rows: list[PoolRow]) -> dict[str, list[dict[str, Any]]]:
         """``path_overlap`` conditions for ``rows``: one narrow query for all their nodes."""
@@ -161,6 +169,7 @@ class PoolService:
         default_name: str | None,
         with_images: bool,
         conditions: dict[str, list[dict[str, Any]]] | None = None,
+        trends: dict[str, Trend] | None = None,
     ) -> StoragePool:
         orphaned = row.node_deleted_at is not None
         available = row.available_bytes
@@ -181,6 +190,14 @@ class PoolService:
             }
             effective, pressure = None, None
         usage = None if orphaned else _usage(row)
+        # -- time to full (issue 16.6) --
+        capacity_trend = None
+        if not orphaned and self.capacity_trends is not None:  # no samples: unknown
+            capacity_trend = (trends or {}).get(row.id, Trend("unknown", 0))
+        if self.capacity_trends is not None and (
+            filling := self.capacity_trends.condition(capacity_trend)
+        ):
+            found.append(filling)
         return StoragePool.model_validate(
             {
                 "id": row.id,
@@ -217,6 +234,7 @@ class PoolService:
                 },
                 "usage": None if usage is None else usage.to_dict(),
                 "scrub": None if orphaned else row.scrub,
+                "capacity_trend": None if capacity_trend is None else trend_view(capacity_trend),
             }
         )
 
@@ -266,9 +284,10 @@ class PoolService:
         with self.db.read() as conn:
             default_name = self.default_pool_service.current_name(conn)
             conditions = self.conditions_for(conn, rows)
+            trends = self.trends_for(conn, rows)
         if looks_like_uuid(ref):
-            return self.pool_view(rows[0], default_name, with_images=True, conditions=conditions)
-        instances = [self.pool_view(r, default_name, True, conditions) for r in rows]
+            return self.pool_view(rows[0], default_name, True, conditions, trends)
+        instances = [self.pool_view(r, default_name, True, conditions, trends) for r in rows]
         summed = sum_views(_usage(r) for r in rows if r.node_deleted_at is None)
         return PoolConceptView(
             name=rows[0].name,
@@ -298,7 +317,8 @@ class PoolService:
             default_name = self.default_pool_service.current_name(conn)
             page, nxt = split_page(rows, limit)
             conditions = self.conditions_for(conn, page)
-        return [self.pool_view(r, default_name, False, conditions) for r in page], nxt
+            trends = self.trends_for(conn, page)
+        return [self.pool_view(r, default_name, False, conditions, trends) for r in page], nxt
 
     def create(self, body: PoolCreate, *, dry_run: bool = False) -> StoragePool:
         """Create one pool instance from a parsed body (:func:`parse_create`);
@@ -384,12 +404,13 @@ class PoolService:
                 row = self.pool_store.get_pool(conn, target.id)
                 default_name = self.default_pool_service.current_name(conn)
                 conditions = self.conditions_for(conn, [row]) if row is not None else {}
+                trends = self.trends_for(conn, [row]) if row is not None else {}
         except UniqueViolation as exc:
             raise Conflict(DUPLICATE, {"field": "name"}) from exc
         assert row is not None
         if values:
             self.hub.publish([row.node_id])
-        return self.pool_view(row, default_name, False, conditions)
+        return self.pool_view(row, default_name, False, conditions, trends)
 
     def set_cordon(self, ref: str, cordoned: bool) -> StoragePool:
         """Cordon (or uncordon) one instance: placement skips a cordoned one. The VMs
@@ -403,9 +424,10 @@ class PoolService:
             row = self.pool_store.get_pool(conn, target.id)
             default_name = self.default_pool_service.current_name(conn)
             conditions = self.conditions_for(conn, [row]) if row is not None else {}
+            trends = self.trends_for(conn, [row]) if row is not None else {}
         if row is None:
             raise NotFound(pool_not_found(ref))
-        return self.pool_view(row, default_name, False, conditions)
+        return self.pool_view(row, default_name, False, conditions, trends)
 
     def delete(self, ref: str) -> None:
         """Refused while VM disks reference the pool, and when it is the last instance

@@ -56,3 +56,14 @@ def digest(token: str) -> str:
 
 def same(a: str, b: str) -> bool:
     return hmac.compare_digest(a.encode(), b.encode())
+
+
+def transfer_secret(key: str, ticket: str) -> str:
+    """The secret of a disk transfer ticket (a move across nodes): derived from the
+    control plane's own key, so it is never stored; only the target node is given it
+    (in its desired state) and the source node only its sha256."""
+    return hmac.new(key.encode(), b"otherix-transfer:" + ticket.encode(), "sha256").hexdigest()
+
+
+def sha256_hex(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()

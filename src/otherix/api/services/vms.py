@@ -309,6 +309,10 @@ class VmService:
                 {"field": "pool", "pool": pool, **({"node": body.node} if on_node else {})},
             )
 
+    def visible_row(self, principal: Principal, name: str, conn: Tx) -> VmRow:
+        """The VM named ``name`` as ``principal`` may see it (404 otherwise)."""
+        return self._visible_row(principal, name, conn)
+
     def _visible_row(self, principal: Principal, name: str, conn: Tx) -> VmRow:
         row = self.vm_store.get_vm_by_name(conn, _vm_name(name))
         owner = _owner_filter(principal)
@@ -385,6 +389,13 @@ class VmService:
                 self.vm_store.delete_vm(conn, vm.id)
                 return None
             current = self.task_store.get_task(conn, vm.task_id) if vm.task_id else None
+            if vm.phase == "moving":  # the move ends first (its task cancelled, or done)
+                raise Conflict(
+                    f"VM {row.name} is being moved ({vm.task_id}): wait for the move "
+                    f"('otherix task wait {vm.task_id}') or cancel it "
+                    f"('otherix task cancel {vm.task_id}'), then delete it",
+                    {"reason": "vm_moving", "task_id": vm.task_id},
+                )
             if vm.phase == "deleting" and current and current.status not in tasks.FINAL:
                 return AsyncTaskAccepted.model_validate(
                     {**tasks.accepted(current.id).model_dump(), "status": current.status}

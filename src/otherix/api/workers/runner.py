@@ -1,6 +1,8 @@
 """``Workers``: the API's background threads (liveness, heartbeat flush, VM scheduler,
-and the store watch: is the SQLite file still there, and Idempotency-Key claims
-that could not be released while the store was down).
+the store watch: is the SQLite file still there, and Idempotency-Key claims
+that could not be released while the store was down; and the capacity sampler,
+issue 16.6: one sample per pool instance per ``capacity.sample_interval``, run
+twice an interval so no bucket is skipped, ``CapacityService.sample_pass``).
 
 Each loop runs on an interval and can be woken early; an exception in one
 pass is logged and the loop goes on. A store outage is logged once per loop
@@ -15,6 +17,7 @@ from collections.abc import Callable
 
 from otherix.api import idempotency
 from otherix.api.deps import Deps
+from otherix.api.services.capacity import CapacityService
 from otherix.api.services.placement import PlacementService
 from otherix.api.workers.liveness import flush_heartbeats, liveness_pass
 from otherix.api.workers.scheduler import PERIOD, SchedulerWake, paced_pass
@@ -75,6 +78,8 @@ class Workers:
         deps: Deps,
         placement: PlacementService,
         scheduler_wake: SchedulerWake | None = None,
+        *,
+        capacity: CapacityService | None = None,
     ) -> None:
         hb = deps.settings.workers.heartbeat
         self.deps = deps
@@ -85,6 +90,9 @@ class Workers:
             Loop("scheduler", PERIOD, paced_pass(placement), wake=wake.event),
             Loop("store-watch", idempotency.STORE_WATCH_INTERVAL, lambda: store_watch(deps)),
         ]
+        if capacity is not None:
+            interval = deps.settings.capacity.sample_interval / 2
+            self.loops.append(Loop("capacity", interval, capacity.sample_pass))
 
     def start(self) -> None:
         for loop in self.loops:

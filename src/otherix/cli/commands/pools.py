@@ -2,8 +2,8 @@
 
 Owns the group and its help text; the commands live in ``pools_read``
 (list, get), ``pools_write`` (create, delete), ``pools_ops`` (update,
-scan), ``pools_reinit`` (reinit), ``pools_scrub`` (scrub) and ``pools_cache``
-(cache), sharing instance addressing from
+scan), ``pools_reinit`` (reinit), ``pools_scrub`` (scrub), ``pools_cache``
+(cache) and ``pools_history`` (history), sharing instance addressing from
 ``pool_targets``. Mounted by
 ``otherix.cli.main``.
 """
@@ -14,6 +14,7 @@ import click
 
 from otherix.cli.commands.pools_cache import cache
 from otherix.cli.commands.pools_doctor import doctor_pool
+from otherix.cli.commands.pools_history import pool_history
 from otherix.cli.commands.pools_ops import cordon_pool, scan_pool, uncordon_pool, update_pool
 from otherix.cli.commands.pools_read import get_pool, list_pools
 from otherix.cli.commands.pools_reinit import reinit_pool
@@ -48,3 +49,4 @@ pool.add_command(cordon_pool)
 pool.add_command(uncordon_pool)
 pool.add_command(scrub_pool)
 pool.add_command(doctor_pool)  # drift (issue 16)
+pool.add_command(pool_history)  # time to full (issue 16.6)

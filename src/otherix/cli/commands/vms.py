@@ -58,7 +58,7 @@ from otherix.cli.commands.common import (
 )
 from otherix.cli.context import CliContext, CliError, get_context
 from otherix.cli.errors import usage_error
-from otherix.cli.output import render_yaml, wire
+from otherix.cli.output import human_bytes, render_yaml, wire
 from otherix.cli.progress import (
     StatusLine,
     follow_task,
@@ -102,6 +102,7 @@ def vm() -> None:
       otherix vm create web-1 --image-url https://images.example/ubuntu.img --wait
       otherix vm list --pool default
       otherix vm stop web-1 --wait
+      otherix vm move web-1 --pool fast --wait
       otherix vm console web-1 -f
       otherix vm delete web-1
     """
@@ -350,6 +351,54 @@ def delete_vm(name: str, force: bool, wait: bool, wait_timeout: str) -> None:
         return
     _follow(ctx, api, name, task_id, timeout, "deleting", "delete")
     ctx.line(f"vm {name} deleted")
+
+
+@vm.command("move")
+@click.argument("name")
+@click.option("--pool", "pool", required=True, metavar="NAME|UUID", help="The pool to move to.")
+@click.option("--node", metavar="NAME", help="The target pool's node, when it is not the VM's own.")
+@click.option("--wait", is_flag=True, help="Wait until the disk is moved, with progress.")
+@click.option(
+    "--wait-timeout",
+    default="1h",
+    show_default=True,
+    metavar="DURATION",
+    help="Give up waiting after this long (e.g. 90s, 10m).",
+)
+def move_vm(name: str, pool: str, node: str | None, wait: bool, wait_timeout: str) -> None:
+    """Move stopped VM NAME's disk to another pool (admin, operator).
+
+    The node's agent copies the disk into the pool (a reflink where the
+    filesystem can, else a copy), compares the sha256 of both, and only then
+    does the VM switch to the new copy; the old one is removed after. The VM
+    must be stopped; the pool must be ready, not cordoned, and have room for
+    the disk. --pool names the pool's instance on the VM's node; moves across
+    nodes (--node) are not supported yet.
+
+    \b
+    Example:
+      otherix vm stop web-1 --wait
+      otherix vm move web-1 --pool fast --wait
+    """
+    timeout = parse_timeout("--wait-timeout", wait_timeout)
+    ctx = get_context()
+    api = ctx.client()
+    accepted = api.move_vm(name, pool, node=node)
+    task_id = accepted.task_id
+    if not wait:
+        ctx.line(f"vm {name} moving to pool {pool} (task {task_id})")
+        return
+    task = _follow(ctx, api, name, task_id, timeout, "moving", "move")
+    result = task.get("result") or {}
+    how = {"reflink": "reflinked", "copy": "copied", "existing": "found copied"}.get(
+        str(result.get("method")), "moved"
+    )
+    size = result.get("bytes")
+    amount = f" ({human_bytes(size)})" if isinstance(size, int) else ""
+    ctx.line(
+        f"vm {name} moved to pool {pool}: disk {how}{amount}, sha256 "
+        f"{str(result.get('sha256') or '?')[:12]} verified"
+    )
 
 
 _VERB_ING = {

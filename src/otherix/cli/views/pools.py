@@ -44,6 +44,7 @@ from datetime import datetime
 from typing import Any
 
 from otherix.cli.output import age, human_bytes, render_table
+from otherix.cli.views.capacity import has_samples, trend_text
 
 __all__ = [
     "ORPHANED",
@@ -282,6 +283,8 @@ def pool_text(p: Pool, now: datetime) -> str:
     if (disks := _disks_text(p)) is not None:
         lines.append(disks)
     lines.extend(_usage_lines(_usage(p), ""))
+    if has_samples(p.get("capacity_trend")):  # time to full (issue 16.6)
+        lines.append(f"capacity_trend: {trend_text(p.get('capacity_trend'))}")
     lines.extend(_scrub_lines(p.get("scrub"), ""))
     images = p.get("images") or []
     if images:
@@ -330,6 +333,8 @@ def concept_text(c: Pool, now: datetime) -> str:
         if (disks := _disks_text(inst)) is not None:
             lines.append(f"    {disks}")
         lines.extend(_usage_lines(_usage(inst), "    "))
+        if has_samples(inst.get("capacity_trend")):  # time to full (issue 16.6)
+            lines.append(f"    capacity_trend: {trend_text(inst.get('capacity_trend'))}")
         lines.extend(_scrub_lines(inst.get("scrub"), "    "))
         lines.extend(f"    image: {_image_text(img)}" for img in inst.get("images") or [])
         lines.extend(

@@ -134,6 +134,9 @@ class DiskToCheck:
     storage_pool_id: str
     #: the image the disk was made from (the agent keeps a running VM's image cached)
     image_sha256: str | None = None
+    #: a move is copying the disk into this pool (``storage_pool_id`` is then the move's
+    #: target and ``file_path`` where the disk will be): never missing, never an orphan
+    incoming: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -96,6 +96,8 @@ class VmDiskRow:
     actual_size_bytes: int | None
     image_sha256: str | None
     missing_since: datetime | None
+    #: the pool instance a move is copying the disk into (0014), or None
+    move_pool_id: str | None
     pool: str
     pool_path: str
     pool_status: str
@@ -116,8 +118,12 @@ class NewVmDisk:
 
 
 class RootDiskChange(TypedDict, total=False):
-    """What the agent reported when it made the root disk (``vm.create`` result)."""
+    """What the agent reported when it made the root disk (``vm.create`` result), and
+    what a move sets (its target, then the switch to it)."""
 
+    storage_pool_id: str
+    move_pool_id: str | None
+    missing_since: datetime | None
     file_path: str | None
     virtual_size_bytes: int | None
     actual_size_bytes: int | None

@@ -6,7 +6,7 @@ and ``scratch/``; ``otherix pool doctor``). Existing pools have no drift report 
 their agent sends one. No other table or column changes.
 
 Revision ID: 0012
-Revises: 0011
+Revises: 0014
 Create Date: 2026-12-04
 """
 
@@ -17,7 +17,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = "0012"
-down_revision = "0011"
+down_revision = "0014"
 branch_labels = None
 depends_on = None
 
