@@ -12,8 +12,17 @@
   node, and must report room for the disk's allocated bytes
   (``insufficient_space``; checked before anything is copied, and by the agent
   again before it copies). The source pool must be ready too, and the disk
-  present (``disk_missing``). A target on another node is refused for now
-  (``cross_node_unsupported``): the transfer between agents is not built yet.
+  present (``disk_missing``). A target on another node needs ``node`` (or
+  its instance UUID and ``node``), both nodes ``ready`` and both agents with
+  a disk transfer endpoint (``transfer_unavailable``).
+- **Across nodes**, the source node gets a ``vm.export`` task holding a
+  one-time ticket (its agent serves that one disk, to that ticket's secret,
+  while the task lives: ``otherix.agent.transfer``) and the target node the
+  ``vm.move``, with the source's transfer URL and the ticket; the secret is
+  derived from the control plane's key when the target's desired state is
+  built (``HeartbeatService._task_args``), never stored. The export task is
+  ended with the move, which revokes the ticket; the switch also moves the
+  VM to the target node.
 - Admitted, the disk row gets ``move_pool_id`` (its agent then declares the
   disk ``incoming`` in the target: never missing, never an orphan; and the
   foreign key keeps both pools from being deleted), the VM goes ``moving``

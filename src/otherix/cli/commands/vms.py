@@ -356,7 +356,7 @@ def delete_vm(name: str, force: bool, wait: bool, wait_timeout: str) -> None:
 @vm.command("move")
 @click.argument("name")
 @click.option("--pool", "pool", required=True, metavar="NAME|UUID", help="The pool to move to.")
-@click.option("--node", metavar="NAME", help="The target pool's node, when it is not the VM's own.")
+@click.option("--node", metavar="NAME", help="The target pool's node, to move the VM across nodes.")
 @click.option("--wait", is_flag=True, help="Wait until the disk is moved, with progress.")
 @click.option(
     "--wait-timeout",
@@ -372,13 +372,15 @@ def move_vm(name: str, pool: str, node: str | None, wait: bool, wait_timeout: st
     filesystem can, else a copy), compares the sha256 of both, and only then
     does the VM switch to the new copy; the old one is removed after. The VM
     must be stopped; the pool must be ready, not cordoned, and have room for
-    the disk. --pool names the pool's instance on the VM's node; moves across
-    nodes (--node) are not supported yet.
+    the disk. --pool names the pool's instance on the VM's node; with --node,
+    the instance on that node: its agent pulls the disk from the VM's node
+    (both need their transfer endpoint, agent setting transfer.listen).
 
     \b
     Example:
       otherix vm stop web-1 --wait
       otherix vm move web-1 --pool fast --wait
+      otherix vm move web-1 --pool fast --node node-b --wait
     """
     timeout = parse_timeout("--wait-timeout", wait_timeout)
     ctx = get_context()
