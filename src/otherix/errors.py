@@ -24,7 +24,9 @@ checks that every code here is listed there.
     │   ├── IdempotencyKeyMismatch    409 idempotency_key_mismatch
     │   ├── ResourceInUse             409 resource_in_use
     │   ├── UserHasResources          409 user_has_resources
-    │   └── VmNameInUse               409 vm_name_in_use
+    │   ├── VmNameInUse               409 vm_name_in_use
+    │   ├── DiskNotOrphan             409 disk_not_orphan
+    │   └── PoolNotReady              409 pool_not_ready
     ├── RateLimited                   429 rate_limited
     ├── RequestTimeout                504 request_timeout
     ├── DatabaseUnavailable           503 store_unavailable
@@ -81,6 +83,9 @@ class ErrorCode(StrEnum):
     VM_NAME_IN_USE = "vm_name_in_use"
     VM_NOT_STARTABLE = "vm_not_startable"
     VM_RUNNING = "vm_running"
+    # drift (issue 16): pool doctor, vm import
+    DISK_NOT_ORPHAN = "disk_not_orphan"
+    POOL_NOT_READY = "pool_not_ready"
     VM_NOT_MOVABLE = "vm_not_movable"
 
 
@@ -229,6 +234,23 @@ class VmRunning(Conflict):
     code = ErrorCode.VM_RUNNING
 
 
+# --- drift (issue 16) ---------------------------------------------------------------
+
+
+class DiskNotOrphan(Conflict):
+    """``vm import`` (or ``pool doctor --purge``) named a path that is not an orphan (or
+    stray) of the pool in its agent's last drift report."""
+
+    code = ErrorCode.DISK_NOT_ORPHAN
+
+
+class PoolNotReady(Conflict):
+    """The pool instance is not ``ready`` (or its node cannot act now)."""
+
+    code = ErrorCode.POOL_NOT_READY
+
+
+# --- end drift -----------------------------------------------------------------------
 class VmNotMovable(Conflict):
     """A ``vm move`` refused before anything is copied: ``details.reason`` says why."""
 

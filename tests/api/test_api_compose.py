@@ -10,6 +10,7 @@ from otherix.api.compose import build_services
 from otherix.api.services.cache import SCRUB as POOL_SCRUB
 from otherix.api.services.placement import CREATE
 from otherix.api.services.scan import TYPE as SCAN
+from otherix.api.services.vmimport import VM_IMPORT
 from otherix.api.services.vmmove import VM_MOVE
 from otherix.api.services.vms import DELETE, POWER_TASKS
 from support.server import make_settings
@@ -53,12 +54,14 @@ def test_the_task_hooks_of_each_type_are_registered_for_its_owner(tmp_path: Path
             SCAN: scan.apply_scan_result,
             VM_MOVE: moves.on_move_success,
             **power,
+            VM_IMPORT: services.vm_import_service.on_import_success,  # drift (issue 16)
         }
         assert hooks.failure == {
             CREATE: placement.on_create_failure,
             DELETE: vms.on_delete_failure,
             VM_MOVE: moves.on_move_failure,
             **dict.fromkeys(POWER_TASKS, vms.on_power_failure),
+            VM_IMPORT: services.vm_import_service.on_import_failure,
         }
         assert set(POWER_TASKS) == {"vm.start", "vm.stop", "vm.restart", "vm.poweroff"}
         assert hooks.cancellable_in == {

@@ -289,7 +289,7 @@ class Daemon:
             self._reconcile(desired)
 
     def _reconcile(self, desired: DesiredState) -> None:
-        if self._pools.reconcile(desired.declared_pools):
+        if self._pools.reconcile(desired.declared_pools, desired.tasks):
             _log.debug("pool reports changed", extra={"revision": desired.revision})
         self._next_reconcile = self._clock.monotonic() + self.interval
         if desired.revision != self.state.revision:

@@ -359,6 +359,7 @@ def build_pools(settings: AgentSettings) -> tuple[PoolState, ImageCache]:
         images=cache,
         usage_interval=settings.storage.usage_interval,
     )
+    pool_state.set_scratch(cache.scratch.busy, protected)  # drift (issue 16)
     return pool_state, cache
 
 
@@ -438,7 +439,9 @@ def serve(data_dir: Path | None, config_file: Path | None) -> None:
         daemon = Daemon(
             client=client,
             pools=pool_state,
-            tasks=TaskRunner(pool_state, vms=vms, scrubber=scrubber, transfer=transfer),
+            tasks=TaskRunner(
+                pool_state, vms=vms, scrubber=scrubber, transfer=transfer, drift=pool_state
+            ),
             state=enrolled,
             clock=SystemClock(stop),
             stop=stop,

@@ -54,6 +54,16 @@ number moved by more than the same threshold, or when it comes from
 it is small). A failed pool carries ``usage: null`` (the control plane keeps
 what it had).
 
+Drift (issue 16, ``otherix.agent.drift``): every ready pool's report carries ``drift``,
+what its ``vms/``, ``images/`` and ``scratch/`` hold that the declared state does not
+own (``owned``: the declared disks, incoming ones included, and the VMs that a
+``vm.*`` task of the desired state names, which ``reconcile`` is told with
+``tasks``). Scanned on the usage schedule (``usage_interval``) and at once on
+``refresh_images``, ``drift_purge`` and ``vm_import``; ``set_scratch`` says which
+scratch files a task of this process is writing (never stray). A pool declared
+without an id (an older control plane, which sends no disks) carries ``drift: null``:
+what it owns is unknown.
+
 ``resolve`` is how the VM tasks find a pool's root on this host: the pool
 must be registered, ready, and declared at the path the task names.
 
@@ -75,13 +85,16 @@ from typing import Final, Protocol
 
 from pydantic import ValidationError
 
-from otherix.agent import pools, usage
+from otherix.agent import drift, fs, pools, usage
 from otherix.domain.cache import CacheConfigError, CachePolicy, parse_cache_config
+from otherix.domain.drift import Owned
 from otherix.domain.paths import path_allowed
 from otherix.models.heartbeat import (
+    AgentTask,
     DeclaredPool,
     EvictionReport,
     ImageReport,
+    PoolDriftReport,
     PoolReport,
     PoolScrubReport,
     PoolUsage,
@@ -148,6 +161,8 @@ def _threshold(capacity: int) -> float:
 
 
 _BYTES = {"capacity_bytes": None, "available_bytes": None, "usage": None}
+#: task types whose ``vm_id`` owns ``vms/<vm_id>/`` while they are in the desired state
+_VM_TASK_PREFIX: Final = "vm."
 
 
 def _usage_moved(old: PoolUsage | None, new: PoolUsage | None, limit: float) -> bool:
@@ -246,6 +261,11 @@ class PoolState:
         #: lower(name) -> (when, host root, usage) of the pool's last measurement
         self._measured: dict[str, tuple[float, str, PoolUsage]] = {}
         self._scrubs: ScrubReports | None = None
+        # drift (issue 16): lower(name) -> (when, host root, report); VM ids of vm.* tasks
+        self._drifted: dict[str, tuple[float, str, PoolDriftReport]] = {}
+        self._task_vms: frozenset[str] = frozenset()
+        self._scratch_busy: Callable[[str], bool] = lambda _path: False
+        self._protected = fs.ProtectedRoots()
 
     @property
     def reports(self) -> list[PoolReport]:
@@ -311,8 +331,14 @@ class PoolState:
             self._digest = digest_of(self.reports)
         return report
 
-    def reconcile(self, declared: Sequence[DeclaredPool]) -> bool:
-        """One pass over ``declared``; True if the report set changed."""
+    def reconcile(self, declared: Sequence[DeclaredPool], tasks: Sequence[AgentTask] = ()) -> bool:
+        """One pass over ``declared``; True if the report set changed. ``tasks``: the
+        desired state's tasks (a ``vm.*`` task's VM owns its directory: drift)."""
+        self._task_vms = frozenset(
+            str(t.args.get("vm_id")).lower()
+            for t in tasks
+            if t.type.startswith(_VM_TASK_PREFIX) and t.args.get("vm_id")
+        )
         to_apply: list[pools.DeclaredPool] = []
         observed: list[pools.PoolReport] = []
         self._declared = {}
@@ -324,7 +350,9 @@ class PoolState:
                 continue
             to_apply.append(self._to_host(pool))
         observed.extend(self.reconciler.reconcile(to_apply))
-        wired = [self._with_usage(self._with_images(r)) for r in _wire_all(observed)]
+        wired = [
+            self._with_drift(self._with_usage(self._with_images(r))) for r in _wire_all(observed)
+        ]
         settled: dict[str, PoolReport] = {}
         for report in sorted(wired, key=lambda r: _sort_key(r.name)):
             key = report.name.lower()
@@ -339,6 +367,7 @@ class PoolState:
         changed = settled != self._reported
         self._swept = {k: v for k, v in self._swept.items() if k in settled}
         self._measured = {k: v for k, v in self._measured.items() if k in settled}
+        self._drifted = {k: v for k, v in self._drifted.items() if k in settled}
         self._reported = settled
         self._digest = digest_of(self.reports)
         return changed
@@ -534,6 +563,7 @@ class PoolState:
                 update["evictions"] = list(self._evictions.get(key, ())) or None
             if self._scrubs is not None:
                 update["scrub"] = self._scrub(report.name, root)
+            update["drift"] = self._scan_drift(key, report.name, root)
             refreshed = report.model_copy(update=update)
             if refreshed != report:
                 self._reported[key] = refreshed
@@ -541,6 +571,81 @@ class PoolState:
         if changed:
             self._digest = digest_of(self.reports)
         return changed
+
+    # --- drift (issue 16) ---------------------------------------------------------------
+
+    def set_scratch(self, busy: Callable[[str], bool], protected: fs.ProtectedRoots) -> None:
+        """Which scratch files (by real path) a task of this process is writing, and the
+        node's declared pool roots (``images.ScratchArea`` has both)."""
+        self._scratch_busy = busy
+        self._protected = protected
+
+    def owned(self, name: str, root: str | Path) -> Owned:
+        """What the declared state owns in pool ``name`` (host root ``root``)."""
+        declared = self._declared.get(name.lower())
+        base = os.path.normpath(str(root))
+        paths: set[str] = set()
+        vm_ids = set(self._task_vms)
+        for d in declared.disks if declared is not None else ():
+            vm_ids.add(d.vm_id.lower())
+            host = os.path.normpath(self.host_path(d.file_path))
+            if host.startswith(base + "/"):
+                paths.add(os.path.relpath(host, base))
+        return Owned(frozenset(paths), frozenset(vm_ids))
+
+    def _scan_drift(self, key: str, name: str, root: str) -> PoolDriftReport | None:
+        declared = self._declared.get(key)
+        if declared is None or not declared.id:  # an older control plane sends no disks:
+            return None  # what is owned is unknown, so nothing is drift
+        found = drift.scan(
+            Path(root), self.owned(name, root), busy=self._scratch_busy, protected=self._protected
+        )
+        try:
+            report = PoolDriftReport.model_validate(found.to_wire())
+        except ValidationError as exc:
+            _log.warning("drift cannot be reported", extra={"pool": name, "error": exc})
+            return None
+        self._drifted[key] = (self._monotonic(), root, report)
+        return report
+
+    def _with_drift(self, report: PoolReport) -> PoolReport:
+        """``report`` with the pool's drift (ready pools), scanned when it is due."""
+        key = report.name.lower()
+        root = self._root(report.name)
+        if report.reconciliation_status != "ready" or root is None:
+            self._drifted.pop(key, None)
+            return report
+        last = self._drifted.get(key)
+        if last is None or last[1] != root or self._monotonic() - last[0] >= self._usage_interval:
+            return report.model_copy(update={"drift": self._scan_drift(key, report.name, root)})
+        return report.model_copy(update={"drift": last[2]})
+
+    def drift_purge(self, name: str, paths: list[str]) -> dict[str, object]:
+        """Remove the ``paths`` of pool ``name`` that are still drift now (a
+        ``storage_pool.drift_purge`` task). Raises ``PoolUnknownError``."""
+        root = self.resolve(name, None)
+        result = drift.purge(
+            root,
+            paths,
+            self.owned(name, root),
+            busy=self._scratch_busy,
+            protected=self._protected,
+        )
+        self.refresh_images()
+        return result
+
+    def vm_import(
+        self, name: str, declared_path: str | None, vm_id: str, source: str
+    ) -> dict[str, object]:
+        """Adopt the orphan ``source`` of pool ``name`` as VM ``vm_id``'s disk (a
+        ``vm.import`` task). Raises ``PoolUnknownError``, ``drift.AdoptError``."""
+        root = self.resolve(name, declared_path)
+        owned = self.owned(name, root)
+        result = drift.adopt(
+            root, vm_id, source, owned, busy=self._scratch_busy, protected=self._protected
+        )
+        self.refresh_images()
+        return result
 
     def resolve(self, name: str, declared_path: str | None) -> Path:
         """The host path of the registered, ready pool ``name`` (any case).

@@ -35,6 +35,18 @@ Task types:
   (``otherix.agent.vmtasks``) and run in worker threads; they report
   themselves (progress, outcome, retries) through the task outbox. Here they
   only count as handed off, so this step returns at once.
+- ``storage_pool.drift_purge`` (args ``{pool, path, paths}``, issue 16): the pool's
+  drift items among ``paths`` that are still orphans or strays under the declared
+  state of now are removed (``PoolState.drift_purge``, ``otherix.agent.drift``).
+  Success carries ``{removed: [{path, size_bytes}], kept: [{path, reason}], bytes}``
+  (``reason``: ``owned``, ``not_drift`` or ``failed``); an unregistered or not-ready
+  pool fails with ``not_found``.
+- ``vm.import`` (args ``{vm_id, pool, path, source}``, issue 16): the orphan disk
+  ``source`` (relative to the pool root) becomes ``vms/{vm_id}/disk.{fmt}``
+  (``PoolState.vm_import``). Success carries ``{vm_id, format, virtual_size_bytes,
+  disk_size_bytes, file_path}``; failures: ``disk_not_orphan``,
+  ``disk_backing_outside_pool``, ``unsupported_format``, ``disk_unreadable``,
+  ``disk_exists``, ``import_failed``, ``pool_not_found``, ``validation_failed``.
 - ``vm.export`` (a move across nodes; ``otherix.agent.transfer``): its ticket is held
   by the transfer endpoint while the task is in the desired state, with no
   report; the control plane ends it when the move ends. An agent whose
@@ -53,6 +65,8 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Protocol
 
+from otherix.agent.drift import AdoptError
+from otherix.agent.images.disks import canonical_vm_id
 from otherix.agent.outbox import TaskReporter
 from otherix.agent.pools import PoolReport, PoolUnknownError
 from otherix.agent.scrubber import Scrubber
@@ -69,6 +83,8 @@ _log = logging.getLogger(__name__)
 SCAN = "storage_pool.scan"
 PRUNE = "storage_pool.cache_prune"
 QUARANTINE_CLEAR = "storage_pool.quarantine_clear"
+DRIFT_PURGE = "storage_pool.drift_purge"
+VM_IMPORT = "vm.import"
 
 
 class Scanner(Protocol):
@@ -77,6 +93,16 @@ class Scanner(Protocol):
     def prune(self, name: str, *, dry_run: bool) -> list[dict[str, object]]: ...
 
     def clear_quarantine(self, name: str, images: list[str] | None) -> list[dict[str, object]]: ...
+
+
+class DriftTasks(Protocol):
+    """What the drift tasks need (``PoolState`` has it)."""
+
+    def drift_purge(self, name: str, paths: list[str]) -> dict[str, object]: ...
+
+    def vm_import(
+        self, name: str, declared_path: str | None, vm_id: str, source: str
+    ) -> dict[str, object]: ...
 
 
 def _failed(code: str, message: str, **details: object) -> TaskUpdate:
@@ -141,8 +167,54 @@ def _clear_quarantine(scanner: Scanner, task: AgentTask) -> TaskUpdate:
     return TaskUpdate(status="success", progress=100, result={"cleared": cleared})
 
 
-def execute(scanner: Scanner, task: AgentTask, now: datetime) -> TaskUpdate:
+def _drift_purge(drift: DriftTasks, task: AgentTask) -> TaskUpdate:
+    name, paths = task.args.get("pool"), task.args.get("paths")
+    if not isinstance(name, str) or not name:
+        return _failed("validation_failed", "drift purge task has no pool name")
+    if not isinstance(paths, list) or not all(isinstance(p, str) and p for p in paths):
+        return _failed("validation_failed", "drift purge task: paths must be a list of paths")
+    try:
+        result = drift.drift_purge(name, list(paths))
+    except PoolUnknownError as exc:
+        return _failed("not_found", str(exc), pool=name)
+    return TaskUpdate(status="success", progress=100, result=result)
+
+
+def _vm_import(
+    drift: DriftTasks, task: AgentTask, node_path: Callable[[str, str], str]
+) -> TaskUpdate:
+    args = task.args
+    name, source, path = args.get("pool"), args.get("source"), args.get("path")
+    try:
+        vm_id = canonical_vm_id(str(args.get("vm_id") or ""))
+    except ValueError as exc:
+        return _failed("validation_failed", str(exc))
+    if not isinstance(name, str) or not name or not isinstance(source, str) or not source:
+        return _failed("validation_failed", "import task needs pool and source")
+    declared = path if isinstance(path, str) and path else None
+    try:
+        result = drift.vm_import(name, declared, vm_id, source)
+    except PoolUnknownError as exc:
+        return _failed("pool_not_found", str(exc), pool=name)
+    except AdoptError as exc:
+        return _failed(exc.code, exc.message, pool=name, source=source)
+    rel = str(result.pop("path"))
+    result["file_path"] = node_path(declared or "", rel) if declared else rel
+    return TaskUpdate(status="success", progress=100, result=result)
+
+
+def _join(root: str, rel: str) -> str:
+    return root.rstrip("/") + "/" + rel
+
+
+def execute(
+    scanner: Scanner, task: AgentTask, now: datetime, drift: DriftTasks | None = None
+) -> TaskUpdate:
     """Run one task and return the report to post (never raises for a task's own failure)."""
+    if drift is not None and task.type == DRIFT_PURGE:
+        return _drift_purge(drift, task)
+    if drift is not None and task.type == VM_IMPORT:
+        return _vm_import(drift, task, _join)
     if task.type == SCAN:
         return _scan(scanner, task, now)
     if task.type == PRUNE:
@@ -162,9 +234,11 @@ class TaskRunner:
         *,
         vms: VmTasks | None = None,
         scrubber: Scrubber | None = None,
+        drift: DriftTasks | None = None,
         transfer: TransferServer | None = None,
     ) -> None:
         self._scanner = scanner
+        self._drift = drift
         self._now = now
         self._vms = vms
         self._scrubber = scrubber
@@ -219,7 +293,7 @@ class TaskRunner:
                 vms.submit(task)
                 self._done.add(task.id)
                 continue
-            update = execute(self._scanner, task, self._now())
+            update = execute(self._scanner, task, self._now(), self._drift)
             try:
                 reporter.update_task(node, task.id, update)
             except ApiError as exc:

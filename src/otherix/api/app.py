@@ -21,7 +21,18 @@ from otherix.api.inputguard import InputGuard
 from otherix.api.loginshield import LoginShield
 from otherix.api.middleware import Metrics, RequestMiddleware
 from otherix.api.provide import provide
-from otherix.api.routes import auth, cache, capacity, cluster, health, nodes, pools, tasks, vms
+from otherix.api.routes import (
+    auth,
+    cache,
+    capacity,
+    cluster,
+    drift,
+    health,
+    nodes,
+    pools,
+    tasks,
+    vms,
+)
 from otherix.api.workers.runner import Workers
 from otherix.api.workers.scheduler import KickScheduler, SchedulerWake
 
@@ -85,7 +96,7 @@ def create_app(
     metrics.pools_from(services.pool_service.gauge_samples)
     provide(app, deps, services, metrics)  # what the routes' dependencies hand out (provide.py)
     errors.install(app, max_body_bytes=deps.settings.server.max_body_bytes)
-    for module in (health, auth, nodes, pools, cache, capacity, cluster, tasks, vms):
+    for module in (health, auth, nodes, pools, cache, capacity, drift, cluster, tasks, vms):
         app.include_router(module.router)
     # Outermost last: RequestMiddleware (ids, body cap, metrics), then the login
     # shield (a blocked client's logins are refused before their body is read),

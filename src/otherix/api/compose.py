@@ -26,6 +26,7 @@ from otherix.api.services.cache import CacheService
 from otherix.api.services.capacity import CapacityService
 from otherix.api.services.capacitytrend import CapacityTrends
 from otherix.api.services.defaultpool import DefaultPoolService
+from otherix.api.services.drift import DriftService
 from otherix.api.services.heartbeat import HeartbeatService
 from otherix.api.services.nodes import NodeService
 from otherix.api.services.placement import CREATE as VM_CREATE
@@ -38,6 +39,7 @@ from otherix.api.services.scan import ScanService
 from otherix.api.services.secrets import Passwords
 from otherix.api.services.tasks import TaskService
 from otherix.api.services.users import UserService
+from otherix.api.services.vmimport import VM_IMPORT, VmImportService
 from otherix.api.services.vmmove import VM_MOVE, VmMoveService
 from otherix.api.services.vms import DELETE as VM_DELETE
 from otherix.api.services.vms import POWER_TASKS, VmService
@@ -62,6 +64,9 @@ class Services:
     placement_service: PlacementService
     vm_service: VmService
     cache_service: CacheService
+    # drift (issue 16): pool doctor, its purge, vm import
+    drift_service: DriftService
+    vm_import_service: VmImportService
     move_service: VmMoveService
     capacity_service: CapacityService
 
@@ -216,6 +221,31 @@ def build_services(deps: Deps) -> Services:
     )
     # a scrub only reads (and moves damaged entries aside): the agent stops it at once
     tasks.hooks.register(POOL_SCRUB, cancellable_in=("pending", "running"))
+    # drift (issue 16)
+    drift = DriftService(
+        db=db,
+        clock=clock,
+        hub=hub,
+        node_store=db.nodes,
+        pool_store=db.pools,
+        pool_service=pools,
+        task_service=tasks,
+    )
+    vm_import = VmImportService(
+        db=db,
+        clock=clock,
+        hub=hub,
+        node_store=db.nodes,
+        pool_store=db.pools,
+        vm_store=db.vms,
+        pool_service=pools,
+        task_service=tasks,
+        vm_service=vms,
+        placement_service=placement,
+    )
+    tasks.hooks.register(
+        VM_IMPORT, success=vm_import.on_import_success, failure=vm_import.on_import_failure
+    )
     return Services(
         auth_service=auth,
         user_service=users,
@@ -247,6 +277,8 @@ def build_services(deps: Deps) -> Services:
         placement_service=placement,
         vm_service=vms,
         cache_service=cache,
+        drift_service=drift,
+        vm_import_service=vm_import,
         move_service=moves,
         capacity_service=CapacityService(
             settings=settings,

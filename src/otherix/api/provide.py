@@ -21,6 +21,7 @@ from otherix.api.services.auth import AuthService
 from otherix.api.services.cache import CacheService
 from otherix.api.services.capacity import CapacityService
 from otherix.api.services.defaultpool import DefaultPoolService
+from otherix.api.services.drift import DriftService
 from otherix.api.services.heartbeat import HeartbeatService
 from otherix.api.services.nodes import NodeService
 from otherix.api.services.poolreinit import PoolReinitService
@@ -29,6 +30,7 @@ from otherix.api.services.rejoin import RejoinService
 from otherix.api.services.scan import ScanService
 from otherix.api.services.tasks import TaskService
 from otherix.api.services.users import UserService
+from otherix.api.services.vmimport import VmImportService
 from otherix.api.services.vmmove import VmMoveService
 from otherix.api.services.vms import VmService
 from otherix.api.services.watching import WatchService
@@ -115,6 +117,15 @@ async def get_capacity_service(request: Request) -> CapacityService:
 
 async def get_vm_service(request: Request) -> VmService:
     return services_of(request).vm_service
+
+
+# drift (issue 16)
+async def get_drift_service(request: Request) -> DriftService:
+    return services_of(request).drift_service
+
+
+async def get_vm_import_service(request: Request) -> VmImportService:
+    return services_of(request).vm_import_service
 
 
 async def get_move_service(request: Request) -> VmMoveService:

@@ -35,6 +35,7 @@ from otherix.client.base import HttpClient
 from otherix.client.errors import DefaultPoolMissing
 from otherix.models.auth import ApiToken, TokenPair, User
 from otherix.models.common import AsyncTaskAccepted, Page
+from otherix.models.drift import PoolDriftView
 from otherix.models.nodes import (
     DefaultPoolProvisioned,
     JoinToken,
@@ -239,6 +240,20 @@ class ApiClient(HttpClient):
     def scrub_pool(self, ref: str) -> AsyncTaskAccepted:
         data = self.json("POST", f"/v1/storage-pools/{_seg(ref)}/scrub")
         return AsyncTaskAccepted.model_validate(data)
+
+    # drift (issue 16): pool doctor, its purge, vm import
+    def pool_drift(self, ref: str) -> PoolDriftView:
+        data = self.json("GET", f"/v1/storage-pools/{_seg(ref)}/drift")
+        return PoolDriftView.model_validate(data)
+
+    def purge_drift(self, ref: str, paths: list[str]) -> AsyncTaskAccepted:
+        data = self.json(
+            "POST", f"/v1/storage-pools/{_seg(ref)}/drift/purge", json={"paths": paths}
+        )
+        return AsyncTaskAccepted.model_validate(data)
+
+    def import_vm(self, body: dict[str, Any]) -> VM:
+        return VM.model_validate(self.json("POST", "/v1/vms/import", json=body))
 
     def reinit_pool(self, ref: str) -> StoragePool:
         data = self.json("POST", f"/v1/storage-pools/{_seg(ref)}/reinit")

@@ -85,6 +85,34 @@ class PoolScrubReport(Input):
     running: ScrubProgress | None = None
 
 
+# --- drift (issue 16, deliverable 4: otherix.agent.drift, otherix pool doctor) ---------
+
+
+class DriftItem(Input):
+    """Something in a pool nobody owns: an ``orphan`` of ``vms/`` (no declared disk owns
+    it) or a ``stray`` file of ``images/`` or ``scratch/`` (``otherix.domain.drift``)."""
+
+    kind: Literal["orphan", "stray"]
+    area: Literal["vms", "images", "scratch"]
+    #: relative to the pool root, ``/``-separated
+    path: str = Field(min_length=1, max_length=1024)
+    type: Literal["file", "dir", "symlink", "other"]
+    size_bytes: int = Field(ge=0, le=INT64_MAX)
+    modified_at: datetime
+
+
+class PoolDriftReport(Input):
+    """The pool's drift as its agent last scanned it (at most 100 items, by path: a
+    heartbeat stays small however much a pool holds)."""
+
+    items: list[DriftItem] = Field(default_factory=list, max_length=100)
+    #: items found beyond the list's limit, not listed
+    more: int = Field(default=0, ge=0, le=INT64_MAX)
+
+
+# --- end drift ---------------------------------------------------------------------------
+
+
 class PoolUsage(Input):
     """What a pool's own directories hold (``otherix.agent.usage``), in bytes.
 
@@ -125,6 +153,8 @@ class PoolReport(Input):
     usage: PoolUsage | None = None
     #: the pool's cache scrub; null when not reported (failed, or an older agent)
     scrub: PoolScrubReport | None = None
+    #: what the pool holds that nobody owns (issue 16, drift); null when not scanned
+    drift: PoolDriftReport | None = None
 
 
 class Resources(Input):

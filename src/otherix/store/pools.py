@@ -30,11 +30,13 @@ import sqlalchemy as sa
 from sqlalchemy.engine import RowMapping
 
 from otherix.domain.vms import vm_disk_path
+from otherix.store.ports import JSONObject
 from otherix.store.ports.pools import (
     DeclaredPoolRow,
     DiskToCheck,
     NewPool,
     PoolChange,
+    PoolDiskRow,
     PoolGaugeRow,
     PoolRef,
     PoolRow,
@@ -411,6 +413,39 @@ class SqlPools:
             PoolGaugeRow(**{**r, "under_pressure": bool(r["under_pressure"])})
             for r in _rows(tx, stmt)
         ]
+
+    # --- drift (0012, issue 16) -----------------------------------------------------
+
+    def drift_of(self, tx: Tx, pool_id: str) -> JSONObject | None:
+        """The agent's last drift report of the instance, or None."""
+        stmt = sa.select(ps.c.drift).where(ps.c.pool_id == pool_id)
+        value = sql(tx).execute(stmt).scalar_one_or_none()
+        return value if isinstance(value, dict) else None
+
+    def disks_on_pool(self, tx: Tx, pool_id: str) -> list[PoolDiskRow]:
+        """Every VM disk on the instance with its VM's id, name and phase."""
+        stmt = (
+            sa.select(
+                vm_disks.c.id,
+                vm_disks.c.vm_id,
+                vms.c.name.label("vm_name"),
+                vms.c.phase.label("vm_phase"),
+                vm_disks.c.file_path,
+                vm_disks.c.missing_since,
+            )
+            .select_from(vm_disks.join(vms, vms.c.id == vm_disks.c.vm_id))
+            .where(vm_disks.c.storage_pool_id == pool_id)
+            .order_by(vms.c.name_lower, vm_disks.c.id)
+        )
+        return [PoolDiskRow(**r) for r in _rows(tx, stmt)]
+
+    def set_disk_format(self, tx: Tx, vm_id: str, fmt: str) -> None:
+        """The format an imported root disk turned out to have (``vm.import`` result)."""
+        sql(tx).execute(
+            vm_disks.update()
+            .where(vm_disks.c.vm_id == vm_id, vm_disks.c.device_order == 0)
+            .values(format=fmt)
+        )
 
 
 #: The one instance (stateless). ``Database.pools`` is this; services that are

@@ -286,6 +286,9 @@ pool_status = sa.Table(
     # 0011: the agent's last report of its cache scrub (progress, last completed, the
     # entries it quarantined); null until an agent that scrubs reports one.
     sa.Column("scrub", JSONType, nullable=True),
+    # 0012: the agent's last drift report (what the pool holds that nobody owns: orphans
+    # in vms/, strays in images/ and scratch/); null until an agent that scans sends one.
+    sa.Column("drift", JSONType, nullable=True),
 )
 
 # -- 0013 (time to full, issue 16.6) ------------------------------------------------------

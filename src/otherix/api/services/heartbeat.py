@@ -19,7 +19,8 @@ report of a pool ``ready`` with the marker the control plane chose moves a
 ``create``/``adopt`` pool to ``verify`` and bumps the revision, so the agent
 learns that from now on the marker is required. ``missing_disks`` sets or
 clears ``vm_disks.missing_since``. A report's ``usage`` (issue 16) replaces the
-stored one when it differs; a null one keeps it.
+stored one when it differs; a null one keeps it. So does its ``drift`` (issue 16:
+what the pool holds that nobody owns, ``pool_status.drift``, read by ``pool doctor``).
 
 VMs: a report's ``vms`` (every VM the agent's runtime knows, as observed; None
 when unchanged) replaces each of the node's VMs' ``vm_runtime`` row that
@@ -214,6 +215,11 @@ class HeartbeatService:
             scrub: dict[str, JSONValue] = rep.scrub.model_dump(mode="json")
             if scrub != stored.scrub:
                 values["scrub"] = scrub
+        # drift (issue 16): the agent's last scan replaces the stored one; null keeps it
+        if rep.drift is not None:
+            drift: dict[str, JSONValue] = rep.drift.model_dump(mode="json")
+            if drift != stored.drift:
+                values["drift"] = drift
         if values:
             values["last_reconciled_at"] = now
         return values

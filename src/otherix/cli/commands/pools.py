@@ -13,6 +13,7 @@ from __future__ import annotations
 import click
 
 from otherix.cli.commands.pools_cache import cache
+from otherix.cli.commands.pools_doctor import doctor_pool
 from otherix.cli.commands.pools_history import pool_history
 from otherix.cli.commands.pools_ops import cordon_pool, scan_pool, uncordon_pool, update_pool
 from otherix.cli.commands.pools_read import get_pool, list_pools
@@ -47,4 +48,5 @@ pool.add_command(cache)
 pool.add_command(cordon_pool)
 pool.add_command(uncordon_pool)
 pool.add_command(scrub_pool)
+pool.add_command(doctor_pool)  # drift (issue 16)
 pool.add_command(pool_history)  # time to full (issue 16.6)

@@ -94,6 +94,8 @@ class PoolStatusChange(TypedDict, total=False):
     images: list[JSONValue]
     usage: JSONObject | None
     scrub: JSONObject | None
+    #: 0012: the agent's last drift report (``models.heartbeat.PoolDriftReport``)
+    drift: JSONObject | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +160,26 @@ class PoolStatusRow:
     usage: JSONObject | None
     #: the agent's last cache scrub report (0011), or None
     scrub: JSONObject | None = None
+    #: the agent's last drift report (0012), or None
+    drift: JSONObject | None = None
+
+
+# --- drift (0012, issue 16) --------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PoolDiskRow:
+    """A VM disk on a pool instance with its VM, for ``pool doctor`` (drift)."""
+
+    id: str
+    vm_id: str
+    vm_name: str
+    vm_phase: str
+    file_path: str | None
+    missing_since: datetime | None
+
+
+# --- end drift ---------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,3 +232,7 @@ class PoolStore(Protocol):
     def delete_pools(self, tx: Tx, pool_ids: Sequence[str]) -> int: ...
     def reinit_identity(self, tx: Tx, pool_id: str, marker_id: str) -> None: ...
     def gauges(self, tx: Tx) -> list[PoolGaugeRow]: ...
+    # drift (0012, issue 16)
+    def drift_of(self, tx: Tx, pool_id: str) -> JSONObject | None: ...
+    def disks_on_pool(self, tx: Tx, pool_id: str) -> list[PoolDiskRow]: ...
+    def set_disk_format(self, tx: Tx, vm_id: str, fmt: str) -> None: ...

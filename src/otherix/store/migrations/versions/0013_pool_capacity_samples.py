@@ -10,7 +10,7 @@ pool (``ON DELETE CASCADE``) and by the sampler once older than
 empty and fills from the first sample after the upgrade.
 
 Revision ID: 0013
-Revises: 0011
+Revises: 0012
 Create Date: 2026-12-04
 """
 
@@ -22,7 +22,7 @@ from alembic import op
 from otherix.store.schema import UTCDateTime
 
 revision = "0013"
-down_revision = "0011"
+down_revision = "0012"
 branch_labels = None
 depends_on = None
 
