@@ -8,7 +8,9 @@ The test guest (``support.guest``: it counts its boots on its data partition and
 start --wait`` boots QEMU (TCG) from the moved file (its command line names it, and the
 boot counter read off that file after a stop is 1). A move of the running VM is refused
 with ``vm_running``, a move to a cordoned pool with ``pool_cordoned``: exit 1, one
-sentence, the code under ``--debug``, nothing moved.
+sentence, the code under ``--debug``, nothing moved. Then across nodes: a pool only on
+node-b is refused without ``--node``; with it, node-b's agent pulls the disk from node-a's
+transfer endpoint, the VM is node-b's, node-a's copy goes, and it boots there (boot=2).
 """
 
 from __future__ import annotations
@@ -122,5 +124,32 @@ def test_a_moved_vm_boots_from_its_new_pool(tmp_path: Path, test_guest: Path) ->
 
             run(env, "vm", "stop", "g1", "--wait")
             assert guest.read_counter(new) == 1  # the boot wrote to the moved file
+
+            # Across nodes: node-b's agent pulls the disk from node-a's, and it boots there.
+            far = cluster.add_node("node-b", runs_vms=True)
+            cluster.wait_pool_status("node-b", "default", "ready", timeout=20)
+            run(env, "pool", "create", "far", "--node", "node-b", "--path", f"{POOLS}/far")
+            cluster.wait_pool_status("node-b", "far", "ready", timeout=20)
+            sentence, detail = _refused(env, "vm", "move", "g1", "--pool", "far")
+            assert "--node node-b" in sentence, sentence  # never across nodes by accident
+            assert "HTTP 400 validation_failed" in detail, detail
+            booted_once = _sha(new)
+            moved = run(env, "vm", "move", "g1", "--pool", "far", "--node", "node-b", "--wait")
+            assert booted_once[:12] in moved.stdout, moved.stdout
+            vm = _vm(env, "g1")
+            assert (vm["node"], vm["pool"], vm["status"]["phase"]) == ("node-b", "far", "stopped")
+            there = far.host_path(vm["disks"][0]["file_path"])
+            assert _sha(there) == booted_once
+            wait_until(lambda: not new.exists() or None, timeout=20, what="node-a's copy removed")
+            run(env, "vm", "start", "g1", "--wait")
+            wait_until(
+                lambda: "OTHERIX-GUEST-UP boot=2" in run(env, "vm", "console", "g1").stdout or None,
+                timeout=120,
+                what="g1 booted on node-b",
+            )
+            assert list(far.qemu_pids()) == [vm["id"]]
+            assert node.qemu_pids() == {}
+            run(env, "vm", "stop", "g1", "--wait")
+            assert guest.read_counter(there) == 2
     finally:
         cp.stop()
