@@ -10,7 +10,13 @@ source. Two setups, each skipped (with the reason printed) where it cannot be ma
 
 (a) two tmpfs mounts, one pool on each (no reflink: the agent copies, then hashes the copy);
 (b) one XFS loop filesystem made with ``mkfs.xfs -m reflink=1`` holding both pools (the
-    agent should reflink; the method the task result names is reported).
+    agent should reflink; the method the task result names is reported);
+(c) across nodes: a second ``otherix-agent`` (another node on the same host; both agents'
+    ``transfer.listen`` on ``127.0.0.1:0``), a tmpfs pool on each node, the VM moved
+    back and forth with ``--node``: the target agent pulls the disk from the source
+    agent's transfer endpoint over loopback (the source hashes it, the target receives
+    and hashes its copy). Its baseline is ``curl`` downloading the same file from a
+    local HTTP server (``http.server`` on loopback) onto the target's tmpfs.
 
 A move reads the disk twice for sha256 (source, then copy; the copy itself on a reflink is
 instant), so ``sha256sum`` of the file is printed too. Figures: the agent's time (the
@@ -46,6 +52,7 @@ from bench.common import headline, machine, start_agent, start_control_plane, st
 
 MiB = 1 << 20
 NODE = "bench-mv"
+NODE_B = "bench-mv2"
 FINAL = ("success", "failed", "cancelled")
 
 
@@ -141,8 +148,8 @@ class Api:
             raise RuntimeError(f"{r.request.method} {r.request.url.path}: {r.status_code} {r.text}")
         return dict(r.json())
 
-    def pool(self, name: str, path: Path) -> str:
-        body = {"name": name, "node": NODE, "path": str(path)}
+    def pool(self, name: str, path: Path, node: str = NODE) -> str:
+        body = {"name": name, "node": node, "path": str(path)}
         pool_id = str(self.ok(self.c.post("/v1/storage-pools", json=body), 201)["id"])
 
         def ready() -> bool:
@@ -170,13 +177,17 @@ def _seconds(task: dict[str, Any]) -> float:
     return (datetime.fromisoformat(task["finished_at"]) - started).total_seconds()
 
 
-def _moves(api: Api, vm: str, pools: list[str], repeat: int) -> list[dict[str, Any]]:
-    """``repeat`` moves of ``vm`` back and forth between ``pools``; one record each."""
+def _moves(
+    api: Api, vm: str, pools: list[str], repeat: int, nodes: list[str] | None = None
+) -> list[dict[str, Any]]:
+    """``repeat`` moves of ``vm`` back and forth between ``pools`` (on ``nodes``, one
+    each, for moves across nodes); one record each."""
     out = []
     for i in range(repeat):
         target = pools[(i + 1) % 2]
+        body = {"pool": target, **({"node": nodes[(i + 1) % 2]} if nodes else {})}
         t = time.perf_counter()
-        accepted = api.ok(api.c.post(f"/v1/vms/{vm}/move", json={"pool": target}), 202)
+        accepted = api.ok(api.c.post(f"/v1/vms/{vm}/move", json=body), 202)
         task = api.task(accepted["task_id"])
         round_trip = time.perf_counter() - t
         if task["status"] != "success":
@@ -231,19 +242,87 @@ def _baselines(src: Path, scratch: Path, repeat: int) -> dict[str, Any]:
     return out
 
 
+def _downloads(src: Path, scratch: Path, repeat: int) -> dict[str, Any]:
+    """``curl`` of ``src`` from a local HTTP server into ``scratch`` (on the target's
+    filesystem, outside every pool), and ``sha256sum`` of it."""
+    scratch.mkdir(exist_ok=True)
+    dst = scratch / "download"
+    httpd, url = _serve(src.parent, src.name)
+
+    def clean() -> None:
+        dst.unlink(missing_ok=True)
+        _run("sync", "-f", str(scratch))
+
+    def curl() -> None:
+        done = _run("curl", "-sSf", "-o", str(dst), url)
+        if done.returncode:
+            raise OSError(f"curl: {done.stderr.strip()}")
+
+    try:
+        clean()
+        out = {"curl_s": _median_time(curl, repeat, clean)}
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    out["sha256sum_s"] = _median_time(lambda: _run("sha256sum", str(src)), repeat, lambda: None)
+    shutil.rmtree(scratch, ignore_errors=True)
+    return out
+
+
+def _vm_on(api: Api, label: str, url: str, vm: str, pool_id: str) -> None:
+    body = {"name": vm, "image_url": url, "arch": "amd64", "vcpus": 1, "memory_mb": 256}
+    created = api.ok(
+        api.c.post("/v1/vms", json={**body, "pool": pool_id, "power_state": "stopped"}), 201
+    )
+    task = api.task(created["status"]["task_id"])
+    if task["status"] != "success":
+        raise RuntimeError(f"vm create on {label}: {task['status']} {task.get('error')}")
+
+
+def _cross(
+    label: str, api: Api, url: str, roots: tuple[Path, Path], vm: str, repeat: int
+) -> dict[str, Any]:
+    """A pool on each node at ``roots``, a VM on the first, its moves across the nodes,
+    and ``curl`` of the same file over loopback."""
+    names, nodes = [f"{vm}-a", f"{vm}-b"], [NODE, NODE_B]
+    pool_ids = [
+        api.pool(n, r / "pool", node) for n, r, node in zip(names, roots, nodes, strict=True)
+    ]
+    _vm_on(api, label, url, vm, pool_ids[0])
+    moves = _moves(api, vm, names, repeat, nodes)
+    disk = Path(api.vm(vm)["disks"][0]["file_path"])
+    other = roots[0] if disk.is_relative_to(roots[1]) else roots[1]
+    base = _downloads(disk, other / "baseline", repeat)
+    size = moves[0]["bytes"]
+    agent_s = statistics.median(m["agent_s"] for m in moves)
+    trip_s = statistics.median(m["round_trip_s"] for m in moves)
+    methods = sorted({m["method"] for m in moves})
+    return {
+        "setup": label,
+        "size_bytes": size,
+        "methods": methods,
+        "agent_s": agent_s,
+        "round_trip_s": trip_s,
+        "moves": moves,
+        **base,
+        "row": {
+            "setup": label,
+            "method": "/".join(methods),
+            "move MiB/s (agent)": _mibs(size, agent_s),
+            "move MiB/s (API round trip)": _mibs(size, trip_s),
+            "curl over loopback HTTP": f"{_mibs(size, base['curl_s'])} MiB/s",
+            "sha256sum": f"{_mibs(size, base['sha256sum_s'])} MiB/s",
+        },
+    }
+
+
 def _setup(
     label: str, api: Api, url: str, roots: tuple[Path, Path], vm: str, repeat: int
 ) -> dict[str, Any]:
     """Two pools at ``roots``, a VM on the first, its moves and the baselines."""
     names = [f"{vm}-a", f"{vm}-b"]
     pool_ids = [api.pool(n, r / "pool") for n, r in zip(names, roots, strict=True)]
-    body = {"name": vm, "image_url": url, "arch": "amd64", "vcpus": 1, "memory_mb": 256}
-    created = api.ok(
-        api.c.post("/v1/vms", json={**body, "pool": pool_ids[0], "power_state": "stopped"}), 201
-    )
-    task = api.task(created["status"]["task_id"])
-    if task["status"] != "success":
-        raise RuntimeError(f"vm create on {label}: {task['status']} {task.get('error')}")
+    _vm_on(api, label, url, vm, pool_ids[0])
     moves = _moves(api, vm, names, repeat)
     disk = Path(api.vm(vm)["disks"][0]["file_path"])
     other = roots[0] if disk.is_relative_to(roots[1]) else roots[1]
@@ -278,11 +357,13 @@ def _setup(
     }
 
 
-def _serve(directory: Path) -> tuple[http.server.ThreadingHTTPServer, str]:
+def _serve(
+    directory: Path, name: str = "disk.qcow2"
+) -> tuple[http.server.ThreadingHTTPServer, str]:
     handler = functools.partial(_Quiet, directory=str(directory))
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    return httpd, f"http://127.0.0.1:{httpd.server_address[1]}/disk.qcow2"
+    return httpd, f"http://127.0.0.1:{httpd.server_address[1]}/{name}"
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -306,20 +387,26 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         mounts = {
             "tmpfs": [pools / "ta", pools / "tb"],
             "xfs": [pools / "x"],
+            "cross": [pools / "na", pools / "nb"],
         }
         why: dict[str, str | None] = {}
         for kind, wheres in mounts.items():
             for where in wheres:
-                reason = stack.enter_context(_mounted(kind, where, work, size))
+                fs = "xfs" if kind == "xfs" else "tmpfs"
+                reason = stack.enter_context(_mounted(fs, where, work, size))
                 why[kind] = why.get(kind) or reason
+        if not why.get("cross") and shutil.which("curl") is None:
+            why["cross"] = "needs curl (the baseline)"
         env = {
             "OTHERIX_IMAGES__ALLOW_LOOPBACK_AND_LINK_LOCAL": "true",
             "OTHERIX_IMAGES__SPACE_MARGIN_BYTES": str(MiB),
             "OTHERIX_VMS__ENABLED": "false",
+            # two agents on one host: any free loopback port each
+            "OTHERIX_TRANSFER__LISTEN": "127.0.0.1:0",
         }
-        agent = start_agent(cp, cp.token(), work, NODE, extra_env=env)
-        # the agent holds its pool roots open: it goes before the unmounts (LIFO)
-        stack.callback(stop_process, agent)
+        # the agents hold their pool roots open: they go before the unmounts (LIFO)
+        for node in (NODE, NODE_B):
+            stack.callback(stop_process, start_agent(cp, cp.token(), work, node, extra_env=env))
         api = Api(cp.url, cp.token())
         stack.callback(api.c.close)
         setups = {
@@ -332,7 +419,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 print(f"skipped {label}: {why[kind]}")
                 continue
             results.append(_setup(label, api, url, roots, f"mv-{kind}", repeat))
+        cross_label = "two nodes (two agents, loopback), a tmpfs pool each"
+        cross: dict[str, Any] | None = None
+        if why.get("cross"):
+            skipped[cross_label] = str(why["cross"])
+            print(f"skipped {cross_label}: {why['cross']}")
+        else:
+            nodes = (pools / "na", pools / "nb")
+            cross = _cross(cross_label, api, url, nodes, "mv-cross", repeat)
     rows = [r.pop("row") for r in results]
+    cross_row = cross.pop("row") if cross else None
     heads = [
         headline(
             f"vm move {r['size_bytes'] // MiB} MiB, {r['setup']}",
@@ -343,6 +439,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         )
         for r, row in zip(results, rows, strict=True)
     ]
+    if cross is not None and cross_row is not None:
+        heads.append(
+            headline(
+                f"vm move {cross['size_bytes'] // MiB} MiB across nodes, {cross['setup']}",
+                f"{cross_row['move MiB/s (agent)']} MiB/s ({cross_row['method']}; "
+                f"{cross_row['move MiB/s (API round trip)']} MiB/s POST to success)",
+                baseline=f"curl over loopback HTTP {cross_row['curl over loopback HTTP']}; "
+                f"sha256sum {cross_row['sha256sum']}",
+            )
+        )
     heads += [
         headline(f"vm move, {label}", "skipped", baseline=reason)
         for label, reason in skipped.items()
@@ -350,12 +456,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"# vm move ({machine()})\n")
     print(f"{size // MiB} MiB qcow2 of random data; median of {repeat} moves per setup\n")
     print(table(rows) if rows else "(no setup could run)")
+    if cross_row is not None:
+        print(f"\n{table([cross_row])}")
     return {
         "machine": machine(),
         "headline": heads,
         "size_bytes": size,
         "repeat": repeat,
         "setups": results,
+        "across_nodes": cross,
         "skipped": skipped,
     }
 

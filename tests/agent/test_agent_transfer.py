@@ -250,7 +250,23 @@ def test_a_wrong_secret_is_a_clear_refusal(env: Env) -> None:
             "transfer": {"url": env.url, "ticket": env.ticket, "secret": "guessed"},
         }
     )
-    with pytest.raises(TaskFailure) as exc:
-        vmmove.move(env.cache, env.pools, args)
+    assert args.transfer is not None
+    with pytest.raises(TaskFailure) as exc:  # after the retries a late ticket gets
+        vmmove.pull(env.cache, env.pools, args, args.transfer, retry_delay=0.01)
     assert exc.value.code == "transfer_refused"
     assert not env.dst.exists()
+
+
+def test_a_pull_waits_for_a_ticket_the_source_registers_late(env: Env) -> None:
+    # The control plane wakes both nodes at once: the target may ask before the source's
+    # agent has read the vm.export task that registers the ticket (both answer 403 alike).
+    late = threading.Timer(0.3, lambda: env.server.sync([env.export()]))
+    late.start()
+    args = env.pull_args()
+    assert args.transfer is not None
+    try:
+        result = vmmove.pull(env.cache, env.pools, args, args.transfer, retry_delay=0.1)
+    finally:
+        late.cancel()
+    assert (result["method"], result["sha256"]) == ("transfer", env.sha)
+    assert env.dst.read_bytes() == env.data

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
+import time
 from typing import Any
 
 import pytest
@@ -307,3 +309,54 @@ def test_a_failed_move_across_nodes_revokes_the_ticket_and_cleans_the_target(api
     assert not [t for t in desired_tasks(api, node) if t["type"] == "vm.export"]
     [remove] = [t for t in desired_tasks(api, far) if t["type"] == "vm.disk_remove"]
     assert (remove["args"]["pool_name"], remove["args"]["keep"]) == (f"{px}-dest", None)
+
+
+@pytest.mark.parametrize("outcome", ["success", "failed", "cancelled"])
+def test_the_end_of_a_move_across_nodes_wakes_the_source_nodes_watch(api, px, outcome) -> None:
+    # The target reports; the source must hear at once that its ticket is revoked (and,
+    # after a success, that its copy goes), not only when its parked watch times out.
+    node, vm, _ = _stopped_vm(api, px)
+    far = ready_node(api, f"{px}-far")
+    dest = add_pool(api, far, f"{px}-dest")
+    _with_transfer(api, node, "http://10.0.0.1:7444")
+    _with_transfer(api, far, "http://10.0.0.2:7444")
+    move_id = _move(api, vm["name"], pool=f"{px}-dest", node=far.name).json()["task_id"]
+    with api.client(None) as c:
+        parked = c.get(
+            f"/v1/nodes/{node.name}/watch",
+            params={"revision": 0, "timeout": 0},
+            headers=node.auth,
+        ).json()["desired"]
+    assert [t["type"] for t in parked["tasks"]] == ["vm.export"]
+    answers: list[dict[str, Any]] = []
+
+    def watch() -> None:
+        with api.client(None) as c:
+            r = c.get(
+                f"/v1/nodes/{node.name}/watch",
+                params={"revision": parked["revision"], "timeout": 60},
+                headers=node.auth,
+                timeout=90,
+            )
+        answers.append(r.json())
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    time.sleep(0.3)  # parked
+    if outcome == "success":
+        path = f"{dest['path']}/vms/{vm['id']}/disk.qcow2"
+        done = {"vm_id": vm["id"], "file_path": path, "method": "transfer", "bytes": 1}
+        assert agent_report(api, far, move_id, "success", result=done).status_code == 200
+    elif outcome == "failed":
+        error = {"code": "transfer_failed", "message": "the source node went away"}
+        assert agent_report(api, far, move_id, "failed", error=error).status_code == 200
+    else:
+        with api.client("admin") as c:
+            assert c.post(f"/v1/tasks/{move_id}/cancel").status_code == 200
+    watcher.join(timeout=20)  # a third of the watch's own timeout
+    assert answers, "the source's watch was not woken when the move ended"
+    [answer] = answers
+    assert answer["changed"] is True
+    types = [t["type"] for t in answer["desired"]["tasks"]]
+    assert "vm.export" not in types
+    assert types == (["vm.disk_remove"] if outcome == "success" else [])

@@ -366,15 +366,24 @@ class _Source:
         return TaskFailure(code, f"the source node answered {r.status_code}: {detail}")
 
     def digest(self) -> tuple[str, int]:
-        """The source's ``(sha256, size)``, retried over connection errors."""
+        """The source's ``(sha256, size)``, retried over connection errors and, this
+        first contact only, over a 403: the control plane wakes both nodes at once, and
+        the source registers the ticket when its agent reads its ``vm.export`` task,
+        which may be after this node read its ``vm.move`` (an unknown ticket and a
+        wrong secret get the same 403, so a wrong secret fails after the retries too)."""
         for attempt in range(self.attempts):
+            last = attempt + 1 == self.attempts
             try:
                 r = self.client.get(f"{self.base}/sha256", headers=self.headers, timeout=None)
             except httpx.TransportError as exc:
-                if attempt + 1 == self.attempts:
+                if last:
                     raise TaskFailure(
                         "transfer_failed", f"cannot reach the source node: {exc}", retryable=True
                     ) from None
+                time.sleep(self.delay)
+                continue
+            if r.status_code == 403 and not last:
+                _log.info("transfer ticket not (yet) accepted by the source; asking again")
                 time.sleep(self.delay)
                 continue
             if r.status_code != 200:

@@ -11,7 +11,11 @@ type by the composition root, run in the same transaction as the task update
 and only when that update won (a report racing a cancel applies exactly one
 of them): ``running`` on each ``running`` report (whose ``result``, if any, is
 stored as progress detail), ``success`` on success, ``failure`` on failure and
-on cancel. A type can be cancelled in the states it registered
+on cancel. A hook may return the ids of other nodes whose desired state it
+changed (a move across nodes ends the source's export): their watches are
+woken with the task's node once the transaction has committed (a wake-up
+before the commit would read the old state and park again until its
+timeout). A type can be cancelled in the states it registered
 (``cancellable_in``: ``vm.create`` only while pending, before the agent starts
 it); any other type cannot be cancelled.
 
@@ -32,7 +36,7 @@ host paths in messages for developers and viewers).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -52,11 +56,12 @@ from otherix.store.ports.nodes import NodeStore
 from otherix.store.ports.tasks import NewTask, TaskChange, TaskRow, TaskStore
 
 FINAL = ("success", "failed", "cancelled")
-#: handler(conn, task row, update, now): on each ``running`` report, or on success
-ResultHandler = Callable[[Tx, TaskRow, TaskUpdate, datetime], None]
+#: handler(conn, task row, update, now): on each ``running`` report, or on success;
+#: returns the other nodes to wake after the commit, if any
+ResultHandler = Callable[[Tx, TaskRow, TaskUpdate, datetime], Iterable[str] | None]
 #: handler(conn, task row, error, now): when the task fails or is cancelled (``error``
-#: is the task's ``{code, message, ...}``; ``cancelled`` on cancel)
-FailureHandler = Callable[[Tx, TaskRow, dict[str, Any], datetime], None]
+#: is the task's ``{code, message, ...}``; ``cancelled`` on cancel); returns as above
+FailureHandler = Callable[[Tx, TaskRow, dict[str, Any], datetime], Iterable[str] | None]
 
 
 @dataclass
@@ -176,13 +181,14 @@ class TaskService:
                 )
                 raise Conflict(message, {"current_status": current.status, "type": row.type})
             on_failure = self.hooks.failure.get(row.type)
+            woken: list[str] = []
             if on_failure is not None:
-                on_failure(conn, row, {"code": "cancelled", "message": "task cancelled"}, now)
+                error = {"code": "cancelled", "message": "task cancelled"}
+                woken = list(on_failure(conn, row, error, now) or ())
             if row.node_id:
                 self.node_store.bump_revision(conn, row.node_id)
             row = self.task_store.get_task(conn, task_id) or row
-        if row.node_id:
-            self.hub.publish([row.node_id])
+        self.hub.publish([*([row.node_id] if row.node_id else []), *woken])
         return task_view(principal, row)
 
     def _run_hooks(
@@ -192,15 +198,18 @@ class TaskService:
         update: TaskUpdate,
         values: TaskChange,
         now: datetime,
-    ) -> None:
+    ) -> list[str]:
+        """Run the type's hook for ``update``; the other nodes it asks to wake."""
+        woken: Iterable[str] | None = None
         if update.status == "running":
             if (on_running := self.hooks.running.get(row.type)) is not None:
-                on_running(conn, row, update, now)
+                woken = on_running(conn, row, update, now)
         elif update.status == "success":
             if (on_success := self.hooks.success.get(row.type)) is not None:
-                on_success(conn, row, update, now)
+                woken = on_success(conn, row, update, now)
         elif (on_failure := self.hooks.failure.get(row.type)) is not None:
-            on_failure(conn, row, values.get("error") or {}, now)
+            woken = on_failure(conn, row, values.get("error") or {}, now)
+        return list(woken or ())
 
     def agent_update(self, ident: AgentIdentity, task_id: str, update: TaskUpdate) -> Task:
         now = self.clock.now()
@@ -237,15 +246,15 @@ class TaskService:
                 conn, task_id, values, only_if_status=["pending", "running"]
             ):
                 return task_row_view(self.task_store.get_task(conn, task_id) or row)
-            self._run_hooks(conn, row, update, values, now)
+            woken = self._run_hooks(conn, row, update, values, now)
             finished = values.get("status") in FINAL
             if finished:
                 self.node_store.bump_revision(
                     conn, ident.node_id
                 )  # drop it from the node's desired tasks
             row = self.task_store.get_task(conn, task_id) or row
-        if finished:
-            self.hub.publish([ident.node_id])  # the node's watch sees the new desired state now
+        # the node's watch sees the new desired state now (and so do those the hook changed)
+        self.hub.publish([*([ident.node_id] if finished else []), *woken])
         return task_row_view(row)
 
 

@@ -386,11 +386,14 @@ class VmMoveService:
         target = str(task.args.get("target_node_id") or task.node_id or "")
         return str(task.args.get("source_node_id") or target), target
 
-    def on_move_success(self, conn: Tx, task: TaskRow, update: TaskUpdate, now: datetime) -> None:
+    def on_move_success(
+        self, conn: Tx, task: TaskRow, update: TaskUpdate, now: datetime
+    ) -> list[str]:
+        """The switch (module docstring); the nodes to wake once it has committed."""
         found = self._moving_disk(conn, task)
         if found is None:
             log.warning("vm.move %s succeeded for a VM no longer moving there", task.id)
-            return
+            return []
         vm, disk = found
         target = self.pool_store.get_pool(conn, disk.move_pool_id or "")
         assert target is not None  # the foreign key keeps it while the move runs
@@ -439,14 +442,15 @@ class VmMoveService:
         self.vm_store.update_vm(conn, vm.id, change, phases=["moving"])
         for node_id in {source_node, target_node}:
             self.node_store.bump_revision(conn, node_id)
-        self.hub.publish(sorted({source_node, target_node}))
+        return sorted({source_node, target_node})  # published after the commit
 
     def on_move_failure(
         self, conn: Tx, task: TaskRow, error: dict[str, Any], now: datetime
-    ) -> None:
+    ) -> list[str]:
+        """The disk stays (module docstring); the nodes to wake once it has committed."""
         found = self._moving_disk(conn, task)
         if found is None:
-            return
+            return []
         vm, disk = found
         self.vm_store.update_root_disk(conn, vm.id, {"move_pool_id": None, "updated_at": now})
         source_node, target_node = self._nodes(task)
@@ -474,4 +478,4 @@ class VmMoveService:
         self.vm_store.update_vm(conn, vm.id, change, phases=["moving"])
         for node_id in {source_node, target_node}:
             self.node_store.bump_revision(conn, node_id)
-        self.hub.publish(sorted({source_node, target_node}))
+        return sorted({source_node, target_node})  # published after the commit
