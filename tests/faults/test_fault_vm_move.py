@@ -6,7 +6,7 @@ pool is a tmpfs of its own mounted on the HOST under ``/tmp/otx-mvf-*/`` before 
 starts, so the agent sees the host's path unchanged and the bytes outlive every kill; the
 control plane's ``storage_pools.allowed_path_prefixes`` (handed to the agent by the
 harness) allows that prefix. The agent reads disks at ``tasks.move_max_bytes_per_second``
-(8 MiB/s on a 24 MiB qcow2: about 3 s for each of ``source``, ``copy`` and ``verify``),
+(16 MiB/s on a 24 MiB qcow2: about 1.5 s for each of ``source``, ``copy`` and ``verify``),
 so each kill point is reached by observation, not by a timer:
 
 pending (the agent is down when the move is admitted), received (the task's first
@@ -62,7 +62,7 @@ pytestmark = [
 
 MiB = 1 << 20
 DISK_MIB = 24
-RATE = 8 * MiB
+RATE = 16 * MiB
 #: one tmpfs per pool, mounted on the host before the agent starts
 TMPFS_MIB = {"mva": 160, "mvb": 160, "home": 96, "tiny": 8, "stale": 48}
 AGENT_CONFIG: dict[str, Any] = {

@@ -7,9 +7,9 @@ harness. Each node has one pool, a tmpfs mounted on the HOST under ``/tmp/otx-mv
 before the agents start, so both agents see the host's path unchanged and the bytes
 outlive every kill; the control plane's ``storage_pools.allowed_path_prefixes`` (handed
 to the agents by the harness) allows that prefix. Both agents read disks at
-``tasks.move_max_bytes_per_second`` (8 MiB/s on a 24 MiB qcow2): the source's transfer
+``tasks.move_max_bytes_per_second`` (16 MiB/s on a 24 MiB qcow2): the source's transfer
 endpoint hashes the disk (the target's ``source`` phase) and sends it at that rate, the
-target receives (``copy``) and hashes its copy (``verify``) at it, about 3 s each, so
+target receives (``copy``) and hashes its copy (``verify``) at it, about 1.5 s each, so
 every kill point is reached by observation, not by a timer.
 
 The TARGET agent (the node the disk goes to) is killed: while the move is pending (down
@@ -73,7 +73,7 @@ pytestmark = [
 
 MiB = 1 << 20
 DISK_MIB = 24
-RATE = 8 * MiB
+RATE = 16 * MiB
 TMPFS_MIB = 128
 #: pool name -> node; one host-mounted tmpfs each
 POOLS = {"xa": "node-a", "xb": "node-b"}
