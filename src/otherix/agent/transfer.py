@@ -63,7 +63,7 @@ _log = logging.getLogger(__name__)
 VM_EXPORT: Final = "vm.export"
 _CHUNK: Final = 1024 * 1024
 _PATH_RE: Final = re.compile(r"^/v1/transfers/([0-9a-f-]{36})(/sha256)?$")
-_RANGE_RE: Final = re.compile(r"^bytes=(\d+)-$")
+_RANGE_RE: Final = re.compile(r"^bytes=(\d{1,19})-$")  # an int64 offset at most
 _UUID_RE: Final = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
@@ -236,6 +236,9 @@ def _handler_for(server: TransferServer) -> type[http.server.BaseHTTPRequestHand
     class Handler(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         server_version = "otherix-agent-transfer"
+        #: seconds a connection may sit idle (no request line, a stalled reader) before
+        #: it is closed, so idle connections cannot pile up threads
+        timeout = 60
 
         def log_message(self, format: str, *args: Any) -> None:
             _log.debug("transfer: " + format, *args)
