@@ -279,20 +279,29 @@ def _vm_on(api: Api, label: str, url: str, vm: str, pool_id: str) -> None:
         raise RuntimeError(f"vm create on {label}: {task['status']} {task.get('error')}")
 
 
-def _cross(
-    label: str, api: Api, url: str, roots: tuple[Path, Path], vm: str, repeat: int
+def _measure(
+    label: str,
+    api: Api,
+    url: str,
+    roots: tuple[Path, Path],
+    vm: str,
+    repeat: int,
+    baselines: Callable[[Path, Path, int], dict[str, Any]],
+    nodes: list[str] | None = None,
 ) -> dict[str, Any]:
-    """A pool on each node at ``roots``, a VM on the first, its moves across the nodes,
-    and ``curl`` of the same file over loopback."""
-    names, nodes = [f"{vm}-a", f"{vm}-b"], [NODE, NODE_B]
+    """A pool at each of ``roots`` (on ``nodes``, one each; else both on ``NODE``), a VM
+    on the first, its moves and ``baselines`` of its disk into the other root; the record,
+    its row with the move columns only (the caller adds the baselines')."""
+    names = [f"{vm}-a", f"{vm}-b"]
     pool_ids = [
-        api.pool(n, r / "pool", node) for n, r, node in zip(names, roots, nodes, strict=True)
+        api.pool(n, r / "pool", node)
+        for n, r, node in zip(names, roots, nodes or [NODE, NODE], strict=True)
     ]
     _vm_on(api, label, url, vm, pool_ids[0])
     moves = _moves(api, vm, names, repeat, nodes)
     disk = Path(api.vm(vm)["disks"][0]["file_path"])
     other = roots[0] if disk.is_relative_to(roots[1]) else roots[1]
-    base = _downloads(disk, other / "baseline", repeat)
+    base = baselines(disk, other / "baseline", repeat)
     size = moves[0]["bytes"]
     agent_s = statistics.median(m["agent_s"] for m in moves)
     trip_s = statistics.median(m["round_trip_s"] for m in moves)
@@ -310,51 +319,42 @@ def _cross(
             "method": "/".join(methods),
             "move MiB/s (agent)": _mibs(size, agent_s),
             "move MiB/s (API round trip)": _mibs(size, trip_s),
-            "curl over loopback HTTP": f"{_mibs(size, base['curl_s'])} MiB/s",
-            "sha256sum": f"{_mibs(size, base['sha256sum_s'])} MiB/s",
         },
     }
+
+
+def _cross(
+    label: str, api: Api, url: str, roots: tuple[Path, Path], vm: str, repeat: int
+) -> dict[str, Any]:
+    """A pool on each node at ``roots``, a VM on the first, its moves across the nodes,
+    and ``curl`` of the same file over loopback."""
+    out = _measure(label, api, url, roots, vm, repeat, _downloads, [NODE, NODE_B])
+    size = out["size_bytes"]
+    out["row"] |= {
+        "curl over loopback HTTP": f"{_mibs(size, out['curl_s'])} MiB/s",
+        "sha256sum": f"{_mibs(size, out['sha256sum_s'])} MiB/s",
+    }
+    return out
 
 
 def _setup(
     label: str, api: Api, url: str, roots: tuple[Path, Path], vm: str, repeat: int
 ) -> dict[str, Any]:
     """Two pools at ``roots``, a VM on the first, its moves and the baselines."""
-    names = [f"{vm}-a", f"{vm}-b"]
-    pool_ids = [api.pool(n, r / "pool") for n, r in zip(names, roots, strict=True)]
-    _vm_on(api, label, url, vm, pool_ids[0])
-    moves = _moves(api, vm, names, repeat)
-    disk = Path(api.vm(vm)["disks"][0]["file_path"])
-    other = roots[0] if disk.is_relative_to(roots[1]) else roots[1]
-    base = _baselines(disk, other / "baseline", repeat)
-    size = moves[0]["bytes"]
-    agent_s = statistics.median(m["agent_s"] for m in moves)
-    trip_s = statistics.median(m["round_trip_s"] for m in moves)
-    methods = sorted({m["method"] for m in moves})
+    out = _measure(label, api, url, roots, vm, repeat, _baselines)
+    size = out["size_bytes"]
     reflink = (
-        f"{_mibs(size, base['cp_reflink_s'])} MiB/s ({base['cp_reflink_s']:.4f} s)"
-        if base["cp_reflink_s"] is not None
-        else f"refused ({base['cp_reflink_error']})"
+        f"{_mibs(size, out['cp_reflink_s'])} MiB/s ({out['cp_reflink_s']:.4f} s)"
+        if out["cp_reflink_s"] is not None
+        else f"refused ({out['cp_reflink_error']})"
     )
-    return {
-        "setup": label,
-        "size_bytes": size,
-        "methods": methods,
-        "agent_s": agent_s,
-        "round_trip_s": trip_s,
-        "moves": moves,
-        **base,
-        "row": {
-            "setup": label,
-            "method": "/".join(methods),
-            "move MiB/s (agent)": _mibs(size, agent_s),
-            "move MiB/s (API round trip)": _mibs(size, trip_s),
-            "cp": f"{_mibs(size, base['cp_s'])} MiB/s",
-            "cp --reflink=never + sync": f"{_mibs(size, base['cp_sync_s'])} MiB/s",
-            "cp --reflink=always": reflink,
-            "sha256sum": f"{_mibs(size, base['sha256sum_s'])} MiB/s",
-        },
+    out["row"] |= {
+        "cp": f"{_mibs(size, out['cp_s'])} MiB/s",
+        "cp --reflink=never + sync": f"{_mibs(size, out['cp_sync_s'])} MiB/s",
+        "cp --reflink=always": reflink,
+        "sha256sum": f"{_mibs(size, out['sha256sum_s'])} MiB/s",
     }
+    return out
 
 
 def _serve(

@@ -32,26 +32,39 @@ own room check, the VM stopped on its source with ``move_failed``, nothing left 
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import os
-import shutil
 import signal
-import subprocess
-import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
+from movehelpers import (
+    AGENT_CONFIG,
+    DISK_MIB,
+    RATE,
+    MiB,
+    TmpfsPool,
+    Watcher,
+    check_at_kill,
+    check_no_leftovers,
+    check_task_and_vm,
+    copying,
+    file_sha,
+    get_task,
+    host_tmpfs,
+    poll,
+    published,
+    task_progress,
+    verifying,
+    wait_task,
+)
 
 from support import clustervms
-from support.clustervms import Pool, create_vm, get_vm, wait_phase
-from support.harness import FAST, MOUNT_NS_AVAILABLE, NODE_ROOT, AgentProc, Cluster, wait_until
+from support.clustervms import create_vm, get_vm, wait_phase
+from support.harness import FAST, MOUNT_NS_AVAILABLE, NODE_ROOT, AgentProc, Cluster
 from support.images import ImageOrigin, qcow2
 
 pytestmark = [
@@ -60,48 +73,8 @@ pytestmark = [
     pytest.mark.skipif(not MOUNT_NS_AVAILABLE, reason="needs root, unshare and mount"),
 ]
 
-MiB = 1 << 20
-DISK_MIB = 24
-RATE = 16 * MiB
 #: one tmpfs per pool, mounted on the host before the agent starts
 TMPFS_MIB = {"mva": 160, "mvb": 160, "home": 96, "tiny": 8, "stale": 48}
-AGENT_CONFIG: dict[str, Any] = {
-    "images": {"allow_loopback_and_link_local": True, "space_margin_bytes": MiB},
-    "tasks": {"move_max_bytes_per_second": RATE, "retry_delay": 0.5},
-}
-FINAL = ("success", "failed", "cancelled")
-
-
-def file_sha(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
-class TmpfsPool(Pool):
-    """A pool whose root is a tmpfs mounted on the host (``Pool`` puts it under the node's
-    ``/var/lib/otherix/pools``)."""
-
-    def __init__(self, cluster: Cluster, node: AgentProc, name: str, root: Path) -> None:
-        self.name, self.path, self.cluster = name, str(root), cluster
-        r = cluster.admin.post(
-            "/v1/storage-pools", json={"name": name, "node": node.name, "path": self.path}
-        )
-        assert r.status_code == 201, r.text
-        self.id = r.json()["id"]
-        cluster.wait_pool_status(node.name, name, "ready", timeout=20)
-        self.root = node.host_path(self.path)
-        assert self.root == root  # outside /var/lib/otherix: the host's own path
-
-    def disk(self, vm_id: str) -> Path:
-        return self.vm_dir(vm_id) / "disk.qcow2"
-
-    def move_temps(self) -> dict[str, int]:
-        """``scratch/move-*`` temps and their sizes."""
-        out: dict[str, int] = {}
-        for p in (self.root / "scratch").glob("move-*"):
-            with contextlib.suppress(FileNotFoundError):
-                out[p.name] = p.stat().st_size
-        return out
 
 
 @dataclass
@@ -114,32 +87,10 @@ class Env:
     image: bytes
 
 
-def _mount_tmpfs(path: Path, mib: int) -> None:
-    path.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={mib}M,mode=0755", f"otx-mvf-{path.name}", str(path)],
-        capture_output=True,
-        timeout=15,
-        check=False,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs: {done.stderr.decode().strip()}")
-
-
-def _umount(path: Path) -> None:
-    if subprocess.run(["umount", str(path)], capture_output=True, check=False).returncode:
-        subprocess.run(["umount", "-l", str(path)], capture_output=True, check=False)
-
-
 @pytest.fixture(scope="module")
 def env(tmp_path_factory) -> Iterator[Env]:
     tmp = tmp_path_factory.mktemp("mvf")
-    base = Path(tempfile.mkdtemp(prefix="otx-mvf-", dir="/tmp"))
-    mounted: list[Path] = []
-    try:
-        for name, mib in TMPFS_MIB.items():
-            _mount_tmpfs(base / name, mib)
-            mounted.append(base / name)
+    with host_tmpfs("otx-mvf-", TMPFS_MIB) as base:
         overrides = {
             **FAST,
             "storage_pools.allowed_path_prefixes": [f"{NODE_ROOT}/pools/", f"{base}/"],
@@ -155,11 +106,6 @@ def env(tmp_path_factory) -> Iterator[Env]:
             assert node.mount_ns
             pools = {n: TmpfsPool(cluster, node, n, base / n) for n in TMPFS_MIB}
             yield Env(cluster, node, origin, base, pools, image)
-    finally:
-        for path in reversed(mounted):
-            _umount(path)
-        if not any(os.path.ismount(p) for p in mounted):
-            shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture
@@ -167,20 +113,6 @@ def node(env: Env) -> AgentProc:
     if not env.node.alive:
         env.node.start()
     return env.node
-
-
-def get_task(cluster: Cluster, task_id: str) -> dict[str, Any]:
-    r = cluster.admin.get(f"/v1/tasks/{task_id}")
-    r.raise_for_status()
-    return dict(r.json())
-
-
-def wait_task(cluster: Cluster, task_id: str, timeout: float = 60) -> dict[str, Any]:
-    def final() -> dict[str, Any] | None:
-        task = get_task(cluster, task_id)
-        return task if task["status"] in FINAL else None
-
-    return wait_until(final, timeout, f"task {task_id} final")
 
 
 def make_vm(env: Env, name: str, pool: TmpfsPool) -> tuple[str, str]:
@@ -191,66 +123,6 @@ def make_vm(env: Env, name: str, pool: TmpfsPool) -> tuple[str, str]:
     sha = file_sha(pool.disk(vm["id"]))
     assert sha == hashlib.sha256(env.image).hexdigest()  # a full copy of the image
     return vm["id"], sha
-
-
-# -- the watcher: no observation names a missing disk -------------------------------------
-
-
-class Watcher:
-    """Polls VM ``name`` in a thread (its own client): every view must name a disk file
-    that exists on the host, not reported missing. A view whose file is gone is read
-    again before it counts (the VM may have switched between the GET and the stat)."""
-
-    def __init__(self, cluster: Cluster, node: AgentProc, name: str) -> None:
-        self.node, self.name = node, name
-        self.client = httpx.Client(
-            base_url=cluster.admin.base_url, headers=cluster.admin.headers, timeout=10
-        )
-        self.observations = 0
-        self.problems: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="vm-watcher", daemon=True)
-
-    def _view(self) -> dict[str, Any] | None:
-        try:
-            r = self.client.get(f"/v1/vms/{self.name}")
-        except httpx.HTTPError:
-            return None
-        return dict(r.json()) if r.status_code == 200 else None
-
-    def _problem(self, vm: dict[str, Any]) -> str | None:
-        [disk] = vm["disks"]
-        if disk["missing"]:
-            return f"disk reported missing ({disk['missing_reason']}): {disk}"
-        if not disk["file_path"] or not self.node.host_path(disk["file_path"]).is_file():
-            return f"disk file {disk['file_path']} does not exist (phase {vm['status']['phase']})"
-        return None
-
-    def check(self) -> None:
-        vm = self._view()
-        if vm is None:
-            return
-        self.observations += 1
-        if (problem := self._problem(vm)) is None:
-            return
-        again = self._view()
-        if again is None or again["disks"][0]["file_path"] != vm["disks"][0]["file_path"]:
-            return  # it switched between the GET and the stat: read it again next time
-        if (problem := self._problem(again)) is not None:
-            self.problems.append(problem)
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.05):
-            self.check()
-
-    def __enter__(self) -> Watcher:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self._stop.set()
-        self._thread.join(10)
-        self.client.close()
 
 
 # -- kill points ---------------------------------------------------------------------------
@@ -272,12 +144,7 @@ class Move:
         return get_task(self.env.cluster, self.task_id)
 
     def progress(self, phase: str, fraction: float) -> str | None:
-        t = self.task()
-        result = t.get("result") or {}
-        if t["status"] != "running" or result.get("phase") != phase:
-            return None
-        done, total = result.get("bytes_done") or 0, result.get("bytes_total") or 0
-        return f"{phase} {done}/{total}" if total and done >= fraction * total else None
+        return task_progress(self.task(), phase, fraction)
 
 
 @dataclass
@@ -305,23 +172,6 @@ def received(m: Move) -> str | None:
 
 def hashing(fraction: float) -> Callable[[Move], str | None]:
     return lambda m: m.progress("source", fraction)
-
-
-def copying(fraction: float) -> Callable[[Move], str | None]:
-    def reached(m: Move) -> str | None:
-        sizes = list(m.dst.move_temps().values())
-        big = [s for s in sizes if fraction * m.size <= s < m.size]
-        return f"copy: scratch temp at {big[0]}/{m.size} bytes" if big else None
-
-    return reached
-
-
-def verifying(m: Move) -> str | None:
-    return m.progress("verify", 0.5)
-
-
-def published(m: Move) -> str | None:
-    return "target disk published" if m.dst.disk(m.vm_id).is_file() else None
 
 
 def switched(m: Move) -> str | None:
@@ -352,16 +202,6 @@ KILLS: list[Kill] = [
 ]
 
 
-def poll(fn: Callable[[], str | None], interval: float, timeout: float, what: str) -> str:
-    """``wait_until`` at ``interval``: the points after the publish are short."""
-    deadline = time.monotonic() + timeout
-    while (seen := fn()) is None:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
-    return seen
-
-
 def post_move(m: Move) -> None:
     r = m.env.cluster.admin.post(f"/v1/vms/{m.vm}/move", json={"pool": m.dst.name})
     assert r.status_code == 202, r.text
@@ -388,10 +228,7 @@ def kill_at(m: Move, k: Kill) -> None:
     k.seen += f"; at the kill: move {task['status']}"
     if vm["status"]["task_id"] != m.task_id:
         k.seen += f", follow-up {get_task(m.env.cluster, vm['status']['task_id'])['status']}"
-    if k.before_publish and m.dst.disk(m.vm_id).exists():
-        k.problems.append(f"{k.label}: the target disk was published before the kill")
-    if k.leaves_temp and not m.dst.move_temps():
-        k.problems.append(f"{k.label}: no scratch temp in {m.dst.name} after the kill")
+    check_at_kill(m, k)
 
 
 def converge(m: Move, k: Kill, want_sha: str) -> TmpfsPool:
@@ -404,29 +241,12 @@ def converge(m: Move, k: Kill, want_sha: str) -> TmpfsPool:
     vm = wait_phase(cluster, m.vm, "stopped", timeout=30)
     if vm["pool_id"] != owner.id:
         k.problems.append(f"task {task['status']} but the VM is on pool {vm['pool']}")
-    if task["status"] != "success" and vm["status"]["reason"] != "move_failed":
-        k.problems.append(f"failed move, VM status {vm['status']}")
-    k.method = str((task.get("result") or {}).get("method") or "-")
-    if task["status"] == "success" and task["result"]["sha256"] != want_sha:
-        k.problems.append(f"task reports sha256 {task['result']['sha256']}")
-    removal = wait_task(cluster, vm["status"]["task_id"], timeout=60)
-    if (removal["type"], removal["status"]) != ("vm.disk_remove", "success"):
-        k.problems.append(f"follow-up task {removal['type']} {removal['status']}: {removal}")
-    if vm["disks"][0]["file_path"] != str(owner.disk(m.vm_id)):
-        k.problems.append(f"the VM names {vm['disks'][0]['file_path']}")
+    check_task_and_vm(cluster, m, k, task, vm, owner, want_sha)
     if not owner.disk(m.vm_id).is_file():
         k.problems.append(f"no disk in pool {owner.name}")
     elif file_sha(owner.disk(m.vm_id)) != want_sha:
         k.problems.append(f"the disk in pool {owner.name} differs from the original")
-    if other.vm_dir(m.vm_id).exists():
-        k.problems.append(
-            f"a copy is left in pool {other.name}: {list(other.vm_dir(m.vm_id).iterdir())}"
-        )
-    with contextlib.suppress(AssertionError):
-        wait_until(lambda: not (m.src.move_temps() or m.dst.move_temps()), 20, "no move temps")
-    for pool in (m.src, m.dst):
-        if temps := pool.move_temps():
-            k.problems.append(f"scratch temps left in {pool.name}: {temps}")
+    check_no_leftovers(m, k, other)
     k.converged = not k.problems
     return owner
 
@@ -444,7 +264,7 @@ def test_kill_9_at_every_step_of_a_move_leaves_one_owned_copy(
     lost = 0
     started = time.monotonic()
     try:
-        with Watcher(env.cluster, node, "mover") as watcher:
+        with Watcher(env.cluster, "mover", node) as watcher:
             for k in KILLS:
                 m = Move(env, "mover", vm_id, src, dst, size)
                 kill_at(m, k)

@@ -284,10 +284,27 @@ def move(
                     allow_reflink,
                 )
         except OSError as exc:
-            code = "pool_full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "move_failed"
-            message = f"moving the disk of vm {args.vm_id}: {fs.strerror(exc)}"
-            raise TaskFailure(code, message) from None
+            raise _io_failure(exc, f"moving the disk of vm {args.vm_id}") from None
         info = formats.info(dst, "raw" if args.format == "raw" else "qcow2", code="clone_failed")
+    return _result(args, dst_root, dst, method, copy_sha, size, info)
+
+
+def _io_failure(exc: OSError, doing: str) -> TaskFailure:
+    """``pool_full`` (no space, quota) or ``move_failed``: ``{doing}: {strerror}``."""
+    code = "pool_full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "move_failed"
+    return TaskFailure(code, f"{doing}: {fs.strerror(exc)}")
+
+
+def _result(
+    args: MoveArgs,
+    dst_root: Path,
+    dst: Path,
+    method: str,
+    copy_sha: str,
+    size: int,
+    info: formats.ImageInfo,
+) -> dict[str, Any]:
+    """The ``vm.move`` task's result for the disk published at ``dst``."""
     return {
         "vm_id": args.vm_id,
         "file_path": _node_path(dst_root, args.target.path, dst),
@@ -332,17 +349,32 @@ def _copy(
             progress=copy.at,
             step=_STEP,
         )
-        copy_sha = sha256_of(tmp, _Pacer("verify", size, rate, progress))
-        if copy_sha != source_sha:
-            raise TaskFailure(
-                "checksum_mismatch",
-                f"the copy of vm {args.vm_id}'s disk hashes to {copy_sha}, "
-                f"the source to {source_sha}: nothing was switched",
-                details={"sha256_expected": source_sha, "sha256_found": copy_sha},
-            )
-        fs.make_dir(dst.parent, _DIR_MODE)
-        fs.publish(tmp, dst, DISK_MODE)
+        copy_sha = _verify_publish(tmp, dst, args.vm_id, source_sha, size, rate, progress)
     return method, copy_sha
+
+
+def _verify_publish(
+    tmp: Path,
+    dst: Path,
+    vm_id: str,
+    expected: str,
+    size: int,
+    rate: int | None,
+    progress: MoveProgress | None,
+) -> str:
+    """Hash the copy ``tmp`` (the ``verify`` phase), refuse it unless it is ``expected``,
+    publish it as ``dst``; its sha256."""
+    copy_sha = sha256_of(tmp, _Pacer("verify", size, rate, progress))
+    if copy_sha != expected:
+        raise TaskFailure(
+            "checksum_mismatch",
+            f"the copy of vm {vm_id}'s disk hashes to {copy_sha}, "
+            f"the source to {expected}: nothing was switched",
+            details={"sha256_expected": expected, "sha256_found": copy_sha},
+        )
+    fs.make_dir(dst.parent, _DIR_MODE)
+    fs.publish(tmp, dst, DISK_MODE)
+    return copy_sha
 
 
 class _Source:
@@ -477,39 +509,17 @@ def pull(
                             )
                         finally:
                             os.close(fd)
-                        copy_sha = sha256_of(
-                            tmp, _Pacer("verify", size, max_bytes_per_second, progress)
+                        copy_sha = _verify_publish(
+                            tmp, dst, args.vm_id, expected, size, max_bytes_per_second, progress
                         )
-                        if copy_sha != expected:
-                            raise TaskFailure(
-                                "checksum_mismatch",
-                                f"the copy of vm {args.vm_id}'s disk hashes to {copy_sha}, "
-                                f"the source to {expected}: nothing was switched",
-                                details={"sha256_expected": expected, "sha256_found": copy_sha},
-                            )
-                        fs.make_dir(dst.parent, _DIR_MODE)
-                        fs.publish(tmp, dst, DISK_MODE)
                 except OSError as exc:
-                    code = (
-                        "pool_full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "move_failed"
-                    )
-                    raise TaskFailure(
-                        code, f"pulling the disk of vm {args.vm_id}: {fs.strerror(exc)}"
-                    ) from None
+                    raise _io_failure(exc, f"pulling the disk of vm {args.vm_id}") from None
             info = formats.info(
                 dst, "raw" if args.format == "raw" else "qcow2", code="clone_failed"
             )
     finally:
         source.close()
-    return {
-        "vm_id": args.vm_id,
-        "file_path": _node_path(dst_root, args.target.path, dst),
-        "method": method,
-        "sha256": copy_sha,
-        "bytes": size,
-        "virtual_size_bytes": info.virtual_size_bytes,
-        "disk_size_bytes": info.actual_size_bytes,
-    }
+    return _result(args, dst_root, dst, method, copy_sha, size, info)
 
 
 def remove_copy(

@@ -428,8 +428,7 @@ class VmTasks:
             update = self._update(job, "running", progress=percent, result=result)
             self._outbox.progress(job.task.id, update)
 
-        host = self._host
-        if host is None:
+        def run() -> dict[str, Any]:
             return vmmove.move(
                 self._cache,
                 self._pools,
@@ -437,6 +436,10 @@ class VmTasks:
                 progress=report,
                 max_bytes_per_second=self._move_rate,
             )
+
+        host = self._host
+        if host is None:
+            return run()
         sup, runtime = host.supervisor, host.supervisor.runtime
         sup.hold(args.vm_id)  # no restart by its policy while the disk moves
         try:
@@ -444,13 +447,7 @@ class VmTasks:
                 raise TaskFailure(
                     "vm_running", "the VM is running: stop it first, then move its disk"
                 )
-            return vmmove.move(
-                self._cache,
-                self._pools,
-                args,
-                progress=report,
-                max_bytes_per_second=self._move_rate,
-            )
+            return run()
         finally:
             sup.release(args.vm_id)
 

@@ -16,7 +16,10 @@ delete --wait``, ``task wait``) and the loop that follows a task to its end:
   ``progress`` and ``result {bytes_done, bytes_total, phase}``.
 - :func:`follow_task` polls ``GET /v1/tasks/{id}`` (the backoff of
   ``otherix.cli.wait``) until the task is ``success``, ``failed`` or
-  ``cancelled``, or the deadline passes.
+  ``cancelled``, or the deadline passes; :func:`follow_pool_task` follows a
+  pool command's task (``pool scrub``, ``pool cache prune``, ``pool cache
+  quarantine clear``, ``pool doctor --purge``) and turns a task still running
+  or not successful into a ``CliError``.
 - :func:`wait_vm_ready` follows a new VM (``vm create --wait``): it polls
   the VM until it is placed, printing each new pending ``status.reason``
   once (in both modes: it says why nothing moves); finds its ``vm.create``
@@ -24,8 +27,8 @@ delete --wait``, ``task wait``) and the loop that follows a task to its end:
   id>&type=vm.create``); follows the task; reads the VM's final phase.
 
 Clock and sleep come from the :class:`~otherix.cli.context.CliContext`, so
-tests drive it with a fake clock. Called by ``commands.vms`` and
-``commands.tasks``.
+tests drive it with a fake clock. Called by ``commands.vms``,
+``commands.tasks`` and the pool commands (``follow_pool_task``).
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ __all__ = [
     "FINAL",
     "RateMeter",
     "StatusLine",
+    "follow_pool_task",
     "follow_task",
     "live_output",
     "parse_timeout",
@@ -228,6 +232,29 @@ def follow_task(
         sleep=ctx.sleep,
         monotonic=ctx.monotonic,
     )
+
+
+def follow_pool_task(
+    ctx: CliContext, api: ApiClient, task_id: str, *, timeout: float, task: str, command: str
+) -> dict[str, Any]:
+    """Follow a pool command's task with the status line (shown on a terminal); the
+    finished task. Still running after ``timeout``: ``CliError`` "``{task}`` task ID is
+    still STATUS; follow it with 'otherix task wait ID'"; not a success: ``CliError``
+    "``{command}`` failed: CODE: MESSAGE"."""
+    line = StatusLine(ctx, live_output(ctx))
+    try:
+        outcome = follow_task(ctx, api, task_id, timeout=timeout, line=line)
+    finally:
+        line.clear()
+    last = outcome.value
+    if not outcome.done:
+        raise CliError(
+            f"{task} task {task_id} is still {last.get('status')}; follow it with "
+            f"'otherix task wait {task_id}'"
+        )
+    if last.get("status") != "success":
+        raise CliError(f"{command} failed: {task_error(last)}")
+    return last
 
 
 # following a new VM: placement, then its vm.create task ----------------------------------

@@ -18,9 +18,9 @@ import click
 from otherix.cli.commands.common import output_option, render_object, validate_output
 from otherix.cli.commands.pool_targets import ambiguous_error, resolve_target
 from otherix.cli.commands.pools_quarantine import quarantine
-from otherix.cli.context import CliError, get_context
+from otherix.cli.context import get_context
 from otherix.cli.output import human_bytes, render_table, wire
-from otherix.cli.progress import StatusLine, follow_task, live_output, parse_timeout, task_error
+from otherix.cli.progress import follow_pool_task, parse_timeout
 from otherix.client.errors import PoolNameAmbiguousError
 from otherix.durations import format_duration
 
@@ -157,19 +157,9 @@ def prune_cache(ref: str, node: str | None, dry_run: bool, wait: bool, wait_time
     if not wait:
         ctx.line(f"prune of pool {target.label} queued: task {accepted.task_id}")
         return
-    line = StatusLine(ctx, live_output(ctx))
-    try:
-        outcome = follow_task(ctx, api, accepted.task_id, timeout=limit, line=line)
-    finally:
-        line.clear()
-    task = outcome.value
-    if not outcome.done:
-        raise CliError(
-            f"prune task {accepted.task_id} is still {task.get('status')}; follow it with "
-            f"'otherix task wait {accepted.task_id}'"
-        )
-    if task.get("status") != "success":
-        raise CliError(f"pool cache prune failed: {task_error(task)}")
+    task = follow_pool_task(
+        ctx, api, accepted.task_id, timeout=limit, task="prune", command="pool cache prune"
+    )
     result = task.get("result") or {}
     evicted = result.get("evicted") or []
     verb = "would evict" if dry_run else "evicted"

@@ -26,9 +26,9 @@ from otherix.cli.commands.common import (
     validate_output,
 )
 from otherix.cli.commands.pool_targets import ambiguous_error, resolve_target
-from otherix.cli.context import CliContext, CliError, get_context
+from otherix.cli.context import CliContext, get_context
 from otherix.cli.output import human_bytes, render_table, wire
-from otherix.cli.progress import StatusLine, follow_task, live_output, parse_timeout, task_error
+from otherix.cli.progress import follow_pool_task, parse_timeout
 from otherix.client.api import ApiClient
 from otherix.client.errors import PoolNameAmbiguousError
 from otherix.durations import format_duration
@@ -130,19 +130,9 @@ def doctor_pool(
     if not wait:
         ctx.line(f"purge of pool {target.label} queued: task {task_id}")
         return
-    line = StatusLine(ctx, live_output(ctx))
-    try:
-        outcome = follow_task(ctx, api, task_id, timeout=limit, line=line)
-    finally:
-        line.clear()
-    task = outcome.value
-    if not outcome.done:
-        raise CliError(
-            f"purge task {task_id} is still {task.get('status')}; follow it with "
-            f"'otherix task wait {task_id}'"
-        )
-    if task.get("status") != "success":
-        raise CliError(f"pool doctor --purge failed: {task_error(task)}")
+    task = follow_pool_task(
+        ctx, api, task_id, timeout=limit, task="purge", command="pool doctor --purge"
+    )
     result = task.get("result") or {}
     if fmt != "text":
         ctx.write(render_object(result, fmt))

@@ -23,7 +23,7 @@ from otherix.cli.commands.common import (
 from otherix.cli.commands.pool_targets import ambiguous_error, instances_of, resolve_target
 from otherix.cli.context import CliError, get_context
 from otherix.cli.output import render_table, wire
-from otherix.cli.progress import StatusLine, follow_task, live_output, parse_timeout, task_error
+from otherix.cli.progress import follow_pool_task, parse_timeout
 from otherix.client.api import ApiClient
 from otherix.client.errors import PoolNameAmbiguousError
 from otherix.models.pools import QuarantinedImageView, StoragePool
@@ -149,19 +149,14 @@ def clear_quarantine(
     if not wait:
         ctx.line(f"quarantine clear of pool {target.label} queued: task {accepted.task_id}")
         return
-    line = StatusLine(ctx, live_output(ctx))
-    try:
-        outcome = follow_task(ctx, api, accepted.task_id, timeout=limit, line=line)
-    finally:
-        line.clear()
-    task = outcome.value
-    if not outcome.done:
-        raise CliError(
-            f"quarantine clear task {accepted.task_id} is still {task.get('status')}; follow "
-            f"it with 'otherix task wait {accepted.task_id}'"
-        )
-    if task.get("status") != "success":
-        raise CliError(f"pool cache quarantine clear failed: {task_error(task)}")
+    task = follow_pool_task(
+        ctx,
+        api,
+        accepted.task_id,
+        timeout=limit,
+        task="quarantine clear",
+        command="pool cache quarantine clear",
+    )
     cleared = (task.get("result") or {}).get("cleared") or []
     for item in cleared:
         ctx.line(f"deleted {item.get('path')} ({item.get('image')})")

@@ -13,9 +13,9 @@ from __future__ import annotations
 import click
 
 from otherix.cli.commands.pool_targets import ambiguous_error, resolve_target
-from otherix.cli.context import CliError, get_context
+from otherix.cli.context import get_context
 from otherix.cli.output import human_bytes
-from otherix.cli.progress import StatusLine, follow_task, live_output, parse_timeout, task_error
+from otherix.cli.progress import follow_pool_task, parse_timeout
 from otherix.client.errors import PoolNameAmbiguousError
 
 __all__ = ["scrub_pool"]
@@ -47,19 +47,9 @@ def scrub_pool(ref: str, node: str | None, wait: bool, wait_timeout: str) -> Non
     if not wait:
         ctx.line(f"scrub of pool {target.label} queued: task {accepted.task_id}")
         return
-    line = StatusLine(ctx, live_output(ctx))
-    try:
-        outcome = follow_task(ctx, api, accepted.task_id, timeout=limit, line=line)
-    finally:
-        line.clear()
-    task = outcome.value
-    if not outcome.done:
-        raise CliError(
-            f"scrub task {accepted.task_id} is still {task.get('status')}; follow it with "
-            f"'otherix task wait {accepted.task_id}'"
-        )
-    if task.get("status") != "success":
-        raise CliError(f"pool scrub failed: {task_error(task)}")
+    task = follow_pool_task(
+        ctx, api, accepted.task_id, timeout=limit, task="scrub", command="pool scrub"
+    )
     result = task.get("result") or {}
     quarantined = result.get("quarantined") or []
     for item in quarantined:
