@@ -38,7 +38,7 @@ MARKER = "cluster-id"
 LOCK = "serve.lock"
 DIR_MODE = 0o700
 #: files of ours: a directory holding one of them is ours to chmod
-OWN_FILES = (MARKER, "otherix.db", "jwt-secret", LOCK)
+OWN_FILES = (MARKER, "otherix.db", "jwt-secret")
 
 
 class DataDirMismatch(Exception):
@@ -94,6 +94,8 @@ class DataDirLock:
 def _lock(data_dir: Path, mode: int) -> DataDirLock | None:
     fd = os.open(data_dir / LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
+        if stat.S_IMODE(os.fstat(fd).st_mode) != 0o600:
+            os.fchmod(fd, 0o600)
         fcntl.flock(fd, mode | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
