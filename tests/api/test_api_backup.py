@@ -188,6 +188,19 @@ def test_backup_of_another_backend_is_refused(taken, tmp_path):
     assert "sqlite backup" in message
 
 
+def test_a_data_directory_of_another_cluster_takes_the_backup_only_with_force(taken, tmp_path):
+    archive, _ = taken
+    target = tmp_path / "other"
+    target.mkdir()
+    (target / "cluster-id").write_text(f"{uuid.uuid4()}\n")  # its database was lost
+    assert "belongs to cluster" in refused(archive, target)
+    assert not (target / "otherix.db").exists()
+    result = run("restore", "--data-dir", str(target), "--from", str(archive), "--force")
+    assert result.exit_code == 0, result.output
+    manifest, _ = bk.read_archive(archive, tmp_path)
+    assert (target / "cluster-id").read_text().strip() == manifest.cluster_id
+
+
 def test_restore_is_refused_while_a_control_plane_runs(taken, live):
     archive, data_dir = taken[0], live[1]
     db_file = data_dir / "otherix.db"
@@ -235,6 +248,14 @@ def test_postgres_backup_and_restore(pg_pair, tmp_path):
     result = run(*args, "--from", str(archive))
     assert result.exit_code == 1
     assert "already holds a database with tables" in result.stderr
+    other = Database(target)  # another replica still connected: refused
+    try:
+        assert other.ping()
+        result = run(*args, "--from", str(archive), "--force")
+        assert result.exit_code == 1
+        assert "other session(s) are connected" in result.stderr
+    finally:
+        other.close()
     result = run(*args, "--from", str(archive), "--force")
     assert result.exit_code == 0, result.output
     restored = ApiServer(make_settings(tmp_path / "dst", target)).start()

@@ -363,6 +363,22 @@ def _restore_postgres(
         )
 
 
+def _check_marker(data_dir: Path, cluster: str | None, force: bool) -> None:
+    """A data directory that belongs to another cluster takes its backup only with ``force``."""
+    if force or cluster is None:
+        return
+    try:
+        marker = datadir.read_marker(data_dir)
+    except datadir.DataDirMismatch as exc:
+        raise BackupError(f"{exc}. Pass --force to restore anyway. Nothing was changed.") from None
+    if marker is not None and marker != cluster:
+        raise BackupError(
+            f"data directory {data_dir} belongs to cluster {marker}; the backup is of "
+            f"cluster {cluster}. Pass --force to make it cluster {cluster}'s. "
+            "Nothing was changed."
+        )
+
+
 def restore(
     settings: ApiSettings, path: Path, *, force: bool, say: Callable[[str], Any]
 ) -> Manifest:
@@ -382,6 +398,7 @@ def restore(
         else:
             lock = None
         try:
+            _check_marker(data_dir, manifest.cluster_id, force)
             if manifest.backend == "sqlite":
                 _restore_sqlite(settings, payload, manifest, force)
             else:
