@@ -24,8 +24,8 @@ from otherix.api import datadir
 from otherix.api.bootstrap import open_deps
 from otherix.api.main import cli
 from otherix.store import Database
-from otherix.store.migrate import upgrade
-from otherix.store.snapshot import head_revision
+from otherix.store.migrate import current_revision, upgrade
+from otherix.store.snapshot import ToolMissing, head_revision, pg_check_archive
 from support import pg
 from support.factories import Api, with_roles
 from support.server import ApiServer, make_settings
@@ -278,3 +278,32 @@ def test_a_control_plane_does_not_start_during_a_restore(tmp_path):
     finally:
         lock.release()
     assert not (data_dir / "otherix.db").exists()
+
+
+def test_an_older_schema_is_restored_as_it_is_and_serve_migrates_it(tmp_path):
+    old = tmp_path / "old" / "otherix.db"
+    db = Database(f"sqlite:///{old}")
+    upgrade(db, "0012")
+    db.close()
+    archive = tmp_path / "old.tar"
+    url = f"sqlite:///{old}"
+    taken = run(
+        "backup", "--data-dir", str(old.parent), "--database-url", url, "--to", str(archive)
+    )
+    assert taken.exit_code == 0, taken.output
+    target = tmp_path / "new"
+    result = run("restore", "--data-dir", str(target), "--from", str(archive))
+    assert result.exit_code == 0, result.output
+    assert "'otherix-api serve' migrates it at start" in result.stderr
+    assert f"older than this otherix's ({head_revision()})" in result.stderr
+    db = Database(f"sqlite:///{target / 'otherix.db'}")
+    try:
+        assert current_revision(db) == "0012"  # restore itself never migrates
+    finally:
+        db.close()
+
+
+def test_pg_tools_missing_from_path_is_said_plainly(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(ToolMissing, match="pg_restore is not on PATH"):
+        pg_check_archive(tmp_path / "x")
