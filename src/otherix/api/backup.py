@@ -162,6 +162,8 @@ def backup(settings: ApiSettings, dest: Path, *, force: bool) -> Manifest:
     """A consistent copy of the configured database, archived at ``dest``."""
     if dest.exists() and not force:
         raise BackupError(f"{dest} exists; pass --force to replace it")
+    if not (dest.parent if str(dest.parent) else Path(".")).is_dir():
+        raise BackupError(f"the directory {dest.parent} does not exist")
     backend = backend_of(settings)
     with _scratch() as folder:
         payload = folder / PAYLOAD

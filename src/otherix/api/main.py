@@ -193,7 +193,12 @@ def backup(
     type=click.Path(path_type=Path, dir_okay=False),
     help="An archive written by 'otherix-api backup'.",
 )
-@click.option("--force", is_flag=True, help="Replace a database that already holds tables.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Replace a database that already holds tables, or restore into a data "
+    "directory that belongs to another cluster.",
+)
 @_store_options
 def restore(
     src: Path,
