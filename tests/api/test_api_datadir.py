@@ -85,6 +85,7 @@ def test_an_existing_data_dir_of_ours_is_set_to_0700_and_its_files_to_0600(tmp_p
         "otherix.db": 0o600,
         "jwt-secret": 0o600,
         "cluster-id": 0o600,
+        "serve.lock": 0o600,  # the lock a restore takes exclusively
     }
     assert (data / "cluster-id").read_text().strip() == deps.cluster_id  # adopted
 

@@ -15,7 +15,7 @@ import pytest
 import uvicorn
 
 from otherix.api.app import create_app
-from otherix.api.bootstrap import open_deps
+from otherix.api.bootstrap import close_deps, open_deps
 from otherix.api.clock import Clock
 from otherix.api.compose import Services, build_services
 from otherix.api.deps import Deps
@@ -95,7 +95,7 @@ class ApiServer:
         self.deps.hub.close()
         self._server.should_exit = True
         self._thread.join(timeout=15)
-        self.deps.db.close()
+        close_deps(self.deps)
 
     # helpers ---------------------------------------------------------------
     def set_clock(self, clock: Clock) -> None:

@@ -102,11 +102,21 @@ def open_store(settings: ApiSettings, *, init: bool = False) -> tuple[Database, 
 
 
 def open_deps(settings: ApiSettings, *, migrate: bool = True, init: bool = False) -> Deps:
-    db, marker = open_store(settings, init=init)
+    """Everything a control plane is built from. It holds the data directory's
+    shared lock (``datadir.hold_shared``, so no restore runs under it) from
+    before the database is opened; :func:`close_deps` releases it."""
+    datadir.prepare(settings.data_dir)
+    held = datadir.hold_shared(settings.data_dir)
+    try:
+        db, marker = open_store(settings, init=init)
+    except BaseException:
+        held.release()
+        raise
     try:
         if migrate:
             upgrade(db)
         deps = Deps(settings=settings, db=db, clock=SystemClock(), jwt_secret=jwt_secret(settings))
+        deps.datadir_lock = held
         with db.write() as conn:
             now = deps.clock.now()
             # first start: the cluster default pool from config (never over an
@@ -126,8 +136,16 @@ def open_deps(settings: ApiSettings, *, migrate: bool = True, init: bool = False
             datadir.write_marker(settings.data_dir, deps.cluster_id)
     except BaseException:
         db.close()
+        held.release()
         raise
     return deps
+
+
+def close_deps(deps: Deps) -> None:
+    """Close the database, then release the data directory's lock."""
+    deps.db.close()
+    if deps.datadir_lock is not None:
+        deps.datadir_lock.release()
 
 
 def ensure_admin(users: UserService, admin: tuple[str, str] | None) -> None:

@@ -12,11 +12,19 @@ lost, dropped or wrong database, and the start is refused
 accepts the database as it is and rewrites the marker.
 
 :func:`mismatch` is the rule, without I/O (table-tested).
+
+The lock ``{data_dir}/serve.lock``: every control plane on the directory
+(``serve``, ``quickstart``) holds a shared ``flock`` on it for its life
+(:func:`hold_shared`, taken by ``bootstrap.open_store``); ``otherix-api
+restore`` takes it exclusively (:func:`hold_exclusive`), so a restore is refused
+while a control plane runs there, and a control plane does not start during a restore.
 """
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import stat
 import time
 import uuid
@@ -27,6 +35,7 @@ from otherix.fsatomic import atomic_write
 log = logging.getLogger("otherix.api")
 
 MARKER = "cluster-id"
+LOCK = "serve.lock"
 DIR_MODE = 0o700
 #: files of ours: a directory holding one of them is ours to chmod
 OWN_FILES = (MARKER, "otherix.db", "jwt-secret")
@@ -63,6 +72,55 @@ def prepare(data_dir: Path) -> None:
         return
     data_dir.chmod(DIR_MODE)
     log.info("data_dir %s: mode %o set to %o", data_dir, mode, DIR_MODE)
+
+
+class DataDirBusy(DataDirMismatch):
+    """The data directory's lock is held by another process."""
+
+
+class DataDirLock:
+    """A held ``flock`` on ``{data_dir}/serve.lock``; released by :meth:`release`
+    or when the process ends."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd >= 0:
+            fd, self.fd = self.fd, -1
+            os.close(fd)  # closing the descriptor drops the flock
+
+
+def _lock(data_dir: Path, mode: int) -> DataDirLock | None:
+    fd = os.open(data_dir / LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        if stat.S_IMODE(os.fstat(fd).st_mode) != 0o600:
+            os.fchmod(fd, 0o600)
+        fcntl.flock(fd, mode | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    except BaseException:
+        os.close(fd)
+        raise
+    return DataDirLock(fd)
+
+
+def hold_shared(data_dir: Path) -> DataDirLock:
+    """The lock every running control plane holds (several may share it)."""
+    lock = _lock(data_dir, fcntl.LOCK_SH)
+    if lock is None:
+        raise DataDirBusy(
+            f"data directory {data_dir} is locked by a running 'otherix-api restore'; "
+            "start the control plane when it has finished"
+        )
+    return lock
+
+
+def hold_exclusive(data_dir: Path) -> DataDirLock | None:
+    """The lock a restore holds, or None when a control plane (or another
+    restore) holds the directory's lock."""
+    return _lock(data_dir, fcntl.LOCK_EX)
 
 
 def read_marker(data_dir: Path) -> str | None:

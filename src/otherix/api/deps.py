@@ -21,6 +21,7 @@ from typing import Any
 
 from otherix.api.claims import Claims
 from otherix.api.clock import Clock
+from otherix.api.datadir import DataDirLock
 from otherix.api.loginguard import LoginGuard
 from otherix.api.settings import ApiSettings
 from otherix.api.watch import WatchHub
@@ -118,6 +119,8 @@ class Deps:
     jwt_secret: str
     #: The cluster's identity (``cluster_settings.cluster_id``), read at start.
     cluster_id: str = ""
+    #: the data directory's shared lock (``datadir.hold_shared``), held while serving
+    datadir_lock: DataDirLock | None = None
     hub: WatchHub = field(default_factory=WatchHub)
     heartbeats: HeartbeatBuffer = field(default_factory=HeartbeatBuffer)
     #: failed-login windows and the bounded password-hash queue (``api/loginguard.py``)

@@ -1,4 +1,5 @@
-"""``otherix-api``: ``serve``, ``migrate`` and ``quickstart`` (composition root).
+"""``otherix-api``: ``serve``, ``migrate``, ``backup``, ``restore`` and ``quickstart``
+(composition root; backup and restore are ``api/backup.py``).
 
 ``serve`` loads settings (defaults < ``--config`` YAML < ``OTHERIX_`` env <
 flags), checks the data directory against its database (``datadir``: a data
@@ -24,9 +25,11 @@ from typing import Any
 import click
 
 from otherix import __version__
+from otherix.api import backup as bk
 from otherix.api import quickstart as qs
 from otherix.api.bootstrap import (
     bootstrap_admin_from_env,
+    close_deps,
     ensure_admin,
     load_settings,
     open_deps,
@@ -104,7 +107,7 @@ def serve(
         raise click.ClickException(str(exc)) from exc
     run_server(deps, services)
     exit_if_lost(deps)
-    deps.db.close()
+    close_deps(deps)
 
 
 @cli.command()
@@ -125,6 +128,119 @@ def migrate(config_file: Path | None, data_dir: Path | None, database_url: str |
         raise click.ClickException(str(exc)) from exc
     finally:
         db.close()
+
+
+def _store_options(fn: Any) -> Any:
+    fn = click.option("--database-url", help="Overrides database.url.")(fn)
+    fn = click.option(
+        "--data-dir", type=click.Path(path_type=Path, file_okay=False), help="Overrides data_dir."
+    )(fn)
+    return click.option(
+        "--config",
+        "config_file",
+        type=click.Path(path_type=Path, dir_okay=False),
+        help="YAML config file (the one serve uses).",
+    )(fn)
+
+
+@cli.command()
+@click.option(
+    "--to",
+    "dest",
+    required=True,
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="The archive to write.",
+)
+@click.option("--force", is_flag=True, help="Replace FILE if it exists.")
+@_store_options
+def backup(
+    dest: Path,
+    force: bool,
+    config_file: Path | None,
+    data_dir: Path | None,
+    database_url: str | None,
+) -> None:
+    """Write a consistent copy of the database to one archive file, while serving.
+
+    SQLite is copied with its online backup API, PostgreSQL with pg_dump
+    --format=custom (pg_dump must be on PATH). The archive holds a manifest
+    (backend, schema revision, otherix version, sha256 of the copy) and the
+    copy; it is written to a temp file and renamed, never over FILE unless
+    --force. It holds password and token hashes: keep it as secret as the
+    data directory.
+
+    \b
+    Example:
+      otherix-api backup --config /etc/otherix/api.yaml --to /srv/backup/otherix-$(date +%F).tar
+    """
+    settings = _settings(config_file, {"data_dir": data_dir, "database.url": database_url})
+    try:
+        manifest = bk.backup(settings, dest, force=force)
+    except bk.BackupError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(
+        f"backup written to {dest}: {manifest.backend}, schema {manifest.schema_revision}, "
+        f"{manifest.payload_size} bytes, sha256 {manifest.payload_sha256}",
+        err=True,
+    )
+
+
+@cli.command()
+@click.option(
+    "--from",
+    "src",
+    required=True,
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="An archive written by 'otherix-api backup'.",
+)
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Replace a database that already holds tables, or restore into a data "
+    "directory that belongs to another cluster.",
+)
+@_store_options
+def restore(
+    src: Path,
+    force: bool,
+    config_file: Path | None,
+    data_dir: Path | None,
+    database_url: str | None,
+) -> None:
+    """Put a backup in place of the configured database; the control plane must be stopped.
+
+    Everything is checked before anything is touched: the archive (truncated
+    or damaged: refused), its sha256, its schema revision (one newer than this
+    otherix knows: refused), its backend against the configured one, and the
+    copy's integrity (SQLite: integrity_check and foreign_key_check;
+    PostgreSQL: pg_restore --list). It is refused while a control plane runs on
+    the data directory, and over a database that holds tables unless --force.
+    A backup of an older schema is restored as it is; the next 'serve' (or
+    'otherix-api migrate') takes it to the current schema. Exit 0 when
+    restored, 1 when refused (nothing changed) or failed.
+
+    \b
+    Example:
+      systemctl stop otherix-api
+      otherix-api restore --config /etc/otherix/api.yaml --from /srv/backup/otherix.tar --force
+      systemctl start otherix-api
+    """
+    settings = _settings(config_file, {"data_dir": data_dir, "database.url": database_url})
+
+    def say(line: str) -> None:
+        click.echo(line, err=True)
+
+    try:
+        manifest = bk.restore(settings, src, force=force, say=say)
+    except bk.BackupError as exc:
+        raise click.ClickException(str(exc)) from exc
+    head = bk.schema_head()
+    say(f"restored schema {manifest.schema_revision} of {manifest.created_at}")
+    if manifest.schema_revision != head:
+        say(
+            f"the schema is older than this otherix's ({head}): 'otherix-api serve' "
+            "migrates it at start (or run 'otherix-api migrate' now)"
+        )
 
 
 @cli.command()

@@ -30,7 +30,7 @@ from typing import Any
 import click
 
 from otherix.api import datadir
-from otherix.api.bootstrap import load_settings, open_deps
+from otherix.api.bootstrap import close_deps, load_settings, open_deps
 from otherix.api.compose import build_services
 from otherix.api.deps import Deps
 from otherix.api.server import exit_if_lost, make_server
@@ -190,7 +190,7 @@ def run(
             except subprocess.TimeoutExpired:
                 proc.kill()
         exit_if_lost(deps)
-        deps.db.close()
+        close_deps(deps)
     if failed:
         raise click.ClickException(f"quickstart failed: {failed[0]}")
 
