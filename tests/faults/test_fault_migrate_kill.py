@@ -22,7 +22,6 @@ from pathlib import Path
 import sqlalchemy as sa
 import yaml
 
-from otherix.store import Database
 from otherix.store.migrate import current_revision, pending, upgrade
 from support.schemafill import PREVIOUS, populate, read_all
 
