@@ -7,7 +7,6 @@ import json
 from clihelpers import failed, ok, usage
 
 from otherix import __version__
-
 from otherix.cli.config import CliConfig, ClusterEntry, save_config
 
 DEAD = "http://127.0.0.1:1"
@@ -210,4 +209,7 @@ def test_version_without_a_server_says_so_after_the_client_line(offline_cli):
     assert result.stderr.startswith("Error: no control-plane endpoint")
     result = offline_cli.raw("--endpoint", DEAD, "version")
     assert (result.exit_code, result.stdout) == (1, f"client: {__version__}\n")
-    assert result.stderr == f"Error: cannot connect to the control plane at {DEAD}: connection refused\n"
+    assert (
+        result.stderr
+        == f"Error: cannot connect to the control plane at {DEAD}: connection refused\n"
+    )
