@@ -204,7 +204,8 @@ class CapacitySection(Section):
 
 class DebugSection(Section):
     """Fault-test hooks; empty, so off, by default. ``pause_at``: point name ->
-    seconds; the one point is ``migrate.step`` (``otherix.store.migrate``)."""
+    seconds; the points are ``migrate.step`` and ``migrate.step.REVISION``
+    (``otherix.store.migrate``)."""
 
     pause_at: dict[str, Duration] = Field(default_factory=dict)
 

@@ -21,9 +21,10 @@ killed inside one leaves the database at the revision before it, and the next
 ``migrate`` or start runs it again from there.
 
 ``pause_at`` is a fault-test hook (``debug.pause_at`` of the API settings):
-``{"migrate.step": seconds}`` logs ``fault point migrate.step`` after each
-migration's changes, before its commit, and sleeps, so a test can kill the
-process inside the transaction. Empty by default: no pause.
+``{"migrate.step": seconds}`` logs ``fault point migrate.step revision=ID``
+after each migration's changes, before its commit, and sleeps, so a test can
+kill the process inside the transaction; ``migrate.step.ID`` pauses at that
+revision only. Empty by default: no pause.
 """
 
 from __future__ import annotations
@@ -100,13 +101,20 @@ def migration_lock(db: Database) -> Iterator[None]:
 
 
 def _pause_hook(pause_at: Mapping[str, float]) -> Any:
-    seconds = float(pause_at.get("migrate.step", 0))
-    if seconds <= 0:
+    every = float(pause_at.get("migrate.step", 0))
+    by_revision = {
+        point.removeprefix("migrate.step."): float(seconds)
+        for point, seconds in pause_at.items()
+        if point.startswith("migrate.step.")
+    }
+    if every <= 0 and not any(v > 0 for v in by_revision.values()):
         return None
 
     def on_version_apply(*, step: Any, **_: Any) -> None:
-        log.warning("fault point migrate.step revision=%s", step.up_revision_id)
-        time.sleep(seconds)
+        seconds = by_revision.get(step.up_revision_id, every)
+        if seconds > 0:
+            log.warning("fault point migrate.step revision=%s", step.up_revision_id)
+            time.sleep(seconds)
 
     return on_version_apply
 
