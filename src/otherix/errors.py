@@ -26,7 +26,8 @@ checks that every code here is listed there.
     │   ├── UserHasResources          409 user_has_resources
     │   ├── VmNameInUse               409 vm_name_in_use
     │   ├── DiskNotOrphan             409 disk_not_orphan
-    │   └── PoolNotReady              409 pool_not_ready
+    │   ├── PoolNotReady              409 pool_not_ready
+    │   └── AgentVersionUnsupported   409 agent_version_unsupported
     ├── RateLimited                   429 rate_limited
     ├── RequestTimeout                504 request_timeout
     ├── DatabaseUnavailable           503 store_unavailable
@@ -87,6 +88,8 @@ class ErrorCode(StrEnum):
     DISK_NOT_ORPHAN = "disk_not_orphan"
     POOL_NOT_READY = "pool_not_ready"
     VM_NOT_MOVABLE = "vm_not_movable"
+    # upgrades (issue 17): version skew between the control plane and an agent
+    AGENT_VERSION_UNSUPPORTED = "agent_version_unsupported"
 
 
 class OtherixError(Exception):
@@ -194,6 +197,14 @@ class Conflict(PermanentError):
     code = ErrorCode.CONFLICT
     http_status = 409
     default_message = "conflict"
+
+
+class AgentVersionUnsupported(Conflict):
+    """A heartbeat from an agent outside the supported version skew
+    (``otherix.domain.versions``): nothing of the report is stored."""
+
+    code = ErrorCode.AGENT_VERSION_UNSUPPORTED
+    default_message = "agent version not supported by this control plane"
 
 
 class IdempotencyKeyMismatch(Conflict):

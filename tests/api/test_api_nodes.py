@@ -9,6 +9,8 @@ from datetime import UTC, datetime
 import pytest
 from apihelpers import ROLES, assert_error, heartbeat, http, join_node, random_uuid, ready_node
 
+from otherix import __version__
+from otherix.domain.versions import release
 from support.clock import FakeClock
 
 SUMMARY_KEYS = {"id", "name", "status", "architecture", "created_at"}
@@ -241,6 +243,46 @@ def test_architecture_mismatch_is_409(shared_api):
         "conflict",
         "architecture mismatch",
         {"reason": "architecture_mismatch", "registered": "amd64", "reported": "arm64"},
+    )
+
+
+def _versions() -> tuple[str, str, str]:
+    """This control plane's version, one minor older, one minor newer."""
+    own = release(__version__)
+    assert own is not None, "the tests need a release version of otherix"
+    older = f"{own.major}.{max(own.minor - 1, 0)}.7"
+    return __version__, older, f"{own.major}.{own.minor + 1}.0"
+
+
+def test_agents_of_this_or_one_minor_older_version_are_accepted(shared_api):
+    own, older, _ = _versions()
+    node = join_node(shared_api, "skew-ok")
+    for version in (older, own, "t"):
+        r = heartbeat(shared_api, node, agent_version=version)
+        assert r.status_code == 200, r.text
+        with http(shared_api) as c:
+            assert c.get("/v1/nodes/skew-ok").json()["agent_version"] == version
+
+
+def test_a_newer_agent_is_409_and_nothing_is_stored(shared_api):
+    own, older, newer = _versions()
+    node = join_node(shared_api, "skew-new")
+    r = heartbeat(shared_api, node, agent_version=newer)
+    oldest = release(older)
+    err = assert_error(r, 409, "agent_version_unsupported")
+    assert err["message"].startswith(f"agent version {newer} is not supported by control plane")
+    assert f"upgrade the control plane to {release(newer)}.x first" in err["message"]
+    assert err["details"] == {
+        "agent_version": newer,
+        "server_version": own,
+        "accepted": {"oldest": str(oldest), "newest": str(release(own))},
+    }
+    with http(shared_api) as c:
+        view = c.get("/v1/nodes/skew-new").json()
+    assert (view["status"], view["agent_version"], view["last_heartbeat_at"]) == (
+        "pending",
+        None,
+        None,
     )
 
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 from clihelpers import failed, ok, usage
 
+from otherix import __version__
 from otherix.cli.config import CliConfig, ClusterEntry, save_config
 
 DEAD = "http://127.0.0.1:1"
@@ -190,3 +193,23 @@ def test_writers_env_and_tty_are_injected_through_the_context(tmp_path):
     result = CliRunner().invoke(root, ["pool", "list"], obj=context)
     assert result.exit_code == 1
     assert err[-1] == f"Error: cannot connect to the control plane at {DEAD}: connection refused\n"
+
+
+def test_version_shows_the_client_and_the_server(cli, api):
+    out = ok(cli.raw("--endpoint", api.url, "version"))  # no token needed
+    assert out == f"client: {__version__}\nserver: {__version__} ({api.url})\n"
+    out = ok(cli.raw("--endpoint", api.url, "version", "-o", "json"))
+    assert json.loads(out) == {"client": __version__, "server": __version__}
+
+
+def test_version_without_a_server_says_so_after_the_client_line(offline_cli):
+    result = offline_cli.raw("version")
+    assert result.exit_code == 1
+    assert result.stdout == f"client: {__version__}\n"
+    assert result.stderr.startswith("Error: no control-plane endpoint")
+    result = offline_cli.raw("--endpoint", DEAD, "version")
+    assert (result.exit_code, result.stdout) == (1, f"client: {__version__}\n")
+    assert (
+        result.stderr
+        == f"Error: cannot connect to the control plane at {DEAD}: connection refused\n"
+    )

@@ -21,6 +21,17 @@ def test_node_list_get_cordon_uncordon(cli, api):
         ["node-b", "pending", "-", "-"],
     ]
 
+    wide = ok(cli("node", "list", "-o", "wide"))
+    assert wide.splitlines()[0].split() == [
+        "NAME", "STATUS", "ARCH", "VERSION", "CORDONED", "HEARTBEAT", "AGE"
+    ]  # fmt: skip
+    rows = [line.split() for line in wide.splitlines()[1:]]
+    assert [r[:5] for r in rows] == [
+        ["node-a", "ready", "amd64", "t", "no"],
+        ["node-b", "pending", "-", "-", "no"],
+    ]
+    assert rows[1][5] == "-"  # never heartbeated
+
     ids = ok(cli("node", "list", "--show-ids", "--status", "ready"))
     assert ids.splitlines()[1].split()[:2] == [a.id, "node-a"]
     assert len(ids.splitlines()) == 2

@@ -114,7 +114,9 @@ def open_deps(settings: ApiSettings, *, migrate: bool = True, init: bool = False
         raise
     try:
         if migrate:
-            upgrade(db)
+            ran = upgrade(db, pause_at=settings.debug.pause_at)
+            if ran:
+                log.info("migrated the database: %s", ", ".join(s.revision for s in ran))
         deps = Deps(settings=settings, db=db, clock=SystemClock(), jwt_secret=jwt_secret(settings))
         deps.datadir_lock = held
         with db.write() as conn:

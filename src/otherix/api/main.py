@@ -40,7 +40,7 @@ from otherix.api.datadir import DataDirMismatch
 from otherix.api.server import exit_if_lost, run_server
 from otherix.config import ConfigError
 from otherix.store import StoreError
-from otherix.store.migrate import current_revision, upgrade
+from otherix.store.migrate import current_revision, pending, upgrade
 
 INIT_HELP = (
     "Start even though the data directory was initialised before and its database is "
@@ -111,19 +111,55 @@ def serve(
 
 
 @cli.command()
-@click.option("--config", "config_file", type=click.Path(path_type=Path, dir_okay=False))
-@click.option("--data-dir", type=click.Path(path_type=Path, file_okay=False))
-@click.option("--database-url")
-def migrate(config_file: Path | None, data_dir: Path | None, database_url: str | None) -> None:
-    """Apply pending database migrations and exit."""
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="YAML config file.",
+)
+@click.option(
+    "--data-dir", type=click.Path(path_type=Path, file_okay=False), help="Overrides data_dir."
+)
+@click.option(
+    "--database-url", help="sqlite:///PATH or postgresql+psycopg://... (overrides database.url)."
+)
+@click.option("--dry-run", is_flag=True, help="List the pending migrations; change nothing.")
+def migrate(
+    config_file: Path | None, data_dir: Path | None, database_url: str | None, dry_run: bool
+) -> None:
+    """Apply pending database migrations, say which ran, and exit.
+
+    `serve` and `quickstart` run them at start too; both take a lock (an
+    advisory lock on PostgreSQL, a file lock beside a SQLite database), so two
+    replicas started together never race. A migration interrupted (kill -9,
+    power cut) is rolled back with its transaction: run this again.
+
+    \b
+    Example:
+      otherix-api migrate --dry-run --config /etc/otherix/api.yaml
+      otherix-api migrate --config /etc/otherix/api.yaml
+    """
     settings = _settings(config_file, {"data_dir": data_dir, "database.url": database_url})
     try:
         db, _ = open_store(settings)  # the same data-directory check as serve
     except (StoreError, DataDirMismatch) as exc:
         raise click.ClickException(str(exc)) from exc
     try:
-        upgrade(db)
-        click.echo(f"database at revision {current_revision(db)}")
+        before = current_revision(db)
+        if dry_run:
+            steps = pending(db)
+            verb = "would run"
+        else:
+            steps = upgrade(db, pause_at=settings.debug.pause_at)
+            verb = "ran"
+        for step in steps:
+            click.echo(f"{verb} {step.revision}: {step.title}")
+        if not steps:
+            click.echo(f"nothing to migrate: database at revision {before}")
+        elif dry_run:
+            click.echo(f"database at revision {before}; nothing changed (--dry-run)")
+        else:
+            click.echo(f"database at revision {current_revision(db)}")
     except StoreError as exc:
         raise click.ClickException(str(exc)) from exc
     finally:

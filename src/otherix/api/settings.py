@@ -202,6 +202,14 @@ class CapacitySection(Section):
         return self
 
 
+class DebugSection(Section):
+    """Fault-test hooks; empty, so off, by default. ``pause_at``: point name ->
+    seconds; the points are ``migrate.step`` and ``migrate.step.REVISION``
+    (``otherix.store.migrate``)."""
+
+    pause_at: dict[str, Duration] = Field(default_factory=dict)
+
+
 class ApiSettings(Section):
     data_dir: Path = Path("/var/lib/otherix/api")
     server: ServerSection = ServerSection()
@@ -212,6 +220,7 @@ class ApiSettings(Section):
     agents: AgentApiSection = AgentApiSection()
     placement: PlacementSection = PlacementSection()
     capacity: CapacitySection = CapacitySection()
+    debug: DebugSection = DebugSection()
 
     @property
     def database_url(self) -> str:

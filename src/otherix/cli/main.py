@@ -52,6 +52,7 @@ from otherix.cli.commands.pools import pool
 from otherix.cli.commands.tasks import task
 from otherix.cli.commands.tokens import token
 from otherix.cli.commands.users import user
+from otherix.cli.commands.version import version
 from otherix.cli.commands.vms import vm
 from otherix.cli.commands.vms_import import import_vm
 from otherix.cli.context import CliContext, CliError
@@ -153,7 +154,7 @@ def cli(
 
 for _group in (config, user, token, node, pool, vm, task, cluster, completion):
     cli.add_command(_group)
-for _command in (create_manifests, apply_manifests, delete_manifests):
+for _command in (create_manifests, apply_manifests, delete_manifests, version):
     cli.add_command(_command)
 vm.add_command(import_vm)  # drift (issue 16): its own module, beside the vm group
 

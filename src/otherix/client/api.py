@@ -260,6 +260,11 @@ class ApiClient(HttpClient):
         return StoragePool.model_validate(data)
 
     # cluster ----------------------------------------------------------------
+    def server_version(self) -> str:
+        """The control plane's version (``GET /healthz``, public)."""
+        data = self.json("GET", "/healthz")
+        return str(data["version"])
+
     def get_default_pool(self) -> str | None:
         try:
             data = self.json("GET", "/v1/cluster/default-pool")

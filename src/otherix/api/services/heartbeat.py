@@ -27,6 +27,13 @@ when unchanged) replaces each of the node's VMs' ``vm_runtime`` row that
 differs; a VM of this node the agent does not know loses its row (it never ran
 there, or its record is gone: it reads as stopped). Ids of VMs that are not on
 this node are ignored.
+
+Version skew (issue 17): every heartbeat's ``agent_version`` is checked against
+the control plane's own (``domain.versions``: its minor or one older; dev builds
+always pass) before anything is read or written for it; outside that, 409
+``agent_version_unsupported`` and nothing is stored. Checked every time, not
+only when the version changes: after a control-plane upgrade the stored version
+of a too-old agent is unchanged.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, overload
 
+from otherix import __version__
 from otherix.api.clock import Clock
 from otherix.api.deps import AgentIdentity, HeartbeatBuffer
 from otherix.api.services import secrets
@@ -43,9 +51,9 @@ from otherix.api.services.defaultpool import DefaultPoolService
 from otherix.api.services.nodes import NodeService, bind_agent
 from otherix.api.settings import ApiSettings
 from otherix.api.watch import WatchHub
-from otherix.domain import liveness
+from otherix.domain import liveness, versions
 from otherix.domain.pressure import PressureConfig, PressureState, next_pressure
-from otherix.errors import Conflict, NotFound
+from otherix.errors import AgentVersionUnsupported, Conflict, NotFound
 from otherix.models.heartbeat import (
     AgentTask,
     DeclaredDisk,
@@ -387,6 +395,19 @@ class HeartbeatService:
             raise Conflict(
                 "node is gone; an operator must readmit it ('otherix node readmit')",
                 {"reason": "node_gone"},
+            )
+        problem = versions.skew_problem(__version__, report.agent_version)
+        if problem is not None:
+            server = versions.release(__version__)
+            assert server is not None  # a problem needs two release versions
+            oldest, newest = versions.accepted_range(server)
+            raise AgentVersionUnsupported(
+                problem,
+                {
+                    "agent_version": report.agent_version,
+                    "server_version": __version__,
+                    "accepted": {"oldest": str(oldest), "newest": str(newest)},
+                },
             )
         if node.architecture and node.architecture != report.architecture:
             raise Conflict(

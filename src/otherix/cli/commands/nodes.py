@@ -85,7 +85,7 @@ node.add_command(join_token)
 )
 @click.option("--limit", type=click.IntRange(1, 200), default=20, show_default=True)
 @click.option("--cursor", help="Continue from a previous page's cursor.")
-@output_option("table", ("table", "json", "yaml"))
+@output_option("table", ("table", "wide", "json", "yaml"))
 @show_ids_option
 @click.pass_context
 def list_nodes(
@@ -99,11 +99,15 @@ def list_nodes(
 ) -> None:
     """List nodes (NAME STATUS ARCH VERSION AGE).
 
+    VERSION is the agent version the node last reported. -o wide adds
+    CORDONED and HEARTBEAT (age of the last heartbeat).
+
     \b
     Example:
       otherix node list --status ready --show-ids
+      otherix node list -o wide
     """
-    fmt = validate_output(output, ("table", "json", "yaml"))
+    fmt = validate_output(output, ("table", "wide", "json", "yaml"))
     ctx = get_context()
     page = ctx.client().list_nodes(
         status=status, architecture=architecture, limit=limit, cursor=cursor
@@ -117,18 +121,26 @@ def list_nodes(
         ctx.err(paging_footer(next_page_command(cctx), next_cursor))
         return
     now = ctx.now()
+    wide = fmt == "wide"
     rows = []
     for n in page.data:
-        version = n.agent_version if isinstance(n, Node) else None  # a summary has none
+        full = n if isinstance(n, Node) else None  # a summary has no version or heartbeat
         row = [
             n.name,
             n.status,
             n.architecture or "-",
-            version or "-",
-            age(n.created_at, now),
+            (full.agent_version if full else None) or "-",
         ]
+        if wide:
+            heartbeat = full.last_heartbeat_at if full else None
+            row += [
+                ("yes" if full.cordoned else "no") if full else "-",
+                age(heartbeat, now) if heartbeat else "-",
+            ]
+        row.append(age(n.created_at, now))
         rows.append([n.id, *row] if show_ids else row)
-    headers = ("NAME", "STATUS", "ARCH", "VERSION", "AGE")
+    headers: tuple[str, ...] = ("NAME", "STATUS", "ARCH", "VERSION")
+    headers += ("CORDONED", "HEARTBEAT", "AGE") if wide else ("AGE",)
     ctx.write(render_table(("ID", *headers) if show_ids else headers, rows))
     ctx.write(paging_footer(next_page_command(cctx), next_cursor))
 

@@ -34,6 +34,8 @@ with engine.connect() as connection:
             target_metadata=metadata,
             render_as_batch=True,
             transaction_per_migration=True,
+            # a fault-test pause inside each migration's transaction (store/migrate.py)
+            on_version_apply=context.config.attributes.get("on_version_apply"),
         )
         with context.begin_transaction():
             context.run_migrations()
