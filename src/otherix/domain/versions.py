@@ -1,7 +1,8 @@
 """Version skew between the control plane and its agents: the rule, with no I/O.
 
 Called by the heartbeat service (``api/services/heartbeat.py``) for every
-heartbeat whose ``agent_version`` differs from the one stored for the node.
+heartbeat (after a control-plane upgrade an agent's stored version does not
+change, so checking only changed versions would let an old agent stay).
 
 The rule, on release versions ``MAJOR.MINOR.PATCH`` (with an optional
 pre-release ``aN``/``bN``/``rcN`` and ``.postN``; the patch level and the
